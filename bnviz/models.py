@@ -1,0 +1,84 @@
+"""Build Keras models from an ArchConfig (functional API, so the probe can tap every layer)."""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+from bnviz.config import ArchConfig, RunConfig
+
+
+def _norm_layer(arch: ArchConfig, index: int) -> layers.Layer:
+    name = f"norm{index}"
+    if arch.norm == "layer":
+        return layers.LayerNormalization(name=name)
+    if arch.norm == "group":
+        return layers.GroupNormalization(groups=arch.group_count, name=name)
+    bn = arch.bn
+    return layers.BatchNormalization(
+        momentum=bn.momentum,
+        epsilon=bn.epsilon,
+        center=bn.center,
+        scale=bn.scale,
+        beta_initializer=bn.beta_initializer,
+        gamma_initializer=bn.gamma_initializer,
+        moving_mean_initializer=bn.moving_mean_initializer,
+        moving_variance_initializer=bn.moving_variance_initializer,
+        name=name,
+    )
+
+
+def _block(x, arch: ArchConfig, index: int):
+    block = arch.blocks[index - 1]
+    norm_first = arch.norm != "none" and arch.bn.placement == "before"
+    x = layers.Conv2D(block.filters, block.kernel, activation=None if norm_first else "relu", name=f"conv{index}")(x)
+    if norm_first:
+        x = layers.Activation("relu", name=f"relu{index}")(_norm_layer(arch, index)(x))
+    elif arch.norm != "none":
+        x = _norm_layer(arch, index)(x)
+    return layers.MaxPooling2D(block.pool, strides=block.pool_stride or block.pool, name=f"pool{index}")(x)
+
+
+def build_model(arch: ArchConfig, input_size: int, channels: int = 3, num_classes: int = 6) -> keras.Model:
+    """The seed's CNN family: [ZeroPad] (Conv-ReLU[-Norm]-Pool)×n Flatten [Dropout] Dense-softmax."""
+    inputs = keras.Input((input_size, input_size, channels), name="image")
+    x = layers.ZeroPadding2D(arch.zero_pad, name="zero_padding2d")(inputs) if arch.zero_pad else inputs
+    for index in range(1, len(arch.blocks) + 1):
+        x = _block(x, arch, index)
+    x = layers.Flatten(name="flatten")(x)
+    if arch.dropout:
+        x = layers.Dropout(arch.dropout, name="dropout")(x)
+    outputs = layers.Dense(num_classes, activation="softmax", name="dense")(x)
+    return keras.Model(inputs, outputs, name="bnviz")
+
+
+def make_optimizer(config: RunConfig) -> keras.optimizers.Optimizer:
+    choices = {"adam": keras.optimizers.Adam, "sgd": keras.optimizers.SGD, "rmsprop": keras.optimizers.RMSprop}
+    return choices[config.optimizer](learning_rate=config.learning_rate)
+
+
+def compile_model(config: RunConfig, channels: int, num_classes: int) -> keras.Model:
+    """Build and compile the model a run trains."""
+    model = build_model(config.arch, config.input_size, channels, num_classes)
+    model.compile(optimizer=make_optimizer(config), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def batch_norm_layers(model: keras.Model) -> list[layers.BatchNormalization]:
+    return [layer for layer in model.layers if isinstance(layer, layers.BatchNormalization)]
+
+
+def layer_rows(model: keras.Model) -> list[dict]:
+    """The model's layer table: name, type, output shape and parameter counts."""
+    rows = []
+    for layer in model.layers[1:]:
+        trainable = sum(int(v.numpy().size) for v in layer.trainable_weights)
+        frozen = sum(int(v.numpy().size) for v in layer.non_trainable_weights)
+        rows.append({"name": layer.name, "type": type(layer).__name__, "output_shape": list(layer.output.shape[1:]),
+                     "trainable": trainable, "non_trainable": frozen})
+    return rows
+
+
+def load_model_safely(path: str) -> keras.Model:
+    """Load a `.keras` file with safe mode on: no lambda or pickled code is ever executed."""
+    return keras.saving.load_model(path, safe_mode=True, compile=False)

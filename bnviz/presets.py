@@ -1,0 +1,54 @@
+"""The seed notebook's four models as named RunConfig builders (no Keras import)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+
+from bnviz.config import ArchConfig, BNConfig, ConfigError, ConvBlock, RunConfig
+
+TWO_BLOCKS = (ConvBlock(16), ConvBlock(32, pool_stride=1))
+THREE_BLOCKS = (*TWO_BLOCKS, ConvBlock(16))
+
+
+def initial() -> ArchConfig:
+    """ZeroPad, Conv16, MaxPool2, Conv32, MaxPool(2, stride 1), Flatten, Dropout, Dense6."""
+    return ArchConfig(blocks=TWO_BLOCKS, norm="none")
+
+
+def more_layers() -> ArchConfig:
+    """`initial` plus Conv16 and MaxPool2: fewer parameters, better generalisation."""
+    return ArchConfig(blocks=THREE_BLOCKS, norm="none")
+
+
+def bn() -> ArchConfig:
+    """`more-layers` with BatchNormalization(momentum=0.99) after each ReLU conv: the collapse."""
+    return ArchConfig(blocks=THREE_BLOCKS, norm="batch", bn=BNConfig(momentum=0.99))
+
+
+def final() -> ArchConfig:
+    """`bn` with momentum 0.8 and no Dropout: the fix."""
+    return ArchConfig(blocks=THREE_BLOCKS, norm="batch", bn=BNConfig(momentum=0.8), dropout=0.0)
+
+
+PRESETS: dict[str, Callable[[], ArchConfig]] = {
+    "initial": initial,
+    "more-layers": more_layers,
+    "bn": bn,
+    "final": final,
+}
+
+# What the seed notebook reported (train / val / test accuracy), shown beside bnviz's runs.
+SEED_RESULTS: dict[str, tuple[float, float, float]] = {
+    "initial": (0.83, 0.88, 0.83),
+    "more-layers": (0.97, 0.97, 0.98),
+    "bn": (0.99, 0.44, 0.46),
+    "final": (1.0, 0.99, 0.99),
+}
+
+
+def preset_config(name: str, **overrides: object) -> RunConfig:
+    """A RunConfig for preset `name`; `overrides` replace RunConfig fields (epochs, seed, ...)."""
+    if name not in PRESETS:
+        raise ConfigError(f"Unknown preset {name!r}. Choose one of: {', '.join(PRESETS)}")
+    return replace(RunConfig(arch=PRESETS[name](), preset=name, name=name), **overrides)

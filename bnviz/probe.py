@@ -1,0 +1,160 @@
+"""BNProbe: a Keras callback that records what every BatchNormalization layer does, without
+changing training.
+
+At each scheduled step (see `bnviz.stats.probe_steps`) it records, per BN layer and channel:
+- the moving mean/variance (what inference normalises with);
+- the BN input's mean/variance on the training batch of that step, recovered exactly from the
+  moving-average update: batch = (after − m·before)/(1 − m) (biased variance, as Keras uses);
+- the population mean/variance of the BN input over a fixed training sample, PreciseBN style
+  (upstream BN layers use batch statistics, as in training; E[x²] − E[x]² in float64);
+- histograms, on shared edges, of the BN output on a fixed validation probe batch in training
+  mode (batch statistics) and inference mode (moving statistics), and the probe batch's
+  accuracy/loss in both modes.
+
+Why it does not perturb training: in Keras 3 `model(x, training=True)` assigns new moving
+statistics. The probe instead runs `stateless_call`, which returns the would-be updates (and the
+dropout seed state) without assigning them, on a tap model that shares the trained layers and
+skips Dropout (so train mode differs from inference mode only in the BN statistics).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import layers
+
+from bnviz.config import ProbeConfig
+from bnviz.models import batch_norm_layers
+from bnviz.stats import batch_stats_from_update, probe_steps, shared_histograms
+from bnviz.store import ProbeLayer, ProbeRecord
+
+
+def tap_model(model: keras.Model) -> tuple[keras.Model, list[layers.BatchNormalization]]:
+    """A model sharing `model`'s layers (minus Dropout) whose outputs are the class probabilities
+    followed by every BN layer's input, then every BN layer's output."""
+    bn_layers = batch_norm_layers(model)
+    x = inputs = keras.Input(model.inputs[0].shape[1:])
+    bn_in, bn_out = [], []
+    for layer in model.layers[1:]:
+        if isinstance(layer, layers.Dropout):
+            continue
+        if isinstance(layer, layers.BatchNormalization):
+            bn_in.append(x)
+            x = layer(x)
+            bn_out.append(x)
+        else:
+            x = layer(x)
+    return keras.Model(inputs, [x, *bn_in, *bn_out]), bn_layers
+
+
+class StatelessForward:
+    """Compiled forward passes through a tap model that never assign to any variable."""
+
+    def __init__(self, tap: keras.Model):
+        self.tap = tap
+        self._train = tf.function(lambda x: self._call(x, True), reduce_retracing=True)
+        self._infer = tf.function(lambda x: self._call(x, False), reduce_retracing=True)
+
+    def _call(self, x: tf.Tensor, training: bool) -> list[tf.Tensor]:
+        trainable = [v.value for v in self.tap.trainable_variables]
+        frozen = [v.value for v in self.tap.non_trainable_variables]
+        outputs, _ = self.tap.stateless_call(trainable, frozen, x, training=training)
+        return outputs
+
+    def __call__(self, x: np.ndarray, training: bool) -> list[np.ndarray]:
+        fn = self._train if training else self._infer
+        return [o.numpy() for o in fn(tf.convert_to_tensor(x))]
+
+
+def population_moments(forward: StatelessForward, x: np.ndarray, batch_size: int, n_layers: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per BN layer, the per-channel mean and (population) variance of its input over `x`, with
+    upstream BN layers in training mode on batches of `batch_size`."""
+    sums = [0.0] * n_layers
+    squares = [0.0] * n_layers
+    count = 0
+    for start in range(0, len(x), batch_size):
+        outputs = forward(x[start : start + batch_size], training=True)
+        for i, values in enumerate(outputs[1 : 1 + n_layers]):
+            flat = values.reshape(-1, values.shape[-1]).astype(np.float64)
+            sums[i] = sums[i] + flat.sum(axis=0)
+            squares[i] = squares[i] + (flat**2).sum(axis=0)
+        count += outputs[1].reshape(-1, outputs[1].shape[-1]).shape[0] if n_layers else 0
+    moments = []
+    for s, q in zip(sums, squares):
+        mean = s / count
+        moments.append((mean.astype(np.float32), np.maximum(q / count - mean**2, 0.0).astype(np.float32)))
+    return moments
+
+
+def _accuracy_and_loss(probs: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    picked = probs[np.arange(len(labels)), labels]
+    return float(np.mean(np.argmax(probs, axis=1) == labels)), float(np.mean(-np.log(np.clip(picked, 1e-7, 1.0))))
+
+
+class BNProbe(keras.callbacks.Callback):
+    """Records a `ProbeRecord` at each scheduled step and hands it to `emit`."""
+
+    def __init__(
+        self,
+        config: ProbeConfig,
+        probe_data: tuple[np.ndarray, np.ndarray],
+        population: np.ndarray,
+        batch_size: int,
+        emit: Callable[[ProbeRecord], None],
+    ):
+        super().__init__()
+        self.config = config
+        self.x_probe, self.y_probe = probe_data
+        self.population = population
+        self.batch_size = batch_size
+        self.emit = emit
+        self.step = 0
+        self.epoch = 0
+        self._before: list[tuple[np.ndarray, np.ndarray]] | None = None
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        tap, self.bn_layers = tap_model(self.model)
+        self.forward = StatelessForward(tap)
+        steps_per_epoch = self.params.get("steps") or 1
+        self.schedule = set(probe_steps(steps_per_epoch * self.params.get("epochs", 1), steps_per_epoch, self.config.every))
+        self._record(batch_stats=None)
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.epoch = epoch + 1  # 1-based; step 0 (before training) is epoch 0
+
+    def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
+        if self.step + 1 in self.schedule:
+            self._before = self._moving()
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        self.step += 1
+        if self.step in self.schedule and self._before is not None:
+            after = self._moving()
+            batch_stats = [
+                (batch_stats_from_update(b[0], a[0], layer.momentum), batch_stats_from_update(b[1], a[1], layer.momentum))
+                for layer, b, a in zip(self.bn_layers, self._before, after)
+            ]
+            self._before = None
+            self._record(batch_stats)
+
+    def _moving(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        return [(layer.moving_mean.numpy(), layer.moving_variance.numpy()) for layer in self.bn_layers]
+
+    def _record(self, batch_stats: list[tuple[np.ndarray, np.ndarray]] | None) -> None:
+        n = len(self.bn_layers)
+        train_out = self.forward(self.x_probe, training=True)
+        infer_out = self.forward(self.x_probe, training=False)
+        population = population_moments(self.forward, self.population, self.batch_size, n)
+        acc_train, loss_train = _accuracy_and_loss(train_out[0], self.y_probe)
+        acc_infer, loss_infer = _accuracy_and_loss(infer_out[0], self.y_probe)
+        records = []
+        for i, layer in enumerate(self.bn_layers):
+            moving_mean, moving_var = layer.moving_mean.numpy(), layer.moving_variance.numpy()
+            nan = np.full_like(moving_mean, np.nan)
+            batch_mean, batch_var = batch_stats[i] if batch_stats else (nan, nan)
+            edges, hist_train, hist_infer = shared_histograms(train_out[1 + n + i], infer_out[1 + n + i], self.config.bins)
+            records.append(ProbeLayer(layer.name, moving_mean, moving_var, batch_mean, batch_var, *population[i], edges, hist_train, hist_infer))
+        self.emit(ProbeRecord(self.step, self.epoch, acc_train, acc_infer, loss_train, loss_infer, tuple(records)))

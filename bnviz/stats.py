@@ -1,0 +1,113 @@
+"""Pure numpy maths shared by the probe, the diagnosis and the figures (no TensorFlow).
+
+EMA facts (Keras convention): moving_t = m·moving_{t-1} + (1−m)·batch_t, so after t steps
+moving_t = mᵗ·init + (1−m)·Σ_k m^(t−k)·batch_k. PyTorch's `momentum` is 1 − m.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def init_weight(momentum: float, steps: int | np.ndarray) -> float | np.ndarray:
+    """Weight the initial moving value (mean 0, variance 1) still carries after `steps` updates: mᵗ."""
+    return np.power(float(momentum), steps)
+
+
+def ema_window(momentum: float) -> float:
+    """Effective number of batches the moving average spans: 1/(1−m) (infinite at m = 1)."""
+    return math.inf if momentum >= 1 else 1.0 / (1.0 - momentum)
+
+
+def half_life(momentum: float) -> float:
+    """Steps until the initial value's weight halves: ln ½ / ln m."""
+    if momentum <= 0:
+        return 0.0
+    return math.inf if momentum >= 1 else math.log(0.5) / math.log(momentum)
+
+
+def steps_to_forget(momentum: float, weight: float = 0.01) -> float:
+    """Steps until the initial value's weight drops below `weight` (1 % by default)."""
+    if momentum <= 0:
+        return 1.0
+    return math.inf if momentum >= 1 else math.ceil(math.log(weight) / math.log(momentum))
+
+
+def suggest_momentum(steps: int, weight: float = 0.01) -> float:
+    """The largest momentum (rounded down to a slider step) whose initial-value weight after
+    `steps` updates is below `weight`: m = weight^(1/steps)."""
+    if steps <= 0:
+        return 0.0
+    return math.floor(weight ** (1.0 / steps) * 1000) / 1000
+
+
+def torch_momentum(keras_momentum: float) -> float:
+    """The same EMA in PyTorch's convention (weight on the new batch)."""
+    return round(1.0 - keras_momentum, 10)
+
+
+def batch_stats_from_update(before: np.ndarray, after: np.ndarray, momentum: float) -> np.ndarray:
+    """Recover the batch statistic one moving-average update used: (after − m·before)/(1 − m).
+
+    Exact up to float32 rounding times 1/(1−m); NaN when m = 1 (no information reaches the average).
+    """
+    if momentum >= 1:
+        return np.full_like(after, np.nan, dtype=np.float32)
+    return ((after.astype(np.float64) - momentum * before) / (1.0 - momentum)).astype(np.float32)
+
+
+def shared_histograms(train: np.ndarray, infer: np.ndarray, bins: int, max_values: int = 200_000) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Histograms of two samples on shared edges spanning both samples' 0.5–99.5 percentiles.
+
+    Values beyond the edges are counted in the end bins; an all-equal sample gets edges v ± 0.5.
+    Large samples are strided down to `max_values` first (a distribution plot needs no more).
+    """
+    a, b = _thin(train.ravel(), max_values), _thin(infer.ravel(), max_values)
+    both = np.concatenate([a, b])
+    both = both[np.isfinite(both)]
+    lo, hi = (np.percentile(both, [0.5, 99.5]) if both.size else (0.0, 0.0))
+    if not hi > lo:
+        lo, hi = lo - 0.5, hi + 0.5
+    edges = np.linspace(lo, hi, bins + 1)
+    return edges.astype(np.float32), _counts(a, edges), _counts(b, edges)
+
+
+def _thin(values: np.ndarray, max_values: int) -> np.ndarray:
+    step = max(1, values.size // max_values)
+    return values[::step]
+
+
+def _counts(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    clipped = np.clip(values[np.isfinite(values)], edges[0], edges[-1])
+    return np.histogram(clipped, bins=edges)[0].astype(np.int32)
+
+
+def standardized_gap(moving_mean: np.ndarray, pop_mean: np.ndarray, pop_var: np.ndarray) -> np.ndarray:
+    """|moving − population| mean in population standard deviations, per channel."""
+    return np.abs(moving_mean - pop_mean) / np.sqrt(np.maximum(pop_var, 1e-12))
+
+
+def variance_ratio(moving_var: np.ndarray, pop_var: np.ndarray) -> np.ndarray:
+    """moving / population variance per channel (1 is right; far from 1 mis-scales inference)."""
+    return moving_var / np.maximum(pop_var, 1e-12)
+
+
+def log_schedule(total_steps: int, per_decade: int = 12) -> list[int]:
+    """Probe steps spaced geometrically (≈ `per_decade` per factor of ten), since the initial-value
+    weight mᵗ decays geometrically: dense early, where the moving statistics change fastest."""
+    steps, t = set(), 1.0
+    ratio = 10 ** (1 / per_decade)
+    while t <= total_steps:
+        steps.add(int(round(t)))
+        t = max(t * ratio, t + 1)
+    return sorted(steps)
+
+
+def probe_steps(total_steps: int, steps_per_epoch: int, every: int) -> list[int]:
+    """Steps at which the probe records: step 0 (before training), every epoch end, the last
+    step, and either every `every` steps or, with `every == 0`, a geometric schedule."""
+    chosen = set(range(steps_per_epoch, total_steps + 1, steps_per_epoch)) | {0, total_steps}
+    chosen |= set(range(every, total_steps + 1, every)) if every > 0 else set(log_schedule(total_steps))
+    return sorted(s for s in chosen if 0 <= s <= total_steps)

@@ -1,0 +1,154 @@
+"""Run one training job end to end: data, model, fit with recorder and probe, evaluation in
+both BN modes, model file. Workers and the CLI both call `execute_run`."""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+
+from bnviz.config import RunConfig, validate
+from bnviz.data import Dataset, load_dataset
+from bnviz.models import compile_model, layer_rows
+from bnviz.probe import BNProbe, StatelessForward, tap_model
+from bnviz.store import ProbeRecord, Store
+
+COMMIT_SECONDS = 1.0  # step metrics reach the store at least this often
+CANCEL_POLL_SECONDS = 0.5
+
+
+class RunFailed(RuntimeError):
+    """Training stopped on a fault (NaN loss); the message says at which step and why."""
+
+
+class Recorder(keras.callbacks.Callback):
+    """Writes step metrics and probe records to the store in small transactions, stops the run on
+    a cancel request or a non-finite loss, and reports progress (CSVLogger/TerminateOnNaN shape)."""
+
+    def __init__(self, store: Store, run_id: str, on_step: Callable[[int, dict], None] | None = None):
+        super().__init__()
+        self.store, self.run_id, self.on_step = store, run_id, on_step
+        self.steps: list[tuple[int, int, float, float]] = []
+        self.probes: list[ProbeRecord] = []
+        self.step, self.epoch = 0, 0
+        self.cancelled = False
+        self.failure: str | None = None
+        self._last_commit = self._last_poll = time.monotonic()
+
+    def add_probe(self, record: ProbeRecord) -> None:
+        self.probes.append(record)
+        self.commit()
+
+    def commit(self) -> None:
+        if self.steps or self.probes:
+            self.store.add_records(self.run_id, self.steps, self.probes)
+            self.steps, self.probes = [], []
+        self._last_commit = time.monotonic()
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.epoch = epoch + 1
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        self.step += 1
+        loss, accuracy = float((logs or {}).get("loss", math.nan)), float((logs or {}).get("accuracy", math.nan))
+        self.steps.append((self.step, self.epoch, loss, accuracy))
+        if self.on_step:
+            self.on_step(self.step, {"loss": loss, "accuracy": accuracy, "epoch": self.epoch})
+        if not math.isfinite(loss):
+            self.failure = f"Loss became {loss} at step {self.step} (epoch {self.epoch}); training stopped."
+            self.model.stop_training = True
+        now = time.monotonic()
+        if now - self._last_poll > CANCEL_POLL_SECONDS:
+            self._last_poll = now
+            if self.store.cancel_requested(self.run_id):
+                self.cancelled = self.model.stop_training = True
+        if now - self._last_commit > COMMIT_SECONDS:
+            self.commit()
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        self.commit()
+
+
+@dataclass(frozen=True)
+class RunResult:
+    run_id: str
+    status: str
+    steps: int
+    seconds: float
+    model_path: str | None
+    evaluation: dict | None
+    error: str | None = None
+
+
+def probe_inputs(data: Dataset, config: RunConfig) -> tuple[tuple[np.ndarray, np.ndarray], np.ndarray]:
+    """The fixed validation probe batch and the fixed training sample for population statistics."""
+    rng = np.random.default_rng(config.seed + 1)
+    val = rng.permutation(len(data.x_val))[: config.probe.probe_batch]
+    train = rng.permutation(len(data.x_train))[: config.probe.population_samples]
+    return (data.x_val[val], data.y_val[val]), data.x_train[train]
+
+
+def evaluate_both_modes(model: keras.Model, data: Dataset, batch_size: int, seed: int = 0) -> dict:
+    """Accuracy and loss on every split in inference mode (moving statistics, as `evaluate` does)
+    and with batch statistics (BN in training mode on shuffled batches of `batch_size`, no updates).
+
+    High batch-statistics accuracy with low inference accuracy means the weights are fine and the
+    moving statistics are wrong.
+    """
+    forward = StatelessForward(tap_model(model)[0])
+    result: dict = {"accuracy": {}, "loss": {}}
+    for split, (x, y) in {"train": (data.x_train, data.y_train), "val": (data.x_val, data.y_val), "test": (data.x_test, data.y_test)}.items():
+        loss, acc = model.evaluate(x, y, batch_size=max(batch_size, 64), verbose=0)
+        result["accuracy"][split], result["loss"][split] = float(acc), float(loss)
+        order = np.random.default_rng(seed).permutation(len(x))
+        probs = np.concatenate([forward(x[order[i : i + batch_size]], training=True)[0] for i in range(0, len(x), batch_size)])
+        labels = y[order]
+        picked = probs[np.arange(len(labels)), labels]
+        result["accuracy"][f"{split}_batchstats"] = float(np.mean(np.argmax(probs, axis=1) == labels))
+        result["loss"][f"{split}_batchstats"] = float(np.mean(-np.log(np.clip(picked, 1e-7, 1.0))))
+    return result
+
+
+def execute_run(store: Store, run_id: str, on_step: Callable[[int, dict], None] | None = None) -> RunResult:
+    """Train run `run_id` (already in the store) and record everything; never raises for faults
+    inside training: the run ends done, failed or cancelled, and the result says which."""
+    started = time.monotonic()
+    config = validate(store.get_run(run_id).config)
+    keras.utils.set_random_seed(config.seed)
+    data = load_dataset(config.dataset, config.input_size, config.seed)
+    model = compile_model(config, data.channels, data.num_classes)
+    steps_per_epoch = math.ceil(len(data.x_train) / config.batch_size)
+    info = {"params": _param_counts(model), "layers": layer_rows(model), "data": data.summary(), "backend": keras.backend.backend()}
+    store.start(run_id, os.getpid(), steps_per_epoch, steps_per_epoch * config.epochs, info)
+    recorder = Recorder(store, run_id, on_step)
+    callbacks: list[keras.callbacks.Callback] = [recorder]
+    if config.probe.enabled:
+        probe_batch, population = probe_inputs(data, config)
+        callbacks.append(BNProbe(config.probe, probe_batch, population, config.batch_size, recorder.add_probe))
+    model.fit(data.x_train, data.y_train, batch_size=config.batch_size, epochs=config.epochs, verbose=0, callbacks=callbacks, shuffle=True)
+    seconds = time.monotonic() - started
+    if recorder.failure:
+        store.finish(run_id, "failed", error=recorder.failure)
+        return RunResult(run_id, "failed", recorder.step, seconds, None, None, recorder.failure)
+    if recorder.cancelled:
+        store.finish(run_id, "cancelled", error=f"Cancelled at step {recorder.step}.")
+        return RunResult(run_id, "cancelled", recorder.step, seconds, None, None)
+    evaluation = evaluate_both_modes(model, data, config.batch_size, config.seed)
+    store.add_evaluation(run_id, "final", evaluation)
+    path = store.model_path(run_id)
+    model.save(path)
+    seconds = time.monotonic() - started
+    store.update_info(run_id, seconds=seconds, steps=recorder.step)
+    store.finish(run_id, "done", model_path=str(path))
+    return RunResult(run_id, "done", recorder.step, seconds, str(path), evaluation)
+
+
+def _param_counts(model: keras.Model) -> dict[str, int]:
+    trainable = sum(int(np.prod(v.shape)) for v in model.trainable_weights)
+    frozen = sum(int(np.prod(v.shape)) for v in model.non_trainable_weights)
+    return {"total": trainable + frozen, "trainable": trainable, "non_trainable": frozen}
