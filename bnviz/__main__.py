@@ -1,0 +1,3 @@
+from bnviz.cli import main
+
+main()

@@ -1,0 +1,244 @@
+"""Command line: `python -m bnviz COMMAND ...`; every command takes `--json`.
+
+Bad arguments print one line to stderr and exit with code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from bnviz.config import ConfigError, ProbeConfig, RunConfig, validate
+from bnviz.presets import PRESETS, SEED_RESULTS, preset_config
+from bnviz.shapes import param_counts
+from bnviz.store import Store, StoreError
+
+USAGE_ERRORS = (ConfigError, StoreError, ValueError, FileNotFoundError)
+
+
+class UsageError(Exception):
+    """A bad argument: printed as one line, exit code 2."""
+
+
+def _emit(args: argparse.Namespace, payload: object, text: str) -> None:
+    print(json.dumps(payload, indent=2, default=str) if args.json else text)
+
+
+def _table(rows: list[list[object]], header: list[str]) -> str:
+    cells = [header] + [[_fmt(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in cells]
+    return "\n".join([lines[0], "  ".join("-" * w for w in widths), *lines[1:]])
+
+
+def _fmt(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.2f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+# --- commands that need no TensorFlow ---------------------------------------------------------
+def cmd_presets(args: argparse.Namespace) -> None:
+    rows = [{"preset": name, **param_counts(build(), args.input_size), "seed_train_val_test": SEED_RESULTS[name]} for name, build in PRESETS.items()]
+    text = _table([[r["preset"], r["total"], r["trainable"], r["non_trainable"], " / ".join(f"{v:g}" for v in r["seed_train_val_test"])] for r in rows],
+                  ["preset", "params", "trainable", "non-trainable", "seed train/val/test"])
+    _emit(args, {"input_size": args.input_size, "presets": rows}, f"Presets at {args.input_size}×{args.input_size}×3:\n{text}")
+
+
+def cmd_list(args: argparse.Namespace) -> None:
+    runs = Store(args.home).list_runs()
+    rows = [{"id": r.id, "name": r.name, "preset": r.preset, "status": r.status, "momentum": r.momentum, "created": r.created} for r in runs]
+    text = _table([[r["id"], r["name"], r["status"], r["momentum"]] for r in rows], ["id", "name", "status", "momentum"]) if rows else "No runs yet."
+    _emit(args, {"runs": rows}, text)
+
+
+def cmd_show(args: argparse.Namespace) -> None:
+    store = Store(args.home)
+    run = store.get_run(args.run)
+    evaluations = store.evaluations(run.id)
+    payload = {"id": run.id, "name": run.name, "status": run.status, "error": run.error, "config": json.loads(run.config.to_json()),
+               "progress": store.progress(run.id), "evaluations": evaluations, "model_path": run.model_path}
+    lines = [f"{run.label}: {run.status}" + (f" ({run.error})" if run.error else "")]
+    if "final" in evaluations:
+        lines.append(accuracy_table([(run.name or run.id, evaluations["final"])]))
+    _emit(args, payload, "\n".join(lines))
+
+
+def accuracy_table(rows: list[tuple[str, dict]]) -> str:
+    """Seed-style table: train / val / test in inference mode beside batch-statistics mode."""
+    body = []
+    for name, ev in rows:
+        acc = ev["accuracy"]
+        body.append([name, acc["train"], acc["val"], acc["test"], acc["train_batchstats"], acc["val_batchstats"], acc["test_batchstats"]])
+    return _table(body, ["model", "train", "val", "test", "train (batch stats)", "val (batch stats)", "test (batch stats)"])
+
+
+# --- commands that train ------------------------------------------------------------------------
+def _train_config(args: argparse.Namespace) -> RunConfig:
+    overrides = {k: getattr(args, k) for k in ("epochs", "batch_size", "input_size", "seed", "learning_rate", "optimizer") if getattr(args, k) is not None}
+    config = preset_config(args.preset, dataset=_dataset_spec(args.dataset), **overrides)
+    if args.momentum is not None:
+        config = config.with_momentum(args.momentum)
+    if args.no_probe:
+        config = config.replace(probe=ProbeConfig(enabled=False))
+    elif args.probe_every is not None:
+        config = config.replace(probe=ProbeConfig(every=args.probe_every))
+    return validate(config.replace(name=args.name or config.name))
+
+
+def _dataset_spec(spec: str) -> str:
+    if spec in ("synthetic", "digits"):
+        return spec
+    path = Path(spec).expanduser()
+    if not path.is_dir():
+        raise UsageError(f"Data folder not found: {spec}")
+    return str(path.resolve())
+
+
+def _run_in_process(store: Store, config: RunConfig, quiet: bool):
+    """Train in this process with a progress bar; the run is marked running at once so that a
+    dashboard's job manager never picks it up."""
+    from tqdm import tqdm
+
+    from bnviz.data import DataError
+    from bnviz.train import execute_run
+
+    run_id = store.create_run(config, status="running")
+    store.start(run_id, os.getpid(), 0, 0, {})
+    bar = tqdm(desc=config.name or run_id, unit="step", disable=quiet, file=sys.stderr)
+
+    def on_step(step: int, logs: dict) -> None:
+        if bar.total is None:
+            bar.total = store.get_run(run_id).total_steps
+        bar.update(1)
+        bar.set_postfix(epoch=logs["epoch"], loss=f"{logs['loss']:.3f}", acc=f"{logs['accuracy']:.3f}")
+
+    try:
+        return execute_run(store, run_id, on_step)
+    except DataError as exc:
+        store.finish(run_id, "failed", error=str(exc))
+        raise UsageError(str(exc)) from exc
+    except BaseException as exc:
+        store.finish(run_id, "failed", error=f"{type(exc).__name__}: {exc}")
+        raise
+    finally:
+        bar.close()
+
+
+def _result_payload(result) -> dict:
+    accuracy = (result.evaluation or {}).get("accuracy", {})
+    return {"run_id": result.run_id, "status": result.status, "model_path": result.model_path, "steps": result.steps,
+            "seconds": round(result.seconds, 2), "accuracy": accuracy, "loss": (result.evaluation or {}).get("loss", {}), "error": result.error}
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    config = _train_config(args)
+    from bnviz.jobs import check_memory
+
+    check_memory(config)
+    result = _run_in_process(Store(args.home), config, args.json)
+    payload = _result_payload(result)
+    text = f"Run {result.run_id}: {result.status} after {result.steps} steps in {result.seconds:.1f} s"
+    if result.evaluation:
+        text += "\n" + accuracy_table([(config.name, result.evaluation)]) + f"\nModel: {result.model_path}"
+    elif result.error:
+        text += f"\n{result.error}"
+    _emit(args, payload, text)
+    if result.status != "done":
+        sys.exit(1)
+
+
+def cmd_story(args: argparse.Namespace) -> None:
+    store, started, results = Store(args.home), time.monotonic(), []
+    for name in PRESETS:
+        overrides = {k: getattr(args, k) for k in ("epochs", "input_size", "seed") if getattr(args, k) is not None}
+        config = validate(preset_config(name, dataset=_dataset_spec(args.dataset), **overrides))
+        results.append((name, _run_in_process(store, config, args.json)))
+    wall = time.monotonic() - started
+    payload = {"seconds": round(wall, 1), "runs": [{"preset": n, "seed": SEED_RESULTS[n], **_result_payload(r)} for n, r in results]}
+    table = accuracy_table([(n, r.evaluation) for n, r in results if r.evaluation])
+    seed = "\n".join(f"  {n}: " + " / ".join(f"{v:g}" for v in SEED_RESULTS[n]) for n in PRESETS)
+    _emit(args, payload, f"{table}\n\nThe seed notebook (train / val / test):\n{seed}\n\nWall time: {wall:.1f} s")
+
+
+def cmd_summary(args: argparse.Namespace) -> None:
+    from bnviz.models import build_model, layer_rows
+
+    config = validate(preset_config(args.preset, input_size=args.input_size))
+    model = build_model(config.arch, config.input_size)
+    rows = layer_rows(model)
+    trainable = sum(r["trainable"] for r in rows)
+    frozen = sum(r["non_trainable"] for r in rows)
+    payload = {"preset": args.preset, "input_size": args.input_size, "layers": rows, "total": trainable + frozen, "trainable": trainable, "non_trainable": frozen}
+    text = _table([[r["name"], r["type"], "×".join(map(str, r["output_shape"])), r["trainable"] + r["non_trainable"]] for r in rows], ["layer", "type", "output", "params"])
+    _emit(args, payload, f"{text}\nTotal params: {trainable + frozen:,}  Trainable: {trainable:,}  Non-trainable: {frozen:,}")
+
+
+# --- argument parsing ---------------------------------------------------------------------------
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument("--home", default=None, help="run store folder (default: $BNVIZ_HOME or ./bnviz-runs)")
+
+
+def _training_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--input-size", type=int)
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--dataset", default="synthetic", help="synthetic | digits | a folder of class sub-folders")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bnviz", description="See why a BatchNormalization model trains to 0.99 and tests at 0.46.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    commands: dict[str, tuple[Callable, str]] = {
+        "presets": (cmd_presets, "the seed's four models with parameter counts"),
+        "summary": (cmd_summary, "layer table and parameter counts of a preset"),
+        "train": (cmd_train, "train one run, store it and print its accuracy in both BN modes"),
+        "story": (cmd_story, "train the four seed models and print the seed-style table"),
+        "list": (cmd_list, "list stored runs"),
+        "show": (cmd_show, "show one stored run"),
+    }
+    for name, (handler, help_text) in commands.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(handler=handler)
+        _common(p)
+    for name in ("presets", "summary"):
+        sub.choices[name].add_argument("--input-size", type=int, default=224)
+    sub.choices["summary"].add_argument("--preset", required=True)
+    train = sub.choices["train"]
+    train.add_argument("--preset", default="bn")
+    train.add_argument("--name", default="")
+    train.add_argument("--momentum", type=float)
+    train.add_argument("--batch-size", type=int)
+    train.add_argument("--learning-rate", type=float)
+    train.add_argument("--optimizer")
+    train.add_argument("--probe-every", type=int, help="steps between probes (0: geometric schedule)")
+    train.add_argument("--no-probe", action="store_true")
+    _training_options(train)
+    _training_options(sub.choices["story"])
+    sub.choices["show"].add_argument("run")
+    return parser
+
+
+
+
+def main(argv: list[str] | None = None) -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        args.handler(args)
+    except (UsageError, *USAGE_ERRORS) as exc:
+        print(f"bnviz {args.command}: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print(f"bnviz {args.command}: interrupted", file=sys.stderr)
+        sys.exit(130)

@@ -1,0 +1,131 @@
+"""The job manager: queues runs in the store and keeps up to `max_workers` worker processes
+draining the queue. One per dashboard server; thread-safe; never imports TensorFlow.
+
+Workers are started in their own session, so they survive a server restart; a new manager
+marks runs whose worker died as interrupted and starts workers for the queued ones.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bnviz.config import ConfigError, RunConfig, validate
+from bnviz.shapes import activation_bytes
+from bnviz.store import Store
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+MEMORY_FRACTION = 0.5  # refuse a run whose estimated training memory exceeds this share of free memory
+
+
+def process_alive(pid: int) -> bool:
+    """True while `pid` is a live (not zombie) bnviz process; pid reuse by others reads as dead."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z" and b"bnviz" in cmdline
+
+
+def available_memory() -> int:
+    """MemAvailable from /proc/meminfo in bytes (a large number where it cannot be read)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 1 << 40
+
+
+def check_memory(config: RunConfig, available: int | None = None) -> None:
+    """Refuse up front a run whose activations would not fit in memory (ConfigError says why)."""
+    needed = activation_bytes(config.arch, config.input_size, max(config.batch_size, config.probe.probe_batch))
+    budget = MEMORY_FRACTION * (available if available is not None else available_memory())
+    if needed > budget:
+        raise ConfigError(
+            f"This model needs about {needed / 2**30:.1f} GiB for one batch of {config.batch_size} at "
+            f"{config.input_size}×{config.input_size}; {budget / 2**30:.1f} GiB is available. "
+            "Lower the input size or the batch size."
+        )
+
+
+@dataclass
+class JobManager:
+    """Queue runs and keep workers busy. `pump()` is cheap and idempotent: pages call it on every
+    refresh and a daemon thread calls it every `poll_seconds`."""
+
+    store: Store
+    max_workers: int = 1  # 2 cores: one TensorFlow process already uses both
+    poll_seconds: float = 1.0
+    _procs: list[subprocess.Popen] = field(default_factory=list, init=False, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    _thread: threading.Thread | None = field(default=None, init=False, repr=False)
+
+    def submit(self, config: RunConfig, sweep: str | None = None, parent: str | None = None) -> str:
+        """Validate, check memory, queue; returns the new run id."""
+        check_memory(validate(config))
+        run_id = self.store.create_run(config, sweep=sweep, parent=parent)
+        self.pump()
+        return run_id
+
+    def cancel(self, run_id: str) -> None:
+        self.store.request_cancel(run_id)
+
+    def pump(self) -> None:
+        """Reap finished workers, mark orphaned runs interrupted, start workers for queued runs."""
+        with self._lock:
+            for proc in [p for p in self._procs if p.poll() is not None]:
+                self._procs.remove(proc)
+            self.store.mark_interrupted(process_alive)
+            mine = {p.pid for p in self._procs}
+            foreign = sum(1 for r in self.store.list_runs(status=["running"]) if r.pid not in mine)
+            queued = len(self.store.list_runs(status=["queued"]))
+            for _ in range(min(queued, self.max_workers - len(self._procs) - foreign)):
+                self._procs.append(self._spawn())
+
+    def _spawn(self) -> subprocess.Popen:
+        logs = self.store.home / "logs"
+        logs.mkdir(exist_ok=True)
+        threads = max(1, (os.cpu_count() or 2) // self.max_workers)
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))}
+        with open(logs / f"worker-{time.strftime('%Y%m%d-%H%M%S')}-{len(self._procs)}.log", "ab") as log:
+            return subprocess.Popen(
+                [sys.executable, "-m", "bnviz.worker", "--home", str(self.store.home), "--threads", str(threads)],
+                cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True,  # survives a dashboard restart
+            )
+
+    def start_background(self) -> None:
+        """Pump every `poll_seconds` from a daemon thread, so queued runs start with no page open."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="bnviz-jobs", daemon=True)
+            self._thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            try:
+                self.pump()
+            except Exception:  # a locked or missing store must not kill the loop; the next tick retries
+                pass
+            time.sleep(self.poll_seconds)
+
+    def active_workers(self) -> int:
+        with self._lock:
+            return sum(1 for p in self._procs if p.poll() is None)
+
+    def wait_idle(self, timeout: float = 600.0) -> bool:
+        """Block until no run is queued or running (for tests and scripts); True if reached."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.pump()
+            if not self.store.list_runs(status=["queued", "running"]):
+                return True
+            time.sleep(0.2)
+        return False
