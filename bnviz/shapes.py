@@ -44,6 +44,8 @@ def layer_table(arch: ArchConfig, input_size: int, channels: int = 3, num_classe
         if arch.norm != "none":
             trainable, frozen = _norm_params(arch, channels)
             rows.append(LayerRow(f"norm{i}", arch.norm.capitalize() + "Normalization", (size, size, channels), trainable, frozen))
+            if arch.bn.placement == "before":
+                rows.append(LayerRow(f"relu{i}", "Activation", (size, size, channels), 0, 0))
         stride = block.pool_stride or block.pool
         size = (size - block.pool) // stride + 1
         if size < 1:

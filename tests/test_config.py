@@ -1,0 +1,50 @@
+"""Configs round-trip through JSON and refuse bad values with the received value in the message."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from bnviz.config import ArchConfig, BNConfig, ConfigError, ConvBlock, RunConfig, validate
+from bnviz.presets import PRESETS, preset_config
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_presets_round_trip_through_json(name):
+    config = preset_config(name, epochs=7, seed=3)
+    assert RunConfig.from_json(config.to_json()) == config
+
+
+def test_custom_config_round_trips():
+    config = RunConfig(arch=ArchConfig(blocks=(ConvBlock(8, 5, 3, 1),), norm="group", bn=BNConfig(momentum=0.5, placement="before")))
+    again = RunConfig.from_json(config.to_json())
+    assert again == config and isinstance(again.arch.blocks[0], ConvBlock)
+
+
+def test_unknown_field_is_an_error():
+    with pytest.raises(ConfigError, match="Unknown"):
+        RunConfig.from_json('{"bogus": 1}')
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda c: c.with_momentum(1.5), "momentum=1.5"),
+        (lambda c: c.with_momentum(-0.1), "momentum=-0.1"),
+        (lambda c: c.with_momentum(math.nan), "momentum=nan"),
+        (lambda c: c.replace(learning_rate=0.0), "learning_rate=0.0"),
+        (lambda c: c.replace(learning_rate=math.inf), "learning_rate=inf"),
+        (lambda c: c.replace(batch_size=1), "batch_size=1"),
+        (lambda c: c.replace(input_size=4000), "input_size=4000"),
+        (lambda c: c.replace(optimizer="lbfgs"), "optimizer='lbfgs'"),
+    ],
+)
+def test_validate_names_field_and_value(change, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        validate(change(preset_config("bn")))
+
+
+def test_momentum_bounds_are_allowed():
+    for m in (0.0, 1.0):
+        assert validate(preset_config("bn").with_momentum(m)).arch.bn.momentum == m

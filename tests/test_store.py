@@ -1,0 +1,100 @@
+"""The run store: round trips, transactions that survive a kill, concurrent writers."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+
+import numpy as np
+import pytest
+
+from bnviz.presets import preset_config
+from bnviz.store import ProbeLayer, ProbeRecord, Store, StoreError, check_run_id
+
+
+def _record(step: int, channels: int = 4, bins: int = 5) -> ProbeRecord:
+    rng = np.random.default_rng(step)
+    arrays = [rng.normal(size=channels).astype(np.float32) for _ in range(6)]
+    layer = ProbeLayer("norm1", *arrays, np.linspace(-1, 1, bins + 1, dtype=np.float32), rng.integers(0, 9, bins, dtype=np.int32), rng.integers(0, 9, bins, dtype=np.int32))
+    return ProbeRecord(step, 1, 0.5, 0.25, 1.0, 2.0, (layer,))
+
+
+def test_records_round_trip(tmp_path):
+    store = Store(tmp_path)
+    run_id = store.create_run(preset_config("bn"), status="running")
+    records = [_record(s) for s in (0, 3, 6)]
+    store.add_records(run_id, steps=[(1, 1, 2.0, 0.1), (2, 1, 1.5, 0.2)], probes=records)
+    store.add_evaluation(run_id, "final", {"accuracy": {"test": 0.5}})
+    data = store.load_run(run_id)
+    assert list(data.steps["step"]) == [1, 2] and list(data.probes["step"]) == [0, 3, 6]
+    trace = data.layers["norm1"]
+    np.testing.assert_array_equal(trace.pop_var[1], records[1].layers[0].pop_var)
+    np.testing.assert_array_equal(trace.hist_infer[2], records[2].layers[0].hist_infer)
+    assert trace.hist_edges.shape == (3, 6) and data.evaluations["final"]["accuracy"]["test"] == 0.5
+    assert data.run.config == preset_config("bn")
+
+
+def test_claim_is_oldest_first_and_exclusive(tmp_path):
+    store = Store(tmp_path)
+    first, second = (store.create_run(preset_config(p)) for p in ("bn", "final"))
+    assert store.claim_next(1) == first and store.claim_next(2) == second and store.claim_next(3) is None
+    assert store.get_run(first).status == "running" and store.get_run(first).pid == 1
+
+
+def test_cancel_queued_run_is_immediate(tmp_path):
+    store = Store(tmp_path)
+    run_id = store.create_run(preset_config("bn"))
+    store.request_cancel(run_id)
+    assert store.get_run(run_id).status == "cancelled" and store.claim_next(1) is None
+
+
+@pytest.mark.parametrize("bad", ["../etc/passwd", "x", "20261129-103640-f8d32/", "", None])
+def test_malformed_run_ids_are_refused(tmp_path, bad):
+    with pytest.raises(StoreError):
+        check_run_id(bad)
+    with pytest.raises(StoreError):
+        Store(tmp_path).model_path(bad)
+
+
+def test_unknown_run_is_a_store_error(tmp_path):
+    with pytest.raises(StoreError, match="No run"):
+        Store(tmp_path).get_run("20260101-000000-abcdef")
+
+
+def _write_then_die(home: str, run_id: str, commits: int) -> None:
+    store = Store(home)
+    for step in range(commits):
+        store.add_records(run_id, steps=[(step + 1, 1, 1.0, 0.5)], probes=[_record(step)])
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_killed_writer_keeps_every_committed_record(tmp_path):
+    store = Store(tmp_path)
+    run_id = store.create_run(preset_config("bn"), status="running")
+    proc = multiprocessing.get_context("spawn").Process(target=_write_then_die, args=(str(tmp_path), run_id, 25))
+    proc.start()
+    proc.join(60)
+    assert proc.exitcode == -signal.SIGKILL
+    data = store.load_run(run_id)
+    assert len(data.steps) == 25 and len(data.probes) == 25 and data.layers["norm1"].moving_mean.shape == (25, 4)
+
+
+def _hammer(home: str, run_id: str, offset: int) -> None:
+    store = Store(home)
+    for step in range(40):
+        store.add_records(run_id, steps=[(offset + step, 1, 1.0, 0.5)], probes=[_record(offset + step)])
+        store.list_runs()
+
+
+def test_concurrent_writers_and_readers_do_not_lock(tmp_path):
+    store = Store(tmp_path)
+    run_id = store.create_run(preset_config("bn"), status="running")
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_hammer, args=(str(tmp_path), run_id, 1000 * i)) for i in range(4)]
+    for p in procs:
+        p.start()
+    while any(p.is_alive() for p in procs):
+        store.load_run(run_id)
+    assert [p.exitcode for p in procs] == [0, 0, 0, 0]
+    assert len(store.load_run(run_id).probes) == 160
