@@ -11,14 +11,16 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 
 from bnviz.config import ConfigError, ProbeConfig, RunConfig, validate
+from bnviz.data import DataError
 from bnviz.presets import PRESETS, SEED_RESULTS, preset_config
 from bnviz.shapes import param_counts
 from bnviz.store import Store, StoreError
 
-USAGE_ERRORS = (ConfigError, StoreError, ValueError, FileNotFoundError)
+USAGE_ERRORS = (ConfigError, StoreError, DataError)
 
 
 class UsageError(Exception):
@@ -102,15 +104,14 @@ def _dataset_spec(spec: str) -> str:
     return str(path.resolve())
 
 
-def _run_in_process(store: Store, config: RunConfig, quiet: bool):
+def _run_in_process(store: Store, config: RunConfig, quiet: bool, sweep: str | None = None):
     """Train in this process with a progress bar; the run is marked running at once so that a
     dashboard's job manager never picks it up."""
     from tqdm import tqdm
 
-    from bnviz.data import DataError
     from bnviz.train import execute_run
 
-    run_id = store.create_run(config, status="running")
+    run_id = store.create_run(config, status="running", sweep=sweep)
     store.start(run_id, os.getpid(), 0, 0, {})
     bar = tqdm(desc=config.name or run_id, unit="step", disable=quiet, file=sys.stderr)
 
@@ -122,9 +123,6 @@ def _run_in_process(store: Store, config: RunConfig, quiet: bool):
 
     try:
         return execute_run(store, run_id, on_step)
-    except DataError as exc:
-        store.finish(run_id, "failed", error=str(exc))
-        raise UsageError(str(exc)) from exc
     except BaseException as exc:
         store.finish(run_id, "failed", error=f"{type(exc).__name__}: {exc}")
         raise
@@ -168,6 +166,49 @@ def cmd_story(args: argparse.Namespace) -> None:
     _emit(args, payload, f"{table}\n\nThe seed notebook (train / val / test):\n{seed}\n\nWall time: {wall:.1f} s")
 
 
+def cmd_diagnose(args: argparse.Namespace) -> None:
+    from bnviz.diagnose import as_text, diagnose
+
+    store = Store(args.home)
+    findings = diagnose(store.load_run(store.get_run(args.run).id))
+    _emit(args, {"run_id": args.run, "findings": [asdict(f) for f in findings]}, as_text(findings))
+
+
+def cmd_recalibrate(args: argparse.Namespace) -> None:
+    from bnviz.recalibrate import recalibrate
+
+    result = recalibrate(Store(args.home), args.run, args.batches)
+    rows = [(name, ev) for name, ev in (("before (moving statistics)", result["before"]), ("after PreciseBN", result["after"])) if ev]
+    _emit(args, {"run_id": args.run, **result}, f"Recalibrated {args.run} over {result['after']['batches']} batches:\n{accuracy_table(rows)}")
+
+
+def cmd_sweep(args: argparse.Namespace) -> None:
+    store, started = Store(args.home), time.monotonic()
+    base = _train_config(args)
+    sweep = f"sweep-{time.strftime('%Y%m%d-%H%M%S')}"
+    results = []
+    for batch_size in args.batch_sizes or [base.batch_size]:
+        for momentum in args.momenta:
+            config = validate(base.with_momentum(momentum).replace(batch_size=batch_size, name=f"{base.preset} m={momentum:g} b={batch_size}"))
+            if args.queue:
+                results.append((momentum, batch_size, store.create_run(config, sweep=sweep), None))
+            else:
+                result = _run_in_process(store, config, args.json, sweep=sweep)
+                results.append((momentum, batch_size, result.run_id, result.evaluation))
+    payload = {"sweep": sweep, "seconds": round(time.monotonic() - started, 1), "runs": [
+        {"momentum": m, "batch_size": b, "run_id": r, "accuracy": (ev or {}).get("accuracy")} for m, b, r, ev in results]}
+    rows = [[m, b, r, *(((ev or {}).get("accuracy", {}).get(k, "queued")) for k in ("test", "test_batchstats"))] for m, b, r, ev in results]
+    _emit(args, payload, f"Sweep {sweep}:\n" + _table(rows, ["momentum", "batch", "run", "test", "test (batch stats)"]))
+
+
+def cmd_tensorboard(args: argparse.Namespace) -> None:
+    from bnviz.tbexport import write_events
+
+    store = Store(args.home)
+    folder = write_events(store.load_run(store.get_run(args.run).id), Path(args.logdir))
+    _emit(args, {"run_id": args.run, "logdir": str(folder)}, f"Wrote TensorBoard events to {folder}\nView: tensorboard --logdir {args.logdir}")
+
+
 def cmd_summary(args: argparse.Namespace) -> None:
     from bnviz.models import build_model, layer_rows
 
@@ -194,6 +235,17 @@ def _training_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", default="synthetic", help="synthetic | digits | a folder of class sub-folders")
 
 
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers. Received: {text!r}") from exc
+
+
+def _ints(text: str) -> list[int]:
+    return [int(v) for v in _floats(text)]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bnviz", description="See why a BatchNormalization model trains to 0.99 and tests at 0.46.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -204,6 +256,10 @@ def build_parser() -> argparse.ArgumentParser:
         "story": (cmd_story, "train the four seed models and print the seed-style table"),
         "list": (cmd_list, "list stored runs"),
         "show": (cmd_show, "show one stored run"),
+        "diagnose": (cmd_diagnose, "explain in plain words why a run's test accuracy collapsed (or did not)"),
+        "recalibrate": (cmd_recalibrate, "PreciseBN: recompute the BN statistics of a finished run, no retraining"),
+        "sweep": (cmd_sweep, "train a grid of momentum (and batch size) values"),
+        "tensorboard": (cmd_tensorboard, "write a run's probe data as TensorBoard event files"),
     }
     for name, (handler, help_text) in commands.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
@@ -223,7 +279,20 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--no-probe", action="store_true")
     _training_options(train)
     _training_options(sub.choices["story"])
-    sub.choices["show"].add_argument("run")
+    for name in ("show", "diagnose", "recalibrate", "tensorboard"):
+        sub.choices[name].add_argument("run")
+    sub.choices["recalibrate"].add_argument("--batches", type=int, default=50, help="training batches to average over")
+    sub.choices["tensorboard"].add_argument("--logdir", required=True)
+    sweep = sub.choices["sweep"]
+    sweep.add_argument("--momentum", dest="momenta", type=_floats, required=True, help="comma-separated, e.g. 0.5,0.8,0.9,0.99")
+    sweep.add_argument("--batch-size", dest="batch_sizes", type=_ints, help="comma-separated, e.g. 16,32,64")
+    sweep.add_argument("--queue", action="store_true", help="queue for the dashboard's workers instead of training here")
+    for name, default in (("preset", "bn"), ("name", "")):
+        sweep.add_argument(f"--{name}", default=default)
+    for name in ("learning_rate", "optimizer", "probe_every", "momentum"):
+        sweep.set_defaults(**{name: None})
+    sweep.set_defaults(batch_size=None, no_probe=False)
+    _training_options(sweep)
     return parser
 
 

@@ -123,7 +123,7 @@ def execute_run(store: Store, run_id: str, on_step: Callable[[int, dict], None] 
     data = load_dataset(config.dataset, config.input_size, config.seed)
     model = compile_model(config, data.channels, data.num_classes)
     steps_per_epoch = math.ceil(len(data.x_train) / config.batch_size)
-    info = {"params": _param_counts(model), "layers": layer_rows(model), "data": data.summary(), "backend": keras.backend.backend()}
+    info = {"params": _param_counts(model), "layers": layer_rows(model), "data": data.summary(), "data_shift": _pixel_shift(data)}
     store.start(run_id, os.getpid(), steps_per_epoch, steps_per_epoch * config.epochs, info)
     recorder = Recorder(store, run_id, on_step)
     callbacks: list[keras.callbacks.Callback] = [recorder]
@@ -152,3 +152,8 @@ def _param_counts(model: keras.Model) -> dict[str, int]:
     trainable = sum(int(np.prod(v.shape)) for v in model.trainable_weights)
     frozen = sum(int(np.prod(v.shape)) for v in model.non_trainable_weights)
     return {"total": trainable + frozen, "trainable": trainable, "non_trainable": frozen}
+
+
+def _pixel_shift(data: Dataset) -> dict[str, float]:
+    """Training vs validation pixel statistics, for the diagnosis's data-shift check."""
+    return {"train_pixel_mean": float(data.x_train.mean()), "train_pixel_std": float(data.x_train.std()), "val_pixel_mean": float(data.x_val.mean())}
