@@ -71,21 +71,20 @@ class StatelessForward:
 
 def population_moments(forward: StatelessForward, x: np.ndarray, batch_size: int, n_layers: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """Per BN layer, the per-channel mean and (population) variance of its input over `x`, with
-    upstream BN layers in training mode on batches of `batch_size`."""
-    sums = [0.0] * n_layers
-    squares = [0.0] * n_layers
-    count = 0
+    upstream BN layers in training mode on batches of `batch_size`; each batch weighs by its
+    element count (layers differ in spatial size, so each keeps its own count)."""
+    sums, squares, counts = [0.0] * n_layers, [0.0] * n_layers, [0] * n_layers
     for start in range(0, len(x), batch_size):
         outputs = forward(x[start : start + batch_size], training=True)
         for i, values in enumerate(outputs[1 : 1 + n_layers]):
             flat = values.reshape(-1, values.shape[-1]).astype(np.float64)
             sums[i] = sums[i] + flat.sum(axis=0)
             squares[i] = squares[i] + (flat**2).sum(axis=0)
-        count += outputs[1].reshape(-1, outputs[1].shape[-1]).shape[0] if n_layers else 0
+            counts[i] += flat.shape[0]
     moments = []
-    for s, q in zip(sums, squares):
-        mean = s / count
-        moments.append((mean.astype(np.float32), np.maximum(q / count - mean**2, 0.0).astype(np.float32)))
+    for s, q, n in zip(sums, squares, counts):
+        mean = s / n
+        moments.append((mean.astype(np.float32), np.maximum(q / n - mean**2, 0.0).astype(np.float32)))
     return moments
 
 

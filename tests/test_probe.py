@@ -1,0 +1,116 @@
+"""The probe records the right numbers and never changes training."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bnviz.config import ProbeConfig
+from bnviz.presets import preset_config
+from tests.conftest import TINY
+
+
+def _fit(data, probe: bool, epochs: int = 2, momentum: float = 0.9):
+    import keras
+    import tensorflow as tf
+
+    from bnviz.models import compile_model
+    from bnviz.probe import BNProbe
+
+    tf.config.experimental.enable_op_determinism()
+    config = preset_config("bn", input_size=TINY, batch_size=16, probe=ProbeConfig(every=2, probe_batch=16, population_samples=32)).with_momentum(momentum)
+    keras.utils.set_random_seed(7)
+    model = compile_model(config, data.channels, data.num_classes)
+    records = []
+    callbacks = [BNProbe(config.probe, (data.x_val[:16], data.y_val[:16]), data.x_train[:32], 16, records.append)] if probe else []
+    model.fit(data.x_train, data.y_train, batch_size=16, epochs=epochs, verbose=0, shuffle=True, callbacks=callbacks)
+    return model, records
+
+
+@pytest.fixture(scope="module")
+def probed(tiny_data):
+    return _fit(tiny_data, probe=True)
+
+
+def test_probe_does_not_change_training(tiny_data, probed):
+    plain, _ = _fit(tiny_data, probe=False)
+    model, records = probed
+    assert len(records) > 3
+    for a, b in zip(plain.weights, model.weights, strict=True):
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
+
+
+def test_probe_records_schedule_and_shapes(tiny_data, probed):
+    model, records = probed
+    steps_per_epoch = -(-len(tiny_data.x_train) // 16)
+    steps = [r.step for r in records]
+    assert steps[0] == 0 and steps[-1] == 2 * steps_per_epoch
+    assert steps_per_epoch in steps and all(s % 2 == 0 or s == steps_per_epoch for s in steps[1:])
+    layer = records[-1].layers[0]
+    assert [lay.layer for lay in records[-1].layers] == ["norm1", "norm2", "norm3"]
+    assert layer.moving_mean.shape == (16,) and layer.hist_edges.shape == (41,) and layer.hist_train.shape == (40,)
+    assert layer.hist_train.sum() == layer.hist_infer.sum() > 0
+    assert np.all(np.isnan(records[0].layers[0].batch_mean))  # step 0: no batch seen yet
+
+
+def test_last_record_matches_model_moving_statistics(probed):
+    model, records = probed
+    norm1 = model.get_layer("norm1")
+    np.testing.assert_allclose(records[-1].layers[0].moving_mean, norm1.moving_mean.numpy())
+    np.testing.assert_allclose(records[-1].layers[0].moving_var, norm1.moving_variance.numpy())
+
+
+def test_recovered_batch_statistics_follow_the_ema_rule(probed):
+    """moving_t = m·moving_{t-1} + (1−m)·batch_t, so the batch statistic the probe recovers must
+    reproduce the moving value from the previous one when the probes are one step apart."""
+    _, records = probed
+    pairs = [(a, b) for a, b in zip(records, records[1:]) if b.step == a.step + 1]
+    m = 0.9
+    for before, after in pairs:
+        for la, lb in zip(before.layers, after.layers):
+            np.testing.assert_allclose(m * la.moving_mean + (1 - m) * lb.batch_mean, lb.moving_mean, rtol=1e-4, atol=1e-4)
+
+
+def test_population_statistics_match_numpy(tiny_data, probed):
+    """Layer 1's input is conv1's ReLU output: no BN upstream, so numpy can check it exactly."""
+    import keras
+
+    from bnviz.probe import StatelessForward, population_moments, tap_model
+
+    model, _ = probed
+    x = tiny_data.x_train[:32]
+    conv = keras.Model(model.inputs, model.get_layer("conv1").output)
+    values = conv.predict(x, verbose=0).reshape(-1, 16).astype(np.float64)
+    mean, var = population_moments(StatelessForward(tap_model(model)[0]), x, 16, 3)[0]
+    np.testing.assert_allclose(mean, values.mean(axis=0), rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(var, values.var(axis=0), rtol=1e-3, atol=1e-3)
+
+
+def test_population_statistics_of_deeper_layers_match_numpy(tiny_data, probed):
+    """Deeper layers have smaller feature maps: each layer's moments must use its own count."""
+    from bnviz.probe import StatelessForward, population_moments, tap_model
+
+    model, _ = probed
+    x = tiny_data.x_train[:16]
+    forward = StatelessForward(tap_model(model)[0])
+    inputs = forward(x, training=True)[1:4]
+    moments = population_moments(forward, x, 16, 3)
+    for values, (mean, var) in zip(inputs, moments):
+        flat = values.reshape(-1, values.shape[-1]).astype(np.float64)
+        np.testing.assert_allclose(mean, flat.mean(axis=0), rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(var, flat.var(axis=0), rtol=1e-3, atol=1e-5)
+
+
+def test_inference_histogram_uses_moving_statistics(tiny_data, probed):
+    """Probe accuracies in inference mode equal model.evaluate on the probe batch."""
+    from bnviz.probe import BNProbe
+
+    model, _ = probed
+    x, y = tiny_data.x_val[:16], tiny_data.y_val[:16]
+    records = []
+    probe = BNProbe(ProbeConfig(), (x, y), tiny_data.x_train[:16], 16, records.append)
+    probe.set_model(model)
+    probe.params = {"steps": 1, "epochs": 1}
+    probe.on_train_begin()
+    _, accuracy = model.evaluate(x, y, verbose=0)
+    assert records[0].acc_inference == pytest.approx(accuracy)
