@@ -1,0 +1,443 @@
+"""Plotly figures of stored run data: pure functions, `RunData` in, `go.Figure` out.
+
+Conventions every figure keeps, so a reader learns them once:
+- training mode (batch statistics) is vermillion and dotted, inference mode (moving statistics) is
+  blue and solid, the population (PreciseBN) statistic is green and dashed;
+- comparisons of several runs give each run one colour and keep the dash for the mode;
+- a figure with nothing to show is an empty figure whose annotation says why (never an exception).
+
+No Streamlit, TensorFlow or Keras here: the dashboard and the HTML report both call these.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import plotly.io as pio
+from plotly.subplots import make_subplots
+
+from bnviz import stats
+from bnviz.store import LayerTrace, RunData
+
+# Okabe–Ito colours (safe for the common colour-vision deficiencies).
+TRAIN_COLOUR = "#D55E00"  # vermillion: training mode, batch statistics
+INFER_COLOUR = "#0072B2"  # blue: inference mode, moving statistics
+POP_COLOUR = "#009E73"  # bluish green: population statistics (what inference should use)
+FIT_COLOUR = "#444444"  # what `fit` reports
+RUN_COLOURS = ("#000000", "#E69F00", "#CC79A7", "#56B4E9", "#009E73", "#999999", "#0072B2", "#D55E00")
+TRAIN_DASH, INFER_DASH, POP_DASH = "dot", "solid", "dash"
+
+TRAIN_LABEL = "training mode (batch statistics)"
+INFER_LABEL = "inference mode (moving statistics)"
+POP_LABEL = "population (PreciseBN)"
+FIT_LABEL = "fit: running epoch mean (training mode)"
+SPLITS = ("train", "val", "test")
+ACCURACY_COLUMNS = tuple(f"{s} (inference)" for s in SPLITS) + tuple(f"{s} (batch stats)" for s in SPLITS)
+
+TEMPLATE = go.layout.Template(pio.templates["plotly_white"])
+TEMPLATE.layout.update(
+    font=dict(family="Inter, 'Segoe UI', Helvetica, Arial, sans-serif", size=13, color="#222222"),
+    colorway=RUN_COLOURS,
+    title=dict(x=0.01, xanchor="left", font=dict(size=16)),
+    legend=dict(orientation="h", yref="container", y=0.005, yanchor="bottom", xanchor="left", x=0, font=dict(size=12)),
+    margin=dict(l=70, r=30, t=90, b=60),
+    hoverlabel=dict(namelength=-1),
+)
+TEMPLATE.layout.xaxis.update(showline=True, linecolor="#888888", ticks="outside", zeroline=False)
+TEMPLATE.layout.yaxis.update(showline=True, linecolor="#888888", ticks="outside", zeroline=False)
+
+
+# --- shared helpers -------------------------------------------------------------------------
+def _text(value: object) -> str:
+    """Escape a user string (run name, layer) for Plotly's HTML-like labels."""
+    return html.escape(str(value), quote=False)
+
+
+def _style(fig: go.Figure, title: str, subtitle: str = "", height: int = 460, **layout: object) -> go.Figure:
+    """Apply the shared template, a title that says what the chart shows, and a height."""
+    fig.update_layout(template=TEMPLATE, height=height, title=dict(text=title, subtitle=dict(text=subtitle)), **layout)
+    return fig
+
+
+def empty_figure(title: str, message: str) -> go.Figure:
+    """A blank figure whose centred annotation says why there is nothing to plot."""
+    fig = go.Figure()
+    fig.add_annotation(text=message, x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False, font=dict(size=16, color="#666666"))
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    return _style(fig, title, height=320)
+
+
+def _layer_or_message(data: RunData, layer: str) -> LayerTrace | str:
+    """The layer's trace, or a sentence saying why there is none."""
+    if not data.layers:
+        return "No BN probe records yet (the run has no BatchNormalization layer, or has not probed)"
+    if layer not in data.layers:
+        return f"No probe records for layer {_text(layer)}; this run has: {_text(', '.join(data.layers))}"
+    if len(data.layers[layer].steps) == 0:
+        return "No probe records yet"
+    return data.layers[layer]
+
+
+def _per_step(values: np.ndarray, channel: int | None) -> np.ndarray:
+    """One value per probe step: that channel, or the mean over channels ignoring NaN."""
+    values = np.asarray(values, dtype=float)
+    if channel is not None:
+        return values[:, channel]
+    finite = np.isfinite(values)
+    counts = finite.sum(axis=1)
+    sums = np.where(finite, values, 0.0).sum(axis=1)
+    return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+
+
+def _geometric_per_step(ratios: np.ndarray) -> np.ndarray:
+    """Geometric mean over channels per step: ratios of 1/4 and 4 average to 1, not 2.1."""
+    return np.exp(_per_step(np.log(np.maximum(np.asarray(ratios, dtype=float), 1e-12)), None))
+
+
+def _finite(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Drop points whose y is NaN (batch statistics do not exist at step 0)."""
+    keep = np.isfinite(np.asarray(y, dtype=float))
+    return np.asarray(x)[keep], np.asarray(y, dtype=float)[keep]
+
+
+def _line(x: Sequence, y: Sequence, name: str, colour: str, dash: str = "solid", width: float = 2.5, **kw: object) -> go.Scatter:
+    """A line-with-markers trace in the shared style; NaN points are dropped."""
+    x, y = _finite(np.asarray(x), np.asarray(y))
+    return go.Scatter(x=x, y=y, name=name, mode="lines+markers", line=dict(color=colour, dash=dash, width=width), marker=dict(size=5), **kw)
+
+
+def _mode_lines(
+    steps: Sequence,
+    train: Sequence,
+    infer: Sequence,
+    prefix: str = "",
+    colours: tuple[str, str] = (TRAIN_COLOUR, INFER_COLOUR),
+    group: str | None = None,
+) -> list[go.Scatter]:
+    """The same quantity in training mode (dotted) and inference mode (solid)."""
+    return [
+        _line(steps, train, f"{prefix}{TRAIN_LABEL}", colours[0], TRAIN_DASH, legendgroup=group),
+        _line(steps, infer, f"{prefix}{INFER_LABEL}", colours[1], INFER_DASH, legendgroup=group),
+    ]
+
+
+def _percent_axis(fig: go.Figure, row: int | None = None, col: int | None = None, title: str = "accuracy") -> None:
+    """An accuracy axis from 0 to 100 %."""
+    fig.update_yaxes(title_text=title, range=[0, 1.02], tickformat=".0%", row=row, col=col)
+
+
+def _log_axis(fig: go.Figure, row: int, title: str) -> None:
+    """A log y axis; ticks only at powers of ten when the data span one, so labels stay unambiguous."""
+    values = np.concatenate([np.asarray(t.y, dtype=float) for t in fig.select_traces(row=row, col=1) if t.y is not None] or [np.ones(1)])
+    values = values[np.isfinite(values) & (values > 0)]
+    decades = np.log10(values.max() / values.min()) if values.size else 0.0
+    fig.update_yaxes(title_text=title, type="log", dtick=1 if decades >= 1 else None, row=row, col=1)
+
+
+def _run_colour(index: int) -> str:
+    return RUN_COLOURS[index % len(RUN_COLOURS)]
+
+
+def steps_trained(data: RunData) -> int:
+    """Training steps the run has actually taken (last recorded step, else its step budget)."""
+    if len(data.steps):
+        return int(data.steps["step"].max())
+    return int(data.run.total_steps or 0)
+
+
+def _chance(data: RunData) -> float | None:
+    """1 / number of classes, when the run recorded its classes."""
+    classes = (data.run.info or {}).get("data", {}).get("classes") or []
+    return 1.0 / len(classes) if classes else None
+
+
+def _probe_accuracies(data: RunData, step: int) -> str:
+    """'training mode 62 % · inference mode 18 %' at `step`, or '' when not probed then."""
+    rows = data.probes[data.probes["step"] == step] if len(data.probes) else data.probes
+    if not len(rows):
+        return ""
+    row = rows.iloc[-1]
+    return f"probe accuracy: training mode {row['acc_train_mode']:.0%} · inference mode {row['acc_inference']:.0%}"
+
+
+# --- one run ----------------------------------------------------------------------------------
+def activation_histograms(data: RunData, layer: str, probe_index: int = -1) -> go.Figure:
+    """Histograms of one BN layer's output on the validation probe batch in both modes at one probe
+    step: where the two differ, inference feeds the next layer numbers it never saw in training."""
+    trace = _layer_or_message(data, layer)
+    title = f"{_text(layer)}: BN output in training vs inference mode"
+    if isinstance(trace, str):
+        return empty_figure(title, trace)
+    index = int(np.clip(probe_index if probe_index >= 0 else len(trace.steps) + probe_index, 0, len(trace.steps) - 1))
+    step = int(trace.steps[index])
+    edges = np.asarray(trace.hist_edges[index], dtype=float)
+    centres, widths = (edges[:-1] + edges[1:]) / 2, np.diff(edges)
+    fig = go.Figure()
+    for counts, name, colour in (
+        (trace.hist_train[index], TRAIN_LABEL, TRAIN_COLOUR),
+        (trace.hist_infer[index], INFER_LABEL, INFER_COLOUR),
+    ):
+        fig.add_bar(
+            x=centres,
+            y=counts,
+            width=widths,
+            name=name,
+            marker=dict(color=colour, line=dict(width=0)),
+            opacity=0.55,
+            customdata=np.stack([edges[:-1], edges[1:]], axis=1),
+            hovertemplate="%{customdata[0]:.3g} to %{customdata[1]:.3g}: %{y} values<extra>" + name + "</extra>",
+        )
+    fig.update_layout(barmode="overlay", bargap=0, hovermode="closest")
+    fig.update_xaxes(title_text="BN output value (end bins also hold the values beyond them)")
+    fig.update_yaxes(title_text="number of activation values")
+    return _style(fig, f"{_text(layer)} output on the validation probe batch at step {step}", _probe_accuracies(data, step))
+
+
+def drift_figure(data: RunData, layer: str, channel: int | None = None) -> go.Figure:
+    """Moving mean/variance against the training batch's and the population's over the steps: the
+    moving statistics start at 0 and 1 and close only a (1 − mᵗ) share of the distance."""
+    trace = _layer_or_message(data, layer)
+    where = "mean over channels" if channel is None else f"channel {channel}"
+    title = f"{_text(layer)} ({where}): moving statistics vs batch and population statistics"
+    if isinstance(trace, str):
+        return empty_figure(title, trace)
+    channels = trace.moving_mean.shape[1]
+    if channel is not None and not 0 <= channel < channels:
+        return empty_figure(title, f"Layer {_text(layer)} has channels 0 to {channels - 1}; received channel {channel}")
+    fig = make_subplots(
+        rows=2,
+        cols=1,
+        shared_xaxes=True,
+        vertical_spacing=0.1,
+        subplot_titles=("mean of the BN input", "variance of the BN input (log scale)"),
+    )
+    for row, (moving, batch, pop) in enumerate(
+        ((trace.moving_mean, trace.batch_mean, trace.pop_mean), (trace.moving_var, trace.batch_var, trace.pop_var)), start=1
+    ):
+        lines = (
+            _line(trace.steps, _per_step(batch, channel), "training batch (used in training mode)", TRAIN_COLOUR, TRAIN_DASH),
+            _line(trace.steps, _per_step(moving, channel), "moving average (used in inference mode)", INFER_COLOUR, INFER_DASH),
+            _line(trace.steps, _per_step(pop, channel), f"{POP_LABEL}: what inference should use", POP_COLOUR, POP_DASH),
+        )
+        for line in lines:
+            line.update(legendgroup=line.name, showlegend=row == 1)
+            fig.add_trace(line, row=row, col=1)
+    fig.update_yaxes(title_text="mean", row=1, col=1)
+    _log_axis(fig, 2, "variance")
+    fig.update_xaxes(title_text="training step", row=2, col=1)
+    subtitle = f"momentum {data.run.momentum:g}: after t steps the initial values (0 and 1) still weigh {data.run.momentum:g}ᵗ"
+    return _style(fig, title, subtitle, height=640, hovermode="x unified")
+
+
+def _theory_steps(momentum: float, steps: int) -> np.ndarray:
+    """Integer steps from 0 far enough to show the run's point and the forgetting (≤ ~1000 points)."""
+    forget = stats.steps_to_forget(momentum) if momentum < 1 else 2 * max(steps, 10)
+    end = int(min(max(1.6 * steps, 1.1 * forget, 20), 100_000))
+    return np.unique(np.linspace(0, end, min(end + 1, 1000)).round().astype(int))
+
+
+def _momentum_name(momentum: float, this_run: bool) -> str:
+    """Legend entry: momentum in both conventions, window and half-life."""
+    window, half, torch = stats.ema_window(momentum), stats.half_life(momentum), stats.torch_momentum(momentum)
+    run = " (this run)" if this_run else ""
+    return f"m = {momentum:g}{run} · PyTorch momentum {torch:g} · window {window:.3g} steps · half-life {half:.2g} steps"
+
+
+def _share(weight: float) -> str:
+    """A weight as a percentage with one decimal, '< 0.1%' below that."""
+    return f"{weight:.1%}" if weight >= 0.001 else "< 0.1%"
+
+
+def ema_theory_figure(momentum: float, steps_trained: int, compare: Sequence[float] = (0.99, 0.9, 0.8)) -> go.Figure:
+    """Weight mᵗ the initial moving values (mean 0, variance 1) still carry after t steps, for the
+    run's momentum and a few others: the share of inference's statistics that is not data."""
+    momenta = [float(momentum)]
+    momenta += [m for m in dict.fromkeys(float(c) for c in compare) if not np.isclose(m, momentum)]
+    t = _theory_steps(float(momentum), int(steps_trained))
+    fig = go.Figure()
+    colours = iter(RUN_COLOURS[1:])
+    for i, m in enumerate(momenta):
+        this = i == 0
+        fig.add_scatter(
+            x=t,
+            y=stats.init_weight(m, t),
+            name=_momentum_name(m, this),
+            mode="lines",
+            line=dict(color=RUN_COLOURS[0] if this else next(colours), width=4.5 if this else 2, dash="solid" if this else "dash"),
+        )
+    remaining = float(stats.init_weight(momentum, steps_trained))
+    fig.add_scatter(
+        x=[steps_trained], y=[remaining], mode="markers", marker=dict(size=11, color=RUN_COLOURS[0]), showlegend=False, hoverinfo="skip"
+    )
+    fig.add_vline(
+        x=steps_trained,
+        line=dict(color="#666666", dash="dot"),
+        annotation=dict(
+            text=f"after {steps_trained} steps: {_share(remaining)} of the initial value remains",
+            xanchor="left",
+            yanchor="top",
+            y=0.97,
+            bgcolor="rgba(255,255,255,0.8)",
+        ),
+    )
+    fig.add_hline(y=0.01, line=dict(color="#999999", width=1, dash="dot"), annotation=dict(text="1 %", xanchor="right", x=1))
+    fig.update_xaxes(title_text="training steps t (moving-average updates)")
+    fig.update_yaxes(title_text="weight of the initial value, mᵗ", range=[0, 1.02], tickformat=".0%")
+    fig.update_layout(
+        legend=dict(orientation="v", yref="paper", yanchor="top", y=0.8, xanchor="right", x=0.99, bgcolor="rgba(255,255,255,0.85)"),
+        hovermode="x unified",
+    )
+    subtitle = "moving = m·moving + (1 − m)·batch, starting from mean 0 and variance 1"
+    return _style(fig, "How much of the initial moving statistics is left after t steps", subtitle)
+
+
+def channel_gap_figure(data: RunData, layer: str) -> go.Figure:
+    """Heatmap channel × probe step of |moving mean − population mean| / population std: which
+    channels inference mis-centres, and how slowly the error shrinks."""
+    trace = _layer_or_message(data, layer)
+    title = f"{_text(layer)}: error of the moving mean, per channel, in population standard deviations"
+    if isinstance(trace, str):
+        return empty_figure(title, trace)
+    gap = stats.standardized_gap(trace.moving_mean.astype(float), trace.pop_mean.astype(float), trace.pop_var.astype(float))
+    fig = go.Figure(
+        go.Heatmap(
+            x=trace.steps,
+            y=np.arange(gap.shape[1]),
+            z=gap.T,
+            colorscale="Viridis",
+            zmin=0,
+            colorbar=dict(title=dict(text="|moving − pop.| mean<br>/ pop. std", side="right")),
+            hovertemplate="step %{x}, channel %{y}: %{z:.2f} std<extra></extra>",
+        )
+    )
+    fig.update_xaxes(title_text="training step (probe steps, evenly spaced)", type="category")
+    fig.update_yaxes(title_text="channel", autorange="reversed")
+    return _style(fig, title, "0 = inference centres this channel exactly as the population does", height=max(360, 160 + 14 * gap.shape[1]))
+
+
+def training_curves(data: RunData) -> go.Figure:
+    """Loss and accuracy per step as `fit` reports them, with the probe accuracy in both modes:
+    the gap between the two modes opening while `fit` looks fine is the BN collapse."""
+    title = "Training: what fit reports vs the probe batch in both modes"
+    if not len(data.steps) and not len(data.probes):
+        return empty_figure(title, "No training steps recorded yet")
+    fig = make_subplots(
+        rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.1, row_heights=(0.4, 0.6), subplot_titles=("loss", "accuracy")
+    )
+    if len(data.steps):
+        for row, column in ((1, "loss"), (2, "accuracy")):
+            fit = _line(data.steps["step"], data.steps[column], FIT_LABEL, FIT_COLOUR, width=2, legendgroup="fit", showlegend=row == 1)
+            fig.add_trace(fit, row=row, col=1)
+    if len(data.probes):
+        for line in _mode_lines(data.probes["step"], data.probes["acc_train_mode"], data.probes["acc_inference"], "probe accuracy, "):
+            fig.add_trace(line, row=2, col=1)
+    if (chance := _chance(data)) is not None:
+        fig.add_hline(
+            y=chance, line=dict(color="#999999", width=1, dash="dot"), annotation=dict(text="chance", xanchor="right", x=1), row=2, col=1
+        )
+    fig.update_traces(marker=dict(size=4))
+    fig.update_yaxes(title_text="cross-entropy", row=1, col=1)
+    _percent_axis(fig, row=2, col=1)
+    fig.update_xaxes(title_text="training step", row=2, col=1)
+    return _style(fig, title, _text(data.run.label), height=620, hovermode="x unified")
+
+
+# --- several runs -----------------------------------------------------------------------------
+def compare_accuracy_figure(runs: Sequence[RunData]) -> go.Figure:
+    """Probe accuracy of each run in both modes over the steps (colour = run, dash = mode)."""
+    title = "Probe accuracy per run: training mode (dotted) vs inference mode (solid)"
+    probed = [(i, d) for i, d in enumerate(runs) if len(d.probes)]
+    if not probed:
+        return empty_figure(title, "No runs selected" if not runs else "No probe records yet")
+    fig = go.Figure()
+    for i, d in probed:
+        colour = _run_colour(i)
+        fig.add_traces(
+            _mode_lines(
+                d.probes["step"],
+                d.probes["acc_train_mode"],
+                d.probes["acc_inference"],
+                f"{_text(d.run.label)} · ",
+                (colour, colour),
+                d.run.id,
+            )
+        )
+    _percent_axis(fig, title="probe accuracy (validation batch)")
+    fig.update_xaxes(title_text="training step")
+    return _style(fig, title, height=500, hovermode="closest")
+
+
+def compare_drift_figure(runs: Sequence[RunData], layer: str) -> go.Figure:
+    """Per run, how far the moving statistics of one layer are from the population's over steps."""
+    title = f"{_text(layer)}: how far each run's moving statistics are from the population's"
+    having = [(i, d) for i, d in enumerate(runs) if layer in d.layers and len(d.layers[layer].steps)]
+    if not having:
+        return empty_figure(title, "No runs selected" if not runs else f"No run has probe records for layer {_text(layer)}")
+    fig = make_subplots(
+        rows=2,
+        cols=1,
+        shared_xaxes=True,
+        vertical_spacing=0.1,
+        subplot_titles=(
+            "error of the moving mean (0 is right; mean over channels)",
+            "moving / population variance (1 is right; geometric mean over channels, log scale)",
+        ),
+    )
+    for i, d in having:
+        t = d.layers[layer]
+        gap = _per_step(stats.standardized_gap(t.moving_mean.astype(float), t.pop_mean.astype(float), t.pop_var.astype(float)), None)
+        ratio = _geometric_per_step(stats.variance_ratio(t.moving_var.astype(float), t.pop_var.astype(float)))
+        for row, y in ((1, gap), (2, ratio)):
+            fig.add_trace(_line(t.steps, y, _text(d.run.label), _run_colour(i), legendgroup=d.run.id, showlegend=row == 1), row=row, col=1)
+    fig.add_hline(y=1, line=dict(color="#999999", width=1, dash="dot"), row=2, col=1)
+    fig.update_yaxes(title_text="population std", rangemode="tozero", row=1, col=1)
+    _log_axis(fig, 2, "variance ratio")
+    fig.update_xaxes(title_text="training step", row=2, col=1)
+    return _style(fig, title, height=640, hovermode="closest")
+
+
+def _accuracy(data: RunData, evaluation: str, split: str) -> float:
+    """One stored accuracy (`split` like 'test' or 'test_batchstats'), NaN when missing."""
+    value = data.evaluations.get(evaluation, {}).get("accuracy", {}).get(split)
+    return float(value) if value is not None else float("nan")
+
+
+def accuracy_frame(runs: Sequence[RunData], evaluation: str = "final") -> pd.DataFrame:
+    """The seed notebook's table: one row per run, train/val/test accuracy in inference mode and
+    with batch statistics (NaN where the run has no such evaluation yet)."""
+    keys = [*SPLITS, *(f"{s}_batchstats" for s in SPLITS)]
+    rows = [[_accuracy(d, evaluation, key) for key in keys] for d in runs]
+    index = pd.Index([d.run.label for d in runs], name="run")
+    return pd.DataFrame(rows, index=index, columns=list(ACCURACY_COLUMNS), dtype=float)
+
+
+def final_accuracy_figure(runs: Sequence[RunData]) -> go.Figure:
+    """Grouped bars per run: val and test accuracy in inference mode vs with batch statistics; a
+    large difference means the weights are fine and the moving statistics are not."""
+    title = "Final accuracy: inference mode vs batch statistics"
+    frame = accuracy_frame(runs).dropna(how="all")
+    if frame.empty:
+        return empty_figure(title, "No runs selected" if not runs else "No final evaluation yet")
+    labels = [_text(label) for label in frame.index]
+    fig = go.Figure()
+    for split, pattern in (("val", "/"), ("test", "")):
+        for mode, colour, name in (("inference", INFER_COLOUR, INFER_LABEL), ("batch stats", TRAIN_COLOUR, TRAIN_LABEL)):
+            values = frame[f"{split} ({mode})"]
+            fig.add_bar(
+                x=labels,
+                y=values,
+                name=f"{split} · {name}",
+                marker=dict(color=colour, pattern=dict(shape=pattern, fillmode="overlay", fgcolor="white")),
+                text=[f"{v:.0%}" if np.isfinite(v) else "" for v in values],
+                textposition="outside",
+                cliponaxis=False,
+            )
+    fig.update_layout(barmode="group", bargroupgap=0.08, hovermode="closest")
+    _percent_axis(fig, title="accuracy")
+    fig.update_xaxes(title_text="run")
+    return _style(fig, title, "hatched: validation set · plain: test set", height=500)
