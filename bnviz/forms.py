@@ -1,0 +1,226 @@
+"""Plain data behind the dashboard's Train form: option lists, the form → RunConfig mapping, data
+sources (folders, uploaded zips) and which form field a validation message is about.
+
+No Streamlit and no TensorFlow here, so the form logic is tested without a browser or Keras.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import inspect
+import math
+import re
+import shutil
+from pathlib import Path
+
+from bnviz import stats
+from bnviz.config import ArchConfig, ConvBlock, RunConfig
+from bnviz.data import IMAGE_SPLIT_DIRS, SYNTHETIC_CLASSES, DataError, extract_zip, synthetic
+from bnviz.presets import PRESETS
+
+# Momentum choices for the slider: coarse far from 1, dense near 1, where the number of steps the
+# moving average needs grows fastest (0.99: 458 steps to forget its initial values; 0.999: 4603).
+MOMENTUM_STEPS = (
+    0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.92, 0.94, 0.95, 0.96, 0.97, 0.98,
+    0.985, 0.99, 0.993, 0.995, 0.997, 0.998, 0.999,
+)
+BATCH_SIZES = (4, 8, 16, 32, 64, 128, 256, 512)
+LEARNING_RATES = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
+NORM_LABELS = {
+    "batch": "BatchNormalization (moving statistics)",
+    "none": "no normalisation",
+    "layer": "LayerNormalization (no moving statistics)",
+    "group": "GroupNormalization (no moving statistics)",
+}
+PLACEMENT_LABELS = {"after": "after the ReLU (the seed)", "before": "before the ReLU (the paper)"}
+DATA_SOURCES = {
+    "synthetic": "Embedded synthetic scenes (6 classes, no download)",
+    "digits": "Handwritten digits (scikit-learn, 10 classes)",
+    "folder": "A folder of class sub-folders on this machine",
+    "zip": "Upload a zip of class sub-folders",
+}
+_SYNTHETIC_TRAIN = len(SYNTHETIC_CLASSES) * inspect.signature(synthetic).parameters["train_per_class"].default
+_DIGITS_TRAIN = round(1797 * 0.7)  # scikit-learn's 1797 digits, 15 % val and 15 % test held out
+
+
+def nearest_momentum(value: float) -> float:
+    """The slider step closest to `value` (a typed momentum outside [0, 1] snaps to an end)."""
+    if not isinstance(value, (int, float)) or not math.isfinite(value):
+        return MOMENTUM_STEPS[-1]
+    return min(MOMENTUM_STEPS, key=lambda m: abs(m - value))
+
+
+@dataclasses.dataclass(frozen=True)
+class ArchForm:
+    """What the architecture editor shows: a preset's arch reduced to the editable fields."""
+
+    filters: tuple[int, ...]
+    norm: str
+    placement: str
+    dropout: float
+    momentum: float
+
+
+def form_from_preset(name: str) -> ArchForm:
+    """The editor values that reproduce preset `name` exactly."""
+    arch = PRESETS[name]()
+    return ArchForm(tuple(b.filters for b in arch.blocks), arch.norm, arch.bn.placement, arch.dropout, arch.bn.momentum)
+
+
+def arch_from_form(preset: str, form: ArchForm) -> ArchConfig:
+    """Preset `preset`'s arch with the editor's values; blocks beyond the preset's are plain
+    Conv(3×3) + MaxPool(2), and kernels/pools of the preset's own blocks are kept."""
+    base = PRESETS[preset]()
+    blocks = tuple(
+        dataclasses.replace(base.blocks[i], filters=f) if i < len(base.blocks) else ConvBlock(f) for i, f in enumerate(form.filters)
+    )
+    bn = dataclasses.replace(base.bn, momentum=form.momentum, placement=form.placement)
+    return dataclasses.replace(base, blocks=blocks, norm=form.norm, dropout=form.dropout, bn=bn)
+
+
+def run_name(preset: str, arch: ArchConfig) -> tuple[str, str]:
+    """(preset, default name): the preset is kept when only the momentum differs from it (as the
+    CLI's `--momentum` does), else the run is "custom"."""
+    base = PRESETS[preset]()
+    same = dataclasses.replace(arch, bn=dataclasses.replace(arch.bn, momentum=base.bn.momentum)) == base
+    return (preset, preset) if same else ("", "custom")
+
+
+def estimated_steps(config: RunConfig, train_images: int | None) -> int | None:
+    """Training steps (moving-average updates) the run will take, when the training size is known."""
+    if not train_images:
+        return None
+    return math.ceil(train_images / config.batch_size) * config.epochs
+
+
+def momentum_outlook(momentum: float, steps: int) -> dict[str, float]:
+    """What the moving statistics will still hold of their initial values when training ends."""
+    return {
+        "steps": steps,
+        "remaining": float(stats.init_weight(momentum, steps)),
+        "window": stats.ema_window(momentum),
+        "half_life": stats.half_life(momentum),
+        "forget": stats.steps_to_forget(momentum),
+        "suggested": stats.suggest_momentum(steps),
+    }
+
+
+# --- data sources -------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class FolderScan:
+    """A cheap look at an image folder (file names only, nothing decoded)."""
+
+    path: str  # resolved folder the run will load
+    classes: dict[str, int]  # class name -> files (all splits)
+    layout: str  # "train/test" when the folder has split sub-folders, else "one folder"
+
+    @property
+    def files(self) -> int:
+        return sum(self.classes.values())
+
+    @property
+    def train_estimate(self) -> int:
+        """Training images after the loader holds out validation (and test) images."""
+        return round(self.files * (0.85 * 0.85 if self.layout == "train/test" else 0.7))
+
+
+def _visible_dirs(path: Path) -> list[Path]:
+    return [p for p in sorted(path.iterdir()) if p.is_dir() and not p.name.startswith(".") and p.name != "__MACOSX"]
+
+
+def _unwrap(path: Path) -> Path:
+    """Follow folders that only wrap a single sub-folder, as the loader does."""
+    while True:
+        children = [p for p in path.iterdir() if not p.name.startswith(".") and p.name != "__MACOSX"]
+        if len(children) != 1 or not children[0].is_dir():
+            return path
+        path = children[0]
+
+
+def _count_classes(root: Path) -> dict[str, int]:
+    folders = _visible_dirs(root)
+    if len(folders) < 2:
+        raise DataError(f"{root} needs at least 2 class sub-folders (one per class); found {len(folders)}")
+    counts = {f.name: sum(1 for p in f.rglob("*") if p.is_file() and not p.name.startswith(".")) for f in folders}
+    empty = [name for name, n in counts.items() if n == 0]
+    if empty:
+        raise DataError(f"Class folder {root / empty[0]} is empty")
+    return counts
+
+
+def scan_folder(path: str | Path) -> FolderScan:
+    """Check that `path` looks loadable (see bnviz.data.from_folder) without decoding images;
+    raises DataError with one line saying what is wrong."""
+    text = str(path).strip()
+    if not text:
+        raise DataError("Enter the path of a folder that holds one sub-folder per class")
+    root = Path(text).expanduser()
+    if not root.is_dir():
+        raise DataError(f"Folder not found: {text}")
+    root = _unwrap(root.resolve())
+    for train, test in IMAGE_SPLIT_DIRS:
+        if (root / train).is_dir() and (root / test).is_dir():
+            counts = _count_classes(root / train)
+            test_counts = _count_classes(root / test)
+            if set(test_counts) != set(counts):
+                raise DataError(f"{root / test} and {root / train} have different class folders")
+            return FolderScan(str(root), {k: counts[k] + test_counts[k] for k in counts}, "train/test")
+    return FolderScan(str(root), _count_classes(root), "one folder")
+
+
+def upload_folder(home: Path, file_name: str, content: bytes) -> Path:
+    """Where an uploaded zip goes: home/uploads/<safe stem>-<content hash>, so the same upload
+    lands in the same folder and is extracted only once."""
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(file_name).stem).strip("._")[:40] or "upload"
+    return Path(home) / "uploads" / f"{stem}-{hashlib.sha256(content).hexdigest()[:10]}"
+
+
+def extract_upload(home: Path, file_name: str, content: bytes) -> FolderScan:
+    """Extract an uploaded zip of class sub-folders (bnviz.data.extract_zip) once and scan it.
+    A refused zip leaves nothing behind."""
+    dest = upload_folder(home, file_name, content)
+    marker = dest / ".bnviz-extracted"
+    if not marker.exists():
+        shutil.rmtree(dest, ignore_errors=True)
+        try:
+            extract_zip(content, dest)
+            scan = scan_folder(dest)
+        except DataError:
+            shutil.rmtree(dest, ignore_errors=True)
+            raise
+        marker.write_text(scan.path)
+    return scan_folder(dest)
+
+
+def train_images(source: str, scan: FolderScan | None = None) -> int | None:
+    """About how many training images a data source gives (for the step estimate)."""
+    if source == "synthetic":
+        return _SYNTHETIC_TRAIN
+    if source == "digits":
+        return _DIGITS_TRAIN
+    return scan.train_estimate if scan else None
+
+
+def num_classes(source: str, scan: FolderScan | None = None) -> int:
+    if source == "synthetic":
+        return len(SYNTHETIC_CLASSES)
+    if source == "digits":
+        return 10
+    return len(scan.classes) if scan else 2
+
+
+# --- validation messages ------------------------------------------------------------------------
+_FIELD = re.compile(r"^(?:block \d+: )?([a-z_]+) must")
+FORM_FIELDS = ("momentum", "filters", "dropout", "input_size", "epochs", "batch_size", "learning_rate", "dataset")
+
+
+def error_field(message: str) -> str:
+    """Which form field a ConfigError/DataError/shape message is about ("" when none: show it by
+    the queue button). Messages come from bnviz.config.validate, bnviz.shapes and bnviz.data."""
+    match = _FIELD.match(message)
+    if match and match.group(1) in FORM_FIELDS:
+        return match.group(1)
+    if message.startswith("Input size") or "input_size" in message:
+        return "input_size"
+    return ""

@@ -1,0 +1,223 @@
+"""Streamlit glue shared by the pages (not a page): the job manager, cached run loading, run
+pickers that honour query parameters, and chart display.
+
+Opening a page on given runs, from code or a link:
+- Diagnose / Export: `?run=<id>`, or `st.session_state["diagnose_open"] = id` before switching;
+- Compare: `?runs=<id>,<id>`, or `st.session_state["compare_open"] = [id, ...]`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import plotly.graph_objects as go
+import streamlit as st
+
+from bnviz.forms import FolderScan, scan_folder
+from bnviz.jobs import JobManager
+from bnviz.store import Run, RunData, Store, default_home
+
+ACTIVE = ("queued", "running")
+STATUS_COLOURS = {"queued": "gray", "running": "blue", "done": "green", "failed": "red", "cancelled": "orange", "interrupted": "orange"}
+PAGE_FILES = {name: f"pages/{name}.py" for name in ("train", "runs", "diagnose", "compare", "export")}
+PLOT_CONFIG = {"displaylogo": False}
+
+
+# --- Streamlit's legacy pages/ mode ---------------------------------------------------------------
+def leave_legacy_pages_mode() -> None:
+    """On a fresh server Streamlit runs a deep link such as /diagnose as the old pages/ layout
+    (the page alone, no frame) until some session calls st.navigation. Switch that off and rerun,
+    so the same URL comes back through app.py's navigation with the sidebar and page config."""
+    from streamlit.runtime.pages_manager import PagesManager
+
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
+# --- the job manager: one per server and home folder --------------------------------------------
+def worker_count() -> int:
+    """BNVIZ_MAX_WORKERS (default 1: one TensorFlow process already uses every core)."""
+    try:
+        return max(1, int(os.environ.get("BNVIZ_MAX_WORKERS", "1")))
+    except ValueError:
+        return 1
+
+
+@st.cache_resource(show_spinner=False)
+def _manager(home: str, workers: int) -> JobManager:
+    """Keyed on the home folder, so a changed BNVIZ_HOME (tests) gets its own manager."""
+    manager = JobManager(Store(home), max_workers=workers)
+    manager.start_background()
+    return manager
+
+
+def manager() -> JobManager:
+    return _manager(str(default_home()), worker_count())
+
+
+def store() -> Store:
+    return manager().store
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _load_run(home: str, run_id: str, version: tuple) -> RunData:
+    return Store(home).load_run(run_id)
+
+
+def load_run(run: Run) -> RunData:
+    """The run's stored data; cached until the run writes again (heartbeat) or finishes."""
+    return _load_run(str(store().home), run.id, (run.status, run.heartbeat, run.finished))
+
+
+@st.cache_data(show_spinner=False, ttl=10)
+def scan(path: str) -> FolderScan:
+    """bnviz.forms.scan_folder, cached briefly: the Train page calls it on every rerun."""
+    return scan_folder(path)
+
+
+# --- widgets ------------------------------------------------------------------------------------
+def defaults(values: dict) -> None:
+    """Initialise session-state keys once (widgets then take their value from the state)."""
+    for key, value in values.items():
+        st.session_state.setdefault(key, value)
+
+
+def ensure_choice(key: str, options: Sequence, default: object) -> None:
+    """Reset `key` to `default` when its value is no longer among `options` (a run was deleted,
+    another layer was picked), so select widgets never hold a stale value."""
+    if st.session_state.get(key) not in options:
+        st.session_state[key] = default
+
+
+def _requested(param: str, open_key: str) -> str | list[str] | None:
+    """A new request to show given runs: a session key set by another page, else a query
+    parameter that changed since this page last applied it."""
+    if open_key in st.session_state:
+        return st.session_state.pop(open_key)
+    value = st.query_params.get(param)
+    seen = f"_{param}_seen"
+    if value is None or value == st.session_state.get(seen):
+        return None
+    st.session_state[seen] = value
+    return value
+
+
+def _quoted(text: str) -> str:
+    """A user-supplied id as inline code, shortened, without backticks that would end it."""
+    return "`" + text.replace("`", "")[:40] + "`"
+
+
+def pick_run(key: str, runs: Sequence[Run], default: str, param: str = "run", label: str = "Run") -> Run:
+    """A selectbox of runs honouring `?run=` and `st.session_state["<page>_open"]`; keeps the URL
+    in step with the choice, so it can be shared."""
+    ids = [r.id for r in runs]
+    wanted = _requested(param, key.split("_")[0] + "_open")
+    if isinstance(wanted, str) and wanted in ids:
+        st.session_state[key] = wanted
+    elif wanted:
+        st.warning(f"No run {_quoted(str(wanted))} here; showing another one.")
+    ensure_choice(key, ids, default)
+    by_id = {r.id: r for r in runs}
+    chosen = st.selectbox(label, ids, key=key, format_func=lambda i: run_label(by_id[i]), persist_state="session")
+    st.query_params[param] = chosen
+    st.session_state[f"_{param}_seen"] = chosen
+    return by_id[chosen]
+
+
+def pick_runs(key: str, runs: Sequence[Run], default: list[str], param: str = "runs", label: str = "Runs") -> list[Run]:
+    """A multiselect of runs honouring `?runs=a,b` and `st.session_state["<page>_open"]`."""
+    ids = [r.id for r in runs]
+    wanted = _requested(param, key.split("_")[0] + "_open")
+    if isinstance(wanted, str):
+        wanted = [w for w in wanted.split(",") if w]
+    if wanted is not None and [w for w in wanted if w in ids]:
+        st.session_state[key] = [w for w in wanted if w in ids]
+    if wanted is not None and any(w not in ids for w in wanted):
+        st.warning(f"Not found here: {', '.join(_quoted(w) for w in wanted if w not in ids)}")
+    if key not in st.session_state or any(i not in ids for i in st.session_state[key]):
+        st.session_state[key] = [i for i in st.session_state.get(key, default) if i in ids] or default
+    by_id = {r.id: r for r in runs}
+    chosen = st.multiselect(label, ids, key=key, format_func=lambda i: run_label(by_id[i]), persist_state="session")
+    if chosen:
+        st.query_params[param] = ",".join(chosen)
+    else:
+        st.query_params.pop(param, None)
+    st.session_state[f"_{param}_seen"] = ",".join(chosen)
+    return [by_id[i] for i in chosen]
+
+
+def run_label(run: Run) -> str:
+    """The run's label for pickers, with its status unless it is done."""
+    return run.label if run.status == "done" else f"{run.label} ({run.status})"
+
+
+def status_badge(status: str) -> str:
+    """A coloured Markdown badge for a run status."""
+    return f":{STATUS_COLOURS.get(status, 'gray')}-badge[{status}]"
+
+
+def newest_done(runs: Sequence[Run], count: int = 1) -> list[str]:
+    """Ids of the newest done runs (runs come newest first), else of the newest runs."""
+    done = [r.id for r in runs if r.status == "done"]
+    return (done or [r.id for r in runs])[:count]
+
+
+def chart(fig: go.Figure, key: str) -> None:
+    """A Plotly chart in the figure's own style (bnviz.figures sets colours meant to be kept)."""
+    st.plotly_chart(fig, key=key, theme=None, config=PLOT_CONFIG)
+
+
+def require(condition: object, message: str, link: str | None = None, link_label: str = "") -> None:
+    """Show `message` and stop the page when `condition` is false."""
+    if not condition:
+        st.info(message)
+        if link:
+            st.page_link(PAGE_FILES[link], label=link_label or link.capitalize())
+        st.stop()
+
+
+# --- findings -----------------------------------------------------------------------------------
+def findings(data: RunData) -> list:
+    """bnviz.diagnose.diagnose(data) when that module exists, else nothing."""
+    try:
+        from bnviz import diagnose
+    except ModuleNotFoundError as exc:
+        if exc.name in ("bnviz.diagnose",):
+            return []
+        raise
+    return list(diagnose.diagnose(data))
+
+
+def finding_text(finding) -> str:
+    """A finding's sentence and remedies as Markdown."""
+    remedies = "".join(f"\n- {r}" for r in getattr(finding, "remedies", ()))
+    return f"{getattr(finding, 'detail', '')}{remedies}"
+
+
+def show_findings(data: RunData, shown: int = 3) -> None:
+    """FINDINGS: the diagnosis (bnviz.diagnose, ranked): the first `shown` critical or warning
+    findings as callouts, the rest folded into an expander."""
+    items = findings(data)
+    if not items:
+        return
+    st.subheader("Findings")
+    shows = {"critical": st.error, "warning": st.warning, "info": st.info, "ok": st.success}
+    major = [f for f in items if getattr(f, "severity", "info") in ("critical", "warning")][:shown]
+    for finding in major:
+        shows[finding.severity](f"**{finding.title}**\n\n{finding_text(finding)}")
+    rest = [f for f in items if f not in major]
+    if rest:
+        with st.expander(f"{len(rest)} more finding{'s' if len(rest) > 1 else ''}", expanded=not major):
+            for finding in rest:
+                show = shows.get(getattr(finding, "severity", "info"), st.info)
+                show(f"**{getattr(finding, 'title', finding)}**\n\n{finding_text(finding)}")
+
+
+def home_path() -> Path:
+    return store().home
+
+
+leave_legacy_pages_mode()  # first thing any page does, before it draws anything

@@ -1,0 +1,32 @@
+"""Compare runs: probe accuracy in both modes, final accuracy, drift of one BN layer. Open on given
+runs with `?runs=<id>,<id>` or `st.session_state["compare_open"] = [ids]`."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from pages import common
+from bnviz import figures
+
+st.title("Compare runs")
+runs = [r for r in common.store().list_runs() if r.status != "queued"]
+common.require(runs, "No run has started yet. Queue some on the Train page, e.g. the bn and final presets.", link="train",
+               link_label="Train a model")
+picked = common.pick_runs("compare_runs", runs, default=common.newest_done(runs, 2), label="Runs to compare")
+common.require(picked, "Pick one or more runs to compare.")
+datas = [common.load_run(r) for r in picked]
+
+st.subheader("Final accuracy")
+frame = figures.accuracy_frame(datas)
+st.dataframe(frame.style.format("{:.1%}", na_rep="–"), key="compare_accuracy_table")
+common.chart(figures.final_accuracy_figure(datas), key="compare_final")
+
+st.subheader("Probe accuracy during training")
+common.chart(figures.compare_accuracy_figure(datas), key="compare_accuracy")
+
+st.subheader("Moving statistics against the population")
+shared = [layer for layer in datas[0].layers if all(layer in d.layers for d in datas)]
+common.require(shared, "These runs share no BatchNormalization layer with probe records, so there is no drift to compare.")
+common.ensure_choice("compare_layer", shared, shared[0])
+layer = st.columns([1, 3])[0].selectbox("BN layer", shared, key="compare_layer")
+common.chart(figures.compare_drift_figure(datas, layer), key="compare_drift")

@@ -1,0 +1,85 @@
+"""Diagnose one run: accuracy in both BN modes, activations in training vs inference mode, drift of
+the moving statistics, the EMA theory and the training curves. Open on a run with `?run=<id>`."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from pages import common
+from bnviz import figures
+from bnviz.presets import SEED_RESULTS
+
+ss = st.session_state
+
+st.title("Diagnose a run")
+runs = [r for r in common.store().list_runs() if r.status != "queued"]
+common.require(runs, "No run has started yet. Queue one on the Train page.", link="train", link_label="Train a model")
+run = common.pick_run("diagnose_run", runs, default=common.newest_done(runs)[0])
+data = common.load_run(run)
+cfg, steps = run.config, figures.steps_trained(data)
+epochs = f"{cfg.epochs} epoch{'s' * (cfg.epochs != 1)}"
+st.caption(f"{run.status} · {cfg.arch.norm} normalisation" + (f" · momentum {run.momentum:g}" if cfg.arch.norm == "batch" else "")
+           + f" · {steps:,} steps · {epochs} of batch {cfg.batch_size} · {cfg.input_size}px · data: {cfg.dataset}")
+if run.status == "running":
+    st.info("This run is still training: the charts show its records so far. Rerun the page (R) to update them.")
+if run.error:
+    st.warning(run.error)
+
+# --- Findings: the diagnosis (bnviz.diagnose, when present) ---------------------------------------
+common.show_findings(data)
+
+st.subheader("Accuracy: inference mode vs batch statistics")
+frame = figures.accuracy_frame([data])
+if frame.isna().all(axis=None):
+    st.info("No final evaluation yet: the run has not finished.")
+else:
+    table_col, note_col = st.columns([3, 2], gap="large")
+    row = frame.iloc[0]
+    table = pd.DataFrame({s: [row[f"{s} (inference)"], row[f"{s} (batch stats)"]] for s in figures.SPLITS},
+                         index=["inference mode (moving statistics)", "training mode (batch statistics)"])
+    if cfg.preset in SEED_RESULTS:
+        table.loc[f"seed notebook, {cfg.preset} (inference)"] = SEED_RESULTS[cfg.preset]
+    table_col.dataframe(table.style.format("{:.1%}"), key="diagnose_accuracy")
+    note_col.caption("Inference mode is what `evaluate` and `predict` use: BN normalises with its moving statistics. Training "
+                     "mode normalises each batch with its own statistics. When training mode scores far higher, the weights are "
+                     "fine and the moving statistics are wrong.")
+
+layers = list(data.layers)
+if not layers:
+    st.info("No BatchNormalization probe records: the run has no BN layer, or has not probed yet.")
+else:
+    st.subheader("Activations: training mode vs inference mode")
+    pick_col, step_col = st.columns([1, 3])
+    common.ensure_choice("diagnose_layer", layers, layers[0])
+    layer = pick_col.selectbox("BN layer", layers, key="diagnose_layer")
+    probe_steps = [int(s) for s in data.layers[layer].steps]
+    common.ensure_choice("diagnose_step", probe_steps, probe_steps[-1])
+    if len(probe_steps) > 1:
+        step_col.select_slider("Probe step", probe_steps, key="diagnose_step")
+    common.chart(figures.activation_histograms(data, layer, probe_steps.index(ss.diagnose_step)), key="diagnose_histograms")
+
+    st.subheader("Drift of the moving statistics")
+    channels = data.layers[layer].moving_mean.shape[1]
+    options = [None, *range(channels)]
+    common.ensure_choice("diagnose_channel", options, None)
+    channel = st.columns([1, 3])[0].selectbox("Channel", options, key="diagnose_channel",
+                                              format_func=lambda c: "mean over channels" if c is None else f"channel {c}")
+    common.chart(figures.drift_figure(data, layer, channel), key="diagnose_drift")
+    common.chart(figures.channel_gap_figure(data, layer), key="diagnose_gap")
+
+if cfg.arch.norm == "batch":
+    st.subheader("Why: what the moving average still remembers")
+    common.chart(figures.ema_theory_figure(run.momentum, steps), key="diagnose_theory")
+
+st.subheader("Training curves")
+common.chart(figures.training_curves(data), key="diagnose_curves")
+
+others = [r for r in runs if r.id != run.id and r.status == "done"]
+if others:
+    st.subheader("Compare with another run")
+    common.ensure_choice("diagnose_compare_with", [r.id for r in others], others[0].id)
+    other = st.selectbox("Other run", [r.id for r in others], key="diagnose_compare_with",
+                         format_func={r.id: common.run_label(r) for r in others}.get)
+    st.page_link(common.PAGE_FILES["compare"], label="Open both in Compare", icon=":material/compare:",
+                 query_params={"runs": f"{run.id},{other}"})

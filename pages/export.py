@@ -1,0 +1,67 @@
+"""Export: any chart as PNG, SVG, PDF or standalone HTML, a run's data as CSV, and a one-file HTML
+report. Bytes are made only when a download button is clicked."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+import plotly.graph_objects as go
+import streamlit as st
+
+from pages import common
+from bnviz import export, figures
+
+st.title("Export")
+runs = [r for r in common.store().list_runs() if r.status != "queued"]
+common.require(runs, "No run has started yet. Queue one on the Train page.", link="train", link_label="Train a model")
+run = common.pick_run("export_run", runs, default=common.newest_done(runs)[0])
+data = common.load_run(run)
+others = st.multiselect("Compare with (adds comparison charts and report sections)", [r.id for r in runs if r.id != run.id],
+                        key="export_others", format_func={r.id: common.run_label(r) for r in runs}.get)
+datas = [data, *(common.load_run(r) for r in runs if r.id in others)]
+static_ok, reason = export.static_export_available()
+if not static_ok:
+    st.warning(f"PNG, SVG and PDF are not available here: {reason}. Standalone HTML works.")
+
+charts: dict[str, Callable[[], go.Figure]] = {"Training curves": lambda: figures.training_curves(data)}
+if run.config.arch.norm == "batch":
+    charts["EMA theory"] = lambda: figures.ema_theory_figure(run.momentum, figures.steps_trained(data))
+for layer in data.layers:
+    charts[f"Activation histograms · {layer}"] = lambda layer=layer: figures.activation_histograms(data, layer)
+    charts[f"Drift · {layer}"] = lambda layer=layer: figures.drift_figure(data, layer)
+    charts[f"Channel gap · {layer}"] = lambda layer=layer: figures.channel_gap_figure(data, layer)
+if len(datas) > 1:
+    charts["Comparison · final accuracy"] = lambda: figures.final_accuracy_figure(datas)
+    charts["Comparison · probe accuracy"] = lambda: figures.compare_accuracy_figure(datas)
+    for layer in [name for name in data.layers if all(name in d.layers for d in datas)]:
+        charts[f"Comparison · drift · {layer}"] = lambda layer=layer: figures.compare_drift_figure(datas, layer)
+
+st.subheader("One chart")
+st.caption("PNG, SVG and PDF are static images; HTML is the interactive chart in a file that works offline.")
+common.ensure_choice("export_chart", list(charts), next(iter(charts)))
+name = st.selectbox("Chart", list(charts), key="export_chart")
+stem = re.sub(r"[^A-Za-z0-9]+", "-", f"{run.name or 'run'}-{run.id[-6:]}-{name}").strip("-").lower()
+for col, fmt in zip(st.columns(len(export.FORMATS)), export.FORMATS, strict=True):
+    col.download_button(f"{fmt.upper()}", lambda fmt=fmt, build=charts[name]: export.figure_bytes(build(), fmt), file_name=f"{stem}.{fmt}",
+                        mime=export.MIME_TYPES[fmt], key=f"export_{fmt}", on_click="ignore", icon=":material/download:",
+                        disabled=fmt in export.STATIC_FORMATS and not static_ok, width="stretch")
+with st.expander("Preview", expanded=False):
+    common.chart(charts[name](), key="export_preview")
+
+st.subheader("Run data")
+csv_col, probes_col = st.columns(2)
+csv_col.download_button("Metrics per step (CSV)", lambda: export.run_csv(data), file_name=f"{run.id}-steps.csv", mime="text/csv",
+                        key="export_run_csv", on_click="ignore", icon=":material/table:", width="stretch")
+probes_col.download_button("BN statistics per probe (CSV)", lambda: export.probes_csv(data), file_name=f"{run.id}-probes.csv",
+                           mime="text/csv", key="export_probes_csv", on_click="ignore", icon=":material/table:", width="stretch")
+
+st.subheader("Report")
+st.caption("One HTML file with the accuracy table, the findings and every chart of the run"
+           + (" and the comparison" if len(datas) > 1 else "") + "; it works offline.")
+default_title = f"bnviz report: {', '.join(d.run.label for d in datas)}"
+title = st.text_input("Report title", key="export_title", placeholder=default_title).strip() or default_title
+sections = [(f"Finding: {f.title}", common.finding_text(f).replace("\n- ", "\n\n• ")) for f in common.findings(data)]
+st.download_button("HTML report (one file)", lambda: export.html_report(datas, title, sections).encode("utf-8"),
+                   file_name=f"bnviz-report-{run.id}.html", mime="text/html", key="export_report", on_click="ignore",
+                   icon=":material/description:", type="primary")

@@ -1,0 +1,91 @@
+"""Runs: every run with its status, a live progress bar and a cancel button while it is active."""
+
+from __future__ import annotations
+
+import time
+
+import streamlit as st
+
+from pages import common
+from bnviz.store import Run
+
+ss = st.session_state
+POLL_ACTIVE_S, POLL_IDLE_S = 1.5, 5.0
+SHOWN = 25
+
+st.title("Runs")
+store = common.store()
+runs = store.list_runs()
+common.require(runs, "No runs yet. Queue one on the Train page.", link="train", link_label="Train a model")
+ss.runs_active = any(r.status in common.ACTIVE for r in runs)
+
+
+def accuracy_line(run: Run) -> str:
+    acc = store.evaluations(run.id).get("final", {}).get("accuracy", {})
+    if not acc:
+        return ""
+    return (f"test accuracy: **{acc['test']:.0%}** in inference mode · {acc['test_batchstats']:.0%} with batch statistics · "
+            f"train {acc['train']:.0%}")
+
+
+def progress_line(run: Run) -> None:
+    p = store.progress(run.id)
+    epochs = run.config.epochs
+    text = "starting (loading data, building the model)"
+    if p["total_steps"]:
+        text = f"step {p['step']:,}/{p['total_steps']:,} · epoch {p['epoch']}/{epochs}"
+    if p["loss"] is not None:
+        text += f" · loss {p['loss']:.3f} · accuracy {p['accuracy']:.0%}"
+    if p["total_steps"] and p["step"] >= p["total_steps"]:
+        text += " · evaluating in both BN modes"
+    st.progress(p["fraction"], text=text)
+
+
+def cancel(run: Run) -> None:
+    common.manager().cancel(run.id)
+    st.toast(f"Cancelling {run.label}")
+
+
+def show(run: Run) -> None:
+    with st.container(border=True):
+        info, actions = st.columns([5, 1], vertical_alignment="center")
+        with info:
+            when = time.strftime("%Y-%m-%d %H:%M", time.localtime(run.created))
+            cfg = run.config
+            st.markdown(f"**{run.label}** {common.status_badge(run.status)} `{run.id}`")
+            st.caption(f"{when} · {cfg.dataset if len(cfg.dataset) < 40 else '…' + cfg.dataset[-38:]} · {cfg.input_size}px · "
+                       f"{cfg.epochs} epoch{'s' * (cfg.epochs != 1)} · batch {cfg.batch_size} · {cfg.arch.norm} norm")
+            if run.status == "running":
+                progress_line(run)
+            elif run.status == "done":
+                st.markdown(accuracy_line(run))
+            elif run.error:
+                st.caption(run.error)
+        with actions:
+            if run.status in common.ACTIVE:
+                st.button("Cancel", key=f"runs_cancel_{run.id}", disabled=run.cancel_requested, help="Stops at the next step",
+                          on_click=cancel, args=(run,))
+            if run.status != "queued":
+                st.page_link(common.PAGE_FILES["diagnose"], label="Diagnose", icon=":material/troubleshoot:", query_params={"run": run.id})
+
+
+def board() -> None:
+    runs = store.list_runs()
+    if any(r.status in common.ACTIVE for r in runs) != ss.runs_active:
+        st.rerun()  # something started or finished: rerun the page to change the polling rate
+    shown = runs if ss.get("runs_show_all") else runs[:SHOWN]
+    for run in shown:
+        show(run)
+
+
+st.fragment(board, run_every=POLL_ACTIVE_S if ss.runs_active else POLL_IDLE_S)()
+if len(runs) > SHOWN:
+    st.checkbox(f"Show all {len(runs)} runs", key="runs_show_all")
+
+done = [r for r in runs if r.status == "done"]
+if len(done) >= 2:
+    st.subheader("Compare runs")
+    labels = {r.id: common.run_label(r) for r in done}
+    picked = st.multiselect("Runs to compare", list(labels), default=list(labels)[:2], format_func=labels.get, key="runs_compare")
+    st.page_link(common.PAGE_FILES["compare"], label="Open these in Compare", icon=":material/compare:",
+                 query_params={"runs": ",".join(picked)}, disabled=not picked)
