@@ -29,6 +29,8 @@ def main() -> None:
         st.Page(common.PAGE_FILES["runs"], title="Runs", icon=":material/list:"),
         st.Page(common.PAGE_FILES["diagnose"], title="Diagnose", icon=":material/troubleshoot:"),
         st.Page(common.PAGE_FILES["compare"], title="Compare", icon=":material/compare:"),
+        st.Page(common.PAGE_FILES["sweep"], title="Sweep", icon=":material/tune:"),
+        st.Page(common.PAGE_FILES["story"], title="Story", icon=":material/school:"),
         st.Page(common.PAGE_FILES["export"], title="Export", icon=":material/download:"),
     ])
     sidebar()

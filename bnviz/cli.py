@@ -154,15 +154,16 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_story(args: argparse.Namespace) -> None:
-    store, started, results = Store(args.home), time.monotonic(), []
-    for name in PRESETS:
-        overrides = {k: getattr(args, k) for k in ("epochs", "input_size", "seed") if getattr(args, k) is not None}
-        config = validate(preset_config(name, dataset=_dataset_spec(args.dataset), **overrides))
-        results.append((name, _run_in_process(store, config, args.json)))
+    from bnviz.story import CHAPTERS, new_story_id, story_configs
+
+    store, started, story = Store(args.home), time.monotonic(), new_story_id()
+    overrides = {k: getattr(args, k) for k in ("epochs", "input_size", "seed") if getattr(args, k) is not None}
+    configs = story_configs(dataset=_dataset_spec(args.dataset), **overrides)
+    results = [(c.preset, _run_in_process(store, c, args.json, sweep=story)) for c in configs]
     wall = time.monotonic() - started
-    payload = {"seconds": round(wall, 1), "runs": [{"preset": n, "seed": SEED_RESULTS[n], **_result_payload(r)} for n, r in results]}
+    payload = {"story": story, "seconds": round(wall, 1), "runs": [{"preset": n, "seed": SEED_RESULTS[n], **_result_payload(r)} for n, r in results]}
     table = accuracy_table([(n, r.evaluation) for n, r in results if r.evaluation])
-    seed = "\n".join(f"  {n}: " + " / ".join(f"{v:g}" for v in SEED_RESULTS[n]) for n in PRESETS)
+    seed = "\n".join(f"  {c.preset}: " + " / ".join(f"{v:g}" for v in SEED_RESULTS[c.preset]) for c in CHAPTERS)
     _emit(args, payload, f"{table}\n\nThe seed notebook (train / val / test):\n{seed}\n\nWall time: {wall:.1f} s")
 
 

@@ -156,3 +156,13 @@ def validate(config: RunConfig) -> RunConfig:
     _check(8 <= p.population_samples <= 20000, f"population_samples must be in [8, 20000]. Received: population_samples={p.population_samples}")
     _check(4 <= p.bins <= 200, f"bins must be in [4, 200]. Received: bins={p.bins}")
     return config
+
+
+def check_batch_size(batch_size: int, train_images: int | None) -> None:
+    """Refuse a batch larger than the training set once its size is known (None: not yet known).
+    Keras would silently train on one short batch per epoch, so BN would see the whole set as one
+    batch and the run would take a fraction of the steps its settings suggest."""
+    _check(
+        not train_images or batch_size <= train_images,
+        f"batch_size must be at most the {train_images} training images of this data set. Received: batch_size={batch_size}",
+    )

@@ -441,3 +441,43 @@ def final_accuracy_figure(runs: Sequence[RunData]) -> go.Figure:
     _percent_axis(fig, title="accuracy")
     fig.update_xaxes(title_text="run")
     return _style(fig, title, "hatched: validation set · plain: test set", height=500)
+
+
+# --- sweeps -----------------------------------------------------------------------------------
+def _sweep_frame(runs: Sequence[RunData]) -> pd.DataFrame:
+    """One row per finished run of a sweep: momentum, batch size, test accuracy in both modes."""
+    rows = [{"momentum": d.run.momentum, "batch_size": d.run.config.batch_size, "inference": _accuracy(d, "final", "test"),
+             "batchstats": _accuracy(d, "final", "test_batchstats")} for d in runs]
+    frame = pd.DataFrame(rows, columns=["momentum", "batch_size", "inference", "batchstats"])
+    return frame.dropna(subset=["inference"]).sort_values(["batch_size", "momentum"])
+
+
+def sweep_figure(runs: Sequence[RunData]) -> go.Figure:
+    """Test accuracy against momentum, inference mode vs batch statistics, one colour per batch
+    size: where the two modes part, the moving statistics are what fails."""
+    title = "Momentum sweep: test accuracy in both BN modes"
+    frame = _sweep_frame(runs)
+    if frame.empty:
+        return empty_figure(title, "No finished runs in this sweep yet")
+    fig = go.Figure()
+    for i, (batch, rows) in enumerate(frame.groupby("batch_size")):
+        colours = (TRAIN_COLOUR, INFER_COLOUR) if frame["batch_size"].nunique() == 1 else (_run_colour(i), _run_colour(i))
+        fig.add_traces(_mode_lines(rows["momentum"], rows["batchstats"], rows["inference"], f"batch {batch} · ", colours, f"b{batch}"))
+    _percent_axis(fig, title="test accuracy")
+    fig.update_xaxes(title_text="BN momentum m (Keras; PyTorch uses 1 − m)")
+    return _style(fig, title, "dotted: batch statistics · solid: moving statistics (what evaluate uses)")
+
+
+def sweep_heatmap(runs: Sequence[RunData]) -> go.Figure:
+    """Inference-mode test accuracy over momentum × batch size."""
+    title = "Momentum × batch size: inference-mode test accuracy"
+    frame = _sweep_frame(runs)
+    if frame.empty or frame["batch_size"].nunique() < 2:
+        return empty_figure(title, "A heatmap needs finished runs with at least two batch sizes")
+    grid = frame.pivot_table(index="batch_size", columns="momentum", values="inference", aggfunc="mean")
+    fig = go.Figure(go.Heatmap(z=grid.values, x=[f"{m:g}" for m in grid.columns], y=[str(b) for b in grid.index], zmin=0, zmax=1,
+                               colorscale="Cividis", colorbar=dict(title="test acc", tickformat=".0%"),
+                               text=[[f"{v:.0%}" if np.isfinite(v) else "" for v in row] for row in grid.values], texttemplate="%{text}"))
+    fig.update_xaxes(title_text="BN momentum m", type="category")
+    fig.update_yaxes(title_text="batch size", type="category")
+    return _style(fig, title)

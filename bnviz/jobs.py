@@ -17,7 +17,7 @@ from pathlib import Path
 
 from bnviz.config import ConfigError, RunConfig, validate
 from bnviz.shapes import activation_bytes
-from bnviz.store import Store
+from bnviz.store import Store, check_run_id
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 MEMORY_FRACTION = 0.5  # refuse a run whose estimated training memory exceeds this share of free memory
@@ -67,6 +67,7 @@ class JobManager:
     _procs: list[subprocess.Popen] = field(default_factory=list, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
     _thread: threading.Thread | None = field(default=None, init=False, repr=False)
+    tasks: dict[str, subprocess.Popen] = field(default_factory=dict, init=False, repr=False)  # recalibrations by run id
 
     def submit(self, config: RunConfig, sweep: str | None = None, parent: str | None = None) -> str:
         """Validate, check memory, queue; returns the new run id."""
@@ -87,17 +88,29 @@ class JobManager:
             mine = {p.pid for p in self._procs}
             foreign = sum(1 for r in self.store.list_runs(status=["running"]) if r.pid not in mine)
             queued = len(self.store.list_runs(status=["queued"]))
+            threads = max(1, (os.cpu_count() or 2) // self.max_workers)
             for _ in range(min(queued, self.max_workers - len(self._procs) - foreign)):
-                self._procs.append(self._spawn())
+                self._procs.append(self._spawn("worker", ["bnviz.worker", "--threads", str(threads)]))
 
-    def _spawn(self) -> subprocess.Popen:
+    def recalibrate(self, run_id: str, batches: int) -> subprocess.Popen:
+        """PreciseBN for a finished run in its own process (this process never imports TensorFlow);
+        the result appears as the run's "precisebn" evaluation, errors in the process's log."""
+        check_run_id(run_id)
+        with self._lock:
+            proc = self._spawn(f"recalibrate-{run_id}", ["bnviz", "recalibrate", run_id, "--batches", str(int(batches))])
+            self._procs.append(proc)
+            self.tasks[run_id] = proc
+        return proc
+
+    def _spawn(self, log_name: str, module_args: list[str]) -> subprocess.Popen:
+        """`python -m MODULE_ARGS --home HOME` in its own session, output to home/logs; the
+        arguments are a list (never a shell string) and run ids are validated before they get here."""
         logs = self.store.home / "logs"
         logs.mkdir(exist_ok=True)
-        threads = max(1, (os.cpu_count() or 2) // self.max_workers)
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))}
-        with open(logs / f"worker-{time.strftime('%Y%m%d-%H%M%S')}-{len(self._procs)}.log", "ab") as log:
+        with open(logs / f"{log_name}-{time.strftime('%Y%m%d-%H%M%S')}.log", "ab") as log:
             return subprocess.Popen(
-                [sys.executable, "-m", "bnviz.worker", "--home", str(self.store.home), "--threads", str(threads)],
+                [sys.executable, "-m", *module_args, "--home", str(self.store.home)],
                 cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True,  # survives a dashboard restart
             )

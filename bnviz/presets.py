@@ -47,8 +47,8 @@ SEED_RESULTS: dict[str, tuple[float, float, float]] = {
 }
 
 
-def preset_config(name: str, **overrides: object) -> RunConfig:
-    """A RunConfig for preset `name`; `overrides` replace RunConfig fields (epochs, seed, ...)."""
-    if name not in PRESETS:
-        raise ConfigError(f"Unknown preset {name!r}. Choose one of: {', '.join(PRESETS)}")
-    return replace(RunConfig(arch=PRESETS[name](), preset=name, name=name), **overrides)
+def preset_config(preset: str, **overrides: object) -> RunConfig:
+    """A RunConfig for `preset`; `overrides` replace RunConfig fields (epochs, seed, name, ...)."""
+    if preset not in PRESETS:
+        raise ConfigError(f"Unknown preset {preset!r}. Choose one of: {', '.join(PRESETS)}")
+    return replace(RunConfig(arch=PRESETS[preset](), preset=preset, name=preset), **overrides)

@@ -65,8 +65,8 @@ class StatelessForward:
         return outputs
 
     def __call__(self, x: np.ndarray, training: bool) -> list[np.ndarray]:
-        fn = self._train if training else self._infer
-        return [o.numpy() for o in fn(tf.convert_to_tensor(x))]
+        outputs = (self._train if training else self._infer)(tf.convert_to_tensor(x))
+        return [o.numpy() for o in outputs] if isinstance(outputs, (list, tuple)) else [outputs.numpy()]  # Keras unwraps 1-output models
 
 
 def population_moments(forward: StatelessForward, x: np.ndarray, batch_size: int, n_layers: int) -> list[tuple[np.ndarray, np.ndarray]]:

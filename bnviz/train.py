@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
-from bnviz.config import RunConfig, validate
+from bnviz.config import RunConfig, check_batch_size, validate
 from bnviz.data import Dataset, load_dataset
 from bnviz.models import compile_model, layer_rows
 from bnviz.probe import BNProbe, StatelessForward, tap_model
@@ -121,6 +121,7 @@ def execute_run(store: Store, run_id: str, on_step: Callable[[int, dict], None] 
     config = validate(store.get_run(run_id).config)
     keras.utils.set_random_seed(config.seed)
     data = load_dataset(config.dataset, config.input_size, config.seed)
+    check_batch_size(config.batch_size, len(data.x_train))  # the Train page only knows an estimate
     model = compile_model(config, data.channels, data.num_classes)
     steps_per_epoch = math.ceil(len(data.x_train) / config.batch_size)
     info = {"params": _param_counts(model), "layers": layer_rows(model), "data": data.summary(), "data_shift": _pixel_shift(data)}

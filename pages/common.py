@@ -9,19 +9,22 @@ Opening a page on given runs, from code or a link:
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
 import plotly.graph_objects as go
 import streamlit as st
 
+from bnviz import levers
+from bnviz.diagnose import Finding, diagnose
 from bnviz.forms import FolderScan, scan_folder
 from bnviz.jobs import JobManager
 from bnviz.store import Run, RunData, Store, default_home
 
 ACTIVE = ("queued", "running")
 STATUS_COLOURS = {"queued": "gray", "running": "blue", "done": "green", "failed": "red", "cancelled": "orange", "interrupted": "orange"}
-PAGE_FILES = {name: f"pages/{name}.py" for name in ("train", "runs", "diagnose", "compare", "export")}
+PAGE_FILES = {name: f"pages/{name}.py" for name in ("train", "runs", "diagnose", "compare", "sweep", "story", "export")}
 PLOT_CONFIG = {"displaylogo": False}
 
 
@@ -180,40 +183,84 @@ def require(condition: object, message: str, link: str | None = None, link_label
 
 
 # --- findings -----------------------------------------------------------------------------------
-def findings(data: RunData) -> list:
-    """bnviz.diagnose.diagnose(data) when that module exists, else nothing."""
-    try:
-        from bnviz import diagnose
-    except ModuleNotFoundError as exc:
-        if exc.name in ("bnviz.diagnose",):
-            return []
-        raise
-    return list(diagnose.diagnose(data))
-
-
-def finding_text(finding) -> str:
+def finding_text(finding: Finding) -> str:
     """A finding's sentence and remedies as Markdown."""
-    remedies = "".join(f"\n- {r}" for r in getattr(finding, "remedies", ()))
-    return f"{getattr(finding, 'detail', '')}{remedies}"
+    return finding.detail + "".join(f"\n- {r}" for r in finding.remedies)
 
 
 def show_findings(data: RunData, shown: int = 3) -> None:
-    """FINDINGS: the diagnosis (bnviz.diagnose, ranked): the first `shown` critical or warning
-    findings as callouts, the rest folded into an expander."""
-    items = findings(data)
-    if not items:
-        return
+    """The diagnosis, ranked: the first `shown` critical or warning findings as callouts, the rest
+    folded into an expander."""
+    items = diagnose(data)
     st.subheader("Findings")
     shows = {"critical": st.error, "warning": st.warning, "info": st.info, "ok": st.success}
-    major = [f for f in items if getattr(f, "severity", "info") in ("critical", "warning")][:shown]
+    major = [f for f in items if f.severity in ("critical", "warning")][:shown]
     for finding in major:
         shows[finding.severity](f"**{finding.title}**\n\n{finding_text(finding)}")
     rest = [f for f in items if f not in major]
     if rest:
         with st.expander(f"{len(rest)} more finding{'s' if len(rest) > 1 else ''}", expanded=not major):
             for finding in rest:
-                show = shows.get(getattr(finding, "severity", "info"), st.info)
-                show(f"**{getattr(finding, 'title', finding)}**\n\n{finding_text(finding)}")
+                shows[finding.severity](f"**{finding.title}**\n\n{finding_text(finding)}")
+
+
+# --- fixes: PreciseBN and what-if levers ------------------------------------------------------------
+def fix_it(run: Run, data: RunData) -> None:
+    """Recalibrate the run's BN statistics in a worker, or queue a one-change copy and compare."""
+    st.subheader("Fix it")
+    recal_col, lever_col = st.columns(2, gap="large")
+    with recal_col:
+        st.markdown("**Recalibrate (PreciseBN)**: recompute each BN layer's statistics over training batches with the "
+                    "weights frozen. No retraining.")
+        batches = st.number_input("Training batches", 1, 1000, 50, key="diagnose_batches")
+        if st.button("Recalibrate", key="diagnose_recalibrate", icon=":material/tune:"):
+            manager().recalibrate(run.id, int(batches))
+        _recalibration(run.id)
+    with lever_col:
+        st.markdown("**What if…** queue a copy of this run with one change, then compare the two.")
+        for lever in levers.available(run):
+            config = lever.apply(run)
+            if st.button(f"{lever.label} → {config.name.split(' · ')[-1]}", key=f"diagnose_lever_{lever.key}"):
+                st.session_state["compare_open"] = [run.id, manager().submit(config, parent=run.id)]
+                st.switch_page(PAGE_FILES["compare"])
+
+
+def _recalibration(run_id: str) -> None:
+    """The before/after table once the "precisebn" evaluation exists, else the task's state."""
+    evaluations = store().evaluations(run_id)
+    task = manager().tasks.get(run_id)
+    if "precisebn" in evaluations:
+        before, after = evaluations["final"]["accuracy"], evaluations["precisebn"]["accuracy"]
+        st.dataframe({"": ["before (moving statistics)", f"after PreciseBN ({evaluations['precisebn']['batches']} batches)"],
+                      "test, inference": [before["test"], after["test"]], "test, batch statistics": [before["test_batchstats"], after["test_batchstats"]]},
+                     hide_index=True, key="diagnose_precisebn")
+    elif task is not None and task.poll() is None:
+        _await(task)
+    elif task is not None:
+        st.error(f"Recalibration failed (exit code {task.returncode}); see the log in {home_path() / 'logs'}.")
+
+
+@st.fragment(run_every=1.5)
+def _await(task: subprocess.Popen) -> None:
+    """Poll a worker task; rerun the whole page when it ends, so every chart sees its result."""
+    if task.poll() is not None:
+        st.rerun()
+    st.info("Recalibrating in a worker process…", icon=":material/hourglass_top:")
+
+
+def refresh_while_active(runs: Sequence[Run]) -> None:
+    """While any of `runs` is queued or running, say so and rerun the page when a status changes."""
+    active = {r.id: r.status for r in runs if r.status in ACTIVE}
+    if active:
+        _watch(active)
+
+
+@st.fragment(run_every=3)
+def _watch(active: dict[str, str]) -> None:
+    now = {r.id: r.status for r in store().list_runs(status=list(ACTIVE)) if r.id in active}
+    if now != active:
+        st.rerun()
+    st.info(f"{len(active)} of these runs {'is' if len(active) == 1 else 'are'} still queued or training; the page updates when they finish.")
 
 
 def home_path() -> Path:

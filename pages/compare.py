@@ -9,11 +9,12 @@ from pages import common
 from bnviz import figures
 
 st.title("Compare runs")
-runs = [r for r in common.store().list_runs() if r.status != "queued"]
-common.require(runs, "No run has started yet. Queue some on the Train page, e.g. the bn and final presets.", link="train",
+runs = common.store().list_runs()
+common.require(runs, "No run yet. Queue some on the Train page, e.g. the bn and final presets.", link="train",
                link_label="Train a model")
 picked = common.pick_runs("compare_runs", runs, default=common.newest_done(runs, 2), label="Runs to compare")
 common.require(picked, "Pick one or more runs to compare.")
+common.refresh_while_active(picked)
 datas = [common.load_run(r) for r in picked]
 
 st.subheader("Final accuracy")

@@ -26,8 +26,9 @@ if run.status == "running":
 if run.error:
     st.warning(run.error)
 
-# --- Findings: the diagnosis (bnviz.diagnose, when present) ---------------------------------------
 common.show_findings(data)
+if run.status == "done" and cfg.arch.norm == "batch":
+    common.fix_it(run, data)
 
 st.subheader("Accuracy: inference mode vs batch statistics")
 frame = figures.accuracy_frame([data])

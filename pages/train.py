@@ -9,7 +9,7 @@ import streamlit as st
 
 from pages import common
 from bnviz import forms
-from bnviz.config import MAX_INPUT_SIZE, MIN_INPUT_SIZE, OPTIMIZERS, RunConfig, validate
+from bnviz.config import MAX_INPUT_SIZE, MIN_INPUT_SIZE, OPTIMIZERS, RunConfig, check_batch_size, validate
 from bnviz.data import DataError
 from bnviz.jobs import check_memory
 from bnviz.presets import PRESETS, SEED_RESULTS
@@ -71,6 +71,7 @@ with train_col:
                     key="train_momentum", on_change=momentum_typed, disabled=not uses_bn, persist_state=KEEP)
     slot["momentum"] = st.empty()
     st.select_slider("Batch size", forms.BATCH_SIZES, key="train_batch_size", persist_state=KEEP)
+    slot["batch_size"] = st.empty()
     st.slider("Epochs", 1, 100, key="train_epochs", persist_state=KEEP)
     st.select_slider("Learning rate", forms.LEARNING_RATES, format_func="{:g}".format, key="train_learning_rate", persist_state=KEEP)
     st.slider("Input size (pixels per side)", MIN_INPUT_SIZE, MAX_INPUT_SIZE, step=4, key="train_input_size", persist_state=KEEP)
@@ -117,6 +118,7 @@ counts = None
 try:
     counts = param_counts(arch, config.input_size, num_classes=forms.num_classes(source, scan))
     check_memory(validate(config))
+    check_batch_size(config.batch_size, forms.train_images(source, scan))
 except ValueError as exc:
     errors.setdefault(forms.error_field(str(exc)), str(exc))
 for field, message in errors.items():

@@ -1,0 +1,65 @@
+"""Story mode: the seed notebook's four models in order, each with a short explanation, for a
+teacher to replay in class. The runs are tagged with a "story-..." sweep id so that the dashboard
+and `python -m bnviz story` find the same set."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from bnviz.config import RunConfig, validate
+from bnviz.presets import PRESETS, preset_config
+from bnviz.store import Run, Store
+
+STORY_PREFIX = "story-"
+
+
+@dataclass(frozen=True)
+class Chapter:
+    preset: str
+    title: str
+    text: str
+    chart: str  # which figure tells this chapter: "curves", "histograms" or "compare"
+
+
+CHAPTERS = (
+    Chapter("initial", "1 · A first CNN learns",
+            "Two conv blocks, Flatten, Dropout and a Dense layer on raw 0–255 pixels. Almost all of its 2.3 M parameters sit in "
+            "the Dense layer behind a stride-1 pooling. It learns and generalises: the seed notebook had 0.83 / 0.88 / 0.83.",
+            "curves"),
+    Chapter("more-layers", "2 · One more block: fewer parameters, better accuracy",
+            "A third Conv16 + MaxPool block shrinks the feature map eight-fold, so the Dense layer and the model shrink to "
+            "279,382 parameters, and accuracy rises (seed: 0.97 / 0.97 / 0.98).",
+            "curves"),
+    Chapter("bn", "3 · Add BatchNormalization: train 0.99, test collapses",
+            "BatchNormalization after each ReLU conv, Keras's default momentum 0.99. Training accuracy climbs, yet evaluate "
+            "on validation and test data collapses (seed: 0.99 / 0.44 / 0.46). It is not overfitting: with batch statistics "
+            "the same weights still classify the test set well. Inference normalises with the moving mean and variance, "
+            "which start at 0 and 1 and after t steps still carry 0.99ᵗ of those values — about a third after 100 steps. "
+            "Raw pixels have statistics far from 0 and 1, so inference normalises with wrong numbers. Compare the two "
+            "histograms: same layer, same images, two different normalisations.",
+            "histograms"),
+    Chapter("final", "4 · Momentum 0.8: the fix",
+            "With momentum 0.8 (PyTorch's momentum=0.2) the moving average spans about 5 batches and forgets its initial "
+            "values within about 21 steps, so inference uses the statistics of the data (seed: 1 / 0.99 / 0.99; Dropout "
+            "was removed too). Another fix needs no retraining: recalibrate the statistics after training (PreciseBN).",
+            "compare"),
+)
+
+
+def story_configs(**overrides: object) -> list[RunConfig]:
+    """The four chapters' run configs, with shared overrides (epochs, input_size, seed, dataset)."""
+    return [validate(preset_config(chapter.preset, **overrides)) for chapter in CHAPTERS]
+
+
+def new_story_id() -> str:
+    return STORY_PREFIX + time.strftime("%Y%m%d-%H%M%S")
+
+
+def latest_story(store: Store) -> dict[str, Run]:
+    """The newest story's runs by preset (empty when no story was run)."""
+    runs = [r for r in store.list_runs() if (r.sweep or "").startswith(STORY_PREFIX)]
+    if not runs:
+        return {}
+    newest = max(r.sweep for r in runs)
+    return {r.preset: r for r in runs if r.sweep == newest and r.preset in PRESETS}

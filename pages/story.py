@@ -1,0 +1,53 @@
+"""Story mode: the seed notebook's four models in order, for a classroom. One button trains all four
+(or run `python -m bnviz story`); a presentation layout enlarges everything for a projector."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from bnviz import export, figures
+from bnviz.presets import SEED_RESULTS
+from bnviz.story import CHAPTERS, latest_story, new_story_id, story_configs
+from pages import common
+
+ss = st.session_state
+PRESENTATION_CSS = "<style>html, .stMarkdown p, .stCaption p {font-size: 1.35rem !important;} h1 {font-size: 3rem !important;}</style>"
+
+st.title("The BatchNorm story")
+top = st.columns([2, 1, 1])
+top[0].caption("A course notebook: a CNN learns, gains a block, gains BatchNormalization and collapses at test time, then is fixed "
+               "by one number. Each chapter shows its model's accuracy in both BN modes and the chart that explains it.")
+if top[1].toggle("Presentation layout", key="story_presentation"):
+    st.html(PRESENTATION_CSS)
+if top[2].button("Run the story", type="primary", key="story_run", help="Queues the four seed models at the default settings"):
+    story = new_story_id()
+    for config in story_configs():
+        common.manager().submit(config, sweep=story)
+    st.toast("Queued the four models; they train one after another.")
+
+runs = latest_story(common.store())
+common.require(runs, "No story has run yet: press “Run the story” (about a minute) or run `python -m bnviz story`.")
+data = {preset: common.load_run(run) for preset, run in runs.items() if run.status == "done"}
+chapter = CHAPTERS[st.radio("Chapter", range(len(CHAPTERS)), format_func=lambda i: CHAPTERS[i].title, horizontal=True, key="story_chapter")]
+
+st.header(chapter.title)
+st.markdown(chapter.text)
+run = data.get(chapter.preset)
+if run is None:
+    state = runs[chapter.preset].status if chapter.preset in runs else "missing"
+    st.info(f"This chapter's run is {state}. The page shows it once it is done (rerun with R).")
+    st.stop()
+table = figures.accuracy_frame([run]).T.rename(columns=lambda _: "bnviz")
+table["seed notebook"] = list(SEED_RESULTS[chapter.preset]) + [None] * 3
+st.dataframe(table.style.format("{:.0%}", na_rep="–"), key="story_accuracy")
+if chapter.chart == "histograms" and run.layers:
+    common.chart(figures.activation_histograms(run, next(iter(run.layers))), key="story_chart")
+    common.chart(figures.ema_theory_figure(run.run.momentum, figures.steps_trained(run)), key="story_theory")
+elif chapter.chart == "compare":
+    common.chart(figures.final_accuracy_figure([d for p, d in data.items() if p in ("bn", "final")]), key="story_chart")
+else:
+    common.chart(figures.training_curves(run), key="story_chart")
+
+if len(data) == len(CHAPTERS):
+    report = export.html_report(list(data.values()), "The BatchNorm story", [(c.title, c.text) for c in CHAPTERS])
+    st.download_button("Download the whole story (HTML)", report, "bnviz-story.html", "text/html", key="story_export")

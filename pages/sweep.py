@@ -1,0 +1,44 @@
+"""Momentum sweep: queue a grid of momentum (and batch size) values as one sweep, then see test
+accuracy in both BN modes against momentum, and a heatmap when two axes vary."""
+
+from __future__ import annotations
+
+import time
+
+import streamlit as st
+
+from bnviz import figures, forms
+from bnviz.config import ConfigError, validate
+from bnviz.presets import PRESETS, preset_config
+from pages import common
+
+st.title("Momentum sweep")
+st.caption("Keras momentum m (PyTorch uses 1 − m). Each cell is a full training run; they queue behind each other.")
+left, right = st.columns(2, gap="large")
+preset = left.selectbox("Model", [p for p in PRESETS if PRESETS[p]().norm == "batch"], key="sweep_preset")
+momenta = left.multiselect("Momentum values", forms.MOMENTUM_STEPS, default=[0.5, 0.8, 0.9, 0.95, 0.99], key="sweep_momenta")
+batches = right.multiselect("Batch sizes", forms.BATCH_SIZES, default=[32], key="sweep_batches")
+epochs = right.slider("Epochs", 1, 30, preset_config(preset).epochs, key="sweep_epochs")
+size = right.slider("Input size", 16, 224, preset_config(preset).input_size, step=4, key="sweep_input_size")
+st.caption(f"{len(momenta) * len(batches)} runs")
+if st.button("Queue sweep", type="primary", key="sweep_queue", disabled=not (momenta and batches)):
+    sweep = f"sweep-{time.strftime('%Y%m%d-%H%M%S')}"
+    try:
+        for b in batches:
+            for m in momenta:
+                config = preset_config(preset, epochs=epochs, input_size=size, batch_size=b, name=f"{preset} m={m:g} b={b}")
+                common.manager().submit(validate(config.with_momentum(m)), sweep=sweep)
+        st.session_state.sweep_shown = sweep
+    except ConfigError as exc:
+        st.error(str(exc))
+
+sweeps = sorted({r.sweep for r in common.store().list_runs() if (r.sweep or "").startswith("sweep-")}, reverse=True)
+common.require(sweeps, "No sweep yet: pick values and queue one (or run `python -m bnviz sweep --momentum 0.5,0.8,0.9,0.99`).")
+common.ensure_choice("sweep_shown", sweeps, sweeps[0])
+shown = st.selectbox("Sweep", sweeps, key="sweep_shown")
+runs = common.store().list_runs(sweep=shown)
+done = [common.load_run(r) for r in runs if r.status == "done"]
+st.caption(f"{len(done)} of {len(runs)} runs done")
+common.chart(figures.sweep_figure(done), key="sweep_chart")
+if len({r.config.batch_size for r in runs}) > 1:
+    common.chart(figures.sweep_heatmap(done), key="sweep_heatmap")

@@ -1,0 +1,149 @@
+"""Explain and fix: PreciseBN recovery on the embedded default, what-if levers, recalibration from
+the Diagnose page, the Sweep and Story pages, the diagnose/sweep/tensorboard CLI."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bnviz.config import ProbeConfig
+from bnviz.presets import preset_config
+from bnviz.store import Store
+from bnviz.story import CHAPTERS, new_story_id
+from tests.test_app import charts, open_app, trace, values
+from tests.test_cli import bnviz
+
+TINY = {"input_size": 20, "epochs": 1, "probe": ProbeConfig(probe_batch=32, population_samples=64)}
+
+
+def table_with(at, column: str):
+    """The first table shown with `column` (AppTest does not expose dataframe keys)."""
+    tables = [d.value for d in at.dataframe if column in d.value.columns]
+    assert tables, f"no table with column {column!r}"
+    return tables[0]
+
+
+def _train(store: Store, config, sweep: str | None = None) -> str:
+    from bnviz.train import execute_run
+
+    run_id = store.create_run(config, status="running", sweep=sweep)
+    assert execute_run(store, run_id).status == "done"
+    return run_id
+
+
+@pytest.fixture(scope="module")
+def explained(tmp_path_factory) -> tuple[Path, dict[str, str]]:
+    """Tiny runs: a story (four presets) and a two-momentum sweep, trained in this process."""
+    home = tmp_path_factory.mktemp("explain")
+    store, story, ids = Store(home), new_story_id(), {}
+    for chapter in CHAPTERS:
+        ids[chapter.preset] = _train(store, preset_config(chapter.preset, **TINY), sweep=story)
+    for m in (0.5, 0.99):
+        ids[f"sweep{m}"] = _train(store, preset_config("bn", name=f"bn m={m}", **TINY).with_momentum(m), sweep="sweep-20260101-000000")
+    return home, ids
+
+
+@pytest.fixture
+def app_home(explained, monkeypatch):
+    monkeypatch.setenv("BNVIZ_HOME", str(explained[0]))
+    return explained
+
+
+def test_precisebn_recovers_the_collapse_on_the_embedded_default(tmp_path):
+    """The bn preset at its defaults collapses in inference mode; recalibration without
+    retraining brings test accuracy most of the way back to the batch-statistics accuracy."""
+    from bnviz.recalibrate import recalibrate
+
+    store = Store(tmp_path)
+    run_id = _train(store, preset_config("bn", probe=ProbeConfig(enabled=False)))
+    result = recalibrate(store, run_id, batches=40)
+    before, after = result["before"]["accuracy"], result["after"]["accuracy"]
+    lost = before["test_batchstats"] - before["test"]
+    assert lost > 0.3, before  # the collapse is there to recover from
+    assert after["test"] - before["test"] >= 0.7 * lost, (before, after)
+    assert store.evaluations(run_id)["precisebn"]["batches"] == 40
+    assert (store.models_dir / f"{run_id}-precisebn.keras").is_file()
+
+
+def test_diagnose_cli_explains_the_collapse(explained):
+    home, ids = explained
+    out = bnviz("diagnose", ids["bn"], "--json", home=home)
+    assert out.returncode == 0, out.stderr
+    import json
+
+    findings = json.loads(out.stdout)["findings"]
+    keys = [f["key"] for f in findings]
+    assert keys[0] == "verdict" and "stale_initial_values" in keys
+    stale = next(f for f in findings if f["key"] == "stale_initial_values")
+    assert "PyTorch: momentum=0.01" in stale["detail"] and stale["numbers"]["init_weight"] > 0.5
+
+
+def test_tensorboard_export_writes_histograms(explained, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    home, ids = explained
+    out = bnviz("tensorboard", ids["bn"], "--logdir", str(tmp_path), home=home)
+    assert out.returncode == 0, out.stderr
+    events = EventAccumulator(str(tmp_path / ids["bn"]), size_guidance={"tensors": 0}).Reload()
+    tags = events.Tags()["tensors"]
+    assert {"probe/accuracy_inference", "norm1/output_train_mode", "norm1/moving_mean_gap_sd"} <= set(tags)
+    stored = Store(home).load_run(ids["bn"]).layers["norm1"]
+    last = events.Tensors("norm1/output_inference")[-1]
+    from tensorflow import make_ndarray
+
+    buckets = make_ndarray(last.tensor_proto)
+    assert last.step == int(stored.steps[-1])
+    np.testing.assert_array_equal(buckets[:, 2], stored.hist_infer[-1])
+
+
+def test_diagnose_page_lever_queues_a_copy_and_opens_compare(app_home):
+    home, ids = app_home
+    at = open_app("diagnose", run=ids["bn"])
+    assert any("Verdict" in e.value or "remember" in e.value for e in [*at.error, *at.warning, *at.success])
+    at.button(key="diagnose_lever_lower_momentum").click().run()
+    assert not at.exception
+    child = Store(home).list_runs()[0]
+    assert child.parent == ids["bn"] and child.config.arch.bn.momentum < 0.99
+    assert at.multiselect(key="compare_runs").value == [ids["bn"], child.id]
+    Store(home).request_cancel(child.id)
+
+
+def test_diagnose_page_recalibrates_in_a_worker(app_home):
+    home, ids = app_home
+    at = open_app("diagnose", run=ids["final"])
+    at.button(key="diagnose_recalibrate").click().run()
+    deadline = time.monotonic() + 120
+    while "precisebn" not in Store(home).evaluations(ids["final"]) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    at.run()
+    assert not at.exception
+    table = table_with(at, "test, inference")
+    assert table.iloc[1, 1] == pytest.approx(Store(home).evaluations(ids["final"])["precisebn"]["accuracy"]["test"])
+
+
+def test_sweep_page_plots_accuracy_against_momentum(app_home):
+    home, ids = app_home
+    at = open_app("sweep")
+    assert at.selectbox(key="sweep_shown").value == "sweep-20260101-000000"
+    fig = charts(at)["sweep_chart"]
+    line = trace(fig, "batch 32 · inference")
+    assert list(values(line["x"])) == [0.5, 0.99]
+    expected = [Store(home).evaluations(ids[f"sweep{m}"])["final"]["accuracy"]["test"] for m in (0.5, 0.99)]
+    np.testing.assert_allclose(values(line["y"]), expected)
+
+
+def test_story_page_walks_the_four_chapters(app_home):
+    home, ids = app_home
+    at = open_app("story")
+    for index, chapter in enumerate(CHAPTERS):
+        at.radio(key="story_chapter").set_value(index).run()
+        assert not at.exception and at.header[0].value == chapter.title
+        table = table_with(at, "seed notebook")
+        assert table.loc["test (inference)", "bnviz"] == pytest.approx(Store(home).evaluations(ids[chapter.preset])["final"]["accuracy"]["test"])
+        assert "story_chart" in charts(at)
+    at.toggle(key="story_presentation").set_value(True).run()
+    assert not at.exception
+    assert at.get("download_button")
