@@ -15,6 +15,8 @@ from pathlib import Path
 
 import plotly.graph_objects as go
 import streamlit as st
+from streamlit.navigation.page import StreamlitPage
+from streamlit.runtime.pages_manager import PagesManager
 
 from bnviz import levers
 from bnviz.diagnose import Finding, diagnose
@@ -28,16 +30,31 @@ PAGE_FILES = {name: f"pages/{name}.py" for name in ("train", "runs", "diagnose",
 PLOT_CONFIG = {"displaylogo": False}
 
 
-# --- Streamlit's legacy pages/ mode ---------------------------------------------------------------
-def leave_legacy_pages_mode() -> None:
-    """On a fresh server Streamlit runs a deep link such as /diagnose as the old pages/ layout
-    (the page alone, no frame) until some session calls st.navigation. Switch that off and rerun,
-    so the same URL comes back through app.py's navigation with the sidebar and page config."""
-    from streamlit.runtime.pages_manager import PagesManager
+# --- the frame: page config, navigation, sidebar ----------------------------------------------------
+PAGES = (("train", "Train", "model_training"), ("runs", "Runs", "list"), ("diagnose", "Diagnose", "troubleshoot"),
+         ("compare", "Compare", "compare"), ("sweep", "Sweep", "tune"), ("story", "Story", "school"), ("export", "Export", "download"))
 
+
+def frame() -> StreamlitPage:
+    """Page config, the navigation and the shared sidebar; returns the page to run."""
+    st.set_page_config(page_title="bnviz · BatchNorm collapse", page_icon="📉", layout="wide")
+    page = st.navigation([st.Page(PAGE_FILES[key], title=title, icon=f":material/{icon}:", default=key == "train") for key, title, icon in PAGES])
+    runs = store().list_runs(status=list(ACTIVE))
+    running = sum(r.status == "running" for r in runs)
+    with st.sidebar:
+        st.caption(f"Runs folder (BNVIZ_HOME): `{store().home}`")
+        st.caption(f"Workers (BNVIZ_MAX_WORKERS): {manager().max_workers} · {running} running · {len(runs) - running} queued")
+    return page
+
+
+def frame_if_run_alone() -> None:
+    """Draw the frame when Streamlit ran this page file by itself. A pages/ folder beside app.py makes
+    Streamlit start in its legacy multipage mode, where a deep link (/diagnose?run=...) on a fresh
+    server, and every AppTest run, executes the page file directly instead of app.py; st.navigation
+    then switches the server to the app.py navigation for good. So do what app.py does, and stop."""
     if PagesManager.uses_pages_directory:
-        PagesManager.uses_pages_directory = False
-        st.rerun()
+        frame().run()
+        st.stop()
 
 
 # --- the job manager: one per server and home folder --------------------------------------------
@@ -266,5 +283,3 @@ def _watch(active: dict[str, str]) -> None:
 def home_path() -> Path:
     return store().home
 
-
-leave_legacy_pages_mode()  # first thing any page does, before it draws anything

@@ -8,6 +8,8 @@ import streamlit as st
 from pages import common
 from bnviz import figures
 
+common.frame_if_run_alone()
+
 st.title("Compare runs")
 runs = common.store().list_runs()
 common.require(runs, "No run yet. Queue some on the Train page, e.g. the bn and final presets.", link="train",

@@ -10,6 +10,8 @@ from pages import common
 from bnviz import figures
 from bnviz.presets import SEED_RESULTS
 
+common.frame_if_run_alone()
+
 ss = st.session_state
 
 st.title("Diagnose a run")

@@ -11,6 +11,9 @@ import streamlit as st
 
 from pages import common
 from bnviz import export, figures
+from bnviz.diagnose import diagnose
+
+common.frame_if_run_alone()
 
 st.title("Export")
 runs = [r for r in common.store().list_runs() if r.status != "queued"]
@@ -61,7 +64,7 @@ st.caption("One HTML file with the accuracy table, the findings and every chart 
            + (" and the comparison" if len(datas) > 1 else "") + "; it works offline.")
 default_title = f"bnviz report: {', '.join(d.run.label for d in datas)}"
 title = st.text_input("Report title", key="export_title", placeholder=default_title).strip() or default_title
-sections = [(f"Finding: {f.title}", common.finding_text(f).replace("\n- ", "\n\n• ")) for f in common.findings(data)]
+sections = [(f"Finding: {f.title}", common.finding_text(f).replace("\n- ", "\n\n• ")) for f in diagnose(data)]
 st.download_button("HTML report (one file)", lambda: export.html_report(datas, title, sections).encode("utf-8"),
                    file_name=f"bnviz-report-{run.id}.html", mime="text/html", key="export_report", on_click="ignore",
                    icon=":material/description:", type="primary")

@@ -9,6 +9,8 @@ import streamlit as st
 from pages import common
 from bnviz.store import Run
 
+common.frame_if_run_alone()
+
 ss = st.session_state
 POLL_ACTIVE_S, POLL_IDLE_S = 1.5, 5.0
 SHOWN = 25

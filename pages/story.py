@@ -10,6 +10,8 @@ from bnviz.presets import SEED_RESULTS
 from bnviz.story import CHAPTERS, latest_story, new_story_id, story_configs
 from pages import common
 
+common.frame_if_run_alone()
+
 ss = st.session_state
 PRESENTATION_CSS = "<style>html, .stMarkdown p, .stCaption p {font-size: 1.35rem !important;} h1 {font-size: 3rem !important;}</style>"
 

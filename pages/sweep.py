@@ -12,6 +12,8 @@ from bnviz.config import ConfigError, validate
 from bnviz.presets import PRESETS, preset_config
 from pages import common
 
+common.frame_if_run_alone()
+
 st.title("Momentum sweep")
 st.caption("Keras momentum m (PyTorch uses 1 − m). Each cell is a full training run; they queue behind each other.")
 left, right = st.columns(2, gap="large")

@@ -15,6 +15,8 @@ from bnviz.jobs import check_memory
 from bnviz.presets import PRESETS, SEED_RESULTS
 from bnviz.shapes import layer_table, param_counts
 
+common.frame_if_run_alone()
+
 ss, KEEP = st.session_state, "session"  # persist_state: the form survives page switches
 
 
