@@ -134,10 +134,11 @@ def _visible_dirs(path: Path) -> list[Path]:
 
 
 def _unwrap(path: Path) -> Path:
-    """Follow folders that only wrap a single sub-folder, as the loader does."""
+    """Follow folders that only wrap a single sub-folder, as the loader does, but stop above a lone
+    folder of files: that is one class, and the message should say so ("found 1", not "found 0")."""
     while True:
         children = [p for p in path.iterdir() if not p.name.startswith(".") and p.name != "__MACOSX"]
-        if len(children) != 1 or not children[0].is_dir():
+        if len(children) != 1 or not children[0].is_dir() or not _visible_dirs(children[0]):
             return path
         path = children[0]
 

@@ -50,10 +50,15 @@ def check_memory(config: RunConfig, available: int | None = None) -> None:
     budget = MEMORY_FRACTION * (available if available is not None else available_memory())
     if needed > budget:
         raise ConfigError(
-            f"This model needs about {needed / 2**30:.1f} GiB for one batch of {config.batch_size} at "
-            f"{config.input_size}×{config.input_size}; {budget / 2**30:.1f} GiB is available. "
+            f"This model needs about {_size(needed)} for one batch of {config.batch_size} at "
+            f"{config.input_size}×{config.input_size}; {_size(budget)} is available. "
             "Lower the input size or the batch size."
         )
+
+
+def _size(n: float) -> str:
+    """Bytes as GiB, or as MiB below 1 GiB, so that a refusal never reads "needs 0.0 GiB"."""
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
 
 
 @dataclass

@@ -183,6 +183,7 @@ def test_zip_upload_is_extracted_into_home_uploads(home):
             for i in range(4):
                 zf.writestr(f"pets/{name}/{i}.png", _png(40 * i))
     at = open_app()
+    at.select_slider(key="train_batch_size").set_value(4)  # 8 images leave 4 for training: batch 32 is refused
     at.radio(key="train_dataset").set_value("zip").run()
     at.file_uploader(key="train_zip").upload("pets.zip", content.getvalue(), "application/zip").run()
     assert not errors(at) and not at.button(key="train_queue").disabled
