@@ -6,7 +6,9 @@ Bad arguments print one line to stderr and exit with code 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import math
 import os
 import sys
 import time
@@ -74,12 +76,14 @@ def cmd_show(args: argparse.Namespace) -> None:
 
 
 def accuracy_table(rows: list[tuple[str, dict]]) -> str:
-    """Seed-style table: train / val / test in inference mode beside batch-statistics mode."""
+    """Seed-style table: what fit reported, then train / val / test in inference mode (what evaluate
+    gives) beside batch-statistics mode."""
     body = []
     for name, ev in rows:
         acc = ev["accuracy"]
-        body.append([name, acc["train"], acc["val"], acc["test"], acc["train_batchstats"], acc["val_batchstats"], acc["test_batchstats"]])
-    return _table(body, ["model", "train", "val", "test", "train (batch stats)", "val (batch stats)", "test (batch stats)"])
+        body.append([name, acc.get("fit", math.nan), acc["train"], acc["val"], acc["test"], acc["train_batchstats"], acc["val_batchstats"],
+                     acc["test_batchstats"]])
+    return _table(body, ["model", "fit (train)", "train", "val", "test", "train (batch stats)", "val (batch stats)", "test (batch stats)"])
 
 
 # --- commands that train ------------------------------------------------------------------------
@@ -88,6 +92,8 @@ def _train_config(args: argparse.Namespace) -> RunConfig:
     config = preset_config(args.preset, dataset=_dataset_spec(args.dataset), **overrides)
     if args.momentum is not None:
         config = config.with_momentum(args.momentum)
+    if args.raw_pixels:
+        config = config.replace(arch=dataclasses.replace(config.arch, rescale=1.0))
     if args.no_probe:
         config = config.replace(probe=ProbeConfig(enabled=False))
     elif args.probe_every is not None:
@@ -278,6 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--optimizer")
     train.add_argument("--probe-every", type=int, help="steps between probes (0: geometric schedule)")
     train.add_argument("--no-probe", action="store_true")
+    train.add_argument("--raw-pixels", action="store_true", help="feed raw 0-255 pixels, as the seed notebook did (no Rescaling layer)")
     _training_options(train)
     _training_options(sub.choices["story"])
     for name in ("show", "diagnose", "recalibrate", "tensorboard"):
@@ -292,7 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
         sweep.add_argument(f"--{name}", default=default)
     for name in ("learning_rate", "optimizer", "probe_every", "momentum"):
         sweep.set_defaults(**{name: None})
-    sweep.set_defaults(batch_size=None, no_probe=False)
+    sweep.set_defaults(batch_size=None, no_probe=False, raw_pixels=False)
     _training_options(sweep)
     return parser
 

@@ -52,6 +52,7 @@ class ArchConfig:
     """A small CNN: optional zero padding, conv blocks, Flatten, Dropout, Dense softmax."""
 
     blocks: tuple[ConvBlock, ...] = (ConvBlock(16), ConvBlock(32, pool_stride=1), ConvBlock(16))
+    rescale: float = 1 / 255  # a parameter-free Rescaling layer first; 1.0 feeds raw pixels, as the seed notebook did
     zero_pad: int = 1  # the seed starts with ZeroPadding2D()
     norm: str = "batch"  # none | batch | layer | group (the last two keep no running statistics)
     bn: BNConfig = field(default_factory=BNConfig)
@@ -65,8 +66,11 @@ class ProbeConfig:
 
     enabled: bool = True
     every: int = 0  # steps between probes; 0 = geometric schedule (dense early, where mᵗ moves); epoch ends always
-    probe_batch: int = 128  # fixed validation images for the histograms and the two-mode accuracy
-    population_samples: int = 512  # fixed training images for the PreciseBN-style population stats
+    probe_batch: int = 64  # fixed validation images for the histograms and the two-mode accuracy; 64 give ~10⁶ values per layer
+    population_samples: int = 256  # fixed training images for the PreciseBN-style population stats (8 batches of 32)
+    # Every probe record runs 2 × probe_batch + population_samples images forward: at 128/512 one record cost as much as
+    # ~8 training steps (python -m bench); 64/256 halves that, and the diagnosis' thresholds (0.25 and 1 population SD)
+    # are far above the sampling error of 256 images.
     bins: int = 40  # histogram bins, shared by train mode and inference mode
 
 
@@ -140,6 +144,7 @@ def validate(config: RunConfig) -> RunConfig:
         _check(1 <= b.pool <= 4, f"block {i + 1}: pool must be in [1, 4]. Received: pool={b.pool}")
         _check(b.pool_stride is None or 1 <= b.pool_stride <= 4, f"block {i + 1}: pool_stride must be in [1, 4]. Received: pool_stride={b.pool_stride}")
     _check(_finite(arch.dropout) and 0.0 <= arch.dropout < 1.0, f"dropout must be in [0, 1). Received: dropout={arch.dropout}")
+    _check(_finite(arch.rescale) and arch.rescale > 0, f"rescale must be > 0. Received: rescale={arch.rescale}")
     _check(0 <= arch.zero_pad <= 8, f"zero_pad must be in [0, 8]. Received: zero_pad={arch.zero_pad}")
     _check(
         isinstance(config.input_size, int) and MIN_INPUT_SIZE <= config.input_size <= MAX_INPUT_SIZE,

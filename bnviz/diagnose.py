@@ -121,30 +121,41 @@ def layer_statistics(data: RunData) -> list[Finding]:
             f"layer_{name}", severity, f"{name}: moving vs population statistics",
             f"At step {int(trace.steps[i])}, {name}'s moving mean is {gap:.2f} population standard deviations from the "
             f"population mean and its moving variance is {ratio:.3g}× the population variance (medians over "
-            f"{trace.moving_mean.shape[1]} channels). Inference normalises this layer's input with these moving values.",
+            f"{trace.moving_mean.shape[1]} channels). Inference normalises this layer's input with these moving values: "
+            f"{_scale_effect(ratio)}.",
             ("Recalibrate (PreciseBN) to replace the moving values by the population statistics.",) if severity != "ok" else (),
             numbers,
         ))
     return findings
 
 
+def _scale_effect(ratio: float) -> str:
+    """What a moving/population variance ratio does to the normalised output."""
+    factor = float(np.sqrt(ratio))
+    if factor >= 1:
+        return f"it divides by a standard deviation {factor:.3g}× too large, squashing the output"
+    return f"it divides by a standard deviation {1 / factor:.3g}× too small, blowing the output up"
+
+
 def data_regime(data: RunData) -> Finding | None:
-    """Which of the two regimes the run is in: inputs far from 0/1 (raw photos) collapse, sparse ones barely."""
+    """How far the first BN layer's population statistics sit from the initial moving values 0 and 1:
+    the error of the moving statistics is about mᵗ·(initial − population), so far means fragile."""
     if not data.layers:
         return None
     trace = next(iter(data.layers.values()))
-    i = -1
-    offset = float(np.median(np.abs(trace.pop_mean[i]) / np.sqrt(np.maximum(trace.pop_var[i], 1e-12))))
-    spread = float(np.median(trace.pop_var[i]))
-    far = offset > 0.5 or not 0.1 <= spread <= 10
-    detail = (f"The first BN layer's input has a population mean of {offset:.2f} standard deviations from 0 and a variance "
-              f"of {spread:.3g} (medians over channels), against the initial moving values 0 and 1. The error of the moving "
-              "statistics is about mᵗ·(initial − population), so ")
-    detail += ("this run is in the raw-pixel regime: stale moving statistics hurt a lot." if far else
-               "this run is in the sparse regime: stale moving statistics cost little.")
-    return Finding("data_regime", "info", "How far the data sits from the initial moving values", detail,
-                   ("Rescaling the input (e.g. to 0–1) shrinks the damage but does not remove it.",) if far else (),
-                   {"mean_offset_sd": offset, "variance": spread})
+    offset = float(np.median(np.abs(trace.pop_mean[-1]) / np.sqrt(np.maximum(trace.pop_var[-1], 1e-12))))
+    variance = float(np.median(trace.pop_var[-1]))
+    far = offset > 0.5 or not 0.1 <= variance <= 10
+    detail = (f"The first BN layer's input has a population mean {offset:.2f} standard deviations from 0 and a variance of "
+              f"{variance:.3g} (medians over channels), against the initial moving values 0 and 1. The moving statistics are off "
+              "by about mᵗ·(initial − population), so ")
+    if far:
+        detail += ("this run's data sits far from them: while the initial values linger, inference normalises with a mean and a "
+                   "variance that belong to no data.")
+    else:
+        detail += "this run's data sits close to them: lingering initial values cost little."
+    return Finding("data_regime", "info", "How far the data sits from the initial moving values", detail, (),
+                   {"mean_offset_sd": offset, "variance": variance, "far": float(far)})
 
 
 def batch_noise(data: RunData) -> Finding | None:

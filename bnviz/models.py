@@ -40,9 +40,10 @@ def _block(x, arch: ArchConfig, index: int):
 
 
 def build_model(arch: ArchConfig, input_size: int, channels: int = 3, num_classes: int = 6) -> keras.Model:
-    """The seed's CNN family: [ZeroPad] (Conv-ReLU[-Norm]-Pool)×n Flatten [Dropout] Dense-softmax."""
+    """The seed's CNN family: [Rescaling] [ZeroPad] (Conv-ReLU[-Norm]-Pool)×n Flatten [Dropout] Dense-softmax."""
     inputs = keras.Input((input_size, input_size, channels), name="image")
-    x = layers.ZeroPadding2D(arch.zero_pad, name="zero_padding2d")(inputs) if arch.zero_pad else inputs
+    x = layers.Rescaling(arch.rescale, name="rescaling")(inputs) if arch.rescale != 1 else inputs
+    x = layers.ZeroPadding2D(arch.zero_pad, name="zero_padding2d")(x) if arch.zero_pad else x
     for index in range(1, len(arch.blocks) + 1):
         x = _block(x, arch, index)
     x = layers.Flatten(name="flatten")(x)

@@ -32,6 +32,8 @@ def _norm_params(arch: ArchConfig, channels: int) -> tuple[int, int]:
 def layer_table(arch: ArchConfig, input_size: int, channels: int = 3, num_classes: int = 6) -> list[LayerRow]:
     """One row per Keras layer that `bnviz.models.build_model` creates, in order."""
     size, rows = input_size, []
+    if arch.rescale != 1:
+        rows.append(LayerRow("rescaling", "Rescaling", (size, size, channels), 0, 0))
     if arch.zero_pad:
         size += 2 * arch.zero_pad
         rows.append(LayerRow("zero_padding2d", "ZeroPadding2D", (size, size, channels), 0, 0))

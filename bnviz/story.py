@@ -24,7 +24,7 @@ class Chapter:
 
 CHAPTERS = (
     Chapter("initial", "1 · A first CNN learns",
-            "Two conv blocks, Flatten, Dropout and a Dense layer on raw 0–255 pixels. Almost all of its 2.3 M parameters sit in "
+            "Two conv blocks, Flatten, Dropout and a Dense layer. Almost all of its 2.3 M parameters sit in "
             "the Dense layer behind a stride-1 pooling. It learns and generalises: the seed notebook had 0.83 / 0.88 / 0.83.",
             "curves"),
     Chapter("more-layers", "2 · One more block: fewer parameters, better accuracy",
@@ -36,8 +36,9 @@ CHAPTERS = (
             "on validation and test data collapses (seed: 0.99 / 0.44 / 0.46). It is not overfitting: with batch statistics "
             "the same weights still classify the test set well. Inference normalises with the moving mean and variance, "
             "which start at 0 and 1 and after t steps still carry 0.99ᵗ of those values — about a third after 100 steps. "
-            "Raw pixels have statistics far from 0 and 1, so inference normalises with wrong numbers. Compare the two "
-            "histograms: same layer, same images, two different normalisations.",
+            "The first BN layer's inputs vary far less than 1, so the lingering initial variance makes inference divide by a "
+            "standard deviation many times too large and squash the activations. Compare the two histograms: same layer, "
+            "same images, two different normalisations.",
             "histograms"),
     Chapter("final", "4 · Momentum 0.8: the fix",
             "With momentum 0.8 (PyTorch's momentum=0.2) the moving average spans about 5 batches and forgets its initial "

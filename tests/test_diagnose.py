@@ -60,7 +60,8 @@ def test_collapse_is_blamed_on_moving_statistics_with_numbers():
     assert layer.severity == "critical" and layer.numbers["mean_gap_sd"] == pytest.approx(0.3 * 50 / 20, rel=1e-3)
     assert layer.numbers["variance_ratio"] == pytest.approx(150 / 400, rel=1e-3)
     assert found["fit_vs_evaluate"].numbers["fit_accuracy"] == pytest.approx(0.99)
-    assert "raw-pixel regime" in found["data_regime"].detail
+    assert found["data_regime"].numbers["far"] == 1.0 and "belong to no data" in found["data_regime"].detail
+    assert "too small" in layer.detail  # moving variance 150 < population 400: outputs blown up
     assert all(f.remedies for f in findings if f.severity in ("critical", "warning"))
 
 
@@ -85,7 +86,7 @@ def test_moving_statistics_that_never_moved_are_flagged():
 
 def test_sparse_regime_is_recognised():
     found = _by_key(diagnose(_data(pop_mean=0.2, pop_var=1.0, moving=[0.0, 0.05, 0.1, 0.12, 0.15], moving_var=[1.0] * 5)))
-    assert "sparse regime" in found["data_regime"].detail
+    assert found["data_regime"].numbers["far"] == 0.0 and "cost little" in found["data_regime"].detail
 
 
 def test_noisy_batches_at_small_batch_size():

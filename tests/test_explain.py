@@ -59,12 +59,12 @@ def test_precisebn_recovers_the_collapse_on_the_embedded_default(tmp_path):
 
     store = Store(tmp_path)
     run_id = _train(store, preset_config("bn", probe=ProbeConfig(enabled=False)))
-    result = recalibrate(store, run_id, batches=40)
+    result = recalibrate(store, run_id, batches=30)
     before, after = result["before"]["accuracy"], result["after"]["accuracy"]
     lost = before["test_batchstats"] - before["test"]
     assert lost > 0.3, before  # the collapse is there to recover from
     assert after["test"] - before["test"] >= 0.7 * lost, (before, after)
-    assert store.evaluations(run_id)["precisebn"]["batches"] == 40
+    assert store.evaluations(run_id)["precisebn"]["batches"] == 30
     assert (store.models_dir / f"{run_id}-precisebn.keras").is_file()
 
 
