@@ -151,20 +151,11 @@ class ProbeRecord:
 
 
 @dataclass(frozen=True)
-class LayerTrace:
-    """One BN layer over all probe steps: arrays shaped (probes, channels) or (probes, bins)."""
+class LayerTrace(ProbeLayer):
+    """One BN layer over all probe steps: each array gains a leading probe axis, so arrays are
+    shaped (probes, channels) or (probes, bins); `steps` names the probe steps."""
 
-    layer: str
-    steps: np.ndarray
-    moving_mean: np.ndarray
-    moving_var: np.ndarray
-    batch_mean: np.ndarray
-    batch_var: np.ndarray
-    pop_mean: np.ndarray
-    pop_var: np.ndarray
-    hist_edges: np.ndarray
-    hist_train: np.ndarray
-    hist_infer: np.ndarray
+    steps: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=int))
 
 
 @dataclass(frozen=True)

@@ -23,9 +23,10 @@ def _trace(steps, moving_mean, pop_mean, pop_var, moving_var=None, channels=4, b
     full = lambda v: np.full((n, channels), v, dtype=np.float32)  # noqa: E731
     batch = full(pop_mean) + batch_jitter * np.sqrt(pop_var) * rng.normal(size=(n, channels)).astype(np.float32)
     batch[0] = np.nan
-    return LayerTrace("norm1", np.array(steps), np.asarray(moving_mean, np.float32).reshape(n, 1).repeat(channels, 1),
-                      full(1.0) if moving_var is None else np.asarray(moving_var, np.float32).reshape(n, 1).repeat(channels, 1),
-                      batch, full(pop_var), full(pop_mean), full(pop_var), np.zeros((n, 6), np.float32), np.zeros((n, 5), np.int32), np.zeros((n, 5), np.int32))
+    per_channel = lambda v: np.asarray(v, np.float32).reshape(n, 1).repeat(channels, 1)  # noqa: E731
+    return LayerTrace("norm1", per_channel(moving_mean), full(1.0) if moving_var is None else per_channel(moving_var),
+                      batch, full(pop_var), full(pop_mean), full(pop_var), np.zeros((n, 6), np.float32), np.zeros((n, 5), np.int32),
+                      np.zeros((n, 5), np.int32), steps=np.array(steps))
 
 
 def _data(preset="bn", momentum=0.99, steps=120, test=0.3, test_batch=0.95, train=0.3, fit_acc=0.99, moving=None, moving_var=None,
