@@ -60,6 +60,7 @@ class ArchForm:
     placement: str
     dropout: float
     momentum: float
+    raw_pixels: bool = False  # no Rescaling(1/255) layer: what the seed notebook fed its models
 
 
 def form_from_preset(name: str) -> ArchForm:
@@ -76,7 +77,8 @@ def arch_from_form(preset: str, form: ArchForm) -> ArchConfig:
         dataclasses.replace(base.blocks[i], filters=f) if i < len(base.blocks) else ConvBlock(f) for i, f in enumerate(form.filters)
     )
     bn = dataclasses.replace(base.bn, momentum=form.momentum, placement=form.placement)
-    return dataclasses.replace(base, blocks=blocks, norm=form.norm, dropout=form.dropout, bn=bn)
+    rescale = 1.0 if form.raw_pixels else base.rescale
+    return dataclasses.replace(base, blocks=blocks, norm=form.norm, dropout=form.dropout, bn=bn, rescale=rescale)
 
 
 def run_name(preset: str, arch: ArchConfig) -> tuple[str, str]:

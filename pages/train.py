@@ -42,7 +42,7 @@ if "train_preset" not in ss:
 d = RunConfig()
 common.defaults({"train_batch_size": d.batch_size, "train_epochs": d.epochs, "train_learning_rate": d.learning_rate,
                  "train_seed": d.seed, "train_input_size": d.input_size, "train_optimizer": d.optimizer, "train_name": "",
-                 "train_dataset": "synthetic", "train_folder": ""})
+                 "train_dataset": "synthetic", "train_folder": "", "train_raw_pixels": False})
 common.defaults({f"train_filters_{i}": 16 for i in range(6)})
 errors, slot, scan, blocked = {}, {}, None, False
 
@@ -106,12 +106,16 @@ with data_col:
         elif upload is not None:
             scan = common.scan(ss.train_zip_result[1])
     slot["dataset"] = st.empty()
+    st.checkbox("Feed raw 0–255 pixels (as the seed notebook did; no Rescaling layer)", key="train_raw_pixels", persist_state=KEEP,
+                help="The presets scale pixels to 0–1 inside the model. On the embedded data, raw pixels keep the models without BN "
+                     "from training in so few steps.")
     if scan:
         st.caption(f"{len(scan.classes)} classes ({', '.join(scan.classes)}) · {scan.files} files · {scan.layout} · `{scan.path}`")
     st.text_input("Run name (optional)", key="train_name", persist_state=KEEP)
 
 momentum = ss.train_momentum if ss.train_momentum is not None else math.nan
-arch = forms.arch_from_form(ss.train_preset, forms.ArchForm(filters, ss.train_norm, ss.train_placement, float(ss.train_dropout), momentum))
+arch = forms.arch_from_form(ss.train_preset, forms.ArchForm(filters, ss.train_norm, ss.train_placement, float(ss.train_dropout), momentum,
+                                                                ss.train_raw_pixels))
 preset, default_name = forms.run_name(ss.train_preset, arch)
 config = RunConfig(arch=arch, preset=preset, name=ss.train_name.strip() or default_name, dataset=scan.path if scan else source,
                    input_size=int(ss.train_input_size), epochs=int(ss.train_epochs), batch_size=int(ss.train_batch_size),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import zipfile
 from pathlib import Path
@@ -138,3 +139,10 @@ def test_extract_upload_is_idempotent_and_leaves_nothing_when_refused(tmp_path):
     with pytest.raises(DataError):
         forms.extract_upload(tmp_path, "junk.zip", b"not a zip")
     assert forms.upload_folder(tmp_path, "../../etc/passwd", b"").parent == tmp_path / "uploads"
+
+
+def test_raw_pixels_removes_the_rescaling_layer_only():
+    scaled = forms.arch_from_form("bn", forms.ArchForm((16, 32, 16), "batch", "after", 0.5, 0.99))
+    raw = forms.arch_from_form("bn", forms.ArchForm((16, 32, 16), "batch", "after", 0.5, 0.99, raw_pixels=True))
+    assert scaled.rescale == pytest.approx(1 / 255) and raw.rescale == 1.0
+    assert dataclasses.replace(raw, rescale=scaled.rescale) == scaled
