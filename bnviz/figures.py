@@ -416,6 +416,16 @@ def accuracy_frame(runs: Sequence[RunData], evaluation: str = "final") -> pd.Dat
     return pd.DataFrame(rows, index=index, columns=list(ACCURACY_COLUMNS), dtype=float)
 
 
+def story_table(data: RunData, seed: tuple[float, float, float]) -> pd.DataFrame:
+    """One run beside the seed notebook: what fit reported, then every split in both BN modes (the
+    seed reported fit's train accuracy and evaluate's val/test, in inference mode)."""
+    nan = float("nan")
+    rows = {"fit (train, batch statistics)": (_accuracy(data, "final", "fit"), seed[0])}
+    rows |= {f"{s} (inference)": (_accuracy(data, "final", s), seed[i] if i else nan) for i, s in enumerate(SPLITS)}
+    rows |= {f"{s} (batch stats)": (_accuracy(data, "final", f"{s}_batchstats"), nan) for s in SPLITS}
+    return pd.DataFrame(rows.values(), index=list(rows), columns=["bnviz", "seed notebook"], dtype=float)
+
+
 def final_accuracy_figure(runs: Sequence[RunData]) -> go.Figure:
     """Grouped bars per run: val and test accuracy in inference mode vs with batch statistics; a
     large difference means the weights are fine and the moving statistics are not."""

@@ -39,9 +39,9 @@ if run is None:
     state = runs[chapter.preset].status if chapter.preset in runs else "missing"
     st.info(f"This chapter's run is {state}. The page shows it once it is done (rerun with R).")
     st.stop()
-table = figures.accuracy_frame([run]).T.rename(columns=lambda _: "bnviz")
-table["seed notebook"] = list(SEED_RESULTS[chapter.preset]) + [None] * 3
+table = figures.story_table(run, SEED_RESULTS[chapter.preset])
 st.dataframe(table.style.format("{:.0%}", na_rep="–"), key="story_accuracy")
+st.caption("The seed notebook's train figure is what fit reported; evaluate on the same training images is the next row.")
 if chapter.chart == "histograms" and run.layers:
     common.chart(figures.activation_histograms(run, next(iter(run.layers))), key="story_chart")
     common.chart(figures.ema_theory_figure(run.run.momentum, figures.steps_trained(run)), key="story_theory")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from bnviz.config import ProbeConfig
-from bnviz.presets import preset_config
+from bnviz.presets import SEED_RESULTS, preset_config
 from bnviz.store import Store
 from bnviz.story import CHAPTERS, new_story_id
 from tests.test_app import charts, open_app, trace, values
@@ -143,6 +143,9 @@ def test_story_page_walks_the_four_chapters(app_home):
         assert not at.exception and at.header[0].value == chapter.title
         table = table_with(at, "seed notebook")
         assert table.loc["test (inference)", "bnviz"] == pytest.approx(Store(home).evaluations(ids[chapter.preset])["final"]["accuracy"]["test"])
+        fit = Store(home).evaluations(ids[chapter.preset])["final"]["accuracy"]["fit"]
+        assert table.loc["fit (train, batch statistics)"].tolist() == pytest.approx([fit, SEED_RESULTS[chapter.preset][0]])
+        assert np.isnan(table.loc["train (inference)", "seed notebook"])
         assert "story_chart" in charts(at)
     at.toggle(key="story_presentation").set_value(True).run()
     assert not at.exception
