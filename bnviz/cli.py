@@ -36,7 +36,7 @@ def _emit(args: argparse.Namespace, payload: object, text: str) -> None:
 def _table(rows: list[list[object]], header: list[str]) -> str:
     cells = [header] + [[_fmt(c) for c in row] for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in cells]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in cells]
     return "\n".join([lines[0], "  ".join("-" * w for w in widths), *lines[1:]])
 
 
@@ -224,8 +224,10 @@ def cmd_summary(args: argparse.Namespace) -> None:
     rows = layer_rows(model)
     trainable = sum(r["trainable"] for r in rows)
     frozen = sum(r["non_trainable"] for r in rows)
-    payload = {"preset": args.preset, "input_size": args.input_size, "layers": rows, "total": trainable + frozen, "trainable": trainable, "non_trainable": frozen}
-    text = _table([[r["name"], r["type"], "×".join(map(str, r["output_shape"])), r["trainable"] + r["non_trainable"]] for r in rows], ["layer", "type", "output", "params"])
+    payload = {"preset": args.preset, "input_size": args.input_size, "layers": rows, "total": trainable + frozen, "trainable": trainable,
+               "non_trainable": frozen}
+    table = [[r["name"], r["type"], "×".join(map(str, r["output_shape"])), r["trainable"] + r["non_trainable"]] for r in rows]
+    text = _table(table, ["layer", "type", "output", "params"])
     _emit(args, payload, f"{text}\nTotal params: {trainable + frozen:,}  Trainable: {trainable:,}  Non-trainable: {frozen:,}")
 
 

@@ -36,7 +36,7 @@ def recalibrate(store: Store, run_id: str, batches: int = DEFAULT_BATCHES) -> di
     data = load_dataset(config.dataset, config.input_size, config.seed)
     order = np.random.default_rng(config.seed + 2).permutation(len(data.x_train))[: batches * config.batch_size]
     moments = population_moments(StatelessForward(tap_model(model)[0]), data.x_train[order], config.batch_size, len(bn_layers))
-    for layer, (mean, var) in zip(bn_layers, moments):
+    for layer, (mean, var) in zip(bn_layers, moments, strict=True):
         layer.moving_mean.assign(mean)
         layer.moving_variance.assign(var)
     after = {**evaluate_both_modes(model, data, config.batch_size, config.seed), "batches": -(-len(order) // config.batch_size), "samples": len(order)}

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pages import common
 from bnviz import figures
+from pages import common
 
 common.frame_if_run_alone()
 

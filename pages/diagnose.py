@@ -6,9 +6,9 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from pages import common
 from bnviz import figures
 from bnviz.presets import SEED_RESULTS
+from pages import common
 
 common.frame_if_run_alone()
 

@@ -9,9 +9,9 @@ from collections.abc import Callable
 import plotly.graph_objects as go
 import streamlit as st
 
-from pages import common
 from bnviz import export, figures
 from bnviz.diagnose import diagnose
+from pages import common
 
 common.frame_if_run_alone()
 

@@ -6,8 +6,8 @@ import time
 
 import streamlit as st
 
-from pages import common
 from bnviz.store import Run
+from pages import common
 
 common.frame_if_run_alone()
 

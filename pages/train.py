@@ -7,13 +7,13 @@ import math
 import pandas as pd
 import streamlit as st
 
-from pages import common
 from bnviz import forms
 from bnviz.config import MAX_INPUT_SIZE, MIN_INPUT_SIZE, OPTIMIZERS, RunConfig, check_batch_size, validate
 from bnviz.data import DataError
 from bnviz.jobs import check_memory
 from bnviz.presets import PRESETS, SEED_RESULTS
 from bnviz.shapes import layer_table, param_counts
+from pages import common
 
 common.frame_if_run_alone()
 

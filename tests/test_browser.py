@@ -4,7 +4,6 @@ trained through the Train page, and Diagnose renders its histograms and drift ch
 from __future__ import annotations
 
 import contextlib
-
 import time
 from pathlib import Path
 

@@ -64,10 +64,10 @@ def test_recovered_batch_statistics_follow_the_ema_rule(probed):
     """moving_t = m·moving_{t-1} + (1−m)·batch_t, so the batch statistic the probe recovers must
     reproduce the moving value from the previous one when the probes are one step apart."""
     _, records = probed
-    pairs = [(a, b) for a, b in zip(records, records[1:]) if b.step == a.step + 1]
+    pairs = [(a, b) for a, b in zip(records, records[1:], strict=False) if b.step == a.step + 1]
     m = 0.9
     for before, after in pairs:
-        for la, lb in zip(before.layers, after.layers):
+        for la, lb in zip(before.layers, after.layers, strict=False):
             np.testing.assert_allclose(m * la.moving_mean + (1 - m) * lb.batch_mean, lb.moving_mean, rtol=1e-4, atol=1e-4)
 
 
@@ -95,7 +95,7 @@ def test_population_statistics_of_deeper_layers_match_numpy(tiny_data, probed):
     forward = StatelessForward(tap_model(model)[0])
     inputs = forward(x, training=True)[1:4]
     moments = population_moments(forward, x, 16, 3)
-    for values, (mean, var) in zip(inputs, moments):
+    for values, (mean, var) in zip(inputs, moments, strict=False):
         flat = values.reshape(-1, values.shape[-1]).astype(np.float64)
         np.testing.assert_allclose(mean, flat.mean(axis=0), rtol=1e-4, atol=1e-5)
         np.testing.assert_allclose(var, flat.var(axis=0), rtol=1e-3, atol=1e-5)

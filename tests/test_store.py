@@ -16,7 +16,8 @@ from bnviz.store import ProbeLayer, ProbeRecord, Store, StoreError, check_run_id
 def _record(step: int, channels: int = 4, bins: int = 5) -> ProbeRecord:
     rng = np.random.default_rng(step)
     arrays = [rng.normal(size=channels).astype(np.float32) for _ in range(6)]
-    layer = ProbeLayer("norm1", *arrays, np.linspace(-1, 1, bins + 1, dtype=np.float32), rng.integers(0, 9, bins, dtype=np.int32), rng.integers(0, 9, bins, dtype=np.int32))
+    counts = [rng.integers(0, 9, bins, dtype=np.int32) for _ in range(2)]
+    layer = ProbeLayer("norm1", *arrays, np.linspace(-1, 1, bins + 1, dtype=np.float32), *counts)
     return ProbeRecord(step, 1, 0.5, 0.25, 1.0, 2.0, (layer,))
 
 
