@@ -42,7 +42,7 @@ def _table(rows: list[list[object]], header: list[str]) -> str:
 
 def _fmt(value: object) -> str:
     if isinstance(value, float):
-        return f"{value:.2f}"
+        return f"{value:.2f}" if math.isfinite(value) else "–"
     if isinstance(value, int):
         return f"{value:,}"
     return str(value)
