@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 
 from bnviz.data import SYNTHETIC_CLASSES, DataError, Dataset, _copy_capped, digits, extract_zip, from_folder, load_dataset, synthetic
+from tests.conftest import zip_bytes
 
 SMALL = {"train_per_class": 4, "val_per_class": 2, "test_per_class": 3}
 
@@ -214,14 +215,6 @@ def test_from_folder_intel_layout_with_mismatched_classes(tmp_path):
 # --- zips --------------------------------------------------------------------------------------
 
 
-def _zip(entries: dict[str, bytes]) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
-        for name, data in entries.items():
-            zf.writestr(name, data)
-    return buffer.getvalue()
-
-
 def _png(value: int) -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", (12, 12), (value, value, 0)).save(buffer, "PNG")
@@ -231,7 +224,7 @@ def _png(value: int) -> bytes:
 def test_extract_zip_round_trip_returns_single_top_folder(tmp_path):
     entries = {f"upload/{c}/{i}.png": _png(40 * i) for c in ("cats", "dogs") for i in range(4)}
     entries["__MACOSX/upload/cats/._0.png"] = b"resource fork"
-    root = extract_zip(_zip(entries), tmp_path / "out")
+    root = extract_zip(zip_bytes(entries), tmp_path / "out")
     assert root == tmp_path / "out" / "upload"
     assert not (tmp_path / "out" / "__MACOSX").exists()
     d = from_folder(root, 16)
@@ -240,7 +233,7 @@ def test_extract_zip_round_trip_returns_single_top_folder(tmp_path):
 
 def test_extract_zip_accepts_a_path(tmp_path):
     archive = tmp_path / "up.zip"
-    archive.write_bytes(_zip({"a/0.png": _png(1), "b/0.png": _png(2)}))
+    archive.write_bytes(zip_bytes({"a/0.png": _png(1), "b/0.png": _png(2)}))
     assert extract_zip(archive, tmp_path / "out") == tmp_path / "out"
     assert (tmp_path / "out" / "b" / "0.png").read_bytes() == _png(2)
 
@@ -253,21 +246,21 @@ def test_extract_zip_rejects_non_zip(tmp_path):
 @pytest.mark.parametrize("name", ["../evil.png", "a/../../evil.png", "/abs/evil.png", "C:/evil.png", "..\\evil.png"])
 def test_extract_zip_rejects_zip_slip(tmp_path, name):
     with pytest.raises(DataError, match="Unsafe path"):
-        extract_zip(_zip({"a/ok.png": _png(1), name: b"x"}), tmp_path / "out")
+        extract_zip(zip_bytes({"a/ok.png": _png(1), name: b"x"}), tmp_path / "out")
     assert not (tmp_path / "evil.png").exists() and not (tmp_path / "out" / "a" / "ok.png").exists()
 
 
 def test_extract_zip_caps_declared_size_and_file_count(tmp_path):
-    bomb = _zip({"a/zeros.bin": b"\0" * 200_000})
+    bomb = zip_bytes({"a/zeros.bin": b"\0" * 200_000})
     assert len(bomb) < 2_000  # compresses ~100x: the declared size is what gives it away
     with pytest.raises(DataError, match="more than"):
         extract_zip(bomb, tmp_path / "one", max_total_bytes=100_000)
     with pytest.raises(DataError, match="files; the limit is 3"):
-        extract_zip(_zip({f"a/{i}": b"x" for i in range(4)}), tmp_path / "two", max_files=3)
+        extract_zip(zip_bytes({f"a/{i}": b"x" for i in range(4)}), tmp_path / "two", max_files=3)
 
 
 def test_extract_zip_refuses_entries_whose_declared_size_lies(tmp_path):
-    data = bytearray(_zip({"a/zeros.bin": b"\0" * 200_000}))
+    data = bytearray(zip_bytes({"a/zeros.bin": b"\0" * 200_000}))
     # Declare 10 bytes (local header offset 22, central directory entry offset 24) for 200 kB of data.
     central = data.rfind(b"PK\x01\x02")
     data[22:26] = data[central + 24 : central + 28] = (10).to_bytes(4, "little")

@@ -47,6 +47,7 @@ from bnviz.presets import preset_config
 from bnviz.shapes import activation_bytes
 from bnviz.store import FINISHED, Store, StoreError
 from tests.browser import CHROMIUM, chromium, free_port
+from tests.conftest import zip_bytes
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "app.py")
@@ -61,14 +62,6 @@ def image_bytes(mode: str = "RGB", size: tuple[int, int] = (12, 12), value: int 
     image = Image.fromarray(array, "RGBA" if mode == "RGBA" else "RGB")
     out = io.BytesIO()
     (image if mode in ("RGB", "RGBA") else image.convert(mode)).save(out, fmt)
-    return out.getvalue()
-
-
-def zip_bytes(entries: dict[str, bytes]) -> bytes:
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
-        for name, content in entries.items():
-            zf.writestr(name, content)
     return out.getvalue()
 
 
