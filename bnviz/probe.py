@@ -6,7 +6,8 @@ At each scheduled step (see `bnviz.stats.probe_steps`) it records, per BN layer 
 - the BN input's mean/variance on the training batch of that step, recovered exactly from the
   moving-average update: batch = (after − m·before)/(1 − m) (biased variance, as Keras uses);
 - the population mean/variance of the BN input over a fixed training sample, PreciseBN style
-  (upstream BN layers use batch statistics, as in training; E[x²] − E[x]² in float64);
+  (upstream BN layers use batch statistics, as in training; per-batch moments reduced in the
+  graph, combined in float64);
 - histograms, on shared edges, of the BN output on a fixed validation probe batch in training
   mode (batch statistics) and inference mode (moving statistics), and the probe batch's
   accuracy/loss in both modes.
@@ -55,8 +56,10 @@ class StatelessForward:
 
     def __init__(self, tap: keras.Model):
         self.tap = tap
+        self.n_layers = (len(tap.outputs) - 1) // 2  # outputs: probabilities, BN inputs, BN outputs
         self._train = tf.function(lambda x: self._call(x, True), reduce_retracing=True)
         self._infer = tf.function(lambda x: self._call(x, False), reduce_retracing=True)
+        self._moments = tf.function(self._input_moments, reduce_retracing=True)
 
     def _call(self, x: tf.Tensor, training: bool) -> list[tf.Tensor]:
         trainable = [v.value for v in self.tap.trainable_variables]
@@ -68,23 +71,40 @@ class StatelessForward:
         outputs = (self._train if training else self._infer)(tf.convert_to_tensor(x))
         return [o.numpy() for o in outputs] if isinstance(outputs, (list, tuple)) else [outputs.numpy()]  # Keras unwraps 1-output models
 
+    def _input_moments(self, x: tf.Tensor) -> list[tuple[tf.Tensor, tf.Tensor, tf.Tensor]]:
+        outputs = self._call(x, True)
+        moments = []
+        for values in outputs[1 : 1 + self.n_layers]:
+            mean, variance = tf.nn.moments(values, axes=list(range(len(values.shape) - 1)))
+            moments.append((mean, variance, tf.reduce_prod(tf.shape(values)[:-1])))
+        return moments
+
+    def input_moments(self, x: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, int]]:
+        """Per BN layer, the per-channel mean, biased variance and element count of its input on the
+        batch `x` (BN layers in training mode). Reduced inside the graph in float32, two-pass, as BN
+        computes its own batch statistics, so no activation map is copied out."""
+        return [(m.numpy(), v.numpy(), int(n)) for m, v, n in self._moments(tf.convert_to_tensor(x))]
+
 
 def population_moments(forward: StatelessForward, x: np.ndarray, batch_size: int, n_layers: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """Per BN layer, the per-channel mean and (population) variance of its input over `x`, with
     upstream BN layers in training mode on batches of `batch_size`; each batch weighs by its
-    element count (layers differ in spatial size, so each keeps its own count)."""
-    sums, squares, counts = [0.0] * n_layers, [0.0] * n_layers, [0] * n_layers
-    for start in range(0, len(x), batch_size):
-        outputs = forward(x[start : start + batch_size], training=True)
-        for i, values in enumerate(outputs[1 : 1 + n_layers]):
-            flat = values.reshape(-1, values.shape[-1]).astype(np.float64)
-            sums[i] = sums[i] + flat.sum(axis=0)
-            squares[i] = squares[i] + (flat**2).sum(axis=0)
-            counts[i] += flat.shape[0]
+    element count (layers differ in spatial size, so each keeps its own count).
+
+    Batch moments are combined exactly in float64 (law of total variance):
+    mean = Σ nᵦ·meanᵦ / N, variance = Σ nᵦ·(varᵦ + (meanᵦ − mean)²) / N.
+    """
+    if n_layers == 0:
+        return []  # no BN layer: nothing to measure, so no forward pass
+    batches = [forward.input_moments(x[start : start + batch_size])[:n_layers] for start in range(0, len(x), batch_size)]
     moments = []
-    for s, q, n in zip(sums, squares, counts):
-        mean = s / n
-        moments.append((mean.astype(np.float32), np.maximum(q / n - mean**2, 0.0).astype(np.float32)))
+    for layer in zip(*batches):
+        means = np.array([m for m, _, _ in layer], np.float64)
+        variances = np.array([v for _, v, _ in layer], np.float64)
+        counts = np.array([n for _, _, n in layer], np.float64)[:, None]
+        mean = (counts * means).sum(axis=0) / counts.sum()
+        variance = (counts * (variances + (means - mean) ** 2)).sum(axis=0) / counts.sum()
+        moments.append((mean.astype(np.float32), variance.astype(np.float32)))
     return moments
 
 
@@ -145,7 +165,7 @@ class BNProbe(keras.callbacks.Callback):
     def _record(self, batch_stats: list[tuple[np.ndarray, np.ndarray]] | None) -> None:
         n = len(self.bn_layers)
         train_out = self.forward(self.x_probe, training=True)
-        infer_out = self.forward(self.x_probe, training=False)
+        infer_out = self.forward(self.x_probe, training=False) if n else train_out  # without BN (Dropout is not tapped) both modes agree
         population = population_moments(self.forward, self.population, self.batch_size, n)
         acc_train, loss_train = _accuracy_and_loss(train_out[0], self.y_probe)
         acc_infer, loss_infer = _accuracy_and_loss(infer_out[0], self.y_probe)

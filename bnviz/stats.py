@@ -58,13 +58,14 @@ def batch_stats_from_update(before: np.ndarray, after: np.ndarray, momentum: flo
     return ((after.astype(np.float64) - momentum * before) / (1.0 - momentum)).astype(np.float32)
 
 
-def shared_histograms(train: np.ndarray, infer: np.ndarray, bins: int, max_values: int = 200_000) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def shared_histograms(train: np.ndarray, infer: np.ndarray, bins: int, max_values: int = 50_000) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Histograms of two samples on shared edges spanning both samples' 0.5–99.5 percentiles.
 
     Values beyond the edges are counted in the end bins; an all-equal sample gets edges v ± 0.5.
-    Large samples are strided down to `max_values` first (a distribution plot needs no more).
+    Large samples are strided down to about `max_values` first (a distribution plot needs no more),
+    with a stride coprime to the channel count (last axis), so every channel stays in the sample.
     """
-    a, b = _thin(train.ravel(), max_values), _thin(infer.ravel(), max_values)
+    a, b = _thin(train, max_values), _thin(infer, max_values)
     both = np.concatenate([a, b])
     both = both[np.isfinite(both)]
     lo, hi = (np.percentile(both, [0.5, 99.5]) if both.size else (0.0, 0.0))
@@ -75,8 +76,12 @@ def shared_histograms(train: np.ndarray, infer: np.ndarray, bins: int, max_value
 
 
 def _thin(values: np.ndarray, max_values: int) -> np.ndarray:
-    step = max(1, values.size // max_values)
-    return values[::step]
+    """Every step-th value of the flattened array. In channels-last order, value i belongs to channel
+    i mod C, so a stride sharing a factor with C would keep only some channels."""
+    step, channels = max(1, values.size // max_values), values.shape[-1] if values.ndim else 1
+    while math.gcd(step, channels) != 1:
+        step += 1
+    return values.ravel()[::step]
 
 
 def _counts(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
@@ -94,7 +99,10 @@ def variance_ratio(moving_var: np.ndarray, pop_var: np.ndarray) -> np.ndarray:
     return moving_var / np.maximum(pop_var, 1e-12)
 
 
-def log_schedule(total_steps: int, per_decade: int = 12) -> list[int]:
+PROBES_PER_DECADE = 6  # 12 probed 25 of the default run's 114 steps; the probe was then the larger part of a short run
+
+
+def log_schedule(total_steps: int, per_decade: int = PROBES_PER_DECADE) -> list[int]:
     """Probe steps spaced geometrically (≈ `per_decade` per factor of ten), since the initial-value
     weight mᵗ decays geometrically: dense early, where the moving statistics change fastest."""
     steps, t = set(), 1.0
