@@ -1,0 +1,21 @@
+"""bnviz benchmarks: `python -m bench` measures, side by side in one run, what bnviz costs.
+
+Sections (each runs in its own fresh Python process, so imports and thread settings never leak
+from one into another):
+
+- `overhead`: wall time per training step of the `bn` preset: plain `model.fit` (the limit), bnviz
+  probed training as a real run pays it (BNProbe + the store Recorder writing to a temporary
+  SQLite store) and `keras.callbacks.TensorBoard(histogram_freq=1)`; how the overhead grows with
+  the probe interval, the number of BN layers and the probe batch; what one probe record costs,
+  piece by piece; and TensorFlow thread settings.
+- `story`: `python -m bnviz story` (the four seed presets) end to end, and where its time goes.
+- `ui`: first render of every dashboard page (AppTest), page reruns while a worker trains, and
+  the memory of a real `streamlit run app.py` server (which must not load TensorFlow).
+- `store`: bytes stored per probe record and per run, and the Diagnose page's load time for a
+  synthetic run of 10,000 steps.
+
+Timings are medians of repetitions that alternate the variants (A B C, B C A, ...), so machine
+noise falls on every variant alike; the load average before and after each section is recorded.
+Results: a table on stdout and `bench/results/latest.json` (git-ignored). `--quick` is a smoke
+mode with tiny sizes (tests/test_bench.py runs it); its numbers are not measurements.
+"""

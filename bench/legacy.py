@@ -1,0 +1,46 @@
+"""Earlier implementations of bnviz pieces, kept only to measure them side by side with the current
+ones in the same run (bench.overhead.record_breakdown)."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Iterator
+
+import numpy as np
+
+
+def population_moments_numpy(forward, x: np.ndarray, batch_size: int, n_layers: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """bnviz.probe.population_moments before the benchmark: every output of every batch copied out,
+    then E[x²] − E[x]² accumulated in float64 numpy."""
+    sums, squares, counts = [0.0] * n_layers, [0.0] * n_layers, [0] * n_layers
+    for start in range(0, len(x), batch_size):
+        outputs = forward(x[start : start + batch_size], training=True)
+        for i, values in enumerate(outputs[1 : 1 + n_layers]):
+            flat = values.reshape(-1, values.shape[-1]).astype(np.float64)
+            sums[i] = sums[i] + flat.sum(axis=0)
+            squares[i] = squares[i] + (flat**2).sum(axis=0)
+            counts[i] += flat.shape[0]
+    moments = []
+    for s, q, n in zip(sums, squares, counts, strict=True):
+        mean = s / n
+        moments.append((mean.astype(np.float32), np.maximum(q / n - mean**2, 0.0).astype(np.float32)))
+    return moments
+
+
+@contextlib.contextmanager
+def previous_probe() -> Iterator[None]:
+    """Inside this block BNProbe works as it did before the benchmark: population moments copied
+    out and summed in numpy, histograms from up to 200,000 values, 12 geometric probes per decade
+    (the previous 128/512 probe sizes are a config the caller sets)."""
+    import bnviz.probe as probe
+    import bnviz.stats as stats
+
+    saved = probe.population_moments, probe.shared_histograms, stats.log_schedule.__defaults__
+    probe.population_moments = population_moments_numpy
+    probe.shared_histograms = functools.partial(saved[1], max_values=200_000)
+    stats.log_schedule.__defaults__ = (12,)
+    try:
+        yield
+    finally:
+        probe.population_moments, probe.shared_histograms, stats.log_schedule.__defaults__ = saved

@@ -1,0 +1,329 @@
+"""Section `overhead`: what the probe costs per training step, against plain `fit` and TensorBoard.
+
+Every variant trains the same model (the `bn` preset unless a sweep changes the blocks) from the
+same seed on the same data for the same number of steps. How each fit is timed, explicitly:
+
+- the model is built and compiled, then `fit` runs once on one full and one partial batch (the
+  shapes of the timed fit), which traces Keras's train function; the weights are then reset;
+- the timed quantity is the whole second `fit` call (every epoch, every callback hook, the
+  probe's tap model and its traced forward passes, TensorBoard's writers and graph), i.e. what a
+  real run pays on top of Keras's own one-time tracing, which all variants pay alike;
+- `setup_s` is the part before the first step (data adapter, every `on_train_begin`: for the
+  probe, building the tap model, tracing its forwards and recording step 0); the "after setup"
+  ratio leaves it out, so it shows the per-step cost of the schedule alone.
+
+Ratios are computed per round (each variant over plain in the same round) and the median over
+rounds is reported; rounds rotate the order of the variants. Beside wall time, the process's CPU
+time (all its threads) is compared too: it is less sensitive to other work on the machine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from bench.legacy import population_moments_numpy, previous_probe
+from bench.util import ROOT, median, quiet_tensorflow, ratios, rotations, spread, stopwatch
+
+BLOCK_FILTERS = (16, 32, 16, 16, 16)  # the bn preset's three blocks, then two more Conv16 blocks
+PROBE_SIZES = ((32, 128), (64, 256), (128, 512), (256, 1024))  # (probe_batch, population_samples)
+INTERVALS = (1, 5, 25, 0)  # 0: the geometric default
+THREADS = ((0, 0), (2, 1), (1, 1), (2, 2))  # (intra, inter); 0 = TensorFlow's default; (2, 1) is the worker's
+
+
+@dataclass
+class Setup:
+    data: object  # bnviz.data.Dataset
+    config: object  # bnviz.config.RunConfig
+    home: Path
+
+    @property
+    def steps(self) -> int:
+        return math.ceil(len(self.data.x_train) / self.config.batch_size) * self.config.epochs
+
+
+def make_setup(quick: bool, home: Path) -> Setup:
+    from bnviz.data import load_dataset, synthetic
+    from bnviz.presets import preset_config
+
+    if quick:
+        config = preset_config("bn", input_size=24, epochs=2)
+        data = synthetic(24, config.seed, train_per_class=32, val_per_class=24, test_per_class=8)
+    else:
+        config = preset_config("bn")  # 64 px, 3 epochs of batch 32 on the embedded 1200 images: 114 steps
+        data = load_dataset(config.dataset, config.input_size, config.seed)
+    return Setup(data, config, home)
+
+
+def _blocks(n: int):
+    from bnviz.config import ConvBlock
+
+    return tuple(ConvBlock(f, pool_stride=1 if i == 1 else None) for i, f in enumerate(BLOCK_FILTERS[:n]))
+
+
+def fit_once(setup: Setup, kind: str, config=None) -> dict:
+    """One timed fit of `kind`: "plain", "probed", "previous" (probed as bnviz did before the
+    benchmark, see bench.legacy) or "tensorboard"; see the module docstring."""
+    import keras
+
+    from bnviz.models import compile_model
+    from bnviz.probe import BNProbe
+    from bnviz.store import Store
+    from bnviz.train import Recorder, probe_inputs
+
+    config = config or setup.config
+    data, batch = setup.data, config.batch_size
+    keras.utils.set_random_seed(config.seed)
+    model = compile_model(config, data.channels, data.num_classes)
+    initial = model.get_weights()
+    n = len(data.x_train)
+    warm = batch + n % batch if n % batch else batch
+    model.fit(data.x_train[:warm], data.y_train[:warm], batch_size=batch, epochs=1, verbose=0)
+    model.set_weights(initial)
+
+    clock, records, callbacks = make_clock(), [], []
+    if kind in ("probed", "previous"):
+        store = Store(setup.home / "store")
+        run_id = store.create_run(config, status="running")
+        steps_per_epoch = math.ceil(n / batch)
+        store.start(run_id, os.getpid(), steps_per_epoch, steps_per_epoch * config.epochs, {})
+        recorder = Recorder(store, run_id)
+
+        def emit(record) -> None:
+            records.append(record.step)
+            recorder.add_probe(record)
+
+        callbacks = [recorder, BNProbe(config.probe, *probe_inputs(data, config), batch, emit)]
+    elif kind == "tensorboard":
+        logdir = tempfile.mkdtemp(prefix="tb-", dir=setup.home)
+        callbacks = [keras.callbacks.TensorBoard(log_dir=logdir, histogram_freq=1)]
+    with previous_probe() if kind == "previous" else contextlib.nullcontext():
+        start, cpu = time.perf_counter(), time.process_time()
+        model.fit(data.x_train, data.y_train, batch_size=batch, epochs=config.epochs, verbose=0, shuffle=True, callbacks=[*callbacks, clock])
+        fit_s, cpu_s = time.perf_counter() - start, time.process_time() - cpu
+    return {"fit_s": fit_s, "cpu_s": cpu_s, "setup_s": clock.began - start, "steps": clock.steps, "records": len(records)}
+
+
+def make_clock():
+    """A callback that goes last in the list: its on_train_begin runs after every other callback's,
+    so the time until then is the setup; it also counts the steps."""
+    import keras
+
+    class Clock(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.began, self.steps = 0.0, 0
+
+        def on_train_begin(self, logs=None):
+            self.began = time.perf_counter()
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.steps += 1
+
+    return Clock()
+
+
+def compare(setup: Setup, variants: dict[str, tuple[str, object]], reps: int) -> dict:
+    """Alternating rounds over `variants` (name -> (kind, config)); "plain" must be one of them."""
+    runs: dict[str, list[dict]] = {name: [] for name in variants}
+    for _, name in rotations(list(variants), reps):
+        kind, config = variants[name]
+        runs[name].append(fit_once(setup, kind, config))
+    fit = {name: [r["fit_s"] for r in rs] for name, rs in runs.items()}
+    cpu = {name: [r["cpu_s"] for r in rs] for name, rs in runs.items()}
+    steady = {name: [r["fit_s"] - r["setup_s"] for r in rs] for name, rs in runs.items()}
+    out = {}
+    fit_ratio, steady_ratio, cpu_ratio = ratios(fit, "plain"), ratios(steady, "plain"), ratios(cpu, "plain")
+    for name, rs in runs.items():
+        steps = rs[0]["steps"]
+        row = {
+            "kind": variants[name][0],
+            "steps": steps,
+            "records": rs[0]["records"],
+            "fit_s": spread(fit[name]),
+            "setup_s": median([r["setup_s"] for r in rs]),
+            "ms_per_step": 1000 * median(fit[name]) / steps,
+            "ms_per_step_after_setup": 1000 * median(steady[name]) / steps,
+            "cpu_ms_per_step": 1000 * median(cpu[name]) / steps,
+        }
+        if name != "plain":
+            row["ratio"] = spread(fit_ratio[name])
+            row["ratio_after_setup"] = spread(steady_ratio[name])
+            row["ratio_cpu"] = spread(cpu_ratio[name])
+            extra = [f - p for f, p in zip(fit[name], fit["plain"], strict=True)]
+            if rs[0]["records"]:
+                row["ms_per_record"] = 1000 * median(extra) / rs[0]["records"]
+        out[name] = row
+    return out
+
+
+# --- one probe record, piece by piece ---------------------------------------------------------
+def record_breakdown(setup: Setup, repeat: int) -> dict:
+    """Wall milliseconds of each piece of one probe record (`BNProbe._record`) on a briefly trained
+    model, and of alternatives for the expensive pieces."""
+    import keras
+    import numpy as np
+
+    from bnviz.models import compile_model
+    from bnviz.probe import BNProbe, population_moments
+    from bnviz.stats import shared_histograms
+    from bnviz.store import Store
+    from bnviz.train import Recorder, probe_inputs
+
+    config, data = setup.config, setup.data
+    keras.utils.set_random_seed(config.seed)
+    model = compile_model(config, data.channels, data.num_classes)
+    model.fit(data.x_train, data.y_train, batch_size=config.batch_size, epochs=1, verbose=0)
+    records = []
+    probe = BNProbe(config.probe, *probe_inputs(data, config), config.batch_size, records.append)
+    probe.set_model(model)
+    probe.params = {"steps": 1, "epochs": 1}
+    probe.on_train_begin()  # builds the tap model, traces, records step 0
+    fwd, n = probe.forward, len(probe.bn_layers)
+    x, pop = probe.x_probe, probe.population
+    train_out, infer_out = fwd(x, training=True), fwd(x, training=False)
+    store = Store(setup.home / "breakdown")
+    run_id = store.create_run(config, status="running")
+    recorder = Recorder(store, run_id)
+
+    def histograms(cap=None):
+        kw = {"max_values": cap} if cap else {}
+        return [shared_histograms(train_out[1 + n + i], infer_out[1 + n + i], config.probe.bins, **kw) for i in range(n)]
+
+    pieces = {
+        "whole record": lambda: probe._record(None),
+        "forward, probe batch, training mode": lambda: fwd(x, training=True),
+        "forward, probe batch, inference mode": lambda: fwd(x, training=False),
+        "population moments": lambda: population_moments(fwd, pop, config.batch_size, n),
+        "histograms": histograms,
+        "store write (one record)": lambda: recorder.add_probe(records[-1]),
+        # alternatives, measured in the same process
+        "alt: population moments, numpy per batch (before)": lambda: population_moments_numpy(fwd, pop, config.batch_size, n),
+        "alt: histograms, max_values 200,000": lambda: histograms(200_000),
+        "alt: histograms, max_values 50,000": lambda: histograms(50_000),
+        "alt: histograms, max_values 20,000": lambda: histograms(20_000),
+    }
+    samples: dict[str, list[float]] = {name: [] for name in pieces}
+    for name in pieces:  # warm-up (traces)
+        pieces[name]()
+    for _, name in rotations(list(pieces), repeat):
+        start = time.perf_counter()
+        pieces[name]()
+        samples[name].append(time.perf_counter() - start)
+    sizes = {i: int(np.prod(train_out[1 + n + i].shape)) for i in range(n)}
+    return {"ms": {name: 1000 * median(v) for name, v in samples.items()}, "bn_layers": n, "probe_batch": len(x),
+            "population_samples": len(pop), "bn_output_values": sizes}
+
+
+# --- longer runs, projected from the measured costs -------------------------------------------------
+def projection(main: dict, breakdown: dict) -> list[dict]:
+    """probed/plain for longer runs of the same model: 1 + (setup + records × record) / (steps × step),
+    with the measured plain step, the probe's setup (tap model, tracing, step-0 record) and one
+    record plus its store write. 38 steps per epoch is the embedded data set at batch 32, 439 the
+    Intel image set's 14,034 training images. Epoch ends are always probed, so on small data sets
+    they, not the geometric schedule, set the overhead of long runs."""
+    from bnviz.stats import log_schedule, probe_steps
+
+    step_s = main["plain"]["ms_per_step"] / 1000
+    setup_s = max(0.0, main["probed"]["setup_s"] - main["plain"]["setup_s"])
+    record_s = (breakdown["ms"]["whole record"] + breakdown["ms"]["store write (one record)"]) / 1000
+    rows = []
+    for per_epoch in (38, 439):
+        for steps in (114, 1_000, 10_000):
+            schedules = {"geometric (default)": probe_steps(steps, per_epoch, 0), "every=25": probe_steps(steps, per_epoch, 25),
+                         "geometric, no epoch ends": sorted({0, steps, *log_schedule(steps)})}
+            for name, chosen in schedules.items():
+                records = len(chosen) - 1  # step 0 is part of the setup
+                rows.append({"steps_per_epoch": per_epoch, "steps": steps, "schedule": name, "records": records + 1,
+                             "ratio": 1 + (setup_s + records * record_s) / (steps * step_s)})
+    return rows
+
+
+# --- TensorFlow thread settings: one process per setting ----------------------------------------
+def threads_child(intra: int, inter: int, quick: bool) -> float:
+    """Milliseconds per plain training step after warm-up, in this process's thread setting."""
+    quiet_tensorflow()
+    import tensorflow as tf
+
+    if intra:
+        tf.config.threading.set_intra_op_parallelism_threads(intra)
+    if inter:
+        tf.config.threading.set_inter_op_parallelism_threads(inter)
+    with tempfile.TemporaryDirectory() as tmp:
+        setup = make_setup(quick, Path(tmp))
+        result = fit_once(setup, "plain")
+    return 1000 * result["fit_s"] / result["steps"]
+
+
+def thread_settings(reps: int, quick: bool) -> dict:
+    samples: dict[str, list[float]] = {f"{a}/{b}": [] for a, b in THREADS}
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    for _, name in rotations(list(samples), reps):
+        intra, inter = name.split("/")
+        args = [sys.executable, "-m", "bench.overhead", "--threads-child", intra, inter] + (["--quick"] if quick else [])
+        done = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=True)
+        samples[name].append(float(done.stdout.strip().splitlines()[-1]))
+    return {name: {"ms_per_step": spread(v)} for name, v in samples.items()}
+
+
+# --- the section ------------------------------------------------------------------------------
+def run(quick: bool, reps: int, sweep_reps: int) -> dict:
+    quiet_tensorflow()
+    import keras
+    import tensorflow as tf
+
+    from bnviz.config import ProbeConfig
+
+    phases: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(prefix="bnviz-bench-") as tmp:
+        setup = make_setup(quick, Path(tmp))
+        base = setup.config
+        out: dict = {
+            "model": f"{base.preset} preset, {base.input_size} px, batch {base.batch_size}, {base.epochs} epochs, "
+                     f"{len(setup.data.x_train)} training images",
+            "steps": setup.steps,
+            "default_probe": {"every": base.probe.every, "probe_batch": base.probe.probe_batch,
+                              "population_samples": base.probe.population_samples, "bins": base.probe.bins},
+            "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
+            "timing": "whole fit after a warm-up fit that traces the train function; see bench/overhead.py",
+        }
+        with stopwatch(phases, "main"):
+            previous = base.replace(probe=replace(base.probe, probe_batch=128, population_samples=512))
+            out["main"] = compare(setup, {"plain": ("plain", base), "probed": ("probed", base), "probed, previous": ("previous", previous),
+                                          "tensorboard": ("tensorboard", base)}, reps)
+        with stopwatch(phases, "intervals"):
+            variants = {"plain": ("plain", base)}
+            variants |= {f"every={e}" if e else "geometric": ("probed", base.replace(probe=replace(base.probe, every=e)))
+                         for e in ((5,) if quick else INTERVALS)}
+            out["intervals"] = compare(setup, variants, sweep_reps)
+        with stopwatch(phases, "bn_layers"):
+            rows = {}
+            for n in (1,) if quick else range(1, len(BLOCK_FILTERS) + 1):
+                config = base.replace(arch=replace(base.arch, blocks=_blocks(n)))
+                rows[str(n)] = compare(setup, {"plain": ("plain", config), "probed": ("probed", config)}, sweep_reps)
+            out["bn_layers"] = rows
+        with stopwatch(phases, "probe_sizes"):
+            variants = {"plain": ("plain", base)}
+            variants |= {f"{b}/{p}": ("probed", base.replace(probe=ProbeConfig(probe_batch=b, population_samples=p)))
+                         for b, p in (PROBE_SIZES[:1] if quick else PROBE_SIZES)}
+            out["probe_sizes"] = compare(setup, variants, sweep_reps)
+        with stopwatch(phases, "record_breakdown"):
+            out["record_breakdown"] = record_breakdown(setup, 3 if quick else 7)
+        out["projection"] = projection(out["main"], out["record_breakdown"])
+    if not quick:
+        with stopwatch(phases, "threads"):
+            out["threads"] = thread_settings(sweep_reps, quick)
+    out["section_seconds"] = phases
+    return out
+
+
+if __name__ == "__main__":
+    if len(sys.argv) >= 4 and sys.argv[1] == "--threads-child":
+        print(threads_child(int(sys.argv[2]), int(sys.argv[3]), "--quick" in sys.argv))

@@ -1,0 +1,67 @@
+"""The benchmark runs end to end: `python -m bench --quick` writes every section with positive
+numbers. Timings are never asserted (they depend on the machine and its load)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _numbers(value: object) -> list[float]:
+    if isinstance(value, bool):
+        return []
+    if isinstance(value, (int, float)):
+        return [float(value)]
+    if isinstance(value, dict):
+        return [n for v in value.values() for n in _numbers(v)]
+    if isinstance(value, list):
+        return [n for v in value for n in _numbers(v)]
+    return []
+
+
+def test_quick_bench_writes_every_section(tmp_path):
+    out = tmp_path / "latest.json"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("BNVIZ_HOME", None)
+    done = subprocess.run([sys.executable, "-m", "bench", "--quick", "--out", str(out)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=280)
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert "| variant" in done.stdout and str(out) in done.stdout  # the printed tables
+    sections = json.loads(out.read_text())["sections"]
+    assert set(sections) == {"overhead", "story", "ui", "store"}
+    for name, section in sections.items():
+        assert "error" not in section, (name, section.get("error"))
+        numbers = _numbers(section)
+        assert numbers and all(math.isfinite(n) and n >= 0 for n in numbers), name
+
+    overhead = sections["overhead"]
+    for variant in ("plain", "probed", "tensorboard"):
+        assert overhead["main"][variant]["ms_per_step"] > 0
+    assert overhead["main"]["probed"]["ratio"]["median"] > 0 and overhead["main"]["probed"]["records"] > 0
+    assert overhead["main"]["probed"]["ms_per_record"] is not None
+    assert all(v > 0 for v in overhead["record_breakdown"]["ms"].values())
+    for sweep in ("intervals", "probe_sizes"):
+        assert all(row["ms_per_step"] > 0 for row in overhead[sweep].values())
+    assert all(row["probed"]["ms_per_step"] > 0 for row in overhead["bn_layers"].values())
+
+    story = sections["story"]
+    assert story["story_s"] > 0 and story["process_s"] > 0 and len(story["runs"]) == 4
+    assert all(r["phases_s"]["fit"] > 0 and r["phases_s"]["evaluate"] > 0 for r in story["runs"])
+    assert all(0 <= v <= 1 for v in story["collapse"].values())
+
+    ui = sections["ui"]
+    assert all(v["median"] > 0 for v in ui["first_render"]["pages_s"].values())
+    assert all(v["median"] > 0 for v in ui["reruns"]["while_training_s"].values())
+    assert ui["server"]["rss_after_health_mb"] > 0 and ui["server"]["tensorflow_mapped"] == []
+
+    store = sections["store"]
+    assert all(r["bytes_per_record"] > 0 for rows in store["per_record"].values() for r in rows)
+    assert all(r["bytes"] > 0 and r["records"] > 0 for r in store["per_run"])
+    assert all(d["total_s"] > 0 for d in store["diagnose_load"].values())
+    assert all(d["first_render_s"] > 0 for d in store["diagnose_page"].values())
