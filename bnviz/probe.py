@@ -98,7 +98,7 @@ def population_moments(forward: StatelessForward, x: np.ndarray, batch_size: int
         return []  # no BN layer: nothing to measure, so no forward pass
     batches = [forward.input_moments(x[start : start + batch_size])[:n_layers] for start in range(0, len(x), batch_size)]
     moments = []
-    for layer in zip(*batches):
+    for layer in zip(*batches, strict=True):
         means = np.array([m for m, _, _ in layer], np.float64)
         variances = np.array([v for _, v, _ in layer], np.float64)
         counts = np.array([n for _, _, n in layer], np.float64)[:, None]
@@ -154,7 +154,7 @@ class BNProbe(keras.callbacks.Callback):
             after = self._moving()
             batch_stats = [
                 (batch_stats_from_update(b[0], a[0], layer.momentum), batch_stats_from_update(b[1], a[1], layer.momentum))
-                for layer, b, a in zip(self.bn_layers, self._before, after)
+                for layer, b, a in zip(self.bn_layers, self._before, after, strict=True)
             ]
             self._before = None
             self._record(batch_stats)

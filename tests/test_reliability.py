@@ -40,6 +40,7 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
+from bench.util import rss_bytes
 from bnviz import forms
 from bnviz.config import ConfigError, check_batch_size
 from bnviz.jobs import JobManager, check_memory, process_alive
@@ -94,16 +95,6 @@ def worker_pids(home: Path) -> list[int]:
     needle = str(home).encode()
     pids = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()]
     return [pid for pid in pids if b"bnviz.worker" in (cmd := proc_cmdline(pid)) and needle in cmd and process_alive(pid)]
-
-
-def rss_bytes(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
 
 
 def kill_workers(home: Path) -> None:
