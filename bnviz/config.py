@@ -68,9 +68,9 @@ class ProbeConfig:
     every: int = 0  # steps between probes; 0 = geometric schedule (dense early, where mᵗ moves); epoch ends always
     probe_batch: int = 64  # fixed validation images for the histograms and the two-mode accuracy; 64 give ~10⁶ values per layer
     population_samples: int = 256  # fixed training images for the PreciseBN-style population stats (8 batches of 32)
-    # Every probe record runs 2 × probe_batch + population_samples images forward: at 128/512 one record cost as much as
-    # ~8 training steps (python -m bench); 64/256 halves that, and the diagnosis' thresholds (0.25 and 1 population SD)
-    # are far above the sampling error of 256 images.
+    # Every probe record runs 2 × probe_batch + population_samples images forward. On the default run (python -m bench) a
+    # record at 128/512 costs ~13 training steps, at 64/256 ~6; the diagnosis' thresholds (0.25 and 1 population SD) are
+    # far above the sampling error of 256 images.
     bins: int = 40  # histogram bins, shared by train mode and inference mode
 
 
