@@ -1,4 +1,5 @@
-"""Runs: every run with its status, a live progress bar and a cancel button while it is active."""
+"""Runs: every run with its status, a live progress bar and a cancel button while it is active, a
+delete button once it has ended."""
 
 from __future__ import annotations
 
@@ -48,6 +49,11 @@ def cancel(run: Run) -> None:
     st.toast(f"Cancelling {run.label}")
 
 
+def delete(run: Run) -> None:
+    store.delete_run(run.id)
+    st.toast(f"Deleted {run.label} and its model file")
+
+
 def show(run: Run) -> None:
     with st.container(border=True):
         info, actions = st.columns([5, 1], vertical_alignment="center")
@@ -67,6 +73,9 @@ def show(run: Run) -> None:
             if run.status in common.ACTIVE:
                 st.button("Cancel", key=f"runs_cancel_{run.id}", disabled=run.cancel_requested, help="Stops at the next step",
                           on_click=cancel, args=(run,))
+            else:
+                st.button("Delete", key=f"runs_delete_{run.id}", help="Removes the run's records and model file",
+                          on_click=delete, args=(run,))
             if run.status != "queued":
                 st.page_link(common.PAGE_FILES["diagnose"], label="Diagnose", icon=":material/troubleshoot:", query_params={"run": run.id})
 

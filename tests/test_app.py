@@ -213,6 +213,8 @@ def test_runs_page_shows_progress_and_cancels(home):
         assert store.cancel_requested(running) and store.get_run(running).status == "running"
         assert at.button(key=f"runs_cancel_{running}").disabled  # asked once; the worker stops at its next step
         assert not at.exception
+        at.button(key=f"runs_delete_{queued}").click().run()  # cancelled: it can go, records and all
+        assert [r.id for r in store.list_runs()] == [running] and not at.exception
         at = open_app("diagnose", run=running)  # a run with steps but no probes or evaluation yet
         assert not at.exception and at.selectbox(key="diagnose_run").value == running
         assert [i.value.split(":")[0] for i in at.info] == ["This run is still training", "No final evaluation yet",
