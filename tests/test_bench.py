@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -25,12 +27,13 @@ def _numbers(value: object) -> list[float]:
     return []
 
 
+@pytest.mark.timeout(600)  # ~40 s on an idle 2-core machine; generous for a loaded one
 def test_quick_bench_writes_every_section(tmp_path):
     out = tmp_path / "latest.json"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("BNVIZ_HOME", None)
     done = subprocess.run([sys.executable, "-m", "bench", "--quick", "--out", str(out)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=280)
+                          capture_output=True, text=True, timeout=580)
     assert done.returncode == 0, done.stderr[-4000:]
     assert "| variant" in done.stdout and str(out) in done.stdout  # the printed tables
     sections = json.loads(out.read_text())["sections"]
