@@ -5,12 +5,17 @@ same seed on the same data for the same number of steps. How each fit is timed, 
 
 - the model is built and compiled, then `fit` runs once on one full and one partial batch (the
   shapes of the timed fit), which traces Keras's train function; the weights are then reset;
-- the timed quantity is the whole second `fit` call (every epoch, every callback hook, the
-  probe's tap model and its traced forward passes, TensorBoard's writers and graph), i.e. what a
-  real run pays on top of Keras's own one-time tracing, which all variants pay alike;
+- two quantities are timed in the second `fit` call: `train_s`, from the call until training ends
+  (the first `on_train_end` hook: every step and every hook inside the loop, the probe's snapshots
+  and the records it makes within its budget), and `fit_s`, the whole call, which adds the
+  probe's records left for the end of training: the time until the last record is stored;
 - `setup_s` is the part before the first step (data adapter, every `on_train_begin`: for the
-  probe, building the tap model, tracing its forwards and recording step 0); the "after setup"
-  ratio leaves it out, so it shows the per-step cost of the schedule alone.
+  probe, its step-0 snapshot; for the synchronous variants also the tap model, its tracing and the
+  step-0 record); the "after setup" ratio leaves it out.
+
+"probed" is the default probe (records within 3 % of training time in the loop, the rest at the
+end); "probed, all in the loop" makes every record at its step (budget 100), as bnviz did before
+the budget; "previous" is that plus the record as it was before this benchmark (bench.legacy).
 
 One untimed fit runs first, so no variant pays the process's one-time costs. Ratios are computed
 per round (each variant over plain in the same round) and the median over rounds is reported;
@@ -89,7 +94,7 @@ def fit_once(setup: Setup, kind: str, config=None) -> dict:
     model.fit(data.x_train[:warm], data.y_train[:warm], batch_size=batch, epochs=1, verbose=0)
     model.set_weights(initial)
 
-    clock, records, callbacks = make_clock(), [], []
+    first, last, records, callbacks, probe = make_clock(), make_clock(), [], [], None
     if kind in ("probed", "previous"):
         store = Store(setup.home / "store")
         run_id = store.create_run(config, status="running")
@@ -101,32 +106,39 @@ def fit_once(setup: Setup, kind: str, config=None) -> dict:
             records.append(record.step)
             recorder.add_probe(record)
 
-        callbacks = [recorder, BNProbe(config.probe, *probe_inputs(data, config), batch, emit)]
+        probe = BNProbe(config.probe, *probe_inputs(data, config), batch, emit)
+        callbacks = [recorder, probe]
     elif kind == "tensorboard":
         logdir = tempfile.mkdtemp(prefix="tb-", dir=setup.home)
         callbacks = [keras.callbacks.TensorBoard(log_dir=logdir, histogram_freq=1)]
     with previous_probe() if kind == "previous" else contextlib.nullcontext():
         start, cpu = time.perf_counter(), time.process_time()
-        model.fit(data.x_train, data.y_train, batch_size=batch, epochs=config.epochs, verbose=0, shuffle=True, callbacks=[*callbacks, clock])
+        model.fit(data.x_train, data.y_train, batch_size=batch, epochs=config.epochs, verbose=0, shuffle=True, callbacks=[first, *callbacks, last])
         fit_s, cpu_s = time.perf_counter() - start, time.process_time() - cpu
-    return {"fit_s": fit_s, "cpu_s": cpu_s, "setup_s": clock.began - start, "steps": clock.steps, "records": len(records)}
+    # the last callback's on_train_begin runs after every other one's (setup done); the first one's
+    # on_train_end runs before the probe makes the records it left for the end (training done)
+    return {"train_s": first.ended - start, "fit_s": fit_s, "cpu_s": cpu_s, "setup_s": last.began - start, "steps": last.steps,
+            "records": len(records), "live_records": probe.live_records if probe else 0}
 
 
 def make_clock():
-    """A callback that goes last in the list: its on_train_begin runs after every other callback's,
-    so the time until then is the setup; it also counts the steps."""
+    """A callback that stamps when training begins and ends (as seen from its place in the callback
+    list) and counts the steps."""
     import keras
 
     class Clock(keras.callbacks.Callback):
         def __init__(self):
             super().__init__()
-            self.began, self.steps = 0.0, 0
+            self.began, self.ended, self.steps = 0.0, 0.0, 0
 
         def on_train_begin(self, logs=None):
             self.began = time.perf_counter()
 
         def on_train_batch_end(self, batch, logs=None):
             self.steps += 1
+
+        def on_train_end(self, logs=None):
+            self.ended = time.perf_counter()
 
     return Clock()
 
@@ -137,29 +149,29 @@ def compare(setup: Setup, variants: dict[str, tuple[str, object]], reps: int) ->
     for _, name in rotations(list(variants), reps):
         kind, config = variants[name]
         runs[name].append(fit_once(setup, kind, config))
-    fit = {name: [r["fit_s"] for r in rs] for name, rs in runs.items()}
-    cpu = {name: [r["cpu_s"] for r in rs] for name, rs in runs.items()}
-    steady = {name: [r["fit_s"] - r["setup_s"] for r in rs] for name, rs in runs.items()}
+    column = lambda key: {name: [r[key] for r in rs] for name, rs in runs.items()}  # noqa: E731
+    train, fit, cpu = column("train_s"), column("fit_s"), column("cpu_s")
+    steady = {name: [r["train_s"] - r["setup_s"] for r in rs] for name, rs in runs.items()}
+    ratio = {key: ratios(samples, "plain") for key, samples in (("ratio", train), ("ratio_total", fit), ("ratio_after_setup", steady), ("ratio_cpu", cpu))}
     out = {}
-    fit_ratio, steady_ratio, cpu_ratio = ratios(fit, "plain"), ratios(steady, "plain"), ratios(cpu, "plain")
     for name, rs in runs.items():
         steps = rs[0]["steps"]
         row = {
             "kind": variants[name][0],
             "steps": steps,
             "records": rs[0]["records"],
+            "live_records": median([r["live_records"] for r in rs]),
+            "train_s": spread(train[name]),
             "fit_s": spread(fit[name]),
             "setup_s": median([r["setup_s"] for r in rs]),
-            "ms_per_step": 1000 * median(fit[name]) / steps,
-            "ms_per_step_after_setup": 1000 * median(steady[name]) / steps,
+            "ms_per_step": 1000 * median(train[name]) / steps,
+            "ms_per_step_total": 1000 * median(fit[name]) / steps,
             "cpu_ms_per_step": 1000 * median(cpu[name]) / steps,
         }
         if name != "plain":
-            row["ratio"] = spread(fit_ratio[name])
-            row["ratio_after_setup"] = spread(steady_ratio[name])
-            row["ratio_cpu"] = spread(cpu_ratio[name])
-            extra = [f - p for f, p in zip(fit[name], fit["plain"], strict=True)]
+            row |= {key: spread(values[name]) for key, values in ratio.items()}
             if rs[0]["records"]:
+                extra = [f - p for f, p in zip(fit[name], fit["plain"], strict=True)]
                 row["ms_per_record"] = 1000 * median(extra) / rs[0]["records"]
         out[name] = row
     return out
@@ -173,7 +185,7 @@ def record_breakdown(setup: Setup, repeat: int) -> dict:
     import numpy as np
 
     from bnviz.models import compile_model
-    from bnviz.probe import BNProbe, population_moments
+    from bnviz.probe import RecordMaker, Snapshot, population_moments
     from bnviz.stats import shared_histograms
     from bnviz.store import Store
     from bnviz.train import Recorder, probe_inputs
@@ -182,13 +194,11 @@ def record_breakdown(setup: Setup, repeat: int) -> dict:
     keras.utils.set_random_seed(config.seed)
     model = compile_model(config, data.channels, data.num_classes)
     model.fit(data.x_train, data.y_train, batch_size=config.batch_size, epochs=1, verbose=0)
-    records = []
-    probe = BNProbe(config.probe, *probe_inputs(data, config), config.batch_size, records.append)
-    probe.set_model(model)
-    probe.params = {"steps": 1, "epochs": 1}
-    probe.on_train_begin()  # builds the tap model, traces, records step 0
-    fwd, n = probe.forward, len(probe.bn_layers)
-    x, pop = probe.x_probe, probe.population
+    maker = RecordMaker(model, config.probe, *probe_inputs(data, config), config.batch_size)
+    snapshot = Snapshot(1, 1, model.get_weights(), None)
+    records = [maker.make(snapshot)]  # traces the forwards
+    fwd, n = maker.forward, len(maker.bn_layers)
+    x, pop = maker.x_probe, maker.population
     train_out, infer_out = fwd(x, training=True), fwd(x, training=False)
     store = Store(setup.home / "breakdown")
     run_id = store.create_run(config, status="running")
@@ -199,7 +209,8 @@ def record_breakdown(setup: Setup, repeat: int) -> dict:
         return [shared_histograms(train_out[1 + n + i], infer_out[1 + n + i], config.probe.bins, **kw) for i in range(n)]
 
     pieces = {
-        "whole record": lambda: probe._record(None),
+        "snapshot (in the training loop)": lambda: Snapshot(1, 1, model.get_weights(), None),
+        "whole record": lambda: maker.make(snapshot),
         "forward, probe batch, training mode": lambda: fwd(x, training=True),
         "forward, probe batch, inference mode": lambda: fwd(x, training=False),
         "population moments": lambda: population_moments(fwd, pop, config.batch_size, n),
@@ -225,15 +236,16 @@ def record_breakdown(setup: Setup, repeat: int) -> dict:
 
 # --- longer runs, projected from the measured costs -------------------------------------------------
 def projection(main: dict, breakdown: dict) -> list[dict]:
-    """probed/plain for longer runs of the same model: 1 + (setup + records × record) / (steps × step),
-    with the measured plain step, the probe's setup (tap model, tracing, step-0 record) and one
-    record plus its store write. 38 steps per epoch is the embedded data set at batch 32, 439 the
+    """Until the last record is stored, probed/plain for longer runs of the same model:
+    1 + (setup + records × record) / (steps × step), with the measured plain step, the probe's setup
+    (tap model, tracing, step-0 record, as the all-in-the-loop variant pays it) and one record plus
+    its store write; the training loop itself stays within the budget. 38 steps per epoch is the embedded data set at batch 32, 439 the
     Intel image set's 14,034 training images. Epoch ends are always probed, so on small data sets
     they, not the geometric schedule, set the overhead of long runs."""
     from bnviz.stats import log_schedule, probe_steps
 
     step_s = main["plain"]["ms_per_step"] / 1000
-    setup_s = max(0.0, main["probed"]["setup_s"] - main["plain"]["setup_s"])
+    setup_s = max(0.0, main["probed, all in the loop"]["setup_s"] - main["plain"]["setup_s"])
     record_s = (breakdown["ms"]["whole record"] + breakdown["ms"]["store write (one record)"]) / 1000
     rows = []
     for per_epoch in (38, 439):
@@ -291,15 +303,16 @@ def run(quick: bool, reps: int, sweep_reps: int) -> dict:
                      f"{len(setup.data.x_train)} training images",
             "steps": setup.steps,
             "default_probe": {"every": base.probe.every, "probe_batch": base.probe.probe_batch,
-                              "population_samples": base.probe.population_samples, "bins": base.probe.bins},
+                              "population_samples": base.probe.population_samples, "bins": base.probe.bins, "budget": base.probe.budget},
             "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
             "timing": "whole fit after a warm-up fit that traces the train function; see bench/overhead.py",
         }
         fit_once(setup, "plain")  # untimed: the process's first fit pays one-time costs (thread pools, kernel caches)
         with stopwatch(phases, "main"):
-            previous = base.replace(probe=replace(base.probe, probe_batch=128, population_samples=512))
-            out["main"] = compare(setup, {"plain": ("plain", base), "probed": ("probed", base), "probed, previous": ("previous", previous),
-                                          "tensorboard": ("tensorboard", base)}, reps)
+            in_loop = base.replace(probe=replace(base.probe, budget=100.0))
+            previous = base.replace(probe=replace(base.probe, probe_batch=128, population_samples=512, budget=100.0))
+            out["main"] = compare(setup, {"plain": ("plain", base), "probed": ("probed", base), "probed, all in the loop": ("probed", in_loop),
+                                          "previous": ("previous", previous), "tensorboard": ("tensorboard", base)}, reps)
         with stopwatch(phases, "intervals"):
             variants = {"plain": ("plain", base)}
             variants |= {f"every={e}" if e else "geometric": ("probed", base.replace(probe=replace(base.probe, every=e)))

@@ -49,6 +49,7 @@ def _instrument(log: list[dict]) -> None:
         on_train_begin = clocked("probe", train.BNProbe.on_train_begin)
         on_train_batch_begin = clocked("probe", train.BNProbe.on_train_batch_begin)
         on_train_batch_end = clocked("probe", train.BNProbe.on_train_batch_end)
+        on_train_end = clocked("probe", train.BNProbe.on_train_end)  # the records left for the end of training
 
     class Recorder(train.Recorder):
         on_train_batch_end = clocked("recorder", train.Recorder.on_train_batch_end)

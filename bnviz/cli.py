@@ -96,8 +96,9 @@ def _train_config(args: argparse.Namespace) -> RunConfig:
         config = config.replace(arch=dataclasses.replace(config.arch, rescale=1.0))
     if args.no_probe:
         config = config.replace(probe=ProbeConfig(enabled=False))
-    elif args.probe_every is not None:
-        config = config.replace(probe=ProbeConfig(every=args.probe_every))
+    else:
+        changes = {key: value for key, value in (("every", args.probe_every), ("budget", args.probe_budget)) if value is not None}
+        config = config.replace(probe=dataclasses.replace(config.probe, **changes))
     return validate(config.replace(name=args.name or config.name))
 
 
@@ -285,6 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--learning-rate", type=float)
     train.add_argument("--optimizer")
     train.add_argument("--probe-every", type=int, help="steps between probes (0: geometric schedule)")
+    train.add_argument("--probe-budget", type=float,
+                       help="share of training time the probe may spend in the training loop (default 0.03); the other records are made when training ends")
     train.add_argument("--no-probe", action="store_true")
     train.add_argument("--raw-pixels", action="store_true", help="feed raw 0-255 pixels, as the seed notebook did (no Rescaling layer)")
     _training_options(train)
@@ -299,7 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--queue", action="store_true", help="queue for the dashboard's workers instead of training here")
     for name, default in (("preset", "bn"), ("name", "")):
         sweep.add_argument(f"--{name}", default=default)
-    for name in ("learning_rate", "optimizer", "probe_every", "momentum"):
+    for name in ("learning_rate", "optimizer", "probe_every", "probe_budget", "momentum"):
         sweep.set_defaults(**{name: None})
     sweep.set_defaults(batch_size=None, no_probe=False, raw_pixels=False)
     _training_options(sweep)

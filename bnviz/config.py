@@ -72,6 +72,7 @@ class ProbeConfig:
     # record at 128/512 costs ~13 training steps, at 64/256 ~6; the diagnosis' thresholds (0.25 and 1 population SD) are
     # far above the sampling error of 256 images.
     bins: int = 40  # histogram bins, shared by train mode and inference mode
+    budget: float = 0.03  # share of training time records may take inside the training loop; the rest are made when training ends
 
 
 @dataclass(frozen=True)
@@ -157,6 +158,7 @@ def validate(config: RunConfig) -> RunConfig:
     _check(_finite(lr) and 0 < lr <= 10, f"learning_rate must be in (0, 10]. Received: learning_rate={lr}")
     p = config.probe
     _check(p.every >= 0, f"probe every must be >= 0 (0 = geometric schedule). Received: every={p.every}")
+    _check(_finite(p.budget) and 0 <= p.budget <= 100, f"probe budget must be in [0, 100] (a share of training time). Received: budget={p.budget}")
     _check(8 <= p.probe_batch <= 2048, f"probe_batch must be in [8, 2048]. Received: probe_batch={p.probe_batch}")
     _check(8 <= p.population_samples <= 20000, f"population_samples must be in [8, 20000]. Received: population_samples={p.population_samples}")
     _check(4 <= p.bins <= 200, f"bins must be in [4, 200]. Received: bins={p.bins}")

@@ -12,15 +12,23 @@ At each scheduled step (see `bnviz.stats.probe_steps`) it records, per BN layer 
   mode (batch statistics) and inference mode (moving statistics), and the probe batch's
   accuracy/loss in both modes.
 
-Why it does not perturb training: in Keras 3 `model(x, training=True)` assigns new moving
-statistics. The probe instead runs `stateless_call`, which returns the would-be updates (and the
-dropout seed state) without assigning them, on a tap model that shares the trained layers and
-skips Dropout (so train mode differs from inference mode only in the BN statistics).
+What it costs: inside the training loop, a snapshot per scheduled step (a copy of the weights,
+about a millisecond). Making a record runs 2 × probe_batch + population_samples images forward;
+records are made in the loop only within `ProbeConfig.budget` of the training time (3 %), the
+rest once training ends (see `BNProbe`).
+
+Why it does not perturb training: records are made on a private copy of the model holding the
+snapshot's weights, through `stateless_call` (in Keras 3 `model(x, training=True)` assigns new
+moving statistics; `stateless_call` returns the would-be updates without assigning them), on a
+tap model that skips Dropout (so train mode differs from inference mode only in the BN statistics).
 """
 
 from __future__ import annotations
 
+import time
+from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import keras
 import numpy as np
@@ -31,6 +39,8 @@ from bnviz.config import ProbeConfig
 from bnviz.models import batch_norm_layers
 from bnviz.stats import batch_stats_from_update, probe_steps, shared_histograms
 from bnviz.store import ProbeLayer, ProbeRecord
+
+MAX_PENDING_BYTES = 256 * 2**20  # snapshots waiting beyond this are made at once, over budget, to bound memory
 
 
 def tap_model(model: keras.Model) -> tuple[keras.Model, list[layers.BatchNormalization]]:
@@ -113,8 +123,61 @@ def _accuracy_and_loss(probs: np.ndarray, labels: np.ndarray) -> tuple[float, fl
     return float(np.mean(np.argmax(probs, axis=1) == labels)), float(np.mean(-np.log(np.clip(picked, 1e-7, 1.0))))
 
 
+@dataclass(frozen=True)
+class Snapshot:
+    """What the training loop keeps at a probe step: a copy of every weight (moving statistics
+    included) and the batch statistics recovered from the update. Taking one costs about a
+    millisecond; the record is made from it later, by `RecordMaker`."""
+
+    step: int
+    epoch: int
+    weights: list[np.ndarray]
+    batch_stats: list[tuple[np.ndarray, np.ndarray]] | None  # None at step 0: no batch seen yet
+
+    @property
+    def nbytes(self) -> int:
+        return sum(w.nbytes for w in self.weights)
+
+
+class RecordMaker:
+    """Turns snapshots into `ProbeRecord`s on a private copy of the model, so a record can be made
+    after training has moved on (or finished) without touching the trained model."""
+
+    def __init__(self, model: keras.Model, config: ProbeConfig, probe_data: tuple[np.ndarray, np.ndarray], population: np.ndarray, batch_size: int):
+        self.copy = keras.models.clone_model(model)
+        tap, self.bn_layers = tap_model(self.copy)
+        self.forward = StatelessForward(tap)
+        self.config, self.batch_size = config, batch_size
+        self.x_probe, self.y_probe = probe_data
+        self.population = population
+
+    def make(self, snapshot: Snapshot) -> ProbeRecord:
+        self.copy.set_weights(snapshot.weights)
+        n = len(self.bn_layers)
+        train_out = self.forward(self.x_probe, training=True)
+        infer_out = self.forward(self.x_probe, training=False) if n else train_out  # without BN (Dropout is not tapped) both modes agree
+        population = population_moments(self.forward, self.population, self.batch_size, n)
+        acc_train, loss_train = _accuracy_and_loss(train_out[0], self.y_probe)
+        acc_infer, loss_infer = _accuracy_and_loss(infer_out[0], self.y_probe)
+        records = []
+        for i, layer in enumerate(self.bn_layers):
+            moving_mean, moving_var = layer.moving_mean.numpy(), layer.moving_variance.numpy()
+            nan = np.full_like(moving_mean, np.nan)
+            batch_mean, batch_var = snapshot.batch_stats[i] if snapshot.batch_stats else (nan, nan)
+            edges, hist_train, hist_infer = shared_histograms(train_out[1 + n + i], infer_out[1 + n + i], self.config.bins)
+            records.append(ProbeLayer(layer.name, moving_mean, moving_var, batch_mean, batch_var, *population[i], edges, hist_train, hist_infer))
+        return ProbeRecord(snapshot.step, snapshot.epoch, acc_train, acc_infer, loss_train, loss_infer, tuple(records))
+
+
 class BNProbe(keras.callbacks.Callback):
-    """Records a `ProbeRecord` at each scheduled step and hands it to `emit`."""
+    """Snapshots the model at each scheduled step and hands each finished `ProbeRecord` to `emit`,
+    in step order.
+
+    Records are made inside the training loop only while the time spent on them stays within
+    `config.budget` of the training time so far (long runs get their records live); the others wait
+    as snapshots and are made when training ends, so short runs train at full speed and get every
+    record a moment later. `keep_going` is asked before each of those: a cancelled run skips them.
+    """
 
     def __init__(
         self,
@@ -123,23 +186,29 @@ class BNProbe(keras.callbacks.Callback):
         population: np.ndarray,
         batch_size: int,
         emit: Callable[[ProbeRecord], None],
+        keep_going: Callable[[], bool] = lambda: True,
     ):
         super().__init__()
         self.config = config
-        self.x_probe, self.y_probe = probe_data
-        self.population = population
+        self.probe_data, self.population = probe_data, population
         self.batch_size = batch_size
-        self.emit = emit
+        self.emit, self.keep_going = emit, keep_going
         self.step = 0
         self.epoch = 0
+        self.pending: deque[Snapshot] = deque()
+        self.live_records = 0  # made inside the training loop; the rest were made once it ended
+        self._maker: RecordMaker | None = None
         self._before: list[tuple[np.ndarray, np.ndarray]] | None = None
+        self._began = 0.0
+        self._spent = 0.0  # seconds of probe work inside the training loop
+        self._record_cost: float | None = None  # seconds the last record took
 
     def on_train_begin(self, logs: dict | None = None) -> None:
-        tap, self.bn_layers = tap_model(self.model)
-        self.forward = StatelessForward(tap)
+        self._began = time.perf_counter()
+        self.bn_layers = batch_norm_layers(self.model)
         steps_per_epoch = self.params.get("steps") or 1
         self.schedule = set(probe_steps(steps_per_epoch * self.params.get("epochs", 1), steps_per_epoch, self.config.every))
-        self._record(batch_stats=None)
+        self._snapshot(batch_stats=None)
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self.epoch = epoch + 1  # 1-based; step 0 (before training) is epoch 0
@@ -157,23 +226,42 @@ class BNProbe(keras.callbacks.Callback):
                 for layer, b, a in zip(self.bn_layers, self._before, after, strict=True)
             ]
             self._before = None
-            self._record(batch_stats)
+            self._snapshot(batch_stats)
+        while self.pending and (self._affordable() or self._pending_bytes() > MAX_PENDING_BYTES):
+            self._make_next()
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        while self.pending and self.keep_going():
+            self._make_next(live=False)
+        self.pending.clear()
 
     def _moving(self) -> list[tuple[np.ndarray, np.ndarray]]:
         return [(layer.moving_mean.numpy(), layer.moving_variance.numpy()) for layer in self.bn_layers]
 
-    def _record(self, batch_stats: list[tuple[np.ndarray, np.ndarray]] | None) -> None:
-        n = len(self.bn_layers)
-        train_out = self.forward(self.x_probe, training=True)
-        infer_out = self.forward(self.x_probe, training=False) if n else train_out  # without BN (Dropout is not tapped) both modes agree
-        population = population_moments(self.forward, self.population, self.batch_size, n)
-        acc_train, loss_train = _accuracy_and_loss(train_out[0], self.y_probe)
-        acc_infer, loss_infer = _accuracy_and_loss(infer_out[0], self.y_probe)
-        records = []
-        for i, layer in enumerate(self.bn_layers):
-            moving_mean, moving_var = layer.moving_mean.numpy(), layer.moving_variance.numpy()
-            nan = np.full_like(moving_mean, np.nan)
-            batch_mean, batch_var = batch_stats[i] if batch_stats else (nan, nan)
-            edges, hist_train, hist_infer = shared_histograms(train_out[1 + n + i], infer_out[1 + n + i], self.config.bins)
-            records.append(ProbeLayer(layer.name, moving_mean, moving_var, batch_mean, batch_var, *population[i], edges, hist_train, hist_infer))
-        self.emit(ProbeRecord(self.step, self.epoch, acc_train, acc_infer, loss_train, loss_infer, tuple(records)))
+    def _snapshot(self, batch_stats: list[tuple[np.ndarray, np.ndarray]] | None) -> None:
+        start = time.perf_counter()
+        self.pending.append(Snapshot(self.step, self.epoch, self.model.get_weights(), batch_stats))
+        self._spent += time.perf_counter() - start
+
+    def _affordable(self) -> bool:
+        """Would one more record keep probe time within the budget share of training time?"""
+        training = time.perf_counter() - self._began - self._spent
+        if self.step == 0 or training <= 0:
+            return False
+        expected = self._record_cost
+        if expected is None:  # before the first record: as many training steps as the record forwards batches
+            expected = training / self.step * (2 * len(self.probe_data[0]) + len(self.population)) / self.batch_size
+        return self._spent + expected <= self.config.budget * training
+
+    def _pending_bytes(self) -> int:
+        return sum(s.nbytes for s in self.pending)
+
+    def _make_next(self, live: bool = True) -> None:
+        start = time.perf_counter()
+        if self._maker is None:
+            self._maker = RecordMaker(self.model, self.config, self.probe_data, self.population, self.batch_size)
+        self.emit(self._maker.make(self.pending.popleft()))
+        self._record_cost = time.perf_counter() - start
+        if live:
+            self._spent += self._record_cost
+            self.live_records += 1

@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from bnviz.config import RunConfig
+from bnviz.stats import probe_steps
 
 STATUSES = ("queued", "running", "done", "failed", "cancelled", "interrupted")
 FINISHED = ("done", "failed", "cancelled", "interrupted")
@@ -340,13 +341,17 @@ class Store:
         return {r["name"]: json.loads(r["metrics"]) for r in rows}
 
     def progress(self, run_id: str) -> dict:
-        """The latest step row plus the run's step budget, for progress bars."""
+        """The latest step row plus the run's step budget, and the probe records stored out of
+        those scheduled (the probe makes some once training ends), for progress bars."""
         run = self.get_run(run_id)
         with self._connect() as db:
             row = db.execute("SELECT * FROM steps WHERE run_id=? ORDER BY step DESC LIMIT 1", (run_id,)).fetchone()
+            records = db.execute("SELECT COUNT(*) FROM probes WHERE run_id=?", (run_id,)).fetchone()[0]
         latest = dict(row) if row else {"step": 0, "epoch": 0, "loss": None, "accuracy": None}
-        total = run.total_steps or 0
-        return {**latest, "total_steps": total, "fraction": min(1.0, latest["step"] / total) if total else 0.0, "status": run.status}
+        total, probe = run.total_steps or 0, run.config.probe
+        scheduled = len(probe_steps(total, run.steps_per_epoch or 1, probe.every)) if total and probe.enabled else 0
+        return {**latest, "total_steps": total, "fraction": min(1.0, latest["step"] / total) if total else 0.0, "status": run.status,
+                "probe_records": records, "probe_scheduled": scheduled}
 
     def load_run(self, run_id: str) -> RunData:
         """All stored data of one run (see the module docstring for the layout)."""

@@ -53,6 +53,12 @@ class Recorder(keras.callbacks.Callback):
             self.steps, self.probes = [], []
         self._last_commit = time.monotonic()
 
+    def not_cancelled(self) -> bool:
+        """False once a cancel was requested, also after the last step (the probe asks between the
+        records it makes once training ends)."""
+        self.cancelled = self.cancelled or self.store.cancel_requested(self.run_id)
+        return not self.cancelled
+
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self.epoch = epoch + 1
 
@@ -134,7 +140,7 @@ def execute_run(store: Store, run_id: str, on_step: Callable[[int, dict], None] 
     callbacks: list[keras.callbacks.Callback] = [recorder]
     if config.probe.enabled:
         probe_batch, population = probe_inputs(data, config)
-        callbacks.append(BNProbe(config.probe, probe_batch, population, config.batch_size, recorder.add_probe))
+        callbacks.append(BNProbe(config.probe, probe_batch, population, config.batch_size, recorder.add_probe, recorder.not_cancelled))
     model.fit(data.x_train, data.y_train, batch_size=config.batch_size, epochs=config.epochs, verbose=0, callbacks=callbacks, shuffle=True)
     seconds = time.monotonic() - started
     if recorder.failure:

@@ -50,7 +50,11 @@ else:
 
 layers = list(data.layers)
 if not layers:
-    st.info("No BatchNormalization probe records: the run has no BN layer, or has not probed yet.")
+    if run.status == "running" and cfg.arch.norm == "batch" and cfg.probe.enabled:
+        st.info(f"No probe record yet. To keep training at full speed the probe spends at most {cfg.probe.budget:.0%} of the "
+                "training time on records; the rest are made when training ends (a few seconds for a short run).")
+    else:
+        st.info("No BatchNormalization probe records: the run has no BN layer, or ran with the probe off.")
 else:
     st.subheader("Activations: training mode vs inference mode")
     pick_col, step_col = st.columns([1, 3])

@@ -27,6 +27,7 @@ from streamlit.testing.v1 import AppTest
 from bnviz import export, forms
 from bnviz.presets import preset_config
 from bnviz.shapes import param_counts
+from bnviz.stats import probe_steps
 from bnviz.store import FINISHED, Store
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -207,6 +208,9 @@ def test_runs_page_shows_progress_and_cancels(home):
         bars = at.get("progress")
         assert len(bars) == 1 and bars[0].proto.value == 25
         assert bars[0].proto.text == "step 5/20 · epoch 1/3 · loss 1.250 · accuracy 50%"
+        store.add_records(running, steps=[(20, 2, 1.0, 0.75)])  # training is over: the probe makes the records it deferred
+        text = open_app("runs").get("progress")[0].proto.text
+        assert text == f"step 20/20 · epoch 2/3 · loss 1.000 · accuracy 75% · making probe records (0/{len(probe_steps(20, 10, 0))})"
         at.button(key=f"runs_cancel_{queued}").click().run()
         assert store.get_run(queued).status == "cancelled"
         at.button(key=f"runs_cancel_{running}").click().run()
@@ -217,8 +221,8 @@ def test_runs_page_shows_progress_and_cancels(home):
         assert [r.id for r in store.list_runs()] == [running] and not at.exception
         at = open_app("diagnose", run=running)  # a run with steps but no probes or evaluation yet
         assert not at.exception and at.selectbox(key="diagnose_run").value == running
-        assert [i.value.split(":")[0] for i in at.info] == ["This run is still training", "No final evaluation yet",
-                                                            "No BatchNormalization probe records"]
+        assert [i.value.split(":")[0].split(".")[0] for i in at.info] == ["This run is still training", "No final evaluation yet",
+                                                                          "No probe record yet"]
         assert list(charts(at)) == ["diagnose_theory", "diagnose_curves"]
     finally:
         dummy.kill()

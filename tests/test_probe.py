@@ -10,7 +10,7 @@ from bnviz.presets import preset_config
 from tests.conftest import TINY
 
 
-def _fit(data, probe: bool, epochs: int = 2, momentum: float = 0.9):
+def _fit(data, probe: bool, epochs: int = 2, momentum: float = 0.9, budget: float = 0.03, keep_going=lambda: True):
     import keras
     import tensorflow as tf
 
@@ -18,18 +18,20 @@ def _fit(data, probe: bool, epochs: int = 2, momentum: float = 0.9):
     from bnviz.probe import BNProbe
 
     tf.config.experimental.enable_op_determinism()
-    config = preset_config("bn", input_size=TINY, batch_size=16, probe=ProbeConfig(every=2, probe_batch=16, population_samples=32)).with_momentum(momentum)
+    probe_config = ProbeConfig(every=2, probe_batch=16, population_samples=32, budget=budget)
+    config = preset_config("bn", input_size=TINY, batch_size=16, probe=probe_config).with_momentum(momentum)
     keras.utils.set_random_seed(7)
     model = compile_model(config, data.channels, data.num_classes)
     records = []
-    callbacks = [BNProbe(config.probe, (data.x_val[:16], data.y_val[:16]), data.x_train[:32], 16, records.append)] if probe else []
+    callbacks = [BNProbe(config.probe, (data.x_val[:16], data.y_val[:16]), data.x_train[:32], 16, records.append, keep_going)] if probe else []
     model.fit(data.x_train, data.y_train, batch_size=16, epochs=epochs, verbose=0, shuffle=True, callbacks=callbacks)
+    model.probe = callbacks[0] if probe else None
     return model, records
 
 
 @pytest.fixture(scope="module")
 def probed(tiny_data):
-    return _fit(tiny_data, probe=True)
+    return _fit(tiny_data, probe=True, budget=0.0)
 
 
 def test_probe_does_not_change_training(tiny_data, probed):
@@ -38,6 +40,25 @@ def test_probe_does_not_change_training(tiny_data, probed):
     assert len(records) > 3
     for a, b in zip(plain.weights, model.weights, strict=True):
         np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
+
+
+def test_records_made_after_training_equal_records_made_live(tiny_data, probed):
+    """Budget 0 defers every record to the end of training, budget 100 makes each at its step:
+    the snapshots must hold exactly the state the live records saw."""
+    deferred_model, deferred = probed
+    live_model, live = _fit(tiny_data, probe=True, budget=100.0)
+    assert deferred_model.probe.live_records == 0 and live_model.probe.live_records == len(live) > 3
+    assert [r.step for r in deferred] == [r.step for r in live]
+    for a, b in zip(deferred, live, strict=True):
+        assert (a.epoch, a.acc_inference, a.acc_train_mode) == (b.epoch, b.acc_inference, b.acc_train_mode)
+        for la, lb in zip(a.layers, b.layers, strict=True):
+            for field in ("moving_mean", "moving_var", "batch_mean", "pop_mean", "pop_var", "hist_edges", "hist_train", "hist_infer"):
+                np.testing.assert_allclose(getattr(la, field), getattr(lb, field), rtol=1e-5, atol=1e-6, err_msg=f"step {a.step} {la.layer} {field}")
+
+
+def test_a_cancelled_run_skips_the_records_left_for_the_end(tiny_data):
+    _, records = _fit(tiny_data, probe=True, epochs=1, budget=0.0, keep_going=lambda: False)
+    assert records == []
 
 
 def test_probe_records_schedule_and_shapes(tiny_data, probed):
@@ -111,6 +132,7 @@ def test_inference_histogram_uses_moving_statistics(tiny_data, probed):
     probe = BNProbe(ProbeConfig(), (x, y), tiny_data.x_train[:16], 16, records.append)
     probe.set_model(model)
     probe.params = {"steps": 1, "epochs": 1}
-    probe.on_train_begin()
+    probe.on_train_begin()  # snapshots step 0
+    probe.on_train_end()  # makes its record
     _, accuracy = model.evaluate(x, y, verbose=0)
     assert records[0].acc_inference == pytest.approx(accuracy)

@@ -36,6 +36,20 @@ def test_records_round_trip(tmp_path):
     assert data.run.config == preset_config("bn")
 
 
+def test_progress_counts_probe_records_against_the_schedule(tmp_path):
+    """After the last step the probe may still be making records; progress says how many are in."""
+    from bnviz.config import ProbeConfig
+    from bnviz.stats import probe_steps
+
+    store = Store(tmp_path)
+    run_id = store.create_run(preset_config("bn", probe=ProbeConfig(every=10)), status="running")
+    store.start(run_id, os.getpid(), 38, 114, {})
+    store.add_records(run_id, steps=[(114, 3, 0.5, 0.9)], probes=[_record(0), _record(10)])
+    progress = store.progress(run_id)
+    assert progress["fraction"] == 1.0 and progress["probe_records"] == 2
+    assert progress["probe_scheduled"] == len(probe_steps(114, 38, 10)) == 15  # 0, 10…110, 38, 76, 114
+
+
 def test_claim_is_oldest_first_and_exclusive(tmp_path):
     store = Store(tmp_path)
     first, second = (store.create_run(preset_config(p)) for p in ("bn", "final"))
