@@ -5,7 +5,8 @@ from one into another):
 
 - `overhead`: wall time per training step of the `bn` preset: plain `model.fit` (the limit), bnviz
   probed training as a real run pays it (BNProbe + the store Recorder writing to a temporary
-  SQLite store) and `keras.callbacks.TensorBoard(histogram_freq=1)`; how the overhead grows with
+  SQLite store), timed to the end of training and to the last stored record, and
+  `keras.callbacks.TensorBoard(histogram_freq=1)`; how the overhead grows with
   the probe interval, the number of BN layers and the probe batch; what one probe record costs,
   piece by piece; and TensorFlow thread settings.
 - `story`: `python -m bnviz story` (the four seed presets) end to end, and where its time goes.

@@ -61,7 +61,7 @@ def spawn(name: str, args: argparse.Namespace) -> dict:
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smoke mode: tiny sizes, one repetition (numbers are not measurements)")
-    parser.add_argument("--reps", type=int, default=5, help="alternating repetitions of the main comparisons (default 5)")
+    parser.add_argument("--reps", type=int, default=9, help="alternating repetitions of the main comparisons (default 9)")
     parser.add_argument("--sweep-reps", type=int, default=3, help="alternating repetitions of each sweep point (default 3)")
     parser.add_argument("--story-reps", type=int, default=1, help="runs of the whole story; the median is reported (default 1)")
     parser.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}")

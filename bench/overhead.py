@@ -19,7 +19,7 @@ the budget; "previous" is that plus the record as it was before this benchmark (
 
 One untimed fit runs first, so no variant pays the process's one-time costs. Ratios are computed
 per round (each variant over plain in the same round) and the median over rounds is reported;
-rounds rotate the order of the variants. Beside wall time, the process's CPU time (all its
+rounds rotate the order of the variants. Beside wall time, the process's CPU time during training (all its
 threads) is compared too: it is less sensitive to other work on the machine.
 """
 
@@ -75,8 +75,9 @@ def _blocks(n: int):
 
 
 def fit_once(setup: Setup, kind: str, config=None) -> dict:
-    """One timed fit of `kind`: "plain", "probed", "previous" (probed as bnviz did before the
-    benchmark, see bench.legacy) or "tensorboard"; see the module docstring."""
+    """One timed fit of `kind`: "plain", "recorded" (bnviz's step rows into the store, no probe),
+    "probed", "previous" (probed as bnviz did before the benchmark, see bench.legacy) or
+    "tensorboard"; see the module docstring."""
     import keras
 
     from bnviz.models import compile_model
@@ -95,7 +96,7 @@ def fit_once(setup: Setup, kind: str, config=None) -> dict:
     model.set_weights(initial)
 
     first, last, records, callbacks, probe = make_clock(), make_clock(), [], [], None
-    if kind in ("probed", "previous"):
+    if kind in ("recorded", "probed", "previous"):
         store = Store(setup.home / "store")
         run_id = store.create_run(config, status="running")
         steps_per_epoch = math.ceil(n / batch)
@@ -106,8 +107,8 @@ def fit_once(setup: Setup, kind: str, config=None) -> dict:
             records.append(record.step)
             recorder.add_probe(record)
 
-        probe = BNProbe(config.probe, *probe_inputs(data, config), batch, emit)
-        callbacks = [recorder, probe]
+        probe = BNProbe(config.probe, *probe_inputs(data, config), batch, emit) if kind != "recorded" else None
+        callbacks = [recorder, probe] if probe else [recorder]
     elif kind == "tensorboard":
         logdir = tempfile.mkdtemp(prefix="tb-", dir=setup.home)
         callbacks = [keras.callbacks.TensorBoard(log_dir=logdir, histogram_freq=1)]
@@ -117,7 +118,8 @@ def fit_once(setup: Setup, kind: str, config=None) -> dict:
         fit_s, cpu_s = time.perf_counter() - start, time.process_time() - cpu
     # the last callback's on_train_begin runs after every other one's (setup done); the first one's
     # on_train_end runs before the probe makes the records it left for the end (training done)
-    return {"train_s": first.ended - start, "fit_s": fit_s, "cpu_s": cpu_s, "setup_s": last.began - start, "steps": last.steps,
+    return {"train_s": first.ended - start, "fit_s": fit_s, "cpu_s": first.ended_cpu - cpu, "cpu_total_s": cpu_s,
+            "setup_s": last.began - start, "steps": last.steps,
             "records": len(records), "live_records": probe.live_records if probe else 0}
 
 
@@ -129,7 +131,7 @@ def make_clock():
     class Clock(keras.callbacks.Callback):
         def __init__(self):
             super().__init__()
-            self.began, self.ended, self.steps = 0.0, 0.0, 0
+            self.began, self.ended, self.ended_cpu, self.steps = 0.0, 0.0, 0.0, 0
 
         def on_train_begin(self, logs=None):
             self.began = time.perf_counter()
@@ -138,7 +140,7 @@ def make_clock():
             self.steps += 1
 
         def on_train_end(self, logs=None):
-            self.ended = time.perf_counter()
+            self.ended, self.ended_cpu = time.perf_counter(), time.process_time()
 
     return Clock()
 
@@ -170,6 +172,7 @@ def compare(setup: Setup, variants: dict[str, tuple[str, object]], reps: int) ->
         }
         if name != "plain":
             row |= {key: spread(values[name]) for key, values in ratio.items()}
+            row["ratio_of_fastest"] = min(train[name]) / min(train["plain"])  # contention only ever slows a fit down
             if rs[0]["records"]:
                 extra = [f - p for f, p in zip(fit[name], fit["plain"], strict=True)]
                 row["ms_per_record"] = 1000 * median(extra) / rs[0]["records"]
@@ -311,7 +314,8 @@ def run(quick: bool, reps: int, sweep_reps: int) -> dict:
         with stopwatch(phases, "main"):
             in_loop = base.replace(probe=replace(base.probe, budget=100.0))
             previous = base.replace(probe=replace(base.probe, probe_batch=128, population_samples=512, budget=100.0))
-            out["main"] = compare(setup, {"plain": ("plain", base), "probed": ("probed", base), "probed, all in the loop": ("probed", in_loop),
+            out["main"] = compare(setup, {"plain": ("plain", base), "recorder only": ("recorded", base), "probed": ("probed", base),
+                                          "probed, all in the loop": ("probed", in_loop),
                                           "previous": ("previous", previous), "tensorboard": ("tensorboard", base)}, reps)
         with stopwatch(phases, "intervals"):
             variants = {"plain": ("plain", base)}

@@ -44,9 +44,11 @@ def test_quick_bench_writes_every_section(tmp_path):
         assert numbers and all(math.isfinite(n) and n >= 0 for n in numbers), name
 
     overhead = sections["overhead"]
-    for variant in ("plain", "probed", "tensorboard"):
+    for variant in ("plain", "recorder only", "probed", "probed, all in the loop", "tensorboard"):
         assert overhead["main"][variant]["ms_per_step"] > 0
-    assert overhead["main"]["probed"]["ratio"]["median"] > 0 and overhead["main"]["probed"]["records"] > 0
+    probed, in_loop = overhead["main"]["probed"], overhead["main"]["probed, all in the loop"]
+    assert probed["ratio"]["median"] > 0 and probed["ratio_total"]["median"] > 0 and probed["ratio_of_fastest"] > 0
+    assert probed["records"] == in_loop["records"] == in_loop["live_records"] > 0  # deferred or not, every record is stored
     assert overhead["main"]["probed"]["ms_per_record"] is not None
     assert all(v > 0 for v in overhead["record_breakdown"]["ms"].values())
     for sweep in ("intervals", "probe_sizes"):
