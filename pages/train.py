@@ -8,7 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from bnviz import forms
-from bnviz.config import MAX_INPUT_SIZE, MIN_INPUT_SIZE, OPTIMIZERS, RunConfig, check_batch_size, validate
+from bnviz.config import MAX_INPUT_SIZE, MIN_INPUT_SIZE, OPTIMIZERS, ProbeConfig, RunConfig, check_batch_size, validate
 from bnviz.data import DataError
 from bnviz.jobs import check_memory
 from bnviz.presets import PRESETS, SEED_RESULTS
@@ -42,7 +42,8 @@ if "train_preset" not in ss:
 d = RunConfig()
 common.defaults({"train_batch_size": d.batch_size, "train_epochs": d.epochs, "train_learning_rate": d.learning_rate,
                  "train_seed": d.seed, "train_input_size": d.input_size, "train_optimizer": d.optimizer, "train_name": "",
-                 "train_dataset": "synthetic", "train_folder": "", "train_raw_pixels": False})
+                 "train_dataset": "synthetic", "train_folder": "", "train_raw_pixels": False,
+                 "train_probe_every": d.probe.every, "train_probe_budget": d.probe.budget})
 common.defaults({f"train_filters_{i}": 16 for i in range(6)})
 errors, slot, scan, blocked = {}, {}, None, False
 
@@ -81,6 +82,14 @@ with train_col:
     left, right = st.columns(2)
     left.selectbox("Optimizer", OPTIMIZERS, key="train_optimizer", persist_state=KEEP)
     right.number_input("Seed", 0, 2**31 - 1, key="train_seed", persist_state=KEEP)
+    with st.expander("Probe: what is recorded, and when"):
+        st.number_input("Probe every N steps (0: geometric, dense early where mᵗ moves fastest; epoch ends always)", 0, 100_000,
+                        key="train_probe_every", persist_state=KEEP)
+        st.select_slider("Time the probe may take inside training", forms.PROBE_BUDGETS, format_func=forms.probe_budget_label,
+                         key="train_probe_budget", persist_state=KEEP,
+                         help="Each record runs the probe batch and the population sample forward. Within this share of the "
+                              "training time records are made as training goes (live charts on long runs); the rest are made "
+                              "from weight snapshots when training ends, so training itself never slows by more.")
 
 with data_col:
     st.subheader("Data")
@@ -119,7 +128,8 @@ arch = forms.arch_from_form(ss.train_preset, forms.ArchForm(filters, ss.train_no
 preset, default_name = forms.run_name(ss.train_preset, arch)
 config = RunConfig(arch=arch, preset=preset, name=ss.train_name.strip() or default_name, dataset=scan.path if scan else source,
                    input_size=int(ss.train_input_size), epochs=int(ss.train_epochs), batch_size=int(ss.train_batch_size),
-                   optimizer=ss.train_optimizer, learning_rate=float(ss.train_learning_rate), seed=int(ss.train_seed))
+                   optimizer=ss.train_optimizer, learning_rate=float(ss.train_learning_rate), seed=int(ss.train_seed),
+                   probe=ProbeConfig(every=int(ss.train_probe_every), budget=float(ss.train_probe_budget)))
 counts = None
 try:
     counts = param_counts(arch, config.input_size, num_classes=forms.num_classes(source, scan))

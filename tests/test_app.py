@@ -106,13 +106,15 @@ def trained(tmp_path_factory) -> tuple[Path, dict[str, str]]:
     for key, value in TINY.items():
         at.slider(key=key).set_value(value)
     ids = {}
-    for name, momentum in (("collapse", 0.99), ("fixed", 0.8)):
+    for name, momentum, budget in (("collapse", 0.99, 0.03), ("fixed", 0.8, 100.0)):  # the fixed one makes every record live
         at.select_slider(key="train_momentum_scale").set_value(momentum).run()
+        at.select_slider(key="train_probe_budget").set_value(budget).run()
         at.text_input(key="train_name").set_value(name).run()
         assert not errors(at) and not at.button(key="train_queue").disabled
         at.button(key="train_queue").click().run()
         ids[name] = at.session_state["train_last_run"]
         assert f"Queued run `{ids[name]}`." in [s.value for s in at.success]
+        assert Store(home).get_run(ids[name]).config.probe.budget == budget
     wait_done(home, list(ids.values()))
     yield home, ids
     patch.undo()
