@@ -5,8 +5,9 @@
   cleared first, so each page loads its runs as on a first visit. The home folder holds synthetic
   stored runs of the default size (bench.fake): a story of the four presets and two more runs.
 - Reruns while training: a real run is queued through the JobManager, whose worker process trains
-  it (on the same 2 cores); the Runs and Diagnose pages (Diagnose opened on the training run) are
-  rerun alternately, timed, then rerun again after the run was cancelled, for comparison.
+  it (on the same 2 cores), making every probe record as it goes (budget 100, so that Diagnose has
+  charts to draw); once two records are stored, the Runs and Diagnose pages (Diagnose opened on
+  the training run) are rerun alternately, timed, then rerun again after the run was cancelled.
 - Server memory: a real `streamlit run app.py` on 127.0.0.1 over the same home folder; its resident
   memory after start and one health check, then after a headless Chromium opened every page. The
   benchmark fails if any file with "tensorflow" in its path is mapped into the server process.
@@ -109,17 +110,19 @@ def _wait(predicate, timeout: float, what: str) -> None:
 
 def reruns_while_training(home: Path, quick: bool, reruns: int) -> dict:
     """Rerun the Runs and Diagnose pages while a worker trains a real run, then once it is gone."""
+    from bnviz.config import ProbeConfig
     from bnviz.jobs import JobManager
     from bnviz.presets import preset_config
     from bnviz.store import FINISHED, Store
 
     os.environ["BNVIZ_HOME"] = str(home)
     store = Store(home)
-    config = preset_config("bn", name="bench-live", **({"input_size": 32, "epochs": 30} if quick else {"epochs": 10}))
+    live_records = ProbeConfig(budget=100.0)  # every record made as training goes, so Diagnose draws every chart while it trains
+    config = preset_config("bn", name="bench-live", probe=live_records, **({"input_size": 32, "epochs": 30} if quick else {"epochs": 10}))
     manager = JobManager(store)
     run_id = manager.submit(config)
     try:
-        _wait(lambda: store.progress(run_id)["step"] > 0 and store.get_run(run_id).heartbeat, 300, "the worker's first training step")
+        _wait(lambda: store.progress(run_id)["probe_records"] >= 2 and store.get_run(run_id).heartbeat, 300, "the worker's first records")
         views = {"runs": _app_test(), "diagnose": _app_test({"run": run_id})}
         for page, at in views.items():
             at.run()
