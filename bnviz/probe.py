@@ -196,6 +196,7 @@ class BNProbe(keras.callbacks.Callback):
         self.step = 0
         self.epoch = 0
         self.pending: deque[Snapshot] = deque()
+        self.pending_bytes = 0
         self.live_records = 0  # made inside the training loop; the rest were made once it ended
         self._maker: RecordMaker | None = None
         self._before: list[tuple[np.ndarray, np.ndarray]] | None = None
@@ -227,20 +228,23 @@ class BNProbe(keras.callbacks.Callback):
             ]
             self._before = None
             self._snapshot(batch_stats)
-        while self.pending and (self._affordable() or self._pending_bytes() > MAX_PENDING_BYTES):
+        while self.pending and (self._affordable() or self.pending_bytes > MAX_PENDING_BYTES):
             self._make_next()
 
     def on_train_end(self, logs: dict | None = None) -> None:
         while self.pending and self.keep_going():
             self._make_next(live=False)
         self.pending.clear()
+        self.pending_bytes = 0
 
     def _moving(self) -> list[tuple[np.ndarray, np.ndarray]]:
         return [(layer.moving_mean.numpy(), layer.moving_variance.numpy()) for layer in self.bn_layers]
 
     def _snapshot(self, batch_stats: list[tuple[np.ndarray, np.ndarray]] | None) -> None:
         start = time.perf_counter()
-        self.pending.append(Snapshot(self.step, self.epoch, self.model.get_weights(), batch_stats))
+        snapshot = Snapshot(self.step, self.epoch, self.model.get_weights(), batch_stats)
+        self.pending.append(snapshot)
+        self.pending_bytes += snapshot.nbytes
         self._spent += time.perf_counter() - start
 
     def _affordable(self) -> bool:
@@ -253,14 +257,13 @@ class BNProbe(keras.callbacks.Callback):
             expected = training / self.step * (2 * len(self.probe_data[0]) + len(self.population)) / self.batch_size
         return self._spent + expected <= self.config.budget * training
 
-    def _pending_bytes(self) -> int:
-        return sum(s.nbytes for s in self.pending)
-
     def _make_next(self, live: bool = True) -> None:
         start = time.perf_counter()
         if self._maker is None:
             self._maker = RecordMaker(self.model, self.config, self.probe_data, self.population, self.batch_size)
-        self.emit(self._maker.make(self.pending.popleft()))
+        snapshot = self.pending.popleft()
+        self.pending_bytes -= snapshot.nbytes
+        self.emit(self._maker.make(snapshot))
         self._record_cost = time.perf_counter() - start
         if live:
             self._spent += self._record_cost

@@ -61,6 +61,14 @@ def test_a_cancelled_run_skips_the_records_left_for_the_end(tiny_data):
     assert records == []
 
 
+def test_snapshots_beyond_the_memory_cap_are_made_at_once(tiny_data, monkeypatch):
+    import bnviz.probe
+
+    monkeypatch.setattr(bnviz.probe, "MAX_PENDING_BYTES", 1)  # every snapshot is over it
+    model, records = _fit(tiny_data, probe=True, epochs=1, budget=0.0)
+    assert model.probe.live_records == len(records) > 2 and model.probe.pending_bytes == 0
+
+
 def test_probe_records_schedule_and_shapes(tiny_data, probed):
     model, records = probed
     steps_per_epoch = -(-len(tiny_data.x_train) // 16)
