@@ -32,7 +32,8 @@ def population_moments_numpy(forward, x: np.ndarray, batch_size: int, n_layers: 
 def previous_probe() -> Iterator[None]:
     """Inside this block BNProbe works as it did before the benchmark: population moments copied
     out and summed in numpy, histograms from up to 200,000 values, 12 geometric probes per decade
-    (the previous 128/512 probe sizes are a config the caller sets)."""
+    (the previous 128/512 probe sizes, and budget 100 for records made at their step, are a config
+    the caller sets)."""
     import bnviz.probe as probe
     import bnviz.stats as stats
 
