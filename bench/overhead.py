@@ -242,9 +242,10 @@ def projection(main: dict, breakdown: dict) -> list[dict]:
     """Until the last record is stored, probed/plain for longer runs of the same model:
     1 + (setup + records × record) / (steps × step), with the measured plain step, the probe's setup
     (tap model, tracing, step-0 record, as the all-in-the-loop variant pays it) and one record plus
-    its store write; the training loop itself stays within the budget. 38 steps per epoch is the embedded data set at batch 32, 439 the
-    Intel image set's 14,034 training images. Epoch ends are always probed, so on small data sets
-    they, not the geometric schedule, set the overhead of long runs."""
+    its store write; the training loop itself stays within the budget. 38 steps per epoch is the
+    embedded data set at batch 32, 439 the Intel image set's 14,034 training images. Epoch ends are
+    always probed, so on small data sets they, not the geometric schedule, set the overhead of long
+    runs."""
     from bnviz.stats import log_schedule, probe_steps
 
     step_s = main["plain"]["ms_per_step"] / 1000

@@ -8,30 +8,24 @@
   it (on the same 2 cores), making every probe record as it goes (budget 100, so that Diagnose has
   charts to draw); once two records are stored, the Runs and Diagnose pages (Diagnose opened on
   the training run) are rerun alternately, timed, then rerun again after the run was cancelled.
-- Server memory: a real `streamlit run app.py` on 127.0.0.1 over the same home folder; its resident
-  memory after start and one health check, then after a headless Chromium opened every page. The
-  benchmark fails if any file with "tensorflow" in its path is mapped into the server process.
+- Server memory: a real `streamlit run app.py` on 127.0.0.1 over the same home folder, started as
+  the browser test starts it (tests/browser.py); its resident memory after start and one health
+  check, then after a headless Chromium opened every page. The benchmark fails if any file with
+  "tensorflow" in its path is mapped into the server process.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 from bench import fake
-from bench.util import ROOT, free_port, mapped_libraries, median, rotations, rss_bytes, spread, stopwatch, timed
+from bench.util import ROOT, mapped_libraries, median, rotations, rss_bytes, spread, stopwatch, timed
+from tests.browser import CHROMIUM, chromium, streamlit_server  # the browser test's server and Chromium, so both run the same way
 
 PAGES = ("train", "runs", "diagnose", "compare", "sweep", "story", "export")
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
 APP = str(ROOT / "app.py")
 TIMEOUT_S = 120
 
@@ -151,62 +145,26 @@ def reruns_while_training(home: Path, quick: bool, reruns: int) -> dict:
             "while_training_s": {p: spread(v) for p, v in live.items()}, "idle_s": {p: spread(v) for p, v in idle.items()}}
 
 
-@contextlib.contextmanager
-def server(home: Path):
-    port = free_port()
-    log = open(home / f"server-{port}.log", "ab")
-    env = {**os.environ, "BNVIZ_HOME": str(home), "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", APP, "--server.port", str(port), "--server.address", "127.0.0.1",
-         "--server.headless", "true", "--browser.gatherUsageStats", "false"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    try:
-        yield f"http://127.0.0.1:{port}", proc
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()
-
-
-def _healthy(url: str) -> bool:
-    with contextlib.suppress(OSError):
-        return urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok"
-    return False
-
-
 def _open_pages(url: str, pages: tuple[str, ...], run_id: str) -> dict[str, float]:
     """Open each page in headless Chromium; seconds until its title shows and no script runs."""
-    from playwright.sync_api import sync_playwright
-
     seconds = {}
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            for name in pages:
-                query = f"?run={run_id}" if name in ("diagnose", "export") else ""
-                t0 = time.perf_counter()
-                page.goto(f"{url}/{'' if name == 'train' else name}{query}")
-                page.locator("h1").first.wait_for(timeout=TIMEOUT_S * 1000)
-                page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=TIMEOUT_S * 1000)
-                seconds[name] = time.perf_counter() - t0
-        finally:
-            browser.close()
+    with chromium() as browser:
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        for name in pages:
+            query = f"?run={run_id}" if name in ("diagnose", "export") else ""
+            t0 = time.perf_counter()
+            page.goto(f"{url}/{'' if name == 'train' else name}{query}")
+            page.locator("h1").first.wait_for(timeout=TIMEOUT_S * 1000)
+            page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=TIMEOUT_S * 1000)
+            seconds[name] = time.perf_counter() - t0
     return seconds
 
 
 def server_memory(home: Path, run_id: str, quick: bool) -> dict:
     """RSS of a real server after its health check, then after a browser opened every page; fails
     when TensorFlow is mapped into it."""
-    with server(home) as (url, proc):
-        t0 = time.perf_counter()
-        _wait(lambda: _healthy(url), TIMEOUT_S, "the server's health check")
+    t0 = time.perf_counter()
+    with streamlit_server(home) as (url, proc):  # entered once the health check answers
         out = {"start_to_healthy_s": time.perf_counter() - t0, "rss_after_health_mb": rss_bytes(proc.pid) / 2**20}
         if quick:
             out["browser"] = "skipped in --quick"

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import statistics
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -81,12 +80,6 @@ def mapped_libraries(pid: int, needle: str) -> list[str]:
     except OSError:
         return []
     return sorted({line.split()[-1] for line in lines if needle in line and "/" in line})
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def quiet_tensorflow() -> None:

@@ -28,13 +28,6 @@ MOMENTUM_STEPS = (
 BATCH_SIZES = (4, 8, 16, 32, 64, 128, 256, 512)
 LEARNING_RATES = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
 PROBE_BUDGETS = (0.0, 0.01, 0.03, 0.1, 0.3, 1.0, 100.0)  # share of training time the probe may take in the loop
-
-
-def probe_budget_label(budget: float) -> str:
-    """'3 %' for a share of training time; the two ends say what they mean for the records."""
-    if budget == 0:
-        return "0 (every record after training)"
-    return "no limit (every record live)" if budget >= 100 else f"{budget:.0%}"
 NORM_LABELS = {
     "batch": "BatchNormalization (moving statistics)",
     "none": "no normalisation",
@@ -50,6 +43,13 @@ DATA_SOURCES = {
 }
 _SYNTHETIC_TRAIN = len(SYNTHETIC_CLASSES) * inspect.signature(synthetic).parameters["train_per_class"].default
 _DIGITS_TRAIN = round(1797 * 0.7)  # scikit-learn's 1797 digits, 15 % val and 15 % test held out
+
+
+def probe_budget_label(budget: float) -> str:
+    """'3 %' for a share of training time; the two ends say what they mean for the records."""
+    if budget == 0:
+        return "0 (every record after training)"
+    return "no limit (every record live)" if budget >= 100 else f"{budget:.0%}"
 
 
 def nearest_momentum(value: float) -> float:

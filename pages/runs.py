@@ -40,8 +40,8 @@ def progress_line(run: Run) -> None:
     if p["loss"] is not None:
         text += f" · loss {p['loss']:.3f} · accuracy {p['accuracy']:.0%}"
     if p["total_steps"] and p["step"] >= p["total_steps"]:
-        left = p["probe_scheduled"] - p["probe_records"]
-        text += f" · making probe records ({p['probe_records']}/{p['probe_scheduled']})" if left > 0 else " · evaluating in both BN modes"
+        making = p["probe_records"] < p["probe_scheduled"]
+        text += f" · making probe records ({p['probe_records']}/{p['probe_scheduled']})" if making else " · evaluating in both BN modes"
     st.progress(p["fraction"], text=text)
 
 
