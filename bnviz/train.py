@@ -134,7 +134,8 @@ def execute_run(store: Store, run_id: str, on_step: Callable[[int, dict], None] 
     check_batch_size(config.batch_size, len(data.x_train))  # the Train page only knows an estimate
     model = compile_model(config, data.channels, data.num_classes)
     steps_per_epoch = math.ceil(len(data.x_train) / config.batch_size)
-    info = {"params": _param_counts(model), "layers": layer_rows(model), "data": data.summary(), "data_shift": _pixel_shift(data)}
+    summary = data.summary()
+    info = {"params": _param_counts(model), "layers": layer_rows(model), "data": summary, "data_shift": _pixel_shift(data, summary)}
     store.start(run_id, os.getpid(), steps_per_epoch, steps_per_epoch * config.epochs, info)
     recorder = Recorder(store, run_id, on_step)
     callbacks: list[keras.callbacks.Callback] = [recorder]
@@ -180,6 +181,7 @@ def _param_counts(model: keras.Model) -> dict[str, int]:
     return {"total": trainable + frozen, "trainable": trainable, "non_trainable": frozen}
 
 
-def _pixel_shift(data: Dataset) -> dict[str, float]:
-    """Training vs validation pixel statistics, for the diagnosis's data-shift check."""
-    return {"train_pixel_mean": float(data.x_train.mean()), "train_pixel_std": float(data.x_train.std()), "val_pixel_mean": float(data.x_val.mean())}
+def _pixel_shift(data: Dataset, summary: dict) -> dict[str, float]:
+    """Training (from the data summary, already computed) vs validation pixel statistics, for the
+    diagnosis's data-shift check."""
+    return {"train_pixel_mean": summary["pixel_mean"], "train_pixel_std": summary["pixel_std"], "val_pixel_mean": float(data.x_val.mean())}
