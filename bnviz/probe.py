@@ -3,8 +3,12 @@ changing training.
 
 At each scheduled step (see `bnviz.stats.probe_steps`) it records, per BN layer and channel:
 - the moving mean/variance (what inference normalises with);
-- the BN input's mean/variance on the training batch of that step, recovered exactly from the
-  moving-average update: batch = (after − m·before)/(1 − m) (biased variance, as Keras uses);
+- the BN input's mean/variance on the training batch of that step, recovered from the
+  moving-average update: batch = (after − m·before)/(1 − m) (biased variance, as Keras uses).
+  Not exact: Keras rounds the update to float32, so the recovered value is off by up to
+  `bnviz.stats.recovery_error_bound`, about ulp(moving)/(1 − m) (≈ 1e-5 for a moving variance
+  near 1 at m = 0.99, ≈ 1e-4 at m = 0.999). A variance whose bound exceeds 1 % of it is stored
+  as NaN (below the resolution of the update, not a missing step); the mean is kept, within its bound;
 - the population mean/variance of the BN input over a fixed training sample, PreciseBN style
   (upstream BN layers use batch statistics, as in training; per-batch moments reduced in the
   graph, combined in float64);
@@ -37,7 +41,7 @@ from keras import layers
 
 from bnviz.config import ProbeConfig
 from bnviz.models import batch_norm_layers
-from bnviz.stats import batch_stats_from_update, probe_steps, shared_histograms
+from bnviz.stats import probe_steps, recover_batch_moments, shared_histograms
 from bnviz.store import ProbeLayer, ProbeRecord
 
 MAX_PENDING_BYTES = 256 * 2**20  # snapshots waiting beyond this are made at once, over budget, to bound memory
@@ -222,10 +226,7 @@ class BNProbe(keras.callbacks.Callback):
         self.step += 1
         if self.step in self.schedule and self._before is not None:
             after = self._moving()
-            batch_stats = [
-                (batch_stats_from_update(b[0], a[0], layer.momentum), batch_stats_from_update(b[1], a[1], layer.momentum))
-                for layer, b, a in zip(self.bn_layers, self._before, after, strict=True)
-            ]
+            batch_stats = [recover_batch_moments(b, a, layer.momentum) for layer, b, a in zip(self.bn_layers, self._before, after, strict=True)]
             self._before = None
             self._snapshot(batch_stats)
         while self.pending and (self._affordable() or self.pending_bytes > MAX_PENDING_BYTES):

@@ -48,14 +48,48 @@ def torch_momentum(keras_momentum: float) -> float:
     return round(1.0 - keras_momentum, 10)
 
 
+RECOVERY_TOLERANCE = 0.01  # a recovered batch variance whose rounding bound exceeds 1 % of it is withheld (NaN)
+
+
 def batch_stats_from_update(before: np.ndarray, after: np.ndarray, momentum: float) -> np.ndarray:
     """Recover the batch statistic one moving-average update used: (after − m·before)/(1 − m).
 
-    Exact up to float32 rounding times 1/(1−m); NaN when m = 1 (no information reaches the average).
+    Keras computes the update in float32 with float32(m) and float32(1 − m); the inversion uses the
+    same two factors, in float64, so its only error is the update's own rounding, bounded by
+    `recovery_error_bound` (about ulp(after)/(1 − m)). NaN when m = 1 (no information reaches the average).
     """
     if momentum >= 1:
         return np.full_like(after, np.nan, dtype=np.float32)
-    return ((after.astype(np.float64) - momentum * before) / (1.0 - momentum)).astype(np.float32)
+    m, c = np.float32(momentum), np.float32(1.0 - momentum)
+    return ((after.astype(np.float64) - np.float64(m) * before) / np.float64(c)).astype(np.float32)
+
+
+def recovery_error_bound(before: np.ndarray, after: np.ndarray, recovered: np.ndarray, momentum: float) -> np.ndarray:
+    """Largest |recovered − true| per channel that float32 rounding of the update
+    after = fl(fl(m·before) + fl((1 − m)·batch)) allows: half an ulp of each of the three rounded
+    terms, divided by (1 − m), plus half an ulp of the float32 result; infinite at m = 1. At
+    m = 0.99 and a moving variance near 1 it is about 6e-6, far above the 1e-7 variances of a layer
+    fed with 0–1 pixels."""
+    if momentum >= 1:
+        return np.full_like(after, np.inf, dtype=np.float32)
+    m, c = np.float32(momentum), np.float32(1.0 - momentum)
+    rounded = [(m * before).astype(np.float32), after.astype(np.float32), (c * recovered).astype(np.float32)]
+    update = sum(_ulp(t) for t in rounded) / (2.0 * np.float64(c))
+    return (update + _ulp(recovered.astype(np.float32)) / 2.0).astype(np.float32)  # + the float32 the result is kept in
+
+
+def _ulp(values: np.ndarray) -> np.ndarray:
+    return np.spacing(np.abs(values)).astype(np.float64)
+
+
+def recover_batch_moments(before: tuple[np.ndarray, np.ndarray], after: tuple[np.ndarray, np.ndarray], momentum: float) -> tuple[np.ndarray, np.ndarray]:
+    """The batch mean and variance one BN update used, from the moving (mean, variance) before and
+    after it. The mean is as exact as `recovery_error_bound` says; a variance whose bound exceeds
+    `RECOVERY_TOLERANCE` (1 %) of it is NaN, so a figure never shows a number that is mostly rounding."""
+    mean = batch_stats_from_update(before[0], after[0], momentum)
+    var = batch_stats_from_update(before[1], after[1], momentum)
+    bound = recovery_error_bound(before[1], after[1], var, momentum)
+    return mean, np.where(bound <= RECOVERY_TOLERANCE * np.abs(var), var, np.nan).astype(np.float32)
 
 
 def shared_histograms(train: np.ndarray, infer: np.ndarray, bins: int, max_values: int = 50_000) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -9,8 +9,9 @@ Data contract (arrays are little-endian float32 blobs, histogram counts int32):
 - probes: per probe step, accuracy/loss on the fixed validation probe batch in training mode
   (batch statistics) and inference mode (moving statistics).
 - probe_layers: per probe step and BN layer, per channel: moving mean/variance, the BN input's
-  mean/variance on the training batch of that step, and its population mean/variance over a
-  fixed training sample; plus histograms of the BN output on the probe batch in both modes with
+  mean/variance on the training batch of that step (NaN at step 0, and a variance below the
+  resolution of the moving-average update, see `bnviz.stats.recover_batch_moments`), and its
+  population mean/variance over a fixed training sample; plus histograms of the BN output on the probe batch in both modes with
   shared bin edges (`bins + 1` edges, values outside the edges fall into the end bins; an
   all-equal layer gets edges value ± 0.5).
 - evaluations: named metric sets per run ("final", "precisebn", ...), JSON.
