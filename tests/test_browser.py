@@ -11,8 +11,9 @@ import pytest
 
 from bnviz.store import FINISHED, Store
 from tests.browser import CHROMIUM, chromium, streamlit_server
+from tests.conftest import needs_tool
 
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed (.ci/run installs it)")
+pytestmark = needs_tool(Path(CHROMIUM).exists(), "Debian's chromium is not installed (.ci/run installs it)")
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
 CHART = '[data-testid="stPlotlyChart"] .main-svg'
 

@@ -13,10 +13,11 @@ import pytest
 from bnviz import export as E
 from bnviz import figures as F
 from bnviz.store import RunData
+from tests.conftest import needs_tool
 from tests.test_figures import empty_data, make_data, tiny_run
 
 AVAILABLE, REASON = E.static_export_available()
-needs_browser = pytest.mark.skipif(not AVAILABLE, reason=f"static export unavailable here: {REASON}")
+needs_browser = needs_tool(AVAILABLE, f"static export unavailable here: {REASON}")
 PLOTLYJS_BANNER = "* plotly.js v"  # the first lines of the inlined bundle
 
 
@@ -86,7 +87,7 @@ def test_without_a_browser_static_export_is_refused_and_html_still_works(browser
     assert b"plotly" in E.figure_bytes(small_figure(), "html")
 
 
-@pytest.mark.skipif(not AVAILABLE, reason="needs kaleido (the failure comes from starting it)")
+@needs_tool(AVAILABLE, f"needs kaleido (the failure comes from starting it): {REASON}")
 def test_a_browser_that_fails_to_start_is_reported_not_hung_on(browser_path):
     browser_path("/bin/false")
     with pytest.raises(E.ExportError, match="could not be started"):

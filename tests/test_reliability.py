@@ -48,7 +48,7 @@ from bnviz.presets import preset_config
 from bnviz.shapes import activation_bytes
 from bnviz.store import FINISHED, Store, StoreError
 from tests.browser import CHROMIUM, chromium, free_port
-from tests.conftest import zip_bytes
+from tests.conftest import skip_missing_tool, zip_bytes
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "app.py")
@@ -542,7 +542,7 @@ def servers():
 @pytest.fixture(scope="module")
 def browser():
     if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)")
+        skip_missing_tool(f"{CHROMIUM} is missing (apt-get install chromium)")
     with chromium() as launched:
         yield launched
 
