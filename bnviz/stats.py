@@ -89,7 +89,7 @@ def recover_batch_moments(before: tuple[np.ndarray, np.ndarray], after: tuple[np
     mean = batch_stats_from_update(before[0], after[0], momentum)
     var = batch_stats_from_update(before[1], after[1], momentum)
     bound = recovery_error_bound(before[1], after[1], var, momentum)
-    return mean, np.where(bound <= RECOVERY_TOLERANCE * np.abs(var), var, np.nan).astype(np.float32)
+    return mean, np.where(bound <= RECOVERY_TOLERANCE * np.abs(var), var, np.float32(np.nan))
 
 
 def shared_histograms(train: np.ndarray, infer: np.ndarray, bins: int, max_values: int = 50_000) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -112,7 +112,7 @@ def shared_histograms(train: np.ndarray, infer: np.ndarray, bins: int, max_value
 def _thin(values: np.ndarray, max_values: int) -> np.ndarray:
     """Every step-th value of the flattened array. In channels-last order, value i belongs to channel
     i mod C, so a stride sharing a factor with C would keep only some channels."""
-    step, channels = max(1, values.size // max_values), values.shape[-1] if values.ndim else 1
+    step, channels = max(1, values.size // max_values), values.shape[-1]
     while math.gcd(step, channels) != 1:
         step += 1
     return values.ravel()[::step]
@@ -152,4 +152,4 @@ def probe_steps(total_steps: int, steps_per_epoch: int, every: int) -> list[int]
     step, and either every `every` steps or, with `every == 0`, a geometric schedule."""
     chosen = set(range(steps_per_epoch, total_steps + 1, steps_per_epoch)) | {0, total_steps}
     chosen |= set(range(every, total_steps + 1, every)) if every > 0 else set(log_schedule(total_steps))
-    return sorted(s for s in chosen if 0 <= s <= total_steps)
+    return sorted(chosen)

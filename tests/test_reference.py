@@ -112,6 +112,7 @@ def test_recovered_statistic_is_within_its_bound_and_the_bound_is_tight(momentum
     batch = (10 ** rng.uniform(-8, 1, 100_000)).astype(np.float32)
     after = keras_update(before, batch, momentum)
     recovered = batch_stats_from_update(before, after, momentum)
+    assert recovered.dtype == recovery_error_bound(before, after, recovered, momentum).dtype == np.float32
     ratio = np.abs(recovered.astype(np.float64) - batch) / recovery_error_bound(before, after, recovered, momentum)
     assert ratio.max() <= 1.0 and ratio.max() > (0.6 if momentum == 0.5 else 0.9)  # ·0.5 is exact: one rounding fewer
 
@@ -132,8 +133,17 @@ def test_variances_below_the_update_resolution_are_withheld_and_the_rest_kept():
     withheld = bound > RECOVERY_TOLERANCE * variance
     assert withheld.tolist() == [True, True, True, True, False, False]  # a resolution of ≈ 6e-6 at m = 0.99
     assert np.all(np.isnan(var[withheld])) and np.all(np.abs(var[~withheld] / variance[~withheld] - 1) < RECOVERY_TOLERANCE)
-    assert np.array_equal(mean, zeros)
-    assert np.all(np.isnan(recover_batch_moments((zeros, before), (zeros, before), 1.0)[1]))
+    assert np.array_equal(mean, zeros) and mean.dtype == var.dtype == np.float32
+
+
+def test_at_momentum_one_nothing_is_recovered():
+    """m = 1: the update carries no batch information (1 − m = 0), whatever the arrays hold."""
+    before, after = np.ones((2, 3), np.float32), np.full((2, 3), 2.0, np.float32)
+    recovered = batch_stats_from_update(before, after, 1.0)
+    bound = recovery_error_bound(before, after, recovered, 1.0)
+    assert recovered.shape == bound.shape == (2, 3) and recovered.dtype == bound.dtype == np.float32
+    assert np.all(np.isnan(recovered)) and np.all(np.isposinf(bound))
+    assert all(np.all(np.isnan(v)) for v in recover_batch_moments((before, before), (after, after), 1.0))
 
 
 def fit_recording_true_batch_moments(data, momentum: float) -> tuple[list, dict[int, list]]:
