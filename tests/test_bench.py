@@ -27,6 +27,7 @@ def _numbers(value: object) -> list[float]:
     return []
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)  # ~40 s on an idle 2-core machine; generous for a loaded one
 def test_quick_bench_writes_every_section(tmp_path):
     out = tmp_path / "latest.json"
@@ -58,7 +59,8 @@ def test_quick_bench_writes_every_section(tmp_path):
     story = sections["story"]
     assert story["story_s"] > 0 and story["process_s"] > 0 and len(story["runs"]) == 4
     assert all(r["phases_s"]["fit"] > 0 and r["phases_s"]["evaluate"] > 0 for r in story["runs"])
-    assert all(0 <= v <= 1 for v in story["collapse"].values())
+    collapse = story["collapse"]  # --quick: 16 px, 1 epoch; measured 0.26 for bn vs 0.57 with batch statistics, final 0.58
+    assert collapse["bn_test_batchstats"] - collapse["bn_test"] > 0.2 and collapse["final_test"] - collapse["bn_test"] > 0.2, collapse
 
     ui = sections["ui"]
     assert all(v["median"] > 0 for v in ui["first_render"]["pages_s"].values())

@@ -52,9 +52,10 @@ def app_home(explained, monkeypatch):
     return explained
 
 
+@pytest.mark.slow
 def test_precisebn_recovers_the_collapse_on_the_embedded_default(tmp_path):
-    """The bn preset at its defaults collapses in inference mode; recalibration without
-    retraining brings test accuracy most of the way back to the batch-statistics accuracy."""
+    """The bn preset at its defaults collapses in inference mode; recalibration without retraining
+    brings test accuracy back to the batch-statistics accuracy (README: 0.27 → 0.99)."""
     from bnviz.recalibrate import recalibrate
 
     store = Store(tmp_path)
@@ -63,7 +64,7 @@ def test_precisebn_recovers_the_collapse_on_the_embedded_default(tmp_path):
     before, after = result["before"]["accuracy"], result["after"]["accuracy"]
     lost = before["test_batchstats"] - before["test"]
     assert lost > 0.3, before  # the collapse is there to recover from
-    assert after["test"] - before["test"] >= 0.7 * lost, (before, after)
+    assert after["test"] >= 0.95 and after["test"] >= before["test_batchstats"] - 0.03, (before, after)
     assert store.evaluations(run_id)["precisebn"]["batches"] == 30
     assert (store.models_dir / f"{run_id}-precisebn.keras").is_file()
 

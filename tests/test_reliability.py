@@ -169,10 +169,9 @@ def test_bad_numbers_are_refused_beside_their_widget_and_the_form_is_kept(home):
         assert errors(at) == [f"momentum must be in [0, 1]. Received: momentum={bad}"]
         assert column_errors(at, "number_input", "train_momentum") == errors(at)
         assert at.button(key="train_queue").disabled
-    for odd in (math.nan, None):  # Streamlit's number input turns these into a number; if one got through, it is refused
-        at.number_input(key="train_momentum").set_value(odd).run()
-        value = at.number_input(key="train_momentum").value
-        assert not at.exception and (errors(at) if value is None or not math.isfinite(value) else 0 <= value <= 1)
+    for odd in (math.nan, None):  # Streamlit's number input turns both into its minimum, a valid momentum (a NaN that got
+        at.number_input(key="train_momentum").set_value(odd).run()  # past it is refused: test_out_of_range_settings_never_reach_the_queue)
+        assert not at.exception and at.number_input(key="train_momentum").value == 0.0 and not errors(at)
     assert at.text_input(key="train_name").value == "keep me" and at.slider(key="train_input_size").value == 20  # nothing lost
     at.number_input(key="train_momentum").set_value(0.9).run()
     assert not errors(at) and not at.button(key="train_queue").disabled
@@ -649,6 +648,7 @@ class Sampler(threading.Thread):
 SESSIONS = 10
 
 
+@pytest.mark.slow
 def test_ten_sessions_queue_and_follow_tiny_runs(shared_server, browser):
     """N browser sessions each set a tiny run on the Train page, queue it and follow it on the Runs
     page. Every run finishes, none is lost or doubled, and the workers never exceed the cap."""
@@ -697,7 +697,7 @@ def test_ten_sessions_queue_and_follow_tiny_runs(shared_server, browser):
     assert all(runs[i].status == "done" and (runs[i].config.input_size, runs[i].config.epochs, runs[i].config.batch_size) == (16, 1, 512)
                for i in queued)
     assert 1 <= sampler.max_workers <= 2 and sampler.max_running <= 2
-    assert sampler.peak_rss < 6 * 2**30
+    assert sampler.peak_rss < 3 * 2**30  # README: 2.1 GiB measured; a regression of 40 % fails
     assert "database is locked" not in logs(shared_server.home) + shared_server.log.read_text()
 
 
