@@ -88,16 +88,42 @@ def test_precisebn_assigns_the_numpy_moments_of_the_images_it_drew(tmp_path):
     config = preset_config("bn", input_size=TINY, epochs=1, probe=ProbeConfig(enabled=False))
     run_id = store.create_run(config, status="running")
     execute_run(store, run_id)
-    recalibrate(store, run_id, batches=50)
+    result = recalibrate(store, run_id, batches=50)
     data = load_dataset(config.dataset, TINY, config.seed)
     drawn = data.x_train[np.random.default_rng(config.seed + 2).permutation(len(data.x_train))]
     assert len(drawn) % config.batch_size == 16
+    stored = store.evaluations(run_id)
+    assert result == {"before": stored["final"], "after": stored["precisebn"]}
+    assert (stored["precisebn"]["batches"], stored["precisebn"]["samples"]) == (38, 1200) and stored["precisebn"]["accuracy"]["test"] > 0.5
     model = load_model_safely(store.models_dir / f"{run_id}-precisebn.keras")
     conv = keras.Model(model.inputs, model.get_layer("conv1").output)
     ref_mean, ref_var = numpy_moments(conv.predict(drawn, verbose=0))
     norm1 = model.get_layer("norm1")
     np.testing.assert_allclose(norm1.moving_mean.numpy(), ref_mean, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(norm1.moving_variance.numpy(), ref_var, rtol=1e-4)
+
+
+def test_precisebn_refuses_what_it_cannot_recalibrate(tmp_path):
+    import keras
+
+    from bnviz.config import ConfigError
+    from bnviz.recalibrate import recalibrate
+    from bnviz.store import Store, StoreError
+
+    store = Store(tmp_path)
+    queued, no_model, no_bn = (store.create_run(preset_config("bn")) for _ in range(3))
+    with pytest.raises(ConfigError, match=r"^batches must be >= 1\. Received: batches=0$"):
+        recalibrate(store, queued, batches=0)
+    with pytest.raises(StoreError, match=rf"^Run {queued} has no finished model to recalibrate \(status: queued\)\.$"):
+        recalibrate(store, queued)
+    store.finish(no_model, "done")
+    with pytest.raises(StoreError, match=r"\(status: done\)"):
+        recalibrate(store, no_model)
+    path = tmp_path / "dense.keras"
+    keras.Sequential([keras.Input((4, 4, 3)), keras.layers.Flatten(), keras.layers.Dense(2)]).save(path)
+    store.finish(no_bn, "done", model_path=str(path))
+    with pytest.raises(StoreError, match=rf"^Run {no_bn}'s model has no BatchNormalization layer: nothing to recalibrate\.$"):
+        recalibrate(store, no_bn)
 
 
 def keras_update(before: np.ndarray, batch: np.ndarray, momentum: float) -> np.ndarray:
