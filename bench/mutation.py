@@ -1,0 +1,91 @@
+"""Mutation testing of the code that computes numbers: `python -m bench.mutation`.
+
+mutmut (configured in pyproject.toml, `[tool.mutmut]`) plants one small change at a time (an operator,
+a constant, a comparison) in the functions below and runs the fast reference tests that reach them
+(tests/test_stats.py, tests/test_reference.py without its training-loop tests). A mutant the tests
+miss "survives": each survivor is listed with its diff, to be killed by a test or explained as
+equivalent (README, Testing). Too slow for every CI run (minutes on 2 cores); run it after changing
+the maths. Results: bench/results/mutation.json, mutmut's log in bench/results/mutation.log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+TARGETS = (
+    "bnviz.stats.*",  # EMA theory, recovered batch moments and their error bound, schedules, histograms, gaps
+    "bnviz.recalibrate.*",  # PreciseBN
+    "bnviz.probe.x_population_moments*",  # the probe's moment functions, not its callback plumbing
+    "bnviz.probe.xǁStatelessForwardǁ_input_moments*",
+    "bnviz.probe.xǁStatelessForwardǁinput_moments*",
+    # bnviz.diagnose.* joins once the rewritten diagnosis lands: add it here and to only_mutate in pyproject.toml
+)
+KILLED = ("killed", "timeout")  # a mutant that makes the tests hang is caught too
+
+
+def mutmut(*args: str, log: Path | None = None) -> str:
+    """Run mutmut in the repository root; its progress spinner goes to `log`, not the terminal."""
+    with open(log or Path("/dev/null"), "a") as sink:
+        done = subprocess.run([sys.executable, "-m", "mutmut", *args], cwd=ROOT, stdout=subprocess.PIPE if log is None else sink, stderr=sink, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"mutmut {' '.join(args)} exited with {done.returncode}; see {log}")
+    return done.stdout or ""
+
+
+def statuses(targets: tuple[str, ...]) -> dict[str, str]:
+    """Every targeted mutant's status, from `mutmut results --all true` ("    name: status")."""
+    lines = (line.strip().rsplit(": ", 1) for line in mutmut("results", "--all", "true").splitlines() if ": " in line)
+    return {name: status for name, status in lines if any(fnmatch.fnmatch(name, t) for t in targets)}
+
+
+def diff(name: str) -> str:
+    """The changed lines of one mutant."""
+    lines = mutmut("show", name).splitlines()
+    return "\n".join(line for line in lines if line[:1] in "+-" and line[:3] not in ("+++", "---"))
+
+
+def summary(found: dict[str, str], seconds: float) -> dict:
+    counts: dict[str, int] = {}
+    for status in found.values():
+        counts[status] = counts.get(status, 0) + 1
+    killed = sum(counts.get(s, 0) for s in KILLED)
+    survivors = sorted(n for n, s in found.items() if s not in KILLED)
+    return {"seconds": round(seconds), "mutants": len(found), "killed": killed, "kill_rate": round(killed / max(1, len(found)), 3),
+            "counts": counts, "survivors": {name: {"status": found[name], "diff": diff(name)} for name in survivors}}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.mutation", description=__doc__.splitlines()[0])
+    parser.add_argument("--max-children", type=int, default=2, help="mutants tested at once (default 2: this machine's cores)")
+    parser.add_argument("--targets", nargs="+", default=list(TARGETS), help="mutant name patterns (default: the maths)")
+    parser.add_argument("--survivors", action="store_true", help="retest only the last run's survivors (after adding tests)")
+    args = parser.parse_args(argv)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    log = RESULTS / "mutation.log"
+    started = time.monotonic()
+    if args.survivors:
+        previous = json.loads((RESULTS / "mutation.json").read_text())
+        mutmut("run", "--max-children", str(args.max_children), *previous["survivors"], log=log)
+        started -= previous["seconds"]  # the time of the whole run, survivors retested included
+    else:
+        log.unlink(missing_ok=True)
+        shutil.rmtree(ROOT / "mutants", ignore_errors=True)  # a fresh run: mutmut would otherwise reuse old verdicts
+        mutmut("run", "--max-children", str(args.max_children), *args.targets, log=log)
+    result = summary(statuses(tuple(args.targets)), time.monotonic() - started)
+    (RESULTS / "mutation.json").write_text(json.dumps(result, indent=1, ensure_ascii=False))
+    print(f"{result['killed']} of {result['mutants']} mutants killed ({result['kill_rate']:.0%}) in {result['seconds']} s; {result['counts']}")
+    for name, survivor in result["survivors"].items():
+        print(f"\n{survivor['status']}: {name}\n{survivor['diff']}")
+
+
+if __name__ == "__main__":
+    main()
