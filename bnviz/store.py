@@ -221,7 +221,6 @@ class Store:
         self.path = self.home / "runs.sqlite"
         try:
             self.home.mkdir(parents=True, exist_ok=True)
-            self.models_dir.mkdir(exist_ok=True)
         except OSError as exc:
             raise StoreUnreadable(f"Cannot use {self.home} as the runs folder: {exc.strerror or exc}.") from None
         try:
@@ -229,6 +228,7 @@ class Store:
         except sqlite3.DatabaseError as exc:
             raise StoreUnreadable(f"{self.path} is not a readable bnviz run store ({exc}); nothing was changed. "
                                   "Move it aside or choose another folder with --home or BNVIZ_HOME.") from None
+        self.models_dir.mkdir(exist_ok=True)
 
     def _open(self) -> None:
         """Check the file is a store (reading first, so a foreign file is never written), then

@@ -21,7 +21,7 @@ from bnviz import levers
 from bnviz.diagnose import Finding, diagnose
 from bnviz.forms import FolderScan, scan_folder
 from bnviz.jobs import JobManager
-from bnviz.store import Run, RunData, RunStatus, Store, default_home
+from bnviz.store import Run, RunData, RunStatus, Store, StoreUnreadable, default_home
 
 ACTIVE = ("queued", "running")
 STATUS_COLOURS = {"queued": "gray", "running": "blue", "done": "green", "failed": "red", "cancelled": "orange", "interrupted": "orange"}
@@ -38,7 +38,11 @@ def frame() -> StreamlitPage:
     """Page config, the navigation and the shared sidebar; returns the page to run."""
     st.set_page_config(page_title="bnviz · BatchNorm collapse", page_icon="📉", layout="wide")
     page = st.navigation([st.Page(PAGE_FILES[key], title=title, icon=f":material/{icon}:", default=key == "train") for key, title, icon in PAGES])
-    runs = store().list_runs(status=list(ACTIVE))
+    try:
+        runs = store().list_runs(status=list(ACTIVE))
+    except StoreUnreadable as exc:  # one clear message instead of a traceback; nothing is written
+        st.error(str(exc))
+        st.stop()
     running = sum(r.status == "running" for r in runs)
     with st.sidebar:
         st.caption(f"Runs folder (BNVIZ_HOME): `{store().home}`")
