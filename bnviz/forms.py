@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 
 from bnviz import stats
-from bnviz.config import ArchConfig, ConvBlock, RunConfig
+from bnviz.config import ArchConfig, RunConfig, with_filters
 from bnviz.data import IMAGE_SPLIT_DIRS, SYNTHETIC_CLASSES, DataError, extract_zip, synthetic
 from bnviz.presets import PRESETS
 
@@ -80,13 +80,10 @@ def form_from_preset(name: str) -> ArchForm:
 def arch_from_form(preset: str, form: ArchForm) -> ArchConfig:
     """Preset `preset`'s arch with the editor's values; blocks beyond the preset's are plain
     Conv(3×3) + MaxPool(2), and kernels/pools of the preset's own blocks are kept."""
-    base = PRESETS[preset]()
-    blocks = tuple(
-        dataclasses.replace(base.blocks[i], filters=f) if i < len(base.blocks) else ConvBlock(f) for i, f in enumerate(form.filters)
-    )
+    base = with_filters(PRESETS[preset](), form.filters)
     bn = dataclasses.replace(base.bn, momentum=form.momentum, placement=form.placement)
     rescale = 1.0 if form.raw_pixels else base.rescale
-    return dataclasses.replace(base, blocks=blocks, norm=form.norm, dropout=form.dropout, bn=bn, rescale=rescale)
+    return dataclasses.replace(base, norm=form.norm, dropout=form.dropout, bn=bn, rescale=rescale)
 
 
 def run_name(preset: str, arch: ArchConfig) -> tuple[str, str]:
@@ -226,16 +223,9 @@ def num_classes(source: str, scan: FolderScan | None = None) -> int:
 
 
 # --- validation messages ------------------------------------------------------------------------
-_FIELD = re.compile(r"^(?:block \d+: )?([a-z_]+) must")
-FORM_FIELDS = ("momentum", "filters", "dropout", "input_size", "epochs", "batch_size", "learning_rate", "dataset")
-
-
-def error_field(message: str) -> str:
-    """Which form field a ConfigError/DataError/shape message is about ("" when none: show it by
-    the queue button). Messages come from bnviz.config.validate, bnviz.shapes and bnviz.data."""
-    match = _FIELD.match(message)
-    if match and match.group(1) in FORM_FIELDS:
-        return match.group(1)
-    if message.startswith("Input size") or "input_size" in message:
-        return "input_size"
-    return ""
+def error_field(exc: Exception) -> str:
+    """Which form field an error belongs beside: the ConfigError's setting name, "dataset" for a
+    DataError, "" when none (show it by the queue button)."""
+    if isinstance(exc, DataError):
+        return "dataset"
+    return getattr(exc, "field", "")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bnviz.config import ArchConfig
+from bnviz.config import ArchConfig, ConfigError
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ def layer_table(arch: ArchConfig, input_size: int, channels: int = 3, num_classe
     for i, block in enumerate(arch.blocks, start=1):
         size = size - block.kernel + 1
         if size < 1:
-            raise ValueError(f"Input size {input_size} is too small for block {i}: the feature map vanishes")
+            raise ConfigError(f"Input size {input_size} is too small for block {i}: the feature map vanishes", "input_size")
         rows.append(LayerRow(f"conv{i}", "Conv2D", (size, size, block.filters), (block.kernel**2 * channels + 1) * block.filters, 0))
         channels = block.filters
         if arch.norm != "none":
@@ -51,7 +51,7 @@ def layer_table(arch: ArchConfig, input_size: int, channels: int = 3, num_classe
         stride = block.pool_stride or block.pool
         size = (size - block.pool) // stride + 1
         if size < 1:
-            raise ValueError(f"Input size {input_size} is too small for block {i}: the feature map vanishes")
+            raise ConfigError(f"Input size {input_size} is too small for block {i}: the feature map vanishes", "input_size")
         rows.append(LayerRow(f"pool{i}", "MaxPooling2D", (size, size, channels), 0, 0))
     flat = size * size * channels
     rows.append(LayerRow("flatten", "Flatten", (flat,), 0, 0))

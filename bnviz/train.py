@@ -147,7 +147,7 @@ def execute_run(store: Store, run_id: str, on_step: Callable[[int, dict], None] 
     if config.probe.enabled:
         probe_batch, population = probe_inputs(data, config)
         callbacks.append(BNProbe(config.probe, probe_batch, population, config.batch_size, recorder.add_probe, recorder.not_cancelled))
-    model.fit(data.x_train, data.y_train, batch_size=config.batch_size, epochs=config.epochs, verbose=0, callbacks=callbacks, shuffle=True)
+    model.fit(data.x_train, data.y_train, batch_size=config.batch_size, epochs=config.epochs, verbose=0, callbacks=callbacks, shuffle=config.shuffle)
     seconds = time.monotonic() - started
     if recorder.failure:
         store.finish(run_id, RunStatus.FAILED, error=recorder.failure)

@@ -18,6 +18,7 @@ from streamlit.navigation.page import StreamlitPage
 from streamlit.runtime.pages_manager import PagesManager
 
 from bnviz import levers
+from bnviz.config import SETTING
 from bnviz.diagnose import Finding, diagnose
 from bnviz.forms import FolderScan, scan_folder
 from bnviz.jobs import JobManager
@@ -102,6 +103,20 @@ def scan(path: str) -> FolderScan:
 
 
 # --- widgets ------------------------------------------------------------------------------------
+def setting_widget(name: str, key: str, container: object = st, **kwargs: object) -> object:
+    """The widget for setting `name` with its label, help and range or choices from the one table
+    (bnviz.config.SETTINGS); `kwargs` go to the widget (format, disabled, ...)."""
+    s = SETTING[name]
+    shared = {"label": s.label, "key": key, "help": s.help or None, "persist_state": "session", **kwargs}
+    if s.kind is bool:
+        return container.checkbox(**shared)
+    if s.choices:
+        return container.selectbox(options=s.choices, **shared)
+    low = None if s.low is None or s.open_low else s.kind(s.low)
+    high = None if s.high is None or s.open_high else s.kind(s.high)
+    return container.number_input(min_value=low, max_value=high, step=1 if s.kind is int else None, **shared)
+
+
 def defaults(values: dict) -> None:
     """Initialise session-state keys once (widgets then take their value from the state)."""
     for key, value in values.items():

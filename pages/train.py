@@ -8,7 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from bnviz import forms
-from bnviz.config import MAX_INPUT_SIZE, MIN_INPUT_SIZE, OPTIMIZERS, ProbeConfig, RunConfig, check_batch_size, validate
+from bnviz.config import SETTING, ProbeConfig, RunConfig, check_batch_size, validate, with_settings
 from bnviz.data import DataError
 from bnviz.jobs import check_memory
 from bnviz.presets import PRESETS, SEED_RESULTS
@@ -18,6 +18,7 @@ from pages import common
 common.frame_if_run_alone()
 
 ss, KEEP = st.session_state, "session"  # persist_state: the form survives page switches
+ADVANCED_BN = ("epsilon", "center", "scale", "beta_initializer", "gamma_initializer", "moving_mean_initializer", "moving_variance_initializer")
 
 
 def load_preset() -> None:
@@ -44,6 +45,7 @@ common.defaults({"train_batch_size": d.batch_size, "train_epochs": d.epochs, "tr
                  "train_seed": d.seed, "train_input_size": d.input_size, "train_optimizer": d.optimizer, "train_name": "",
                  "train_dataset": "synthetic", "train_folder": "", "train_raw_pixels": False,
                  "train_probe_every": d.probe.every, "train_probe_budget": d.probe.budget})
+common.defaults({f"train_{name}": SETTING[name].default for name in ADVANCED_BN + ("shuffle",)})
 common.defaults({f"train_filters_{i}": 16 for i in range(6)})
 errors, slot, scan, blocked = {}, {}, None, False
 
@@ -63,8 +65,12 @@ with model_col:
     uses_bn = ss.train_norm == "batch"
     st.radio("BN placement", list(forms.PLACEMENT_LABELS), format_func=forms.PLACEMENT_LABELS.get, key="train_placement",
              horizontal=True, disabled=not uses_bn, persist_state=KEEP)
-    st.slider("Dropout before the Dense head", 0.0, 0.9, step=0.05, key="train_dropout", persist_state=KEEP)
+    st.slider(SETTING["dropout"].label, 0.0, 0.9, step=0.05, key="train_dropout", persist_state=KEEP)
     slot["dropout"] = st.empty()
+    with st.expander("Advanced BN"):
+        for name in ADVANCED_BN:
+            common.setting_widget(name, f"train_{name}", disabled=not uses_bn, **({"format": "%.1e"} if name == "epsilon" else {}))
+            slot[name] = st.empty()
 
 with train_col:
     st.subheader("Training")
@@ -75,13 +81,16 @@ with train_col:
     slot["momentum"] = st.empty()
     st.select_slider("Batch size", forms.BATCH_SIZES, key="train_batch_size", persist_state=KEEP)
     slot["batch_size"] = st.empty()
-    st.slider("Epochs", 1, 100, key="train_epochs", persist_state=KEEP)
+    common.setting_widget("epochs", "train_epochs")
+    slot["epochs"] = st.empty()
     st.select_slider("Learning rate", forms.LEARNING_RATES, format_func="{:g}".format, key="train_learning_rate", persist_state=KEEP)
-    st.slider("Input size (pixels per side)", MIN_INPUT_SIZE, MAX_INPUT_SIZE, step=4, key="train_input_size", persist_state=KEEP)
+    st.slider(SETTING["input_size"].label, int(SETTING["input_size"].low), int(SETTING["input_size"].high), step=4, key="train_input_size",
+              persist_state=KEEP)
     slot["input_size"] = st.empty()
     left, right = st.columns(2)
-    left.selectbox("Optimizer", OPTIMIZERS, key="train_optimizer", persist_state=KEEP)
-    right.number_input("Seed", 0, 2**31 - 1, key="train_seed", persist_state=KEEP)
+    common.setting_widget("optimizer", "train_optimizer", left)
+    common.setting_widget("seed", "train_seed", right)
+    common.setting_widget("shuffle", "train_shuffle")
     with st.expander("Probe: what is recorded, and when"):
         st.number_input("Probe every N steps (0: geometric, dense early where mᵗ moves fastest; epoch ends always)", 0, 100_000,
                         key="train_probe_every", persist_state=KEEP)
@@ -130,13 +139,14 @@ config = RunConfig(arch=arch, preset=preset, name=ss.train_name.strip() or defau
                    input_size=int(ss.train_input_size), epochs=int(ss.train_epochs), batch_size=int(ss.train_batch_size),
                    optimizer=ss.train_optimizer, learning_rate=float(ss.train_learning_rate), seed=int(ss.train_seed),
                    probe=ProbeConfig(every=int(ss.train_probe_every), budget=float(ss.train_probe_budget)))
+config = with_settings(config, shuffle=bool(ss.train_shuffle), **{name: ss[f"train_{name}"] for name in ADVANCED_BN})
 counts = None
 try:
     counts = param_counts(arch, config.input_size, num_classes=forms.num_classes(source, scan))
     check_memory(validate(config))
     check_batch_size(config.batch_size, forms.train_images(source, scan))
 except ValueError as exc:
-    errors.setdefault(forms.error_field(str(exc)), str(exc))
+    errors.setdefault(forms.error_field(exc), str(exc))
 for field, message in errors.items():
     slot.get(field, st).error(message)
 
