@@ -19,7 +19,7 @@ from bnviz.config import SETTINGS, ConfigError, RunConfig, validate, with_filter
 from bnviz.data import DataError
 from bnviz.presets import PRESETS, SEED_RESULTS, preset_config
 from bnviz.records import Evaluation, RunStatus
-from bnviz.shapes import param_counts
+from bnviz.shapes import param_counts, param_totals
 from bnviz.store import Store, StoreError
 
 USAGE_ERRORS = (ConfigError, StoreError, DataError)
@@ -231,13 +231,11 @@ def cmd_summary(args: argparse.Namespace) -> None:
     config = validate(preset_config(args.preset, input_size=args.input_size))
     model = build_model(config.arch, config.input_size)
     rows = layer_rows(model)
-    trainable = sum(r["trainable"] for r in rows)
-    frozen = sum(r["non_trainable"] for r in rows)
-    payload = {"preset": args.preset, "input_size": args.input_size, "layers": rows, "total": trainable + frozen, "trainable": trainable,
-               "non_trainable": frozen}
+    counts = param_totals((r["trainable"], r["non_trainable"]) for r in rows)
+    payload = {"preset": args.preset, "input_size": args.input_size, "layers": rows, **counts}
     table = [[r["name"], r["type"], "×".join(map(str, r["output_shape"])), r["trainable"] + r["non_trainable"]] for r in rows]
     text = _table(table, ["layer", "type", "output", "params"])
-    _emit(args, payload, f"{text}\nTotal params: {trainable + frozen:,}  Trainable: {trainable:,}  Non-trainable: {frozen:,}")
+    _emit(args, payload, f"{text}\nTotal params: {counts['total']:,}  Trainable: {counts['trainable']:,}  Non-trainable: {counts['non_trainable']:,}")
 
 
 # --- argument parsing ---------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from bnviz import stats
 from bnviz.config import ArchConfig, RunConfig, with_filters
-from bnviz.data import IMAGE_SPLIT_DIRS, SYNTHETIC_CLASSES, DataError, extract_zip, synthetic
+from bnviz.data import SYNTHETIC_CLASSES, DataError, extract_zip, folder_layout, synthetic
 from bnviz.presets import PRESETS
 
 # Momentum choices for the slider: coarse far from 1, dense near 1, where the number of steps the
@@ -136,49 +136,15 @@ class FolderScan:
         return sum(max(0, n - 2 * max(1, round(n * 0.15))) for n in self.classes.values())
 
 
-def _visible_dirs(path: Path) -> list[Path]:
-    return [p for p in sorted(path.iterdir()) if p.is_dir() and not p.name.startswith(".") and p.name != "__MACOSX"]
-
-
-def _unwrap(path: Path) -> Path:
-    """Follow folders that only wrap a single sub-folder, as the loader does, but stop above a lone
-    folder of files: that is one class, and the message should say so ("found 1", not "found 0")."""
-    while True:
-        children = [p for p in path.iterdir() if not p.name.startswith(".") and p.name != "__MACOSX"]
-        if len(children) != 1 or not children[0].is_dir() or not _visible_dirs(children[0]):
-            return path
-        path = children[0]
-
-
-def _count_classes(root: Path) -> dict[str, int]:
-    folders = _visible_dirs(root)
-    if len(folders) < 2:
-        raise DataError(f"{root} needs at least 2 class sub-folders (one per class); found {len(folders)}")
-    counts = {f.name: sum(1 for p in f.rglob("*") if p.is_file() and not p.name.startswith(".")) for f in folders}
-    empty = [name for name, n in counts.items() if n == 0]
-    if empty:
-        raise DataError(f"Class folder {root / empty[0]} is empty")
-    return counts
-
-
 def scan_folder(path: str | Path) -> FolderScan:
-    """Check that `path` looks loadable (see bnviz.data.from_folder) without decoding images;
-    raises DataError with one line saying what is wrong."""
+    """Check that `path` looks loadable (bnviz.data.folder_layout, as the loader sees it) without
+    decoding images; raises DataError with one line saying what is wrong."""
     text = str(path).strip()
     if not text:
         raise DataError("Enter the path of a folder that holds one sub-folder per class")
-    root = Path(text).expanduser()
-    if not root.is_dir():
-        raise DataError(f"Folder not found: {text}")
-    root = _unwrap(root.resolve())
-    for train, test in IMAGE_SPLIT_DIRS:
-        if (root / train).is_dir() and (root / test).is_dir():
-            counts = _count_classes(root / train)
-            test_counts = _count_classes(root / test)
-            if set(test_counts) != set(counts):
-                raise DataError(f"{root / test} and {root / train} have different class folders")
-            return FolderScan(str(root), {k: counts[k] + test_counts[k] for k in counts}, "train/test")
-    return FolderScan(str(root), _count_classes(root), "one folder")
+    layout = folder_layout(text)
+    counts = {name: sum(len(part[name]) for part in layout.parts.values()) for name in layout.class_names}
+    return FolderScan(str(layout.root), counts, "train/test" if layout.split_dirs else "one folder")
 
 
 def upload_folder(home: Path, file_name: str, content: bytes) -> Path:

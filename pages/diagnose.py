@@ -19,7 +19,7 @@ runs = [r for r in common.store().list_runs() if r.status != "queued"]
 common.require(runs, "No run has started yet. Queue one on the Train page.", link="train", link_label="Train a model")
 run = common.pick_run("diagnose_run", runs, default=common.newest_done(runs)[0])
 data = common.load_run(run)
-cfg, steps = run.config, figures.steps_trained(data)
+cfg, steps = run.config, data.steps_trained
 epochs = f"{cfg.epochs} epoch{'s' * (cfg.epochs != 1)}"
 st.caption(f"{run.status} · {cfg.arch.norm} normalisation" + (f" · momentum {run.momentum:g}" if cfg.arch.norm == "batch" else "")
            + f" · {steps:,} steps · {epochs} of batch {cfg.batch_size} · {cfg.input_size}px · data: {cfg.dataset}")
