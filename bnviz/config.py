@@ -206,7 +206,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("probe_every", (*_PROBE, "every"), int, "Probe every N steps",
             "0: geometric, dense early where mᵗ moves fastest; epoch ends always", 0, 100_000),
     Setting("probe_budget", (*_PROBE, "budget"), float, "Time the probe may take inside training",
-            "a share of training time; the other records are made when training ends", 0, 100),
+            "a share of training time. Each record runs the probe batch and the population sample forward; within this share "
+            "records are made as training goes (live charts on long runs), the rest from weight snapshots when training ends, "
+            "so training itself never slows by more", 0, 100),
     Setting("probe_batch", (*_PROBE, "probe_batch"), int, "Probe batch", "fixed validation images for histograms and two-mode accuracy", 8, 2048),
     Setting("population_samples", (*_PROBE, "population_samples"), int, "Population samples",
             "fixed training images for the population statistics", 8, 20000),

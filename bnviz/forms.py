@@ -13,9 +13,10 @@ import math
 import re
 import shutil
 from pathlib import Path
+from typing import Any
 
 from bnviz import stats
-from bnviz.config import ArchConfig, RunConfig, with_filters
+from bnviz.config import ArchConfig, RunConfig, with_filters, with_settings
 from bnviz.data import SYNTHETIC_CLASSES, DataError, extract_zip, folder_layout, synthetic
 from bnviz.presets import PRESETS
 
@@ -92,6 +93,29 @@ def run_name(preset: str, arch: ArchConfig) -> tuple[str, str]:
     base = PRESETS[preset]()
     same = dataclasses.replace(arch, bn=dataclasses.replace(arch.bn, momentum=base.bn.momentum)) == base
     return (preset, preset) if same else ("", "custom")
+
+
+# The Train page's settings that map one to one onto the table (widget key: "train_" + name).
+FORM_SETTINGS = ("epochs", "batch_size", "learning_rate", "seed", "input_size", "optimizer", "shuffle", "probe_every", "probe_budget",
+                 "epsilon", "center", "scale", "beta_initializer", "gamma_initializer", "moving_mean_initializer", "moving_variance_initializer")
+
+
+def form_config(preset: str, form: ArchForm, values: dict[str, Any], name: str, dataset: str) -> RunConfig:
+    """The RunConfig the Train form describes: the edited preset arch, then every FORM_SETTINGS
+    value (keyed by setting name); the name defaults to the preset's, or "custom"."""
+    arch = arch_from_form(preset, form)
+    kept, default_name = run_name(preset, arch)
+    config = RunConfig(arch=arch, preset=kept, name=name.strip() or default_name, dataset=dataset)
+    return with_settings(config, **{key: values[key] for key in FORM_SETTINGS})
+
+
+def outlook_text(momentum: float, out: dict[str, float]) -> str:
+    """What the moving statistics will still hold of their initial values, in one paragraph."""
+    text = (f"With momentum {momentum:g} the moving average spans about {out['window']:.3g} batches and halves the weight of its "
+            f"initial values every {out['half_life']:.2g} steps. After ≈ {out['steps']:,} steps they still weigh {out['remaining']:.1%}")
+    if out["remaining"] > 0.01:
+        return text + f": inference will use statistics that are partly not data. A momentum ≤ {out['suggested']:g} forgets them to below 1 %."
+    return text + "."
 
 
 def estimated_steps(config: RunConfig, train_images: int | None) -> int | None:
