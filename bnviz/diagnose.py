@@ -43,7 +43,8 @@ def momentum_text(m: float) -> str:
 
 
 def _final(data: RunData) -> dict | None:
-    return data.evaluations.get("final", {}).get("accuracy")
+    final = data.evaluations.get("final")
+    return final.accuracies() if final else None
 
 
 def _steps_trained(data: RunData) -> int:

@@ -8,24 +8,30 @@ count, and the variance is the population one, E[x²] − E[x]² (biased, as Ker
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
+
 import numpy as np
 
 from bnviz.config import ConfigError
 from bnviz.data import load_dataset
+from bnviz.jobs import JobFailed
 from bnviz.models import batch_norm_layers, load_model_safely
 from bnviz.probe import StatelessForward, population_moments, tap_model
+from bnviz.records import Evaluation, Job, RunStatus
 from bnviz.store import Store, StoreError
 from bnviz.train import evaluate_both_modes
 
 DEFAULT_BATCHES = 50  # ~1,600 images at batch 32: Wu & Johnson find 10³–10⁴ samples enough
 
 
-def recalibrate(store: Store, run_id: str, batches: int = DEFAULT_BATCHES) -> dict:
+def recalibrate(store: Store, run_id: str, batches: int = DEFAULT_BATCHES,
+                progress: Callable[[str], None] = lambda text: None) -> dict[str, Evaluation | None]:
     """Recalibrate a finished run's model; returns {"before": ..., "after": ...} evaluations."""
     if batches < 1:
         raise ConfigError(f"batches must be >= 1. Received: batches={batches}")
     run = store.get_run(run_id)
-    if run.status != "done" or not run.model_path:
+    if run.status != RunStatus.DONE or not run.model_path:
         raise StoreError(f"Run {run_id} has no finished model to recalibrate (status: {run.status}).")
     config = run.config
     model = load_model_safely(run.model_path)
@@ -35,11 +41,23 @@ def recalibrate(store: Store, run_id: str, batches: int = DEFAULT_BATCHES) -> di
         raise StoreError(f"Run {run_id}'s model has no BatchNormalization layer: nothing to recalibrate.")
     data = load_dataset(config.dataset, config.input_size, config.seed)
     order = np.random.default_rng(config.seed + 2).permutation(len(data.x_train))[: batches * config.batch_size]
+    progress(f"averaging BN statistics over {-(-len(order) // config.batch_size)} training batches")
     moments = population_moments(StatelessForward(tap_model(model)[0]), data.x_train[order], config.batch_size, len(bn_layers))
     for layer, (mean, var) in zip(bn_layers, moments, strict=True):
         layer.moving_mean.assign(mean)
         layer.moving_variance.assign(var)
-    after = {**evaluate_both_modes(model, data, config.batch_size, config.seed), "batches": -(-len(order) // config.batch_size), "samples": len(order)}
+    progress("evaluating in both BN modes")
+    after = dataclasses.replace(evaluate_both_modes(model, data, config.batch_size, config.seed),
+                                batches=-(-len(order) // config.batch_size), samples=len(order))
     store.add_evaluation(run_id, "precisebn", after)
     model.save(store.models_dir / f"{run_id}-precisebn.keras")
     return {"before": store.evaluations(run_id).get("final"), "after": after}
+
+
+def recalibrate_job(store: Store, job: Job, progress: Callable[[str], None]) -> None:
+    """Handler of "recalibrate" jobs: args {"batches": N} on the job's run."""
+    try:
+        after = recalibrate(store, job.run_id, int(job.args.get("batches", DEFAULT_BATCHES)), progress)["after"]
+    except (ConfigError, StoreError) as exc:
+        raise JobFailed(str(exc)) from exc
+    progress(f"done: test accuracy {after.accuracy['test']:.0%} in inference mode")

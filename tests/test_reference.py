@@ -94,7 +94,7 @@ def test_precisebn_assigns_the_numpy_moments_of_the_images_it_drew(tmp_path):
     assert len(drawn) % config.batch_size == 16
     stored = store.evaluations(run_id)
     assert result == {"before": stored["final"], "after": stored["precisebn"]}
-    assert (stored["precisebn"]["batches"], stored["precisebn"]["samples"]) == (38, 1200) and stored["precisebn"]["accuracy"]["test"] > 0.5
+    assert (stored["precisebn"].batches, stored["precisebn"].samples) == (38, 1200) and stored["precisebn"].accuracy["test"] > 0.5
     model = load_model_safely(store.models_dir / f"{run_id}-precisebn.keras")
     conv = keras.Model(model.inputs, model.get_layer("conv1").output)
     ref_mean, ref_var = numpy_moments(conv.predict(drawn, verbose=0))
