@@ -163,8 +163,9 @@ def test_variances_below_the_update_resolution_are_withheld_and_the_rest_kept():
 
 
 def test_at_momentum_one_nothing_is_recovered():
-    """m = 1: the update carries no batch information (1 − m = 0), whatever the arrays hold."""
-    before, after = np.ones((2, 3), np.float32), np.full((2, 3), 2.0, np.float32)
+    """m = 1: the update carries no batch information (1 − m = 0), whatever the arrays hold; float32 out
+    whatever comes in."""
+    before, after = np.ones((2, 3)), np.full((2, 3), 2.0)
     recovered = batch_stats_from_update(before, after, 1.0)
     bound = recovery_error_bound(before, after, recovered, 1.0)
     assert recovered.shape == bound.shape == (2, 3) and recovered.dtype == bound.dtype == np.float32
