@@ -74,8 +74,9 @@ def test_population_moments_of_a_real_model_on_uneven_batches_match_numpy():
 
 
 def test_precisebn_assigns_the_numpy_moments_of_the_images_it_drew(tmp_path):
-    """`recalibrate` over 1,200 images at batch 32 ends on a short batch of 16; norm1's new moving
-    statistics must be the moments of conv1's ReLU output over exactly those images."""
+    """`recalibrate` over all 1,200 images at batch 32 ends on a short batch of 16, over 5 batches it
+    draws 160 of them by the run's seed; either way norm1's new moving statistics must be the moments
+    of conv1's ReLU output over exactly the images drawn."""
     import keras
 
     from bnviz.data import load_dataset
@@ -85,22 +86,24 @@ def test_precisebn_assigns_the_numpy_moments_of_the_images_it_drew(tmp_path):
     from bnviz.train import execute_run
 
     store = Store(tmp_path)
-    config = preset_config("bn", input_size=TINY, epochs=1, probe=ProbeConfig(enabled=False))
+    config = preset_config("bn", input_size=TINY, epochs=1, seed=1, probe=ProbeConfig(enabled=False))
     run_id = store.create_run(config, status="running")
     execute_run(store, run_id)
-    result = recalibrate(store, run_id, batches=50)
     data = load_dataset(config.dataset, TINY, config.seed)
-    drawn = data.x_train[np.random.default_rng(config.seed + 2).permutation(len(data.x_train))]
-    assert len(drawn) % config.batch_size == 16
-    stored = store.evaluations(run_id)
-    assert result == {"before": stored["final"], "after": stored["precisebn"]}
-    assert (stored["precisebn"].batches, stored["precisebn"].samples) == (38, 1200) and stored["precisebn"].accuracy["test"] > 0.5
-    model = load_model_safely(store.models_dir / f"{run_id}-precisebn.keras")
-    conv = keras.Model(model.inputs, model.get_layer("conv1").output)
-    ref_mean, ref_var = numpy_moments(conv.predict(drawn, verbose=0))
-    norm1 = model.get_layer("norm1")
-    np.testing.assert_allclose(norm1.moving_mean.numpy(), ref_mean, rtol=1e-5, atol=1e-7)
-    np.testing.assert_allclose(norm1.moving_variance.numpy(), ref_var, rtol=1e-4)
+    order = np.random.default_rng(config.seed + 2).permutation(len(data.x_train))
+    for batches, drawn in ((50, order), (5, order[:160])):
+        said = []
+        result = recalibrate(store, run_id, batches=batches, progress=said.append)
+        stored = store.evaluations(run_id)
+        assert result == {"before": stored["final"], "after": stored["precisebn"]} and stored["precisebn"].accuracy["test"] > 0.5
+        assert (stored["precisebn"].batches, stored["precisebn"].samples) == (-(-len(drawn) // 32), len(drawn))
+        assert said == [f"averaging BN statistics over {-(-len(drawn) // 32)} training batches", "evaluating in both BN modes"]
+        model = load_model_safely(store.models_dir / f"{run_id}-precisebn.keras")
+        ref_mean, ref_var = numpy_moments(keras.Model(model.inputs, model.get_layer("conv1").output).predict(data.x_train[drawn], verbose=0))
+        norm1 = model.get_layer("norm1")
+        np.testing.assert_allclose(norm1.moving_mean.numpy(), ref_mean, rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(norm1.moving_variance.numpy(), ref_var, rtol=1e-4)
+    assert len(order) % 32 == 16
 
 
 def test_precisebn_refuses_what_it_cannot_recalibrate(tmp_path):
@@ -115,7 +118,7 @@ def test_precisebn_refuses_what_it_cannot_recalibrate(tmp_path):
     with pytest.raises(ConfigError, match=r"^batches must be >= 1\. Received: batches=0$"):
         recalibrate(store, queued, batches=0)
     with pytest.raises(StoreError, match=rf"^Run {queued} has no finished model to recalibrate \(status: queued\)\.$"):
-        recalibrate(store, queued)
+        recalibrate(store, queued, batches=1)  # one batch is enough to be let through
     store.finish(no_model, "done")
     with pytest.raises(StoreError, match=r"\(status: done\)"):
         recalibrate(store, no_model)
