@@ -47,6 +47,8 @@ def test_pooling_weighs_uneven_batches_by_count_and_keeps_the_between_batch_vari
         np.testing.assert_allclose(mean, ref_mean, rtol=1e-6)
         np.testing.assert_allclose(var, ref_var, rtol=1e-4)
         assert np.all(ref_var > 2 * VARIANCES)  # the between-batch term is most of it
+        assert mean.dtype == var.dtype == np.float32
+    assert len(population_moments(NumpyForward(), x, 7, 1)) == 1 and population_moments(NumpyForward(), x, 7, 0) == []
 
 
 def test_population_moments_of_a_real_model_on_uneven_batches_match_numpy():
@@ -66,7 +68,9 @@ def test_population_moments_of_a_real_model_on_uneven_batches_match_numpy():
         mean, var = batch.mean(axis=(0, 1, 2)), batch.var(axis=(0, 1, 2))
         normed = (batch - mean) / np.sqrt(var + 1e-3)
         pooled.append(normed.reshape(len(batch), 3, 2, 3, 2, -1).max(axis=(2, 4)))
-    moments = population_moments(StatelessForward(tap_model(model)[0]), x, 7, 2)
+    forward = StatelessForward(tap_model(model)[0])
+    assert [n for _, _, n in forward.input_moments(x[:7])] == [7 * 6 * 6, 7 * 3 * 3]  # one (mean, var, elements) per BN layer
+    moments = population_moments(forward, x, 7, 2)
     for (mean, var), reference in zip(moments, (x, np.concatenate(pooled)), strict=True):
         ref_mean, ref_var = numpy_moments(reference)
         np.testing.assert_allclose(mean, ref_mean, rtol=1e-5, atol=1e-6)
