@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.mutation", description=__doc__.splitlines()[0])
     parser.add_argument("--max-children", type=int, default=2, help="mutants tested at once (default 2: this machine's cores)")
     parser.add_argument("--targets", nargs="+", default=list(TARGETS), help="mutant name patterns (default: the maths)")
-    parser.add_argument("--survivors", action="store_true", help="retest only the last run's survivors and timeouts (after adding tests)")
+    parser.add_argument("--survivors", action="store_true", help="retest every mutant not yet killed (after adding tests)")
     parser.add_argument("--report", action="store_true", help="only summarise the verdicts mutmut has stored so far")
     args = parser.parse_args(argv)
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -77,7 +77,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.survivors or args.report:
         previous = json.loads((RESULTS / "mutation.json").read_text()) if (RESULTS / "mutation.json").exists() else {"seconds": 0}
         if args.survivors:
-            mutmut("run", "--max-children", str(args.max_children), *previous["survivors"], *previous["timeouts"], log=log)
+            retest = [name for name, status in statuses(tuple(args.targets)).items() if status != "killed"]
+            mutmut("run", "--max-children", str(args.max_children), *retest, log=log)
         started -= previous["seconds"]  # the time of the whole run, survivors retested included
     else:
         log.unlink(missing_ok=True)
