@@ -89,6 +89,7 @@ class RunConfig:
     optimizer: str = "adam"
     learning_rate: float = 1e-3
     seed: int = 0
+    shuffle: bool = True  # False feeds the training images class by class, in file order: batches that are not i.i.d.
     probe: ProbeConfig = field(default_factory=ProbeConfig)
 
     def to_json(self) -> str:

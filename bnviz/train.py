@@ -103,6 +103,16 @@ def probe_inputs(data: Dataset, config: RunConfig) -> tuple[tuple[np.ndarray, np
     return (data.x_val[val], data.y_val[val]), data.x_train[train]
 
 
+def training_order(data: Dataset, shuffle: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The training arrays as `fit` receives them. Without shuffling they come class by class, as a
+    folder is read and as many users feed them: every batch then holds one or two classes, not an
+    i.i.d. sample, which is the non-i.i.d. regime the diagnosis recognises."""
+    if shuffle:
+        return data.x_train, data.y_train
+    order = np.argsort(data.y_train, kind="stable")
+    return data.x_train[order], data.y_train[order]
+
+
 def evaluate_both_modes(model: keras.Model, data: Dataset, batch_size: int, seed: int = 0) -> dict:
     """Accuracy and loss on every split in inference mode (moving statistics, as `evaluate` does)
     and with batch statistics (BN in training mode on shuffled batches of `batch_size`, no updates).
@@ -142,7 +152,8 @@ def execute_run(store: Store, run_id: str, on_step: Callable[[int, dict], None] 
     if config.probe.enabled:
         probe_batch, population = probe_inputs(data, config)
         callbacks.append(BNProbe(config.probe, probe_batch, population, config.batch_size, recorder.add_probe, recorder.not_cancelled))
-    model.fit(data.x_train, data.y_train, batch_size=config.batch_size, epochs=config.epochs, verbose=0, callbacks=callbacks, shuffle=True)
+    x_train, y_train = training_order(data, config.shuffle)
+    model.fit(x_train, y_train, batch_size=config.batch_size, epochs=config.epochs, verbose=0, callbacks=callbacks, shuffle=config.shuffle)
     seconds = time.monotonic() - started
     if recorder.failure:
         store.finish(run_id, "failed", error=recorder.failure)
