@@ -288,11 +288,12 @@ def stale_initial_values(data: RunData, ev: Evidence) -> Finding | None:
     if not _has_bn(data) or t == 0:
         return None
     weight, window = float(init_weight(m, t)), ema_window(m)
-    numbers = {"momentum": m, "steps": t, "init_weight": weight, "window": window, "half_life": half_life(m), "steps_to_1pct": steps_to_forget(m)}
+    suggested = suggest_momentum(t)
+    numbers = {"momentum": m, "steps": t, "init_weight": weight, "window": window, "half_life": half_life(m), "steps_to_1pct": steps_to_forget(m),
+               "suggested_momentum": suggested}
     text = (f"After {t} steps with {momentum_text(m)}, the moving mean and variance still carry {weight:.0%} of their "
             f"initial values (mean 0, variance 1): weight mᵗ = {m:g}^{t}. The average spans about {window:.0f} batches "
             f"(half-life {half_life(m):.0f} steps); the initial weight drops below 1 % only after {steps_to_forget(m):.0f} steps.")
-    suggested = suggest_momentum(t)
     remedies = ["Recalibrate the BN statistics (PreciseBN) now: no retraining."]
     if suggested < m:
         remedies.append(f"Lower the momentum to {suggested:g} (PyTorch: {torch_momentum(suggested):g}) or less: "
@@ -398,7 +399,7 @@ def never_moved(data: RunData, ev: Evidence) -> Finding | None:
 
 def dropout_before_bn(data: RunData, ev: Evidence) -> Finding | None:
     """Dropout feeding a BN layer shifts the variance between training and inference."""
-    kinds = [row["type"] for row in data.run.info.get("layers", [])]
+    kinds = [row.get("type") for row in data.run.info.get("layers", [])]
     first_dropout = next((i for i, kind in enumerate(kinds) if kind == "Dropout"), None)
     if first_dropout is None or "BatchNormalization" not in kinds[first_dropout + 1 :]:
         return None
@@ -515,7 +516,10 @@ def verdict(data: RunData, ev: Evidence | None, found: dict[str, Finding]) -> Fi
     severity = "ok" if cause == "healthy" else "critical" if drop >= GAP_CRITICAL else "warning"
     detail = _verdict_detail(cause, ev)
     remedies = found[cause].remedies if cause in found else ()
-    return Finding("verdict", severity, f"Verdict: {VERDICTS[cause]}", detail, remedies, {"accuracy_drop": drop}, cause)
+    numbers = {"accuracy_drop": drop}
+    if cause in found and "suggested_momentum" in found[cause].numbers:
+        numbers["suggested_momentum"] = found[cause].numbers["suggested_momentum"]
+    return Finding("verdict", severity, f"Verdict: {VERDICTS[cause]}", detail, remedies, numbers, cause)
 
 
 def _verdict_detail(cause: str, ev: Evidence) -> str:
