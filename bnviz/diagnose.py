@@ -42,7 +42,8 @@ CAUSES = ("pending", "stale_initial_values", "lag", "non_iid_batches", "batch_no
 BN_CAUSES = ("stale_initial_values", "lag", "non_iid_batches", "batch_noise", "dropout_before_bn", "never_moved")
 GAP_CRITICAL, GAP_WARNING = 0.15, 0.05  # accuracy lost to the moving statistics (recalibrated − inference)
 STALE_WEIGHT = 0.05  # mᵗ above which the initial values still weigh enough to be the cause
-NON_IID_RATIO = 3.0  # training-batch means this many i.i.d. standard errors from the population: not i.i.d.
+NON_IID_RATIO = 2.5  # training-batch means this many times further from the population than i.i.d. ones: not i.i.d.
+UNDERFIT = 0.9  # training accuracy (fit and evaluate) below this: the model did not learn its own training data
 NOISE_SD = 0.2  # the moving mean's own noise (population SDs) above which small batches are the cause
 SHIFT_MIN = 0.3  # a split's inputs this far (training SDs, see evidence.channel_shift) from train's: shifted
 OVERFIT_GAP = 0.1  # train − held-out accuracy in inference mode
@@ -227,10 +228,14 @@ def _late(trace: LayerTrace) -> np.ndarray:
     return (trace.steps > 0) & (trace.steps >= trace.steps.max() / 2)
 
 
+HALF_NORMAL_MEDIAN = 0.6745  # median of |z| for a standard normal z
+
+
 def non_iid_ratio(data: RunData) -> float:
     """How far training batches' means sit from the population mean, in units of the spread an
-    i.i.d. batch of that size shows (root mean square over late records and channels, median over
-    layers): about 1 for shuffled batches, far more when each batch holds one or two classes."""
+    i.i.d. batch of that size shows (median |z| over late records and channels, scaled so that
+    i.i.d. batches give 1; the layer that separates classes most): far above 1 when each batch
+    holds one or two classes."""
     ratios = []
     for trace in data.layers.values():
         late = _late(trace)
@@ -238,8 +243,8 @@ def non_iid_ratio(data: RunData) -> float:
             continue
         z = np.abs(trace.batch_mean[late] - trace.pop_mean[late]) / np.maximum(trace.iid_mean_sd[late], 1e-12)
         if np.isfinite(z).any():
-            ratios.append(float(np.sqrt(np.nanmean(z[np.isfinite(z)] ** 2))))
-    return float(np.median(ratios)) if ratios else math.nan
+            ratios.append(float(np.median(z[np.isfinite(z)])) / HALF_NORMAL_MEDIAN)
+    return max(ratios) if ratios else math.nan
 
 
 def moving_noise(data: RunData, momentum: float) -> float:
@@ -478,7 +483,7 @@ def decide(data: RunData, ev: Evidence, found: dict[str, Finding]) -> str:
         return "test_shift" if ev.test_shifted else "overfitting" if ev.train - ev.inference >= OVERFIT_GAP else "healthy"
     lost = ev.lost_to_statistics
     bn_fault = lost >= GAP_WARNING if math.isfinite(lost) else False
-    problem = bn_fault or ev.fit - ev.inference >= GAP_WARNING
+    problem = bn_fault or ev.fit - ev.inference >= GAP_WARNING or max(ev.fit, ev.train) < UNDERFIT
     if ev.stuck and problem:
         return "never_moved"
     if ev.non_iid_ratio >= NON_IID_RATIO and problem:
@@ -532,7 +537,8 @@ def _verdict_detail(cause: str, ev: Evidence) -> str:
                 "from the training inputs. Recalibrating BN on training data cannot fix this.")
     if cause == "overfitting":
         return f"{held} Training accuracy {ev.train:.2f}: the gap is the same whatever statistics BN uses."
-    return f"{held} Recalibrating BN would change little: the moving statistics fit the data."
+    weak = f" The model itself is weak: {max(ev.fit, ev.train):.2f} on its own training images." if max(ev.fit, ev.train) < UNDERFIT else ""
+    return f"{held} Recalibrating BN would change little: the moving statistics fit the data.{weak}"
 
 
 def _pending(data: RunData) -> Finding:

@@ -5,7 +5,8 @@ At each scheduled step (see `bnviz.stats.probe_steps`) it records, per BN layer 
 - the moving mean/variance (what inference normalises with);
 - the BN input's mean/variance on the training batch of that step, recovered exactly from the
   moving-average update: batch = (after − m·before)/(1 − m) (biased variance, as Keras uses);
-- the population mean/variance of the BN input over a fixed training sample, PreciseBN style
+- the population mean/variance of the BN input over a fixed training sample, with the weights the
+  step's batch was normalised with (before the step's update), PreciseBN style
   (upstream BN layers use batch statistics, as in training; per-batch moments reduced in the
   graph, combined in float64);
 - the same sample's mean/variance of the BN input with the whole network in inference mode (what
@@ -100,6 +101,7 @@ class StatelessForward:
         return [(m.numpy(), v.numpy(), int(n)) for m, v, n in self._moments[training](tf.convert_to_tensor(x))]
 
 
+MIN_SPREAD_BATCHES = 4
 BatchMoments = list[tuple[np.ndarray, np.ndarray, int]]  # one BN layer's (mean, variance, count) per batch
 
 
@@ -125,10 +127,11 @@ def pooled_moments(layer: BatchMoments) -> tuple[np.ndarray, np.ndarray]:
 
 def batch_mean_spread(layer: BatchMoments) -> np.ndarray:
     """Per channel, the standard deviation (ddof 1) of the batch means over the full-size batches:
-    how much an i.i.d. batch's mean varies by sampling alone. NaN with fewer than two such batches."""
+    how much an i.i.d. batch's mean varies by sampling alone. NaN with fewer than `MIN_SPREAD_BATCHES`
+    such batches (a spread from two or three means is too rough to compare against)."""
     full = max(n for _, _, n in layer)
     means = np.array([m for m, _, n in layer if n == full], np.float64)
-    if len(means) < 2:
+    if len(means) < MIN_SPREAD_BATCHES:
         return np.full(layer[0][0].shape, np.nan, np.float32)
     return means.std(axis=0, ddof=1).astype(np.float32)
 
@@ -155,10 +158,11 @@ class Snapshot:
     epoch: int
     weights: list[np.ndarray]
     batch_stats: list[tuple[np.ndarray, np.ndarray]] | None  # None at step 0: no batch seen yet
+    weights_before: list[np.ndarray] | None = None  # the weights the step's batch statistics were computed with
 
     @property
     def nbytes(self) -> int:
-        return sum(w.nbytes for w in self.weights)
+        return sum(w.nbytes for w in self.weights + (self.weights_before or []))
 
 
 class RecordMaker:
@@ -174,11 +178,14 @@ class RecordMaker:
         self.population = population
 
     def make(self, snapshot: Snapshot) -> ProbeRecord:
-        self.copy.set_weights(snapshot.weights)
         n = len(self.bn_layers)
+        # The population (and the i.i.d. batch spread) with the weights the step's batch was normalised with, so that
+        # batch and population statistics differ by the batch's composition only, not by the step's update.
+        self.copy.set_weights(snapshot.weights_before or snapshot.weights)
+        training_batches = batch_moments(self.forward, self.population, self.batch_size, n)
+        self.copy.set_weights(snapshot.weights)
         train_out = self.forward(self.x_probe, training=True)
         infer_out = self.forward(self.x_probe, training=False) if n else train_out  # without BN (Dropout is not tapped) both modes agree
-        training_batches = batch_moments(self.forward, self.population, self.batch_size, n)
         inference = population_moments(self.forward, self.population, self.batch_size, n, training=False)
         acc_train, loss_train = _accuracy_and_loss(train_out[0], self.y_probe)
         acc_infer, loss_infer = _accuracy_and_loss(infer_out[0], self.y_probe)
@@ -225,6 +232,7 @@ class BNProbe(keras.callbacks.Callback):
         self.live_records = 0  # made inside the training loop; the rest were made once it ended
         self._maker: RecordMaker | None = None
         self._before: list[tuple[np.ndarray, np.ndarray]] | None = None
+        self._weights_before: list[np.ndarray] | None = None
         self._began = 0.0
         self._spent = 0.0  # seconds of probe work inside the training loop
         self._record_cost: float | None = None  # seconds the last record took
@@ -242,6 +250,7 @@ class BNProbe(keras.callbacks.Callback):
     def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
         if self.step + 1 in self.schedule:
             self._before = self._moving()
+            self._weights_before = self.model.get_weights()
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         self.step += 1
@@ -267,7 +276,7 @@ class BNProbe(keras.callbacks.Callback):
 
     def _snapshot(self, batch_stats: list[tuple[np.ndarray, np.ndarray]] | None) -> None:
         start = time.perf_counter()
-        snapshot = Snapshot(self.step, self.epoch, self.model.get_weights(), batch_stats)
+        snapshot = Snapshot(self.step, self.epoch, self.model.get_weights(), batch_stats, self._weights_before if batch_stats else None)
         self.pending.append(snapshot)
         self.pending_bytes += snapshot.nbytes
         self._spent += time.perf_counter() - start

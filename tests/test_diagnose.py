@@ -155,11 +155,12 @@ def test_stale_weight_threshold_separates_stale_from_lag(steps, cause):
     _assert_consistent(findings)
 
 
-@pytest.mark.parametrize("offset, cause", [(2.9, "stale_initial_values"), (3.1, "non_iid_batches")])
+@pytest.mark.parametrize("offset, cause", [(2.4 * 0.6745, "stale_initial_values"), (2.6 * 0.6745, "non_iid_batches")])
 def test_non_iid_ratio_threshold(offset, cause):
     trace = _trace(batch_offset=offset)
     findings = diagnose(_data(layers=[trace], shuffle=False))
-    assert findings[0].cause == cause and _by_key(findings)["non_iid_batches"].numbers["ratio"] == pytest.approx(offset, rel=1e-4)
+    ratio = offset / dx.HALF_NORMAL_MEDIAN  # every batch `offset` i.i.d. SDs off: the median |z| is `offset`
+    assert findings[0].cause == cause and _by_key(findings)["non_iid_batches"].numbers["ratio"] == pytest.approx(ratio, rel=1e-4)
     _assert_consistent(findings)
     if cause == "non_iid_batches":
         assert "without shuffling" in _by_key(findings)["non_iid_batches"].detail
@@ -212,6 +213,16 @@ def test_overfitting_threshold(test_acc, cause):
                               layers=[_trace(**SETTLED)]))
     assert findings[0].cause == cause and ("BN is not the cause" in findings[0].title) == (cause == "overfitting")
     _assert_consistent(findings)
+
+
+def test_non_iid_batches_that_left_the_model_weak_are_named_without_an_accuracy_gap():
+    weak = _data("final", 0.8, inference=0.5, recalibrated=0.52, batchstats=0.5, train=0.52, fit=0.35, shuffle=False,
+                 layers=[_trace(batch_offset=3.0 * 0.6745, **SETTLED)])
+    assert diagnose(weak)[0].cause == "non_iid_batches"
+    strong = _data("final", 0.8, inference=0.95, recalibrated=0.95, batchstats=0.95, train=0.97, fit=0.96, shuffle=False,
+                   layers=[_trace(batch_offset=3.0 * 0.6745, **SETTLED)])
+    findings = diagnose(strong)
+    assert findings[0].cause == "healthy" and _by_key(findings)["non_iid_batches"].severity == "info"
 
 
 def test_healthy_run_stays_quiet():
@@ -276,5 +287,5 @@ def test_text_rendering_and_momentum_conventions():
 
 def test_thresholds_are_the_documented_ones():
     """The numbers the README's table and the boundary tests above rely on."""
-    assert (dx.GAP_WARNING, dx.GAP_CRITICAL, dx.STALE_WEIGHT, dx.NON_IID_RATIO, dx.NOISE_SD, dx.SHIFT_MIN, dx.OVERFIT_GAP) == (
-        0.05, 0.15, 0.05, 3.0, 0.2, 0.3, 0.1)
+    assert (dx.GAP_WARNING, dx.GAP_CRITICAL, dx.STALE_WEIGHT, dx.NON_IID_RATIO, dx.NOISE_SD, dx.SHIFT_MIN, dx.OVERFIT_GAP, dx.UNDERFIT) == (
+        0.05, 0.15, 0.05, 2.5, 0.2, 0.3, 0.1, 0.9)
