@@ -223,8 +223,9 @@ def test_runs_page_shows_progress_and_cancels(home):
         assert [r.id for r in store.list_runs()] == [running] and not at.exception
         at = open_app("diagnose", run=running)  # a run with steps but no probes or evaluation yet
         assert not at.exception and at.selectbox(key="diagnose_run").value == running
-        assert [i.value.split(":")[0].split(".")[0] for i in at.info] == ["This run is still training", "No final evaluation yet",
-                                                                          "No probe record yet"]
+        assert [i.value.split(":")[0].split(".")[0] for i in at.info] == ["This run is still training", "**Verdict pending — step 20/20**\n\nThe verdict needs the final evaluation, made when training ends; the records below are live",
+                                                                          "No final evaluation yet", "No probe record yet"]
+        assert not at.error and not at.success  # no verdict guessed before the evaluation (a green "not the cause" was shown once)
         assert list(charts(at)) == ["diagnose_theory", "diagnose_curves"]
     finally:
         dummy.kill()
