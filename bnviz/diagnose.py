@@ -68,15 +68,10 @@ def momentum_text(m: float) -> str:
 
 
 # --- what the run holds ---------------------------------------------------------------------------
-def _accuracy(data: RunData, name: str = "final") -> dict | None:
-    return data.evaluations.get(name, {}).get("accuracy")
-
-
-def steps_trained(data: RunData) -> int:
-    """Training steps so far: the last step row, else the last probe record's step."""
-    if len(data.steps):
-        return int(data.steps["step"].max())
-    return int(data.probes["step"].max()) if len(data.probes) else 0
+def _accuracy(data: RunData, name: str = "final") -> dict[str, float] | None:
+    """One evaluation's accuracies by flat key ('test', 'test_batchstats', 'fit'), None when missing."""
+    evaluation = data.evaluations.get(name)
+    return evaluation.accuracies() if evaluation else None
 
 
 def _bn_info(data: RunData) -> dict[str, dict]:
@@ -211,7 +206,7 @@ def gather(data: RunData) -> Evidence | None:
     partial = Evidence("test", acc.get("test", nan), nan, nan, acc.get("train", nan), acc.get("fit", _fit_accuracy(data)), acc.get("val", nan),
                        acc.get("test", nan), test_shift, val_shift, nan, nan, nan, ())
     split = "val" if partial.test_shifted else "test"
-    m, t = _momentum(data), steps_trained(data)
+    m, t = _momentum(data), data.steps_trained
     return dataclasses.replace(
         partial, split=split, inference=acc.get(split, nan), recalibrated=recal.get(split, nan), batchstats=acc.get(f"{split}_batchstats", nan),
         init_weight=float(init_weight(m, t)) if _has_bn(data) else nan, non_iid_ratio=non_iid_ratio(data), noise=moving_noise(data, m),
@@ -262,7 +257,7 @@ def moving_noise(data: RunData, momentum: float) -> float:
 
 def stuck_layers(data: RunData) -> tuple[str, ...]:
     """BN layers whose moving statistics have not changed since step 0, after training steps."""
-    if steps_trained(data) == 0:
+    if data.steps_trained == 0:
         return ()
     stuck = []
     for name, trace in data.layers.items():
@@ -289,7 +284,7 @@ def accuracy_evidence(data: RunData, ev: Evidence) -> Finding:
 
 def stale_initial_values(data: RunData, ev: Evidence) -> Finding | None:
     """How much of the initial moving values (mean 0, variance 1) survives: mᵗ."""
-    m, t = _momentum(data), steps_trained(data)
+    m, t = _momentum(data), data.steps_trained
     if not _has_bn(data) or t == 0:
         return None
     weight, window = float(init_weight(m, t)), ema_window(m)
@@ -397,7 +392,7 @@ def never_moved(data: RunData, ev: Evidence) -> Finding | None:
            "In Keras this happens when a custom training loop calls the model without training=True, or when the layer is frozen "
            "(trainable=False makes BN run in inference mode, with the statistics it had).")
     return Finding("never_moved", "warning", "The moving statistics never moved",
-                   f"{', '.join(ev.stuck)} still hold their initial moving values after {steps_trained(data)} steps. {why}",
+                   f"{', '.join(ev.stuck)} still hold their initial moving values after {data.steps_trained} steps. {why}",
                    ("Use momentum 0.9–0.99; call the model with training=True in custom loops; unfreeze BN or recalibrate it (PreciseBN).",),
                    {"layers_stuck": len(ev.stuck)})
 
@@ -544,7 +539,7 @@ def _verdict_detail(cause: str, ev: Evidence) -> str:
 def _pending(data: RunData) -> Finding:
     run = data.run
     if run.status in ("queued", "running"):
-        step = steps_trained(data)
+        step = data.steps_trained
         total = f"/{run.total_steps}" if run.total_steps else ""
         return Finding("verdict", "info", f"Verdict pending — step {step}{total}",
                        "The verdict needs the final evaluation, made when training ends; the records below are live.", (), {}, "pending")

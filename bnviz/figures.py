@@ -143,13 +143,6 @@ def _run_colour(index: int) -> str:
     return RUN_COLOURS[index % len(RUN_COLOURS)]
 
 
-def steps_trained(data: RunData) -> int:
-    """Training steps the run has actually taken (last recorded step, else its step budget)."""
-    if len(data.steps):
-        return int(data.steps["step"].max())
-    return int(data.run.total_steps or 0)
-
-
 def _chance(data: RunData) -> float | None:
     """1 / number of classes, when the run recorded its classes."""
     classes = (data.run.info or {}).get("data", {}).get("classes") or []
@@ -403,8 +396,8 @@ def compare_drift_figure(runs: Sequence[RunData], layer: str) -> go.Figure:
 
 def _accuracy(data: RunData, evaluation: str, split: str) -> float:
     """One stored accuracy (`split` like 'test' or 'test_batchstats'), NaN when missing."""
-    value = data.evaluations.get(evaluation, {}).get("accuracy", {}).get(split)
-    return float(value) if value is not None else float("nan")
+    found = data.evaluations.get(evaluation)
+    return found.accuracy_of(split) if found else float("nan")
 
 
 def accuracy_frame(runs: Sequence[RunData], evaluation: str = "final") -> pd.DataFrame:
