@@ -74,22 +74,14 @@ def _accuracy(data: RunData, name: str = "final") -> dict[str, float] | None:
     return evaluation.accuracies() if evaluation else None
 
 
-def _bn_info(data: RunData) -> dict[str, dict]:
-    """Per BN layer name, its arguments as recorded (momentum, epsilon, …), for models of any origin."""
-    return {row["name"]: row for row in data.run.info.get("bn_layers", [])}
-
-
 def _has_bn(data: RunData) -> bool:
-    return bool(data.layers) or bool(_bn_info(data)) or data.run.config.arch.norm == "batch"
+    return bool(data.layers) or bool(data.run.info.get("bn_layers")) or data.run.config.arch.norm == "batch"
 
 
 def _momentum(data: RunData) -> float:
-    rows = list(_bn_info(data).values())
-    return float(rows[0]["momentum"]) if rows else data.run.config.arch.bn.momentum
-
-
-def _epsilon(data: RunData, layer: str) -> float:
-    return float(_bn_info(data).get(layer, {}).get("epsilon", data.run.config.arch.bn.epsilon))
+    """The momentum of the first BN layer (bnviz's own models share one; others record each layer's)."""
+    first = ordered_layers(data)[0] if data.layers else ""
+    return float(data.bn_arguments(first)["momentum"])
 
 
 def ordered_layers(data: RunData) -> list[str]:
@@ -149,7 +141,7 @@ def layer_figures(trace: LayerTrace, epsilon: float, i: int = -1) -> LayerFigure
 
 
 def all_layer_figures(data: RunData) -> list[LayerFigures]:
-    return [layer_figures(data.layers[name], _epsilon(data, name)) for name in ordered_layers(data)]
+    return [layer_figures(data.layers[name], data.epsilon(name)) for name in ordered_layers(data)]
 
 
 def scale_text(scale: float) -> str:
@@ -353,7 +345,7 @@ def drift_speed(data: RunData) -> float:
     for name, trace in data.layers.items():
         if len(trace.steps) < 3 or trace.steps[-1] <= trace.steps[-2]:
             continue
-        sd = np.sqrt(trace.pop_var[-1] + _epsilon(data, name))
+        sd = np.sqrt(trace.pop_var[-1] + data.epsilon(name))
         speeds.append(float(np.median(np.abs(trace.pop_mean[-1] - trace.pop_mean[-2]) / sd)) / float(trace.steps[-1] - trace.steps[-2]))
     return max(speeds) if speeds else math.nan
 
@@ -451,7 +443,7 @@ def data_regime(data: RunData, ev: Evidence) -> Finding | None:
     names = ordered_layers(data)
     if not names:
         return None
-    trace, eps = data.layers[names[0]], _epsilon(data, names[0])
+    trace, eps = data.layers[names[0]], data.epsilon(names[0])
     offset = float(np.median(np.abs(trace.pop_mean[-1]) / np.sqrt(trace.pop_var[-1] + eps)))
     variance = float(np.median(trace.pop_var[-1]))
     scale = float(np.median(scale_error(np.ones_like(trace.pop_var[-1]), trace.pop_var[-1], eps)))
@@ -514,7 +506,7 @@ def verdict(data: RunData, ev: Evidence | None, found: dict[str, Finding]) -> Fi
     cause = decide(data, ev, found)
     drop = ev.lost_to_statistics if cause in BN_CAUSES and math.isfinite(ev.lost_to_statistics) else max(ev.fit, ev.val) - ev.inference
     severity = "ok" if cause == "healthy" else "critical" if drop >= GAP_CRITICAL else "warning"
-    detail = _verdict_detail(cause, ev)
+    detail = _verdict_detail(cause, ev) + (compounding(data) if cause in BN_CAUSES else "")
     remedies = found[cause].remedies if cause in found else ()
     numbers = {"accuracy_drop": drop}
     if cause in found and "suggested_momentum" in found[cause].numbers:
@@ -534,6 +526,17 @@ def _verdict_detail(cause: str, ev: Evidence) -> str:
         return f"{held} Training accuracy {ev.train:.2f}: the gap is the same whatever statistics BN uses."
     weak = f" The model itself is weak: {max(ev.fit, ev.train):.2f} on its own training images." if max(ev.fit, ev.train) < UNDERFIT else ""
     return f"{held} Recalibrating BN would change little: the moving statistics fit the data.{weak}"
+
+
+def compounding(data: RunData) -> str:
+    """Where the error starts and how it grows layer by layer at inference, in one sentence."""
+    figures = [f for f in all_layer_figures(data) if math.isfinite(f.infer_scale)]
+    first = next((f for f in figures if f.own_severity in ("critical", "warning")), None)
+    if first is None:
+        return ""
+    chain = ", ".join(f"{f.name} {f.infer_scale:.3g}×" for f in figures)
+    return (f" The error starts at {first.name} and carries through the network: at inference each BN layer divides by a standard "
+            f"deviation this many times that of the input it actually receives (1 is right): {chain}.")
 
 
 def _pending(data: RunData) -> Finding:

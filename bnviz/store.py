@@ -212,6 +212,17 @@ class RunData:
     layers: dict[str, LayerTrace] = field(default_factory=dict)
     evaluations: dict[str, Evaluation] = field(default_factory=dict)
 
+    def bn_arguments(self, layer: str) -> dict:
+        """A BN layer's recorded arguments (momentum, epsilon, …: `info["bn_layers"]`, written for
+        models of any origin), else those of the run's config."""
+        recorded = {row["name"]: row for row in self.run.info.get("bn_layers", [])}
+        bn = self.run.config.arch.bn
+        return recorded.get(layer) or (next(iter(recorded.values())) if recorded else {"momentum": bn.momentum, "epsilon": bn.epsilon})
+
+    def epsilon(self, layer: str) -> float:
+        """The ε that `layer` normalises with: it divides by √(variance + ε)."""
+        return float(self.bn_arguments(layer)["epsilon"])
+
     @property
     def steps_trained(self) -> int:
         """Training steps the run has actually taken: its last step row, else its last probe record
