@@ -44,7 +44,9 @@ def _recalibration(run_id: str) -> None:
     if jobs and jobs[0].status.active:
         _await(jobs[0].id)
         return
-    if jobs and jobs[0].status != RunStatus.DONE:
+    if jobs and jobs[0].status == RunStatus.CANCELLED:
+        st.info("The last recalibration was cancelled before it ran.")
+    elif jobs and jobs[0].status != RunStatus.DONE:
         st.error(f"Recalibration {jobs[0].status}: {jobs[0].error or 'no reason was recorded'}")
     evaluations = common.store().evaluations(run_id)
     if "precisebn" in evaluations and "final" in evaluations:
@@ -61,6 +63,9 @@ def _await(job_id: str) -> None:
     if not job.status.active:
         st.rerun()
     st.info(f"Recalibrating in a worker process… {job.progress or job.status}", icon=":material/hourglass_top:")
+    if job.status == RunStatus.QUEUED and st.button("Cancel", key="diagnose_recalibrate_cancel", help="Still queued: drop it"):
+        common.store().cancel_job(job_id)
+        st.rerun()
 
 
 st.title("Diagnose a run")
