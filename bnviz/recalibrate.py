@@ -8,16 +8,14 @@ count, and the variance is the population one, E[x²] − E[x]² (biased, as Ker
 
 from __future__ import annotations
 
-import numpy as np
-
 from bnviz.config import ConfigError
 from bnviz.data import load_dataset
+from bnviz.evidence import RECALIBRATION_BATCHES, recalibrate_model, recalibration_sample
 from bnviz.models import batch_norm_layers, load_model_safely
-from bnviz.probe import StatelessForward, population_moments, tap_model
 from bnviz.store import Store, StoreError
 from bnviz.train import evaluate_both_modes
 
-DEFAULT_BATCHES = 50  # ~1,600 images at batch 32: Wu & Johnson find 10³–10⁴ samples enough
+DEFAULT_BATCHES = RECALIBRATION_BATCHES
 
 
 def recalibrate(store: Store, run_id: str, batches: int = DEFAULT_BATCHES) -> dict:
@@ -30,16 +28,12 @@ def recalibrate(store: Store, run_id: str, batches: int = DEFAULT_BATCHES) -> di
     config = run.config
     model = load_model_safely(run.model_path)
     model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    bn_layers = batch_norm_layers(model)
-    if not bn_layers:
+    if not batch_norm_layers(model):
         raise StoreError(f"Run {run_id}'s model has no BatchNormalization layer: nothing to recalibrate.")
     data = load_dataset(config.dataset, config.input_size, config.seed)
-    order = np.random.default_rng(config.seed + 2).permutation(len(data.x_train))[: batches * config.batch_size]
-    moments = population_moments(StatelessForward(tap_model(model)[0]), data.x_train[order], config.batch_size, len(bn_layers))
-    for layer, (mean, var) in zip(bn_layers, moments, strict=True):
-        layer.moving_mean.assign(mean)
-        layer.moving_variance.assign(var)
-    after = {**evaluate_both_modes(model, data, config.batch_size, config.seed), "batches": -(-len(order) // config.batch_size), "samples": len(order)}
+    sample = recalibration_sample(data, config.batch_size, batches, config.seed)
+    recalibrate_model(model, sample, config.batch_size)
+    after = {**evaluate_both_modes(model, data, config.batch_size, config.seed), "batches": -(-len(sample) // config.batch_size), "samples": len(sample)}
     store.add_evaluation(run_id, "precisebn", after)
     model.save(store.models_dir / f"{run_id}-precisebn.keras")
     return {"before": store.evaluations(run_id).get("final"), "after": after}

@@ -12,7 +12,11 @@ Data contract (arrays are little-endian float32 blobs, histogram counts int32):
   mean/variance on the training batch of that step, and its population mean/variance over a
   fixed training sample; plus histograms of the BN output on the probe batch in both modes with
   shared bin edges (`bins + 1` edges, values outside the edges fall into the end bins; an
-  all-equal layer gets edges value ± 0.5).
+  all-equal layer gets edges value ± 0.5); the BN input's mean/variance over the same training
+  sample with the *whole network in inference mode* (`infer_mean`/`infer_var`: what inference
+  actually feeds the layer, upstream errors included); and `iid_mean_sd`, the standard deviation
+  of the BN input's mean between i.i.d. batches of the training batch size drawn from that sample
+  (the sampling noise a training batch's mean should show).
 - evaluations: named metric sets per run ("final", "precisebn", ...), JSON.
 """
 
@@ -38,8 +42,9 @@ from bnviz.stats import probe_steps
 STATUSES = ("queued", "running", "done", "failed", "cancelled", "interrupted")
 FINISHED = ("done", "failed", "cancelled", "interrupted")
 RUN_ID = re.compile(r"^[0-9]{8}-[0-9]{6}-[0-9a-f]{6}$")
-LAYER_ARRAYS = ("moving_mean", "moving_var", "batch_mean", "batch_var", "pop_mean", "pop_var", "hist_edges")
+LAYER_ARRAYS = ("moving_mean", "moving_var", "batch_mean", "batch_var", "pop_mean", "pop_var", "hist_edges", "infer_mean", "infer_var", "iid_mean_sd")
 HIST_ARRAYS = ("hist_train", "hist_infer")
+ADDED_LAYER_COLUMNS = ("infer_mean", "infer_var", "iid_mean_sd")  # added after the first release: migrated in place
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -61,7 +66,7 @@ CREATE TABLE IF NOT EXISTS probes (
 CREATE TABLE IF NOT EXISTS probe_layers (
     run_id TEXT NOT NULL, step INTEGER NOT NULL, layer TEXT NOT NULL,
     moving_mean BLOB, moving_var BLOB, batch_mean BLOB, batch_var BLOB, pop_mean BLOB, pop_var BLOB,
-    hist_edges BLOB, hist_train BLOB, hist_infer BLOB,
+    hist_edges BLOB, hist_train BLOB, hist_infer BLOB, infer_mean BLOB, infer_var BLOB, iid_mean_sd BLOB,
     PRIMARY KEY (run_id, step, layer)
 );
 CREATE TABLE IF NOT EXISTS evaluations (
@@ -138,6 +143,9 @@ class ProbeLayer:
     hist_edges: np.ndarray
     hist_train: np.ndarray
     hist_infer: np.ndarray
+    infer_mean: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))  # empty in stores written before they existed
+    infer_var: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    iid_mean_sd: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
 
 
 @dataclass(frozen=True)
@@ -191,6 +199,7 @@ class Store:
         with self._connect() as db:
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(SCHEMA)
+            _add_missing_columns(db, "probe_layers", ADDED_LAYER_COLUMNS)
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -322,7 +331,8 @@ class Store:
                     (run_id, p.step, p.epoch, p.acc_train_mode, p.acc_inference, p.loss_train_mode, p.loss_inference),
                 )
                 db.executemany(
-                    "INSERT OR REPLACE INTO probe_layers VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                    f"INSERT OR REPLACE INTO probe_layers (run_id, step, layer, {', '.join(LAYER_ARRAYS + HIST_ARRAYS)}) "
+                    f"VALUES ({', '.join('?' * (3 + len(LAYER_ARRAYS) + len(HIST_ARRAYS)))})",
                     [
                         (run_id, p.step, lay.layer, *(_blob(getattr(lay, a)) for a in LAYER_ARRAYS),
                          *(_blob(getattr(lay, a), "<i4") for a in HIST_ARRAYS))
@@ -363,6 +373,14 @@ class Store:
                 "WHERE run_id=? ORDER BY step", db, params=(run_id,))
             rows = db.execute("SELECT * FROM probe_layers WHERE run_id=? ORDER BY layer, step", (run_id,)).fetchall()
         return RunData(run=run, steps=steps, probes=probes, layers=_layer_traces(rows), evaluations=self.evaluations(run_id))
+
+
+def _add_missing_columns(db: sqlite3.Connection, table: str, columns: Sequence[str]) -> None:
+    """Bring a store written by an earlier bnviz up to date; old rows read the new arrays as empty."""
+    present = {row["name"] for row in db.execute(f"PRAGMA table_info({table})")}
+    for column in columns:
+        if column not in present:
+            db.execute(f"ALTER TABLE {table} ADD COLUMN {column} BLOB")
 
 
 def _layer_traces(rows: Sequence[sqlite3.Row]) -> dict[str, LayerTrace]:

@@ -15,6 +15,7 @@ import numpy as np
 
 from bnviz.config import RunConfig, check_batch_size, validate
 from bnviz.data import Dataset, load_dataset
+from bnviz.evidence import input_shift, recalibrated_evaluation
 from bnviz.models import compile_model, layer_rows
 from bnviz.probe import BNProbe, StatelessForward, tap_model
 from bnviz.store import ProbeRecord, Store
@@ -144,8 +145,7 @@ def execute_run(store: Store, run_id: str, on_step: Callable[[int, dict], None] 
     check_batch_size(config.batch_size, len(data.x_train))  # the Train page only knows an estimate
     model = compile_model(config, data.channels, data.num_classes)
     steps_per_epoch = math.ceil(len(data.x_train) / config.batch_size)
-    summary = data.summary()
-    info = {"params": _param_counts(model), "layers": layer_rows(model), "data": summary, "data_shift": _pixel_shift(data, summary)}
+    info = {"params": _param_counts(model), "layers": layer_rows(model), "data": data.summary()}
     store.start(run_id, os.getpid(), steps_per_epoch, steps_per_epoch * config.epochs, info)
     recorder = Recorder(store, run_id, on_step)
     callbacks: list[keras.callbacks.Callback] = [recorder]
@@ -164,12 +164,22 @@ def execute_run(store: Store, run_id: str, on_step: Callable[[int, dict], None] 
     evaluation = evaluate_both_modes(model, data, config.batch_size, config.seed)
     evaluation["accuracy"]["fit"] = recorder.fit_accuracy
     store.add_evaluation(run_id, "final", evaluation)
+    record_evidence(store, run_id, model, data, config)
     path = store.model_path(run_id)
     model.save(path)
     seconds = time.monotonic() - started
     store.update_info(run_id, seconds=seconds, steps=recorder.step)
     store.finish(run_id, "done", model_path=str(path))
     return RunResult(run_id, "done", recorder.step, seconds, str(path), evaluation)
+
+
+def record_evidence(store: Store, run_id: str, model: keras.Model, data: Dataset, config: RunConfig) -> None:
+    """What the diagnosis needs beyond the probe records, from training data only: accuracy after
+    PreciseBN on a copy of the model (evaluation "recalibrated") and the input shift per split."""
+    recalibrated = recalibrated_evaluation(model, data, config.batch_size, config.seed)
+    if recalibrated is not None:
+        store.add_evaluation(run_id, "recalibrated", recalibrated)
+    store.update_info(run_id, input_shift=input_shift(model, data, config.batch_size, config.seed))
 
 
 def _dataset(config: RunConfig) -> Dataset:
@@ -190,9 +200,3 @@ def _param_counts(model: keras.Model) -> dict[str, int]:
     trainable = sum(int(np.prod(v.shape)) for v in model.trainable_weights)
     frozen = sum(int(np.prod(v.shape)) for v in model.non_trainable_weights)
     return {"total": trainable + frozen, "trainable": trainable, "non_trainable": frozen}
-
-
-def _pixel_shift(data: Dataset, summary: dict) -> dict[str, float]:
-    """Training (from the data summary, already computed) vs validation pixel statistics, for the
-    diagnosis's data-shift check."""
-    return {"train_pixel_mean": summary["pixel_mean"], "train_pixel_std": summary["pixel_std"], "val_pixel_mean": float(data.x_val.mean())}

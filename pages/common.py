@@ -235,8 +235,8 @@ def fix_it(run: Run, data: RunData) -> None:
         _recalibration(run.id)
     with lever_col:
         st.markdown("**What if…** queue a copy of this run with one change, then compare the two.")
-        for lever in levers.available(run):
-            config = lever.apply(run)
+        top = diagnose(data)[0]
+        for lever, config in levers.options(run, top.cause, top.numbers.get("suggested_momentum")):
             if st.button(f"{lever.label} → {config.name.split(' · ')[-1]}", key=f"diagnose_lever_{lever.key}"):
                 st.session_state["compare_open"] = [run.id, manager().submit(config, parent=run.id)]
                 st.switch_page(PAGE_FILES["compare"])
