@@ -39,7 +39,8 @@ def seed_table(results: list[tuple]) -> str:
     """Every scenario and seed: the numbers, the verdict, the claims the raw numbers did not bear out, the time."""
     from tests.scenarios import failed_claims
 
-    rows = ["| Scenario | Seed | Test: inference / recalibrated / batch stats | Val | Train: inference / fit | Verdict | Other causes blamed | Failed claims | s |",
+    rows = ["| Scenario | Seed | Test: inference / recalibrated / batch stats | Val | Train: inference / fit | Verdict | Other causes blamed "
+            "| Failed claims | s |",
             "|---|---|---|---|---|---|---|---|---|"]
     for scenario, seed, outcome in results:
         failed = "; ".join(failed_claims(scenario, outcome)) or "none"
