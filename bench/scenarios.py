@@ -59,14 +59,15 @@ def main(argv: list[str] | None = None) -> None:
     from tests.scenarios import SCENARIOS, run
 
     chosen = [s for s in SCENARIOS if args.only is None or s.name in args.only]
-    results, start = [], time.perf_counter()
+    results, start, cpu = [], time.perf_counter(), time.process_time()
     for seed in args.seeds:
         for scenario in chosen:
             with tempfile.TemporaryDirectory(prefix="bnviz-scenario-") as home:
                 results.append((scenario, seed, run(scenario, Path(home), seed)))
             print(f"{scenario.name} seed {seed}: {results[-1][2].verdict.cause}", flush=True)
     results.sort(key=lambda r: ([s.name for s in chosen].index(r[0].name), r[1]))
-    print(f"\n{readme_table(results)}\n\n{seed_table(results)}\n\nTotal {time.perf_counter() - start:.0f} s for {len(results)} runs.")
+    print(f"\n{readme_table(results)}\n\n{seed_table(results)}\n\nTotal {time.perf_counter() - start:.0f} s wall, "
+          f"{time.process_time() - cpu:.0f} s CPU (all threads) for {len(results)} runs.")
 
 
 if __name__ == "__main__":
