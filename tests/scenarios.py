@@ -207,7 +207,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         ("recalibration changes test accuracy by < 0.05", lambda o: abs(_gain(o)) < 0.05),
     )),
     Scenario("overfitting", "overfitting", f"{FEW} synthetic images per class (batch 8, 60 epochs), `final` preset", few_images, (
-        ("train accuracy >= 0.95 in both modes", lambda o: min(o.accuracy("train"), o.accuracy("train", "batchstats")) >= 0.95),
+        ("train accuracy >= 0.9 in both modes", lambda o: min(o.accuracy("train"), o.accuracy("train", "batchstats")) >= 0.9),
         ("test <= train - 0.3 in both modes", lambda o: max(o.accuracy("test"), o.accuracy("test", "batchstats")) <= o.accuracy("train") - 0.3),
         ("recalibration changes test accuracy by < 0.05", lambda o: abs(_gain(o)) < 0.05),
     )),
