@@ -68,33 +68,20 @@ def momentum_text(m: float) -> str:
 
 
 # --- what the run holds ---------------------------------------------------------------------------
-def _accuracy(data: RunData, name: str = "final") -> dict | None:
-    return data.evaluations.get(name, {}).get("accuracy")
-
-
-def steps_trained(data: RunData) -> int:
-    """Training steps so far: the last step row, else the last probe record's step."""
-    if len(data.steps):
-        return int(data.steps["step"].max())
-    return int(data.probes["step"].max()) if len(data.probes) else 0
-
-
-def _bn_info(data: RunData) -> dict[str, dict]:
-    """Per BN layer name, its arguments as recorded (momentum, epsilon, …), for models of any origin."""
-    return {row["name"]: row for row in data.run.info.get("bn_layers", [])}
+def _accuracy(data: RunData, name: str = "final") -> dict[str, float] | None:
+    """One evaluation's accuracies by flat key ('test', 'test_batchstats', 'fit'), None when missing."""
+    evaluation = data.evaluations.get(name)
+    return evaluation.accuracies() if evaluation else None
 
 
 def _has_bn(data: RunData) -> bool:
-    return bool(data.layers) or bool(_bn_info(data)) or data.run.config.arch.norm == "batch"
+    return bool(data.layers) or bool(data.run.info.get("bn_layers")) or data.run.config.arch.norm == "batch"
 
 
 def _momentum(data: RunData) -> float:
-    rows = list(_bn_info(data).values())
-    return float(rows[0]["momentum"]) if rows else data.run.config.arch.bn.momentum
-
-
-def _epsilon(data: RunData, layer: str) -> float:
-    return float(_bn_info(data).get(layer, {}).get("epsilon", data.run.config.arch.bn.epsilon))
+    """The momentum of the first BN layer (bnviz's own models share one; others record each layer's)."""
+    first = ordered_layers(data)[0] if data.layers else ""
+    return float(data.bn_arguments(first)["momentum"])
 
 
 def ordered_layers(data: RunData) -> list[str]:
@@ -154,7 +141,7 @@ def layer_figures(trace: LayerTrace, epsilon: float, i: int = -1) -> LayerFigure
 
 
 def all_layer_figures(data: RunData) -> list[LayerFigures]:
-    return [layer_figures(data.layers[name], _epsilon(data, name)) for name in ordered_layers(data)]
+    return [layer_figures(data.layers[name], data.epsilon(name)) for name in ordered_layers(data)]
 
 
 def scale_text(scale: float) -> str:
@@ -211,7 +198,7 @@ def gather(data: RunData) -> Evidence | None:
     partial = Evidence("test", acc.get("test", nan), nan, nan, acc.get("train", nan), acc.get("fit", _fit_accuracy(data)), acc.get("val", nan),
                        acc.get("test", nan), test_shift, val_shift, nan, nan, nan, ())
     split = "val" if partial.test_shifted else "test"
-    m, t = _momentum(data), steps_trained(data)
+    m, t = _momentum(data), data.steps_trained
     return dataclasses.replace(
         partial, split=split, inference=acc.get(split, nan), recalibrated=recal.get(split, nan), batchstats=acc.get(f"{split}_batchstats", nan),
         init_weight=float(init_weight(m, t)) if _has_bn(data) else nan, non_iid_ratio=non_iid_ratio(data), noise=moving_noise(data, m),
@@ -262,7 +249,7 @@ def moving_noise(data: RunData, momentum: float) -> float:
 
 def stuck_layers(data: RunData) -> tuple[str, ...]:
     """BN layers whose moving statistics have not changed since step 0, after training steps."""
-    if steps_trained(data) == 0:
+    if data.steps_trained == 0:
         return ()
     stuck = []
     for name, trace in data.layers.items():
@@ -289,7 +276,7 @@ def accuracy_evidence(data: RunData, ev: Evidence) -> Finding:
 
 def stale_initial_values(data: RunData, ev: Evidence) -> Finding | None:
     """How much of the initial moving values (mean 0, variance 1) survives: mᵗ."""
-    m, t = _momentum(data), steps_trained(data)
+    m, t = _momentum(data), data.steps_trained
     if not _has_bn(data) or t == 0:
         return None
     weight, window = float(init_weight(m, t)), ema_window(m)
@@ -358,7 +345,7 @@ def drift_speed(data: RunData) -> float:
     for name, trace in data.layers.items():
         if len(trace.steps) < 3 or trace.steps[-1] <= trace.steps[-2]:
             continue
-        sd = np.sqrt(trace.pop_var[-1] + _epsilon(data, name))
+        sd = np.sqrt(trace.pop_var[-1] + data.epsilon(name))
         speeds.append(float(np.median(np.abs(trace.pop_mean[-1] - trace.pop_mean[-2]) / sd)) / float(trace.steps[-1] - trace.steps[-2]))
     return max(speeds) if speeds else math.nan
 
@@ -397,7 +384,7 @@ def never_moved(data: RunData, ev: Evidence) -> Finding | None:
            "In Keras this happens when a custom training loop calls the model without training=True, or when the layer is frozen "
            "(trainable=False makes BN run in inference mode, with the statistics it had).")
     return Finding("never_moved", "warning", "The moving statistics never moved",
-                   f"{', '.join(ev.stuck)} still hold their initial moving values after {steps_trained(data)} steps. {why}",
+                   f"{', '.join(ev.stuck)} still hold their initial moving values after {data.steps_trained} steps. {why}",
                    ("Use momentum 0.9–0.99; call the model with training=True in custom loops; unfreeze BN or recalibrate it (PreciseBN).",),
                    {"layers_stuck": len(ev.stuck)})
 
@@ -456,7 +443,7 @@ def data_regime(data: RunData, ev: Evidence) -> Finding | None:
     names = ordered_layers(data)
     if not names:
         return None
-    trace, eps = data.layers[names[0]], _epsilon(data, names[0])
+    trace, eps = data.layers[names[0]], data.epsilon(names[0])
     offset = float(np.median(np.abs(trace.pop_mean[-1]) / np.sqrt(trace.pop_var[-1] + eps)))
     variance = float(np.median(trace.pop_var[-1]))
     scale = float(np.median(scale_error(np.ones_like(trace.pop_var[-1]), trace.pop_var[-1], eps)))
@@ -519,7 +506,7 @@ def verdict(data: RunData, ev: Evidence | None, found: dict[str, Finding]) -> Fi
     cause = decide(data, ev, found)
     drop = ev.lost_to_statistics if cause in BN_CAUSES and math.isfinite(ev.lost_to_statistics) else max(ev.fit, ev.val) - ev.inference
     severity = "ok" if cause == "healthy" else "critical" if drop >= GAP_CRITICAL else "warning"
-    detail = _verdict_detail(cause, ev)
+    detail = _verdict_detail(cause, ev) + (compounding(data) if cause in BN_CAUSES else "")
     remedies = found[cause].remedies if cause in found else ()
     numbers = {"accuracy_drop": drop}
     if cause in found and "suggested_momentum" in found[cause].numbers:
@@ -541,10 +528,21 @@ def _verdict_detail(cause: str, ev: Evidence) -> str:
     return f"{held} Recalibrating BN would change little: the moving statistics fit the data.{weak}"
 
 
+def compounding(data: RunData) -> str:
+    """Where the error starts and how it grows layer by layer at inference, in one sentence."""
+    figures = [f for f in all_layer_figures(data) if math.isfinite(f.infer_scale)]
+    first = next((f for f in figures if f.own_severity in ("critical", "warning")), None)
+    if first is None:
+        return ""
+    chain = ", ".join(f"{f.name} {f.infer_scale:.3g}×" for f in figures)
+    return (f" The error starts at {first.name} and carries through the network: at inference each BN layer divides by a standard "
+            f"deviation this many times that of the input it actually receives (1 is right): {chain}.")
+
+
 def _pending(data: RunData) -> Finding:
     run = data.run
     if run.status in ("queued", "running"):
-        step = steps_trained(data)
+        step = data.steps_trained
         total = f"/{run.total_steps}" if run.total_steps else ""
         return Finding("verdict", "info", f"Verdict pending — step {step}{total}",
                        "The verdict needs the final evaluation, made when training ends; the records below are live.", (), {}, "pending")

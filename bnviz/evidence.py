@@ -19,6 +19,7 @@ import numpy as np
 from bnviz.data import Dataset
 from bnviz.models import batch_norm_layers
 from bnviz.probe import StatelessForward, population_moments, tap_model
+from bnviz.records import Evaluation
 
 RECALIBRATION_BATCHES = 50  # ~1,600 images at batch 32: Wu & Johnson find 10³–10⁴ samples enough
 SHIFT_SAMPLES = 256  # images per split for the shift figures
@@ -41,7 +42,7 @@ def recalibration_sample(data: Dataset, batch_size: int, batches: int, seed: int
     return data.x_train[order]
 
 
-def recalibrated_evaluation(model: keras.Model, data: Dataset, batch_size: int, seed: int, batches: int = RECALIBRATION_BATCHES) -> dict | None:
+def recalibrated_evaluation(model: keras.Model, data: Dataset, batch_size: int, seed: int, batches: int = RECALIBRATION_BATCHES) -> Evaluation | None:
     """Inference-mode accuracy and loss per split after PreciseBN on a copy of `model` (the model
     itself is left as trained); None without BN layers."""
     if not batch_norm_layers(model):
@@ -51,11 +52,11 @@ def recalibrated_evaluation(model: keras.Model, data: Dataset, batch_size: int, 
     copy.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     sample = recalibration_sample(data, batch_size, batches, seed)
     recalibrate_model(copy, sample, batch_size)
-    result: dict = {"accuracy": {}, "loss": {}, "batches": -(-len(sample) // batch_size), "samples": len(sample)}
+    accuracy, loss = {}, {}
     for split, (x, y) in splits(data).items():
-        loss, acc = copy.evaluate(x, y, batch_size=max(batch_size, 64), verbose=0)
-        result["accuracy"][split], result["loss"][split] = float(acc), float(loss)
-    return result
+        split_loss, split_accuracy = copy.evaluate(x, y, batch_size=max(batch_size, 64), verbose=0)
+        accuracy[split], loss[split] = float(split_accuracy), float(split_loss)
+    return Evaluation(accuracy, {}, loss, {}, batches=-(-len(sample) // batch_size), samples=len(sample))
 
 
 def splits(data: Dataset) -> dict[str, tuple[np.ndarray, np.ndarray]]:

@@ -8,22 +8,28 @@ count, and the variance is the population one, E[x²] − E[x]² (biased, as Ker
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
+
 from bnviz.config import ConfigError
 from bnviz.data import load_dataset
 from bnviz.evidence import RECALIBRATION_BATCHES, recalibrate_model, recalibration_sample
+from bnviz.jobs import JobFailed
 from bnviz.models import batch_norm_layers, load_model_safely
+from bnviz.records import Evaluation, Job, RunStatus
 from bnviz.store import Store, StoreError
 from bnviz.train import evaluate_both_modes
 
 DEFAULT_BATCHES = RECALIBRATION_BATCHES
 
 
-def recalibrate(store: Store, run_id: str, batches: int = DEFAULT_BATCHES) -> dict:
+def recalibrate(store: Store, run_id: str, batches: int = DEFAULT_BATCHES,
+                progress: Callable[[str], None] = lambda text: None) -> dict[str, Evaluation | None]:
     """Recalibrate a finished run's model; returns {"before": ..., "after": ...} evaluations."""
     if batches < 1:
         raise ConfigError(f"batches must be >= 1. Received: batches={batches}")
     run = store.get_run(run_id)
-    if run.status != "done" or not run.model_path:
+    if run.status != RunStatus.DONE or not run.model_path:
         raise StoreError(f"Run {run_id} has no finished model to recalibrate (status: {run.status}).")
     config = run.config
     model = load_model_safely(run.model_path)
@@ -32,8 +38,20 @@ def recalibrate(store: Store, run_id: str, batches: int = DEFAULT_BATCHES) -> di
         raise StoreError(f"Run {run_id}'s model has no BatchNormalization layer: nothing to recalibrate.")
     data = load_dataset(config.dataset, config.input_size, config.seed)
     sample = recalibration_sample(data, config.batch_size, batches, config.seed)
+    progress(f"averaging BN statistics over {-(-len(sample) // config.batch_size)} training batches")
     recalibrate_model(model, sample, config.batch_size)
-    after = {**evaluate_both_modes(model, data, config.batch_size, config.seed), "batches": -(-len(sample) // config.batch_size), "samples": len(sample)}
+    progress("evaluating in both BN modes")
+    after = dataclasses.replace(evaluate_both_modes(model, data, config.batch_size, config.seed),
+                                batches=-(-len(sample) // config.batch_size), samples=len(sample))
     store.add_evaluation(run_id, "precisebn", after)
     model.save(store.models_dir / f"{run_id}-precisebn.keras")
     return {"before": store.evaluations(run_id).get("final"), "after": after}
+
+
+def recalibrate_job(store: Store, job: Job, progress: Callable[[str], None]) -> None:
+    """Handler of "recalibrate" jobs: args {"batches": N} on the job's run."""
+    try:
+        after = recalibrate(store, job.run_id, int(job.args.get("batches", DEFAULT_BATCHES)), progress)["after"]
+    except (ConfigError, StoreError) as exc:
+        raise JobFailed(str(exc)) from exc
+    progress(f"done: test accuracy {after.accuracy['test']:.0%} in inference mode")

@@ -94,11 +94,6 @@ def standardized_gap(moving_mean: np.ndarray, pop_mean: np.ndarray, pop_var: np.
     return np.abs(moving_mean - pop_mean) / np.sqrt(np.maximum(pop_var + epsilon, 1e-12))
 
 
-def variance_ratio(moving_var: np.ndarray, pop_var: np.ndarray) -> np.ndarray:
-    """moving / population variance per channel (1 is right; far from 1 mis-scales inference)."""
-    return moving_var / np.maximum(pop_var, 1e-12)
-
-
 def scale_error(moving_var: np.ndarray, true_var: np.ndarray, epsilon: float) -> np.ndarray:
     """√((moving + ε)/(true + ε)) per channel: how many times too large the standard deviation is that
     inference divides by (BN divides by √(var + ε), so ε caps the error for tiny variances)."""

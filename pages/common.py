@@ -9,7 +9,6 @@ Opening a page on given runs, from code or a link:
 from __future__ import annotations
 
 import os
-import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,11 +17,11 @@ import streamlit as st
 from streamlit.navigation.page import StreamlitPage
 from streamlit.runtime.pages_manager import PagesManager
 
-from bnviz import levers
+from bnviz.config import SETTING
 from bnviz.diagnose import Finding, diagnose
 from bnviz.forms import FolderScan, scan_folder
 from bnviz.jobs import JobManager
-from bnviz.store import Run, RunData, Store, default_home
+from bnviz.store import Run, RunData, Store, StoreUnreadable, default_home
 
 ACTIVE = ("queued", "running")
 STATUS_COLOURS = {"queued": "gray", "running": "blue", "done": "green", "failed": "red", "cancelled": "orange", "interrupted": "orange"}
@@ -39,7 +38,11 @@ def frame() -> StreamlitPage:
     """Page config, the navigation and the shared sidebar; returns the page to run."""
     st.set_page_config(page_title="bnviz · BatchNorm collapse", page_icon="📉", layout="wide")
     page = st.navigation([st.Page(PAGE_FILES[key], title=title, icon=f":material/{icon}:", default=key == "train") for key, title, icon in PAGES])
-    runs = store().list_runs(status=list(ACTIVE))
+    try:
+        runs = store().list_runs(status=list(ACTIVE))
+    except StoreUnreadable as exc:  # one clear message instead of a traceback; nothing is written
+        st.error(str(exc))
+        st.stop()
     running = sum(r.status == "running" for r in runs)
     with st.sidebar:
         st.caption(f"Runs folder (BNVIZ_HOME): `{store().home}`")
@@ -99,6 +102,20 @@ def scan(path: str) -> FolderScan:
 
 
 # --- widgets ------------------------------------------------------------------------------------
+def setting_widget(name: str, key: str, container: object = st, **kwargs: object) -> object:
+    """The widget for setting `name` with its label, help and range or choices from the one table
+    (bnviz.config.SETTINGS); `kwargs` go to the widget (format, disabled, ...)."""
+    s = SETTING[name]
+    shared = {"label": s.label, "key": key, "help": s.help or None, "persist_state": "session", **kwargs}
+    if s.kind is bool:
+        return container.checkbox(**shared)
+    if s.choices:
+        return container.selectbox(options=s.choices, **shared)
+    low = None if s.low is None or s.open_low else s.kind(s.low)
+    high = None if s.high is None or s.open_high else s.kind(s.high)
+    return container.number_input(min_value=low, max_value=high, step=1 if s.kind is int else None, **shared)
+
+
 def defaults(values: dict) -> None:
     """Initialise session-state keys once (widgets then take their value from the state)."""
     for key, value in values.items():
@@ -205,13 +222,13 @@ def finding_text(finding: Finding) -> str:
     return finding.detail + "".join(f"\n- {r}" for r in finding.remedies)
 
 
-def show_findings(data: RunData, shown: int = 3) -> None:
-    """The diagnosis, ranked: the first `shown` critical or warning findings as callouts, the rest
-    folded into an expander."""
-    items = diagnose(data)
+def show_findings(data: RunData, shown: int = 3) -> Finding:
+    """The diagnosis: the verdict, then the next critical or warning findings (`shown` callouts in
+    all), the rest folded into an expander."""
+    top, *items = diagnose(data)
     st.subheader("Findings")
     shows = {"critical": st.error, "warning": st.warning, "info": st.info, "ok": st.success}
-    major = [f for f in items if f.severity in ("critical", "warning")][:shown]
+    major = [top] + [f for f in items if f.severity in ("critical", "warning")][: shown - 1]  # the verdict always, first
     for finding in major:
         shows[finding.severity](f"**{finding.title}**\n\n{finding_text(finding)}")
     rest = [f for f in items if f not in major]
@@ -219,50 +236,7 @@ def show_findings(data: RunData, shown: int = 3) -> None:
         with st.expander(f"{len(rest)} more finding{'s' if len(rest) > 1 else ''}", expanded=not major):
             for finding in rest:
                 shows[finding.severity](f"**{finding.title}**\n\n{finding_text(finding)}")
-
-
-# --- fixes: PreciseBN and what-if levers ------------------------------------------------------------
-def fix_it(run: Run, data: RunData) -> None:
-    """Recalibrate the run's BN statistics in a worker, or queue a one-change copy and compare."""
-    st.subheader("Fix it")
-    recal_col, lever_col = st.columns(2, gap="large")
-    with recal_col:
-        st.markdown("**Recalibrate (PreciseBN)**: recompute each BN layer's statistics over training batches with the "
-                    "weights frozen. No retraining.")
-        batches = st.number_input("Training batches", 1, 1000, 50, key="diagnose_batches")
-        if st.button("Recalibrate", key="diagnose_recalibrate", icon=":material/tune:"):
-            manager().recalibrate(run.id, int(batches))
-        _recalibration(run.id)
-    with lever_col:
-        st.markdown("**What if…** queue a copy of this run with one change, then compare the two.")
-        top = diagnose(data)[0]
-        for lever, config in levers.options(run, top.cause, top.numbers.get("suggested_momentum")):
-            if st.button(f"{lever.label} → {config.name.split(' · ')[-1]}", key=f"diagnose_lever_{lever.key}"):
-                st.session_state["compare_open"] = [run.id, manager().submit(config, parent=run.id)]
-                st.switch_page(PAGE_FILES["compare"])
-
-
-def _recalibration(run_id: str) -> None:
-    """The before/after table once the "precisebn" evaluation exists, else the task's state."""
-    evaluations = store().evaluations(run_id)
-    task = manager().tasks.get(run_id)
-    if "precisebn" in evaluations:
-        before, after = evaluations["final"]["accuracy"], evaluations["precisebn"]["accuracy"]
-        st.dataframe({"": ["before (moving statistics)", f"after PreciseBN ({evaluations['precisebn']['batches']} batches)"],
-                      "test, inference": [before["test"], after["test"]], "test, batch statistics": [before["test_batchstats"], after["test_batchstats"]]},
-                     hide_index=True, key="diagnose_precisebn")
-    elif task is not None and task.poll() is None:
-        _await(task)
-    elif task is not None:
-        st.error(f"Recalibration failed (exit code {task.returncode}); see the log in {home_path() / 'logs'}.")
-
-
-@st.fragment(run_every=1.5)
-def _await(task: subprocess.Popen) -> None:
-    """Poll a worker task; rerun the whole page when it ends, so every chart sees its result."""
-    if task.poll() is not None:
-        st.rerun()
-    st.info("Recalibrating in a worker process…", icon=":material/hourglass_top:")
+    return top
 
 
 def refresh_while_active(runs: Sequence[Run]) -> None:

@@ -103,8 +103,8 @@ def trained(tmp_path_factory) -> tuple[Path, dict[str, str]]:
     patch.setenv("BNVIZ_HOME", str(home))
     patch.delenv("BNVIZ_MAX_WORKERS", raising=False)
     at = open_app()
-    for key, value in TINY.items():
-        at.slider(key=key).set_value(value)
+    at.slider(key="train_input_size").set_value(TINY["train_input_size"])
+    at.number_input(key="train_epochs").set_value(TINY["train_epochs"])
     ids = {}
     for name, momentum, budget in (("collapse", 0.99, 0.03), ("fixed", 0.8, 100.0)):  # the fixed one makes every record live
         at.select_slider(key="train_momentum_scale").set_value(momentum).run()
@@ -222,9 +222,11 @@ def test_runs_page_shows_progress_and_cancels(home):
         at.button(key=f"runs_delete_{queued}").click().run()  # cancelled: it can go, records and all
         assert [r.id for r in store.list_runs()] == [running] and not at.exception
         at = open_app("diagnose", run=running)  # a run with steps but no probes or evaluation yet
+        PENDING = "**Verdict pending — step 20/20**\n\nThe verdict needs the final evaluation, made when training ends; the records below are live"
         assert not at.exception and at.selectbox(key="diagnose_run").value == running
-        assert [i.value.split(":")[0].split(".")[0] for i in at.info] == ["This run is still training", "No final evaluation yet",
-                                                                          "No probe record yet"]
+        assert [i.value.split(":")[0].split(".")[0] for i in at.info] == ["This run is still training", PENDING,
+                                                                          "No final evaluation yet", "No probe record yet"]
+        assert not at.error and not at.success  # no verdict guessed before the evaluation (a green "not the cause" was shown once)
         assert list(charts(at)) == ["diagnose_theory", "diagnose_curves"]
     finally:
         dummy.kill()
@@ -246,7 +248,7 @@ def test_diagnose_shows_the_run_with_its_stored_numbers(trained):
     at = open_app("diagnose", run=run_id)
     assert at.selectbox(key="diagnose_run").value == run_id
     table = at.dataframe[0].value
-    acc = data.evaluations["final"]["accuracy"]
+    acc = data.evaluations["final"].accuracies()
     assert list(table.columns) == ["train", "val", "test"]
     np.testing.assert_allclose(table.iloc[0], [acc["train"], acc["val"], acc["test"]])
     np.testing.assert_allclose(table.iloc[1], [acc["train_batchstats"], acc["val_batchstats"], acc["test_batchstats"]])
@@ -303,7 +305,7 @@ def test_compare_overlays_two_runs(trained):
     table = at.dataframe[0].value
     assert list(table.index) == labels
     for label, run_id in zip(labels, pair, strict=True):
-        acc = store.evaluations(run_id)["final"]["accuracy"]
+        acc = store.evaluations(run_id)["final"].accuracies()
         assert table.loc[label, "test (inference)"] == pytest.approx(acc["test"])
         assert table.loc[label, "test (batch stats)"] == pytest.approx(acc["test_batchstats"])
     figs = charts(at)

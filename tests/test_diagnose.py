@@ -13,6 +13,7 @@ import pytest
 from bnviz import diagnose as dx
 from bnviz.diagnose import BN_CAUSES, CAUSES, as_text, diagnose, layer_figures, momentum_text
 from bnviz.presets import preset_config
+from bnviz.records import Evaluation
 from bnviz.store import LayerTrace, Run, RunData
 
 EPS = 1e-3
@@ -57,9 +58,9 @@ def _data(preset="bn", momentum=0.99, steps=120, inference=0.3, recalibrated=0.9
         layers = [_trace(steps=(0, steps // 4, steps // 2, 3 * steps // 4, steps))] if config.arch.norm == "batch" else []
     evaluations = {}
     if final:
-        evaluations["final"] = {"accuracy": acc}
+        evaluations["final"] = Evaluation.from_dict({"accuracy": acc})
         if config.arch.norm == "batch":
-            evaluations["recalibrated"] = {"accuracy": {"train": recalibrated, "val": recalibrated, "test": recalibrated}}
+            evaluations["recalibrated"] = Evaluation.from_dict({"accuracy": {"train": recalibrated, "val": recalibrated, "test": recalibrated}})
     return RunData(_run(config, info, status, steps), step_frame, probes, {t.layer: t for t in layers}, evaluations)
 
 
@@ -201,7 +202,7 @@ def test_a_shift_that_validation_shares_is_not_test_only():
 
 def test_bn_evidence_comes_from_validation_when_the_test_set_is_shifted():
     data = _data(inference=0.2, recalibrated=0.2, val=0.3, info=_shift_info(1.0), train=0.3)
-    data.evaluations["recalibrated"]["accuracy"]["val"] = 0.95
+    data.evaluations["recalibrated"] = Evaluation.from_dict({"accuracy": {"train": 0.2, "val": 0.95, "test": 0.2}})
     findings = diagnose(data)
     assert findings[0].cause == "stale_initial_values" and "Val accuracy is 0.30" in findings[0].detail
     assert _by_key(findings)["test_shift"].severity == "warning"  # a second, real cause
