@@ -44,12 +44,8 @@ class Outcome:
         """Accuracy on `split` (train, val, test) with the moving statistics ("inference"), BN on the
         split's own shuffled batches ("batchstats") or PreciseBN statistics from training batches
         ("recalibrated"); "fit" is what fit reported over the last epoch."""
-        if mode == "fit":
-            return float(self.data.evaluations["final"]["accuracy"]["fit"])
-        if mode == "recalibrated":
-            return float(self.data.evaluations["recalibrated"]["accuracy"][split])
-        suffix = "_batchstats" if mode == "batchstats" else ""
-        return float(self.data.evaluations["final"]["accuracy"][f"{split}{suffix}"])
+        evaluation = self.data.evaluations["recalibrated" if mode == "recalibrated" else "final"]
+        return evaluation.accuracy_of("fit" if mode == "fit" else f"{split}_batchstats" if mode == "batchstats" else split)
 
     @property
     def verdict(self) -> Finding:
