@@ -146,6 +146,8 @@ def all_layer_figures(data: RunData) -> list[LayerFigures]:
 
 def scale_text(scale: float) -> str:
     """What a scale error does to the normalised output, in words."""
+    if not math.isfinite(scale) or scale <= 0:
+        return f"divides by a standard deviation that cannot be compared with its input's (scale error {scale:g}: non-finite statistics)"
     if scale >= 1:
         return f"divides by a standard deviation {scale:.3g}× too large, squashing the output"
     return f"divides by a standard deviation {1 / scale:.3g}× too small, blowing the output up"

@@ -97,7 +97,8 @@ def standardized_gap(moving_mean: np.ndarray, pop_mean: np.ndarray, pop_var: np.
 def scale_error(moving_var: np.ndarray, true_var: np.ndarray, epsilon: float) -> np.ndarray:
     """√((moving + ε)/(true + ε)) per channel: how many times too large the standard deviation is that
     inference divides by (BN divides by √(var + ε), so ε caps the error for tiny variances)."""
-    return np.sqrt((moving_var + epsilon) / np.maximum(true_var + epsilon, 1e-12))
+    with np.errstate(invalid="ignore"):  # a diverged run's inf/inf is NaN, said as such by the diagnosis
+        return np.sqrt((moving_var + epsilon) / np.maximum(true_var + epsilon, 1e-12))
 
 
 def lag_momentum(drift_per_step: float, tolerance: float = 0.1) -> float:

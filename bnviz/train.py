@@ -15,7 +15,7 @@ import keras
 import numpy as np
 
 from bnviz.config import RunConfig, check_batch_size, validate
-from bnviz.data import Dataset, load_dataset
+from bnviz.data import BUILTIN_DATASETS, Dataset, load_dataset
 from bnviz.evidence import input_shift, recalibrated_evaluation
 from bnviz.jobs import JobCancelled, JobFailed
 from bnviz.models import compile_model, layer_rows
@@ -27,7 +27,6 @@ from bnviz.store import ProbeRecord, Store
 COMMIT_SECONDS = 1.0  # step metrics reach the store at least this often
 CANCEL_POLL_SECONDS = 0.5
 PROGRESS_SECONDS = 2.0  # a train job's progress text changes at most this often
-BUILTIN_DATASETS = ("synthetic", "digits")  # generated in memory, no files behind them
 
 
 class Recorder(keras.callbacks.Callback):

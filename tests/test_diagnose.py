@@ -280,6 +280,12 @@ def test_lag_suggests_a_momentum_whose_window_fits_the_drift():
     assert lag.numbers["lag_sd"] == pytest.approx(0.01 * 99, rel=1e-3) and lag.numbers["suggested_momentum"] == 0.909
 
 
+def test_non_finite_statistics_of_a_diverged_run_are_said_not_crashed_on():
+    trace = _trace(moving_var=(1.0, 20, 50, 100, np.inf), infer=(np.nan, np.inf))
+    finding = _by_key(diagnose(_data(layers=[trace])))["layer_norm1"]
+    assert "cannot be compared" in finding.detail and finding.severity == "info"
+
+
 def test_text_rendering_and_momentum_conventions():
     assert momentum_text(0.8) == "momentum 0.8 (PyTorch: momentum=0.2)"
     text = as_text(diagnose(_data()))
