@@ -22,6 +22,7 @@ from bnviz.config import RunConfig
 from bnviz.data import Dataset, digits, synthetic
 from bnviz.diagnose import CAUSES, Finding, diagnose
 from bnviz.presets import preset_config
+from bnviz.records import RunStatus
 from bnviz.store import RunData, Store
 from bnviz.train import execute_run
 
@@ -76,7 +77,7 @@ def run(scenario: Scenario, home: Path, seed: int = 0) -> Outcome:
     store = Store(home)
     run_id = store.create_run(scenario.build(home, seed))
     result = execute_run(store, run_id)
-    if result.status != "done":
+    if result.status != RunStatus.DONE:
         raise RuntimeError(f"Scenario {scenario.name} (seed {seed}) ended {result.status}: {result.error}")
     data = store.load_run(run_id)
     return Outcome(data, diagnose(data), result.seconds)

@@ -56,3 +56,17 @@ def test_written_folder_loads_as_its_splits_with_the_test_images_alone_darkened(
     assert np.bincount(loaded.y_test).tolist() == np.bincount(data.y_test).tolist()
     assert loaded.x_test.mean() == pytest.approx(DARKEN * data.x_test.mean(), rel=0.01)
     assert np.concatenate([loaded.x_train, loaded.x_val]).mean() == pytest.approx(data.x_train.mean(), rel=0.01)
+
+
+def test_bench_table_shows_each_scenarios_numbers_and_verdict(trained: Callable[[Scenario], Outcome]) -> None:
+    from bench.scenarios import readme_table
+
+    results = [(scenario, 0, trained(scenario)) for scenario in SCENARIOS]
+    lines = readme_table(results).splitlines()
+    assert len(lines) == 2 + len(SCENARIOS)
+    for line, (scenario, _, outcome) in zip(lines[2:], results, strict=True):
+        name, how, accuracies, verdict = (cell.strip() for cell in line.strip("|").split("|"))
+        assert (name, how) == (scenario.name, scenario.how)
+        shown = [float(x) for x in accuracies.split(" / ")]
+        assert shown == pytest.approx([outcome.accuracy("test", mode) for mode in ("inference", "recalibrated", "batchstats")], abs=0.005)
+        assert verdict.startswith(f"`{outcome.verdict.cause}`: ")
