@@ -1,4 +1,4 @@
-"""`python -m bench.scenarios [--seeds 0 1 2]`: train every scenario of the bank (tests/scenarios.py)
+"""`python -m bench.scenarios [--seeds 0 1 2] [--only CAUSE ...]`: train every scenario of the bank (tests/scenarios.py)
 through the real path (store, `execute_run`, `diagnose`) and print the Markdown table for the README
 section "What bnviz diagnoses": how each scenario is built, its measured test accuracy in inference
 mode, after recalibration (PreciseBN on training batches) and with batch statistics on test batches,
