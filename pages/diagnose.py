@@ -39,12 +39,11 @@ def fix_it(run: Run, verdict: Finding) -> None:
 
 def _recalibration(run_id: str) -> None:
     """The latest recalibration job's state while it is queued or running, its error if it did not
-    finish, and the before/after table once the "precisebn" evaluation exists."""
+    finish, and the before/after table as soon as a "precisebn" evaluation exists."""
     jobs = common.store().list_jobs(run_id=run_id, kinds=["recalibrate"])
     if jobs and jobs[0].status.active:
         _await(jobs[0].id)
-        return
-    if jobs and jobs[0].status == RunStatus.CANCELLED:
+    elif jobs and jobs[0].status == RunStatus.CANCELLED:
         st.info("The last recalibration was cancelled before it ran.")
     elif jobs and jobs[0].status != RunStatus.DONE:
         st.error(f"Recalibration {jobs[0].status}: {jobs[0].error or 'no reason was recorded'}")
