@@ -15,7 +15,7 @@ import numpy as np
 
 from bnviz.config import RunConfig, check_batch_size, validate
 from bnviz.data import Dataset, load_dataset
-from bnviz.models import compile_model, layer_rows
+from bnviz.models import bn_layer_info, compile_model, layer_rows
 from bnviz.probe import BNProbe, StatelessForward, tap_model
 from bnviz.store import ProbeRecord, Store
 
@@ -135,7 +135,8 @@ def execute_run(store: Store, run_id: str, on_step: Callable[[int, dict], None] 
     model = compile_model(config, data.channels, data.num_classes)
     steps_per_epoch = math.ceil(len(data.x_train) / config.batch_size)
     summary = data.summary()
-    info = {"params": _param_counts(model), "layers": layer_rows(model), "data": summary, "data_shift": _pixel_shift(data, summary)}
+    info = {"params": _param_counts(model), "layers": layer_rows(model), "data": summary, "data_shift": _pixel_shift(data, summary),
+            "bn_layers": bn_layer_info(model), "source": "bnviz"}
     store.start(run_id, os.getpid(), steps_per_epoch, steps_per_epoch * config.epochs, info)
     recorder = Recorder(store, run_id, on_step)
     callbacks: list[keras.callbacks.Callback] = [recorder]
