@@ -185,9 +185,11 @@ def cmd_diagnose(args: argparse.Namespace) -> None:
 def cmd_recalibrate(args: argparse.Namespace) -> None:
     from bnviz.recalibrate import recalibrate
 
-    result = recalibrate(Store(args.home), args.run, args.batches)
+    result = recalibrate(Store(args.home), args.run, args.batches, args.save)
     rows = [(name, ev) for name, ev in (("before (moving statistics)", result["before"]), ("after PreciseBN", result["after"])) if ev]
-    _emit(args, {"run_id": args.run, **result}, f"Recalibrated {args.run} over {result['after']['batches']} batches:\n{accuracy_table(rows)}")
+    saved = f"\nSaved the recalibrated model to {args.save}" if args.save else ""
+    text = f"Recalibrated {args.run} over {result['after']['batches']} batches:\n{accuracy_table(rows)}{saved}"
+    _emit(args, {"run_id": args.run, **result, "saved": args.save}, text)
 
 
 def cmd_sweep(args: argparse.Namespace) -> None:
@@ -295,6 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name in ("show", "diagnose", "recalibrate", "tensorboard"):
         sub.choices[name].add_argument("run")
     sub.choices["recalibrate"].add_argument("--batches", type=int, default=50, help="training batches to average over")
+    sub.choices["recalibrate"].add_argument("--save", help="also write the recalibrated model to this .keras file")
     sub.choices["tensorboard"].add_argument("--logdir", required=True)
     sweep = sub.choices["sweep"]
     sweep.add_argument("--momentum", dest="momenta", type=_floats, required=True, help="comma-separated, e.g. 0.5,0.8,0.9,0.99")

@@ -40,6 +40,7 @@ FINISHED = ("done", "failed", "cancelled", "interrupted")
 RUN_ID = re.compile(r"^[0-9]{8}-[0-9]{6}-[0-9a-f]{6}$")
 LAYER_ARRAYS = ("moving_mean", "moving_var", "batch_mean", "batch_var", "pop_mean", "pop_var", "hist_edges")
 HIST_ARRAYS = ("hist_train", "hist_infer")
+CALLBACK_GRACE = 300.0  # seconds without a commit before a run in the user's own process counts as dead
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -294,8 +295,12 @@ class Store:
         return [_run_from_row(r) for r in rows]
 
     def mark_interrupted(self, is_alive) -> list[str]:
-        """Mark running runs whose worker process is gone (`is_alive(pid)` false) as interrupted."""
-        lost = [r.id for r in self.list_runs(status=["running"]) if not (r.pid and is_alive(r.pid))]
+        """Mark running runs whose worker process is gone (`is_alive(pid)` false) as interrupted. A
+        run recorded by `bnviz.Probe` lives in the user's own process, which `is_alive` cannot tell
+        from a reused pid: it counts as alive while its heartbeat is younger than `CALLBACK_GRACE`."""
+        now = time.time()
+        lost = [r.id for r in self.list_runs(status=["running"]) if not (r.pid and is_alive(r.pid))
+                and not (r.info.get("source") == "callback" and now - (r.heartbeat or 0) < CALLBACK_GRACE)]
         with self._transaction() as db:
             for run_id in lost:
                 db.execute(
