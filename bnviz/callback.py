@@ -83,12 +83,14 @@ class Probe(keras.callbacks.Callback):
         self.store.start(self.run_id, os.getpid(), steps, steps * epochs, info)
         self.recorder = Recorder(self.store, self.run_id, stop_on_nan=False)
         self._parts = [self.recorder]
+        self.bn_probe: BNProbe | None = None
         if self.config.enabled:
             rng = np.random.default_rng(self.seed + 1)
             xp, yp = splits[probe_split]
             pick = rng.permutation(len(xp))[: self.config.probe_batch]
             population = splits[population_split][0][rng.permutation(len(splits[population_split][0]))[: self.config.population_samples]]
-            self._parts.append(BNProbe(self.config, (xp[pick], yp[pick]), population, self.batch_size, self.recorder.add_probe, self.recorder.not_cancelled))
+            self.bn_probe = BNProbe(self.config, (xp[pick], yp[pick]), population, self.batch_size, self.recorder.add_probe, self.recorder.not_cancelled)
+            self._parts.append(self.bn_probe)
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         for part in self._parts:
