@@ -245,6 +245,16 @@ def fit_vs_evaluate(data: RunData) -> Finding | None:
                    {"fit_accuracy": fit_acc, "evaluate_accuracy": acc["train"]})
 
 
+def model_notes(data: RunData) -> Finding | None:
+    """What bnviz knows only about a model it did not build (bnviz.Probe, bnviz inspect): frozen BN
+    layers, an unknown training history. The notes are written with the run (`info["notes"]`)."""
+    notes = data.run.info.get("notes") or []
+    if not notes:
+        return None
+    return Finding("model_notes", "info", "About this model", " ".join(notes), (), {"frozen_bn_layers": sum(
+        1 for layer in data.run.info.get("bn_layers", []) if not layer.get("trainable", True))})
+
+
 def verdict(findings: list[Finding], data: RunData) -> Finding:
     """The bottom line: BN is the cause, or it is not (and what to look at instead)."""
     acc = _final(data)
@@ -264,7 +274,7 @@ def verdict(findings: list[Finding], data: RunData) -> Finding:
 
 
 CHECKS: tuple[Callable[[RunData], Finding | None], ...] = (
-    mode_gap, fit_vs_evaluate, stale_initial_values, never_moved, data_regime, batch_noise, data_shift, dropout_before_bn,
+    mode_gap, fit_vs_evaluate, stale_initial_values, never_moved, data_regime, batch_noise, data_shift, dropout_before_bn, model_notes,
 )
 
 
