@@ -9,13 +9,14 @@ so the diagnosis and the figures take their usual paths.
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 
 from bnviz.config import RunConfig
 from bnviz.shapes import layer_table
 from bnviz.stats import probe_steps
-from bnviz.store import ProbeLayer, ProbeRecord, Store
+from bnviz.store import Evaluation, ProbeLayer, ProbeRecord, Store
 
 
 def bn_channels(config: RunConfig) -> list[tuple[str, int]]:
@@ -68,11 +69,11 @@ def write_run(store: Store, config: RunConfig, total_steps: int, steps_per_epoch
     run_id = store.create_run(config, status="running", sweep=sweep)
     info = {"params": {"total": 0, "trainable": 0, "non_trainable": 0}, "layers": [],
             "data": {"name": "synthetic", "classes": ["a", "b", "c", "d", "e", "f"], "train": steps_per_epoch * config.batch_size}}
-    store.start(run_id, 0, steps_per_epoch, total_steps, info)
+    store.start(run_id, os.getpid(), steps_per_epoch, total_steps, info)
     steps, probes = step_rows(total_steps, steps_per_epoch), records(config, total_steps, steps_per_epoch)
     for i in range(0, max(len(steps), len(probes)), chunk):
         store.add_records(run_id, steps[i : i + chunk], probes[i : i + chunk])
     if status == "done":
-        store.add_evaluation(run_id, "final", evaluation(config))
+        store.add_evaluation(run_id, "final", Evaluation.from_dict(evaluation(config)))
         store.finish(run_id, "done")
     return run_id

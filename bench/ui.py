@@ -116,21 +116,21 @@ def reruns_while_training(home: Path, quick: bool, reruns: int) -> dict:
     manager = JobManager(store)
     run_id = manager.submit(config)
     try:
-        _wait(lambda: store.progress(run_id)["probe_records"] >= 2 and store.get_run(run_id).heartbeat, 300, "the worker's first records")
+        _wait(lambda: store.progress(run_id).probe_records >= 2 and store.get_run(run_id).heartbeat, 300, "the worker's first records")
         views = {"runs": _app_test(), "diagnose": _app_test({"run": run_id})}
         for page, at in views.items():
             at.run()
             at.switch_page(f"pages/{page}.py").run()
             _check(at, page)
         live: dict[str, list[float]] = {p: [] for p in views}
-        steps_before = store.progress(run_id)["step"]
+        steps_before = store.progress(run_id).step
         for _, page in rotations(list(views), reruns):
             t0 = time.perf_counter()
             views[page].run()
             live[page].append(time.perf_counter() - t0)
             _check(views[page], page)
         progress = store.progress(run_id)
-        still_running = progress["status"] == "running"
+        still_running = progress.status == "running"
     finally:
         manager.cancel(run_id)
         _wait(lambda: store.get_run(run_id).status in FINISHED, 120, "the cancelled run's end")
@@ -141,7 +141,7 @@ def reruns_while_training(home: Path, quick: bool, reruns: int) -> dict:
         views[page].run()
         idle[page].append(time.perf_counter() - t0)
     return {"run": f"{config.preset} {config.input_size} px (worker trains it on the same cores)",
-            "training_steps_during_reruns": progress["step"] - steps_before, "still_running_at_end": still_running,
+            "training_steps_during_reruns": progress.step - steps_before, "still_running_at_end": still_running,
             "while_training_s": {p: spread(v) for p, v in live.items()}, "idle_s": {p: spread(v) for p, v in idle.items()}}
 
 

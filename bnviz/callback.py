@@ -124,8 +124,7 @@ class Probe(keras.callbacks.Callback):
             status = "failed" if recorder.failure else "cancelled"
             self.store.finish(self.run_id, status, error=recorder.failure or f"Cancelled at step {recorder.step}.")
             return
-        evaluation = evaluate_splits(self.model, self.splits, self.batch_size, self.seed)
-        evaluation["accuracy"]["fit"] = recorder.fit_accuracy
+        evaluation = evaluate_splits(self.model, self.splits, self.batch_size, self.seed, recorder.fit_accuracy)
         self.store.add_evaluation(self.run_id, "final", evaluation)
         save_samples(samples_path(self.store.models_dir, self.run_id), self.splits)
         path = self.store.model_path(self.run_id)

@@ -19,6 +19,7 @@ from pathlib import Path
 from bnviz.config import ConfigError, ProbeConfig, RunConfig, validate
 from bnviz.data import DataError
 from bnviz.presets import PRESETS, SEED_RESULTS, preset_config
+from bnviz.records import Evaluation, RunStatus
 from bnviz.shapes import param_counts
 from bnviz.store import Store, StoreError
 
@@ -66,23 +67,21 @@ def cmd_list(args: argparse.Namespace) -> None:
 def cmd_show(args: argparse.Namespace) -> None:
     store = Store(args.home)
     run = store.get_run(args.run)
-    evaluations = store.evaluations(run.id)
+    evaluations, progress = store.evaluations(run.id), store.progress(run.id)
     payload = {"id": run.id, "name": run.name, "status": run.status, "error": run.error, "config": json.loads(run.config.to_json()),
-               "progress": store.progress(run.id), "evaluations": evaluations, "model_path": run.model_path}
+               "progress": {**asdict(progress), "fraction": progress.fraction},
+               "evaluations": {name: ev.to_dict() for name, ev in evaluations.items()}, "model_path": run.model_path}
     lines = [f"{run.label}: {run.status}" + (f" ({run.error})" if run.error else "")]
     if "final" in evaluations:
         lines.append(accuracy_table([(run.name or run.id, evaluations["final"])]))
     _emit(args, payload, "\n".join(lines))
 
 
-def accuracy_table(rows: list[tuple[str, dict]]) -> str:
+def accuracy_table(rows: list[tuple[str, Evaluation]]) -> str:
     """Seed-style table: what fit reported, then train / val / test in inference mode (what evaluate
     gives) beside batch-statistics mode."""
-    body = []
-    for name, ev in rows:
-        acc = ev["accuracy"]
-        body.append([name, acc.get("fit", math.nan), acc["train"], acc["val"], acc["test"], acc["train_batchstats"], acc["val_batchstats"],
-                     acc["test_batchstats"]])
+    keys = ("fit", "train", "val", "test", "train_batchstats", "val_batchstats", "test_batchstats")
+    body = [[name, *(ev.accuracy_of(k) for k in keys)] for name, ev in rows]
     return _table(body, ["model", "fit (train)", "train", "val", "test", "train (batch stats)", "val (batch stats)", "test (batch stats)"])
 
 
@@ -118,7 +117,7 @@ def _run_in_process(store: Store, config: RunConfig, quiet: bool, sweep: str | N
 
     from bnviz.train import execute_run
 
-    run_id = store.create_run(config, status="running", sweep=sweep)
+    run_id = store.create_run(config, status=RunStatus.RUNNING, sweep=sweep)
     store.start(run_id, os.getpid(), 0, 0, {})
     bar = tqdm(desc=config.name or run_id, unit="step", disable=quiet, file=sys.stderr)
 
@@ -131,16 +130,16 @@ def _run_in_process(store: Store, config: RunConfig, quiet: bool, sweep: str | N
     try:
         return execute_run(store, run_id, on_step)
     except BaseException as exc:
-        store.finish(run_id, "failed", error=f"{type(exc).__name__}: {exc}")
+        store.finish(run_id, RunStatus.FAILED, error=f"{type(exc).__name__}: {exc}")
         raise
     finally:
         bar.close()
 
 
 def _result_payload(result) -> dict:
-    accuracy = (result.evaluation or {}).get("accuracy", {})
+    evaluation = result.evaluation.to_dict() if result.evaluation else {}
     return {"run_id": result.run_id, "status": result.status, "model_path": result.model_path, "steps": result.steps,
-            "seconds": round(result.seconds, 2), "accuracy": accuracy, "loss": (result.evaluation or {}).get("loss", {}), "error": result.error}
+            "seconds": round(result.seconds, 2), "accuracy": evaluation.get("accuracy", {}), "loss": evaluation.get("loss", {}), "error": result.error}
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -156,7 +155,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     elif result.error:
         text += f"\n{result.error}"
     _emit(args, payload, text)
-    if result.status != "done":
+    if result.status != RunStatus.DONE:
         sys.exit(1)
 
 
@@ -185,11 +184,11 @@ def cmd_diagnose(args: argparse.Namespace) -> None:
 def cmd_recalibrate(args: argparse.Namespace) -> None:
     from bnviz.recalibrate import recalibrate
 
-    result = recalibrate(Store(args.home), args.run, args.batches, args.save)
+    result = recalibrate(Store(args.home), args.run, args.batches, save=args.save)
     rows = [(name, ev) for name, ev in (("before (moving statistics)", result["before"]), ("after PreciseBN", result["after"])) if ev]
     saved = f"\nSaved the recalibrated model to {args.save}" if args.save else ""
-    text = f"Recalibrated {args.run} over {result['after']['batches']} batches:\n{accuracy_table(rows)}{saved}"
-    _emit(args, {"run_id": args.run, **result, "saved": args.save}, text)
+    payload = {"run_id": args.run, **{k: ev.to_dict() if ev else None for k, ev in result.items()}, "saved": args.save}
+    _emit(args, payload, f"Recalibrated {args.run} over {result['after'].batches} batches:\n{accuracy_table(rows)}{saved}")
 
 
 def cmd_inspect(args: argparse.Namespace) -> None:
@@ -201,7 +200,7 @@ def cmd_inspect(args: argparse.Namespace) -> None:
                            progress=lambda text: None if args.json else print(text + " …", file=sys.stderr))
     data = store.load_run(run_id)
     findings = diagnose(data)
-    payload = {"run_id": run_id, "model_path": data.run.model_path, "evaluation": data.evaluations.get("final"), "bn_layers": data.run.info["bn_layers"],
+    payload = {"run_id": run_id, "model_path": data.run.model_path, "evaluation": data.evaluations["final"].to_dict(), "bn_layers": data.run.info["bn_layers"],
                "findings": [asdict(f) for f in findings]}
     table = accuracy_table([(data.run.name, data.evaluations["final"])])
     _emit(args, payload, f"Run {run_id} ({len(data.run.info['bn_layers'])} BN layers)\n{table}\n\n{as_text(findings)}\n\n"
@@ -222,8 +221,8 @@ def cmd_sweep(args: argparse.Namespace) -> None:
                 result = _run_in_process(store, config, args.json, sweep=sweep)
                 results.append((momentum, batch_size, result.run_id, result.evaluation))
     payload = {"sweep": sweep, "seconds": round(time.monotonic() - started, 1), "runs": [
-        {"momentum": m, "batch_size": b, "run_id": r, "accuracy": (ev or {}).get("accuracy")} for m, b, r, ev in results]}
-    rows = [[m, b, r, *(((ev or {}).get("accuracy", {}).get(k, "queued")) for k in ("test", "test_batchstats"))] for m, b, r, ev in results]
+        {"momentum": m, "batch_size": b, "run_id": r, "accuracy": ev.accuracies() if ev else None} for m, b, r, ev in results]}
+    rows = [[m, b, r, *((ev.accuracy_of(k) if ev else "queued") for k in ("test", "test_batchstats"))] for m, b, r, ev in results]
     _emit(args, payload, f"Sweep {sweep}:\n" + _table(rows, ["momentum", "batch", "run", "test", "test (batch stats)"]))
 
 

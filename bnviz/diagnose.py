@@ -43,7 +43,8 @@ def momentum_text(m: float) -> str:
 
 
 def _final(data: RunData) -> dict | None:
-    return data.evaluations.get("final", {}).get("accuracy")
+    final = data.evaluations.get("final")
+    return final.accuracies() if final else None
 
 
 def _steps_trained(data: RunData) -> int:
@@ -65,7 +66,9 @@ def mode_gap(data: RunData) -> Finding | None:
             return None
         last = data.probes.iloc[-1]
         acc = {"test": last["acc_inference"], "test_batchstats": last["acc_train_mode"]}
-    split = "test" if "test" in acc else "val"
+    split = next((s for s in ("test", "val", "train") if s in acc), None)  # bnviz.Probe evaluates only the splits it was given
+    if split is None:
+        return None
     infer, batch = acc[split], acc[f"{split}_batchstats"]
     gap = batch - infer
     numbers = {"inference": infer, "batchstats": batch, "gap": gap}
@@ -231,7 +234,7 @@ def never_moved(data: RunData) -> Finding | None:
 def fit_vs_evaluate(data: RunData) -> Finding | None:
     """The report so many Keras users file: fit says 0.99, evaluate on the same data says 0.5."""
     acc = _final(data)
-    if acc is None or not len(data.steps):
+    if acc is None or "train" not in acc or not len(data.steps):
         return None
     fit_acc = float(data.steps["accuracy"].iloc[-1])
     gap = fit_acc - acc["train"]
@@ -267,7 +270,7 @@ def verdict(findings: list[Finding], data: RunData) -> Finding:
     else:
         detail = "Inference and batch-statistics accuracy agree: the moving statistics are fine."
     remedies: tuple[str, ...] = ()
-    if acc and acc["train"] - acc["val"] > 0.1:
+    if acc and acc.get("train", 0.0) - acc.get("val", 1.0) > 0.1:
         detail += f" Train accuracy {acc['train']:.2f} against val {acc['val']:.2f} points to overfitting."
         remedies = ("Add data augmentation or dropout, or use fewer parameters.",)
     return Finding("verdict", "ok", "Verdict: BN is not the cause", detail, remedies, {})

@@ -403,8 +403,8 @@ def compare_drift_figure(runs: Sequence[RunData], layer: str) -> go.Figure:
 
 def _accuracy(data: RunData, evaluation: str, split: str) -> float:
     """One stored accuracy (`split` like 'test' or 'test_batchstats'), NaN when missing."""
-    value = data.evaluations.get(evaluation, {}).get("accuracy", {}).get(split)
-    return float(value) if value is not None else float("nan")
+    found = data.evaluations.get(evaluation)
+    return found.accuracy_of(split) if found else float("nan")
 
 
 def accuracy_frame(runs: Sequence[RunData], evaluation: str = "final") -> pd.DataFrame:

@@ -27,9 +27,11 @@ import numpy as np
 
 from bnviz.config import MAX_INPUT_SIZE, MIN_INPUT_SIZE, ProbeConfig
 from bnviz.data import DataError, Dataset, extract_zip, from_folder
+from bnviz.jobs import JobFailed
 from bnviz.models import bn_layer_info, layer_rows, load_model_safely
 from bnviz.own import Splits, atomic_write, bn_notes, evaluate_splits, own_config, samples_path, save_samples
 from bnviz.probe import RecordMaker, Snapshot
+from bnviz.records import Job
 from bnviz.store import Store
 
 MAX_UPLOAD_BYTES = 200 * 2**20  # as the dashboard's server.maxUploadSize (.streamlit/config.toml)
@@ -45,7 +47,7 @@ class InspectError(DataError):
 
 
 def inspect_model(store: Store, model_path: str | Path, data: str | Path, test: str | Path | None = None, name: str = "",
-                  batch_size: int = 32, seed: int = 0, progress: Callable[[str], None] = lambda text: None) -> str:
+                  batch_size: int = 32, seed: int = 0, progress: Callable[[str], None] = lambda text: None, job_id: str | None = None) -> str:
     """Inspect a saved model on an image folder or zip; returns the new run's id."""
     progress("Loading the model in safe mode")
     model = load_checked(model_path)
@@ -56,7 +58,7 @@ def inspect_model(store: Store, model_path: str | Path, data: str | Path, test: 
     config = own_config(model, name or Path(model_path).stem, batch_size, str(dataset.name), 0, ProbeConfig())
     run_id = store.create_run(config, status="running")
     try:
-        _record(store, run_id, model, splits, config.probe, batch_size, seed, progress)
+        _record(store, run_id, model, splits, config.probe, batch_size, seed, progress, {"job": job_id} if job_id else {})
     except BaseException:
         store.delete_run(run_id)  # nothing half-written: no run at all rather than a partial one
         samples_path(store.models_dir, run_id).unlink(missing_ok=True)
@@ -65,8 +67,8 @@ def inspect_model(store: Store, model_path: str | Path, data: str | Path, test: 
 
 
 def _record(store: Store, run_id: str, model: keras.Model, splits: Splits, probe: ProbeConfig, batch_size: int, seed: int,
-            progress: Callable[[str], None]) -> None:
-    info = {"source": "inspect", "bn_layers": bn_layer_info(model), "layers": layer_rows(model), "notes": [HISTORY_NOTE, *bn_notes(model)],
+            progress: Callable[[str], None], extra: dict) -> None:
+    info = {**extra, "source": "inspect", "bn_layers": bn_layer_info(model), "layers": layer_rows(model), "notes": [HISTORY_NOTE, *bn_notes(model)],
             "params": {"total": int(model.count_params())}, "data": {s: len(x) for s, (x, _) in splits.items()}}
     store.start(run_id, os.getpid(), 0, 0, info)
     progress("Evaluating in both BN modes")
@@ -183,9 +185,12 @@ def _load(store: Store, source: str | Path, size: int, seed: int, fractions: tup
 
 
 # --- the job channel ---------------------------------------------------------------------------
-def inspect_job(store: Store, job: object, progress: Callable[[str], None]) -> None:
-    """Job handler for kind "inspect" (bnviz.jobs): args {"model", "data", "test", "name"}; the run id
-    it creates is reported through `progress`."""
-    args = dict(getattr(job, "args", {}) or {})
-    run_id = inspect_model(store, args["model"], args["data"], args.get("test"), args.get("name", ""), progress=progress)
-    progress(f"Done: run {run_id}")
+def inspect_job(store: Store, job: Job, progress: Callable[[str], None]) -> None:
+    """Handler of "inspect" jobs (bnviz.jobs): args {"model", "data", "test", "name"} are paths on
+    this machine; the run it creates carries the job id in its info (`info["job"]`)."""
+    args = job.args
+    try:
+        run_id = inspect_model(store, args["model"], args["data"], args.get("test"), args.get("name", ""), progress=progress, job_id=job.id)
+    except (InspectError, KeyError) as exc:
+        raise JobFailed(str(exc) if isinstance(exc, InspectError) else f"inspect job without {exc} argument") from exc
+    progress(f"done: run {run_id}")

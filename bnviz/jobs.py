@@ -1,36 +1,58 @@
-"""The job manager: queues runs in the store and keeps up to `max_workers` worker processes
-draining the queue. One per dashboard server; thread-safe; never imports TensorFlow.
+"""The job manager: queues jobs (training runs, recalibrations, ...) in the store and keeps up to
+`max_workers` worker processes draining the queue. One per dashboard server; thread-safe; never
+imports TensorFlow, nor the handlers: `JOB_HANDLERS` names them by dotted path, and only the
+worker (`bnviz.worker`) imports the one a job needs.
 
-Workers are started in their own session, so they survive a server restart; a new manager
-marks runs whose worker died as interrupted and starts workers for the queued ones.
+A handler is `handler(store, job, progress) -> None`: `progress(text)` stores a one-line progress
+text; raising `JobCancelled` ends the job cancelled, any other exception ends it failed with the
+exception's message (`JobFailed`'s message alone). Workers are started in their own session, so
+they survive a server restart; every store reader marks jobs whose worker died as interrupted.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from bnviz.config import ConfigError, RunConfig, validate
+from bnviz.records import Job, JobStatus
 from bnviz.shapes import activation_bytes
 from bnviz.store import Store, check_run_id
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 MEMORY_FRACTION = 0.5  # refuse a run whose estimated training memory exceeds this share of free memory
+JOB_HANDLERS = {
+    "train": "bnviz.train:train_job",
+    "recalibrate": "bnviz.recalibrate:recalibrate_job",
+    "inspect": "bnviz.inspect:inspect_job",
+}
+Handler = Callable[[Store, Job, Callable[[str], None]], None]
 
 
-def process_alive(pid: int) -> bool:
-    """True while `pid` is a live (not zombie) bnviz process; pid reuse by others reads as dead."""
+class JobCancelled(Exception):
+    """Raised by a handler that stopped on a cancel request: the job ends cancelled."""
+
+
+class JobFailed(Exception):
+    """Raised by a handler for an expected failure: the job ends failed with this message alone."""
+
+
+def load_handler(kind: str) -> Handler:
+    """Import the handler of job `kind`; JobFailed says why when there is none or it cannot load."""
+    if kind not in JOB_HANDLERS:
+        raise JobFailed(f"Unknown job kind {kind!r}; known kinds: {', '.join(JOB_HANDLERS)}.")
+    module, _, name = JOB_HANDLERS[kind].partition(":")
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[-1].split()[0] != "Z" and b"bnviz" in cmdline
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as exc:
+        raise JobFailed(f"The {kind!r} job handler {JOB_HANDLERS[kind]} is not available in this installation ({exc}).") from None
 
 
 def available_memory() -> int:
@@ -72,40 +94,40 @@ class JobManager:
     _procs: list[subprocess.Popen] = field(default_factory=list, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
     _thread: threading.Thread | None = field(default=None, init=False, repr=False)
-    tasks: dict[str, subprocess.Popen] = field(default_factory=dict, init=False, repr=False)  # recalibrations by run id
 
     def submit(self, config: RunConfig, sweep: str | None = None, parent: str | None = None) -> str:
-        """Validate, check memory, queue; returns the new run id."""
+        """Validate, check memory, queue the run with its train job; returns the new run id."""
         check_memory(validate(config))
         run_id = self.store.create_run(config, sweep=sweep, parent=parent)
         self.pump()
         return run_id
 
+    def submit_job(self, kind: str, args: dict | None = None, run_id: str | None = None) -> str:
+        """Queue a job of `kind` for the workers; returns its id."""
+        if kind not in JOB_HANDLERS:
+            raise ConfigError(f"Unknown job kind {kind!r}; known kinds: {', '.join(JOB_HANDLERS)}.")
+        job_id = self.store.enqueue_job(kind, args, run_id)
+        self.pump()
+        return job_id
+
+    def recalibrate(self, run_id: str, batches: int) -> str:
+        """Queue PreciseBN for a finished run; the result becomes its "precisebn" evaluation."""
+        return self.submit_job("recalibrate", {"batches": int(batches)}, check_run_id(run_id))
+
     def cancel(self, run_id: str) -> None:
         self.store.request_cancel(run_id)
 
     def pump(self) -> None:
-        """Reap finished workers, mark orphaned runs interrupted, start workers for queued runs."""
+        """Reap finished workers, start workers for queued jobs (the store marks orphans interrupted)."""
         with self._lock:
             for proc in [p for p in self._procs if p.poll() is not None]:
                 self._procs.remove(proc)
-            self.store.mark_interrupted(process_alive)
             mine = {p.pid for p in self._procs}
-            foreign = sum(1 for r in self.store.list_runs(status=["running"]) if r.pid not in mine)
-            queued = len(self.store.list_runs(status=["queued"]))
+            foreign = sum(1 for j in self.store.list_jobs(status=[JobStatus.RUNNING]) if j.owner and j.owner.pid not in mine)
+            queued = len(self.store.list_jobs(status=[JobStatus.QUEUED]))
             threads = max(1, (os.cpu_count() or 2) // self.max_workers)
             for _ in range(min(queued, self.max_workers - len(self._procs) - foreign)):
                 self._procs.append(self._spawn("worker", ["bnviz.worker", "--threads", str(threads)]))
-
-    def recalibrate(self, run_id: str, batches: int) -> subprocess.Popen:
-        """PreciseBN for a finished run in its own process (this process never imports TensorFlow);
-        the result appears as the run's "precisebn" evaluation, errors in the process's log."""
-        check_run_id(run_id)
-        with self._lock:
-            proc = self._spawn(f"recalibrate-{run_id}", ["bnviz", "recalibrate", run_id, "--batches", str(int(batches))])
-            self._procs.append(proc)
-            self.tasks[run_id] = proc
-        return proc
 
     def _spawn(self, log_name: str, module_args: list[str]) -> subprocess.Popen:
         """`python -m MODULE_ARGS --home HOME` in its own session, output to home/logs; the
@@ -139,11 +161,11 @@ class JobManager:
             return sum(1 for p in self._procs if p.poll() is None)
 
     def wait_idle(self, timeout: float = 600.0) -> bool:
-        """Block until no run is queued or running (for tests and scripts); True if reached."""
+        """Block until no job is queued or running (for tests and scripts); True if reached."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             self.pump()
-            if not self.store.list_runs(status=["queued", "running"]):
+            if not self.store.list_jobs(status=[JobStatus.QUEUED, JobStatus.RUNNING]):
                 return True
             time.sleep(0.2)
         return False

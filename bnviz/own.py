@@ -11,6 +11,7 @@ samples it was evaluated on are kept beside the model (`models/RUN-data.npz`, ca
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -20,7 +21,8 @@ import numpy as np
 
 from bnviz.config import ArchConfig, BNConfig, ProbeConfig, RunConfig
 from bnviz.models import batch_norm_layers
-from bnviz.probe import StatelessForward, tap_model
+from bnviz.probe import StatelessForward, _accuracy_and_loss, tap_model
+from bnviz.records import Evaluation
 
 OWN_PRESET = "own"
 SPLITS = ("train", "val", "test")
@@ -94,24 +96,22 @@ def _probabilities(outputs: np.ndarray) -> np.ndarray:
     return shifted / shifted.sum(axis=1, keepdims=True)
 
 
-def evaluate_splits(model: keras.Model, splits: Splits, batch_size: int, seed: int = 0) -> dict:
-    """Accuracy and loss on each split in inference mode (moving statistics) and with batch
-    statistics (shuffled batches of `batch_size`, nothing updated), keyed as `bnviz.train`'s
-    evaluation; a split that was not given reads NaN."""
+def evaluate_splits(model: keras.Model, splits: Splits, batch_size: int, seed: int = 0, fit_accuracy: float = math.nan) -> Evaluation:
+    """Accuracy and loss on each given split in inference mode (moving statistics) and with batch
+    statistics (shuffled batches of `batch_size`, nothing updated), both through the tap model, so
+    no compiled metric of the user's is needed; a split that was not given is left out."""
     forward = StatelessForward(tap_model(model)[0])
-    result: dict = {"accuracy": {}, "loss": {}}
+    modes: dict[bool, tuple[dict[str, float], dict[str, float]]] = {False: ({}, {}), True: ({}, {})}
     for split in SPLITS:
-        x, y = splits.get(split, (np.zeros((0,)), np.zeros((0,), np.int32)))
+        if split not in splits or not len(splits[split][0]):
+            continue
+        x, y = splits[split]
         order = np.random.default_rng(seed).permutation(len(x))
-        for suffix, training in (("", False), ("_batchstats", True)):
-            if len(x) == 0:
-                result["accuracy"][split + suffix] = result["loss"][split + suffix] = float("nan")
-                continue
-            probs = _probabilities(np.concatenate([forward(x[order[i : i + batch_size]], training)[0] for i in range(0, len(x), batch_size)]))
-            labels = y[order]
-            result["accuracy"][split + suffix] = float(np.mean(np.argmax(probs, axis=1) == labels))
-            result["loss"][split + suffix] = float(np.mean(-np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-7, 1.0))))
-    return result
+        for training, (accuracy, loss) in modes.items():
+            outputs = np.concatenate([forward(x[order[i : i + batch_size]], training)[0] for i in range(0, len(x), batch_size)])
+            accuracy[split], loss[split] = _accuracy_and_loss(_probabilities(outputs), y[order])
+    (acc, loss), (acc_batch, loss_batch) = modes[False], modes[True]
+    return Evaluation(acc, acc_batch, loss, loss_batch, fit_accuracy)
 
 
 def samples_path(models_dir: Path, run_id: str) -> Path:

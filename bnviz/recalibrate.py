@@ -8,6 +8,7 @@ count, and the variance is the population one, E[x²] − E[x]² (biased, as Ker
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,16 +17,19 @@ import numpy as np
 
 from bnviz.config import ConfigError
 from bnviz.data import load_dataset
+from bnviz.jobs import JobFailed
 from bnviz.models import batch_norm_layers, load_model_safely
 from bnviz.own import OWN_PRESET, SPLITS, atomic_write, evaluate_splits, load_samples, samples_path
 from bnviz.probe import StatelessForward, population_moments, tap_model
+from bnviz.records import Evaluation, Job, RunStatus
 from bnviz.store import Run, Store, StoreError
 from bnviz.train import evaluate_both_modes
 
 DEFAULT_BATCHES = 50  # ~1,600 images at batch 32: Wu & Johnson find 10³–10⁴ samples enough
 
 
-def recalibrate(store: Store, run_id: str, batches: int = DEFAULT_BATCHES, save: str | Path | None = None) -> dict:
+def recalibrate(store: Store, run_id: str, batches: int = DEFAULT_BATCHES, progress: Callable[[str], None] = lambda text: None,
+                save: str | Path | None = None) -> dict[str, Evaluation | None]:
     """Recalibrate a finished run's model; returns {"before": ..., "after": ...} evaluations. The
     recalibrated model goes beside the run's model, and to `save` (a .keras path) when given."""
     if batches < 1:
@@ -33,7 +37,7 @@ def recalibrate(store: Store, run_id: str, batches: int = DEFAULT_BATCHES, save:
     if save is not None and Path(save).suffix != ".keras":
         raise ConfigError(f"The recalibrated model is saved as a .keras file. Received: --save {save}")
     run = store.get_run(run_id)
-    if run.status != "done" or not run.model_path:
+    if run.status != RunStatus.DONE or not run.model_path:
         raise StoreError(f"Run {run_id} has no finished model to recalibrate (status: {run.status}).")
     config = run.config
     model = load_model_safely(run.model_path)
@@ -42,18 +46,20 @@ def recalibrate(store: Store, run_id: str, batches: int = DEFAULT_BATCHES, save:
         raise StoreError(f"Run {run_id}'s model has no BatchNormalization layer: nothing to recalibrate.")
     x_train, evaluate = _run_data(store, run)
     order = np.random.default_rng(config.seed + 2).permutation(len(x_train))[: batches * config.batch_size]
+    progress(f"averaging BN statistics over {-(-len(order) // config.batch_size)} training batches")
     moments = population_moments(StatelessForward(tap_model(model)[0]), x_train[order], config.batch_size, len(bn_layers))
     for layer, (mean, var) in zip(bn_layers, moments, strict=True):
         layer.moving_mean.assign(mean)
         layer.moving_variance.assign(var)
-    after = {**evaluate(model), "batches": -(-len(order) // config.batch_size), "samples": len(order)}
+    progress("evaluating in both BN modes")
+    after = dataclasses.replace(evaluate(model), batches=-(-len(order) // config.batch_size), samples=len(order))
     store.add_evaluation(run_id, "precisebn", after)
     for path in filter(None, (store.models_dir / f"{run_id}-precisebn.keras", save)):
         atomic_write(Path(path), model.save)
     return {"before": store.evaluations(run_id).get("final"), "after": after}
 
 
-def _run_data(store: Store, run: Run) -> tuple[np.ndarray, Callable[[keras.Model], dict]]:
+def _run_data(store: Store, run: Run) -> tuple[np.ndarray, Callable[[keras.Model], Evaluation]]:
     """The training images to recalibrate on and how to evaluate: a template run reloads its data
     set; a run of the user's own model (bnviz.Probe, bnviz inspect) reads the samples kept with it."""
     config = run.config
@@ -63,8 +69,17 @@ def _run_data(store: Store, run: Run) -> tuple[np.ndarray, Callable[[keras.Model
         return train, lambda model: evaluate_splits(model, splits, config.batch_size, config.seed)
     data = load_dataset(config.dataset, config.input_size, config.seed)
 
-    def evaluate(model: keras.Model) -> dict:
+    def evaluate(model: keras.Model) -> Evaluation:
         model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
         return evaluate_both_modes(model, data, config.batch_size, config.seed)
 
     return data.x_train, evaluate
+
+
+def recalibrate_job(store: Store, job: Job, progress: Callable[[str], None]) -> None:
+    """Handler of "recalibrate" jobs: args {"batches": N} on the job's run."""
+    try:
+        after = recalibrate(store, job.run_id, int(job.args.get("batches", DEFAULT_BATCHES)), progress)["after"]
+    except (ConfigError, StoreError) as exc:
+        raise JobFailed(str(exc)) from exc
+    progress(f"done: test accuracy {after.accuracy['test']:.0%} in inference mode")

@@ -1,10 +1,24 @@
 """The run store: one SQLite file (WAL mode) plus saved `.keras` models under a home folder.
 
-It is the only channel between training processes and the dashboard. Every write is one
+It is the only channel between background work and the dashboard. Every write is one
 transaction, so a worker killed mid-run leaves every record up to its last commit.
 
+Jobs (the one background channel): `enqueue_job(kind, args, run_id)` queues a job; worker
+processes (`bnviz.worker`) claim the oldest queued job of any kind (`claim_job`) and run the
+handler that `bnviz.jobs.JOB_HANDLERS` names for its kind, reporting a one-line `progress` text
+and, on failure, an `error` text; `get_job` / `list_jobs` read them back as `Job` records. A
+queued run always has its "train" job (`create_run` adds it in the same transaction).
+
+Liveness: a running run or job records its owner (host, pid, process start time). Every reader
+(`get_run`, `list_runs`, `get_job`, `list_jobs`) first marks running runs and jobs whose owner is
+gone as interrupted, keeping their records. A home that is not a folder or a file that is not a
+bnviz store raises `StoreUnreadable` and nothing is written.
+
 Data contract (arrays are little-endian float32 blobs, histogram counts int32):
-- runs: one row per run (config JSON, status, timings, pid, error, model path, info JSON).
+- runs: one row per run (config JSON, status, timings, owner host/pid/start, error, model path,
+  info JSON: "params" {total, trainable, non_trainable}, "layers" (bnviz.models.layer_rows),
+  "data" (Dataset.summary), "data_shift", and once done "seconds" and "steps").
+- jobs: one row per background job (kind, args JSON, run id, status, progress, error, owner).
 - steps: per training step, loss and accuracy as `fit` reports them (running epoch means).
 - probes: per probe step, accuracy/loss on the fixed validation probe batch in training mode
   (batch statistics) and inference mode (moving statistics).
@@ -13,7 +27,7 @@ Data contract (arrays are little-endian float32 blobs, histogram counts int32):
   fixed training sample; plus histograms of the BN output on the probe batch in both modes with
   shared bin edges (`bins + 1` edges, values outside the edges fall into the end bins; an
   all-equal layer gets edges value ± 0.5).
-- evaluations: named metric sets per run ("final", "precisebn", ...), JSON.
+- evaluations: named `Evaluation`s per run ("final", "precisebn", ...), JSON.
 """
 
 from __future__ import annotations
@@ -33,14 +47,13 @@ import numpy as np
 import pandas as pd
 
 from bnviz.config import RunConfig
+from bnviz.records import ACTIVE, FINISHED, Evaluation, Job, JobStatus, Owner, Progress, RunStatus, process_start
 from bnviz.stats import probe_steps
 
-STATUSES = ("queued", "running", "done", "failed", "cancelled", "interrupted")
-FINISHED = ("done", "failed", "cancelled", "interrupted")
+__all__ = ["ACTIVE", "FINISHED", "Evaluation", "Job", "JobStatus", "Owner", "Progress", "RunStatus", "Store", "StoreError", "StoreUnreadable"]
 RUN_ID = re.compile(r"^[0-9]{8}-[0-9]{6}-[0-9a-f]{6}$")
 LAYER_ARRAYS = ("moving_mean", "moving_var", "batch_mean", "batch_var", "pop_mean", "pop_var", "hist_edges")
 HIST_ARRAYS = ("hist_train", "hist_infer")
-CALLBACK_GRACE = 300.0  # seconds without a commit before a run in the user's own process counts as dead
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -48,7 +61,12 @@ CREATE TABLE IF NOT EXISTS runs (
     status TEXT NOT NULL, created REAL NOT NULL, started REAL, finished REAL, heartbeat REAL,
     pid INTEGER, error TEXT, steps_per_epoch INTEGER, total_steps INTEGER,
     cancel_requested INTEGER NOT NULL DEFAULT 0, sweep TEXT, parent TEXT, model_path TEXT,
-    info TEXT NOT NULL DEFAULT '{}'
+    info TEXT NOT NULL DEFAULT '{}', host TEXT, pid_start REAL
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY, kind TEXT NOT NULL, args TEXT NOT NULL, run_id TEXT, status TEXT NOT NULL,
+    progress TEXT NOT NULL DEFAULT '', error TEXT, created REAL NOT NULL, started REAL, finished REAL,
+    host TEXT, pid INTEGER, pid_start REAL, cancel_requested INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS steps (
     run_id TEXT NOT NULL, step INTEGER NOT NULL, epoch INTEGER NOT NULL, loss REAL, accuracy REAL,
@@ -70,11 +88,18 @@ CREATE TABLE IF NOT EXISTS evaluations (
     PRIMARY KEY (run_id, name)
 );
 CREATE INDEX IF NOT EXISTS runs_status ON runs (status, created);
+CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, created);
 """
+ADDED_COLUMNS = {"runs": (("host", "TEXT"), ("pid_start", "REAL"))}  # columns newer than the first stores
+GONE = "The process running it ({owner}) is gone; every record up to its last commit is kept."
 
 
 class StoreError(LookupError):
     """A run id that is malformed or unknown."""
+
+
+class StoreUnreadable(StoreError):
+    """The home folder or its runs.sqlite cannot be used; the message says which and why."""
 
 
 def default_home() -> Path:
@@ -99,7 +124,7 @@ class Run:
     name: str
     preset: str
     config: RunConfig
-    status: str
+    status: RunStatus
     created: float
     started: float | None
     finished: float | None
@@ -112,7 +137,14 @@ class Run:
     sweep: str | None
     parent: str | None
     model_path: str | None
-    info: dict
+    info: dict  # see the module docstring
+    host: str | None = None
+    pid_start: float | None = None
+
+    @property
+    def owner(self) -> Owner | None:
+        """The process executing the run (None before one claims it)."""
+        return Owner(self.host or "", self.pid, self.pid_start) if self.pid else None
 
     @property
     def momentum(self) -> float:
@@ -168,7 +200,7 @@ class RunData:
     steps: pd.DataFrame  # step, epoch, loss, accuracy
     probes: pd.DataFrame  # step, epoch, acc_train_mode, acc_inference, loss_train_mode, loss_inference
     layers: dict[str, LayerTrace] = field(default_factory=dict)
-    evaluations: dict[str, dict] = field(default_factory=dict)
+    evaluations: dict[str, Evaluation] = field(default_factory=dict)
 
 
 def _blob(array: np.ndarray, dtype: str = "<f4") -> bytes:
@@ -185,13 +217,33 @@ class Store:
 
     def __init__(self, home: Path | str | None = None):
         self.home = Path(home).expanduser().resolve() if home else default_home()
-        self.home.mkdir(parents=True, exist_ok=True)
         self.models_dir = self.home / "models"
-        self.models_dir.mkdir(exist_ok=True)
         self.path = self.home / "runs.sqlite"
+        try:
+            self.home.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreUnreadable(f"Cannot use {self.home} as the runs folder: {exc.strerror or exc}.") from None
+        try:
+            self._open()
+        except sqlite3.DatabaseError as exc:
+            raise StoreUnreadable(f"{self.path} is not a readable bnviz run store ({exc}); nothing was changed. "
+                                  "Move it aside or choose another folder with --home or BNVIZ_HOME.") from None
+        self.models_dir.mkdir(exist_ok=True)
+
+    def _open(self) -> None:
+        """Check the file is a store (reading first, so a foreign file is never written), then
+        create the tables and add the columns that newer versions added."""
         with self._connect() as db:
+            db.execute("SELECT name FROM sqlite_master LIMIT 1").fetchall()
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(SCHEMA)
+            for table, columns in ADDED_COLUMNS.items():
+                have = {row["name"] for row in db.execute(f"PRAGMA table_info({table})")}
+                for name, kind in columns:
+                    if name not in have:
+                        db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
+            for row in db.execute("SELECT id FROM runs WHERE status='queued' AND id NOT IN (SELECT run_id FROM jobs WHERE run_id IS NOT NULL)").fetchall():
+                _insert_job(db, "train", {}, row["id"])  # queued before runs had jobs
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -220,32 +272,29 @@ class Store:
         return self.models_dir / f"{check_run_id(run_id)}.keras"
 
     # --- runs -------------------------------------------------------------------------------
-    def create_run(self, config: RunConfig, status: str = "queued", sweep: str | None = None, parent: str | None = None) -> str:
-        run_id = new_run_id()
+    def create_run(self, config: RunConfig, status: str = RunStatus.QUEUED, sweep: str | None = None, parent: str | None = None) -> str:
+        """A new run. Queued: with its "train" job, for the workers. Running: owned by this process,
+        which trains it itself (the CLI)."""
+        run_id, status, owner = new_run_id(), RunStatus(status), Owner.current()
+        mine = status == RunStatus.RUNNING
         with self._transaction() as db:
             db.execute(
-                "INSERT INTO runs (id, name, preset, config, status, created, sweep, parent) VALUES (?,?,?,?,?,?,?,?)",
-                (run_id, config.name, config.preset, config.to_json(), status, time.time(), sweep, parent),
+                "INSERT INTO runs (id, name, preset, config, status, created, sweep, parent, host, pid, pid_start) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (run_id, config.name, config.preset, config.to_json(), status.value, time.time(), sweep, parent,
+                 *((owner.host, owner.pid, owner.started) if mine else (None, None, None))),
             )
+            if status == RunStatus.QUEUED:
+                _insert_job(db, "train", {}, run_id)
         return run_id
 
-    def claim_next(self, pid: int) -> str | None:
-        """Atomically move the oldest queued run to running for worker `pid`."""
-        with self._transaction() as db:
-            row = db.execute("SELECT id FROM runs WHERE status='queued' ORDER BY created, id LIMIT 1").fetchone()
-            if row is None:
-                return None
-            now = time.time()
-            db.execute("UPDATE runs SET status='running', pid=?, started=?, heartbeat=? WHERE id=?", (pid, now, now, row["id"]))
-            return row["id"]
-
     def start(self, run_id: str, pid: int, steps_per_epoch: int, total_steps: int, info: dict) -> None:
-        now = time.time()
+        """Training began in process `pid` on this host: record it as the owner, with the step budget."""
+        now, owner = time.time(), Owner.current()
         with self._transaction() as db:
             db.execute(
-                "UPDATE runs SET status='running', pid=?, started=COALESCE(started, ?), heartbeat=?, steps_per_epoch=?, "
-                "total_steps=?, info=? WHERE id=?",
-                (pid, now, now, steps_per_epoch, total_steps, json.dumps(info), check_run_id(run_id)),
+                "UPDATE runs SET status='running', pid=?, host=?, pid_start=?, started=COALESCE(started, ?), heartbeat=?, "
+                "steps_per_epoch=?, total_steps=?, info=? WHERE id=?",
+                (pid, owner.host, process_start(pid), now, now, steps_per_epoch, total_steps, json.dumps(info), check_run_id(run_id)),
             )
 
     def finish(self, run_id: str, status: str, error: str | None = None, model_path: str | None = None) -> None:
@@ -254,7 +303,7 @@ class Store:
         with self._transaction() as db:
             db.execute(
                 "UPDATE runs SET status=?, error=?, finished=?, model_path=COALESCE(?, model_path) WHERE id=?",
-                (status, error, time.time(), model_path, check_run_id(run_id)),
+                (RunStatus(status).value, error, time.time(), model_path, check_run_id(run_id)),
             )
 
     def update_info(self, run_id: str, **info: object) -> None:
@@ -264,10 +313,13 @@ class Store:
             db.execute("UPDATE runs SET info=? WHERE id=?", (json.dumps(merged), run_id))
 
     def request_cancel(self, run_id: str) -> None:
-        """Ask a run to stop: queued runs are cancelled now, running ones at their next step."""
+        """Ask a run to stop: queued runs (and their train jobs) are cancelled now, running ones at
+        their next step."""
+        now = time.time()
         with self._transaction() as db:
             db.execute("UPDATE runs SET cancel_requested=1 WHERE id=?", (check_run_id(run_id),))
-            db.execute("UPDATE runs SET status='cancelled', finished=? WHERE id=? AND status='queued'", (time.time(), run_id))
+            db.execute("UPDATE runs SET status='cancelled', finished=? WHERE id=? AND status='queued'", (now, run_id))
+            db.execute("UPDATE jobs SET status='cancelled', finished=? WHERE run_id=? AND kind='train' AND status='queued'", (now, run_id))
 
     def cancel_requested(self, run_id: str) -> bool:
         with self._connect() as db:
@@ -275,18 +327,21 @@ class Store:
         return bool(row and row["cancel_requested"])
 
     def get_run(self, run_id: str) -> Run:
+        check_run_id(run_id)
+        self.reap()
         with self._connect() as db:
-            row = db.execute("SELECT * FROM runs WHERE id=?", (check_run_id(run_id),)).fetchone()
+            row = db.execute("SELECT * FROM runs WHERE id=?", (run_id,)).fetchone()
         if row is None:
             raise StoreError(f"No run {run_id!r} in {self.home}")
         return _run_from_row(row)
 
     def list_runs(self, status: Sequence[str] | None = None, sweep: str | None = None) -> list[Run]:
         """Runs, newest first, optionally filtered by status or sweep."""
+        self.reap()
         query, args = "SELECT * FROM runs WHERE 1=1", []
         if status:
             query += f" AND status IN ({','.join('?' * len(status))})"
-            args += list(status)
+            args += [RunStatus(s).value for s in status]
         if sweep:
             query += " AND sweep=?"
             args.append(sweep)
@@ -294,27 +349,85 @@ class Store:
             rows = db.execute(query + " ORDER BY created DESC, id DESC", args).fetchall()
         return [_run_from_row(r) for r in rows]
 
-    def mark_interrupted(self, is_alive) -> list[str]:
-        """Mark running runs whose worker process is gone (`is_alive(pid)` false) as interrupted. A
-        run recorded by `bnviz.Probe` lives in the user's own process, which `is_alive` cannot tell
-        from a reused pid: it counts as alive while its heartbeat is younger than `CALLBACK_GRACE`."""
-        now = time.time()
-        lost = [r.id for r in self.list_runs(status=["running"]) if not (r.pid and is_alive(r.pid))
-                and not (r.info.get("source") == "callback" and now - (r.heartbeat or 0) < CALLBACK_GRACE)]
-        with self._transaction() as db:
-            for run_id in lost:
-                db.execute(
-                    "UPDATE runs SET status='interrupted', finished=?, error=COALESCE(error, ?) WHERE id=? AND status='running'",
-                    (time.time(), "The worker process died; every record up to its last commit is kept.", run_id),
-                )
-        return lost
+    def reap(self) -> list[str]:
+        """Mark running runs and jobs whose owner process is gone as interrupted (records kept);
+        returns their ids. Every reader calls it, so nothing stays "running" for a dead process."""
+        with self._connect() as db:
+            rows = db.execute("SELECT 'runs' AS tab, id, host, pid, pid_start FROM runs WHERE status='running' UNION ALL "
+                              "SELECT 'jobs', id, host, pid, pid_start FROM jobs WHERE status='running'").fetchall()
+        gone = [(r["tab"], r["id"], _owner(r)) for r in rows if not (r["pid"] and _owner(r).alive())]
+        if gone:
+            with self._transaction() as db:
+                for table, row_id, owner in gone:
+                    db.execute(f"UPDATE {table} SET status='interrupted', finished=?, error=COALESCE(error, ?) WHERE id=? AND status='running'",
+                               (time.time(), GONE.format(owner=_describe(owner)), row_id))
+        return [row_id for _, row_id, _ in gone]
 
     def delete_run(self, run_id: str) -> None:
         with self._transaction() as db:
-            for table in ("steps", "probes", "probe_layers", "evaluations"):
+            for table in ("steps", "probes", "probe_layers", "evaluations", "jobs"):
                 db.execute(f"DELETE FROM {table} WHERE run_id=?", (check_run_id(run_id),))
             db.execute("DELETE FROM runs WHERE id=?", (run_id,))
         self.model_path(run_id).unlink(missing_ok=True)
+
+    # --- jobs -------------------------------------------------------------------------------
+    def enqueue_job(self, kind: str, args: dict | None = None, run_id: str | None = None) -> str:
+        """Queue a background job of `kind` (see bnviz.jobs.JOB_HANDLERS); returns its id."""
+        if run_id is not None:
+            check_run_id(run_id)
+        with self._transaction() as db:
+            return _insert_job(db, kind, args or {}, run_id)
+
+    def claim_job(self, owner: Owner | None = None) -> Job | None:
+        """Atomically move the oldest queued job of any kind to running for `owner` (default: this
+        process); a train job's run becomes running with the same owner."""
+        owner, now = owner or Owner.current(), time.time()
+        with self._transaction() as db:
+            row = db.execute("SELECT id, kind, run_id FROM jobs WHERE status='queued' ORDER BY created, id LIMIT 1").fetchone()
+            if row is None:
+                return None
+            db.execute("UPDATE jobs SET status='running', started=?, host=?, pid=?, pid_start=? WHERE id=?",
+                       (now, owner.host, owner.pid, owner.started, row["id"]))
+            if row["kind"] == "train" and row["run_id"]:
+                db.execute("UPDATE runs SET status='running', host=?, pid=?, pid_start=?, started=?, heartbeat=? WHERE id=? AND status='queued'",
+                           (owner.host, owner.pid, owner.started, now, now, row["run_id"]))
+        return self.get_job(row["id"])
+
+    def set_job_progress(self, job_id: str, text: str) -> None:
+        with self._transaction() as db:
+            db.execute("UPDATE jobs SET progress=? WHERE id=?", (text, job_id))
+
+    def finish_job(self, job_id: str, status: str, error: str | None = None) -> None:
+        if status not in FINISHED:
+            raise ValueError(f"Not a final status. Received: {status!r}")
+        with self._transaction() as db:
+            db.execute("UPDATE jobs SET status=?, error=?, finished=? WHERE id=?", (JobStatus(status).value, error, time.time(), job_id))
+
+    def cancel_job(self, job_id: str) -> None:
+        """Ask a job to stop: a queued one is cancelled now; a running handler may poll `get_job`."""
+        with self._transaction() as db:
+            db.execute("UPDATE jobs SET cancel_requested=1 WHERE id=?", (job_id,))
+            db.execute("UPDATE jobs SET status='cancelled', finished=? WHERE id=? AND status='queued'", (time.time(), job_id))
+
+    def get_job(self, job_id: str) -> Job:
+        self.reap()
+        with self._connect() as db:
+            row = db.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone()
+        if row is None:
+            raise StoreError(f"No job {job_id!r} in {self.home}")
+        return _job_from_row(row)
+
+    def list_jobs(self, run_id: str | None = None, kinds: Sequence[str] | None = None, status: Sequence[str] | None = None) -> list[Job]:
+        """Jobs, newest first, optionally of one run, of some kinds, in some states."""
+        self.reap()
+        query, args = "SELECT * FROM jobs WHERE 1=1", []
+        for column, values in (("run_id", [run_id] if run_id else None), ("kind", kinds), ("status", status)):
+            if values:
+                query += f" AND {column} IN ({','.join('?' * len(values))})"
+                args += [str(v) for v in values]
+        with self._connect() as db:
+            rows = db.execute(query + " ORDER BY created DESC, id DESC", args).fetchall()
+        return [_job_from_row(r) for r in rows]
 
     # --- records ----------------------------------------------------------------------------
     def add_records(self, run_id: str, steps: Sequence[tuple[int, int, float, float]] = (), probes: Sequence[ProbeRecord] = ()) -> None:
@@ -336,27 +449,25 @@ class Store:
                 )
             db.execute("UPDATE runs SET heartbeat=? WHERE id=?", (time.time(), run_id))
 
-    def add_evaluation(self, run_id: str, name: str, metrics: dict) -> None:
+    def add_evaluation(self, run_id: str, name: str, evaluation: Evaluation) -> None:
         with self._transaction() as db:
-            db.execute("INSERT OR REPLACE INTO evaluations VALUES (?,?,?,?)", (check_run_id(run_id), name, time.time(), json.dumps(metrics)))
+            db.execute("INSERT OR REPLACE INTO evaluations VALUES (?,?,?,?)",
+                       (check_run_id(run_id), name, time.time(), json.dumps(evaluation.to_dict())))
 
-    def evaluations(self, run_id: str) -> dict[str, dict]:
+    def evaluations(self, run_id: str) -> dict[str, Evaluation]:
         with self._connect() as db:
             rows = db.execute("SELECT name, metrics FROM evaluations WHERE run_id=? ORDER BY created", (check_run_id(run_id),)).fetchall()
-        return {r["name"]: json.loads(r["metrics"]) for r in rows}
+        return {r["name"]: Evaluation.from_dict(json.loads(r["metrics"])) for r in rows}
 
-    def progress(self, run_id: str) -> dict:
-        """The latest step row plus the run's step budget, and the probe records stored out of
-        those scheduled (the probe makes some once training ends), for progress bars."""
+    def progress(self, run_id: str) -> Progress:
+        """The run's latest step row, its step budget and its probe records stored and scheduled."""
         run = self.get_run(run_id)
         with self._connect() as db:
-            row = db.execute("SELECT * FROM steps WHERE run_id=? ORDER BY step DESC LIMIT 1", (run_id,)).fetchone()
+            row = db.execute("SELECT step, epoch, loss, accuracy FROM steps WHERE run_id=? ORDER BY step DESC LIMIT 1", (run_id,)).fetchone()
             records = db.execute("SELECT COUNT(*) FROM probes WHERE run_id=?", (run_id,)).fetchone()[0]
-        latest = dict(row) if row else {"step": 0, "epoch": 0, "loss": None, "accuracy": None}
         total, probe = run.total_steps or 0, run.config.probe
         scheduled = len(probe_steps(total, run.steps_per_epoch or 1, probe.every)) if total and probe.enabled else 0
-        return {**latest, "total_steps": total, "fraction": min(1.0, latest["step"] / total) if total else 0.0, "status": run.status,
-                "probe_records": records, "probe_scheduled": scheduled}
+        return Progress(run.status, **(dict(row) if row else {}), total_steps=total, probe_records=records, probe_scheduled=scheduled)
 
     def load_run(self, run_id: str) -> RunData:
         """All stored data of one run (see the module docstring for the layout)."""
@@ -385,6 +496,28 @@ def _layer_traces(rows: Sequence[sqlite3.Row]) -> dict[str, LayerTrace]:
 def _run_from_row(row: sqlite3.Row) -> Run:
     values = dict(row)
     values["config"] = RunConfig.from_json(values["config"])
+    values["status"] = RunStatus(values["status"])
     values["info"] = json.loads(values["info"] or "{}")
     values["cancel_requested"] = bool(values["cancel_requested"])
     return Run(**values)
+
+
+def _insert_job(db: sqlite3.Connection, kind: str, args: dict, run_id: str | None) -> str:
+    job_id = new_run_id()
+    db.execute("INSERT INTO jobs (id, kind, args, run_id, status, created) VALUES (?,?,?,?,?,?)",
+               (job_id, kind, json.dumps(args), run_id, JobStatus.QUEUED.value, time.time()))
+    return job_id
+
+
+def _owner(row: sqlite3.Row) -> Owner:
+    return Owner(row["host"] or "", row["pid"] or 0, row["pid_start"])
+
+
+def _describe(owner: Owner) -> str:
+    return f"pid {owner.pid} on {owner.host}" if owner.host and owner.pid else "no process recorded"
+
+
+def _job_from_row(row: sqlite3.Row) -> Job:
+    return Job(id=row["id"], kind=row["kind"], args=json.loads(row["args"]), run_id=row["run_id"], status=JobStatus(row["status"]),
+               progress=row["progress"], error=row["error"], created=row["created"], started=row["started"], finished=row["finished"],
+               owner=_owner(row) if row["pid"] else None, cancel_requested=bool(row["cancel_requested"]))

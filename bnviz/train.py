@@ -1,5 +1,6 @@
 """Run one training job end to end: data, model, fit with recorder and probe, evaluation in
-both BN modes, model file. Workers and the CLI both call `execute_run`."""
+both BN modes, model file. The CLI calls `execute_run`; workers call it through `train_job`, the
+handler of "train" jobs."""
 
 from __future__ import annotations
 
@@ -15,17 +16,16 @@ import numpy as np
 
 from bnviz.config import RunConfig, check_batch_size, validate
 from bnviz.data import Dataset, load_dataset
+from bnviz.jobs import JobCancelled, JobFailed
 from bnviz.models import bn_layer_info, compile_model, layer_rows
 from bnviz.probe import BNProbe, StatelessForward, tap_model
+from bnviz.records import SPLITS, Evaluation, Job, RunStatus
 from bnviz.store import ProbeRecord, Store
 
 COMMIT_SECONDS = 1.0  # step metrics reach the store at least this often
 CANCEL_POLL_SECONDS = 0.5
+PROGRESS_SECONDS = 2.0  # a train job's progress text changes at most this often
 BUILTIN_DATASETS = ("synthetic", "digits")  # generated in memory, no files behind them
-
-
-class RunFailed(RuntimeError):
-    """Training stopped on a fault (NaN loss); the message says at which step and why."""
 
 
 class Recorder(keras.callbacks.Callback):
@@ -89,11 +89,11 @@ class Recorder(keras.callbacks.Callback):
 @dataclass(frozen=True)
 class RunResult:
     run_id: str
-    status: str
+    status: RunStatus
     steps: int
     seconds: float
     model_path: str | None
-    evaluation: dict | None
+    evaluation: Evaluation | None
     error: str | None = None
 
 
@@ -105,7 +105,7 @@ def probe_inputs(data: Dataset, config: RunConfig) -> tuple[tuple[np.ndarray, np
     return (data.x_val[val], data.y_val[val]), data.x_train[train]
 
 
-def evaluate_both_modes(model: keras.Model, data: Dataset, batch_size: int, seed: int = 0) -> dict:
+def evaluate_both_modes(model: keras.Model, data: Dataset, batch_size: int, seed: int = 0, fit_accuracy: float = math.nan) -> Evaluation:
     """Accuracy and loss on every split in inference mode (moving statistics, as `evaluate` does)
     and with batch statistics (BN in training mode on shuffled batches of `batch_size`, no updates).
 
@@ -113,17 +113,22 @@ def evaluate_both_modes(model: keras.Model, data: Dataset, batch_size: int, seed
     moving statistics are wrong.
     """
     forward = StatelessForward(tap_model(model)[0])
-    result: dict = {"accuracy": {}, "loss": {}}
-    for split, (x, y) in {"train": (data.x_train, data.y_train), "val": (data.x_val, data.y_val), "test": (data.x_test, data.y_test)}.items():
-        loss, acc = model.evaluate(x, y, batch_size=max(batch_size, 64), verbose=0)
-        result["accuracy"][split], result["loss"][split] = float(acc), float(loss)
+    acc: dict[str, float] = {}
+    loss: dict[str, float] = {}
+    acc_batch: dict[str, float] = {}
+    loss_batch: dict[str, float] = {}
+    arrays = {"train": (data.x_train, data.y_train), "val": (data.x_val, data.y_val), "test": (data.x_test, data.y_test)}
+    for split in SPLITS:
+        x, y = arrays[split]
+        split_loss, split_acc = model.evaluate(x, y, batch_size=max(batch_size, 64), verbose=0)
+        acc[split], loss[split] = float(split_acc), float(split_loss)
         order = np.random.default_rng(seed).permutation(len(x))
         probs = np.concatenate([forward(x[order[i : i + batch_size]], training=True)[0] for i in range(0, len(x), batch_size)])
         labels = y[order]
         picked = probs[np.arange(len(labels)), labels]
-        result["accuracy"][f"{split}_batchstats"] = float(np.mean(np.argmax(probs, axis=1) == labels))
-        result["loss"][f"{split}_batchstats"] = float(np.mean(-np.log(np.clip(picked, 1e-7, 1.0))))
-    return result
+        acc_batch[split] = float(np.mean(np.argmax(probs, axis=1) == labels))
+        loss_batch[split] = float(np.mean(-np.log(np.clip(picked, 1e-7, 1.0))))
+    return Evaluation(acc, acc_batch, loss, loss_batch, fit_accuracy)
 
 
 def execute_run(store: Store, run_id: str, on_step: Callable[[int, dict], None] | None = None) -> RunResult:
@@ -148,20 +153,38 @@ def execute_run(store: Store, run_id: str, on_step: Callable[[int, dict], None] 
     model.fit(data.x_train, data.y_train, batch_size=config.batch_size, epochs=config.epochs, verbose=0, callbacks=callbacks, shuffle=True)
     seconds = time.monotonic() - started
     if recorder.failure:
-        store.finish(run_id, "failed", error=recorder.failure)
-        return RunResult(run_id, "failed", recorder.step, seconds, None, None, recorder.failure)
+        store.finish(run_id, RunStatus.FAILED, error=recorder.failure)
+        return RunResult(run_id, RunStatus.FAILED, recorder.step, seconds, None, None, recorder.failure)
     if recorder.cancelled:
-        store.finish(run_id, "cancelled", error=f"Cancelled at step {recorder.step}.")
-        return RunResult(run_id, "cancelled", recorder.step, seconds, None, None)
-    evaluation = evaluate_both_modes(model, data, config.batch_size, config.seed)
-    evaluation["accuracy"]["fit"] = recorder.fit_accuracy
+        store.finish(run_id, RunStatus.CANCELLED, error=f"Cancelled at step {recorder.step}.")
+        return RunResult(run_id, RunStatus.CANCELLED, recorder.step, seconds, None, None, f"Cancelled at step {recorder.step}.")
+    evaluation = evaluate_both_modes(model, data, config.batch_size, config.seed, recorder.fit_accuracy)
     store.add_evaluation(run_id, "final", evaluation)
     path = store.model_path(run_id)
     model.save(path)
     seconds = time.monotonic() - started
     store.update_info(run_id, seconds=seconds, steps=recorder.step)
-    store.finish(run_id, "done", model_path=str(path))
-    return RunResult(run_id, "done", recorder.step, seconds, str(path), evaluation)
+    store.finish(run_id, RunStatus.DONE, model_path=str(path))
+    return RunResult(run_id, RunStatus.DONE, recorder.step, seconds, str(path), evaluation)
+
+
+def train_job(store: Store, job: Job, progress: Callable[[str], None]) -> None:
+    """Handler of "train" jobs: train the job's run; the job ends as the run does."""
+    if store.get_run(job.run_id).status == RunStatus.CANCELLED:
+        raise JobCancelled("Cancelled before it started.")
+    last = [0.0]
+
+    def on_step(step: int, logs: dict) -> None:
+        if time.monotonic() - last[0] > PROGRESS_SECONDS:
+            last[0] = time.monotonic()
+            progress(f"step {step:,} · epoch {logs['epoch']} · loss {logs['loss']:.3f}")
+
+    result = execute_run(store, job.run_id, on_step)
+    if result.status == RunStatus.CANCELLED:
+        raise JobCancelled(result.error)
+    if result.status == RunStatus.FAILED:
+        raise JobFailed(result.error)
+    progress(f"done after {result.steps:,} steps in {result.seconds:.1f} s")
 
 
 def _dataset(config: RunConfig) -> Dataset:

@@ -1,4 +1,5 @@
-"""A worker process: claims queued runs from the store one at a time and trains them.
+"""A worker process: claims queued jobs of any kind from the store one at a time and runs each
+with the handler `bnviz.jobs.JOB_HANDLERS` names for its kind.
 
 Started by `bnviz.jobs.JobManager` as `python -m bnviz.worker --home DIR`; it exits when the
 queue is empty. It writes only to the store, so the dashboard process never imports TensorFlow.
@@ -10,6 +11,10 @@ import argparse
 import os
 import traceback
 
+from bnviz.jobs import JobCancelled, JobFailed, load_handler
+from bnviz.records import ACTIVE, Job, JobStatus, RunStatus
+from bnviz.store import Store
+
 
 def _configure_threads(threads: int) -> None:
     if threads > 0:
@@ -19,22 +24,34 @@ def _configure_threads(threads: int) -> None:
         tf.config.threading.set_inter_op_parallelism_threads(max(1, threads // 2))
 
 
+def run_job(store: Store, job: Job) -> JobStatus:
+    """Run one claimed job to its end and record how it ended; a failing handler (or one that
+    cannot be imported) fails its job with a one-line message, the traceback goes to the log."""
+    try:
+        load_handler(job.kind)(store, job, lambda text: store.set_job_progress(job.id, text))
+    except JobCancelled as exc:
+        store.finish_job(job.id, JobStatus.CANCELLED, str(exc) or None)
+        return JobStatus.CANCELLED
+    except Exception as exc:  # a bad job must not take the queue down with it
+        traceback.print_exc()
+        error = str(exc) if isinstance(exc, JobFailed) else f"{type(exc).__name__}: {exc}"
+        store.finish_job(job.id, JobStatus.FAILED, error.splitlines()[0] if error else type(exc).__name__)
+        if job.kind == "train" and job.run_id and store.get_run(job.run_id).status in ACTIVE:
+            store.finish(job.run_id, RunStatus.FAILED, error=error)
+        return JobStatus.FAILED
+    store.finish_job(job.id, JobStatus.DONE)
+    return JobStatus.DONE
+
+
 def drain_queue(home: str, threads: int = 0) -> int:
-    """Train queued runs until none is left; return how many this worker ran."""
+    """Run queued jobs until none is left; return how many this worker ran."""
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     _configure_threads(threads)
-    from bnviz.store import Store
-    from bnviz.train import execute_run
-
     store, ran = Store(home), 0
-    while (run_id := store.claim_next(os.getpid())) is not None:
+    while (job := store.claim_job()) is not None:
         ran += 1
-        try:
-            execute_run(store, run_id)
-        except Exception as exc:  # a bad run must not take the queue down with it
-            traceback.print_exc()
-            store.finish(run_id, "failed", error=f"{type(exc).__name__}: {exc}")
+        run_job(store, job)
     return ran
 
 

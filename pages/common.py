@@ -9,7 +9,6 @@ Opening a page on given runs, from code or a link:
 from __future__ import annotations
 
 import os
-import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from bnviz import levers
 from bnviz.diagnose import Finding, diagnose
 from bnviz.forms import FolderScan, scan_folder
 from bnviz.jobs import JobManager
-from bnviz.store import Run, RunData, Store, default_home
+from bnviz.store import Run, RunData, RunStatus, Store, StoreUnreadable, default_home
 
 ACTIVE = ("queued", "running")
 STATUS_COLOURS = {"queued": "gray", "running": "blue", "done": "green", "failed": "red", "cancelled": "orange", "interrupted": "orange"}
@@ -39,7 +38,11 @@ def frame() -> StreamlitPage:
     """Page config, the navigation and the shared sidebar; returns the page to run."""
     st.set_page_config(page_title="bnviz · BatchNorm collapse", page_icon="📉", layout="wide")
     page = st.navigation([st.Page(PAGE_FILES[key], title=title, icon=f":material/{icon}:", default=key == "train") for key, title, icon in PAGES])
-    runs = store().list_runs(status=list(ACTIVE))
+    try:
+        runs = store().list_runs(status=list(ACTIVE))
+    except StoreUnreadable as exc:  # one clear message instead of a traceback; nothing is written
+        st.error(str(exc))
+        st.stop()
     running = sum(r.status == "running" for r in runs)
     with st.sidebar:
         st.caption(f"Runs folder (BNVIZ_HOME): `{store().home}`")
@@ -243,26 +246,29 @@ def fix_it(run: Run, data: RunData) -> None:
 
 
 def _recalibration(run_id: str) -> None:
-    """The before/after table once the "precisebn" evaluation exists, else the task's state."""
+    """The latest recalibration job's state while it is queued or running, its error if it did not
+    finish, and the before/after table once the "precisebn" evaluation exists."""
+    jobs = store().list_jobs(run_id=run_id, kinds=["recalibrate"])
+    if jobs and jobs[0].status.active:
+        _await(jobs[0].id)
+        return
+    if jobs and jobs[0].status != RunStatus.DONE:
+        st.error(f"Recalibration {jobs[0].status}: {jobs[0].error or 'no reason was recorded'}")
     evaluations = store().evaluations(run_id)
-    task = manager().tasks.get(run_id)
-    if "precisebn" in evaluations:
-        before, after = evaluations["final"]["accuracy"], evaluations["precisebn"]["accuracy"]
-        st.dataframe({"": ["before (moving statistics)", f"after PreciseBN ({evaluations['precisebn']['batches']} batches)"],
+    if "precisebn" in evaluations and "final" in evaluations:
+        before, after = evaluations["final"].accuracies(), evaluations["precisebn"].accuracies()
+        st.dataframe({"": ["before (moving statistics)", f"after PreciseBN ({evaluations['precisebn'].batches} batches)"],
                       "test, inference": [before["test"], after["test"]], "test, batch statistics": [before["test_batchstats"], after["test_batchstats"]]},
                      hide_index=True, key="diagnose_precisebn")
-    elif task is not None and task.poll() is None:
-        _await(task)
-    elif task is not None:
-        st.error(f"Recalibration failed (exit code {task.returncode}); see the log in {home_path() / 'logs'}.")
 
 
 @st.fragment(run_every=1.5)
-def _await(task: subprocess.Popen) -> None:
-    """Poll a worker task; rerun the whole page when it ends, so every chart sees its result."""
-    if task.poll() is not None:
+def _await(job_id: str) -> None:
+    """Poll a job in the store; rerun the whole page when it ends, so every chart sees its result."""
+    job = store().get_job(job_id)
+    if not job.status.active:
         st.rerun()
-    st.info("Recalibrating in a worker process…", icon=":material/hourglass_top:")
+    st.info(f"Recalibrating in a worker process… {job.progress or job.status}", icon=":material/hourglass_top:")
 
 
 def refresh_while_active(runs: Sequence[Run]) -> None:

@@ -1,5 +1,6 @@
 """Runs: every run with its status, a live progress bar and a cancel button while it is active, a
-delete button once it has ended."""
+delete button once it has ended; then the background jobs (training, recalibration, ...) with their
+status, progress and error."""
 
 from __future__ import annotations
 
@@ -24,9 +25,10 @@ ss.runs_active = any(r.status in common.ACTIVE for r in runs)
 
 
 def accuracy_line(run: Run) -> str:
-    acc = store.evaluations(run.id).get("final", {}).get("accuracy", {})
-    if not acc:
+    final = store.evaluations(run.id).get("final")
+    if final is None:
         return ""
+    acc = final.accuracies()
     return (f"test accuracy: **{acc['test']:.0%}** in inference mode · {acc['test_batchstats']:.0%} with batch statistics · "
             f"train {acc['train']:.0%}")
 
@@ -35,14 +37,14 @@ def progress_line(run: Run) -> None:
     p = store.progress(run.id)
     epochs = run.config.epochs
     text = "starting (loading data, building the model)"
-    if p["total_steps"]:
-        text = f"step {p['step']:,}/{p['total_steps']:,} · epoch {p['epoch']}/{epochs}"
-    if p["loss"] is not None:
-        text += f" · loss {p['loss']:.3f} · accuracy {p['accuracy']:.0%}"
-    if p["total_steps"] and p["step"] >= p["total_steps"]:
-        making = p["probe_records"] < p["probe_scheduled"]
-        text += f" · making probe records ({p['probe_records']}/{p['probe_scheduled']})" if making else " · evaluating in both BN modes"
-    st.progress(p["fraction"], text=text)
+    if p.total_steps:
+        text = f"step {p.step:,}/{p.total_steps:,} · epoch {p.epoch}/{epochs}"
+    if p.loss is not None:
+        text += f" · loss {p.loss:.3f} · accuracy {p.accuracy:.0%}"
+    if p.total_steps and p.step >= p.total_steps:
+        making = p.probe_records < p.probe_scheduled
+        text += f" · making probe records ({p.probe_records}/{p.probe_scheduled})" if making else " · evaluating in both BN modes"
+    st.progress(p.fraction, text=text)
 
 
 def cancel(run: Run) -> None:
@@ -88,6 +90,18 @@ def board() -> None:
     shown = runs if ss.get("runs_show_all") else runs[:SHOWN]
     for run in shown:
         show(run)
+    jobs_table()
+
+
+def jobs_table() -> None:
+    """The newest background jobs of every kind, as the store keeps them across restarts."""
+    jobs = store.list_jobs()[:SHOWN]
+    if jobs:
+        st.subheader("Background jobs")
+        st.dataframe({"kind": [j.kind for j in jobs], "run": [j.run_id or "" for j in jobs], "status": [str(j.status) for j in jobs],
+                      "progress": [j.progress for j in jobs], "error": [j.error or "" for j in jobs],
+                      "queued": [time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(j.created)) for j in jobs]},
+                     hide_index=True, key="runs_jobs")
 
 
 st.fragment(board, run_every=POLL_ACTIVE_S if ss.runs_active else POLL_IDLE_S)()

@@ -246,7 +246,7 @@ def test_diagnose_shows_the_run_with_its_stored_numbers(trained):
     at = open_app("diagnose", run=run_id)
     assert at.selectbox(key="diagnose_run").value == run_id
     table = at.dataframe[0].value
-    acc = data.evaluations["final"]["accuracy"]
+    acc = data.evaluations["final"].accuracies()
     assert list(table.columns) == ["train", "val", "test"]
     np.testing.assert_allclose(table.iloc[0], [acc["train"], acc["val"], acc["test"]])
     np.testing.assert_allclose(table.iloc[1], [acc["train_batchstats"], acc["val_batchstats"], acc["test_batchstats"]])
@@ -303,7 +303,7 @@ def test_compare_overlays_two_runs(trained):
     table = at.dataframe[0].value
     assert list(table.index) == labels
     for label, run_id in zip(labels, pair, strict=True):
-        acc = store.evaluations(run_id)["final"]["accuracy"]
+        acc = store.evaluations(run_id)["final"].accuracies()
         assert table.loc[label, "test (inference)"] == pytest.approx(acc["test"])
         assert table.loc[label, "test (batch stats)"] == pytest.approx(acc["test_batchstats"])
     figs = charts(at)

@@ -60,11 +60,11 @@ def test_precisebn_recovers_the_collapse_on_the_embedded_default(tmp_path):
     store = Store(tmp_path)
     run_id = _train(store, preset_config("bn", probe=ProbeConfig(enabled=False)))
     result = recalibrate(store, run_id, batches=30)
-    before, after = result["before"]["accuracy"], result["after"]["accuracy"]
+    before, after = result["before"].accuracies(), result["after"].accuracies()
     lost = before["test_batchstats"] - before["test"]
     assert lost > 0.3, before  # the collapse is there to recover from
     assert after["test"] - before["test"] >= 0.7 * lost, (before, after)
-    assert store.evaluations(run_id)["precisebn"]["batches"] == 30
+    assert store.evaluations(run_id)["precisebn"].batches == 30
     assert (store.models_dir / f"{run_id}-precisebn.keras").is_file()
 
 
@@ -121,7 +121,7 @@ def test_diagnose_page_recalibrates_in_a_worker(app_home):
     at.run()
     assert not at.exception
     table = table_with(at, "test, inference")
-    assert table.iloc[1, 1] == pytest.approx(Store(home).evaluations(ids["final"])["precisebn"]["accuracy"]["test"])
+    assert table.iloc[1, 1] == pytest.approx(Store(home).evaluations(ids["final"])["precisebn"].accuracy["test"])
 
 
 def test_sweep_page_plots_accuracy_against_momentum(app_home):
@@ -131,7 +131,7 @@ def test_sweep_page_plots_accuracy_against_momentum(app_home):
     fig = charts(at)["sweep_chart"]
     line = trace(fig, "batch 32 · inference")
     assert list(values(line["x"])) == [0.5, 0.99]
-    expected = [Store(home).evaluations(ids[f"sweep{m}"])["final"]["accuracy"]["test"] for m in (0.5, 0.99)]
+    expected = [Store(home).evaluations(ids[f"sweep{m}"])["final"].accuracy["test"] for m in (0.5, 0.99)]
     np.testing.assert_allclose(values(line["y"]), expected)
 
 
@@ -142,8 +142,8 @@ def test_story_page_walks_the_four_chapters(app_home):
         at.radio(key="story_chapter").set_value(index).run()
         assert not at.exception and at.header[0].value == chapter.title
         table = table_with(at, "seed notebook")
-        assert table.loc["test (inference)", "bnviz"] == pytest.approx(Store(home).evaluations(ids[chapter.preset])["final"]["accuracy"]["test"])
-        fit = Store(home).evaluations(ids[chapter.preset])["final"]["accuracy"]["fit"]
+        assert table.loc["test (inference)", "bnviz"] == pytest.approx(Store(home).evaluations(ids[chapter.preset])["final"].accuracy["test"])
+        fit = Store(home).evaluations(ids[chapter.preset])["final"].fit_accuracy
         assert table.loc["fit (train, batch statistics)"].tolist() == pytest.approx([fit, SEED_RESULTS[chapter.preset][0]])
         assert np.isnan(table.loc["train (inference)", "seed notebook"])
         assert "story_chart" in charts(at)

@@ -9,7 +9,7 @@ import pytest
 
 from bnviz import figures as F
 from bnviz.config import RunConfig
-from bnviz.store import LayerTrace, Run, RunData
+from bnviz.store import Evaluation, LayerTrace, Run, RunData
 
 STEPS = np.array([0, 10, 20])
 
@@ -72,7 +72,7 @@ def make_data(name: str = "synthetic", momentum: float = 0.99, run_id: str = "20
         }
     )
     accuracy = {"train": 0.5, "val": 0.44, "test": 0.46, "train_batchstats": 0.99, "val_batchstats": 0.97, "test_batchstats": 0.98}
-    evaluations = {"final": {"accuracy": accuracy, "loss": {}}} if evaluated else {}
+    evaluations = {"final": Evaluation.from_dict({"accuracy": accuracy, "loss": {}})} if evaluated else {}
     return RunData(
         run=make_run(name, momentum, run_id), steps=steps, probes=probes, layers={"norm1": make_layer()}, evaluations=evaluations
     )

@@ -5,12 +5,14 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import socket
 
 import numpy as np
 import pytest
 
 from bnviz.presets import preset_config
-from bnviz.store import ProbeLayer, ProbeRecord, Store, StoreError, check_run_id
+from bnviz.records import Owner, process_start
+from bnviz.store import Evaluation, ProbeLayer, ProbeRecord, Store, StoreError, check_run_id
 
 
 def _record(step: int, channels: int = 4, bins: int = 5) -> ProbeRecord:
@@ -26,13 +28,13 @@ def test_records_round_trip(tmp_path):
     run_id = store.create_run(preset_config("bn"), status="running")
     records = [_record(s) for s in (0, 3, 6)]
     store.add_records(run_id, steps=[(1, 1, 2.0, 0.1), (2, 1, 1.5, 0.2)], probes=records)
-    store.add_evaluation(run_id, "final", {"accuracy": {"test": 0.5}})
+    store.add_evaluation(run_id, "final", Evaluation.from_dict({"accuracy": {"test": 0.5}}))
     data = store.load_run(run_id)
     assert list(data.steps["step"]) == [1, 2] and list(data.probes["step"]) == [0, 3, 6]
     trace = data.layers["norm1"]
     np.testing.assert_array_equal(trace.pop_var[1], records[1].layers[0].pop_var)
     np.testing.assert_array_equal(trace.hist_infer[2], records[2].layers[0].hist_infer)
-    assert trace.hist_edges.shape == (3, 6) and data.evaluations["final"]["accuracy"]["test"] == 0.5
+    assert trace.hist_edges.shape == (3, 6) and data.evaluations["final"].accuracy["test"] == 0.5
     assert data.run.config == preset_config("bn")
 
 
@@ -46,22 +48,25 @@ def test_progress_counts_probe_records_against_the_schedule(tmp_path):
     store.start(run_id, os.getpid(), 38, 114, {})
     store.add_records(run_id, steps=[(114, 3, 0.5, 0.9)], probes=[_record(0), _record(10)])
     progress = store.progress(run_id)
-    assert progress["fraction"] == 1.0 and progress["probe_records"] == 2
-    assert progress["probe_scheduled"] == len(probe_steps(114, 38, 10)) == 15  # 0, 10…110, 38, 76, 114
+    assert progress.fraction == 1.0 and progress.probe_records == 2
+    assert progress.probe_scheduled == len(probe_steps(114, 38, 10)) == 15  # 0, 10…110, 38, 76, 114
 
 
 def test_claim_is_oldest_first_and_exclusive(tmp_path):
     store = Store(tmp_path)
     first, second = (store.create_run(preset_config(p)) for p in ("bn", "final"))
-    assert store.claim_next(1) == first and store.claim_next(2) == second and store.claim_next(3) is None
-    assert store.get_run(first).status == "running" and store.get_run(first).pid == 1
+    owners = [Owner(socket.gethostname(), os.getpid(), process_start(os.getpid())), Owner("elsewhere", 1, None)]
+    jobs = [store.claim_job(owner) for owner in owners]
+    assert [(j.kind, j.run_id) for j in jobs] == [("train", first), ("train", second)] and store.claim_job() is None
+    assert store.get_run(first).status == "running" and store.get_run(first).owner == owners[0]
+    assert store.get_job(jobs[1].id).owner == owners[1]  # another host: nobody here can tell it is gone
 
 
 def test_cancel_queued_run_is_immediate(tmp_path):
     store = Store(tmp_path)
     run_id = store.create_run(preset_config("bn"))
     store.request_cancel(run_id)
-    assert store.get_run(run_id).status == "cancelled" and store.claim_next(1) is None
+    assert store.get_run(run_id).status == "cancelled" and store.claim_job() is None
 
 
 @pytest.mark.parametrize("bad", ["../etc/passwd", "x", "20261129-103640-f8d32/", "", None])

@@ -1,0 +1,107 @@
+"""The one job channel: jobs of any kind in the store, drained by the same worker, with status,
+progress and error that survive a restart and show on the Runs page; typed records."""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from bnviz import jobs
+from bnviz.presets import preset_config
+from bnviz.records import Evaluation, JobStatus, RunStatus
+from bnviz.store import Store
+from bnviz.worker import drain_queue
+
+APP = str(Path(__file__).resolve().parent.parent / "app.py")
+
+
+def echo_job(store: Store, job, progress) -> None:
+    """A test handler: reports progress, then fails or finishes as its args say."""
+    progress(f"working on {job.args['word']}")
+    if job.args.get("fail"):
+        raise ValueError(f"cannot do {job.args['word']}\nsecond line stays in the log")
+
+
+@pytest.fixture
+def echo(monkeypatch):
+    monkeypatch.setitem(jobs.JOB_HANDLERS, "echo", "tests.test_jobs:echo_job")
+
+
+def test_worker_drains_jobs_of_any_kind_and_records_how_each_ended(tmp_path, echo, monkeypatch):
+    monkeypatch.setitem(jobs.JOB_HANDLERS, "missing", "bnviz.no_such_module:handler")
+    store = Store(tmp_path)
+    ok = store.enqueue_job("echo", {"word": "this"})
+    bad = store.enqueue_job("echo", {"word": "that", "fail": True})
+    missing = store.enqueue_job("missing")
+    assert drain_queue(str(tmp_path)) == 3
+    after = {j.id: j for j in Store(tmp_path).list_jobs()}  # a new handle: everything is in the file
+    assert (after[ok].status, after[ok].progress, after[ok].error) == (JobStatus.DONE, "working on this", None)
+    assert after[bad].status == "failed" and after[bad].error == "ValueError: cannot do that"
+    assert after[missing].status == "failed" and "not available in this installation" in after[missing].error
+    assert all(j.owner and j.owner.pid and j.finished for j in after.values())
+
+
+def test_unknown_kind_is_refused_at_submit(tmp_path):
+    with pytest.raises(ValueError, match="Unknown job kind"):
+        jobs.JobManager(Store(tmp_path)).submit_job("nope", {})
+
+
+def test_a_queued_run_has_its_train_job_and_cancelling_the_run_cancels_it(tmp_path):
+    store = Store(tmp_path)
+    run_id = store.create_run(preset_config("bn"))
+    (job,) = store.list_jobs(run_id=run_id)
+    assert (job.kind, job.status) == ("train", JobStatus.QUEUED)
+    store.request_cancel(run_id)
+    assert store.get_job(job.id).status == JobStatus.CANCELLED and store.claim_job() is None
+
+
+def test_list_jobs_filters_by_run_kind_and_status(tmp_path, echo):
+    store = Store(tmp_path)
+    run_id = store.create_run(preset_config("bn"), status="running")
+    recal = store.enqueue_job("recalibrate", {"batches": 5}, run_id)
+    store.enqueue_job("echo", {"word": "x"})
+    assert [j.id for j in store.list_jobs(run_id=run_id)] == [recal]
+    assert [j.kind for j in store.list_jobs(kinds=["echo"])] == ["echo"]
+    assert len(store.list_jobs(status=[JobStatus.QUEUED])) == 2 and store.list_jobs(status=[JobStatus.DONE]) == []
+
+
+def test_statuses_are_stored_as_the_same_strings(tmp_path):
+    store = Store(tmp_path)
+    run_id = store.create_run(preset_config("bn"), status="running")
+    store.finish(run_id, RunStatus.DONE)
+    with sqlite3.connect(store.path) as db:
+        assert db.execute("SELECT status FROM runs").fetchone()[0] == "done"
+    run = store.get_run(run_id)
+    assert run.status is RunStatus.DONE and f"{run.status}" == "done" and json.dumps(run.status) == '"done"'
+
+
+def test_evaluation_round_trips_through_the_stored_json():
+    stored = {"accuracy": {"train": 0.5, "val": 0.4, "test": 0.46, "train_batchstats": 0.99, "val_batchstats": 0.97,
+                           "test_batchstats": 0.98, "fit": 0.99},
+              "loss": {"train": 2.0, "val": 2.1, "test": 2.2, "train_batchstats": 0.1, "val_batchstats": 0.2, "test_batchstats": 0.3},
+              "batches": 30, "samples": 960}
+    ev = Evaluation.from_dict(stored)
+    assert ev.accuracy["test"] == 0.46 and ev.accuracy_batchstats["test"] == 0.98 and ev.loss_batchstats["val"] == 0.2
+    assert ev.fit_accuracy == 0.99 and ev.batches == 30 and ev.to_dict() == stored
+    bare = Evaluation.from_dict({"accuracy": {"test": 0.5}})
+    assert math.isnan(bare.accuracy_of("fit")) and "fit" not in bare.to_dict()["accuracy"] and math.isnan(bare.accuracy_of("val"))
+
+
+def test_runs_page_lists_jobs_with_status_progress_and_error(tmp_path, echo, monkeypatch):
+    monkeypatch.setenv("BNVIZ_HOME", str(tmp_path))
+    store = Store(tmp_path)
+    run_id = store.create_run(preset_config("bn"), status="running")
+    store.enqueue_job("echo", {"word": "that", "fail": True}, run_id)
+    drain_queue(str(tmp_path))
+    at = AppTest.from_file(APP, default_timeout=30)
+    at.run()
+    at.switch_page("pages/runs.py").run()
+    assert not at.exception, at.exception
+    (table,) = [d.value for d in at.dataframe if "kind" in d.value.columns]
+    assert table.iloc[0][["kind", "run", "status", "progress", "error"]].tolist() == [
+        "echo", run_id, "failed", "working on that", "ValueError: cannot do that"]
