@@ -147,3 +147,18 @@ def test_files_over_the_upload_cap_are_refused(saved, tmp_path, capsys, monkeypa
     code, _, err = run_cli(capsys, "inspect", str(folder / "model.keras"), "--data", str(folder / "dir"), "--home", str(tmp_path))
     assert code == 2 and "model.keras is" in err and "the limit is 1,000 bytes" in err, err
     assert Store(tmp_path).list_runs() == []
+
+
+def test_inspect_runs_as_a_job_of_the_worker(saved, tmp_path):
+    """The "inspect" job kind: the run names its job; a bad input fails the job with the one-line message."""
+    from bnviz.worker import run_job
+
+    folder, _ = saved
+    store = Store(tmp_path)
+    good = store.enqueue_job("inspect", {"model": str(folder / "model.keras"), "data": str(folder / "data.zip"), "name": "uploaded"})
+    bad = store.enqueue_job("inspect", {"model": str(folder / "data.zip"), "data": str(folder / "data.zip")})
+    assert [run_job(store, store.claim_job()) for _ in range(2)] == ["done", "failed"]
+    (run,) = store.list_runs()
+    assert (run.name, run.status, run.info["job"]) == ("uploaded", "done", good)
+    assert store.get_job(good).progress == f"done: run {run.id}"
+    assert store.get_job(bad).error.startswith("data.zip is not a Keras model file")
