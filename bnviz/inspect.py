@@ -9,7 +9,7 @@ and its one record sits at step 0, so the diagnosis skips what needs the step co
 Every bad input is refused before anything is written, with one line that says what was received:
 a file that is not a Keras model, layers safe mode refuses (named with their class), image size or
 channels that do not match the data, a class count that differs from the model's outputs, files
-over `MAX_UPLOAD_BYTES`. A model without BN is still evaluated; the diagnosis says BN is absent.
+over `bnviz.forms.MAX_UPLOAD_BYTES`. A model without BN is still evaluated; the diagnosis says BN is absent.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from bnviz import forms
 from bnviz.config import MAX_INPUT_SIZE, MIN_INPUT_SIZE, ProbeConfig
 from bnviz.data import DataError, Dataset, extract_zip, from_folder
 from bnviz.jobs import JobFailed
@@ -34,7 +35,6 @@ from bnviz.probe import RecordMaker, Snapshot
 from bnviz.records import Job
 from bnviz.store import Store
 
-MAX_UPLOAD_BYTES = 200 * 2**20  # as the dashboard's server.maxUploadSize (.streamlit/config.toml)
 DEFAULT_SIZE = 64  # for a model whose input takes any image size
 HISTORY_NOTE = ("Inspected from a saved model: its training history is unknown (how many steps, which batches, whether the momentum "
                 "changed), so whether the moving statistics still hold their initial values (weight mᵗ after t steps) or lag behind the "
@@ -110,8 +110,10 @@ def load_checked(path: str | Path) -> keras.Model:
 def _check_file(path: Path, what: str) -> None:
     if not path.is_file():
         raise InspectError(f"No {what} file at {path}")
-    if path.stat().st_size > MAX_UPLOAD_BYTES:
-        raise InspectError(f"{path.name} is {path.stat().st_size:,} bytes; the limit is {MAX_UPLOAD_BYTES:,} bytes ({MAX_UPLOAD_BYTES / 2**20:g} MB).")
+    try:
+        forms.check_upload_size(path.name, path.stat().st_size)
+    except DataError as exc:
+        raise InspectError(str(exc)) from exc
 
 
 def _refused_layers(config: object) -> Iterator[str]:

@@ -11,7 +11,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from bnviz.config import RunConfig
+from bnviz.config import OWN_PRESET, RunConfig
 from bnviz.stats import steps_to_forget, suggest_momentum, torch_momentum
 from bnviz.store import Run
 
@@ -73,7 +73,10 @@ LEVERS: dict[str, Lever] = {
 
 
 def available(run: Run) -> list[Lever]:
-    """The levers that make sense for this run."""
+    """The levers that make sense for this run: none for a model bnviz did not build (its config
+    only describes it; retraining it takes the user's own script)."""
+    if run.config.preset == OWN_PRESET:
+        return []
     has_bn = run.config.arch.norm == "batch"
     return [lever for lever in LEVERS.values() if has_bn or not lever.needs_bn]
 

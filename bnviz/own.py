@@ -19,12 +19,11 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from bnviz.config import ArchConfig, BNConfig, ProbeConfig, RunConfig
+from bnviz.config import OWN_PRESET, ArchConfig, BNConfig, ProbeConfig, RunConfig
 from bnviz.models import batch_norm_layers
 from bnviz.probe import StatelessForward, _accuracy_and_loss, tap_model
 from bnviz.records import Evaluation
 
-OWN_PRESET = "own"
 SPLITS = ("train", "val", "test")
 SAMPLE_BYTES = 64 * 2**20  # images kept per run for PreciseBN (train first); the rest are dropped
 FROZEN_NOTE = ("{names}: trainable=False. In Keras 3 a frozen BatchNormalization layer always normalises with its moving statistics, "

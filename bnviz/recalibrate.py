@@ -15,11 +15,11 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from bnviz.config import ConfigError
+from bnviz.config import OWN_PRESET, ConfigError
 from bnviz.data import load_dataset
 from bnviz.jobs import JobFailed
 from bnviz.models import batch_norm_layers, load_model_safely
-from bnviz.own import OWN_PRESET, SPLITS, atomic_write, evaluate_splits, load_samples, samples_path
+from bnviz.own import SPLITS, atomic_write, evaluate_splits, load_samples, samples_path
 from bnviz.probe import StatelessForward, population_moments, tap_model
 from bnviz.records import Evaluation, Job, RunStatus
 from bnviz.store import Run, Store, StoreError

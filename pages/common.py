@@ -25,13 +25,14 @@ from bnviz.store import Run, RunData, RunStatus, Store, StoreUnreadable, default
 
 ACTIVE = ("queued", "running")
 STATUS_COLOURS = {"queued": "gray", "running": "blue", "done": "green", "failed": "red", "cancelled": "orange", "interrupted": "orange"}
-PAGE_FILES = {name: f"pages/{name}.py" for name in ("train", "runs", "diagnose", "compare", "sweep", "story", "export")}
+PAGE_FILES = {name: f"pages/{name}.py" for name in ("train", "runs", "diagnose", "inspect", "compare", "sweep", "story", "export")}
 PLOT_CONFIG = {"displaylogo": False}
 
 
 # --- the frame: page config, navigation, sidebar ----------------------------------------------------
 PAGES = (("train", "Train", "model_training"), ("runs", "Runs", "list"), ("diagnose", "Diagnose", "troubleshoot"),
-         ("compare", "Compare", "compare"), ("sweep", "Sweep", "tune"), ("story", "Story", "school"), ("export", "Export", "download"))
+         ("inspect", "Inspect", "search"), ("compare", "Compare", "compare"), ("sweep", "Sweep", "tune"), ("story", "Story", "school"),
+         ("export", "Export", "download"))
 
 
 def frame() -> StreamlitPage:
@@ -238,6 +239,9 @@ def fix_it(run: Run, data: RunData) -> None:
         _recalibration(run.id)
     with lever_col:
         st.markdown("**What if…** queue a copy of this run with one change, then compare the two.")
+        if not levers.available(run):
+            st.caption("This is your own model (from `bnviz.Probe` or `bnviz inspect`): bnviz cannot retrain it. Change the momentum "
+                       "of its BN layers in your script and train again with `bnviz.Probe`; PreciseBN here needs no retraining.")
         for lever in levers.available(run):
             config = lever.apply(run)
             if st.button(f"{lever.label} → {config.name.split(' · ')[-1]}", key=f"diagnose_lever_{lever.key}"):

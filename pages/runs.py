@@ -29,8 +29,11 @@ def accuracy_line(run: Run) -> str:
     if final is None:
         return ""
     acc = final.accuracies()
-    return (f"test accuracy: **{acc['test']:.0%}** in inference mode · {acc['test_batchstats']:.0%} with batch statistics · "
-            f"train {acc['train']:.0%}")
+    split = next((s for s in ("test", "val", "train") if s in acc), None)  # bnviz.Probe evaluates only the splits it was given
+    if split is None:
+        return ""
+    train = f" · train {acc['train']:.0%}" if "train" in acc and split != "train" else ""
+    return f"{split} accuracy: **{acc[split]:.0%}** in inference mode · {acc[split + '_batchstats']:.0%} with batch statistics{train}"
 
 
 def progress_line(run: Run) -> None:

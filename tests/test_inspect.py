@@ -140,10 +140,10 @@ def test_bad_models_get_one_clear_line_and_leave_nothing_behind(tiny_data, saved
 
 
 def test_files_over_the_upload_cap_are_refused(saved, tmp_path, capsys, monkeypatch):
-    import bnviz.inspect
+    from bnviz import forms
 
     folder, _ = saved
-    monkeypatch.setattr(bnviz.inspect, "MAX_UPLOAD_BYTES", 1000)
+    monkeypatch.setattr(forms, "MAX_UPLOAD_BYTES", 1000)
     code, _, err = run_cli(capsys, "inspect", str(folder / "model.keras"), "--data", str(folder / "dir"), "--home", str(tmp_path))
     assert code == 2 and "model.keras is" in err and "the limit is 1,000 bytes" in err, err
     assert Store(tmp_path).list_runs() == []
