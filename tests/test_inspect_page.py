@@ -16,19 +16,24 @@ from tests.test_inspect import image_files
 JOB_TIMEOUT_S = 180
 
 
-@pytest.fixture(scope="module")
-def upload(tiny_data, tmp_path_factory) -> dict[str, bytes]:
-    """A trained residual model's .keras bytes and a zip of class folders."""
+def upload_files(data, folder: Path) -> tuple[Path, Path]:
+    """A trained residual model saved as mine.keras and a zip of class folders, images.zip, in `folder`."""
     import keras
 
     from tests.test_callback import residual_model
 
-    folder = tmp_path_factory.mktemp("upload")
     keras.utils.set_random_seed(0)
-    model = residual_model(tiny_data.num_classes)
-    model.fit(tiny_data.x_train, tiny_data.y_train, batch_size=16, epochs=1, verbose=0)
+    model = residual_model(data.num_classes)
+    model.fit(data.x_train, data.y_train, batch_size=16, epochs=1, verbose=0)
     model.save(folder / "mine.keras")
-    return {"mine.keras": (folder / "mine.keras").read_bytes(), "images.zip": zip_bytes(image_files(tiny_data))}
+    (folder / "images.zip").write_bytes(zip_bytes(image_files(data)))
+    return folder / "mine.keras", folder / "images.zip"
+
+
+@pytest.fixture(scope="module")
+def upload(tiny_data, tmp_path_factory) -> dict[str, bytes]:
+    """The two files' bytes by name."""
+    return {path.name: path.read_bytes() for path in upload_files(tiny_data, tmp_path_factory.mktemp("upload"))}
 
 
 @pytest.fixture
