@@ -55,17 +55,19 @@ class Probe(keras.callbacks.Callback):
         self._parts: list[keras.callbacks.Callback] = []
 
     def on_train_begin(self, logs: dict | None = None) -> None:
+        given = [v for v in self.data.values() if v is not None]
+        if not given:
+            raise ValueError("bnviz.Probe needs data to probe with: pass test_data=(x, y), validation_data= or train_data=.")
+        if isinstance(self.model, keras.Sequential) and not getattr(self.model, "inputs", None):
+            self.model.build((None, *as_arrays(given[0], 1)[0].shape[1:]))  # a Sequential without Input: give it its graph (no new weights)
         try:
             tap_model(self.model)
         except Unfollowable as exc:
             warnings.warn(f"bnviz.Probe cannot follow this model: {exc} Training goes on unprobed.", stacklevel=2)
             return
-        splits = {k: as_arrays(v, MAX_EVAL_SAMPLES) for k, v in self.data.items() if v is not None}
-        if not splits:
-            raise ValueError("bnviz.Probe needs data to probe with: pass test_data=(x, y), validation_data= or train_data=.")
-        self.splits = splits
+        self.splits = {k: as_arrays(v, MAX_EVAL_SAMPLES) for k, v in self.data.items() if v is not None}
         self.store = Store(self.home)
-        self._start_run(splits)
+        self._start_run(self.splits)
         for part in self._parts:
             part.set_model(self.model)
             part.set_params(self.params)

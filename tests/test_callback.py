@@ -130,6 +130,25 @@ def test_frozen_bn_in_a_nested_sequential_model_from_a_dataset(tiny_data, tmp_pa
     np.testing.assert_array_equal(data.layers["frozen_bn"].moving_mean[0], data.layers["frozen_bn"].moving_mean[-1])  # frozen: never updated
 
 
+def sequential_without_input(num_classes: int):
+    """The shortest user model: no Input layer, so Keras builds it only when fit starts."""
+    import keras
+    from keras import layers
+
+    model = keras.Sequential([layers.Conv2D(4, 3), layers.BatchNormalization(), layers.Flatten(), layers.Dropout(0.2),
+                              layers.Dense(num_classes, activation="softmax")])
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def test_a_sequential_model_without_input_is_probed_and_trains_identically(tiny_data, tmp_path):
+    plain, _ = _fit(tiny_data, None, sequential_without_input)
+    model, probe = _fit(tiny_data, tmp_path, sequential_without_input, validation_data=(tiny_data.x_val, tiny_data.y_val))
+    assert Store(tmp_path).get_run(probe.run_id).status == "done" and len(Store(tmp_path).load_run(probe.run_id).probes) > 3
+    for a, b in zip(plain.weights, model.weights, strict=True):
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
+
+
 def test_a_model_with_two_inputs_trains_on_unprobed_with_one_warning(tmp_path):
     import keras
     from keras import layers
