@@ -61,7 +61,6 @@ def inspect_model(store: Store, model_path: str | Path, data: str | Path, test: 
         _record(store, run_id, model, splits, config.probe, batch_size, seed, progress, {"job": job_id} if job_id else {})
     except BaseException:
         store.delete_run(run_id)  # nothing half-written: no run at all rather than a partial one
-        samples_path(store.models_dir, run_id).unlink(missing_ok=True)
         raise
     return run_id
 

@@ -162,3 +162,17 @@ def test_inspect_runs_as_a_job_of_the_worker(saved, tmp_path):
     assert (run.name, run.status, run.info["job"]) == ("uploaded", "done", good)
     assert store.get_job(good).progress == f"done: run {run.id}"
     assert store.get_job(bad).error.startswith("data.zip is not a Keras model file")
+
+
+def test_a_failure_while_recording_leaves_no_run_and_no_file(saved, tmp_path, monkeypatch):
+    import bnviz.inspect
+    from bnviz.inspect import inspect_model
+
+    def fail(*args, **kwargs):
+        raise MemoryError("out of memory while saving")
+
+    folder, _ = saved
+    monkeypatch.setattr(bnviz.inspect, "atomic_write", fail)  # after the records and samples, before the model is saved
+    with pytest.raises(MemoryError):
+        inspect_model(Store(tmp_path), folder / "model.keras", folder / "dir")
+    assert Store(tmp_path).list_runs() == [] and not list((tmp_path / "models").iterdir())
