@@ -23,7 +23,8 @@ PROBE = ProbeConfig(every=2, probe_batch=16, population_samples=32, budget=100.0
 
 
 def residual_model(num_classes: int, dropout: float = 0.3):
-    """A user-style Functional model: a residual block with BN after convolutions, BN after Dense, Dropout."""
+    """A user-style Functional model: a residual block with BN after convolutions, a synchronized BN
+    after Dense, Dropout."""
     import keras
     from keras import layers
 
@@ -32,7 +33,7 @@ def residual_model(num_classes: int, dropout: float = 0.3):
     a = layers.BatchNormalization(name="res_bn_a")(x)
     b = layers.BatchNormalization(name="res_bn_b")(layers.Conv2D(4, 3, padding="same")(layers.ReLU()(a)))
     x = layers.GlobalAveragePooling2D()(layers.ReLU()(layers.Add()([a, b])))
-    x = layers.Dropout(dropout)(layers.BatchNormalization(momentum=0.9, name="dense_bn")(layers.Dense(8)(x)))
+    x = layers.Dropout(dropout)(layers.BatchNormalization(momentum=0.9, synchronized=True, name="dense_bn")(layers.Dense(8)(x)))
     model = keras.Model(inputs, layers.Dense(num_classes, activation="softmax")(x), name="residual")
     model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
     return model
@@ -75,6 +76,7 @@ def test_probe_callback_records_every_bn_layer_like_a_bnviz_run(tiny_data, probe
     assert (run.status, run.preset, run.info["source"]) == ("done", "own", "callback")
     assert [(layer["name"], layer["after"], layer["momentum"]) for layer in run.info["bn_layers"]] == [
         ("res_bn_a", "Conv2D", 0.99), ("res_bn_b", "Conv2D", 0.99), ("dense_bn", "Dense", 0.9)]
+    assert [layer["synchronized"] for layer in run.info["bn_layers"]] == [False, False, True]
     assert set(data.layers) == {"res_bn_a", "res_bn_b", "dense_bn"} and len(data.steps) == 18
     assert data.layers["dense_bn"].moving_mean.shape == (len(data.probes), 8)
     np.testing.assert_allclose(data.layers["dense_bn"].moving_mean[-1], model.get_layer("dense_bn").moving_mean.numpy(), rtol=1e-6)
