@@ -99,7 +99,7 @@ def diagnose_load(home: Path, run_id: str, repeat: int) -> dict:
     store = Store(home)
     data = store.load_run(run_id)
     layer = next(iter(data.layers))
-    steps = figures.steps_trained(data)
+    steps = data.steps_trained
     builders = {
         "load_run": lambda: store.load_run(run_id),
         "findings": lambda: diagnose(data),

@@ -6,7 +6,6 @@ Bad arguments print one line to stderr and exit with code 2, never a traceback.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import math
 import os
@@ -16,11 +15,11 @@ from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
-from bnviz.config import ConfigError, ProbeConfig, RunConfig, validate
+from bnviz.config import SETTINGS, ConfigError, RunConfig, validate, with_filters, with_settings
 from bnviz.data import DataError
 from bnviz.presets import PRESETS, SEED_RESULTS, preset_config
 from bnviz.records import Evaluation, RunStatus
-from bnviz.shapes import param_counts
+from bnviz.shapes import param_counts, param_totals
 from bnviz.store import Store, StoreError
 
 USAGE_ERRORS = (ConfigError, StoreError, DataError)
@@ -87,18 +86,27 @@ def accuracy_table(rows: list[tuple[str, Evaluation]]) -> str:
 
 # --- commands that train ------------------------------------------------------------------------
 def _train_config(args: argparse.Namespace) -> RunConfig:
-    overrides = {k: getattr(args, k) for k in ("epochs", "batch_size", "input_size", "seed", "learning_rate", "optimizer") if getattr(args, k) is not None}
-    config = preset_config(args.preset, dataset=_dataset_spec(args.dataset), **overrides)
-    if args.momentum is not None:
-        config = config.with_momentum(args.momentum)
+    """The run's config: `--config FILE.json` or the preset, then every setting flag given."""
+    config = _config_file(args.config) if args.config else preset_config(args.preset)
+    given = {s.name: value for s in SETTINGS if (value := getattr(args, s.name, None)) is not None}
+    config = with_settings(config, **given)
+    if args.filters:
+        config = config.replace(arch=with_filters(config.arch, args.filters))
     if args.raw_pixels:
-        config = config.replace(arch=dataclasses.replace(config.arch, rescale=1.0))
-    if args.no_probe:
-        config = config.replace(probe=ProbeConfig(enabled=False))
-    else:
-        changes = {key: value for key, value in (("every", args.probe_every), ("budget", args.probe_budget)) if value is not None}
-        config = config.replace(probe=dataclasses.replace(config.probe, **changes))
+        config = with_settings(config, rescale=1.0)
+    if args.dataset:
+        config = config.replace(dataset=_dataset_spec(args.dataset))
     return validate(config.replace(name=args.name or config.name))
+
+
+def _config_file(path: str) -> RunConfig:
+    """A RunConfig from a JSON file (the Runs page's download, or `bnviz show --json`'s "config")."""
+    try:
+        return RunConfig.from_json(Path(path).expanduser().read_text())
+    except OSError as exc:
+        raise UsageError(f"Cannot read the config file {path}: {exc.strerror or exc}") from None
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"The config file {path} is not JSON: {exc}") from None
 
 
 def _dataset_spec(spec: str) -> str:
@@ -164,7 +172,7 @@ def cmd_story(args: argparse.Namespace) -> None:
 
     store, started, story = Store(args.home), time.monotonic(), new_story_id()
     overrides = {k: getattr(args, k) for k in ("epochs", "input_size", "seed") if getattr(args, k) is not None}
-    configs = story_configs(dataset=_dataset_spec(args.dataset), **overrides)
+    configs = story_configs(dataset=_dataset_spec(args.dataset or "synthetic"), **overrides)
     results = [(c.preset, _run_in_process(store, c, args.json, sweep=story)) for c in configs]
     wall = time.monotonic() - started
     payload = {"story": story, "seconds": round(wall, 1), "runs": [{"preset": n, "seed": SEED_RESULTS[n], **_result_payload(r)} for n, r in results]}
@@ -240,13 +248,11 @@ def cmd_summary(args: argparse.Namespace) -> None:
     config = validate(preset_config(args.preset, input_size=args.input_size))
     model = build_model(config.arch, config.input_size)
     rows = layer_rows(model)
-    trainable = sum(r["trainable"] for r in rows)
-    frozen = sum(r["non_trainable"] for r in rows)
-    payload = {"preset": args.preset, "input_size": args.input_size, "layers": rows, "total": trainable + frozen, "trainable": trainable,
-               "non_trainable": frozen}
+    counts = param_totals((r["trainable"], r["non_trainable"]) for r in rows)
+    payload = {"preset": args.preset, "input_size": args.input_size, "layers": rows, **counts}
     table = [[r["name"], r["type"], "×".join(map(str, r["output_shape"])), r["trainable"] + r["non_trainable"]] for r in rows]
     text = _table(table, ["layer", "type", "output", "params"])
-    _emit(args, payload, f"{text}\nTotal params: {trainable + frozen:,}  Trainable: {trainable:,}  Non-trainable: {frozen:,}")
+    _emit(args, payload, f"{text}\nTotal params: {counts['total']:,}  Trainable: {counts['trainable']:,}  Non-trainable: {counts['non_trainable']:,}")
 
 
 # --- argument parsing ---------------------------------------------------------------------------
@@ -255,11 +261,28 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--home", default=None, help="run store folder (default: $BNVIZ_HOME or ./bnviz-runs)")
 
 
-def _training_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--epochs", type=int)
-    parser.add_argument("--input-size", type=int)
-    parser.add_argument("--seed", type=int)
-    parser.add_argument("--dataset", default="synthetic", help="synthetic | digits | a folder of class sub-folders")
+def _setting_options(parser: argparse.ArgumentParser, names: tuple[str, ...] | None = None, skip: tuple[str, ...] = ()) -> None:
+    """A flag for each setting of bnviz.config.SETTINGS (or of `names`), with its type, choices,
+    range and help; absent flags stay None and leave the config as it is."""
+    for s in SETTINGS:
+        if (names is None or s.name in names) and s.name not in skip:
+            text = f"{s.label}; {s.help}" if s.help else s.label
+            if s.kind is bool:
+                parser.add_argument(s.flag, dest=s.name, action=argparse.BooleanOptionalAction, help=text)
+            else:
+                parser.add_argument(s.flag, dest=s.name, type=s.kind, choices=s.choices or None,
+                                    help=text + ("" if s.choices else f" ({s.range_text}; default {s.default:g})"))
+    parser.add_argument("--dataset", help="synthetic | digits | a folder of class sub-folders (default: synthetic)")
+
+
+def _training_options(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
+    """Every setting, plus where the config starts from and the shorthands."""
+    _setting_options(parser, skip=skip)
+    parser.add_argument("--config", help="start from this RunConfig JSON file (the Runs page downloads one per run)")
+    parser.add_argument("--preset", default="bn", help="start from this seed model when there is no --config")
+    parser.add_argument("--name", default="")
+    parser.add_argument("--filters", type=_ints, help="filters per conv block, comma-separated (1 to 6 blocks), e.g. 16,32,16")
+    parser.add_argument("--raw-pixels", action="store_true", help="feed raw 0-255 pixels, as the seed notebook did (--rescale 1)")
 
 
 def _floats(text: str) -> list[float]:
@@ -296,20 +319,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name in ("presets", "summary"):
         sub.choices[name].add_argument("--input-size", type=int, default=224)
     sub.choices["summary"].add_argument("--preset", required=True)
-    train = sub.choices["train"]
-    train.add_argument("--preset", default="bn")
-    train.add_argument("--name", default="")
-    train.add_argument("--momentum", type=float)
-    train.add_argument("--batch-size", type=int)
-    train.add_argument("--learning-rate", type=float)
-    train.add_argument("--optimizer")
-    train.add_argument("--probe-every", type=int, help="steps between probes (0: geometric schedule)")
-    train.add_argument("--probe-budget", type=float,
-                       help="share of training time the probe may spend in the training loop (default 0.03); the other records are made when training ends")
-    train.add_argument("--no-probe", action="store_true")
-    train.add_argument("--raw-pixels", action="store_true", help="feed raw 0-255 pixels, as the seed notebook did (no Rescaling layer)")
-    _training_options(train)
-    _training_options(sub.choices["story"])
+    _training_options(sub.choices["train"])
+    _setting_options(sub.choices["story"], names=("epochs", "input_size", "seed"))
     for name in ("show", "diagnose", "recalibrate", "tensorboard"):
         sub.choices[name].add_argument("run")
     sub.choices["recalibrate"].add_argument("--batches", type=int, default=50, help="training batches to average over")
@@ -325,12 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--momentum", dest="momenta", type=_floats, required=True, help="comma-separated, e.g. 0.5,0.8,0.9,0.99")
     sweep.add_argument("--batch-size", dest="batch_sizes", type=_ints, help="comma-separated, e.g. 16,32,64")
     sweep.add_argument("--queue", action="store_true", help="queue for the dashboard's workers instead of training here")
-    for name, default in (("preset", "bn"), ("name", "")):
-        sweep.add_argument(f"--{name}", default=default)
-    for name in ("learning_rate", "optimizer", "probe_every", "probe_budget", "momentum"):
-        sweep.set_defaults(**{name: None})
-    sweep.set_defaults(batch_size=None, no_probe=False, raw_pixels=False)
-    _training_options(sweep)
+    _training_options(sweep, skip=("momentum", "batch_size"))
     return parser
 
 

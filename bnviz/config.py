@@ -20,7 +20,12 @@ OWN_PRESET = "own"  # a model bnviz did not build (bnviz.Probe, bnviz inspect): 
 
 
 class ConfigError(ValueError):
-    """A configuration value is out of range; the message names the field and the value."""
+    """A configuration value is out of range; the message names the field and the value, and
+    `field` names the setting (bnviz.config.SETTINGS) the message belongs beside ("" for none)."""
+
+    def __init__(self, message: str, field: str = ""):
+        super().__init__(message)
+        self.field = field
 
 
 @dataclass(frozen=True)
@@ -87,6 +92,7 @@ class RunConfig:
     input_size: int = 64  # the seed used 224; 64 keeps a run to seconds on 2 cores
     epochs: int = 3
     batch_size: int = 32
+    shuffle: bool = True  # batches drawn afresh each epoch; False keeps one order (non-i.i.d. batches)
     optimizer: str = "adam"
     learning_rate: float = 1e-3
     seed: int = 0
@@ -120,49 +126,140 @@ def from_dict(data: dict[str, Any]) -> RunConfig:
         raise ConfigError(f"Unknown configuration field: {exc}") from exc
 
 
-def _check(ok: bool, message: str) -> None:
+@dataclass(frozen=True)
+class Setting:
+    """One setting, declared once: where it lives in a RunConfig, its type, range or choices, label,
+    help and CLI flag. `validate`, the Train and Sweep widgets, the CLI flags and the placement of
+    error messages (ConfigError.field is the setting's name) all derive from SETTINGS; its default
+    is the RunConfig field's default."""
+
+    name: str  # the CLI flag is --name-with-dashes
+    path: tuple[str, ...]  # attribute path inside RunConfig
+    kind: type  # int | float | str | bool
+    label: str
+    help: str = ""
+    low: float | None = None
+    high: float | None = None
+    open_low: bool = False  # (low, ...] instead of [low, ...]
+    open_high: bool = False
+    choices: tuple[str, ...] = ()
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def default(self) -> Any:
+        return self.get(RunConfig())
+
+    def get(self, config: RunConfig) -> Any:
+        value: Any = config
+        for attr in self.path:
+            value = getattr(value, attr)
+        return value
+
+    def problem(self, value: Any) -> str | None:
+        """The ConfigError message for `value`, None when it is valid."""
+        shown = repr(value) if isinstance(value, str) else value
+        if self.choices:
+            return None if value in self.choices else f"{self.name} must be one of {', '.join(self.choices)}. Received: {self.name}={shown}"
+        if self.kind is bool:
+            return None if isinstance(value, bool) else f"{self.name} must be true or false. Received: {self.name}={shown}"
+        typed = (isinstance(value, int) and not isinstance(value, bool)) if self.kind is int else _finite(value)
+        low_ok = self.low is None or (value > self.low if self.open_low else value >= self.low) if typed else False
+        high_ok = self.high is None or (value < self.high if self.open_high else value <= self.high) if typed else False
+        return None if typed and low_ok and high_ok else f"{self.name} must be {self.range_text}. Received: {self.name}={shown}"
+
+    @property
+    def range_text(self) -> str:
+        if self.high is None:
+            return f"{'>' if self.open_low else '>='} {self.low:g}"
+        return f"in {'(' if self.open_low else '['}{self.low:g}, {self.high:g}{')' if self.open_high else ']'}"
+
+
+_BN, _ARCH, _PROBE = ("arch", "bn"), ("arch",), ("probe",)
+_INIT_HELP = "the value {} starts from before any training step"
+SETTINGS: tuple[Setting, ...] = (
+    Setting("momentum", (*_BN, "momentum"), float, "BN momentum m: moving = m·moving + (1 − m)·batch", "Keras convention; PyTorch's momentum is 1 − m", 0, 1),
+    Setting("epsilon", (*_BN, "epsilon"), float, "BN epsilon", "added to the variance before dividing by its square root", 0, open_low=True),
+    Setting("center", (*_BN, "center"), bool, "BN center (learn β)", "add a learned offset β after normalising"),
+    Setting("scale", (*_BN, "scale"), bool, "BN scale (learn γ)", "multiply by a learned scale γ after normalising"),
+    Setting("beta_initializer", (*_BN, "beta_initializer"), str, "β initializer", _INIT_HELP.format("β"), choices=INITIALIZERS),
+    Setting("gamma_initializer", (*_BN, "gamma_initializer"), str, "γ initializer", _INIT_HELP.format("γ"), choices=INITIALIZERS),
+    Setting("moving_mean_initializer", (*_BN, "moving_mean_initializer"), str, "Moving mean initializer",
+            "the mean inference uses before the moving average has seen data", choices=INITIALIZERS),
+    Setting("moving_variance_initializer", (*_BN, "moving_variance_initializer"), str, "Moving variance initializer",
+            "the variance inference uses before the moving average has seen data", choices=INITIALIZERS),
+    Setting("placement", (*_BN, "placement"), str, "BN placement", "after the ReLU (the seed) or before it (the paper)", choices=("after", "before")),
+    Setting("norm", (*_ARCH, "norm"), str, "Normalisation", "layer and group normalisation keep no moving statistics", choices=NORMALIZATIONS),
+    Setting("dropout", (*_ARCH, "dropout"), float, "Dropout before the Dense head", "0 removes the layer", 0, 1, open_high=True),
+    Setting("rescale", (*_ARCH, "rescale"), float, "Pixel rescale factor", "1/255 scales to 0–1; 1 feeds raw pixels as the seed did", 0, open_low=True),
+    Setting("zero_pad", (*_ARCH, "zero_pad"), int, "Zero padding", "pixels of ZeroPadding2D before the first block", 0, 8),
+    Setting("group_count", (*_ARCH, "group_count"), int, "Groups (GroupNormalization)", "must divide every block's filters", 1, 512),
+    Setting("input_size", ("input_size",), int, "Input size (pixels per side)", "", MIN_INPUT_SIZE, MAX_INPUT_SIZE),
+    Setting("epochs", ("epochs",), int, "Epochs", "", 1, 500),
+    Setting("batch_size", ("batch_size",), int, "Batch size", "images per step: BN's batch statistics come from this many", 2, 1024),
+    Setting("shuffle", ("shuffle",), bool, "Shuffle batches each epoch", "off: the same batches in the same order, not i.i.d."),
+    Setting("optimizer", ("optimizer",), str, "Optimizer", "", choices=OPTIMIZERS),
+    Setting("learning_rate", ("learning_rate",), float, "Learning rate", "", 0, 10, open_low=True),
+    Setting("seed", ("seed",), int, "Seed", "data split, weights and batch order", 0, 2**31 - 1),
+    Setting("probe", (*_PROBE, "enabled"), bool, "Probe", "record the BN statistics while training"),
+    Setting("probe_every", (*_PROBE, "every"), int, "Probe every N steps",
+            "0: geometric, dense early where mᵗ moves fastest; epoch ends always", 0, 100_000),
+    Setting("probe_budget", (*_PROBE, "budget"), float, "Time the probe may take inside training",
+            "a share of training time. Each record runs the probe batch and the population sample forward; within this share "
+            "records are made as training goes (live charts on long runs), the rest from weight snapshots when training ends, "
+            "so training itself never slows by more", 0, 100),
+    Setting("probe_batch", (*_PROBE, "probe_batch"), int, "Probe batch", "fixed validation images for histograms and two-mode accuracy", 8, 2048),
+    Setting("population_samples", (*_PROBE, "population_samples"), int, "Population samples",
+            "fixed training images for the population statistics", 8, 20000),
+    Setting("bins", (*_PROBE, "bins"), int, "Histogram bins", "", 4, 200),
+)
+SETTING = {s.name: s for s in SETTINGS}
+FILTERS_RANGE, BLOCKS_RANGE = (1, 512), (1, 6)
+
+
+def with_settings(config: RunConfig, **values: Any) -> RunConfig:
+    """`config` with settings replaced by name (nested dataclasses are replaced along each path)."""
+    for name, value in values.items():
+        config = _replace_path(config, SETTING[name].path, value)
+    return config
+
+
+def with_filters(arch: ArchConfig, filters: tuple[int, ...] | list[int]) -> ArchConfig:
+    """`arch` with one conv block per entry of `filters`: its own blocks keep their kernel and pool,
+    added ones are plain Conv(3×3) + MaxPool(2)."""
+    blocks = tuple(dataclasses.replace(arch.blocks[i], filters=f) if i < len(arch.blocks) else ConvBlock(f) for i, f in enumerate(filters))
+    return dataclasses.replace(arch, blocks=blocks)
+
+
+def _replace_path(obj: Any, path: tuple[str, ...], value: Any) -> Any:
+    if len(path) == 1:
+        return dataclasses.replace(obj, **{path[0]: value})
+    return dataclasses.replace(obj, **{path[0]: _replace_path(getattr(obj, path[0]), path[1:], value)})
+
+
+def _check(ok: bool, message: str, field: str = "") -> None:
     if not ok:
-        raise ConfigError(message)
+        raise ConfigError(message, field)
 
 
 def _finite(value: float) -> bool:
-    return isinstance(value, (int, float)) and math.isfinite(value)
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def validate(config: RunConfig) -> RunConfig:
     """Raise ConfigError naming the first bad field; return the config unchanged when valid."""
-    bn, arch = config.arch.bn, config.arch
-    _check(_finite(bn.momentum) and 0.0 <= bn.momentum <= 1.0, f"momentum must be in [0, 1]. Received: momentum={bn.momentum}")
-    _check(_finite(bn.epsilon) and bn.epsilon > 0, f"epsilon must be > 0. Received: epsilon={bn.epsilon}")
-    _check(bn.placement in ("after", "before"), f"placement must be 'after' or 'before'. Received: placement={bn.placement!r}")
-    for name in ("beta_initializer", "gamma_initializer", "moving_mean_initializer", "moving_variance_initializer"):
-        value = getattr(bn, name)
-        _check(value in INITIALIZERS, f"{name} must be one of {', '.join(INITIALIZERS)}. Received: {name}={value!r}")
-    _check(arch.norm in NORMALIZATIONS, f"norm must be one of {', '.join(NORMALIZATIONS)}. Received: norm={arch.norm!r}")
-    _check(1 <= len(arch.blocks) <= 6, f"blocks must number 1 to 6. Received: {len(arch.blocks)} blocks")
-    for i, b in enumerate(arch.blocks):
-        _check(1 <= b.filters <= 512, f"block {i + 1}: filters must be in [1, 512]. Received: filters={b.filters}")
+    for setting in SETTINGS:
+        problem = setting.problem(setting.get(config))
+        _check(problem is None, problem or "", setting.name)
+    blocks = config.arch.blocks
+    _check(BLOCKS_RANGE[0] <= len(blocks) <= BLOCKS_RANGE[1], f"blocks must number 1 to 6. Received: {len(blocks)} blocks", "filters")
+    for i, b in enumerate(blocks):
+        _check(FILTERS_RANGE[0] <= b.filters <= FILTERS_RANGE[1], f"block {i + 1}: filters must be in [1, 512]. Received: filters={b.filters}", "filters")
         _check(1 <= b.kernel <= 11, f"block {i + 1}: kernel must be in [1, 11]. Received: kernel={b.kernel}")
         _check(1 <= b.pool <= 4, f"block {i + 1}: pool must be in [1, 4]. Received: pool={b.pool}")
         _check(b.pool_stride is None or 1 <= b.pool_stride <= 4, f"block {i + 1}: pool_stride must be in [1, 4]. Received: pool_stride={b.pool_stride}")
-    _check(_finite(arch.dropout) and 0.0 <= arch.dropout < 1.0, f"dropout must be in [0, 1). Received: dropout={arch.dropout}")
-    _check(_finite(arch.rescale) and arch.rescale > 0, f"rescale must be > 0. Received: rescale={arch.rescale}")
-    _check(0 <= arch.zero_pad <= 8, f"zero_pad must be in [0, 8]. Received: zero_pad={arch.zero_pad}")
-    _check(
-        isinstance(config.input_size, int) and MIN_INPUT_SIZE <= config.input_size <= MAX_INPUT_SIZE,
-        f"input_size must be in [{MIN_INPUT_SIZE}, {MAX_INPUT_SIZE}]. Received: input_size={config.input_size}",
-    )
-    _check(isinstance(config.epochs, int) and 1 <= config.epochs <= 500, f"epochs must be in [1, 500]. Received: epochs={config.epochs}")
-    _check(isinstance(config.batch_size, int) and 2 <= config.batch_size <= 1024, f"batch_size must be in [2, 1024]. Received: batch_size={config.batch_size}")
-    _check(config.optimizer in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)}. Received: optimizer={config.optimizer!r}")
-    lr = config.learning_rate
-    _check(_finite(lr) and 0 < lr <= 10, f"learning_rate must be in (0, 10]. Received: learning_rate={lr}")
-    p = config.probe
-    _check(p.every >= 0, f"probe every must be >= 0 (0 = geometric schedule). Received: every={p.every}")
-    _check(_finite(p.budget) and 0 <= p.budget <= 100, f"probe budget must be in [0, 100] (a share of training time). Received: budget={p.budget}")
-    _check(8 <= p.probe_batch <= 2048, f"probe_batch must be in [8, 2048]. Received: probe_batch={p.probe_batch}")
-    _check(8 <= p.population_samples <= 20000, f"population_samples must be in [8, 20000]. Received: population_samples={p.population_samples}")
-    _check(4 <= p.bins <= 200, f"bins must be in [4, 200]. Received: bins={p.bins}")
     return config
 
 
@@ -173,4 +270,5 @@ def check_batch_size(batch_size: int, train_images: int | None) -> None:
     _check(
         not train_images or batch_size <= train_images,
         f"batch_size must be at most the {train_images} training images of this data set. Received: batch_size={batch_size}",
+        "batch_size",
     )

@@ -248,10 +248,11 @@ def _visible(path: Path) -> Iterator[Path]:
 
 
 def _descend(path: Path) -> Path:
-    """Follow folders that only wrap a single sub-folder (zips, Kaggle's seg_train/seg_train)."""
+    """Follow folders that only wrap a single sub-folder (zips, Kaggle's seg_train/seg_train), but
+    stop above a lone folder of files: that is one class, and the message should say "found 1"."""
     while True:
         children = list(_visible(path))
-        if len(children) != 1 or not children[0].is_dir():
+        if len(children) != 1 or not children[0].is_dir() or not any(p.is_dir() for p in _visible(children[0])):
             return path
         path = children[0]
 
@@ -292,6 +293,37 @@ def _find_split_dirs(path: Path) -> tuple[Path, Path] | None:
         if (path / train).is_dir() and (path / test).is_dir():
             return path / train, path / test
     return None
+
+
+@dataclass(frozen=True)
+class FolderLayout:
+    """An image folder as the loader sees it, before decoding anything: its root after unwrapping,
+    the train/test folders when it has them, and class name -> files per part ("all", or "train"
+    and "test")."""
+
+    root: Path
+    split_dirs: tuple[Path, Path] | None
+    parts: dict[str, dict[str, list[Path]]]
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return tuple(sorted(next(iter(self.parts.values()))))
+
+
+def folder_layout(path: str | Path) -> FolderLayout:
+    """Find the classes and files of an image folder (file names only); DataError says in one line
+    what is wrong: a missing folder, fewer than two classes, an empty class, mismatched splits."""
+    root = Path(path).expanduser()
+    if not root.is_dir():
+        raise DataError(f"Folder not found: {path}")
+    root = _descend(root.resolve())
+    split_dirs = _find_split_dirs(root)
+    if not split_dirs:
+        return FolderLayout(root, None, {"all": _class_files(root)})
+    parts = {"train": _class_files(split_dirs[0]), "test": _class_files(split_dirs[1])}
+    if set(parts["test"]) != set(parts["train"]):
+        raise DataError(f"{split_dirs[1]} and {split_dirs[0]} have different class folders")
+    return FolderLayout(root, split_dirs, parts)
 
 
 def _load_files(
@@ -341,19 +373,10 @@ def from_folder(
     is a DataError, as is a missing folder, fewer than two classes or an empty class.
     """
     _check_size(input_size)
-    root = Path(path).expanduser()
-    if not root.is_dir():
-        raise DataError(f"Folder not found: {path}")
-    root = _descend(root)
-    split_dirs = _find_split_dirs(root)
-    if split_dirs:
-        parts = {"train": _class_files(split_dirs[0]), "test": _class_files(split_dirs[1])}
-        if set(parts["test"]) != set(parts["train"]):
-            raise DataError(f"{split_dirs[1]} and {split_dirs[0]} have different class folders")
-    else:
-        parts = {"all": _class_files(root)}
-    class_names = tuple(sorted(next(iter(parts.values()))))
-    arrays, skipped = _load_files(parts, class_names, input_size, seed, max_files, max_bad_fraction)
+    layout = folder_layout(path)
+    root, split_dirs = layout.root, layout.split_dirs
+    class_names = layout.class_names
+    arrays, skipped = _load_files(layout.parts, class_names, input_size, seed, max_files, max_bad_fraction)
     if split_dirs:
         x, y = arrays.get("train", (np.empty(0), np.empty(0, np.int32)))
         _check_classes(y, class_names, str(split_dirs[0]))

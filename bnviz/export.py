@@ -259,7 +259,7 @@ def _run_figures(data: RunData) -> list[go.Figure]:
     """The single-run figures: training curves, EMA theory, and per BN layer histograms/drift/gap."""
     figs = [figures.training_curves(data)]
     if data.run.config.arch.norm == "batch":
-        figs.append(figures.ema_theory_figure(data.run.momentum, figures.steps_trained(data)))
+        figs.append(figures.ema_theory_figure(data.run.momentum, data.steps_trained))
     for layer in data.layers:
         figs += [figures.activation_histograms(data, layer), figures.drift_figure(data, layer), figures.channel_gap_figure(data, layer)]
     return figs
@@ -268,7 +268,7 @@ def _run_figures(data: RunData) -> list[go.Figure]:
 def _run_section(data: RunData) -> str:
     """One run: heading, status line, accuracy table and its figures."""
     run = data.run
-    meta = f"id {run.id} · preset {run.preset or 'custom'} · status {run.status} · {figures.steps_trained(data)} steps"
+    meta = f"id {run.id} · preset {run.preset or 'custom'} · status {run.status} · {data.steps_trained} steps"
     parts = [f"<h2>{html.escape(run.label)}</h2>", f'<p class="meta">{html.escape(meta)}</p>']
     if data.evaluations.get("final"):
         parts.append(_table_html(figures.accuracy_frame([data])))

@@ -143,13 +143,6 @@ def _run_colour(index: int) -> str:
     return RUN_COLOURS[index % len(RUN_COLOURS)]
 
 
-def steps_trained(data: RunData) -> int:
-    """Training steps the run has actually taken (last recorded step, else its step budget)."""
-    if len(data.steps):
-        return int(data.steps["step"].max())
-    return int(data.run.total_steps or 0)
-
-
 def _chance(data: RunData) -> float | None:
     """1 / number of classes, when the run recorded its classes."""
     classes = (data.run.info or {}).get("data", {}).get("classes") or []

@@ -13,10 +13,11 @@ import math
 import re
 import shutil
 from pathlib import Path
+from typing import Any
 
 from bnviz import stats
-from bnviz.config import ArchConfig, ConvBlock, RunConfig
-from bnviz.data import IMAGE_SPLIT_DIRS, SYNTHETIC_CLASSES, DataError, extract_zip, synthetic
+from bnviz.config import ArchConfig, RunConfig, with_filters, with_settings
+from bnviz.data import SYNTHETIC_CLASSES, DataError, extract_zip, folder_layout, synthetic
 from bnviz.presets import PRESETS
 
 # Momentum choices for the slider: coarse far from 1, dense near 1, where the number of steps the
@@ -81,13 +82,10 @@ def form_from_preset(name: str) -> ArchForm:
 def arch_from_form(preset: str, form: ArchForm) -> ArchConfig:
     """Preset `preset`'s arch with the editor's values; blocks beyond the preset's are plain
     Conv(3×3) + MaxPool(2), and kernels/pools of the preset's own blocks are kept."""
-    base = PRESETS[preset]()
-    blocks = tuple(
-        dataclasses.replace(base.blocks[i], filters=f) if i < len(base.blocks) else ConvBlock(f) for i, f in enumerate(form.filters)
-    )
+    base = with_filters(PRESETS[preset](), form.filters)
     bn = dataclasses.replace(base.bn, momentum=form.momentum, placement=form.placement)
     rescale = 1.0 if form.raw_pixels else base.rescale
-    return dataclasses.replace(base, blocks=blocks, norm=form.norm, dropout=form.dropout, bn=bn, rescale=rescale)
+    return dataclasses.replace(base, norm=form.norm, dropout=form.dropout, bn=bn, rescale=rescale)
 
 
 def run_name(preset: str, arch: ArchConfig) -> tuple[str, str]:
@@ -96,6 +94,29 @@ def run_name(preset: str, arch: ArchConfig) -> tuple[str, str]:
     base = PRESETS[preset]()
     same = dataclasses.replace(arch, bn=dataclasses.replace(arch.bn, momentum=base.bn.momentum)) == base
     return (preset, preset) if same else ("", "custom")
+
+
+# The Train page's settings that map one to one onto the table (widget key: "train_" + name).
+FORM_SETTINGS = ("epochs", "batch_size", "learning_rate", "seed", "input_size", "optimizer", "shuffle", "probe_every", "probe_budget",
+                 "epsilon", "center", "scale", "beta_initializer", "gamma_initializer", "moving_mean_initializer", "moving_variance_initializer")
+
+
+def form_config(preset: str, form: ArchForm, values: dict[str, Any], name: str, dataset: str) -> RunConfig:
+    """The RunConfig the Train form describes: the edited preset arch, then every FORM_SETTINGS
+    value (keyed by setting name); the name defaults to the preset's, or "custom"."""
+    arch = arch_from_form(preset, form)
+    kept, default_name = run_name(preset, arch)
+    config = RunConfig(arch=arch, preset=kept, name=name.strip() or default_name, dataset=dataset)
+    return with_settings(config, **{key: values[key] for key in FORM_SETTINGS})
+
+
+def outlook_text(momentum: float, out: dict[str, float]) -> str:
+    """What the moving statistics will still hold of their initial values, in one paragraph."""
+    text = (f"With momentum {momentum:g} the moving average spans about {out['window']:.3g} batches and halves the weight of its "
+            f"initial values every {out['half_life']:.2g} steps. After ≈ {out['steps']:,} steps they still weigh {out['remaining']:.1%}")
+    if out["remaining"] > 0.01:
+        return text + f": inference will use statistics that are partly not data. A momentum ≤ {out['suggested']:g} forgets them to below 1 %."
+    return text + "."
 
 
 def estimated_steps(config: RunConfig, train_images: int | None) -> int | None:
@@ -140,49 +161,15 @@ class FolderScan:
         return sum(max(0, n - 2 * max(1, round(n * 0.15))) for n in self.classes.values())
 
 
-def _visible_dirs(path: Path) -> list[Path]:
-    return [p for p in sorted(path.iterdir()) if p.is_dir() and not p.name.startswith(".") and p.name != "__MACOSX"]
-
-
-def _unwrap(path: Path) -> Path:
-    """Follow folders that only wrap a single sub-folder, as the loader does, but stop above a lone
-    folder of files: that is one class, and the message should say so ("found 1", not "found 0")."""
-    while True:
-        children = [p for p in path.iterdir() if not p.name.startswith(".") and p.name != "__MACOSX"]
-        if len(children) != 1 or not children[0].is_dir() or not _visible_dirs(children[0]):
-            return path
-        path = children[0]
-
-
-def _count_classes(root: Path) -> dict[str, int]:
-    folders = _visible_dirs(root)
-    if len(folders) < 2:
-        raise DataError(f"{root} needs at least 2 class sub-folders (one per class); found {len(folders)}")
-    counts = {f.name: sum(1 for p in f.rglob("*") if p.is_file() and not p.name.startswith(".")) for f in folders}
-    empty = [name for name, n in counts.items() if n == 0]
-    if empty:
-        raise DataError(f"Class folder {root / empty[0]} is empty")
-    return counts
-
-
 def scan_folder(path: str | Path) -> FolderScan:
-    """Check that `path` looks loadable (see bnviz.data.from_folder) without decoding images;
-    raises DataError with one line saying what is wrong."""
+    """Check that `path` looks loadable (bnviz.data.folder_layout, as the loader sees it) without
+    decoding images; raises DataError with one line saying what is wrong."""
     text = str(path).strip()
     if not text:
         raise DataError("Enter the path of a folder that holds one sub-folder per class")
-    root = Path(text).expanduser()
-    if not root.is_dir():
-        raise DataError(f"Folder not found: {text}")
-    root = _unwrap(root.resolve())
-    for train, test in IMAGE_SPLIT_DIRS:
-        if (root / train).is_dir() and (root / test).is_dir():
-            counts = _count_classes(root / train)
-            test_counts = _count_classes(root / test)
-            if set(test_counts) != set(counts):
-                raise DataError(f"{root / test} and {root / train} have different class folders")
-            return FolderScan(str(root), {k: counts[k] + test_counts[k] for k in counts}, "train/test")
-    return FolderScan(str(root), _count_classes(root), "one folder")
+    layout = folder_layout(text)
+    counts = {name: sum(len(part[name]) for part in layout.parts.values()) for name in layout.class_names}
+    return FolderScan(str(layout.root), counts, "train/test" if layout.split_dirs else "one folder")
 
 
 def upload_folder(home: Path, file_name: str, content: bytes) -> Path:
@@ -248,16 +235,9 @@ def num_classes(source: str, scan: FolderScan | None = None) -> int:
 
 
 # --- validation messages ------------------------------------------------------------------------
-_FIELD = re.compile(r"^(?:block \d+: )?([a-z_]+) must")
-FORM_FIELDS = ("momentum", "filters", "dropout", "input_size", "epochs", "batch_size", "learning_rate", "dataset")
-
-
-def error_field(message: str) -> str:
-    """Which form field a ConfigError/DataError/shape message is about ("" when none: show it by
-    the queue button). Messages come from bnviz.config.validate, bnviz.shapes and bnviz.data."""
-    match = _FIELD.match(message)
-    if match and match.group(1) in FORM_FIELDS:
-        return match.group(1)
-    if message.startswith("Input size") or "input_size" in message:
-        return "input_size"
-    return ""
+def error_field(exc: Exception) -> str:
+    """Which form field an error belongs beside: the ConfigError's setting name, "dataset" for a
+    DataError, "" when none (show it by the queue button)."""
+    if isinstance(exc, DataError):
+        return "dataset"
+    return getattr(exc, "field", "")

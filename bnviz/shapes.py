@@ -6,9 +6,10 @@ starts, and must not import TensorFlow to do so; tests check these numbers again
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-from bnviz.config import ArchConfig
+from bnviz.config import ArchConfig, ConfigError
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,7 @@ def layer_table(arch: ArchConfig, input_size: int, channels: int = 3, num_classe
     for i, block in enumerate(arch.blocks, start=1):
         size = size - block.kernel + 1
         if size < 1:
-            raise ValueError(f"Input size {input_size} is too small for block {i}: the feature map vanishes")
+            raise ConfigError(f"Input size {input_size} is too small for block {i}: the feature map vanishes", "input_size")
         rows.append(LayerRow(f"conv{i}", "Conv2D", (size, size, block.filters), (block.kernel**2 * channels + 1) * block.filters, 0))
         channels = block.filters
         if arch.norm != "none":
@@ -51,7 +52,7 @@ def layer_table(arch: ArchConfig, input_size: int, channels: int = 3, num_classe
         stride = block.pool_stride or block.pool
         size = (size - block.pool) // stride + 1
         if size < 1:
-            raise ValueError(f"Input size {input_size} is too small for block {i}: the feature map vanishes")
+            raise ConfigError(f"Input size {input_size} is too small for block {i}: the feature map vanishes", "input_size")
         rows.append(LayerRow(f"pool{i}", "MaxPooling2D", (size, size, channels), 0, 0))
     flat = size * size * channels
     rows.append(LayerRow("flatten", "Flatten", (flat,), 0, 0))
@@ -62,10 +63,15 @@ def layer_table(arch: ArchConfig, input_size: int, channels: int = 3, num_classe
 
 
 def param_counts(arch: ArchConfig, input_size: int, channels: int = 3, num_classes: int = 6) -> dict[str, int]:
-    """Total, trainable and non-trainable parameter counts."""
-    rows = layer_table(arch, input_size, channels, num_classes)
-    trainable = sum(r.trainable for r in rows)
-    frozen = sum(r.non_trainable for r in rows)
+    """Total, trainable and non-trainable parameter counts, worked out without building the model."""
+    return param_totals((r.trainable, r.non_trainable) for r in layer_table(arch, input_size, channels, num_classes))
+
+
+def param_totals(layers: Iterable[tuple[int, int]]) -> dict[str, int]:
+    """Total, trainable and non-trainable counts from per-layer (trainable, non-trainable) pairs,
+    from this module's layer table or a built model's (bnviz.models.layer_rows)."""
+    pairs = list(layers)
+    trainable, frozen = sum(t for t, _ in pairs), sum(f for _, f in pairs)
     return {"total": trainable + frozen, "trainable": trainable, "non_trainable": frozen}
 
 

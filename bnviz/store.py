@@ -202,6 +202,14 @@ class RunData:
     layers: dict[str, LayerTrace] = field(default_factory=dict)
     evaluations: dict[str, Evaluation] = field(default_factory=dict)
 
+    @property
+    def steps_trained(self) -> int:
+        """Training steps the run has actually taken: its last step row, else its last probe record
+        (records are only made for steps taken), else 0."""
+        if len(self.steps):
+            return int(self.steps["step"].max())
+        return int(self.probes["step"].max()) if len(self.probes) else 0
+
 
 def _blob(array: np.ndarray, dtype: str = "<f4") -> bytes:
     return np.ascontiguousarray(array, dtype=dtype).tobytes()
@@ -327,27 +335,32 @@ class Store:
         return bool(row and row["cancel_requested"])
 
     def get_run(self, run_id: str) -> Run:
-        check_run_id(run_id)
-        self.reap()
-        with self._connect() as db:
-            row = db.execute("SELECT * FROM runs WHERE id=?", (run_id,)).fetchone()
-        if row is None:
-            raise StoreError(f"No run {run_id!r} in {self.home}")
-        return _run_from_row(row)
+        return _run_from_row(self._one("runs", check_run_id(run_id)))
 
     def list_runs(self, status: Sequence[str] | None = None, sweep: str | None = None) -> list[Run]:
         """Runs, newest first, optionally filtered by status or sweep."""
+        return [_run_from_row(r) for r in self._select("runs", status=status, sweep=[sweep] if sweep else None)]
+
+    def _one(self, table: str, row_id: str) -> sqlite3.Row:
+        """One row of `table` by id, read after marking dead owners; StoreError when there is none."""
         self.reap()
-        query, args = "SELECT * FROM runs WHERE 1=1", []
-        if status:
-            query += f" AND status IN ({','.join('?' * len(status))})"
-            args += [RunStatus(s).value for s in status]
-        if sweep:
-            query += " AND sweep=?"
-            args.append(sweep)
         with self._connect() as db:
-            rows = db.execute(query + " ORDER BY created DESC, id DESC", args).fetchall()
-        return [_run_from_row(r) for r in rows]
+            row = db.execute(f"SELECT * FROM {table} WHERE id=?", (row_id,)).fetchone()
+        if row is None:
+            raise StoreError(f"No {table[:-1]} {row_id!r} in {self.home}")
+        return row
+
+    def _select(self, table: str, **filters: Sequence[str] | None) -> list[sqlite3.Row]:
+        """Rows of `table`, newest first, read after marking dead owners; each filter given keeps the
+        rows whose column holds one of its values."""
+        self.reap()
+        query, args = f"SELECT * FROM {table} WHERE 1=1", []
+        for column, values in filters.items():
+            if values:
+                query += f" AND {column} IN ({','.join('?' * len(values))})"
+                args += [str(v) for v in values]
+        with self._connect() as db:
+            return db.execute(query + " ORDER BY created DESC, id DESC", args).fetchall()
 
     def reap(self) -> list[str]:
         """Mark running runs and jobs whose owner process is gone as interrupted (records kept);
@@ -411,24 +424,11 @@ class Store:
             db.execute("UPDATE jobs SET status='cancelled', finished=? WHERE id=? AND status='queued'", (time.time(), job_id))
 
     def get_job(self, job_id: str) -> Job:
-        self.reap()
-        with self._connect() as db:
-            row = db.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone()
-        if row is None:
-            raise StoreError(f"No job {job_id!r} in {self.home}")
-        return _job_from_row(row)
+        return _job_from_row(self._one("jobs", job_id))
 
     def list_jobs(self, run_id: str | None = None, kinds: Sequence[str] | None = None, status: Sequence[str] | None = None) -> list[Job]:
         """Jobs, newest first, optionally of one run, of some kinds, in some states."""
-        self.reap()
-        query, args = "SELECT * FROM jobs WHERE 1=1", []
-        for column, values in (("run_id", [run_id] if run_id else None), ("kind", kinds), ("status", status)):
-            if values:
-                query += f" AND {column} IN ({','.join('?' * len(values))})"
-                args += [str(v) for v in values]
-        with self._connect() as db:
-            rows = db.execute(query + " ORDER BY created DESC, id DESC", args).fetchall()
-        return [_job_from_row(r) for r in rows]
+        return [_job_from_row(r) for r in self._select("jobs", run_id=[run_id] if run_id else None, kind=kinds, status=status)]
 
     # --- records ----------------------------------------------------------------------------
     def add_records(self, run_id: str, steps: Sequence[tuple[int, int, float, float]] = (), probes: Sequence[ProbeRecord] = ()) -> None:

@@ -18,8 +18,9 @@ from bnviz.config import RunConfig, check_batch_size, validate
 from bnviz.data import Dataset, load_dataset
 from bnviz.jobs import JobCancelled, JobFailed
 from bnviz.models import bn_layer_info, compile_model, layer_rows
-from bnviz.probe import BNProbe, StatelessForward, tap_model
+from bnviz.probe import BNProbe, StatelessForward, _accuracy_and_loss, tap_model
 from bnviz.records import SPLITS, Evaluation, Job, RunStatus
+from bnviz.shapes import param_totals
 from bnviz.store import ProbeRecord, Store
 
 COMMIT_SECONDS = 1.0  # step metrics reach the store at least this often
@@ -124,10 +125,7 @@ def evaluate_both_modes(model: keras.Model, data: Dataset, batch_size: int, seed
         acc[split], loss[split] = float(split_acc), float(split_loss)
         order = np.random.default_rng(seed).permutation(len(x))
         probs = np.concatenate([forward(x[order[i : i + batch_size]], training=True)[0] for i in range(0, len(x), batch_size)])
-        labels = y[order]
-        picked = probs[np.arange(len(labels)), labels]
-        acc_batch[split] = float(np.mean(np.argmax(probs, axis=1) == labels))
-        loss_batch[split] = float(np.mean(-np.log(np.clip(picked, 1e-7, 1.0))))
+        acc_batch[split], loss_batch[split] = _accuracy_and_loss(probs, y[order])  # the probe's own, so the two agree
     return Evaluation(acc, acc_batch, loss, loss_batch, fit_accuracy)
 
 
@@ -142,7 +140,9 @@ def execute_run(store: Store, run_id: str, on_step: Callable[[int, dict], None] 
     model = compile_model(config, data.channels, data.num_classes)
     steps_per_epoch = math.ceil(len(data.x_train) / config.batch_size)
     summary = data.summary()
-    info = {"params": _param_counts(model), "layers": layer_rows(model), "data": summary, "data_shift": _pixel_shift(data, summary),
+    layers = layer_rows(model)
+    params = param_totals((row["trainable"], row["non_trainable"]) for row in layers)
+    info = {"params": params, "layers": layers, "data": summary, "data_shift": _pixel_shift(data, summary),
             "bn_layers": bn_layer_info(model), "source": "bnviz"}
     store.start(run_id, os.getpid(), steps_per_epoch, steps_per_epoch * config.epochs, info)
     recorder = Recorder(store, run_id, on_step)
@@ -150,7 +150,7 @@ def execute_run(store: Store, run_id: str, on_step: Callable[[int, dict], None] 
     if config.probe.enabled:
         probe_batch, population = probe_inputs(data, config)
         callbacks.append(BNProbe(config.probe, probe_batch, population, config.batch_size, recorder.add_probe, recorder.not_cancelled))
-    model.fit(data.x_train, data.y_train, batch_size=config.batch_size, epochs=config.epochs, verbose=0, callbacks=callbacks, shuffle=True)
+    model.fit(data.x_train, data.y_train, batch_size=config.batch_size, epochs=config.epochs, verbose=0, callbacks=callbacks, shuffle=config.shuffle)
     seconds = time.monotonic() - started
     if recorder.failure:
         store.finish(run_id, RunStatus.FAILED, error=recorder.failure)
@@ -199,12 +199,6 @@ def _dataset(config: RunConfig) -> Dataset:
 @functools.lru_cache(maxsize=1)
 def _builtin_dataset(name: str, input_size: int, seed: int) -> Dataset:
     return load_dataset(name, input_size, seed)  # callers only read the arrays
-
-
-def _param_counts(model: keras.Model) -> dict[str, int]:
-    trainable = sum(int(np.prod(v.shape)) for v in model.trainable_weights)
-    frozen = sum(int(np.prod(v.shape)) for v in model.non_trainable_weights)
-    return {"total": trainable + frozen, "trainable": trainable, "non_trainable": frozen}
 
 
 def _pixel_shift(data: Dataset, summary: dict) -> dict[str, float]:

@@ -17,11 +17,11 @@ import streamlit as st
 from streamlit.navigation.page import StreamlitPage
 from streamlit.runtime.pages_manager import PagesManager
 
-from bnviz import levers
+from bnviz.config import SETTING
 from bnviz.diagnose import Finding, diagnose
 from bnviz.forms import FolderScan, scan_folder
 from bnviz.jobs import JobManager
-from bnviz.store import Run, RunData, RunStatus, Store, StoreUnreadable, default_home
+from bnviz.store import Run, RunData, Store, StoreUnreadable, default_home
 
 ACTIVE = ("queued", "running")
 STATUS_COLOURS = {"queued": "gray", "running": "blue", "done": "green", "failed": "red", "cancelled": "orange", "interrupted": "orange"}
@@ -103,6 +103,20 @@ def scan(path: str) -> FolderScan:
 
 
 # --- widgets ------------------------------------------------------------------------------------
+def setting_widget(name: str, key: str, container: object = st, **kwargs: object) -> object:
+    """The widget for setting `name` with its label, help and range or choices from the one table
+    (bnviz.config.SETTINGS); `kwargs` go to the widget (format, disabled, ...)."""
+    s = SETTING[name]
+    shared = {"label": s.label, "key": key, "help": s.help or None, "persist_state": "session", **kwargs}
+    if s.kind is bool:
+        return container.checkbox(**shared)
+    if s.choices:
+        return container.selectbox(options=s.choices, **shared)
+    low = None if s.low is None or s.open_low else s.kind(s.low)
+    high = None if s.high is None or s.open_high else s.kind(s.high)
+    return container.number_input(min_value=low, max_value=high, step=1 if s.kind is int else None, **shared)
+
+
 def defaults(values: dict) -> None:
     """Initialise session-state keys once (widgets then take their value from the state)."""
     for key, value in values.items():
@@ -223,56 +237,6 @@ def show_findings(data: RunData, shown: int = 3) -> None:
         with st.expander(f"{len(rest)} more finding{'s' if len(rest) > 1 else ''}", expanded=not major):
             for finding in rest:
                 shows[finding.severity](f"**{finding.title}**\n\n{finding_text(finding)}")
-
-
-# --- fixes: PreciseBN and what-if levers ------------------------------------------------------------
-def fix_it(run: Run, data: RunData) -> None:
-    """Recalibrate the run's BN statistics in a worker, or queue a one-change copy and compare."""
-    st.subheader("Fix it")
-    recal_col, lever_col = st.columns(2, gap="large")
-    with recal_col:
-        st.markdown("**Recalibrate (PreciseBN)**: recompute each BN layer's statistics over training batches with the "
-                    "weights frozen. No retraining.")
-        batches = st.number_input("Training batches", 1, 1000, 50, key="diagnose_batches")
-        if st.button("Recalibrate", key="diagnose_recalibrate", icon=":material/tune:"):
-            manager().recalibrate(run.id, int(batches))
-        _recalibration(run.id)
-    with lever_col:
-        st.markdown("**What if…** queue a copy of this run with one change, then compare the two.")
-        if not levers.available(run):
-            st.caption("This is your own model (from `bnviz.Probe` or `bnviz inspect`): bnviz cannot retrain it. Change the momentum "
-                       "of its BN layers in your script and train again with `bnviz.Probe`; PreciseBN here needs no retraining.")
-        for lever in levers.available(run):
-            config = lever.apply(run)
-            if st.button(f"{lever.label} → {config.name.split(' · ')[-1]}", key=f"diagnose_lever_{lever.key}"):
-                st.session_state["compare_open"] = [run.id, manager().submit(config, parent=run.id)]
-                st.switch_page(PAGE_FILES["compare"])
-
-
-def _recalibration(run_id: str) -> None:
-    """The latest recalibration job's state while it is queued or running, its error if it did not
-    finish, and the before/after table once the "precisebn" evaluation exists."""
-    jobs = store().list_jobs(run_id=run_id, kinds=["recalibrate"])
-    if jobs and jobs[0].status.active:
-        _await(jobs[0].id)
-        return
-    if jobs and jobs[0].status != RunStatus.DONE:
-        st.error(f"Recalibration {jobs[0].status}: {jobs[0].error or 'no reason was recorded'}")
-    evaluations = store().evaluations(run_id)
-    if "precisebn" in evaluations and "final" in evaluations:
-        before, after = evaluations["final"].accuracies(), evaluations["precisebn"].accuracies()
-        st.dataframe({"": ["before (moving statistics)", f"after PreciseBN ({evaluations['precisebn'].batches} batches)"],
-                      "test, inference": [before["test"], after["test"]], "test, batch statistics": [before["test_batchstats"], after["test_batchstats"]]},
-                     hide_index=True, key="diagnose_precisebn")
-
-
-@st.fragment(run_every=1.5)
-def _await(job_id: str) -> None:
-    """Poll a job in the store; rerun the whole page when it ends, so every chart sees its result."""
-    job = store().get_job(job_id)
-    if not job.status.active:
-        st.rerun()
-    st.info(f"Recalibrating in a worker process… {job.progress or job.status}", icon=":material/hourglass_top:")
 
 
 def refresh_while_active(runs: Sequence[Run]) -> None:

@@ -6,20 +6,76 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from bnviz import figures
+from bnviz import figures, levers
 from bnviz.presets import SEED_RESULTS
+from bnviz.records import RunStatus
+from bnviz.store import Run
 from pages import common
 
 common.frame_if_run_alone()
 
 ss = st.session_state
 
+
+def fix_it(run: Run) -> None:
+    """Recalibrate the run's BN statistics in a worker, or queue a one-change copy and compare."""
+    st.subheader("Fix it")
+    recal_col, lever_col = st.columns(2, gap="large")
+    with recal_col:
+        st.markdown("**Recalibrate (PreciseBN)**: recompute each BN layer's statistics over training batches with the "
+                    "weights frozen. No retraining.")
+        batches = st.number_input("Training batches", 1, 1000, 50, key="diagnose_batches")
+        if st.button("Recalibrate", key="diagnose_recalibrate", icon=":material/tune:"):
+            common.manager().recalibrate(run.id, int(batches))
+        _recalibration(run.id)
+    with lever_col:
+        st.markdown("**What if…** queue a copy of this run with one change, then compare the two.")
+        if not levers.available(run):
+            st.caption("This is your own model (from `bnviz.Probe` or `bnviz inspect`): bnviz cannot retrain it. Change the momentum "
+                       "of its BN layers in your script and train again with `bnviz.Probe`; PreciseBN here needs no retraining.")
+        for lever in levers.available(run):
+            config = lever.apply(run)
+            if st.button(f"{lever.label} → {config.name.split(' · ')[-1]}", key=f"diagnose_lever_{lever.key}"):
+                st.session_state["compare_open"] = [run.id, common.manager().submit(config, parent=run.id)]
+                st.switch_page(common.PAGE_FILES["compare"])
+
+
+def _recalibration(run_id: str) -> None:
+    """The latest recalibration job's state while it is queued or running, its error if it did not
+    finish, and the before/after table once the "precisebn" evaluation exists."""
+    jobs = common.store().list_jobs(run_id=run_id, kinds=["recalibrate"])
+    if jobs and jobs[0].status.active:
+        _await(jobs[0].id)
+        return
+    if jobs and jobs[0].status != RunStatus.DONE:
+        st.error(f"Recalibration {jobs[0].status}: {jobs[0].error or 'no reason was recorded'}")
+    evaluations = common.store().evaluations(run_id)
+    if "precisebn" in evaluations and "final" in evaluations:
+        before, after = evaluations["final"].accuracies(), evaluations["precisebn"].accuracies()
+        st.dataframe({"": ["before (moving statistics)", f"after PreciseBN ({evaluations['precisebn'].batches} batches)"],
+                      "test, inference": [before["test"], after["test"]], "test, batch statistics": [before["test_batchstats"], after["test_batchstats"]]},
+                     hide_index=True, key="diagnose_precisebn")
+        fixed = common.store().models_dir / f"{run_id}-precisebn.keras"
+        if fixed.exists():
+            st.download_button("Download the recalibrated model (.keras)", fixed.read_bytes, file_name=fixed.name, mime="application/octet-stream",
+                               key="diagnose_download_precisebn", on_click="ignore", icon=":material/download:")
+
+
+@st.fragment(run_every=1.5)
+def _await(job_id: str) -> None:
+    """Poll a job in the store; rerun the whole page when it ends, so every chart sees its result."""
+    job = common.store().get_job(job_id)
+    if not job.status.active:
+        st.rerun()
+    st.info(f"Recalibrating in a worker process… {job.progress or job.status}", icon=":material/hourglass_top:")
+
+
 st.title("Diagnose a run")
 runs = [r for r in common.store().list_runs() if r.status != "queued"]
 common.require(runs, "No run has started yet. Queue one on the Train page.", link="train", link_label="Train a model")
 run = common.pick_run("diagnose_run", runs, default=common.newest_done(runs)[0])
 data = common.load_run(run)
-cfg, steps = run.config, figures.steps_trained(data)
+cfg, steps = run.config, data.steps_trained
 epochs = f"{cfg.epochs} epoch{'s' * (cfg.epochs != 1)}"
 st.caption(f"{run.status} · {cfg.arch.norm} normalisation" + (f" · momentum {run.momentum:g}" if cfg.arch.norm == "batch" else "")
            + f" · {steps:,} steps · {epochs} of batch {cfg.batch_size} · {cfg.input_size}px · data: {cfg.dataset}")
@@ -30,7 +86,7 @@ if run.error:
 
 common.show_findings(data)
 if run.status == "done" and cfg.arch.norm == "batch":
-    common.fix_it(run, data)
+    fix_it(run)
 
 st.subheader("Accuracy: inference mode vs batch statistics")
 frame = figures.accuracy_frame([data])

@@ -29,7 +29,7 @@ if not static_ok:
 
 charts: dict[str, Callable[[], go.Figure]] = {"Training curves": lambda: figures.training_curves(data)}
 if run.config.arch.norm == "batch":
-    charts["EMA theory"] = lambda: figures.ema_theory_figure(run.momentum, figures.steps_trained(data))
+    charts["EMA theory"] = lambda: figures.ema_theory_figure(run.momentum, data.steps_trained)
 for layer in data.layers:
     charts[f"Activation histograms · {layer}"] = lambda layer=layer: figures.activation_histograms(data, layer)
     charts[f"Drift · {layer}"] = lambda layer=layer: figures.drift_figure(data, layer)

@@ -1,7 +1,8 @@
 """Inspect a saved model: upload a .keras file and a zip of class folders (or name files on the
 server); a worker loads it in Keras safe mode, evaluates it in both BN modes, records every BN layer
-and diagnoses it. Then PreciseBN and the recalibrated model's download. This process never loads
-the model: the "inspect" job runs in a worker (bnviz.inspect.inspect_job)."""
+and diagnoses it. PreciseBN is queued from here and followed on Diagnose, which offers the
+recalibrated model's download. This process never loads the model: the "inspect" job runs in a
+worker (bnviz.inspect.inspect_job)."""
 
 from __future__ import annotations
 
@@ -81,12 +82,12 @@ def result(job: Job) -> None:
     st.dataframe({"": ["inference mode (moving statistics)", "training mode (batch statistics)"],
                   **{s: [acc.get(s), acc.get(f"{s}_batchstats")] for s in ("train", "val", "test")}}, hide_index=True, key="inspect_accuracy")
     common.show_findings(data)
-    if run.config.arch.norm == "batch":
-        common.fix_it(run, data)
-        fixed = common.store().models_dir / f"{run.id}-precisebn.keras"
-        if fixed.exists():
-            st.download_button("Download the recalibrated model (.keras)", fixed.read_bytes, file_name=f"{run.name}-precisebn.keras",
-                               mime="application/octet-stream", key="inspect_download", on_click="ignore", icon=":material/download:")
+    if run.config.arch.norm == "batch" and st.button("Recalibrate (PreciseBN)", key="inspect_recalibrate", icon=":material/tune:",
+                                                     help="Recompute every BN layer's statistics over the training images, no retraining; "
+                                                          "Diagnose then shows before/after and offers the recalibrated model's download."):
+        common.manager().recalibrate(run.id, 50)
+        ss.diagnose_open = run.id
+        st.switch_page(common.PAGE_FILES["diagnose"])
     st.page_link(common.PAGE_FILES["diagnose"], label="Every chart on the Diagnose page", icon=":material/troubleshoot:",
                  query_params={"run": run.id})
 

@@ -82,6 +82,9 @@ def show(run: Run) -> None:
             else:
                 st.button("Delete", key=f"runs_delete_{run.id}", help="Removes the run's records and model file",
                           on_click=delete, args=(run,))
+            st.download_button("Config", run.config.to_json(), file_name=f"bnviz-{run.id}.json", mime="application/json",
+                               key=f"runs_config_{run.id}", icon=":material/download:",
+                               help="This run's settings as JSON: python -m bnviz train --config FILE.json reproduces it")
             if run.status != "queued":
                 st.page_link(common.PAGE_FILES["diagnose"], label="Diagnose", icon=":material/troubleshoot:", query_params={"run": run.id})
 

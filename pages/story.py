@@ -44,7 +44,7 @@ st.dataframe(table.style.format("{:.0%}", na_rep="–"), key="story_accuracy")
 st.caption("The seed notebook's train figure is what fit reported; evaluate on the same training images is the next row.")
 if chapter.chart == "histograms" and run.layers:
     common.chart(figures.activation_histograms(run, next(iter(run.layers))), key="story_chart")
-    common.chart(figures.ema_theory_figure(run.run.momentum, figures.steps_trained(run)), key="story_theory")
+    common.chart(figures.ema_theory_figure(run.run.momentum, run.steps_trained), key="story_theory")
 elif chapter.chart == "compare":
     common.chart(figures.final_accuracy_figure([d for p, d in data.items() if p in ("bn", "final")]), key="story_chart")
 else:

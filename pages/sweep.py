@@ -20,8 +20,8 @@ left, right = st.columns(2, gap="large")
 preset = left.selectbox("Model", [p for p in PRESETS if PRESETS[p]().norm == "batch"], key="sweep_preset")
 momenta = left.multiselect("Momentum values", forms.MOMENTUM_STEPS, default=[0.5, 0.8, 0.9, 0.95, 0.99], key="sweep_momenta")
 batches = right.multiselect("Batch sizes", forms.BATCH_SIZES, default=[32], key="sweep_batches")
-epochs = right.slider("Epochs", 1, 30, preset_config(preset).epochs, key="sweep_epochs")
-size = right.slider("Input size", 16, 224, preset_config(preset).input_size, step=4, key="sweep_input_size")
+epochs = common.setting_widget("epochs", "sweep_epochs", right, value=preset_config(preset).epochs)
+size = common.setting_widget("input_size", "sweep_input_size", right, value=preset_config(preset).input_size)
 st.caption(f"{len(momenta) * len(batches)} runs")
 if st.button("Queue sweep", type="primary", key="sweep_queue", disabled=not (momenta and batches)):
     sweep = f"sweep-{time.strftime('%Y%m%d-%H%M%S')}"

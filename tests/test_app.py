@@ -103,8 +103,8 @@ def trained(tmp_path_factory) -> tuple[Path, dict[str, str]]:
     patch.setenv("BNVIZ_HOME", str(home))
     patch.delenv("BNVIZ_MAX_WORKERS", raising=False)
     at = open_app()
-    for key, value in TINY.items():
-        at.slider(key=key).set_value(value)
+    at.slider(key="train_input_size").set_value(TINY["train_input_size"])
+    at.number_input(key="train_epochs").set_value(TINY["train_epochs"])
     ids = {}
     for name, momentum, budget in (("collapse", 0.99, 0.03), ("fixed", 0.8, 100.0)):  # the fixed one makes every record live
         at.select_slider(key="train_momentum_scale").set_value(momentum).run()

@@ -61,7 +61,8 @@ def test_train_in_browser_then_diagnose_renders_charts(tmp_path, page):
         page.goto(url)
         page.get_by_text("Input size (pixels per side)").wait_for(timeout=60_000)
         _slider_to_minimum(page, "Input size")
-        _slider_to_minimum(page, "Epochs")
+        page.locator(".st-key-train_epochs input").fill("1")  # a number input: epochs range over [1, 500] everywhere
+        page.keyboard.press("Enter")
         page.wait_for_timeout(1500)
         page.screenshot(path=str(ARTIFACTS / "browser-train.png"), full_page=True)
         page.get_by_role("button", name="Queue run").click()

@@ -295,8 +295,8 @@ def test_every_figure_builds_from_a_real_run(real_run):
         np.testing.assert_allclose(np.asarray(gap.z)[:, 0], np.abs(trace.pop_mean[0]) / np.sqrt(trace.pop_var[0]), rtol=1e-5)
     curves = F.training_curves(real_run)
     np.testing.assert_allclose(by_name(curves)[f"probe accuracy, {F.INFER_LABEL}"].y, real_run.probes["acc_inference"])
-    assert F.steps_trained(real_run) == real_run.run.total_steps
-    theory = F.ema_theory_figure(real_run.run.momentum, F.steps_trained(real_run))
+    assert real_run.steps_trained == real_run.run.total_steps
+    theory = F.ema_theory_figure(real_run.run.momentum, real_run.steps_trained)
     np.testing.assert_allclose(theory.data[0].y, 0.99 ** np.asarray(theory.data[0].x))
     layer = next(iter(real_run.layers))
     for fig in (F.compare_accuracy_figure([real_run]), F.compare_drift_figure([real_run], layer), F.final_accuracy_figure([real_run])):

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from bnviz import forms
-from bnviz.config import ConfigError, RunConfig, validate
+from bnviz.config import ConfigError, ProbeConfig, RunConfig, validate
 from bnviz.data import DataError
 from bnviz.presets import PRESETS, preset_config
 from bnviz.shapes import param_counts
@@ -62,19 +62,21 @@ def test_estimated_steps_and_outlook_match_the_background_table():
     assert forms.estimated_steps(config, None) is None
 
 
-def test_error_field_maps_real_messages_to_form_fields():
-    def message(**changes) -> str:
+def test_error_field_comes_from_the_setting_not_the_message_text():
+    def error(**changes) -> ConfigError:
         with pytest.raises(ConfigError) as info:
             validate(RunConfig(**changes))
-        return str(info.value)
+        return info.value
 
-    assert forms.error_field(message(input_size=8)) == "input_size"
-    assert forms.error_field(message(epochs=0)) == "epochs"
-    assert forms.error_field(str(pytest.raises(ConfigError, validate, RunConfig().with_momentum(1.5)).value)) == "momentum"
+    assert forms.error_field(error(input_size=8)) == "input_size"
+    assert forms.error_field(error(epochs=0)) == "epochs"
+    assert forms.error_field(pytest.raises(ConfigError, validate, RunConfig().with_momentum(1.5)).value) == "momentum"
+    assert forms.error_field(pytest.raises(ConfigError, validate, RunConfig().replace(probe=ProbeConfig(bins=1))).value) == "bins"
     with pytest.raises(ValueError) as info:
         param_counts(preset_config("bn").arch, 8)
-    assert forms.error_field(str(info.value)) == "input_size"
-    assert forms.error_field("This model needs about 9.0 GiB") == ""
+    assert forms.error_field(info.value) == "input_size"
+    assert forms.error_field(DataError("Folder not found: x")) == "dataset"
+    assert forms.error_field(ConfigError("This model needs about 9.0 GiB")) == ""
 
 
 def _image_bytes(value: int) -> bytes:

@@ -72,7 +72,13 @@ def test_an_uploaded_model_is_inspected_in_a_worker_and_diagnosed(home, upload):
     assert list(accuracy.columns)[1:] == ["train", "val", "test"] and accuracy[["train", "test"]].notna().all(axis=None)
     shown = " ".join(m.value for m in [*at.info, *at.warning, *at.error, *at.success])
     assert "training history is unknown" in shown
-    assert at.button(key="diagnose_recalibrate") and any("cannot retrain it" in c.value for c in at.caption)
+    at.button(key="inspect_recalibrate").click().run()
+    assert [j.kind for j in Store(home).list_jobs(run_id=run.id)] == ["recalibrate"]
+    assert any("cannot retrain it" in c.value for c in at.caption), "Diagnose offers no retraining lever for an inspected model"
+    wait_jobs(home)
+    at.switch_page("pages/diagnose.py").run()  # AppTest reruns the page it was told, not the one the script switched to
+    assert "precisebn" in Store(home).evaluations(run.id)
+    assert [b.proto.label for b in at.get("download_button")] == ["Download the recalibrated model (.keras)"]
 
 
 def test_a_file_that_is_not_a_model_fails_its_job_with_one_line(home, upload):
