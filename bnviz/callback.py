@@ -18,15 +18,17 @@ from `train_data` (else `validation_data`, else `test_data`; the run info says w
 `batch_size` should be fit's: batch statistics are measured on batches of that size.
 
 A model the probe cannot follow (several inputs, a subclassed model without a graph) gets one
-warning when `fit` starts, and trains on unprobed. A fault inside the probe never stops training:
-the run is marked failed with the message.
+warning when `fit` starts, and trains on unprobed. A fault inside the probe (a full disk, a store
+it cannot write) never stops training: the probe stops, the run is marked failed with the message.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import warnings
+from collections.abc import Callable
 
 import keras
 import numpy as np
@@ -48,6 +50,8 @@ class Probe(keras.callbacks.Callback):
     def __init__(self, name: str = "", test_data: object = None, validation_data: object = None, train_data: object = None,
                  home: str | os.PathLike | None = None, batch_size: int = 32, probe: ProbeConfig | None = None, seed: int = 0):
         super().__init__()
+        if test_data is None and validation_data is None and train_data is None:
+            raise ValueError("bnviz.Probe needs data to probe with: pass test_data=(x, y), validation_data= or train_data=.")
         self.name, self.home, self.batch_size, self.seed = name, home, batch_size, seed
         self.config = probe or ProbeConfig()
         self.data = {"train": train_data, "val": validation_data, "test": test_data}
@@ -56,8 +60,6 @@ class Probe(keras.callbacks.Callback):
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         given = [v for v in self.data.values() if v is not None]
-        if not given:
-            raise ValueError("bnviz.Probe needs data to probe with: pass test_data=(x, y), validation_data= or train_data=.")
         if isinstance(self.model, keras.Sequential) and not getattr(self.model, "inputs", None):
             self.model.build((None, *as_arrays(given[0], 1)[0].shape[1:]))  # a Sequential without Input: give it its graph (no new weights)
         try:
@@ -65,6 +67,9 @@ class Probe(keras.callbacks.Callback):
         except Unfollowable as exc:
             warnings.warn(f"bnviz.Probe cannot follow this model: {exc} Training goes on unprobed.", stacklevel=2)
             return
+        self._guarded(self._begin, logs)
+
+    def _begin(self, logs: dict | None) -> None:
         self.splits = {k: as_arrays(v, MAX_EVAL_SAMPLES) for k, v in self.data.items() if v is not None}
         self.store = Store(self.home)
         self._start_run(self.splits)
@@ -72,6 +77,17 @@ class Probe(keras.callbacks.Callback):
             part.set_model(self.model)
             part.set_params(self.params)
             part.on_train_begin(logs)
+
+    def _guarded(self, step: Callable[..., None], *args: object) -> None:
+        """Run a probe step; a fault in it stops the probe (the run is marked failed), never training."""
+        try:
+            step(*args)
+        except Exception as exc:
+            self._parts = []
+            if self.run_id:
+                with contextlib.suppress(Exception):  # the store itself may be what failed
+                    self.store.finish(self.run_id, "failed", error=f"The probe stopped: {type(exc).__name__}: {exc}")
+            warnings.warn(f"bnviz.Probe stopped recording ({type(exc).__name__}: {exc}); training goes on.", stacklevel=2)
 
     def _start_run(self, splits: Splits) -> None:
         steps, epochs = self.params.get("steps") or 0, self.params.get("epochs", 1)
@@ -94,31 +110,29 @@ class Probe(keras.callbacks.Callback):
             self.bn_probe = BNProbe(self.config, (xp[pick], yp[pick]), population, self.batch_size, self.recorder.add_probe, self.recorder.not_cancelled)
             self._parts.append(self.bn_probe)
 
+    def _each(self, hook: str, *args: object) -> None:
+        """Call `hook` on the recorder, then the BN probe, until a fault stops the probe."""
+        for part in list(self._parts):
+            if part not in self._parts:
+                return
+            self._guarded(getattr(part, hook), *args)
+
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        for part in self._parts:
-            part.on_epoch_begin(epoch, logs)
+        self._each("on_epoch_begin", epoch, logs)
 
     def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
-        for part in self._parts:
-            part.on_train_batch_begin(batch, logs)
+        self._each("on_train_batch_begin", batch, logs)
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         logs = dict(logs or {})
         logs.setdefault("accuracy", next((logs[k] for k in ACCURACY_KEYS if k in logs), math.nan))
-        for part in self._parts:
-            part.on_train_batch_end(batch, logs)
+        self._each("on_train_batch_end", batch, logs)
 
     def on_train_end(self, logs: dict | None = None) -> None:
-        if not self._parts:
-            return
-        for part in self._parts:
-            part.on_train_end(logs)
-        self._parts = []
-        try:
-            self._finish()
-        except Exception as exc:  # the user's training is done and must not fail because of the probe
-            self.store.finish(self.run_id, "failed", error=f"{type(exc).__name__}: {exc}")
-            warnings.warn(f"bnviz.Probe could not finish run {self.run_id}: {exc}", stacklevel=2)
+        self._each("on_train_end", logs)
+        if self._parts:
+            self._parts = []
+            self._guarded(self._finish)  # the user's training is done and must not fail because of the probe
 
     def _finish(self) -> None:
         recorder = self.recorder

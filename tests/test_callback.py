@@ -151,6 +151,25 @@ def test_a_sequential_model_without_input_is_probed_and_trains_identically(tiny_
         np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
 
 
+def test_a_fault_in_the_probe_stops_the_probe_not_training(tiny_data, tmp_path, monkeypatch):
+    from bnviz.probe import RecordMaker
+
+    def fail(self, snapshot):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(RecordMaker, "make", fail)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model, probe = _fit(tiny_data, tmp_path, sequential_without_input, validation_data=(tiny_data.x_val, tiny_data.y_val))
+    plain, _ = _fit(tiny_data, None, sequential_without_input)
+    for a, b in zip(plain.weights, model.weights, strict=True):  # all 18 steps trained, as without the probe
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
+    run = Store(tmp_path).get_run(probe.run_id)
+    assert probe.recorder.step < 18 and run.status == "failed" and run.error == "The probe stopped: OSError: No space left on device"
+    assert [str(w.message) for w in caught if "bnviz" in str(w.message)] == [
+        "bnviz.Probe stopped recording (OSError: No space left on device); training goes on."]
+
+
 def test_a_model_with_two_inputs_trains_on_unprobed_with_one_warning(tmp_path):
     import keras
     from keras import layers
