@@ -192,6 +192,16 @@ def run_label(run: Run) -> str:
     return run.label if run.status == "done" else f"{run.label} ({run.status})"
 
 
+def own_model_text(run: Run) -> str | None:
+    """A one-line description of a model bnviz did not build (its config fields say little), else None."""
+    layers = len(run.info.get("bn_layers", []))
+    if run.info.get("source") == "callback":
+        return f"your own model, recorded in your script by bnviz.Probe · {layers} BN layers · {run.total_steps or 0:,} steps · batch {run.config.batch_size}"
+    if run.info.get("source") == "inspect":
+        return f"a saved model, inspected (training history unknown) · {layers} BN layers · images: {run.config.dataset}"
+    return None
+
+
 def status_badge(status: str) -> str:
     """A coloured Markdown badge for a run status."""
     return f":{STATUS_COLOURS.get(status, 'gray')}-badge[{status}]"

@@ -67,8 +67,8 @@ def show(run: Run) -> None:
             when = time.strftime("%Y-%m-%d %H:%M", time.localtime(run.created))
             cfg = run.config
             st.markdown(f"**{run.label}** {common.status_badge(run.status)} `{run.id}`")
-            st.caption(f"{when} · {cfg.dataset if len(cfg.dataset) < 40 else '…' + cfg.dataset[-38:]} · {cfg.input_size}px · "
-                       f"{cfg.epochs} epoch{'s' * (cfg.epochs != 1)} · batch {cfg.batch_size} · {cfg.arch.norm} norm")
+            st.caption(f"{when} · " + (common.own_model_text(run) or f"{cfg.dataset if len(cfg.dataset) < 40 else '…' + cfg.dataset[-38:]} · "
+                       f"{cfg.input_size}px · {cfg.epochs} epoch{'s' * (cfg.epochs != 1)} · batch {cfg.batch_size} · {cfg.arch.norm} norm"))
             if run.status == "running":
                 progress_line(run)
             elif run.status == "done":

@@ -79,6 +79,7 @@ def test_an_uploaded_model_is_inspected_in_a_worker_and_diagnosed(home, upload):
     at.switch_page("pages/diagnose.py").run()  # AppTest reruns the page it was told, not the one the script switched to
     assert "precisebn" in Store(home).evaluations(run.id)
     assert [b.proto.label for b in at.get("download_button")] == ["Download the recalibrated model (.keras)"]
+    assert at.caption[0].value.startswith("done · a saved model, inspected (training history unknown) · 3 BN layers")
 
 
 def test_a_file_that_is_not_a_model_fails_its_job_with_one_line(home, upload):
