@@ -37,6 +37,7 @@ from bnviz.config import ProbeConfig
 from bnviz.models import bn_layer_info, layer_rows
 from bnviz.own import Splits, as_arrays, atomic_write, bn_notes, evaluate_splits, own_config, samples_path, save_samples
 from bnviz.probe import BNProbe, Unfollowable, tap_model
+from bnviz.records import RunStatus
 from bnviz.store import Store
 from bnviz.train import Recorder
 
@@ -86,7 +87,7 @@ class Probe(keras.callbacks.Callback):
             self._parts = []
             if self.run_id:
                 with contextlib.suppress(Exception):  # the store itself may be what failed
-                    self.store.finish(self.run_id, "failed", error=f"The probe stopped: {type(exc).__name__}: {exc}")
+                    self.store.finish(self.run_id, RunStatus.FAILED, error=f"The probe stopped: {type(exc).__name__}: {exc}")
             warnings.warn(f"bnviz.Probe stopped recording ({type(exc).__name__}: {exc}); training goes on.", stacklevel=2)
 
     def _start_run(self, splits: Splits) -> None:
@@ -97,7 +98,7 @@ class Probe(keras.callbacks.Callback):
         info = {"source": "callback", "bn_layers": bn_layer_info(self.model), "layers": layer_rows(self.model), "notes": bn_notes(self.model),
                 "params": {"total": int(self.model.count_params())}, "probe_data": probe_split, "population_data": population_split,
                 "data": {s: len(x) for s, (x, _) in splits.items()}}
-        self.run_id = self.store.create_run(config, status="running")
+        self.run_id = self.store.create_run(config, status=RunStatus.RUNNING)
         self.store.start(self.run_id, os.getpid(), steps, steps * epochs, info)
         self.recorder = Recorder(self.store, self.run_id, stop_on_nan=False)
         self._parts = [self.recorder]
@@ -137,7 +138,7 @@ class Probe(keras.callbacks.Callback):
     def _finish(self) -> None:
         recorder = self.recorder
         if recorder.failure or recorder.cancelled:
-            status = "failed" if recorder.failure else "cancelled"
+            status = RunStatus.FAILED if recorder.failure else RunStatus.CANCELLED
             self.store.finish(self.run_id, status, error=recorder.failure or f"Cancelled at step {recorder.step}.")
             return
         evaluation = evaluate_splits(self.model, self.splits, self.batch_size, self.seed, recorder.fit_accuracy)
@@ -146,4 +147,4 @@ class Probe(keras.callbacks.Callback):
         path = self.store.model_path(self.run_id)
         atomic_write(path, self.model.save)
         self.store.update_info(self.run_id, steps=recorder.step)
-        self.store.finish(self.run_id, "done", model_path=str(path))
+        self.store.finish(self.run_id, RunStatus.DONE, model_path=str(path))

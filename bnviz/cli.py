@@ -16,7 +16,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from bnviz.config import SETTINGS, ConfigError, RunConfig, validate, with_filters, with_settings
-from bnviz.data import DataError
+from bnviz.data import BUILTIN_DATASETS, DataError
 from bnviz.presets import PRESETS, SEED_RESULTS, preset_config
 from bnviz.records import Evaluation, RunStatus
 from bnviz.shapes import param_counts, param_totals
@@ -110,7 +110,7 @@ def _config_file(path: str) -> RunConfig:
 
 
 def _dataset_spec(spec: str) -> str:
-    if spec in ("synthetic", "digits"):
+    if spec in BUILTIN_DATASETS:
         return spec
     path = Path(spec).expanduser()
     if not path.is_dir():

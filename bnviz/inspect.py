@@ -32,7 +32,7 @@ from bnviz.jobs import JobFailed
 from bnviz.models import bn_layer_info, layer_rows, load_model_safely
 from bnviz.own import Splits, atomic_write, bn_notes, evaluate_splits, own_config, samples_path, save_samples
 from bnviz.probe import RecordMaker, Snapshot
-from bnviz.records import Job
+from bnviz.records import Job, RunStatus
 from bnviz.store import Store
 
 DEFAULT_SIZE = 64  # for a model whose input takes any image size
@@ -56,7 +56,7 @@ def inspect_model(store: Store, model_path: str | Path, data: str | Path, test: 
     dataset, splits = _splits(store, data, test, size, seed)
     _check_outputs(model, dataset)
     config = own_config(model, name or Path(model_path).stem, batch_size, str(dataset.name), 0, ProbeConfig())
-    run_id = store.create_run(config, status="running")
+    run_id = store.create_run(config, status=RunStatus.RUNNING)
     try:
         _record(store, run_id, model, splits, config.probe, batch_size, seed, progress, {"job": job_id} if job_id else {})
     except BaseException:
@@ -80,7 +80,7 @@ def _record(store: Store, run_id: str, model: keras.Model, splits: Splits, probe
     store.add_records(run_id, (), [maker.make(Snapshot(0, 0, model.get_weights(), None))])
     save_samples(samples_path(store.models_dir, run_id), splits)
     atomic_write(store.model_path(run_id), model.save)
-    store.finish(run_id, "done", model_path=str(store.model_path(run_id)))
+    store.finish(run_id, RunStatus.DONE, model_path=str(store.model_path(run_id)))
 
 
 # --- the model ---------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import keras
 import numpy as np
 
 from bnviz.config import RunConfig, check_batch_size, validate
-from bnviz.data import Dataset, load_dataset
+from bnviz.data import BUILTIN_DATASETS, Dataset, load_dataset
 from bnviz.jobs import JobCancelled, JobFailed
 from bnviz.models import bn_layer_info, compile_model, layer_rows
 from bnviz.probe import BNProbe, StatelessForward, _accuracy_and_loss, tap_model
@@ -26,7 +26,6 @@ from bnviz.store import ProbeRecord, Store
 COMMIT_SECONDS = 1.0  # step metrics reach the store at least this often
 CANCEL_POLL_SECONDS = 0.5
 PROGRESS_SECONDS = 2.0  # a train job's progress text changes at most this often
-BUILTIN_DATASETS = ("synthetic", "digits")  # generated in memory, no files behind them
 
 
 class Recorder(keras.callbacks.Callback):

@@ -21,10 +21,11 @@ from bnviz.config import SETTING
 from bnviz.diagnose import Finding, diagnose
 from bnviz.forms import FolderScan, scan_folder
 from bnviz.jobs import JobManager
+from bnviz.records import ACTIVE, RunStatus
 from bnviz.store import Run, RunData, Store, StoreUnreadable, default_home
 
-ACTIVE = ("queued", "running")
-STATUS_COLOURS = {"queued": "gray", "running": "blue", "done": "green", "failed": "red", "cancelled": "orange", "interrupted": "orange"}
+STATUS_COLOURS = {RunStatus.QUEUED: "gray", RunStatus.RUNNING: "blue", RunStatus.DONE: "green", RunStatus.FAILED: "red",
+                  RunStatus.CANCELLED: "orange", RunStatus.INTERRUPTED: "orange"}
 PAGE_FILES = {name: f"pages/{name}.py" for name in ("train", "runs", "diagnose", "inspect", "compare", "sweep", "story", "export")}
 PLOT_CONFIG = {"displaylogo": False}
 
@@ -44,7 +45,7 @@ def frame() -> StreamlitPage:
     except StoreUnreadable as exc:  # one clear message instead of a traceback; nothing is written
         st.error(str(exc))
         st.stop()
-    running = sum(r.status == "running" for r in runs)
+    running = sum(r.status == RunStatus.RUNNING for r in runs)
     with st.sidebar:
         st.caption(f"Runs folder (BNVIZ_HOME): `{store().home}`")
         st.caption(f"Workers (BNVIZ_MAX_WORKERS): {manager().max_workers} · {running} running · {len(runs) - running} queued")
@@ -189,7 +190,7 @@ def pick_runs(key: str, runs: Sequence[Run], default: list[str], param: str = "r
 
 def run_label(run: Run) -> str:
     """The run's label for pickers, with its status unless it is done."""
-    return run.label if run.status == "done" else f"{run.label} ({run.status})"
+    return run.label if run.status == RunStatus.DONE else f"{run.label} ({run.status})"
 
 
 def own_model_text(run: Run) -> str | None:
@@ -209,7 +210,7 @@ def status_badge(status: str) -> str:
 
 def newest_done(runs: Sequence[Run], count: int = 1) -> list[str]:
     """Ids of the newest done runs (runs come newest first), else of the newest runs."""
-    done = [r.id for r in runs if r.status == "done"]
+    done = [r.id for r in runs if r.status == RunStatus.DONE]
     return (done or [r.id for r in runs])[:count]
 
 

@@ -47,7 +47,9 @@ def _recalibration(run_id: str) -> None:
     if jobs and jobs[0].status.active:
         _await(jobs[0].id)
         return
-    if jobs and jobs[0].status != RunStatus.DONE:
+    if jobs and jobs[0].status == RunStatus.CANCELLED:
+        st.info("The last recalibration was cancelled before it ran.")
+    elif jobs and jobs[0].status != RunStatus.DONE:
         st.error(f"Recalibration {jobs[0].status}: {jobs[0].error or 'no reason was recorded'}")
     evaluations = common.store().evaluations(run_id)
     if "precisebn" in evaluations and "final" in evaluations:
@@ -68,10 +70,13 @@ def _await(job_id: str) -> None:
     if not job.status.active:
         st.rerun()
     st.info(f"Recalibrating in a worker process… {job.progress or job.status}", icon=":material/hourglass_top:")
+    if job.status == RunStatus.QUEUED and st.button("Cancel", key="diagnose_recalibrate_cancel", help="Still queued: drop it"):
+        common.store().cancel_job(job_id)
+        st.rerun()
 
 
 st.title("Diagnose a run")
-runs = [r for r in common.store().list_runs() if r.status != "queued"]
+runs = [r for r in common.store().list_runs() if r.status != RunStatus.QUEUED]
 common.require(runs, "No run has started yet. Queue one on the Train page.", link="train", link_label="Train a model")
 run = common.pick_run("diagnose_run", runs, default=common.newest_done(runs)[0])
 data = common.load_run(run)
@@ -80,13 +85,13 @@ epochs = f"{cfg.epochs} epoch{'s' * (cfg.epochs != 1)}"
 st.caption(f"{run.status} · " + (common.own_model_text(run) or f"{cfg.arch.norm} normalisation"
            + (f" · momentum {run.momentum:g}" if cfg.arch.norm == "batch" else "")
            + f" · {steps:,} steps · {epochs} of batch {cfg.batch_size} · {cfg.input_size}px · data: {cfg.dataset}"))
-if run.status == "running":
+if run.status == RunStatus.RUNNING:
     st.info("This run is still training: the charts show its records so far. Rerun the page (R) to update them.")
 if run.error:
     st.warning(run.error)
 
 common.show_findings(data)
-if run.status == "done" and cfg.arch.norm == "batch":
+if run.status == RunStatus.DONE and cfg.arch.norm == "batch":
     fix_it(run)
 
 st.subheader("Accuracy: inference mode vs batch statistics")
@@ -107,7 +112,7 @@ else:
 
 layers = list(data.layers)
 if not layers:
-    if run.status == "running" and cfg.arch.norm == "batch" and cfg.probe.enabled:
+    if run.status == RunStatus.RUNNING and cfg.arch.norm == "batch" and cfg.probe.enabled:
         st.info(f"No probe record yet. To keep training at full speed the probe spends at most {cfg.probe.budget:.0%} of the "
                 "training time on records; the rest are made when training ends (a few seconds for a short run).")
     else:
@@ -139,7 +144,7 @@ if cfg.arch.norm == "batch":
 st.subheader("Training curves")
 common.chart(figures.training_curves(data), key="diagnose_curves")
 
-others = [r for r in runs if r.id != run.id and r.status == "done"]
+others = [r for r in runs if r.id != run.id and r.status == RunStatus.DONE]
 if others:
     st.subheader("Compare with another run")
     common.ensure_choice("diagnose_compare_with", [r.id for r in others], others[0].id)

@@ -7,6 +7,7 @@ import streamlit as st
 
 from bnviz import export, figures
 from bnviz.presets import SEED_RESULTS
+from bnviz.records import RunStatus
 from bnviz.story import CHAPTERS, latest_story, new_story_id, story_configs
 from pages import common
 
@@ -29,7 +30,7 @@ if top[2].button("Run the story", type="primary", key="story_run", help="Queues 
 
 runs = latest_story(common.store())
 common.require(runs, "No story has run yet: press “Run the story” (about a minute) or run `python -m bnviz story`.")
-data = {preset: common.load_run(run) for preset, run in runs.items() if run.status == "done"}
+data = {preset: common.load_run(run) for preset, run in runs.items() if run.status == RunStatus.DONE}
 chapter = CHAPTERS[st.radio("Chapter", range(len(CHAPTERS)), format_func=lambda i: CHAPTERS[i].title, horizontal=True, key="story_chapter")]
 
 st.header(chapter.title)

@@ -9,7 +9,7 @@ import pytest
 from bnviz.diagnose import as_text, diagnose, momentum_text
 from bnviz.presets import preset_config
 from bnviz.stats import suggest_momentum
-from bnviz.store import LayerTrace, Run, RunData
+from bnviz.store import Evaluation, LayerTrace, Run, RunData
 
 
 def _run(config, info=None) -> Run:
@@ -40,7 +40,7 @@ def _data(preset="bn", momentum=0.99, steps=120, test=0.3, test_batch=0.95, trai
     step_frame = pd.DataFrame({"step": range(1, steps + 1), "epoch": 1, "loss": 0.1, "accuracy": fit_acc})
     probes = pd.DataFrame({"step": probe_steps, "epoch": 1, "acc_train_mode": test_batch, "acc_inference": test, "loss_train_mode": 0.1, "loss_inference": 2.0})
     layers = {"norm1": _trace(probe_steps, moving, pop_mean, pop_var, moving_var=moving_var, batch_jitter=jitter)} if config.arch.norm == "batch" else {}
-    return RunData(_run(config, info), step_frame, probes, layers, {"final": {"accuracy": acc}})
+    return RunData(_run(config, info), step_frame, probes, layers, {"final": Evaluation.from_dict({"accuracy": acc})})
 
 
 def _by_key(findings):
