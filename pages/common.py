@@ -250,6 +250,19 @@ def show_findings(data: RunData, shown: int = 3) -> None:
                 shows[finding.severity](f"**{finding.title}**\n\n{finding_text(finding)}")
 
 
+@st.fragment(run_every=1.5)
+def await_job(job_id: str, doing: str, cancel_key: str | None = None) -> None:
+    """Poll a background job in the store; rerun the whole page when it ends, so every chart sees its
+    result. While it is still queued, a `cancel_key` button drops it."""
+    job = store().get_job(job_id)
+    if not job.status.active:
+        st.rerun()
+    st.info(f"{doing} in a worker process… {job.progress or job.status}", icon=":material/hourglass_top:")
+    if cancel_key and job.status == RunStatus.QUEUED and st.button("Cancel", key=cancel_key, help="Still queued: drop it"):
+        store().cancel_job(job_id)
+        st.rerun()
+
+
 def refresh_while_active(runs: Sequence[Run]) -> None:
     """While any of `runs` is queued or running, say so and rerun the page when a status changes."""
     active = {r.id: r.status for r in runs if r.status in ACTIVE}

@@ -45,7 +45,7 @@ def _recalibration(run_id: str) -> None:
     finish, and the before/after table once the "precisebn" evaluation exists."""
     jobs = common.store().list_jobs(run_id=run_id, kinds=["recalibrate"])
     if jobs and jobs[0].status.active:
-        _await(jobs[0].id)
+        common.await_job(jobs[0].id, "Recalibrating", cancel_key="diagnose_recalibrate_cancel")
         return
     if jobs and jobs[0].status == RunStatus.CANCELLED:
         st.info("The last recalibration was cancelled before it ran.")
@@ -61,18 +61,6 @@ def _recalibration(run_id: str) -> None:
         if fixed.exists():
             st.download_button("Download the recalibrated model (.keras)", fixed.read_bytes, file_name=fixed.name, mime="application/octet-stream",
                                key="diagnose_download_precisebn", on_click="ignore", icon=":material/download:")
-
-
-@st.fragment(run_every=1.5)
-def _await(job_id: str) -> None:
-    """Poll a job in the store; rerun the whole page when it ends, so every chart sees its result."""
-    job = common.store().get_job(job_id)
-    if not job.status.active:
-        st.rerun()
-    st.info(f"Recalibrating in a worker process… {job.progress or job.status}", icon=":material/hourglass_top:")
-    if job.status == RunStatus.QUEUED and st.button("Cancel", key="diagnose_recalibrate_cancel", help="Still queued: drop it"):
-        common.store().cancel_job(job_id)
-        st.rerun()
 
 
 st.title("Diagnose a run")

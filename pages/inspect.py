@@ -63,15 +63,6 @@ common.require(jobs, "Nothing inspected yet: choose a model and its images, then
 job_id = ss.get("inspect_job") if ss.get("inspect_job") in {j.id for j in jobs} else jobs[0].id
 
 
-@st.fragment(run_every=1.5)
-def await_job(job_id: str) -> None:
-    """Poll the job; rerun the page when it ends."""
-    job = common.store().get_job(job_id)
-    if not job.status.active:
-        st.rerun()
-    st.info(f"Inspecting in a worker process… {job.progress or job.status}", icon=":material/hourglass_top:")
-
-
 def result(job: Job) -> None:
     """The inspected run: accuracy in both modes, the findings, PreciseBN and downloads."""
     run = next((r for r in common.store().list_runs() if r.info.get("job") == job.id), None)
@@ -94,7 +85,7 @@ def result(job: Job) -> None:
 
 job = common.store().get_job(job_id)
 if job.status.active:
-    await_job(job.id)
+    common.await_job(job.id, "Inspecting", cancel_key="inspect_cancel")
 elif job.status != RunStatus.DONE:
     st.error(f"Inspection {job.status}: {job.error or 'no reason was recorded'}")
 else:
