@@ -17,15 +17,15 @@ import numpy as np
 
 from bnviz.config import OWN_PRESET, ConfigError
 from bnviz.data import load_dataset
+from bnviz.evidence import RECALIBRATION_BATCHES, recalibrate_model
 from bnviz.jobs import JobFailed
 from bnviz.models import batch_norm_layers, load_model_safely
 from bnviz.own import SPLITS, atomic_write, evaluate_splits, load_samples, samples_path
-from bnviz.probe import StatelessForward, population_moments, tap_model
 from bnviz.records import Evaluation, Job, RunStatus
 from bnviz.store import Run, Store, StoreError
 from bnviz.train import evaluate_both_modes
 
-DEFAULT_BATCHES = 50  # ~1,600 images at batch 32: Wu & Johnson find 10³–10⁴ samples enough
+DEFAULT_BATCHES = RECALIBRATION_BATCHES
 
 
 def recalibrate(store: Store, run_id: str, batches: int = DEFAULT_BATCHES, progress: Callable[[str], None] = lambda text: None,
@@ -41,18 +41,14 @@ def recalibrate(store: Store, run_id: str, batches: int = DEFAULT_BATCHES, progr
         raise StoreError(f"Run {run_id} has no finished model to recalibrate (status: {run.status}).")
     config = run.config
     model = load_model_safely(run.model_path)
-    bn_layers = batch_norm_layers(model)
-    if not bn_layers:
+    if not batch_norm_layers(model):
         raise StoreError(f"Run {run_id}'s model has no BatchNormalization layer: nothing to recalibrate.")
     x_train, evaluate = _run_data(store, run)
-    order = np.random.default_rng(config.seed + 2).permutation(len(x_train))[: batches * config.batch_size]
-    progress(f"averaging BN statistics over {-(-len(order) // config.batch_size)} training batches")
-    moments = population_moments(StatelessForward(tap_model(model)[0]), x_train[order], config.batch_size, len(bn_layers))
-    for layer, (mean, var) in zip(bn_layers, moments, strict=True):
-        layer.moving_mean.assign(mean)
-        layer.moving_variance.assign(var)
+    sample = x_train[np.random.default_rng(config.seed + 2).permutation(len(x_train))[: batches * config.batch_size]]
+    progress(f"averaging BN statistics over {-(-len(sample) // config.batch_size)} training batches")
+    recalibrate_model(model, sample, config.batch_size)
     progress("evaluating in both BN modes")
-    after = dataclasses.replace(evaluate(model), batches=-(-len(order) // config.batch_size), samples=len(order))
+    after = dataclasses.replace(evaluate(model), batches=-(-len(sample) // config.batch_size), samples=len(sample))
     store.add_evaluation(run_id, "precisebn", after)
     for path in filter(None, (store.models_dir / f"{run_id}-precisebn.keras", save)):
         atomic_write(Path(path), model.save)

@@ -234,13 +234,13 @@ def finding_text(finding: Finding) -> str:
     return finding.detail + "".join(f"\n- {r}" for r in finding.remedies)
 
 
-def show_findings(data: RunData, shown: int = 3) -> None:
-    """The diagnosis, ranked: the first `shown` critical or warning findings as callouts, the rest
-    folded into an expander."""
-    items = diagnose(data)
+def show_findings(data: RunData, shown: int = 3) -> Finding:
+    """The diagnosis: the verdict, then the next critical or warning findings (`shown` callouts in
+    all), the rest folded into an expander."""
+    top, *items = diagnose(data)
     st.subheader("Findings")
     shows = {"critical": st.error, "warning": st.warning, "info": st.info, "ok": st.success}
-    major = [f for f in items if f.severity in ("critical", "warning")][:shown]
+    major = [top] + [f for f in items if f.severity in ("critical", "warning")][: shown - 1]  # the verdict always, first
     for finding in major:
         shows[finding.severity](f"**{finding.title}**\n\n{finding_text(finding)}")
     rest = [f for f in items if f not in major]
@@ -248,6 +248,7 @@ def show_findings(data: RunData, shown: int = 3) -> None:
         with st.expander(f"{len(rest)} more finding{'s' if len(rest) > 1 else ''}", expanded=not major):
             for finding in rest:
                 shows[finding.severity](f"**{finding.title}**\n\n{finding_text(finding)}")
+    return top
 
 
 @st.fragment(run_every=1.5)

@@ -7,6 +7,8 @@ import pandas as pd
 import streamlit as st
 
 from bnviz import figures, levers
+from bnviz.config import OWN_PRESET
+from bnviz.diagnose import Finding
 from bnviz.presets import SEED_RESULTS
 from bnviz.records import RunStatus
 from bnviz.store import Run
@@ -17,7 +19,7 @@ common.frame_if_run_alone()
 ss = st.session_state
 
 
-def fix_it(run: Run) -> None:
+def fix_it(run: Run, verdict: Finding) -> None:
     """Recalibrate the run's BN statistics in a worker, or queue a one-change copy and compare."""
     st.subheader("Fix it")
     recal_col, lever_col = st.columns(2, gap="large")
@@ -30,11 +32,10 @@ def fix_it(run: Run) -> None:
         _recalibration(run.id)
     with lever_col:
         st.markdown("**What if…** queue a copy of this run with one change, then compare the two.")
-        if not levers.available(run):
+        if run.config.preset == OWN_PRESET:
             st.caption("This is your own model (from `bnviz.Probe` or `bnviz inspect`): bnviz cannot retrain it. Change the momentum "
                        "of its BN layers in your script and train again with `bnviz.Probe`; PreciseBN here needs no retraining.")
-        for lever in levers.available(run):
-            config = lever.apply(run)
+        for lever, config in levers.options(run, verdict.cause, verdict.numbers.get("suggested_momentum")):
             if st.button(f"{lever.label} → {config.name.split(' · ')[-1]}", key=f"diagnose_lever_{lever.key}"):
                 st.session_state["compare_open"] = [run.id, common.manager().submit(config, parent=run.id)]
                 st.switch_page(common.PAGE_FILES["compare"])
@@ -42,12 +43,11 @@ def fix_it(run: Run) -> None:
 
 def _recalibration(run_id: str) -> None:
     """The latest recalibration job's state while it is queued or running, its error if it did not
-    finish, and the before/after table once the "precisebn" evaluation exists."""
+    finish, and the before/after table as soon as a "precisebn" evaluation exists."""
     jobs = common.store().list_jobs(run_id=run_id, kinds=["recalibrate"])
     if jobs and jobs[0].status.active:
         common.await_job(jobs[0].id, "Recalibrating", cancel_key="diagnose_recalibrate_cancel")
-        return
-    if jobs and jobs[0].status == RunStatus.CANCELLED:
+    elif jobs and jobs[0].status == RunStatus.CANCELLED:
         st.info("The last recalibration was cancelled before it ran.")
     elif jobs and jobs[0].status != RunStatus.DONE:
         st.error(f"Recalibration {jobs[0].status}: {jobs[0].error or 'no reason was recorded'}")
@@ -78,9 +78,9 @@ if run.status == RunStatus.RUNNING:
 if run.error:
     st.warning(run.error)
 
-common.show_findings(data)
+verdict = common.show_findings(data)
 if run.status == RunStatus.DONE and cfg.arch.norm == "batch":
-    fix_it(run)
+    fix_it(run, verdict)
 
 st.subheader("Accuracy: inference mode vs batch statistics")
 frame = figures.accuracy_frame([data])
