@@ -100,11 +100,14 @@ def test_population_statistics_on_any_axis_match_numpy(tiny_data, tmp_path):
 
     d = tiny_data
     sample = d.x_train[:32]
-    model, probe = _fit(d, tmp_path, model_fn, validation_data=(d.x_val, d.y_val), train_data=(sample, d.y_train[:32]))
+    _, probe = _fit(d, tmp_path, model_fn, validation_data=(d.x_val, d.y_val), train_data=(sample, d.y_train[:32]))
     trace = Store(tmp_path).load_run(probe.run_id).layers["rows_bn"]
-    conv_out = keras.Model(model.inputs, model.get_layer("rows_bn").input).predict(sample, verbose=0).astype(np.float64)
-    np.testing.assert_allclose(trace.pop_mean[-1], conv_out.mean(axis=(0, 2, 3)), rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(trace.pop_var[-1], conv_out.var(axis=(0, 2, 3)), rtol=1e-3, atol=1e-4)
+    keras.utils.set_random_seed(3)  # as _fit: the model before its first step, whose weights the step-0 record measures
+    initial = model_fn(d.num_classes)
+    conv_out = keras.Model(initial.inputs, initial.get_layer("rows_bn").input).predict(sample, verbose=0).astype(np.float64)
+    assert trace.steps[0] == 0 and trace.pop_mean.shape == (len(trace.steps), TINY)
+    np.testing.assert_allclose(trace.pop_mean[0], conv_out.mean(axis=(0, 2, 3)), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(trace.pop_var[0], conv_out.var(axis=(0, 2, 3)), rtol=1e-3, atol=1e-4)
 
 
 def test_frozen_bn_in_a_nested_sequential_model_from_a_dataset(tiny_data, tmp_path):
