@@ -471,9 +471,19 @@ def data_regime(data: RunData, ev: Evidence) -> Finding | None:
                    {"mean_offset_sd": offset, "variance": variance, "initial_scale_error": scale, "far": float(far)})
 
 
+def model_notes(data: RunData, ev: Evidence) -> Finding | None:
+    """What bnviz knows only about a model it did not build (bnviz.Probe, bnviz inspect): frozen BN
+    layers, an unknown training history. The notes are written with the run (`info["notes"]`)."""
+    notes = data.run.info.get("notes") or []
+    if not notes:
+        return None
+    frozen = sum(1 for layer in data.run.info.get("bn_layers", []) if not layer.get("trainable", True))
+    return Finding("model_notes", "info", "About this model", " ".join(notes), (), {"frozen_bn_layers": frozen})
+
+
 CHECKS: tuple[Callable[[RunData, Evidence], Finding | None], ...] = (
     accuracy_evidence, stale_initial_values, lag, non_iid_batches, batch_noise, never_moved, dropout_before_bn, test_shift, overfitting,
-    fit_vs_evaluate, data_regime,
+    fit_vs_evaluate, data_regime, model_notes,
 )
 
 

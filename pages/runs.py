@@ -30,8 +30,11 @@ def accuracy_line(run: Run) -> str:
     if final is None:
         return ""
     acc = final.accuracies()
-    return (f"test accuracy: **{acc['test']:.0%}** in inference mode · {acc['test_batchstats']:.0%} with batch statistics · "
-            f"train {acc['train']:.0%}")
+    split = next((s for s in ("test", "val", "train") if s in acc), None)  # bnviz.Probe evaluates only the splits it was given
+    if split is None:
+        return ""
+    train = f" · train {acc['train']:.0%}" if "train" in acc and split != "train" else ""
+    return f"{split} accuracy: **{acc[split]:.0%}** in inference mode · {acc[split + '_batchstats']:.0%} with batch statistics{train}"
 
 
 def progress_line(run: Run) -> None:
@@ -65,8 +68,8 @@ def show(run: Run) -> None:
             when = time.strftime("%Y-%m-%d %H:%M", time.localtime(run.created))
             cfg = run.config
             st.markdown(f"**{run.label}** {common.status_badge(run.status)} `{run.id}`")
-            st.caption(f"{when} · {cfg.dataset if len(cfg.dataset) < 40 else '…' + cfg.dataset[-38:]} · {cfg.input_size}px · "
-                       f"{cfg.epochs} epoch{'s' * (cfg.epochs != 1)} · batch {cfg.batch_size} · {cfg.arch.norm} norm")
+            st.caption(f"{when} · " + (common.own_model_text(run) or f"{cfg.dataset if len(cfg.dataset) < 40 else '…' + cfg.dataset[-38:]} · "
+                       f"{cfg.input_size}px · {cfg.epochs} epoch{'s' * (cfg.epochs != 1)} · batch {cfg.batch_size} · {cfg.arch.norm} norm"))
             if run.status == RunStatus.RUNNING:
                 progress_line(run)
             elif run.status == RunStatus.DONE:
