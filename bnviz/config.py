@@ -16,6 +16,7 @@ NORMALIZATIONS = ("none", "batch", "layer", "group")
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
 INITIALIZERS = ("zeros", "ones", "glorot_uniform", "he_normal", "random_normal", "random_uniform")
 MIN_INPUT_SIZE, MAX_INPUT_SIZE = 16, 224
+OWN_PRESET = "own"  # a model bnviz did not build (bnviz.Probe, bnviz inspect): nothing to retrain from its config
 
 
 class ConfigError(ValueError):
@@ -91,7 +92,7 @@ class RunConfig:
     input_size: int = 64  # the seed used 224; 64 keeps a run to seconds on 2 cores
     epochs: int = 3
     batch_size: int = 32
-    shuffle: bool = True  # batches drawn afresh each epoch; False keeps one order (non-i.i.d. batches)
+    shuffle: bool = True  # batches drawn afresh each epoch; False feeds the images class by class, in file order (non-i.i.d. batches)
     optimizer: str = "adam"
     learning_rate: float = 1e-3
     seed: int = 0
@@ -198,7 +199,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("input_size", ("input_size",), int, "Input size (pixels per side)", "", MIN_INPUT_SIZE, MAX_INPUT_SIZE),
     Setting("epochs", ("epochs",), int, "Epochs", "", 1, 500),
     Setting("batch_size", ("batch_size",), int, "Batch size", "images per step: BN's batch statistics come from this many", 2, 1024),
-    Setting("shuffle", ("shuffle",), bool, "Shuffle batches each epoch", "off: the same batches in the same order, not i.i.d."),
+    Setting("shuffle", ("shuffle",), bool, "Shuffle batches each epoch", "off: class by class, in file order: batches that are not i.i.d."),
     Setting("optimizer", ("optimizer",), str, "Optimizer", "", choices=OPTIMIZERS),
     Setting("learning_rate", ("learning_rate",), float, "Learning rate", "", 0, 10, open_low=True),
     Setting("seed", ("seed",), int, "Seed", "data split, weights and batch order", 0, 2**31 - 1),

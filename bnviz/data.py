@@ -12,6 +12,7 @@ the dashboard can validate and preview data without loading Keras.
 
 from __future__ import annotations
 
+import inspect
 import io
 import re
 import zipfile
@@ -74,11 +75,9 @@ class Dataset:
 
 
 def load_dataset(spec: str, input_size: int, seed: int = 0) -> Dataset:
-    """Load `spec`: "synthetic", "digits" or a folder path. Raises DataError on bad input."""
-    if spec == "synthetic":
-        return synthetic(input_size, seed)
-    if spec == "digits":
-        return digits(input_size, seed)
+    """Load `spec`: a built-in name (BUILTIN_DATASETS) or a folder path. Raises DataError on bad input."""
+    if spec in BUILTIN_DATASETS:
+        return BUILTIN_DATASETS[spec].load(input_size, seed)
     return from_folder(spec, input_size, seed)
 
 
@@ -237,6 +236,25 @@ def digits(input_size: int, seed: int = 0) -> Dataset:
     train, val, test = _split_indices(y, seed, 0.15, 0.15)
     names = tuple(str(d) for d in range(10))
     return Dataset("digits", names, x[train], y[train], x[val], y[val], x[test], y[test])
+
+
+@dataclass(frozen=True)
+class BuiltinDataset:
+    """A data set generated in memory (no files behind it): how to make it from (input size,
+    seed), and the sizes the Train page estimates steps and the head with before loading it."""
+
+    load: Callable[[int, int], Dataset]
+    label: str
+    classes: int
+    train_images: int
+
+
+BUILTIN_DATASETS = {
+    "synthetic": BuiltinDataset(synthetic, "Embedded synthetic scenes (6 classes, no download)", len(SYNTHETIC_CLASSES),
+                                len(SYNTHETIC_CLASSES) * inspect.signature(synthetic).parameters["train_per_class"].default),
+    "digits": BuiltinDataset(digits, "Handwritten digits (scikit-learn, 10 classes)", 10,
+                             round(1797 * 0.7)),  # scikit-learn's 1797 digits, 15 % val and 15 % test held out
+}
 
 
 # --- folders -----------------------------------------------------------------------------------

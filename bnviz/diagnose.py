@@ -1,11 +1,23 @@
-"""Diagnosis: ranked findings, each a sentence with the measured numbers behind it, a severity
-and its remedies. Pure functions over stored run data (`RunData`); no TensorFlow.
+"""Diagnosis: one verdict naming the cause, then ranked findings, each a sentence with the measured
+numbers behind it, a severity and its remedies. Pure functions over stored run data; no TensorFlow.
 
-Momentum is always given in both conventions: Keras `momentum=m` is PyTorch `momentum=1−m`.
+The verdict rests on evidence from *training* data only: accuracy after PreciseBN (the moving
+statistics replaced by training-batch population statistics, evaluation "recalibrated"), the
+weight mᵗ of the initial values, per-layer gaps in inference mode, the spread of training-batch
+means against i.i.d. batches, and the shift of each split's inputs. Batch statistics on *test*
+batches adapt to the test data (transductive) and are shown, never taken as proof.
+
+Causes (`CAUSES`), each with its own finding and remedies: stale initial values (few steps), lag
+(statistics drifting faster than the average follows), batches that are not i.i.d., small-batch
+noise, Dropout before BN, moving statistics that never moved, a test-only shift, overfitting,
+healthy. A finding never contradicts the verdict: a cause the verdict does not name is at most
+"info". Momentum is given in both conventions: Keras `momentum=m` is PyTorch `momentum=1−m`.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -15,16 +27,29 @@ from bnviz.stats import (
     ema_window,
     half_life,
     init_weight,
+    lag_momentum,
+    scale_error,
     standardized_gap,
     steps_to_forget,
     suggest_momentum,
     torch_momentum,
-    variance_ratio,
 )
-from bnviz.store import RunData
+from bnviz.store import LayerTrace, RunData
 
 SEVERITIES = ("critical", "warning", "info", "ok")
-GAP_CRITICAL, GAP_WARNING = 0.15, 0.05  # inference vs batch-statistics accuracy gap
+CAUSES = ("pending", "stale_initial_values", "lag", "non_iid_batches", "batch_noise", "dropout_before_bn", "never_moved",
+          "test_shift", "overfitting", "healthy")
+BN_CAUSES = ("stale_initial_values", "lag", "non_iid_batches", "batch_noise", "dropout_before_bn", "never_moved")
+GAP_CRITICAL, GAP_WARNING = 0.15, 0.05  # accuracy lost to the moving statistics (recalibrated − inference)
+STALE_WEIGHT = 0.05  # mᵗ above which the initial values still weigh enough to be the cause
+NON_IID_RATIO = 3.0  # another model's training-batch means this many times further from the population than i.i.d. ones: not i.i.d.
+UNSHUFFLED_RATIO = 1.5  # bnviz's unshuffled (class-sorted) batches this far off i.i.d. ones: their order matters
+UNDERFIT = 0.9  # training accuracy (fit and evaluate) below this: the model did not learn its own training data
+NOISE_SD = 0.2  # the moving mean's own noise (population SDs) above which small batches are the cause
+SHIFT_MIN = 0.3  # a split's inputs this far (training SDs, see evidence.channel_shift) from train's: shifted
+OVERFIT_GAP = 0.1  # train − held-out accuracy in inference mode
+LAYER_GAP = (0.25, 1.0)  # mean gap (population SDs) for a warning / critical layer
+LAYER_SCALE = (1.12, math.sqrt(2))  # scale error (√ of the variance ratio, ε included) for a warning / critical layer
 
 
 @dataclass(frozen=True)
@@ -35,6 +60,7 @@ class Finding:
     detail: str  # the sentence with the numbers
     remedies: tuple[str, ...] = ()
     numbers: dict[str, float] = field(default_factory=dict)
+    cause: str = ""  # the verdict's cause (one of CAUSES); empty for other findings
 
 
 def momentum_text(m: float) -> str:
@@ -42,162 +68,345 @@ def momentum_text(m: float) -> str:
     return f"momentum {m:g} (PyTorch: momentum={torch_momentum(m):g})"
 
 
-def _final(data: RunData) -> dict | None:
-    final = data.evaluations.get("final")
-    return final.accuracies() if final else None
-
-
-def _steps_trained(data: RunData) -> int:
-    if len(data.steps):
-        return int(data.steps["step"].max())
-    return int(data.probes["step"].max()) if len(data.probes) else 0
+# --- what the run holds ---------------------------------------------------------------------------
+def _accuracy(data: RunData, name: str = "final") -> dict[str, float] | None:
+    """One evaluation's accuracies by flat key ('test', 'test_batchstats', 'fit'), None when missing."""
+    evaluation = data.evaluations.get(name)
+    return evaluation.accuracies() if evaluation else None
 
 
 def _has_bn(data: RunData) -> bool:
-    return data.run.config.arch.norm == "batch"
+    return bool(data.layers) or bool(data.run.info.get("bn_layers")) or data.run.config.arch.norm == "batch"
 
 
-# --- individual checks: each returns a Finding or None ----------------------------------------
-def mode_gap(data: RunData) -> Finding | None:
-    """The decisive split: fine batch-statistics accuracy, poor inference accuracy."""
-    acc = _final(data)
+def _momentum(data: RunData) -> float:
+    """The momentum of the first BN layer (bnviz's own models share one; others record each layer's)."""
+    first = ordered_layers(data)[0] if data.layers else ""
+    return float(data.bn_arguments(first)["momentum"])
+
+
+def ordered_layers(data: RunData) -> list[str]:
+    """BN layers in network order (the model's layer table), not the store's alphabetical order."""
+    order = [row["name"] for row in data.run.info.get("layers", [])]
+    return sorted(data.layers, key=lambda name: (order.index(name) if name in order else len(order), name))
+
+
+# --- per-layer figures ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LayerFigures:
+    """One BN layer at its last record, ε included, medians over channels.
+
+    `own_*` compare the moving statistics with the training-mode population (what the layer would
+    see if every layer above were right); `infer_*` with the input inference really feeds it, the
+    whole network in inference mode, upstream errors included. A scale error above 1 means inference
+    divides by a standard deviation that many times too large (the output is squashed)."""
+
+    name: str
+    step: int
+    own_mean_gap: float
+    own_scale: float
+    infer_mean_gap: float
+    infer_scale: float
+    channels: int
+
+    @property
+    def severity(self) -> str:
+        return _layer_severity(self.infer_mean_gap, self.infer_scale)
+
+    @property
+    def own_severity(self) -> str:
+        return _layer_severity(self.own_mean_gap, self.own_scale)
+
+
+def _layer_severity(gap: float, scale: float) -> str:
+    if not (math.isfinite(gap) and math.isfinite(scale)):
+        return "info"
+    off = max(scale, 1 / scale) if scale > 0 else math.inf
+    if gap > LAYER_GAP[1] or off > LAYER_SCALE[1]:
+        return "critical"
+    return "warning" if gap > LAYER_GAP[0] or off > LAYER_SCALE[0] else "ok"
+
+
+def layer_figures(trace: LayerTrace, epsilon: float, i: int = -1) -> LayerFigures:
+    """The figures of `trace` at record `i` (see `LayerFigures`); NaN where the store lacks the
+    inference-mode arrays (runs recorded before they existed)."""
+    own_gap = standardized_gap(trace.moving_mean[i], trace.pop_mean[i], trace.pop_var[i], epsilon)
+    own_scale = scale_error(trace.moving_var[i], trace.pop_var[i], epsilon)
+    if trace.infer_var.size:
+        infer_gap = float(np.median(standardized_gap(trace.moving_mean[i], trace.infer_mean[i], trace.infer_var[i], epsilon)))
+        infer_scale = float(np.median(scale_error(trace.moving_var[i], trace.infer_var[i], epsilon)))
+    else:
+        infer_gap = infer_scale = math.nan
+    return LayerFigures(trace.layer, int(trace.steps[i]), float(np.median(own_gap)), float(np.median(own_scale)), infer_gap, infer_scale,
+                        int(trace.moving_mean.shape[1]))
+
+
+def all_layer_figures(data: RunData) -> list[LayerFigures]:
+    return [layer_figures(data.layers[name], data.epsilon(name)) for name in ordered_layers(data)]
+
+
+def scale_text(scale: float) -> str:
+    """What a scale error does to the normalised output, in words."""
+    if not math.isfinite(scale) or scale <= 0:
+        return f"divides by a standard deviation that cannot be compared with its input's (scale error {scale:g}: non-finite statistics)"
+    if scale >= 1:
+        return f"divides by a standard deviation {scale:.3g}× too large, squashing the output"
+    return f"divides by a standard deviation {1 / scale:.3g}× too small, blowing the output up"
+
+
+# --- the evidence, computed once --------------------------------------------------------------------
+@dataclass(frozen=True)
+class Evidence:
+    """The figures the verdict and the findings share (NaN where the run lacks them)."""
+
+    split: str  # the held-out split the accuracies below are for: test, or val when test is shifted
+    inference: float
+    recalibrated: float
+    batchstats: float  # batch statistics on held-out batches: transductive, shown but no proof
+    train: float  # evaluate on the training images (inference mode)
+    fit: float  # what fit reported (batch statistics, running mean over the last epoch)
+    val: float
+    test: float
+    test_shift: float  # first BN input (else pixels) of test vs train, in training SDs
+    val_shift: float
+    init_weight: float
+    non_iid_ratio: float
+    noise: float  # the moving mean's own noise, population SDs
+    stuck: tuple[str, ...]
+    not_iid: bool = False  # training batches were not i.i.d. samples (see `batches_not_iid`)
+
+    @property
+    def lost_to_statistics(self) -> float:
+        """Held-out accuracy that recalibrating on training data gives back: the moving statistics' share."""
+        return self.recalibrated - self.inference
+
+    @property
+    def test_shifted(self) -> bool:
+        return self.test_shift >= SHIFT_MIN and self.test_shift >= 3 * max(self.val_shift, 0.0) and self.test < self.val - GAP_WARNING
+
+
+def _shift(data: RunData, split: str) -> float:
+    shift = data.run.info.get("input_shift", {})
+    value = shift.get("first_bn_input", {}).get(split, shift.get("pixels", {}).get(split))
+    return math.nan if value is None else float(value)
+
+
+def gather(data: RunData) -> Evidence | None:
+    """The shared evidence; None before the run's final evaluation exists."""
+    acc = _accuracy(data)
     if acc is None:
-        if not len(data.probes):
-            return None
-        last = data.probes.iloc[-1]
-        acc = {"test": last["acc_inference"], "test_batchstats": last["acc_train_mode"]}
-    split = "test" if "test" in acc else "val"
-    infer, batch = acc[split], acc[f"{split}_batchstats"]
-    gap = batch - infer
-    numbers = {"inference": infer, "batchstats": batch, "gap": gap}
-    if gap < GAP_WARNING:
         return None
-    severity = "critical" if gap >= GAP_CRITICAL else "warning"
-    return Finding(
-        "mode_gap", severity, "Inference uses wrong statistics, the weights are fine",
-        f"{split.capitalize()} accuracy is {infer:.2f} in inference mode (moving statistics) but {batch:.2f} with batch "
-        f"statistics, a gap of {gap:.2f}. The same weights do well when BN normalises with the statistics of the data it "
-        "sees, so the moving mean/variance that inference uses are the problem, not overfitting.",
-        ("Recalibrate the BN statistics (PreciseBN): one pass over training batches, no retraining.",
-         "Lower the momentum or train longer so the moving averages forget their initial values."),
-        numbers,
+    recal = _accuracy(data, "recalibrated") or {}
+    nan = math.nan
+    test_shift, val_shift = _shift(data, "test"), _shift(data, "val")
+    partial = Evidence("test", acc.get("test", nan), nan, nan, acc.get("train", nan), acc.get("fit", _fit_accuracy(data)), acc.get("val", nan),
+                       acc.get("test", nan), test_shift, val_shift, nan, nan, nan, ())
+    split = "val" if partial.test_shifted else "test"
+    m, t, ratio = _momentum(data), data.steps_trained, non_iid_ratio(data)
+    return dataclasses.replace(
+        partial, split=split, inference=acc.get(split, nan), recalibrated=recal.get(split, nan), batchstats=acc.get(f"{split}_batchstats", nan),
+        init_weight=float(init_weight(m, t)) if _has_bn(data) else nan, non_iid_ratio=ratio, noise=moving_noise(data, m),
+        stuck=stuck_layers(data), not_iid=batches_not_iid(data, ratio),
     )
 
 
-def stale_initial_values(data: RunData) -> Finding | None:
+def batches_not_iid(data: RunData, ratio: float) -> bool:
+    """Whether training batches were not i.i.d.: known for bnviz's own runs (it shuffled them, or fed
+    the images class by class, which matters once the batch means differ measurably), measured by
+    the `non_iid_ratio` for models trained elsewhere, whose batch order bnviz cannot see."""
+    if data.run.info.get("source", "bnviz") == "bnviz":
+        return not data.run.config.shuffle and not ratio < UNSHUFFLED_RATIO  # NaN (no measure) trusts the setting
+    return ratio >= NON_IID_RATIO
+
+
+def _fit_accuracy(data: RunData) -> float:
+    return float(data.steps["accuracy"].iloc[-1]) if len(data.steps) else math.nan
+
+
+def _late(trace: LayerTrace) -> np.ndarray:
+    """Records in the second half of training (where the weights move slowly), step 0 excluded."""
+    return (trace.steps > 0) & (trace.steps >= trace.steps.max() / 2)
+
+
+HALF_NORMAL_MEDIAN = 0.6745  # median of |z| for a standard normal z
+
+
+def non_iid_ratio(data: RunData) -> float:
+    """How far training batches' means sit from the population mean, in units of the spread an
+    i.i.d. batch of that size shows (median |z| over late records and channels, scaled so that
+    i.i.d. batches give 1; the layer that separates classes most): far above 1 when each batch
+    holds one or two classes."""
+    ratios = []
+    for trace in data.layers.values():
+        late = _late(trace)
+        if not trace.iid_mean_sd.size or not late.any():
+            continue
+        z = np.abs(trace.batch_mean[late] - trace.pop_mean[late]) / np.maximum(trace.iid_mean_sd[late], 1e-12)
+        if np.isfinite(z).any():
+            ratios.append(float(np.median(z[np.isfinite(z)])) / HALF_NORMAL_MEDIAN)
+    return max(ratios) if ratios else math.nan
+
+
+def moving_noise(data: RunData, momentum: float) -> float:
+    """The moving mean's own noise in population SDs (worst layer, median channel): an i.i.d. batch
+    mean's standard error times √((1−m)/(1+m)), the SD of an EMA of independent draws."""
+    worst = math.nan
+    for trace in data.layers.values():
+        if not trace.iid_mean_sd.size or not np.isfinite(trace.iid_mean_sd[-1]).any():
+            continue
+        batch_sd = float(np.nanmedian(trace.iid_mean_sd[-1] / np.sqrt(np.maximum(trace.pop_var[-1], 1e-12))))
+        noise = batch_sd * math.sqrt(max(1 - momentum, 0.0) / (1 + momentum))
+        worst = noise if math.isnan(worst) else max(worst, noise)
+    return worst
+
+
+def stuck_layers(data: RunData) -> tuple[str, ...]:
+    """BN layers whose moving statistics have not changed since step 0, after training steps."""
+    if data.steps_trained == 0:
+        return ()
+    stuck = []
+    for name, trace in data.layers.items():
+        if len(trace.steps) >= 2 and trace.steps[0] == 0 and np.array_equal(trace.moving_mean[-1], trace.moving_mean[0]) \
+                and np.array_equal(trace.moving_var[-1], trace.moving_var[0]):
+            stuck.append(name)
+    return tuple(stuck)
+
+
+# --- findings: each a measurement with its numbers; severity set by the verdict's cause ---------
+def accuracy_evidence(data: RunData, ev: Evidence) -> Finding:
+    """The accuracies the verdict rests on, each labelled for what it is."""
+    parts = [f"{ev.split.capitalize()} accuracy {ev.inference:.2f} in inference mode (moving statistics, as evaluate and predict run)"]
+    if math.isfinite(ev.recalibrated):
+        parts.append(f"{ev.recalibrated:.2f} after recalibrating the statistics on training batches (PreciseBN, no retraining)")
+    if math.isfinite(ev.batchstats):
+        parts.append(f"{ev.batchstats:.2f} when BN normalises each {ev.split} batch with its own statistics (this adapts to the "
+                     f"{ev.split} data itself, so it is no proof that the weights are fine)")
+    detail = "; ".join(parts) + f". Training images: {ev.train:.2f} with evaluate, {ev.fit:.2f} as fit reported it (batch statistics)."
+    numbers = {"inference": ev.inference, "recalibrated": ev.recalibrated, "batchstats": ev.batchstats, "train": ev.train, "fit": ev.fit,
+               "lost_to_statistics": ev.lost_to_statistics}
+    return Finding("accuracy", "info", "Accuracy in both BN modes", detail, (), numbers)
+
+
+def stale_initial_values(data: RunData, ev: Evidence) -> Finding | None:
     """How much of the initial moving values (mean 0, variance 1) survives: mᵗ."""
-    if not _has_bn(data):
-        return None
-    m, t = data.run.config.arch.bn.momentum, _steps_trained(data)
-    if t == 0:
+    m, t = _momentum(data), data.steps_trained
+    if not _has_bn(data) or t == 0:
         return None
     weight, window = float(init_weight(m, t)), ema_window(m)
-    numbers = {"momentum": m, "steps": t, "init_weight": weight, "window": window, "half_life": half_life(m), "steps_to_1pct": steps_to_forget(m)}
+    suggested = suggest_momentum(t)
+    numbers = {"momentum": m, "steps": t, "init_weight": weight, "window": window, "half_life": half_life(m), "steps_to_1pct": steps_to_forget(m),
+               "suggested_momentum": suggested}
     text = (f"After {t} steps with {momentum_text(m)}, the moving mean and variance still carry {weight:.0%} of their "
             f"initial values (mean 0, variance 1): weight mᵗ = {m:g}^{t}. The average spans about {window:.0f} batches "
             f"(half-life {half_life(m):.0f} steps); the initial weight drops below 1 % only after {steps_to_forget(m):.0f} steps.")
-    if weight < 0.01:
-        return Finding("stale_initial_values", "ok", "The moving averages have forgotten their initial values", text, (), numbers)
-    suggested = suggest_momentum(t)
-    severity = "critical" if weight >= 0.1 else "warning"
-    return Finding(
-        "stale_initial_values", severity, "The moving statistics still remember their initial values", text,
-        (f"Lower the momentum to {suggested:g} (PyTorch: {torch_momentum(suggested):g}) or less: its initial weight after {t} steps is below 1 %.",
-         f"Train for at least {steps_to_forget(m):.0f} steps at {momentum_text(m)}.",
-         "Recalibrate the BN statistics (PreciseBN) after training."),
-        numbers,
-    )
+    remedies = ["Recalibrate the BN statistics (PreciseBN) now: no retraining."]
+    if suggested < m:
+        remedies.append(f"Lower the momentum to {suggested:g} (PyTorch: {torch_momentum(suggested):g}) or less: "
+                        f"its initial weight after {t} steps is below 1 %.")
+    remedies.append(f"Train for at least {steps_to_forget(m):.0f} steps at {momentum_text(m)}.")
+    return Finding("stale_initial_values", "warning" if weight >= STALE_WEIGHT else "ok", "What the moving averages still remember",
+                   text, tuple(remedies), numbers)
 
 
-def layer_statistics(data: RunData) -> list[Finding]:
-    """Per BN layer: moving mean vs population mean in population SDs, and the variance ratio."""
-    findings = []
-    for name, trace in data.layers.items():
-        i = -1
-        gap = float(np.median(standardized_gap(trace.moving_mean[i], trace.pop_mean[i], trace.pop_var[i])))
-        ratio = float(np.median(variance_ratio(trace.moving_var[i], trace.pop_var[i])))
-        numbers = {"mean_gap_sd": gap, "variance_ratio": ratio, "step": int(trace.steps[i])}
-        severity = "critical" if gap > 1 or not 0.5 <= ratio <= 2 else "warning" if gap > 0.25 or not 0.8 <= ratio <= 1.25 else "ok"
-        findings.append(Finding(
-            f"layer_{name}", severity, f"{name}: moving vs population statistics",
-            f"At step {int(trace.steps[i])}, {name}'s moving mean is {gap:.2f} population standard deviations from the "
-            f"population mean and its moving variance is {ratio:.3g}× the population variance (medians over "
-            f"{trace.moving_mean.shape[1]} channels). Inference normalises this layer's input with these moving values: "
-            f"{_scale_effect(ratio)}.",
-            ("Recalibrate (PreciseBN) to replace the moving values by the population statistics.",) if severity != "ok" else (),
-            numbers,
-        ))
-    return findings
+def layer_statistics(data: RunData, ev: Evidence | None = None) -> list[Finding]:
+    """Per BN layer: moving statistics against the input inference really feeds it (the whole
+    network in inference mode) and against the training-mode population; which layer goes wrong first."""
+    figures = all_layer_figures(data)
+    first = next((f.name for f in figures if f.own_severity in ("critical", "warning")), None)
+    when = "In the saved model" if data.run.info.get("source") == "inspect" else None  # one record, no training history
+    return [_layer_finding(f, f.name == first, when or f"At step {f.step}") for f in figures]
 
 
-def _scale_effect(ratio: float) -> str:
-    """What a moving/population variance ratio does to the normalised output."""
-    factor = float(np.sqrt(ratio))
-    if factor >= 1:
-        return f"it divides by a standard deviation {factor:.3g}× too large, squashing the output"
-    return f"it divides by a standard deviation {1 / factor:.3g}× too small, blowing the output up"
-
-
-def data_regime(data: RunData) -> Finding | None:
-    """How far the first BN layer's population statistics sit from the initial moving values 0 and 1:
-    the error of the moving statistics is about mᵗ·(initial − population), so far means fragile."""
-    if not data.layers:
-        return None
-    trace = next(iter(data.layers.values()))
-    offset = float(np.median(np.abs(trace.pop_mean[-1]) / np.sqrt(np.maximum(trace.pop_var[-1], 1e-12))))
-    variance = float(np.median(trace.pop_var[-1]))
-    far = offset > 0.5 or not 0.1 <= variance <= 10
-    detail = (f"The first BN layer's input has a population mean {offset:.2f} standard deviations from 0 and a variance of "
-              f"{variance:.3g} (medians over channels), against the initial moving values 0 and 1. The moving statistics are off "
-              "by about mᵗ·(initial − population), so ")
-    if far:
-        detail += ("this run's data sits far from them: while the initial values linger, inference normalises with a mean and a "
-                   "variance that belong to no data.")
+def _layer_finding(f: LayerFigures, first_wrong: bool, when: str) -> Finding:
+    if math.isfinite(f.infer_scale):
+        truth = (f"In inference mode (every layer above using its moving statistics) its input's mean is {f.infer_mean_gap:.2f} SDs from "
+                 f"the moving mean, and inference {scale_text(f.infer_scale)}.")
     else:
-        detail += "this run's data sits close to them: lingering initial values cost little."
-    return Finding("data_regime", "info", "How far the data sits from the initial moving values", detail, (),
-                   {"mean_offset_sd": offset, "variance": variance, "far": float(far)})
+        truth = "This run was recorded before bnviz measured inference-mode inputs."
+    own = (f"Against the training-mode population (as if every layer above were right) the moving mean is {f.own_mean_gap:.2f} SDs off "
+           f"and the layer {scale_text(f.own_scale)}.")
+    lead = f"{f.name} goes wrong first: its own moving statistics are off. " if first_wrong else ""
+    severity = f.severity if math.isfinite(f.infer_scale) else f.own_severity
+    numbers = {"mean_gap_sd": f.infer_mean_gap, "scale_error": f.infer_scale, "own_mean_gap_sd": f.own_mean_gap, "own_scale_error": f.own_scale,
+               "step": f.step, "first_wrong": float(first_wrong)}
+    remedies = ("Recalibrate (PreciseBN) to replace the moving values by the population statistics.",) if severity in ("critical", "warning") else ()
+    return Finding(f"layer_{f.name}", severity, f"{f.name}: moving statistics at inference",
+                   f"{lead}{when}: {truth} {own} (ε included; medians over {f.channels} channels.)", remedies, numbers)
 
 
-def batch_noise(data: RunData) -> Finding | None:
-    """How noisy the batch statistics are at this batch size (the third error of the moving average)."""
-    if not data.layers:
+def lag(data: RunData, ev: Evidence) -> Finding | None:
+    """The moving average follows statistics that move: it lags about m/(1−m) steps behind."""
+    speed = drift_speed(data)
+    m = _momentum(data)
+    if not math.isfinite(speed) or m >= 1:
         return None
-    noise = []
-    for trace in data.layers.values():
-        later = trace.steps > 0
-        if later.sum() < 3:
-            return None
-        sd = np.sqrt(np.maximum(trace.pop_var[later], 1e-12))
-        noise.append(float(np.nanmedian(np.nanstd((trace.batch_mean[later] - trace.pop_mean[later]) / sd, axis=0))))
-    worst = max(noise)
-    b = data.run.config.batch_size
-    if worst < 0.1:
+    lag_sd = speed * m / (1 - m)
+    target = lag_momentum(speed)
+    text = (f"The population mean of the BN inputs moves {speed:.3g} SDs per step late in training (median over channels, fastest layer). "
+            f"A moving average with {momentum_text(m)} trails about m/(1−m) = {m / (1 - m):.0f} steps behind, so it lags by about "
+            f"{lag_sd:.2f} SDs.")
+    remedies = ["Recalibrate (PreciseBN) after training: it uses the final weights only."]
+    if target < m:
+        remedies.append(f"Use momentum {target:g} (PyTorch: {torch_momentum(target):g}): its window fits this drift (lag ≤ 0.1 SD).")
+    return Finding("lag", "warning" if lag_sd >= 0.25 else "ok", "How far the moving average trails drifting statistics", text,
+                   tuple(remedies), {"drift_sd_per_step": speed, "lag_sd": lag_sd, "suggested_momentum": target})
+
+
+def drift_speed(data: RunData) -> float:
+    """Population-mean drift per step between the last two records, in population SDs (median
+    channel, fastest layer)."""
+    speeds = []
+    for name, trace in data.layers.items():
+        if len(trace.steps) < 3 or trace.steps[-1] <= trace.steps[-2]:
+            continue
+        sd = np.sqrt(trace.pop_var[-1] + data.epsilon(name))
+        speeds.append(float(np.median(np.abs(trace.pop_mean[-1] - trace.pop_mean[-2]) / sd)) / float(trace.steps[-1] - trace.steps[-2]))
+    return max(speeds) if speeds else math.nan
+
+
+def non_iid_batches(data: RunData, ev: Evidence) -> Finding | None:
+    if not math.isfinite(ev.non_iid_ratio) and not ev.not_iid:
         return None
-    return Finding("batch_noise", "warning" if worst >= 0.3 else "info", "Batch statistics are noisy at this batch size",
-                   f"At batch size {b}, a batch's mean of a BN input varies by {worst:.2f} population standard deviations "
-                   "between batches (worst layer, median channel). Small momenta track this noise; large ones average it out.",
-                   ("Double the batch size.", "Keep a moderate momentum (0.9) instead of a very small one."),
-                   {"noise_sd": worst, "batch_size": b})
+    unshuffled = "The run trained without shuffling (class by class). " if not data.run.config.shuffle else ""
+    severity = "warning" if ev.not_iid else "ok"
+    measured = (f"Training batches' means sit {ev.non_iid_ratio:.1f}× as far from the population mean as i.i.d. batches of "
+                f"{data.run.config.batch_size} would (about 1 for shuffled data)." if math.isfinite(ev.non_iid_ratio) else "")
+    text = unshuffled + measured
+    if severity == "warning":
+        text += " Batch statistics then describe one batch's classes, not the data, and the weights learn to rely on them."
+    return Finding("non_iid_batches", severity, "Whether training batches are i.i.d.", text,
+                   ("Shuffle the training data every epoch (fit(shuffle=True), or Dataset.shuffle before batch).",), {"ratio": ev.non_iid_ratio})
 
 
-def data_shift(data: RunData) -> Finding | None:
-    """A shift between training and validation pixels is a data problem, not a BN one."""
-    shift = data.run.info.get("data_shift")
-    if not shift:
+def batch_noise(data: RunData, ev: Evidence) -> Finding | None:
+    """The third error of the moving average: noise from small batches that a small momentum tracks."""
+    if not math.isfinite(ev.noise):
         return None
-    d = abs(shift["val_pixel_mean"] - shift["train_pixel_mean"]) / max(shift["train_pixel_std"], 1e-6)
-    if d < 0.2:
+    b, m = data.run.config.batch_size, _momentum(data)
+    text = (f"At batch size {b}, with {momentum_text(m)}, the moving mean itself varies by about {ev.noise:.2f} population SDs from "
+            "batch to batch (an i.i.d. batch mean's standard error × √((1−m)/(1+m)), worst layer).")
+    return Finding("batch_noise", "warning" if ev.noise >= NOISE_SD else "ok", "Noise of the moving statistics", text,
+                   ("Use a larger batch.", "Use a larger momentum (0.9–0.99) so the average spans more batches.",
+                    "Recalibrate (PreciseBN) over many batches."), {"noise_sd": ev.noise, "batch_size": b})
+
+
+def never_moved(data: RunData, ev: Evidence) -> Finding | None:
+    """Moving statistics stuck at their initial values: momentum 1, a frozen layer, or a custom loop without training=True."""
+    if not ev.stuck:
         return None
-    return Finding("data_shift", "warning", "Training and validation images differ",
-                   f"The validation pixels' mean differs from the training pixels' by {d:.2f} training standard deviations. "
-                   "Population statistics learned on training data will not fit the validation data: a data problem, not a BN one.",
-                   ("Check how the splits were made; shuffle before splitting.",), {"shift_sd": d})
+    m = _momentum(data)
+    why = (f"With {momentum_text(m)} the moving statistics never change." if m >= 1 else
+           "In Keras this happens when a custom training loop calls the model without training=True, or when the layer is frozen "
+           "(trainable=False makes BN run in inference mode, with the statistics it had).")
+    return Finding("never_moved", "warning", "The moving statistics never moved",
+                   f"{', '.join(ev.stuck)} still hold their initial moving values after {data.steps_trained} steps. {why}",
+                   ("Use momentum 0.9–0.99; call the model with training=True in custom loops; unfreeze BN or recalibrate it (PreciseBN).",),
+                   {"layers_stuck": len(ev.stuck)})
 
 
-def dropout_before_bn(data: RunData) -> Finding | None:
+def dropout_before_bn(data: RunData, ev: Evidence) -> Finding | None:
     """Dropout feeding a BN layer shifts the variance between training and inference."""
-    kinds = [row["type"] for row in data.run.info.get("layers", [])]
+    kinds = [row.get("type") for row in data.run.info.get("layers", [])]
     first_dropout = next((i for i, kind in enumerate(kinds) if kind == "Dropout"), None)
     if first_dropout is None or "BatchNormalization" not in kinds[first_dropout + 1 :]:
         return None
@@ -207,73 +416,191 @@ def dropout_before_bn(data: RunData) -> Finding | None:
                    ("Move Dropout after the last BN layer, or remove it.",), {})
 
 
-def never_moved(data: RunData) -> Finding | None:
-    """Moving statistics stuck at their initial values: a custom loop without training=True, or a frozen layer."""
-    if not data.layers or _steps_trained(data) == 0:
+def test_shift(data: RunData, ev: Evidence) -> Finding | None:
+    """Test inputs that differ from training inputs: a data problem, not a BN one."""
+    if not math.isfinite(ev.test_shift):
         return None
-    cfg = data.run.config.arch.bn
-    stuck = []
-    for name, trace in data.layers.items():
-        if len(trace.steps) < 2:
-            return None
-        if np.allclose(trace.moving_mean[-1], trace.moving_mean[0]) and np.allclose(trace.moving_var[-1], trace.moving_var[0]):
-            stuck.append(name)
-    if not stuck or cfg.momentum >= 1:
-        return None if not stuck else Finding("never_moved", "critical", "Momentum 1 freezes the moving statistics",
-                                              f"With {momentum_text(cfg.momentum)} the moving statistics never change.", ("Use momentum 0.9–0.99.",), {})
-    return Finding("never_moved", "critical", "The moving statistics never moved",
-                   f"{', '.join(stuck)} still hold their initial moving values after {_steps_trained(data)} steps. In Keras this "
-                   "happens when a custom training loop calls the model without training=True, or when the layer is frozen "
-                   "(trainable=False makes BN run in inference mode).",
-                   ("Call the model with training=True in custom loops.", "Unfreeze the BN layers, or recalibrate them (PreciseBN)."),
-                   {"layers_stuck": len(stuck)})
+    pixels = data.run.info.get("input_shift", {}).get("pixel_mean", {})
+    means = f" Mean pixel value: train {pixels['train']:.1f}, test {pixels['test']:.1f}." if {"train", "test"} <= set(pixels) else ""
+    text = (f"The test inputs sit {ev.test_shift:.2f} training SDs from the training inputs (validation: {ev.val_shift:.2f}), measured at "
+            f"the first BN layer's input.{means} Validation accuracy {ev.val:.2f}, test {ev.test:.2f}.")
+    severity = "warning" if ev.test_shifted else "ok"
+    return Finding("test_shift", severity, "Whether the test data resemble the training data", text,
+                   ("Apply the same preprocessing to test images as to training images (scaling, colour, resizing).",
+                    "Check where the test images come from (camera, format, source)."),
+                   {"test_shift": ev.test_shift, "val_shift": ev.val_shift})
 
 
-def fit_vs_evaluate(data: RunData) -> Finding | None:
+def overfitting(data: RunData, ev: Evidence) -> Finding | None:
+    gap = ev.train - ev.inference
+    if not math.isfinite(gap):
+        return None
+    text = (f"Training accuracy {ev.train:.2f} against {ev.split} {ev.inference:.2f} in inference mode (a gap of {gap:.2f})"
+            + (f"; recalibrating leaves {ev.split} at {ev.recalibrated:.2f}." if math.isfinite(ev.recalibrated) else "."))
+    return Finding("overfitting", "warning" if gap >= OVERFIT_GAP else "ok", "Training vs held-out accuracy", text,
+                   ("Add data augmentation, more data or regularisation, or use fewer parameters.",), {"gap": gap})
+
+
+def fit_vs_evaluate(data: RunData, ev: Evidence) -> Finding | None:
     """The report so many Keras users file: fit says 0.99, evaluate on the same data says 0.5."""
-    acc = _final(data)
-    if acc is None or not len(data.steps):
+    gap = ev.fit - ev.train
+    if not math.isfinite(gap) or gap < 2 * GAP_WARNING:
         return None
-    fit_acc = float(data.steps["accuracy"].iloc[-1])
-    gap = fit_acc - acc["train"]
-    if gap < GAP_WARNING * 2:
+    return Finding("fit_vs_evaluate", "info", "fit and evaluate disagree on the same training images",
+                   f"fit reported {ev.fit:.2f} accuracy during the last epoch, but evaluate on the same training images gives {ev.train:.2f}. "
+                   "fit normalises each batch with its own statistics; evaluate uses the moving statistics.", (),
+                   {"fit_accuracy": ev.fit, "evaluate_accuracy": ev.train})
+
+
+def data_regime(data: RunData, ev: Evidence) -> Finding | None:
+    """How far the first BN layer's population statistics sit from the initial moving values 0 and 1:
+    the error of the moving statistics is about mᵗ·(initial − population), so far means fragile."""
+    names = ordered_layers(data)
+    if not names:
         return None
-    return Finding("fit_vs_evaluate", "critical" if gap >= GAP_CRITICAL else "warning", "fit and evaluate disagree on the same training data",
-                   f"fit reported {fit_acc:.2f} accuracy during the last epoch, but evaluate on the same training images gives "
-                   f"{acc['train']:.2f}. fit normalises each batch with its own statistics; evaluate uses the moving statistics. "
-                   "The model did not forget anything between the two calls.",
-                   ("See the inference vs batch-statistics gap above; fix the moving statistics, not the model.",),
-                   {"fit_accuracy": fit_acc, "evaluate_accuracy": acc["train"]})
+    trace, eps = data.layers[names[0]], data.epsilon(names[0])
+    offset = float(np.median(np.abs(trace.pop_mean[-1]) / np.sqrt(trace.pop_var[-1] + eps)))
+    variance = float(np.median(trace.pop_var[-1]))
+    scale = float(np.median(scale_error(np.ones_like(trace.pop_var[-1]), trace.pop_var[-1], eps)))
+    far = offset > 0.5 or not 1 / LAYER_SCALE[1] <= scale <= LAYER_SCALE[1]
+    detail = (f"The first BN layer's input has a population mean {offset:.2f} SDs from 0 and a variance of {variance:.3g} (medians over "
+              f"channels), against the initial moving values 0 and 1: normalising with the initial values {scale_text(scale)}. The moving "
+              "statistics are off by about mᵗ·(initial − population), so ")
+    detail += ("this run's data sits far from them: while the initial values linger, inference normalises with a mean and a variance "
+               "that belong to no data." if far else "this run's data sits close to them: lingering initial values cost little.")
+    return Finding("data_regime", "info", "How far the data sits from the initial moving values", detail, (),
+                   {"mean_offset_sd": offset, "variance": variance, "initial_scale_error": scale, "far": float(far)})
 
 
-def verdict(findings: list[Finding], data: RunData) -> Finding:
-    """The bottom line: BN is the cause, or it is not (and what to look at instead)."""
-    acc = _final(data)
-    if any(f.key in ("mode_gap", "never_moved") and f.severity == "critical" for f in findings):
-        return Finding("verdict", "critical", "Verdict: BatchNormalization's running statistics cause the collapse",
-                       "The weights classify well with batch statistics; inference fails because of the moving statistics.",
-                       ("Recalibrate now (no retraining), then lower the momentum for the next run.",), {})
-    if not _has_bn(data):
-        detail = "This model has no BatchNormalization layer, so train and inference modes differ only by dropout."
-    else:
-        detail = "Inference and batch-statistics accuracy agree: the moving statistics are fine."
-    remedies: tuple[str, ...] = ()
-    if acc and acc["train"] - acc["val"] > 0.1:
-        detail += f" Train accuracy {acc['train']:.2f} against val {acc['val']:.2f} points to overfitting."
-        remedies = ("Add data augmentation or dropout, or use fewer parameters.",)
-    return Finding("verdict", "ok", "Verdict: BN is not the cause", detail, remedies, {})
+def model_notes(data: RunData, ev: Evidence) -> Finding | None:
+    """What bnviz knows only about a model it did not build (bnviz.Probe, bnviz inspect): frozen BN
+    layers, an unknown training history. The notes are written with the run (`info["notes"]`)."""
+    notes = data.run.info.get("notes") or []
+    if not notes:
+        return None
+    frozen = sum(1 for layer in data.run.info.get("bn_layers", []) if not layer.get("trainable", True))
+    return Finding("model_notes", "info", "About this model", " ".join(notes), (), {"frozen_bn_layers": frozen})
 
 
-CHECKS: tuple[Callable[[RunData], Finding | None], ...] = (
-    mode_gap, fit_vs_evaluate, stale_initial_values, never_moved, data_regime, batch_noise, data_shift, dropout_before_bn,
+CHECKS: tuple[Callable[[RunData, Evidence], Finding | None], ...] = (
+    accuracy_evidence, stale_initial_values, lag, non_iid_batches, batch_noise, never_moved, dropout_before_bn, test_shift, overfitting,
+    fit_vs_evaluate, data_regime, model_notes,
 )
 
 
+# --- the verdict ------------------------------------------------------------------------------------
+def decide(data: RunData, ev: Evidence, found: dict[str, Finding]) -> str:
+    """The one cause the evidence supports (see the module docstring), checked in this order."""
+    if not _has_bn(data):
+        return "test_shift" if ev.test_shifted else "overfitting" if ev.train - ev.inference >= OVERFIT_GAP else "healthy"
+    lost = ev.lost_to_statistics
+    bn_fault = lost >= GAP_WARNING if math.isfinite(lost) else False
+    problem = bn_fault or ev.fit - ev.inference >= GAP_WARNING or max(ev.fit, ev.train) < UNDERFIT
+    if ev.stuck and problem:
+        return "never_moved"
+    if ev.not_iid and problem:
+        return "non_iid_batches"
+    if bn_fault:
+        if ev.init_weight >= STALE_WEIGHT:
+            return "stale_initial_values"
+        if "dropout_before_bn" in found:
+            return "dropout_before_bn"
+        return "batch_noise" if ev.noise >= NOISE_SD else "lag"
+    if ev.test_shifted:
+        return "test_shift"
+    return "overfitting" if ev.train - ev.inference >= OVERFIT_GAP else "healthy"
+
+
+VERDICTS: dict[str, str] = {
+    "stale_initial_values": "The moving statistics still carry their initial values",
+    "lag": "The moving statistics lag behind statistics that drifted during training",
+    "non_iid_batches": "Training batches were not i.i.d. samples of the data",
+    "batch_noise": "The moving statistics track the noise of small batches",
+    "dropout_before_bn": "Dropout before BatchNormalization shifts the variance at inference",
+    "never_moved": "The moving statistics never moved from their initial values",
+    "test_shift": "The test data differ from the training data; BN is not the cause",
+    "overfitting": "Overfitting; BN is not the cause",
+    "healthy": "Healthy: inference does as well as the model can",
+}
+
+
+def verdict(data: RunData, ev: Evidence | None, found: dict[str, Finding]) -> Finding:
+    """The bottom line: the cause, how sure, and what to do first."""
+    if ev is None:
+        return _pending(data)
+    cause = decide(data, ev, found)
+    drop = ev.lost_to_statistics if cause in BN_CAUSES and math.isfinite(ev.lost_to_statistics) else max(ev.fit, ev.val) - ev.inference
+    severity = "ok" if cause == "healthy" else "critical" if drop >= GAP_CRITICAL else "warning"
+    detail = _verdict_detail(cause, ev, _has_bn(data)) + (compounding(data) if cause in BN_CAUSES else "")
+    remedies = found[cause].remedies if cause in found else ()
+    numbers = {"accuracy_drop": drop}
+    if cause in found and "suggested_momentum" in found[cause].numbers:
+        numbers["suggested_momentum"] = found[cause].numbers["suggested_momentum"]
+    return Finding("verdict", severity, f"Verdict: {VERDICTS[cause]}", detail, remedies, numbers, cause)
+
+
+def _verdict_detail(cause: str, ev: Evidence, has_bn: bool) -> str:
+    recal = f" (recalibrating on training batches gives {ev.recalibrated:.2f})" if math.isfinite(ev.recalibrated) else ""
+    held = f"{ev.split.capitalize()} accuracy is {ev.inference:.2f} in inference mode{recal}."
+    if cause == "non_iid_batches":
+        return (f"{held} Each training batch held one or two classes, so BN normalised away what told the classes apart and the "
+                f"weights learned around it (train accuracy {max(ev.fit, ev.train):.2f}): recalibrating cannot undo that; shuffle and retrain.")
+    if cause in BN_CAUSES:
+        return f"{held} The weights are fine: what inference gets wrong is the statistics BN normalises with. See the finding below."
+    if cause == "test_shift":
+        return (f"Validation accuracy is {ev.val:.2f} but test accuracy {ev.test:.2f}, and the test inputs sit {ev.test_shift:.2f} training SDs "
+                "from the training inputs. Recalibrating BN on training data cannot fix this.")
+    if cause == "overfitting":
+        return f"{held} Training accuracy {ev.train:.2f}: the gap is the same whatever statistics BN uses."
+    weak = f" The model itself is weak: {max(ev.fit, ev.train):.2f} on its own training images." if max(ev.fit, ev.train) < UNDERFIT else ""
+    if not has_bn:
+        return f"{held} This model has no BatchNormalization layer: training and inference differ only by Dropout.{weak}"
+    return f"{held} Recalibrating BN would change little: the moving statistics fit the data.{weak}"
+
+
+def compounding(data: RunData) -> str:
+    """Where the error starts and how it grows layer by layer at inference, in one sentence."""
+    figures = [f for f in all_layer_figures(data) if math.isfinite(f.infer_scale)]
+    first = next((f for f in figures if f.own_severity in ("critical", "warning")), None)
+    if first is None:
+        return ""
+    chain = ", ".join(f"{f.name} {f.infer_scale:.3g}×" for f in figures)
+    return (f" The error starts at {first.name} and carries through the network: at inference each BN layer divides by a standard "
+            f"deviation this many times that of the input it actually receives (1 is right): {chain}.")
+
+
+def _pending(data: RunData) -> Finding:
+    run = data.run
+    if run.status in ("queued", "running"):
+        step = data.steps_trained
+        total = f"/{run.total_steps}" if run.total_steps else ""
+        return Finding("verdict", "info", f"Verdict pending — step {step}{total}",
+                       "The verdict needs the final evaluation, made when training ends; the records below are live.", (), {}, "pending")
+    return Finding("verdict", "info", "No verdict: the run has no final evaluation",
+                   f"The run ended {run.status} before its evaluation; the records below are what it stored.", (), {}, "pending")
+
+
+def reconcile(findings: list[Finding], top: Finding) -> list[Finding]:
+    """Findings never contradict the verdict: the named cause's finding takes its severity; other
+    causes and per-layer alarms drop to "info" unless the verdict blames BN's statistics."""
+    also = {"test_shift"} if top.cause in BN_CAUSES else set()  # a shifted test set can come on top of a BN problem
+    result = []
+    for f in findings:
+        if f.key == top.cause:
+            f = dataclasses.replace(f, severity=top.severity)
+        elif f.severity in ("critical", "warning") and (f.key in CAUSES and f.key not in also or f.key.startswith("layer_") and top.cause not in BN_CAUSES):
+            f = dataclasses.replace(f, severity="info")
+        result.append(f if f.severity in ("critical", "warning") else dataclasses.replace(f, remedies=()))  # no lever for what is not wrong
+    return result
+
+
 def diagnose(data: RunData) -> list[Finding]:
-    """All findings, the verdict first, then by severity (critical first)."""
-    findings = [f for check in CHECKS if (f := check(data)) is not None] + layer_statistics(data)
-    ranked = sorted(findings, key=lambda f: SEVERITIES.index(f.severity))
-    return [verdict(ranked, data), *ranked]
+    """The verdict first, then every finding by severity (critical first)."""
+    ev = gather(data)
+    findings = [f for check in CHECKS if ev is not None and (f := check(data, ev)) is not None] + layer_statistics(data)
+    top = verdict(data, ev, {f.key: f for f in findings})
+    ranked = sorted(reconcile(findings, top), key=lambda f: SEVERITIES.index(f.severity))
+    return [top, *ranked]
 
 
 def as_text(findings: list[Finding]) -> str:

@@ -270,13 +270,8 @@ def ema_theory_figure(momentum: float, steps_trained: int, compare: Sequence[flo
     fig.add_vline(
         x=steps_trained,
         line=dict(color="#666666", dash="dot"),
-        annotation=dict(
-            text=f"after {steps_trained} steps: {_share(remaining)} of the initial value remains",
-            xanchor="left",
-            yanchor="top",
-            y=0.97,
-            bgcolor="rgba(255,255,255,0.8)",
-        ),
+        annotation=dict(text=f"after {steps_trained} steps: {_share(remaining)} of the initial value remains", xanchor="left",
+                        yanchor="top", y=0.97, bgcolor="rgba(255,255,255,0.8)"),
     )
     fig.add_hline(y=0.01, line=dict(color="#999999", width=1, dash="dot"), annotation=dict(text="1 %", xanchor="right", x=1))
     fig.update_xaxes(title_text="training steps t (moving-average updates)")
@@ -290,13 +285,13 @@ def ema_theory_figure(momentum: float, steps_trained: int, compare: Sequence[flo
 
 
 def channel_gap_figure(data: RunData, layer: str) -> go.Figure:
-    """Heatmap channel × probe step of |moving mean − population mean| / population std: which
-    channels inference mis-centres, and how slowly the error shrinks."""
+    """Heatmap channel × probe step of |moving mean − population mean| / √(population variance + ε)
+    (the units BN divides by): which channels inference mis-centres, and how slowly the error shrinks."""
     trace = _layer_or_message(data, layer)
     title = f"{_text(layer)}: error of the moving mean, per channel, in population standard deviations"
     if isinstance(trace, str):
         return empty_figure(title, trace)
-    gap = stats.standardized_gap(trace.moving_mean.astype(float), trace.pop_mean.astype(float), trace.pop_var.astype(float))
+    gap = stats.standardized_gap(trace.moving_mean.astype(float), trace.pop_mean.astype(float), trace.pop_var.astype(float), data.epsilon(layer))
     fig = go.Figure(
         go.Heatmap(
             x=trace.steps,
@@ -378,18 +373,19 @@ def compare_drift_figure(runs: Sequence[RunData], layer: str) -> go.Figure:
         vertical_spacing=0.1,
         subplot_titles=(
             "error of the moving mean (0 is right; mean over channels)",
-            "moving / population variance (1 is right; geometric mean over channels, log scale)",
+            "SD inference divides by / true SD, √((moving + ε)/(population + ε)) (1 is right; geometric mean over channels, log scale)",
         ),
     )
     for i, d in having:
         t = d.layers[layer]
-        gap = _per_step(stats.standardized_gap(t.moving_mean.astype(float), t.pop_mean.astype(float), t.pop_var.astype(float)), None)
-        ratio = _geometric_per_step(stats.variance_ratio(t.moving_var.astype(float), t.pop_var.astype(float)))
+        eps = d.epsilon(layer)
+        gap = _per_step(stats.standardized_gap(t.moving_mean.astype(float), t.pop_mean.astype(float), t.pop_var.astype(float), eps), None)
+        ratio = _geometric_per_step(stats.scale_error(t.moving_var.astype(float), t.pop_var.astype(float), eps))
         for row, y in ((1, gap), (2, ratio)):
             fig.add_trace(_line(t.steps, y, _text(d.run.label), _run_colour(i), legendgroup=d.run.id, showlegend=row == 1), row=row, col=1)
     fig.add_hline(y=1, line=dict(color="#999999", width=1, dash="dot"), row=2, col=1)
     fig.update_yaxes(title_text="population std", rangemode="tozero", row=1, col=1)
-    _log_axis(fig, 2, "variance ratio")
+    _log_axis(fig, 2, "scale error")
     fig.update_xaxes(title_text="training step", row=2, col=1)
     return _style(fig, title, height=640, hovermode="closest")
 

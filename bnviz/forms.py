@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import inspect
 import math
 import re
 import shutil
@@ -17,7 +16,7 @@ from typing import Any
 
 from bnviz import stats
 from bnviz.config import ArchConfig, RunConfig, with_filters, with_settings
-from bnviz.data import SYNTHETIC_CLASSES, DataError, extract_zip, folder_layout, synthetic
+from bnviz.data import BUILTIN_DATASETS, DataError, extract_zip, folder_layout
 from bnviz.presets import PRESETS
 
 # Momentum choices for the slider: coarse far from 1, dense near 1, where the number of steps the
@@ -35,15 +34,13 @@ NORM_LABELS = {
     "layer": "LayerNormalization (no moving statistics)",
     "group": "GroupNormalization (no moving statistics)",
 }
+MAX_UPLOAD_BYTES = 200 * 2**20  # as the dashboard's server.maxUploadSize (.streamlit/config.toml)
 PLACEMENT_LABELS = {"after": "after the ReLU (the seed)", "before": "before the ReLU (the paper)"}
 DATA_SOURCES = {
-    "synthetic": "Embedded synthetic scenes (6 classes, no download)",
-    "digits": "Handwritten digits (scikit-learn, 10 classes)",
+    **{name: builtin.label for name, builtin in BUILTIN_DATASETS.items()},
     "folder": "A folder of class sub-folders on this machine",
     "zip": "Upload a zip of class sub-folders",
 }
-_SYNTHETIC_TRAIN = len(SYNTHETIC_CLASSES) * inspect.signature(synthetic).parameters["train_per_class"].default
-_DIGITS_TRAIN = round(1797 * 0.7)  # scikit-learn's 1797 digits, 15 % val and 15 % test held out
 
 
 def probe_budget_label(budget: float) -> str:
@@ -178,6 +175,27 @@ def upload_folder(home: Path, file_name: str, content: bytes) -> Path:
     return Path(home) / "uploads" / f"{stem}-{hashlib.sha256(content).hexdigest()[:10]}"
 
 
+def check_upload_size(file_name: str, size: int) -> None:
+    """DataError for a file over `MAX_UPLOAD_BYTES`, with both sizes."""
+    if size > MAX_UPLOAD_BYTES:
+        raise DataError(f"{file_name} is {size:,} bytes; the limit is {MAX_UPLOAD_BYTES:,} bytes ({MAX_UPLOAD_BYTES / 2**20:g} MB).")
+
+
+def save_upload(home: Path, file_name: str, content: bytes) -> Path:
+    """Write an uploaded file (a model, a zip kept whole) to home/uploads/<safe stem>-<hash>/<safe
+    name> through a temporary name, so a worker never reads half of it and messages name the file
+    the user chose; refuses files over the cap."""
+    check_upload_size(file_name, len(content))
+    folder = upload_folder(home, file_name, content)
+    path = folder / (re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(file_name).name).strip("._") or folder.name)
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temp = path.with_name(f".tmp-{path.name}")
+        temp.write_bytes(content)
+        temp.replace(path)
+    return path
+
+
 def extract_upload(home: Path, file_name: str, content: bytes) -> FolderScan:
     """Extract an uploaded zip of class sub-folders (bnviz.data.extract_zip) once and scan it.
     A refused zip leaves nothing behind."""
@@ -197,18 +215,14 @@ def extract_upload(home: Path, file_name: str, content: bytes) -> FolderScan:
 
 def train_images(source: str, scan: FolderScan | None = None) -> int | None:
     """About how many training images a data source gives (for the step estimate)."""
-    if source == "synthetic":
-        return _SYNTHETIC_TRAIN
-    if source == "digits":
-        return _DIGITS_TRAIN
+    if source in BUILTIN_DATASETS:
+        return BUILTIN_DATASETS[source].train_images
     return scan.train_estimate if scan else None
 
 
 def num_classes(source: str, scan: FolderScan | None = None) -> int:
-    if source == "synthetic":
-        return len(SYNTHETIC_CLASSES)
-    if source == "digits":
-        return 10
+    if source in BUILTIN_DATASETS:
+        return BUILTIN_DATASETS[source].classes
     return len(scan.classes) if scan else 2
 
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bnviz.config import ConfigError, RunConfig, validate
-from bnviz.records import Job, JobStatus
+from bnviz.records import Job, JobStatus, RunStatus
 from bnviz.shapes import activation_bytes
 from bnviz.store import Store, check_run_id
 
@@ -118,12 +118,16 @@ class JobManager:
         self.store.request_cancel(run_id)
 
     def pump(self) -> None:
-        """Reap finished workers, start workers for queued jobs (the store marks orphans interrupted)."""
+        """Reap finished workers and start workers for queued jobs while fewer than `max_workers`
+        processes (this manager's, another server's, a `bnviz train`) are busy; the store's readers
+        mark orphaned runs and jobs interrupted."""
         with self._lock:
             for proc in [p for p in self._procs if p.poll() is not None]:
                 self._procs.remove(proc)
             mine = {p.pid for p in self._procs}
-            foreign = sum(1 for j in self.store.list_jobs(status=[JobStatus.RUNNING]) if j.owner and j.owner.pid not in mine)
+            busy = {r.pid for r in self.store.list_runs(status=[RunStatus.RUNNING])}  # workers' and `bnviz train`'s
+            busy |= {j.owner.pid for j in self.store.list_jobs(status=[JobStatus.RUNNING]) if j.owner}
+            foreign = len(busy - mine - {None})
             queued = len(self.store.list_jobs(status=[JobStatus.QUEUED]))
             threads = max(1, (os.cpu_count() or 2) // self.max_workers)
             for _ in range(min(queued, self.max_workers - len(self._procs) - foreign)):

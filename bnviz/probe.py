@@ -9,9 +9,13 @@ At each scheduled step (see `bnviz.stats.probe_steps`) it records, per BN layer 
   `bnviz.stats.recovery_error_bound`, about ulp(moving)/(1 − m) (≈ 1e-5 for a moving variance
   near 1 at m = 0.99, ≈ 1e-4 at m = 0.999). A variance whose bound exceeds 1 % of it is stored
   as NaN (below the resolution of the update, not a missing step); the mean is kept, within its bound;
-- the population mean/variance of the BN input over a fixed training sample, PreciseBN style
+- the population mean/variance of the BN input over a fixed training sample, with the weights the
+  step's batch was normalised with (before the step's update), PreciseBN style
   (upstream BN layers use batch statistics, as in training; per-batch moments reduced in the
   graph, combined in float64);
+- the same sample's mean/variance of the BN input with the whole network in inference mode (what
+  inference really feeds the layer, upstream errors included), and the spread of the input's mean
+  between i.i.d. batches of the training batch size (its sampling noise);
 - histograms, on shared edges, of the BN output on a fixed validation probe batch in training
   mode (batch statistics) and inference mode (moving statistics), and the probe batch's
   accuracy/loss in both modes.
@@ -47,22 +51,68 @@ from bnviz.store import ProbeLayer, ProbeRecord
 MAX_PENDING_BYTES = 256 * 2**20  # snapshots waiting beyond this are made at once, over budget, to bound memory
 
 
+NOISE_LAYERS = (layers.Dropout, layers.SpatialDropout1D, layers.SpatialDropout2D, layers.SpatialDropout3D, layers.GaussianDropout,
+                layers.GaussianNoise, layers.AlphaDropout)  # active in training mode only: the tap skips them
+
+
+class Unfollowable(ValueError):
+    """A model the probe cannot tap (several inputs, no traceable graph); the message says why."""
+
+
 def tap_model(model: keras.Model) -> tuple[keras.Model, list[layers.BatchNormalization]]:
-    """A model sharing `model`'s layers (minus Dropout) whose outputs are the class probabilities
-    followed by every BN layer's input, then every BN layer's output."""
+    """A model sharing `model`'s layers (minus Dropout and noise layers) whose outputs are the class
+    probabilities, then every BN layer's input, then every BN layer's output, in the order of
+    `batch_norm_layers(model)`. Sequential, Functional and nested models are inlined into one graph;
+    each BN input and output has its BN axis moved last, so per-channel moments reduce over every
+    axis but the last whatever the layer's `axis`. Raises `Unfollowable` for models it cannot trace."""
     bn_layers = batch_norm_layers(model)
-    x = inputs = keras.Input(model.inputs[0].shape[1:])
-    bn_in, bn_out = [], []
-    for layer in model.layers[1:]:
-        if isinstance(layer, layers.Dropout):
-            continue
+    _check_followable(model)
+    taps: dict[int, tuple] = {}
+    inputs = keras.Input(batch_shape=model.inputs[0].shape, dtype=model.inputs[0].dtype)
+    output = _inline(model, inputs, taps)
+    missing = [layer.name for layer in bn_layers if id(layer) not in taps]
+    if missing:
+        raise Unfollowable(f"BatchNormalization layer(s) {', '.join(missing)} sit inside a custom layer whose graph cannot be traced.")
+    bn_in = [_channels_last(taps[id(layer)][0], layer.axis) for layer in bn_layers]
+    bn_out = [_channels_last(taps[id(layer)][1], layer.axis) for layer in bn_layers]
+    return keras.Model(inputs, [output, *bn_in, *bn_out]), bn_layers
+
+
+def _check_followable(model: keras.Model, where: str = "") -> None:
+    """Raise `Unfollowable` unless `model` is a built Sequential or Functional model with one input."""
+    if not (isinstance(model, keras.Sequential) or hasattr(model, "_run_through_graph")):
+        raise Unfollowable(f"{where}{type(model).__name__} is a subclassed model without a traceable graph (build it with the Functional or Sequential API).")
+    count = len(getattr(model, "inputs", None) or [])
+    if count != 1:
+        raise Unfollowable(f"{where}the model has {count} inputs; the probe follows models with one image input.")
+
+
+def _inline(model: keras.Model, x, taps: dict[int, tuple]):
+    """Call `model`'s layers on `x` one by one (nested models recursively), skipping noise layers
+    and noting each BN layer's first input and output in `taps` (by layer identity)."""
+
+    def call(layer, *args, **kwargs):
+        if isinstance(layer, NOISE_LAYERS):
+            return args[0]
+        if isinstance(layer, keras.Model):
+            _check_followable(layer, f"nested model {layer.name}: ")
+            return _inline(layer, args[0], taps)
+        out = layer(*args, **kwargs)
         if isinstance(layer, layers.BatchNormalization):
-            bn_in.append(x)
-            x = layer(x)
-            bn_out.append(x)
-        else:
-            x = layer(x)
-    return keras.Model(inputs, [x, *bn_in, *bn_out]), bn_layers
+            taps.setdefault(id(layer), (args[0], out))
+        return out
+
+    if isinstance(model, keras.Sequential):
+        for layer in model.layers:
+            x = call(layer, x)
+        return x
+    return model._run_through_graph(x, call_fn=call)  # Keras' own graph walk (as clone_model uses it) with our call
+
+
+def _channels_last(x, axis: int):
+    """`x` with the BN axis moved last (a no-op for the usual channels-last layers)."""
+    axis = axis % len(x.shape)
+    return x if axis == len(x.shape) - 1 else keras.ops.moveaxis(x, axis, -1)
 
 
 class StatelessForward:
@@ -73,7 +123,7 @@ class StatelessForward:
         self.n_layers = (len(tap.outputs) - 1) // 2  # outputs: probabilities, BN inputs, BN outputs
         self._train = tf.function(lambda x: self._call(x, True), reduce_retracing=True)
         self._infer = tf.function(lambda x: self._call(x, False), reduce_retracing=True)
-        self._moments = tf.function(self._input_moments, reduce_retracing=True)
+        self._moments = {mode: tf.function(lambda x, mode=mode: self._input_moments(x, mode), reduce_retracing=True) for mode in (True, False)}
 
     def _call(self, x: tf.Tensor, training: bool) -> list[tf.Tensor]:
         trainable = [v.value for v in self.tap.trainable_variables]
@@ -85,41 +135,62 @@ class StatelessForward:
         outputs = (self._train if training else self._infer)(tf.convert_to_tensor(x))
         return [o.numpy() for o in outputs] if isinstance(outputs, (list, tuple)) else [outputs.numpy()]  # Keras unwraps 1-output models
 
-    def _input_moments(self, x: tf.Tensor) -> list[tuple[tf.Tensor, tf.Tensor, tf.Tensor]]:
-        outputs = self._call(x, True)
+    def _input_moments(self, x: tf.Tensor, training: bool) -> list[tuple[tf.Tensor, tf.Tensor, tf.Tensor]]:
+        outputs = self._call(x, training)
         moments = []
         for values in outputs[1 : 1 + self.n_layers]:
             mean, variance = tf.nn.moments(values, axes=list(range(len(values.shape) - 1)))
             moments.append((mean, variance, tf.reduce_prod(tf.shape(values)[:-1])))
         return moments
 
-    def input_moments(self, x: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, int]]:
+    def input_moments(self, x: np.ndarray, training: bool = True) -> list[tuple[np.ndarray, np.ndarray, int]]:
         """Per BN layer, the per-channel mean, biased variance and element count of its input on the
-        batch `x` (BN layers in training mode). Reduced inside the graph in float32, two-pass, as BN
-        computes its own batch statistics, so no activation map is copied out."""
-        return [(m.numpy(), v.numpy(), int(n)) for m, v, n in self._moments(tf.convert_to_tensor(x))]
+        batch `x`, the network's BN layers in training mode (batch statistics) or inference mode
+        (moving statistics). Reduced inside the graph in float32, two-pass, as BN computes its own
+        batch statistics, so no activation map is copied out."""
+        return [(m.numpy(), v.numpy(), int(n)) for m, v, n in self._moments[training](tf.convert_to_tensor(x))]
 
 
-def population_moments(forward: StatelessForward, x: np.ndarray, batch_size: int, n_layers: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Per BN layer, the per-channel mean and (population) variance of its input over `x`, with
-    upstream BN layers in training mode on batches of `batch_size`; each batch weighs by its
-    element count (layers differ in spatial size, so each keeps its own count).
+MIN_SPREAD_BATCHES = 4
+BatchMoments = list[tuple[np.ndarray, np.ndarray, int]]  # one BN layer's (mean, variance, count) per batch
 
-    Batch moments are combined exactly in float64 (law of total variance):
-    mean = Σ nᵦ·meanᵦ / N, variance = Σ nᵦ·(varᵦ + (meanᵦ − mean)²) / N.
-    """
+
+def batch_moments(forward: StatelessForward, x: np.ndarray, batch_size: int, n_layers: int, training: bool = True) -> list[BatchMoments]:
+    """Per BN layer, the moments of its input on each batch of `batch_size` images of `x`."""
     if n_layers == 0:
         return []  # no BN layer: nothing to measure, so no forward pass
-    batches = [forward.input_moments(x[start : start + batch_size])[:n_layers] for start in range(0, len(x), batch_size)]
-    moments = []
-    for layer in zip(*batches, strict=True):
-        means = np.array([m for m, _, _ in layer], np.float64)
-        variances = np.array([v for _, v, _ in layer], np.float64)
-        counts = np.array([n for _, _, n in layer], np.float64)[:, None]
-        mean = (counts * means).sum(axis=0) / counts.sum()
-        variance = (counts * (variances + (means - mean) ** 2)).sum(axis=0) / counts.sum()
-        moments.append((mean.astype(np.float32), variance.astype(np.float32)))
-    return moments
+    batches = [forward.input_moments(x[start : start + batch_size], training)[:n_layers] for start in range(0, len(x), batch_size)]
+    return [list(layer) for layer in zip(*batches, strict=True)]
+
+
+def pooled_moments(layer: BatchMoments) -> tuple[np.ndarray, np.ndarray]:
+    """One layer's per-channel mean and population variance over all its batches, each batch
+    weighed by its element count, combined exactly in float64 (law of total variance):
+    mean = Σ nᵦ·meanᵦ / N, variance = Σ nᵦ·(varᵦ + (meanᵦ − mean)²) / N."""
+    means = np.array([m for m, _, _ in layer], np.float64)
+    variances = np.array([v for _, v, _ in layer], np.float64)
+    counts = np.array([n for _, _, n in layer], np.float64)[:, None]
+    mean = (counts * means).sum(axis=0) / counts.sum()
+    variance = (counts * (variances + (means - mean) ** 2)).sum(axis=0) / counts.sum()
+    return mean.astype(np.float32), variance.astype(np.float32)
+
+
+def batch_mean_spread(layer: BatchMoments) -> np.ndarray:
+    """Per channel, the standard deviation (ddof 1) of the batch means over the full-size batches:
+    how much an i.i.d. batch's mean varies by sampling alone. NaN with fewer than `MIN_SPREAD_BATCHES`
+    such batches (a spread from two or three means is too rough to compare against)."""
+    full = max(n for _, _, n in layer)
+    means = np.array([m for m, _, n in layer if n == full], np.float64)
+    if len(means) < MIN_SPREAD_BATCHES:
+        return np.full(layer[0][0].shape, np.nan, np.float32)
+    return means.std(axis=0, ddof=1).astype(np.float32)
+
+
+def population_moments(forward: StatelessForward, x: np.ndarray, batch_size: int, n_layers: int, training: bool = True) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per BN layer, the per-channel mean and (population) variance of its input over `x`, the
+    network's BN layers in training mode on batches of `batch_size` (PreciseBN's population) or in
+    inference mode (what inference actually feeds each layer); see `pooled_moments`."""
+    return [pooled_moments(layer) for layer in batch_moments(forward, x, batch_size, n_layers, training)]
 
 
 def _accuracy_and_loss(probs: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
@@ -137,10 +208,11 @@ class Snapshot:
     epoch: int
     weights: list[np.ndarray]
     batch_stats: list[tuple[np.ndarray, np.ndarray]] | None  # None at step 0: no batch seen yet
+    weights_before: list[np.ndarray] | None = None  # the weights the step's batch statistics were computed with
 
     @property
     def nbytes(self) -> int:
-        return sum(w.nbytes for w in self.weights)
+        return sum(w.nbytes for w in self.weights + (self.weights_before or []))
 
 
 class RecordMaker:
@@ -156,11 +228,15 @@ class RecordMaker:
         self.population = population
 
     def make(self, snapshot: Snapshot) -> ProbeRecord:
-        self.copy.set_weights(snapshot.weights)
         n = len(self.bn_layers)
+        # The population (and the i.i.d. batch spread) with the weights the step's batch was normalised with, so that
+        # batch and population statistics differ by the batch's composition only, not by the step's update.
+        self.copy.set_weights(snapshot.weights_before or snapshot.weights)
+        training_batches = batch_moments(self.forward, self.population, self.batch_size, n)
+        self.copy.set_weights(snapshot.weights)
         train_out = self.forward(self.x_probe, training=True)
         infer_out = self.forward(self.x_probe, training=False) if n else train_out  # without BN (Dropout is not tapped) both modes agree
-        population = population_moments(self.forward, self.population, self.batch_size, n)
+        inference = population_moments(self.forward, self.population, self.batch_size, n, training=False)
         acc_train, loss_train = _accuracy_and_loss(train_out[0], self.y_probe)
         acc_infer, loss_infer = _accuracy_and_loss(infer_out[0], self.y_probe)
         records = []
@@ -169,7 +245,9 @@ class RecordMaker:
             nan = np.full_like(moving_mean, np.nan)
             batch_mean, batch_var = snapshot.batch_stats[i] if snapshot.batch_stats else (nan, nan)
             edges, hist_train, hist_infer = shared_histograms(train_out[1 + n + i], infer_out[1 + n + i], self.config.bins)
-            records.append(ProbeLayer(layer.name, moving_mean, moving_var, batch_mean, batch_var, *population[i], edges, hist_train, hist_infer))
+            pop_mean, pop_var = pooled_moments(training_batches[i])
+            records.append(ProbeLayer(layer.name, moving_mean, moving_var, batch_mean, batch_var, pop_mean, pop_var, edges, hist_train, hist_infer,
+                                      *inference[i], batch_mean_spread(training_batches[i])))
         return ProbeRecord(snapshot.step, snapshot.epoch, acc_train, acc_infer, loss_train, loss_infer, tuple(records))
 
 
@@ -204,6 +282,7 @@ class BNProbe(keras.callbacks.Callback):
         self.live_records = 0  # made inside the training loop; the rest were made once it ended
         self._maker: RecordMaker | None = None
         self._before: list[tuple[np.ndarray, np.ndarray]] | None = None
+        self._weights_before: list[np.ndarray] | None = None
         self._began = 0.0
         self._spent = 0.0  # seconds of probe work inside the training loop
         self._record_cost: float | None = None  # seconds the last record took
@@ -221,6 +300,7 @@ class BNProbe(keras.callbacks.Callback):
     def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
         if self.step + 1 in self.schedule:
             self._before = self._moving()
+            self._weights_before = self.model.get_weights()
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         self.step += 1
@@ -243,7 +323,7 @@ class BNProbe(keras.callbacks.Callback):
 
     def _snapshot(self, batch_stats: list[tuple[np.ndarray, np.ndarray]] | None) -> None:
         start = time.perf_counter()
-        snapshot = Snapshot(self.step, self.epoch, self.model.get_weights(), batch_stats)
+        snapshot = Snapshot(self.step, self.epoch, self.model.get_weights(), batch_stats, self._weights_before if batch_stats else None)
         self.pending.append(snapshot)
         self.pending_bytes += snapshot.nbytes
         self._spent += time.perf_counter() - start

@@ -42,14 +42,14 @@ FINISHED = (RunStatus.DONE, RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.INT
 
 # --- owners: who executes a run or job ------------------------------------------------------------
 def process_start(pid: int) -> float | None:
-    """When process `pid` started (seconds since the epoch, from /proc), None where unknown; with
-    the pid it names one process even after the pid is reused."""
+    """When process `pid` started, in seconds after boot (from /proc; None where unknown); with the
+    pid it names one process even after the pid is reused. Seconds after boot, not since the epoch:
+    the kernel's boot time in /proc/stat may shift by a second between reads."""
     try:
         ticks = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[19])
-        boot = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines() if line.startswith("btime"))
-    except (OSError, ValueError, IndexError, StopIteration):
+    except (OSError, ValueError, IndexError):
         return None
-    return boot + ticks / os.sysconf("SC_CLK_TCK")
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def _zombie(pid: int) -> bool:
@@ -86,7 +86,7 @@ class Owner:
         if _zombie(self.pid):
             return False
         now = process_start(self.pid)
-        return self.started is None or now is None or abs(now - self.started) < 1.0
+        return self.started is None or now is None or abs(now - self.started) < 1e-6
 
 
 # --- evaluations ----------------------------------------------------------------------------------

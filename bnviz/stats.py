@@ -123,14 +123,25 @@ def _counts(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
     return np.histogram(clipped, bins=edges)[0].astype(np.int32)
 
 
-def standardized_gap(moving_mean: np.ndarray, pop_mean: np.ndarray, pop_var: np.ndarray) -> np.ndarray:
-    """|moving − population| mean in population standard deviations, per channel."""
-    return np.abs(moving_mean - pop_mean) / np.sqrt(np.maximum(pop_var, 1e-12))
+def standardized_gap(moving_mean: np.ndarray, pop_mean: np.ndarray, pop_var: np.ndarray, epsilon: float = 0.0) -> np.ndarray:
+    """|moving − population| mean per channel in the units BN divides by, √(population variance + ε)."""
+    return np.abs(moving_mean - pop_mean) / np.sqrt(np.maximum(pop_var + epsilon, 1e-12))
 
 
-def variance_ratio(moving_var: np.ndarray, pop_var: np.ndarray) -> np.ndarray:
-    """moving / population variance per channel (1 is right; far from 1 mis-scales inference)."""
-    return moving_var / np.maximum(pop_var, 1e-12)
+def scale_error(moving_var: np.ndarray, true_var: np.ndarray, epsilon: float) -> np.ndarray:
+    """√((moving + ε)/(true + ε)) per channel: how many times too large the standard deviation is that
+    inference divides by (BN divides by √(var + ε), so ε caps the error for tiny variances)."""
+    with np.errstate(invalid="ignore"):  # a diverged run's inf/inf is NaN, said as such by the diagnosis
+        return np.sqrt((moving_var + epsilon) / np.maximum(true_var + epsilon, 1e-12))
+
+
+def lag_momentum(drift_per_step: float, tolerance: float = 0.1) -> float:
+    """The largest momentum (rounded down to a slider step) whose lag behind statistics drifting
+    `drift_per_step` SDs per step stays within `tolerance` SDs: lag ≈ drift·m/(1−m)."""
+    if drift_per_step <= 0:
+        return 0.99
+    window = tolerance / drift_per_step  # m/(1−m)
+    return math.floor(window / (1 + window) * 1000) / 1000
 
 
 PROBES_PER_DECADE = 6  # 12 probed 25 of the default run's 114 steps; the probe was then the larger part of a short run

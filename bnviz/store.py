@@ -27,8 +27,12 @@ Data contract (arrays are little-endian float32 blobs, histogram counts int32):
   resolution of the moving-average update, see `bnviz.stats.recover_batch_moments`), and its
   population mean/variance over a fixed training sample; plus histograms of the BN output on the probe batch in both modes with
   shared bin edges (`bins + 1` edges, values outside the edges fall into the end bins; an
-  all-equal layer gets edges value ± 0.5).
-- evaluations: named `Evaluation`s per run ("final", "precisebn", ...), JSON.
+  all-equal layer gets edges value ± 0.5); the BN input's mean/variance over the same training
+  sample with the *whole network in inference mode* (`infer_mean`/`infer_var`: what inference
+  actually feeds the layer, upstream errors included); and `iid_mean_sd`, the standard deviation
+  of the BN input's mean between i.i.d. batches of the training batch size drawn from that sample
+  (the sampling noise a training batch's mean should show).
+- evaluations: named `Evaluation`s per run ("final", "recalibrated", "precisebn", ...), JSON.
 """
 
 from __future__ import annotations
@@ -53,7 +57,7 @@ from bnviz.stats import probe_steps
 
 __all__ = ["ACTIVE", "FINISHED", "Evaluation", "Job", "JobStatus", "Owner", "Progress", "RunStatus", "Store", "StoreError", "StoreUnreadable"]
 RUN_ID = re.compile(r"^[0-9]{8}-[0-9]{6}-[0-9a-f]{6}$")
-LAYER_ARRAYS = ("moving_mean", "moving_var", "batch_mean", "batch_var", "pop_mean", "pop_var", "hist_edges")
+LAYER_ARRAYS = ("moving_mean", "moving_var", "batch_mean", "batch_var", "pop_mean", "pop_var", "hist_edges", "infer_mean", "infer_var", "iid_mean_sd")
 HIST_ARRAYS = ("hist_train", "hist_infer")
 
 SCHEMA = """
@@ -81,7 +85,7 @@ CREATE TABLE IF NOT EXISTS probes (
 CREATE TABLE IF NOT EXISTS probe_layers (
     run_id TEXT NOT NULL, step INTEGER NOT NULL, layer TEXT NOT NULL,
     moving_mean BLOB, moving_var BLOB, batch_mean BLOB, batch_var BLOB, pop_mean BLOB, pop_var BLOB,
-    hist_edges BLOB, hist_train BLOB, hist_infer BLOB,
+    hist_edges BLOB, hist_train BLOB, hist_infer BLOB, infer_mean BLOB, infer_var BLOB, iid_mean_sd BLOB,
     PRIMARY KEY (run_id, step, layer)
 );
 CREATE TABLE IF NOT EXISTS evaluations (
@@ -91,7 +95,10 @@ CREATE TABLE IF NOT EXISTS evaluations (
 CREATE INDEX IF NOT EXISTS runs_status ON runs (status, created);
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, created);
 """
-ADDED_COLUMNS = {"runs": (("host", "TEXT"), ("pid_start", "REAL"))}  # columns newer than the first stores
+ADDED_COLUMNS = {  # columns newer than the first stores; old rows read them as NULL (empty arrays)
+    "runs": (("host", "TEXT"), ("pid_start", "REAL")),
+    "probe_layers": (("infer_mean", "BLOB"), ("infer_var", "BLOB"), ("iid_mean_sd", "BLOB")),
+}
 GONE = "The process running it ({owner}) is gone; every record up to its last commit is kept."
 
 
@@ -172,6 +179,9 @@ class ProbeLayer:
     hist_edges: np.ndarray
     hist_train: np.ndarray
     hist_infer: np.ndarray
+    infer_mean: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))  # empty in stores written before they existed
+    infer_var: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    iid_mean_sd: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
 
 
 @dataclass(frozen=True)
@@ -202,6 +212,17 @@ class RunData:
     probes: pd.DataFrame  # step, epoch, acc_train_mode, acc_inference, loss_train_mode, loss_inference
     layers: dict[str, LayerTrace] = field(default_factory=dict)
     evaluations: dict[str, Evaluation] = field(default_factory=dict)
+
+    def bn_arguments(self, layer: str) -> dict:
+        """A BN layer's recorded arguments (momentum, epsilon, …: `info["bn_layers"]`, written for
+        models of any origin), else those of the run's config."""
+        recorded = {row["name"]: row for row in self.run.info.get("bn_layers", [])}
+        bn = self.run.config.arch.bn
+        return recorded.get(layer) or (next(iter(recorded.values())) if recorded else {"momentum": bn.momentum, "epsilon": bn.epsilon})
+
+    def epsilon(self, layer: str) -> float:
+        """The ε that `layer` normalises with: it divides by √(variance + ε)."""
+        return float(self.bn_arguments(layer)["epsilon"])
 
     @property
     def steps_trained(self) -> int:
@@ -382,7 +403,8 @@ class Store:
             for table in ("steps", "probes", "probe_layers", "evaluations", "jobs"):
                 db.execute(f"DELETE FROM {table} WHERE run_id=?", (check_run_id(run_id),))
             db.execute("DELETE FROM runs WHERE id=?", (run_id,))
-        self.model_path(run_id).unlink(missing_ok=True)
+        for path in [self.model_path(run_id), *self.models_dir.glob(f"{run_id}-*")]:  # the model, its PreciseBN copy, kept samples
+            path.unlink(missing_ok=True)
 
     # --- jobs -------------------------------------------------------------------------------
     def enqueue_job(self, kind: str, args: dict | None = None, run_id: str | None = None) -> str:
@@ -441,7 +463,8 @@ class Store:
                     (run_id, p.step, p.epoch, p.acc_train_mode, p.acc_inference, p.loss_train_mode, p.loss_inference),
                 )
                 db.executemany(
-                    "INSERT OR REPLACE INTO probe_layers VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                    f"INSERT OR REPLACE INTO probe_layers (run_id, step, layer, {', '.join(LAYER_ARRAYS + HIST_ARRAYS)}) "
+                    f"VALUES ({', '.join('?' * (3 + len(LAYER_ARRAYS) + len(HIST_ARRAYS)))})",
                     [
                         (run_id, p.step, lay.layer, *(_blob(getattr(lay, a)) for a in LAYER_ARRAYS),
                          *(_blob(getattr(lay, a), "<i4") for a in HIST_ARRAYS))

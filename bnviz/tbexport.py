@@ -12,7 +12,7 @@ import numpy as np
 import tensorflow as tf
 from tensorboard.plugins.histogram import metadata as histogram_metadata
 
-from bnviz.stats import init_weight, standardized_gap, variance_ratio
+from bnviz.stats import init_weight, scale_error, standardized_gap
 from bnviz.store import RunData
 
 
@@ -38,9 +38,10 @@ def write_events(data: RunData, logdir: Path | str) -> Path:
             tf.summary.scalar("train/accuracy", row.accuracy, step=row.step)
         for name, trace in data.layers.items():
             for i, step in enumerate(trace.steps.tolist()):
-                gap = standardized_gap(trace.moving_mean[i], trace.pop_mean[i], trace.pop_var[i])
+                eps = data.epsilon(name)
+                gap = standardized_gap(trace.moving_mean[i], trace.pop_mean[i], trace.pop_var[i], eps)
                 tf.summary.scalar(f"{name}/moving_mean_gap_sd", float(np.median(gap)), step=step)
-                tf.summary.scalar(f"{name}/moving_var_ratio", float(np.median(variance_ratio(trace.moving_var[i], trace.pop_var[i]))), step=step)
+                tf.summary.scalar(f"{name}/scale_error", float(np.median(scale_error(trace.moving_var[i], trace.pop_var[i], eps))), step=step)
                 _histogram(f"{name}/output_train_mode", trace.hist_edges[i], trace.hist_train[i], step, "BN output, batch statistics")
                 _histogram(f"{name}/output_inference", trace.hist_edges[i], trace.hist_infer[i], step, "BN output, moving statistics")
     writer.close()

@@ -15,9 +15,10 @@ import keras
 import numpy as np
 
 from bnviz.config import RunConfig, check_batch_size, validate
-from bnviz.data import Dataset, load_dataset
+from bnviz.data import BUILTIN_DATASETS, Dataset, load_dataset
+from bnviz.evidence import input_shift, recalibrated_evaluation
 from bnviz.jobs import JobCancelled, JobFailed
-from bnviz.models import compile_model, layer_rows
+from bnviz.models import bn_layer_info, compile_model, layer_rows
 from bnviz.probe import BNProbe, StatelessForward, _accuracy_and_loss, tap_model
 from bnviz.records import SPLITS, Evaluation, Job, RunStatus
 from bnviz.shapes import param_totals
@@ -26,16 +27,16 @@ from bnviz.store import ProbeRecord, Store
 COMMIT_SECONDS = 1.0  # step metrics reach the store at least this often
 CANCEL_POLL_SECONDS = 0.5
 PROGRESS_SECONDS = 2.0  # a train job's progress text changes at most this often
-BUILTIN_DATASETS = ("synthetic", "digits")  # generated in memory, no files behind them
 
 
 class Recorder(keras.callbacks.Callback):
     """Writes step metrics and probe records to the store in small transactions, stops the run on
-    a cancel request or a non-finite loss, and reports progress (CSVLogger/TerminateOnNaN shape)."""
+    a cancel request or a non-finite loss, and reports progress (CSVLogger/TerminateOnNaN shape).
+    `stop_on_nan=False` (the user's own fit, `bnviz.Probe`) records the fault but lets training go on."""
 
-    def __init__(self, store: Store, run_id: str, on_step: Callable[[int, dict], None] | None = None):
+    def __init__(self, store: Store, run_id: str, on_step: Callable[[int, dict], None] | None = None, stop_on_nan: bool = True):
         super().__init__()
-        self.store, self.run_id, self.on_step = store, run_id, on_step
+        self.store, self.run_id, self.on_step, self.stop_on_nan = store, run_id, on_step, stop_on_nan
         self.steps: list[tuple[int, int, float, float]] = []
         self.probes: list[ProbeRecord] = []
         self.step, self.epoch = 0, 0
@@ -70,9 +71,10 @@ class Recorder(keras.callbacks.Callback):
         self.fit_accuracy = accuracy
         if self.on_step:
             self.on_step(self.step, {"loss": loss, "accuracy": accuracy, "epoch": self.epoch})
-        if not math.isfinite(loss):
-            self.failure = f"Loss became {loss} at step {self.step} (epoch {self.epoch}); training stopped."
-            self.model.stop_training = True
+        if not math.isfinite(loss) and self.failure is None:
+            self.failure = f"Loss became {loss} at step {self.step} (epoch {self.epoch})" + ("; training stopped." if self.stop_on_nan else ".")
+            if self.stop_on_nan:
+                self.model.stop_training = True
         now = time.monotonic()
         if now - self._last_poll > CANCEL_POLL_SECONDS:
             self._last_poll = now
@@ -102,6 +104,16 @@ def probe_inputs(data: Dataset, config: RunConfig) -> tuple[tuple[np.ndarray, np
     val = rng.permutation(len(data.x_val))[: config.probe.probe_batch]
     train = rng.permutation(len(data.x_train))[: config.probe.population_samples]
     return (data.x_val[val], data.y_val[val]), data.x_train[train]
+
+
+def training_order(data: Dataset, shuffle: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The training arrays as `fit` receives them. Without shuffling they come class by class, as a
+    folder is read and as many users feed them: every batch then holds one or two classes, not an
+    i.i.d. sample, which is the non-i.i.d. regime the diagnosis recognises."""
+    if shuffle:
+        return data.x_train, data.y_train
+    order = np.argsort(data.y_train, kind="stable")
+    return data.x_train[order], data.y_train[order]
 
 
 def evaluate_both_modes(model: keras.Model, data: Dataset, batch_size: int, seed: int = 0, fit_accuracy: float = math.nan) -> Evaluation:
@@ -137,17 +149,17 @@ def execute_run(store: Store, run_id: str, on_step: Callable[[int, dict], None] 
     check_batch_size(config.batch_size, len(data.x_train))  # the Train page only knows an estimate
     model = compile_model(config, data.channels, data.num_classes)
     steps_per_epoch = math.ceil(len(data.x_train) / config.batch_size)
-    summary = data.summary()
     layers = layer_rows(model)
     params = param_totals((row["trainable"], row["non_trainable"]) for row in layers)
-    info = {"params": params, "layers": layers, "data": summary, "data_shift": _pixel_shift(data, summary)}
+    info = {"params": params, "layers": layers, "data": data.summary(), "bn_layers": bn_layer_info(model), "source": "bnviz"}
     store.start(run_id, os.getpid(), steps_per_epoch, steps_per_epoch * config.epochs, info)
     recorder = Recorder(store, run_id, on_step)
     callbacks: list[keras.callbacks.Callback] = [recorder]
     if config.probe.enabled:
         probe_batch, population = probe_inputs(data, config)
         callbacks.append(BNProbe(config.probe, probe_batch, population, config.batch_size, recorder.add_probe, recorder.not_cancelled))
-    model.fit(data.x_train, data.y_train, batch_size=config.batch_size, epochs=config.epochs, verbose=0, callbacks=callbacks, shuffle=config.shuffle)
+    x_train, y_train = training_order(data, config.shuffle)
+    model.fit(x_train, y_train, batch_size=config.batch_size, epochs=config.epochs, verbose=0, callbacks=callbacks, shuffle=config.shuffle)
     seconds = time.monotonic() - started
     if recorder.failure:
         store.finish(run_id, RunStatus.FAILED, error=recorder.failure)
@@ -157,6 +169,7 @@ def execute_run(store: Store, run_id: str, on_step: Callable[[int, dict], None] 
         return RunResult(run_id, RunStatus.CANCELLED, recorder.step, seconds, None, None, f"Cancelled at step {recorder.step}.")
     evaluation = evaluate_both_modes(model, data, config.batch_size, config.seed, recorder.fit_accuracy)
     store.add_evaluation(run_id, "final", evaluation)
+    record_evidence(store, run_id, model, data, config)
     path = store.model_path(run_id)
     model.save(path)
     seconds = time.monotonic() - started
@@ -184,6 +197,15 @@ def train_job(store: Store, job: Job, progress: Callable[[str], None]) -> None:
     progress(f"done after {result.steps:,} steps in {result.seconds:.1f} s")
 
 
+def record_evidence(store: Store, run_id: str, model: keras.Model, data: Dataset, config: RunConfig) -> None:
+    """What the diagnosis needs beyond the probe records, from training data only: accuracy after
+    PreciseBN on a copy of the model (evaluation "recalibrated") and the input shift per split."""
+    recalibrated = recalibrated_evaluation(model, data, config.batch_size, config.seed)
+    if recalibrated is not None:
+        store.add_evaluation(run_id, "recalibrated", recalibrated)
+    store.update_info(run_id, input_shift=input_shift(model, data, config.batch_size, config.seed))
+
+
 def _dataset(config: RunConfig) -> Dataset:
     """The run's data. The embedded sets are generated from (name, size, seed) alone, so a process
     that trains several runs in a row (the story, a sweep, a worker draining the queue) keeps the
@@ -198,7 +220,3 @@ def _builtin_dataset(name: str, input_size: int, seed: int) -> Dataset:
     return load_dataset(name, input_size, seed)  # callers only read the arrays
 
 
-def _pixel_shift(data: Dataset, summary: dict) -> dict[str, float]:
-    """Training (from the data summary, already computed) vs validation pixel statistics, for the
-    diagnosis's data-shift check."""
-    return {"train_pixel_mean": summary["pixel_mean"], "train_pixel_std": summary["pixel_std"], "val_pixel_mean": float(data.x_val.mean())}

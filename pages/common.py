@@ -21,17 +21,19 @@ from bnviz.config import SETTING
 from bnviz.diagnose import Finding, diagnose
 from bnviz.forms import FolderScan, scan_folder
 from bnviz.jobs import JobManager
+from bnviz.records import ACTIVE, RunStatus
 from bnviz.store import Run, RunData, Store, StoreUnreadable, default_home
 
-ACTIVE = ("queued", "running")
-STATUS_COLOURS = {"queued": "gray", "running": "blue", "done": "green", "failed": "red", "cancelled": "orange", "interrupted": "orange"}
-PAGE_FILES = {name: f"pages/{name}.py" for name in ("train", "runs", "diagnose", "compare", "sweep", "story", "export")}
+STATUS_COLOURS = {RunStatus.QUEUED: "gray", RunStatus.RUNNING: "blue", RunStatus.DONE: "green", RunStatus.FAILED: "red",
+                  RunStatus.CANCELLED: "orange", RunStatus.INTERRUPTED: "orange"}
+PAGE_FILES = {name: f"pages/{name}.py" for name in ("train", "runs", "diagnose", "inspect", "compare", "sweep", "story", "export")}
 PLOT_CONFIG = {"displaylogo": False}
 
 
 # --- the frame: page config, navigation, sidebar ----------------------------------------------------
 PAGES = (("train", "Train", "model_training"), ("runs", "Runs", "list"), ("diagnose", "Diagnose", "troubleshoot"),
-         ("compare", "Compare", "compare"), ("sweep", "Sweep", "tune"), ("story", "Story", "school"), ("export", "Export", "download"))
+         ("inspect", "Inspect", "search"), ("compare", "Compare", "compare"), ("sweep", "Sweep", "tune"), ("story", "Story", "school"),
+         ("export", "Export", "download"))
 
 
 def frame() -> StreamlitPage:
@@ -43,7 +45,7 @@ def frame() -> StreamlitPage:
     except StoreUnreadable as exc:  # one clear message instead of a traceback; nothing is written
         st.error(str(exc))
         st.stop()
-    running = sum(r.status == "running" for r in runs)
+    running = sum(r.status == RunStatus.RUNNING for r in runs)
     with st.sidebar:
         st.caption(f"Runs folder (BNVIZ_HOME): `{store().home}`")
         st.caption(f"Workers (BNVIZ_MAX_WORKERS): {manager().max_workers} · {running} running · {len(runs) - running} queued")
@@ -188,7 +190,17 @@ def pick_runs(key: str, runs: Sequence[Run], default: list[str], param: str = "r
 
 def run_label(run: Run) -> str:
     """The run's label for pickers, with its status unless it is done."""
-    return run.label if run.status == "done" else f"{run.label} ({run.status})"
+    return run.label if run.status == RunStatus.DONE else f"{run.label} ({run.status})"
+
+
+def own_model_text(run: Run) -> str | None:
+    """A one-line description of a model bnviz did not build (its config fields say little), else None."""
+    layers = len(run.info.get("bn_layers", []))
+    if run.info.get("source") == "callback":
+        return f"your own model, recorded in your script by bnviz.Probe · {layers} BN layers · {run.total_steps or 0:,} steps · batch {run.config.batch_size}"
+    if run.info.get("source") == "inspect":
+        return f"a saved model, inspected (training history unknown) · {layers} BN layers · images: {run.config.dataset}"
+    return None
 
 
 def status_badge(status: str) -> str:
@@ -198,7 +210,7 @@ def status_badge(status: str) -> str:
 
 def newest_done(runs: Sequence[Run], count: int = 1) -> list[str]:
     """Ids of the newest done runs (runs come newest first), else of the newest runs."""
-    done = [r.id for r in runs if r.status == "done"]
+    done = [r.id for r in runs if r.status == RunStatus.DONE]
     return (done or [r.id for r in runs])[:count]
 
 
@@ -222,13 +234,13 @@ def finding_text(finding: Finding) -> str:
     return finding.detail + "".join(f"\n- {r}" for r in finding.remedies)
 
 
-def show_findings(data: RunData, shown: int = 3) -> None:
-    """The diagnosis, ranked: the first `shown` critical or warning findings as callouts, the rest
-    folded into an expander."""
-    items = diagnose(data)
+def show_findings(data: RunData, shown: int = 3) -> Finding:
+    """The diagnosis: the verdict, then the next critical or warning findings (`shown` callouts in
+    all), the rest folded into an expander."""
+    top, *items = diagnose(data)
     st.subheader("Findings")
     shows = {"critical": st.error, "warning": st.warning, "info": st.info, "ok": st.success}
-    major = [f for f in items if f.severity in ("critical", "warning")][:shown]
+    major = [top] + [f for f in items if f.severity in ("critical", "warning")][: shown - 1]  # the verdict always, first
     for finding in major:
         shows[finding.severity](f"**{finding.title}**\n\n{finding_text(finding)}")
     rest = [f for f in items if f not in major]
@@ -236,6 +248,20 @@ def show_findings(data: RunData, shown: int = 3) -> None:
         with st.expander(f"{len(rest)} more finding{'s' if len(rest) > 1 else ''}", expanded=not major):
             for finding in rest:
                 shows[finding.severity](f"**{finding.title}**\n\n{finding_text(finding)}")
+    return top
+
+
+@st.fragment(run_every=1.5)
+def await_job(job_id: str, doing: str, cancel_key: str | None = None) -> None:
+    """Poll a background job in the store; rerun the whole page when it ends, so every chart sees its
+    result. While it is still queued, a `cancel_key` button drops it."""
+    job = store().get_job(job_id)
+    if not job.status.active:
+        st.rerun()
+    st.info(f"{doing} in a worker process… {job.progress or job.status}", icon=":material/hourglass_top:")
+    if cancel_key and job.status == RunStatus.QUEUED and st.button("Cancel", key=cancel_key, help="Still queued: drop it"):
+        store().cancel_job(job_id)
+        st.rerun()
 
 
 def refresh_while_active(runs: Sequence[Run]) -> None:

@@ -7,6 +7,8 @@ import pandas as pd
 import streamlit as st
 
 from bnviz import figures, levers
+from bnviz.config import OWN_PRESET
+from bnviz.diagnose import Finding
 from bnviz.presets import SEED_RESULTS
 from bnviz.records import RunStatus
 from bnviz.store import Run
@@ -17,7 +19,7 @@ common.frame_if_run_alone()
 ss = st.session_state
 
 
-def fix_it(run: Run) -> None:
+def fix_it(run: Run, verdict: Finding) -> None:
     """Recalibrate the run's BN statistics in a worker, or queue a one-change copy and compare."""
     st.subheader("Fix it")
     recal_col, lever_col = st.columns(2, gap="large")
@@ -30,8 +32,10 @@ def fix_it(run: Run) -> None:
         _recalibration(run.id)
     with lever_col:
         st.markdown("**What if…** queue a copy of this run with one change, then compare the two.")
-        for lever in levers.available(run):
-            config = lever.apply(run)
+        if run.config.preset == OWN_PRESET:
+            st.caption("This is your own model (from `bnviz.Probe` or `bnviz inspect`): bnviz cannot retrain it. Change the momentum "
+                       "of its BN layers in your script and train again with `bnviz.Probe`; PreciseBN here needs no retraining.")
+        for lever, config in levers.options(run, verdict.cause, verdict.numbers.get("suggested_momentum")):
             if st.button(f"{lever.label} → {config.name.split(' · ')[-1]}", key=f"diagnose_lever_{lever.key}"):
                 st.session_state["compare_open"] = [run.id, common.manager().submit(config, parent=run.id)]
                 st.switch_page(common.PAGE_FILES["compare"])
@@ -39,12 +43,13 @@ def fix_it(run: Run) -> None:
 
 def _recalibration(run_id: str) -> None:
     """The latest recalibration job's state while it is queued or running, its error if it did not
-    finish, and the before/after table once the "precisebn" evaluation exists."""
+    finish, and the before/after table as soon as a "precisebn" evaluation exists."""
     jobs = common.store().list_jobs(run_id=run_id, kinds=["recalibrate"])
     if jobs and jobs[0].status.active:
-        _await(jobs[0].id)
-        return
-    if jobs and jobs[0].status != RunStatus.DONE:
+        common.await_job(jobs[0].id, "Recalibrating", cancel_key="diagnose_recalibrate_cancel")
+    elif jobs and jobs[0].status == RunStatus.CANCELLED:
+        st.info("The last recalibration was cancelled before it ran.")
+    elif jobs and jobs[0].status != RunStatus.DONE:
         st.error(f"Recalibration {jobs[0].status}: {jobs[0].error or 'no reason was recorded'}")
     evaluations = common.store().evaluations(run_id)
     if "precisebn" in evaluations and "final" in evaluations:
@@ -52,34 +57,30 @@ def _recalibration(run_id: str) -> None:
         st.dataframe({"": ["before (moving statistics)", f"after PreciseBN ({evaluations['precisebn'].batches} batches)"],
                       "test, inference": [before["test"], after["test"]], "test, batch statistics": [before["test_batchstats"], after["test_batchstats"]]},
                      hide_index=True, key="diagnose_precisebn")
-
-
-@st.fragment(run_every=1.5)
-def _await(job_id: str) -> None:
-    """Poll a job in the store; rerun the whole page when it ends, so every chart sees its result."""
-    job = common.store().get_job(job_id)
-    if not job.status.active:
-        st.rerun()
-    st.info(f"Recalibrating in a worker process… {job.progress or job.status}", icon=":material/hourglass_top:")
+        fixed = common.store().models_dir / f"{run_id}-precisebn.keras"
+        if fixed.exists():
+            st.download_button("Download the recalibrated model (.keras)", fixed.read_bytes, file_name=fixed.name, mime="application/octet-stream",
+                               key="diagnose_download_precisebn", on_click="ignore", icon=":material/download:")
 
 
 st.title("Diagnose a run")
-runs = [r for r in common.store().list_runs() if r.status != "queued"]
+runs = [r for r in common.store().list_runs() if r.status != RunStatus.QUEUED]
 common.require(runs, "No run has started yet. Queue one on the Train page.", link="train", link_label="Train a model")
 run = common.pick_run("diagnose_run", runs, default=common.newest_done(runs)[0])
 data = common.load_run(run)
 cfg, steps = run.config, data.steps_trained
 epochs = f"{cfg.epochs} epoch{'s' * (cfg.epochs != 1)}"
-st.caption(f"{run.status} · {cfg.arch.norm} normalisation" + (f" · momentum {run.momentum:g}" if cfg.arch.norm == "batch" else "")
-           + f" · {steps:,} steps · {epochs} of batch {cfg.batch_size} · {cfg.input_size}px · data: {cfg.dataset}")
-if run.status == "running":
+st.caption(f"{run.status} · " + (common.own_model_text(run) or f"{cfg.arch.norm} normalisation"
+           + (f" · momentum {run.momentum:g}" if cfg.arch.norm == "batch" else "")
+           + f" · {steps:,} steps · {epochs} of batch {cfg.batch_size} · {cfg.input_size}px · data: {cfg.dataset}"))
+if run.status == RunStatus.RUNNING:
     st.info("This run is still training: the charts show its records so far. Rerun the page (R) to update them.")
 if run.error:
     st.warning(run.error)
 
-common.show_findings(data)
-if run.status == "done" and cfg.arch.norm == "batch":
-    fix_it(run)
+verdict = common.show_findings(data)
+if run.status == RunStatus.DONE and cfg.arch.norm == "batch":
+    fix_it(run, verdict)
 
 st.subheader("Accuracy: inference mode vs batch statistics")
 frame = figures.accuracy_frame([data])
@@ -99,7 +100,7 @@ else:
 
 layers = list(data.layers)
 if not layers:
-    if run.status == "running" and cfg.arch.norm == "batch" and cfg.probe.enabled:
+    if run.status == RunStatus.RUNNING and cfg.arch.norm == "batch" and cfg.probe.enabled:
         st.info(f"No probe record yet. To keep training at full speed the probe spends at most {cfg.probe.budget:.0%} of the "
                 "training time on records; the rest are made when training ends (a few seconds for a short run).")
     else:
@@ -131,7 +132,7 @@ if cfg.arch.norm == "batch":
 st.subheader("Training curves")
 common.chart(figures.training_curves(data), key="diagnose_curves")
 
-others = [r for r in runs if r.id != run.id and r.status == "done"]
+others = [r for r in runs if r.id != run.id and r.status == RunStatus.DONE]
 if others:
     st.subheader("Compare with another run")
     common.ensure_choice("diagnose_compare_with", [r.id for r in others], others[0].id)

@@ -11,12 +11,13 @@ import streamlit as st
 
 from bnviz import export, figures
 from bnviz.diagnose import diagnose
+from bnviz.records import RunStatus
 from pages import common
 
 common.frame_if_run_alone()
 
 st.title("Export")
-runs = [r for r in common.store().list_runs() if r.status != "queued"]
+runs = [r for r in common.store().list_runs() if r.status != RunStatus.QUEUED]
 common.require(runs, "No run has started yet. Queue one on the Train page.", link="train", link_label="Train a model")
 run = common.pick_run("export_run", runs, default=common.newest_done(runs)[0])
 data = common.load_run(run)

@@ -8,6 +8,7 @@ import time
 
 import streamlit as st
 
+from bnviz.records import RunStatus
 from bnviz.store import Run
 from pages import common
 
@@ -21,7 +22,7 @@ st.title("Runs")
 store = common.store()
 runs = store.list_runs()
 common.require(runs, "No runs yet. Queue one on the Train page.", link="train", link_label="Train a model")
-ss.runs_active = any(r.status in common.ACTIVE for r in runs)
+ss.runs_active = any(r.status.active for r in runs)
 
 
 def accuracy_line(run: Run) -> str:
@@ -29,8 +30,11 @@ def accuracy_line(run: Run) -> str:
     if final is None:
         return ""
     acc = final.accuracies()
-    return (f"test accuracy: **{acc['test']:.0%}** in inference mode · {acc['test_batchstats']:.0%} with batch statistics · "
-            f"train {acc['train']:.0%}")
+    split = next((s for s in ("test", "val", "train") if s in acc), None)  # bnviz.Probe evaluates only the splits it was given
+    if split is None:
+        return ""
+    train = f" · train {acc['train']:.0%}" if "train" in acc and split != "train" else ""
+    return f"{split} accuracy: **{acc[split]:.0%}** in inference mode · {acc[split + '_batchstats']:.0%} with batch statistics{train}"
 
 
 def progress_line(run: Run) -> None:
@@ -64,16 +68,16 @@ def show(run: Run) -> None:
             when = time.strftime("%Y-%m-%d %H:%M", time.localtime(run.created))
             cfg = run.config
             st.markdown(f"**{run.label}** {common.status_badge(run.status)} `{run.id}`")
-            st.caption(f"{when} · {cfg.dataset if len(cfg.dataset) < 40 else '…' + cfg.dataset[-38:]} · {cfg.input_size}px · "
-                       f"{cfg.epochs} epoch{'s' * (cfg.epochs != 1)} · batch {cfg.batch_size} · {cfg.arch.norm} norm")
-            if run.status == "running":
+            st.caption(f"{when} · " + (common.own_model_text(run) or f"{cfg.dataset if len(cfg.dataset) < 40 else '…' + cfg.dataset[-38:]} · "
+                       f"{cfg.input_size}px · {cfg.epochs} epoch{'s' * (cfg.epochs != 1)} · batch {cfg.batch_size} · {cfg.arch.norm} norm"))
+            if run.status == RunStatus.RUNNING:
                 progress_line(run)
-            elif run.status == "done":
+            elif run.status == RunStatus.DONE:
                 st.markdown(accuracy_line(run))
             elif run.error:
                 st.caption(run.error)
         with actions:
-            if run.status in common.ACTIVE:
+            if run.status.active:
                 st.button("Cancel", key=f"runs_cancel_{run.id}", disabled=run.cancel_requested, help="Stops at the next step",
                           on_click=cancel, args=(run,))
             else:
@@ -82,13 +86,13 @@ def show(run: Run) -> None:
             st.download_button("Config", run.config.to_json(), file_name=f"bnviz-{run.id}.json", mime="application/json",
                                key=f"runs_config_{run.id}", icon=":material/download:",
                                help="This run's settings as JSON: python -m bnviz train --config FILE.json reproduces it")
-            if run.status != "queued":
+            if run.status != RunStatus.QUEUED:
                 st.page_link(common.PAGE_FILES["diagnose"], label="Diagnose", icon=":material/troubleshoot:", query_params={"run": run.id})
 
 
 def board() -> None:
     runs = store.list_runs()
-    if any(r.status in common.ACTIVE for r in runs) != ss.runs_active:
+    if any(r.status.active for r in runs) != ss.runs_active:
         st.rerun()  # something started or finished: rerun the page to change the polling rate
     shown = runs if ss.get("runs_show_all") else runs[:SHOWN]
     for run in shown:
@@ -111,7 +115,7 @@ st.fragment(board, run_every=POLL_ACTIVE_S if ss.runs_active else POLL_IDLE_S)()
 if len(runs) > SHOWN:
     st.checkbox(f"Show all {len(runs)} runs", key="runs_show_all")
 
-done = [r for r in runs if r.status == "done"]
+done = [r for r in runs if r.status == RunStatus.DONE]
 if len(done) >= 2:
     st.subheader("Compare runs")
     labels = {r.id: common.run_label(r) for r in done}

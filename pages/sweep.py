@@ -10,6 +10,7 @@ import streamlit as st
 from bnviz import figures, forms
 from bnviz.config import ConfigError, validate
 from bnviz.presets import PRESETS, preset_config
+from bnviz.records import RunStatus
 from pages import common
 
 common.frame_if_run_alone()
@@ -39,7 +40,7 @@ common.require(sweeps, "No sweep yet: pick values and queue one (or run `python 
 common.ensure_choice("sweep_shown", sweeps, sweeps[0])
 shown = st.selectbox("Sweep", sweeps, key="sweep_shown")
 runs = common.store().list_runs(sweep=shown)
-done = [common.load_run(r) for r in runs if r.status == "done"]
+done = [common.load_run(r) for r in runs if r.status == RunStatus.DONE]
 st.caption(f"{len(done)} of {len(runs)} runs done")
 common.chart(figures.sweep_figure(done), key="sweep_chart")
 if len({r.config.batch_size for r in runs}) > 1:

@@ -139,7 +139,7 @@ def test_drift_for_one_channel_and_a_missing_channel():
 def test_gap_heatmap_is_moving_minus_population_in_population_stds():
     fig = F.channel_gap_figure(make_data(), "norm1")
     heat = fig.data[0]
-    np.testing.assert_allclose(np.asarray(heat.z), np.full((2, 3), 2.5))  # |0 − 5| / √4
+    np.testing.assert_allclose(np.asarray(heat.z), np.full((2, 3), 5 / np.sqrt(4 + 1e-3)))  # |0 − 5| / √(4 + ε)
     np.testing.assert_array_equal(heat.x, STEPS)
     np.testing.assert_array_equal(heat.y, [0, 1])
 
@@ -190,13 +190,16 @@ def test_compare_accuracy_colour_per_run_dash_per_mode():
     assert fig.data[2].name.startswith("b m=0.8")
 
 
-def test_compare_drift_gap_and_geometric_variance_ratio():
+def test_compare_drift_gap_and_geometric_scale_error_include_epsilon():
     runs = [make_data("a", run_id="20260101-000000-aaaaaa"), make_data("b", 0.8, "20260101-000000-bbbbbb")]
     fig = F.compare_drift_figure(runs, "norm1")
     gap, ratio = [t for t in fig.data if t.yaxis == "y"], [t for t in fig.data if t.yaxis == "y2"]
     assert len(gap) == len(ratio) == 2
-    np.testing.assert_allclose(gap[0].y, [2.5, 2.5, 2.5])
-    np.testing.assert_allclose(ratio[0].y, [1.0, 1.0, 1.0])  # ratios 1/4 and 16/4: geometric mean 1
+    eps = runs[0].run.config.arch.bn.epsilon  # BN divides by √(var + ε)
+    np.testing.assert_allclose(gap[0].y, [5 / np.sqrt(4 + eps)] * 3, rtol=1e-9)
+    scale = np.sqrt(np.sqrt((1 + eps) / (4 + eps)) * np.sqrt((16 + eps) / (4 + eps)))  # geometric mean of the two channels
+    np.testing.assert_allclose(ratio[0].y, [scale] * 3, rtol=1e-9)
+    assert abs(scale - 1) > 1e-5  # ε matters here: without it the two channels' errors cancel exactly
     assert "No run has" in annotations(F.compare_drift_figure(runs, "norm9"))
 
 
@@ -292,7 +295,7 @@ def test_every_figure_builds_from_a_real_run(real_run):
         assert len(F.drift_figure(real_run, layer, channel=0).data) == 6
         gap = F.channel_gap_figure(real_run, layer).data[0]
         assert np.asarray(gap.z).shape == (trace.moving_mean.shape[1], len(trace.steps))
-        np.testing.assert_allclose(np.asarray(gap.z)[:, 0], np.abs(trace.pop_mean[0]) / np.sqrt(trace.pop_var[0]), rtol=1e-5)
+        np.testing.assert_allclose(np.asarray(gap.z)[:, 0], np.abs(trace.pop_mean[0]) / np.sqrt(trace.pop_var[0] + real_run.epsilon(layer)), rtol=1e-5)
     curves = F.training_curves(real_run)
     np.testing.assert_allclose(by_name(curves)[f"probe accuracy, {F.INFER_LABEL}"].y, real_run.probes["acc_inference"])
     assert real_run.steps_trained == real_run.run.total_steps

@@ -105,3 +105,44 @@ def test_runs_page_lists_jobs_with_status_progress_and_error(tmp_path, echo, mon
     (table,) = [d.value for d in at.dataframe if "kind" in d.value.columns]
     assert table.iloc[0][["kind", "run", "status", "progress", "error"]].tolist() == [
         "echo", run_id, "failed", "working on that", "ValueError: cannot do that"]
+
+
+def test_failed_recalibration_shows_its_reason_on_diagnose_after_a_restart(tmp_path, monkeypatch):
+    """A recalibration job for a run without a model file fails in the worker; a fresh dashboard
+    (nothing in memory) reads the job from the store and shows why, on the run's Diagnose page."""
+    from bench.fake import write_run
+
+    monkeypatch.setenv("BNVIZ_HOME", str(tmp_path))
+    store = Store(tmp_path)
+    run_id = write_run(store, preset_config("bn", input_size=24), total_steps=40, steps_per_epoch=20)  # done, no model file
+    job_id = store.enqueue_job("recalibrate", {"batches": 3}, run_id)
+    drain_queue(str(tmp_path))
+    job = store.get_job(job_id)
+    assert job.status == JobStatus.FAILED and job.error == f"Run {run_id} has no finished model to recalibrate (status: done)."
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.query_params["run"] = run_id
+    at.run()
+    at.switch_page("pages/diagnose.py").run()
+    assert not at.exception, at.exception
+    assert f"Recalibration failed: {job.error}" in [e.value for e in at.error]
+
+
+def test_a_queued_recalibration_can_be_cancelled_from_diagnose(tmp_path, monkeypatch):
+    from bench.fake import write_run
+
+    monkeypatch.setenv("BNVIZ_HOME", str(tmp_path))
+    monkeypatch.setattr("bnviz.jobs.JobManager.pump", lambda self: None)  # no worker: the job stays queued
+    store = Store(tmp_path)
+    run_id = write_run(store, preset_config("bn", input_size=24), total_steps=40, steps_per_epoch=20)
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.query_params["run"] = run_id
+    at.run()
+    at.switch_page("pages/diagnose.py").run()
+    at.button(key="diagnose_recalibrate").click().run()
+    (job,) = store.list_jobs(run_id=run_id, kinds=["recalibrate"])
+    assert job.status == JobStatus.QUEUED and job.args == {"batches": 50}
+    at.button(key="diagnose_recalibrate_cancel").click().run()
+    assert not at.exception, at.exception
+    assert store.get_job(job.id).status == JobStatus.CANCELLED
+    assert "The last recalibration was cancelled before it ran." in [i.value for i in at.info]
+    assert not any("Recalibration" in e.value for e in at.error)

@@ -455,7 +455,7 @@ def test_every_page_opens_on_every_faulty_run(faults, monkeypatch):
     text = " ".join(m.value for m in at.markdown) + " ".join(c.value for c in at.caption)
     for run_id in faults.ids.values():
         assert run_id in text
-    assert "Loss became nan at step" in text and "worker process died" in text and "not readable images" in text
+    assert "Loss became nan at step" in text and "is gone; every record" in text and "not readable images" in text
     for run_id in faults.ids.values():
         for page in ("diagnose", "export"):
             at = open_app(page, run=run_id)
