@@ -25,6 +25,8 @@ TARGETS = (
     "bnviz.stats.*",  # EMA theory, recovered batch moments and their error bound, schedules, histograms, gaps
     "bnviz.recalibrate.x_recalibrate__*",  # PreciseBN (not recalibrate_job, the job plumbing around it)
     "bnviz.probe.x_population_moments*",  # the probe's moment functions, not its callback plumbing
+    "bnviz.probe.x_batch_moments*",
+    "bnviz.probe.x_pooled_moments*",
     "bnviz.probe.xǁStatelessForwardǁ_input_moments*",
     "bnviz.probe.xǁStatelessForwardǁinput_moments*",
     # bnviz.diagnose.* joins once the rewritten diagnosis lands: add it here and to only_mutate in pyproject.toml

@@ -34,7 +34,7 @@ class NumpyForward:
     """Stands in for `StatelessForward`: two 'layers', the batch itself and its every other pixel
     (a smaller feature map, so each layer has its own element count), moments in float32."""
 
-    def input_moments(self, x: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, int]]:
+    def input_moments(self, x: np.ndarray, training: bool = True) -> list[tuple[np.ndarray, np.ndarray, int]]:
         return [(*(m.astype(np.float32) for m in numpy_moments(v)), v[..., 0].size) for v in (x, x[:, ::2, ::2])]
 
 

@@ -93,7 +93,9 @@ def test_large_samples_are_thinned_keeping_every_channel():
     assert S.shared_histograms(np.zeros((100_000, 1)), np.zeros(1), 4)[1].sum() == 50_000  # default: about 50,000 values
 
 
-def test_gap_and_variance_ratio_per_channel():
+def test_gap_and_scale_error_per_channel_with_epsilon():
     moving_mean, pop_mean, pop_var = np.array([0.0, 1.0, 5.0]), np.array([0.5, 1.0, 1.0]), np.array([0.25, 4.0, 0.0])
     np.testing.assert_allclose(S.standardized_gap(moving_mean, pop_mean, pop_var), [1.0, 0.0, 4e6])
-    np.testing.assert_allclose(S.variance_ratio(np.array([1.0, 2.0, 3.0]), pop_var), [4.0, 0.5, 3e12])
+    np.testing.assert_allclose(S.standardized_gap(moving_mean, pop_mean, pop_var, 1e-3), [0.5 / np.sqrt(0.251), 0.0, 4 / np.sqrt(1e-3)])
+    true_var = np.array([0.25, 4.0, 8.9e-4])  # the last: norm1's variance, about ε
+    np.testing.assert_allclose(S.scale_error(np.array([1.0, 2.0, 1.0]), true_var, 1e-3), np.sqrt((np.array([1.0, 2.0, 1.0]) + 1e-3) / (true_var + 1e-3)))
