@@ -246,7 +246,7 @@ def _share(weight: float) -> str:
     return f"{weight:.1%}" if weight >= 0.001 else "< 0.1%"
 
 
-def ema_theory_figure(momentum: float, steps_trained: int, compare: Sequence[float] = (0.99, 0.9, 0.8)) -> go.Figure:
+def ema_theory_figure(momentum: float, steps_trained: int, compare: Sequence[float] = (0.99, 0.9, 0.8), height: int = 460) -> go.Figure:
     """Weight mᵗ the initial moving values (mean 0, variance 1) still carry after t steps, for the
     run's momentum and a few others: the share of inference's statistics that is not data."""
     momenta = [float(momentum)]
@@ -281,7 +281,7 @@ def ema_theory_figure(momentum: float, steps_trained: int, compare: Sequence[flo
         hovermode="x unified",
     )
     subtitle = "moving = m·moving + (1 − m)·batch, starting from mean 0 and variance 1"
-    return _style(fig, "How much of the initial moving statistics is left after t steps", subtitle)
+    return _style(fig, "The cause: how much of the initial moving statistics is left after t steps", subtitle, height=height)
 
 
 def channel_gap_figure(data: RunData, layer: str) -> go.Figure:
@@ -308,10 +308,10 @@ def channel_gap_figure(data: RunData, layer: str) -> go.Figure:
     return _style(fig, title, "0 = inference centres this channel exactly as the population does", height=max(360, 160 + 14 * gap.shape[1]))
 
 
-def training_curves(data: RunData) -> go.Figure:
+def training_curves(data: RunData, height: int = 620) -> go.Figure:
     """Loss and accuracy per step as `fit` reports them, with the probe accuracy in both modes:
     the gap between the two modes opening while `fit` looks fine is the BN collapse."""
-    title = "Training: what fit reports vs the probe batch in both modes"
+    title = "The symptom: fit climbs while inference mode stays behind"
     if not len(data.steps) and not len(data.probes):
         return empty_figure(title, "No training steps recorded yet")
     fig = make_subplots(
@@ -332,7 +332,7 @@ def training_curves(data: RunData) -> go.Figure:
     fig.update_yaxes(title_text="cross-entropy", row=1, col=1)
     _percent_axis(fig, row=2, col=1)
     fig.update_xaxes(title_text="training step", row=2, col=1)
-    return _style(fig, title, _text(data.run.label), height=620, hovermode="x unified")
+    return _style(fig, title, "what fit reports vs the probe batch in both modes", height=height, hovermode="x unified")
 
 
 # --- several runs -----------------------------------------------------------------------------
