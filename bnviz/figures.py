@@ -21,6 +21,7 @@ import plotly.io as pio
 from plotly.subplots import make_subplots
 
 from bnviz import stats
+from bnviz.diagnose import layer_figures
 from bnviz.store import LayerTrace, RunData
 
 # Okabe–Ito colours (safe for the common colour-vision deficiencies).
@@ -94,9 +95,13 @@ def _per_step(values: np.ndarray, channel: int | None) -> np.ndarray:
     return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
 
 
-def _geometric_per_step(ratios: np.ndarray) -> np.ndarray:
-    """Geometric mean over channels per step: ratios of 1/4 and 4 average to 1, not 2.1."""
-    return np.exp(_per_step(np.log(np.maximum(np.asarray(ratios, dtype=float), 1e-12)), None))
+def own_gap_series(data: RunData, layer: str) -> tuple[np.ndarray, np.ndarray]:
+    """Per probe step, the layer's mean gap and scale error against the training-mode population,
+    as bnviz.diagnose defines them (`LayerFigures.own_*`, medians over channels): one definition
+    for the findings, the big figures and every chart."""
+    trace, eps = data.layers[layer], data.epsilon(layer)
+    rows = [layer_figures(trace, eps, i) for i in range(len(trace.steps))]
+    return np.array([f.own_mean_gap for f in rows]), np.array([f.own_scale for f in rows])
 
 
 def _finite(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -223,7 +228,9 @@ def drift_figure(data: RunData, layer: str, channel: int | None = None) -> go.Fi
     fig.update_yaxes(title_text="mean", row=1, col=1)
     _log_axis(fig, 2, "variance")
     fig.update_xaxes(title_text="training step", row=2, col=1)
-    subtitle = f"momentum {data.run.momentum:g}: after t steps the initial values (0 and 1) still weigh {data.run.momentum:g}ᵗ"
+    gap, scale = own_gap_series(data, layer)
+    subtitle = (f"momentum {data.run.momentum:g}: after t steps the initial values (0 and 1) still weigh {data.run.momentum:g}ᵗ · at step "
+                f"{int(trace.steps[-1])}: mean gap {gap[-1]:.3g} population SDs, scale error {scale[-1]:.3g}× (medians over channels)")
     return _style(fig, title, subtitle, height=640, hovermode="x unified")
 
 
@@ -372,19 +379,17 @@ def compare_drift_figure(runs: Sequence[RunData], layer: str) -> go.Figure:
         shared_xaxes=True,
         vertical_spacing=0.1,
         subplot_titles=(
-            "error of the moving mean (0 is right; mean over channels)",
-            "SD inference divides by / true SD, √((moving + ε)/(population + ε)) (1 is right; geometric mean over channels, log scale)",
+            "mean gap: |moving − population mean| / population SD (0 is right; median over channels)",
+            "scale error: √((moving + ε)/(population + ε)) (1 is right; median over channels, log scale)",
         ),
     )
     for i, d in having:
         t = d.layers[layer]
-        eps = d.epsilon(layer)
-        gap = _per_step(stats.standardized_gap(t.moving_mean.astype(float), t.pop_mean.astype(float), t.pop_var.astype(float), eps), None)
-        ratio = _geometric_per_step(stats.scale_error(t.moving_var.astype(float), t.pop_var.astype(float), eps))
+        gap, ratio = own_gap_series(d, layer)
         for row, y in ((1, gap), (2, ratio)):
             fig.add_trace(_line(t.steps, y, _text(d.run.label), _run_colour(i), legendgroup=d.run.id, showlegend=row == 1), row=row, col=1)
     fig.add_hline(y=1, line=dict(color="#999999", width=1, dash="dot"), row=2, col=1)
-    fig.update_yaxes(title_text="population std", rangemode="tozero", row=1, col=1)
+    fig.update_yaxes(title_text="mean gap (population SDs)", rangemode="tozero", row=1, col=1)
     _log_axis(fig, 2, "scale error")
     fig.update_xaxes(title_text="training step", row=2, col=1)
     return _style(fig, title, height=640, hovermode="closest")
