@@ -31,8 +31,8 @@ PLOT_CONFIG = {"displaylogo": False}
 
 
 # --- the frame: page config, navigation, sidebar ----------------------------------------------------
-PAGES = (("train", "Train", "model_training"), ("runs", "Runs", "list"), ("diagnose", "Diagnose", "troubleshoot"),
-         ("compare", "Compare", "compare"), ("sweep", "Sweep", "tune"), ("story", "Story", "school"), ("export", "Export", "download"))
+PAGES = (("train", "Train", "model_training"), ("story", "Story", "school"), ("runs", "Runs", "list"), ("diagnose", "Diagnose", "troubleshoot"),
+         ("compare", "Compare", "compare"), ("sweep", "Sweep", "tune"), ("export", "Export", "download"))
 
 
 def frame() -> StreamlitPage:

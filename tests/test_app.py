@@ -125,7 +125,8 @@ def test_train_page_shows_live_param_counts_and_loads_presets(home):
     at = open_app()
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Parameters"] == f"{param_counts(preset_config('bn').arch, 64)['total']:,}"
-    assert metrics["Initial 0 / 1 left at the end"] == f"{0.99 ** 114:.1%}"  # 38 steps × 3 epochs
+    assert metrics["Initial values 0 / 1 left at the end, mᵗ"] == f"{0.99 ** 114:.1%}"  # 38 steps × 3 epochs
+    assert f"0.99^100 ≈ {0.99 ** 100:.0%}" in at.markdown[0].value  # the primer computes its number
     at.slider(key="train_input_size").set_value(32).run()
     at.number_input(key="train_blocks").set_value(4).run()
     at.number_input(key="train_filters_3").set_value(8).run()
