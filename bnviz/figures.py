@@ -284,11 +284,11 @@ def ema_theory_figure(momentum: float, steps_trained: int, compare: Sequence[flo
     fig.update_xaxes(title_text="training steps t (moving-average updates)")
     fig.update_yaxes(title_text="weight of the initial value, mᵗ", range=[0, 1.02], tickformat=".0%")
     fig.update_layout(
-        legend=dict(orientation="v", yref="paper", yanchor="top", y=0.8, xanchor="right", x=0.99, bgcolor="rgba(255,255,255,0.85)"),
+        legend=dict(orientation="h", yanchor="top", y=-0.2, xanchor="left", x=0),
         hovermode="x unified",
     )
     subtitle = "moving = m·moving + (1 − m)·batch, starting from mean 0 and variance 1"
-    return _style(fig, "The cause: how much of the initial moving statistics is left after t steps", subtitle, height=height)
+    return _style(fig, "The cause: initial values left in the moving statistics, mᵗ", subtitle, height=height)
 
 
 def channel_gap_figure(data: RunData, layer: str) -> go.Figure:

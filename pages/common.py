@@ -28,6 +28,7 @@ STATUS_COLOURS = {RunStatus.QUEUED: "gray", RunStatus.RUNNING: "blue", RunStatus
                   RunStatus.CANCELLED: "orange", RunStatus.INTERRUPTED: "orange"}
 PAGE_FILES = {name: f"pages/{name}.py" for name in ("train", "runs", "diagnose", "compare", "sweep", "story", "export")}
 PLOT_CONFIG = {"displaylogo": False}
+COMPACT_CSS = "<style>.block-container {padding-top: 2.5rem !important;}</style>"  # the answer, not blank space, on the first screen
 
 
 # --- the frame: page config, navigation, sidebar ----------------------------------------------------
@@ -38,6 +39,7 @@ PAGES = (("train", "Train", "model_training"), ("story", "Story", "school"), ("r
 def frame() -> StreamlitPage:
     """Page config, the navigation and the shared sidebar; returns the page to run."""
     st.set_page_config(page_title="bnviz · BatchNorm collapse", page_icon="📉", layout="wide")
+    st.html(COMPACT_CSS)
     page = st.navigation([st.Page(PAGE_FILES[key], title=title, icon=f":material/{icon}:", default=key == "train") for key, title, icon in PAGES])
     try:
         runs = store().list_runs(status=list(ACTIVE))

@@ -17,10 +17,12 @@ common.frame_if_run_alone()
 
 ss = st.session_state
 
-st.title("Diagnose a run")
+title_col, pick_col = st.columns([1, 1], vertical_alignment="bottom")
+title_col.title("Diagnose a run")
 runs = [r for r in common.store().list_runs() if r.status != RunStatus.QUEUED]
 common.require(runs, "No run has started yet. Queue one on the Train page.", link="train", link_label="Train a model")
-run = common.pick_run("diagnose_run", runs, default=common.newest_done(runs)[0])
+with pick_col:
+    run = common.pick_run("diagnose_run", runs, default=common.newest_done(runs)[0])
 data = common.load_run(run)
 cfg, steps = run.config, data.steps_trained
 epochs = f"{cfg.epochs} epoch{'s' * (cfg.epochs != 1)}"

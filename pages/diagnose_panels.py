@@ -25,7 +25,7 @@ def verdict(run: Run, top: Finding) -> None:
     if top.cause == "pending" and run.status in ACTIVE:
         _pending(run.id)
     else:
-        SHOWS[top.severity](f"**{top.title}**\n\n{common.finding_text(top)}")
+        SHOWS[top.severity](f"**{top.title}**\n\n{top.detail}")  # its remedies come under "Fix it", after the evidence
 
 
 @st.fragment(run_every=2)

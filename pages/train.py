@@ -49,7 +49,7 @@ head, queue_slot = st.columns([4, 1], vertical_alignment="bottom")
 head.title("Train a model")
 st.markdown(primer())
 path = st.columns([1, 1, 2])
-path[0].page_link(common.PAGE_FILES["story"], label="See it happen: the Story (4 models)", icon=":material/school:")
+path[0].page_link(common.PAGE_FILES["story"], label="The Story: four models", icon=":material/school:")
 path[1].page_link(common.PAGE_FILES["diagnose"], label="Diagnose a run", icon=":material/troubleshoot:")
 path[2].caption("Or train your own: start from a seed model, change what you like and queue it (top right). Training runs in a "
                 "worker process; follow it on the Runs page.")
