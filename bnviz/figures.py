@@ -288,7 +288,7 @@ def ema_theory_figure(momentum: float, steps_trained: int, compare: Sequence[flo
         hovermode="x unified",
     )
     subtitle = "moving = m·moving + (1 − m)·batch, starting from mean 0 and variance 1"
-    return _style(fig, "The cause: initial values left in the moving statistics, mᵗ", subtitle, height=height)
+    return _style(fig, "The cause: initial values left, mᵗ", subtitle, height=height)
 
 
 def channel_gap_figure(data: RunData, layer: str) -> go.Figure:
@@ -318,7 +318,7 @@ def channel_gap_figure(data: RunData, layer: str) -> go.Figure:
 def training_curves(data: RunData, height: int = 620) -> go.Figure:
     """Loss and accuracy per step as `fit` reports them, with the probe accuracy in both modes:
     the gap between the two modes opening while `fit` looks fine is the BN collapse."""
-    title = "The symptom: fit climbs while inference mode stays behind"
+    title = "The symptom: fit climbs, inference stays behind"
     if not len(data.steps) and not len(data.probes):
         return empty_figure(title, "No training steps recorded yet")
     fig = make_subplots(
