@@ -22,7 +22,7 @@ from plotly.subplots import make_subplots
 
 from bnviz import stats
 from bnviz.diagnose import layer_figures
-from bnviz.store import LayerTrace, RunData
+from bnviz.store import LayerTrace, RunData, unique_labels
 
 # Okabe–Ito colours (safe for the common colour-vision deficiencies).
 TRAIN_COLOUR = "#D55E00"  # vermillion: training mode, batch statistics
@@ -37,7 +37,8 @@ INFER_LABEL = "inference mode (moving statistics)"
 POP_LABEL = "population (PreciseBN)"
 FIT_LABEL = "fit: running epoch mean (training mode)"
 SPLITS = ("train", "val", "test")
-ACCURACY_COLUMNS = tuple(f"{s} (inference)" for s in SPLITS) + tuple(f"{s} (batch stats)" for s in SPLITS)
+FIT_COLUMN = "train (fit)"  # what fit reported: batch statistics, running mean over the last epoch
+ACCURACY_COLUMNS = (FIT_COLUMN, *(f"{s} (evaluate)" for s in SPLITS), *(f"{s} (batch stats)" for s in SPLITS))  # evaluate: inference mode
 
 TEMPLATE = go.layout.Template(pio.templates["plotly_white"])
 TEMPLATE.layout.update(
@@ -175,25 +176,25 @@ def activation_histograms(data: RunData, layer: str, probe_index: int = -1) -> g
     step = int(trace.steps[index])
     edges = np.asarray(trace.hist_edges[index], dtype=float)
     centres, widths = (edges[:-1] + edges[1:]) / 2, np.diff(edges)
-    fig = go.Figure()
-    for counts, name, colour in (
-        (trace.hist_train[index], TRAIN_LABEL, TRAIN_COLOUR),
-        (trace.hist_infer[index], INFER_LABEL, INFER_COLOUR),
-    ):
+    modes = ((trace.hist_train[index], TRAIN_LABEL, TRAIN_COLOUR), (trace.hist_infer[index], INFER_LABEL, INFER_COLOUR))
+    fig = make_subplots(rows=1, cols=2, shared_xaxes=True, horizontal_spacing=0.08, subplot_titles=[name for _, name, _ in modes])
+    for col, (counts, name, colour) in enumerate(modes, start=1):
         fig.add_bar(
             x=centres,
             y=counts,
             width=widths,
             name=name,
             marker=dict(color=colour, line=dict(width=0)),
-            opacity=0.55,
             customdata=np.stack([edges[:-1], edges[1:]], axis=1),
             hovertemplate="%{customdata[0]:.3g} to %{customdata[1]:.3g}: %{y} values<extra>" + name + "</extra>",
+            row=1,
+            col=col,
         )
-    fig.update_layout(barmode="overlay", bargap=0, hovermode="closest")
-    fig.update_xaxes(title_text="BN output value (end bins also hold the values beyond them)")
-    fig.update_yaxes(title_text="number of activation values")
-    return _style(fig, f"{_text(layer)} output on the validation probe batch at step {step}", _probe_accuracies(data, step))
+        fig.update_xaxes(title_text="BN output value", row=1, col=col)
+    fig.update_layout(bargap=0, hovermode="closest", showlegend=False)
+    fig.update_yaxes(title_text="number of values", row=1, col=1)
+    subtitle = f"side by side, each with its own count axis; end bins hold the values beyond them · {_probe_accuracies(data, step)}"
+    return _style(fig, f"{_text(layer)} output on the validation probe batch at step {step}", subtitle)
 
 
 def drift_figure(data: RunData, layer: str, channel: int | None = None) -> go.Figure:
@@ -343,25 +344,29 @@ def training_curves(data: RunData, height: int = 620) -> go.Figure:
 
 
 # --- several runs -----------------------------------------------------------------------------
+def _run_names(runs: Sequence[RunData]) -> dict[str, str]:
+    """Run id → legend name: short and unique among `runs`, no hash id (the id goes in the hover)."""
+    return {run_id: _text(label) for run_id, label in unique_labels([d.run for d in runs]).items()}
+
+
+def _with_id(traces: Sequence[go.Scatter], run_id: str, y_format: str = ".3g") -> Sequence[go.Scatter]:
+    """Traces whose hover names the run's id, which legends leave out."""
+    for t in traces:
+        t.update(hovertemplate=f"%{{fullData.name}}<br>step %{{x}}: %{{y:{y_format}}}<br>run {_text(run_id)}<extra></extra>")
+    return traces
+
+
 def compare_accuracy_figure(runs: Sequence[RunData]) -> go.Figure:
     """Probe accuracy of each run in both modes over the steps (colour = run, dash = mode)."""
     title = "Probe accuracy per run: training mode (dotted) vs inference mode (solid)"
     probed = [(i, d) for i, d in enumerate(runs) if len(d.probes)]
     if not probed:
         return empty_figure(title, "No runs selected" if not runs else "No probe records yet")
-    fig = go.Figure()
+    fig, names = go.Figure(), _run_names(runs)
     for i, d in probed:
         colour = _run_colour(i)
-        fig.add_traces(
-            _mode_lines(
-                d.probes["step"],
-                d.probes["acc_train_mode"],
-                d.probes["acc_inference"],
-                f"{_text(d.run.label)} · ",
-                (colour, colour),
-                d.run.id,
-            )
-        )
+        lines = _mode_lines(d.probes["step"], d.probes["acc_train_mode"], d.probes["acc_inference"], f"{names[d.run.id]} · ", (colour, colour), d.run.id)
+        fig.add_traces(_with_id(lines, d.run.id, ".1%"))
     _percent_axis(fig, title="probe accuracy (validation batch)")
     fig.update_xaxes(title_text="training step")
     return _style(fig, title, height=500, hovermode="closest")
@@ -383,11 +388,13 @@ def compare_drift_figure(runs: Sequence[RunData], layer: str) -> go.Figure:
             "scale error: √((moving + ε)/(population + ε)) (1 is right; median over channels, log scale)",
         ),
     )
+    names = _run_names(runs)
     for i, d in having:
         t = d.layers[layer]
         gap, ratio = own_gap_series(d, layer)
         for row, y in ((1, gap), (2, ratio)):
-            fig.add_trace(_line(t.steps, y, _text(d.run.label), _run_colour(i), legendgroup=d.run.id, showlegend=row == 1), row=row, col=1)
+            line = _line(t.steps, y, names[d.run.id], _run_colour(i), legendgroup=d.run.id, showlegend=row == 1)
+            fig.add_trace(_with_id([line], d.run.id)[0], row=row, col=1)
     fig.add_hline(y=1, line=dict(color="#999999", width=1, dash="dot"), row=2, col=1)
     fig.update_yaxes(title_text="mean gap (population SDs)", rangemode="tozero", row=1, col=1)
     _log_axis(fig, 2, "scale error")
@@ -402,11 +409,12 @@ def _accuracy(data: RunData, evaluation: str, split: str) -> float:
 
 
 def accuracy_frame(runs: Sequence[RunData], evaluation: str = "final") -> pd.DataFrame:
-    """The seed notebook's table: one row per run, train/val/test accuracy in inference mode and
-    with batch statistics (NaN where the run has no such evaluation yet)."""
-    keys = [*SPLITS, *(f"{s}_batchstats" for s in SPLITS)]
+    """The seed notebook's table: one row per run, what fit reported, then train/val/test accuracy
+    as evaluate gives it (inference mode) and with batch statistics (NaN where not evaluated yet)."""
+    keys = ["fit", *SPLITS, *(f"{s}_batchstats" for s in SPLITS)]
     rows = [[_accuracy(d, evaluation, key) for key in keys] for d in runs]
-    index = pd.Index([d.run.label for d in runs], name="run")
+    names = unique_labels([d.run for d in runs])
+    index = pd.Index([names[d.run.id] for d in runs], name="run")
     return pd.DataFrame(rows, index=index, columns=list(ACCURACY_COLUMNS), dtype=float)
 
 
@@ -414,8 +422,8 @@ def story_table(data: RunData, seed: tuple[float, float, float]) -> pd.DataFrame
     """One run beside the seed notebook: what fit reported, then every split in both BN modes (the
     seed reported fit's train accuracy and evaluate's val/test, in inference mode)."""
     nan = float("nan")
-    rows = {"fit (train, batch statistics)": (_accuracy(data, "final", "fit"), seed[0])}
-    rows |= {f"{s} (inference)": (_accuracy(data, "final", s), seed[i] if i else nan) for i, s in enumerate(SPLITS)}
+    rows = {FIT_COLUMN: (_accuracy(data, "final", "fit"), seed[0])}
+    rows |= {f"{s} (evaluate)": (_accuracy(data, "final", s), seed[i] if i else nan) for i, s in enumerate(SPLITS)}
     rows |= {f"{s} (batch stats)": (_accuracy(data, "final", f"{s}_batchstats"), nan) for s in SPLITS}
     return pd.DataFrame(rows.values(), index=list(rows), columns=["bnviz", "seed notebook"], dtype=float)
 
@@ -430,21 +438,22 @@ def final_accuracy_figure(runs: Sequence[RunData]) -> go.Figure:
     labels = [_text(label) for label in frame.index]
     fig = go.Figure()
     for split, pattern in (("val", "/"), ("test", "")):
-        for mode, colour, name in (("inference", INFER_COLOUR, INFER_LABEL), ("batch stats", TRAIN_COLOUR, TRAIN_LABEL)):
+        for mode, colour, name in (("evaluate", INFER_COLOUR, INFER_LABEL), ("batch stats", TRAIN_COLOUR, TRAIN_LABEL)):
             values = frame[f"{split} ({mode})"]
             fig.add_bar(
                 x=labels,
                 y=values,
                 name=f"{split} · {name}",
+                legendgroup=mode,
                 marker=dict(color=colour, pattern=dict(shape=pattern, fillmode="overlay", fgcolor="white")),
                 text=[f"{v:.0%}" if np.isfinite(v) else "" for v in values],
                 textposition="outside",
                 cliponaxis=False,
             )
-    fig.update_layout(barmode="group", bargroupgap=0.08, hovermode="closest")
+    fig.update_layout(barmode="group", bargroupgap=0.08, hovermode="closest",
+                      legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="left", x=0, entrywidthmode="fraction", entrywidth=0.5))
     _percent_axis(fig, title="accuracy")
-    fig.update_xaxes(title_text="run")
-    return _style(fig, title, "hatched: validation set · plain: test set", height=500)
+    return _style(fig, title, "hatched: validation set · plain: test set", height=520)
 
 
 # --- sweeps -----------------------------------------------------------------------------------

@@ -51,7 +51,7 @@ if frame.isna().all(axis=None):
 else:
     table_col, note_col = st.columns([3, 2], gap="large")
     row = frame.iloc[0]
-    table = pd.DataFrame({s: [row[f"{s} (inference)"], row[f"{s} (batch stats)"]] for s in figures.SPLITS},
+    table = pd.DataFrame({s: [row[f"{s} (evaluate)"], row[f"{s} (batch stats)"]] for s in figures.SPLITS},
                          index=["inference mode (moving statistics)", "training mode (batch statistics)"])
     if cfg.preset in SEED_RESULTS:
         table.loc[f"seed notebook, {cfg.preset} (inference)"] = SEED_RESULTS[cfg.preset]
@@ -95,6 +95,6 @@ if others:
     st.subheader("Compare with another run")
     common.ensure_choice("diagnose_compare_with", [r.id for r in others], others[0].id)
     other = st.selectbox("Other run", [r.id for r in others], key="diagnose_compare_with",
-                         format_func={r.id: common.run_label(r) for r in others}.get)
+                         format_func=common.run_labels(others).get)
     st.page_link(common.PAGE_FILES["compare"], label="Open both in Compare", icon=":material/compare:",
                  query_params={"runs": f"{run.id},{other}"})

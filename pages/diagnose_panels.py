@@ -9,15 +9,14 @@ import streamlit as st
 
 from bnviz import levers
 from bnviz.diagnose import Evidence, Finding, LayerFigures, all_layer_figures
+from bnviz.glossary import GLOSSARY
 from bnviz.records import ACTIVE, RunStatus
 from bnviz.stats import init_weight
 from bnviz.store import Run, RunData
 from pages import common
 
 SHOWS = {"critical": st.error, "warning": st.warning, "info": st.info, "ok": st.success}
-SCALE_HELP = ("Scale error = √((moving variance + ε) / (variance of the input + ε)), the median over the layer's channels, "
-              "against the input inference really feeds the layer (else the training-mode population). 1 is right; above 1 "
-              "inference divides by a standard deviation that many times too large.")
+SCALE_HELP = GLOSSARY["scale error"] + " Against the input inference really feeds the layer (else the training-mode population)."
 
 
 def verdict(run: Run, top: Finding) -> None:
@@ -59,14 +58,14 @@ def figures_row(data: RunData, ev: Evidence | None) -> None:
     fit = ev.fit if ev else (float(data.steps["accuracy"].iloc[-1]) if len(data.steps) else math.nan)
     weight = ev.init_weight if ev else (float(init_weight(data.run.momentum, data.steps_trained)) if data.run.config.arch.norm == "batch" else math.nan)
     cols = st.columns(5)
-    cols[0].metric("train (fit)", _percent(fit), help="Accuracy `fit` reported: batch statistics, running mean over the last epoch.")
+    cols[0].metric("train (fit)", _percent(fit), help=GLOSSARY["train (fit)"])
     train = ev.train if ev else math.nan
     cols[1].metric("train (evaluate)", _percent(train), delta=None if not math.isfinite(train * fit) else f"{train - fit:+.1%}",
-                   help="`evaluate` on the same training images: inference mode, moving statistics.")
+                   help=GLOSSARY["train (evaluate)"])
     if ev:
         cols[2].metric(f"{ev.split} (evaluate)", _percent(ev.inference), help="Held-out accuracy in inference mode.")
     cols[3].metric("initial values left, mᵗ", _percent(weight) if weight >= 0.001 or not math.isfinite(weight) else "< 0.1%",
-                   help="Weight the moving statistics' starting values (mean 0, variance 1) still carry after t steps at momentum m.")
+                   help=GLOSSARY["mᵗ"])
     if (worst := worst_layer(data)) is not None:
         scale = worst.infer_scale if math.isfinite(worst.infer_scale) else worst.own_scale
         cols[4].metric(f"worst scale error ({worst.name})", f"{scale:.3g}×", help=SCALE_HELP)

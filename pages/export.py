@@ -19,10 +19,12 @@ common.frame_if_run_alone()
 st.title("Export")
 runs = [r for r in common.store().list_runs() if r.status != RunStatus.QUEUED]
 common.require(runs, "No run has started yet. Queue one on the Train page.", link="train", link_label="Train a model")
+common.export_request("export_run", "export_others", [r.id for r in runs])
 run = common.pick_run("export_run", runs, default=common.newest_done(runs)[0])
 data = common.load_run(run)
 others = st.multiselect("Compare with (adds comparison charts and report sections)", [r.id for r in runs if r.id != run.id],
-                        key="export_others", format_func={r.id: common.run_label(r) for r in runs}.get)
+                        key="export_others", format_func=common.run_labels(runs).get)
+st.query_params["runs"] = st.session_state["_runs_seen"] = ",".join([run.id, *others])
 datas = [data, *(common.load_run(r) for r in runs if r.id in others)]
 static_ok, reason = export.static_export_available()
 if not static_ok:

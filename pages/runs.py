@@ -30,8 +30,9 @@ def accuracy_line(run: Run) -> str:
     if final is None:
         return ""
     acc = final.accuracies()
-    return (f"test accuracy: **{acc['test']:.0%}** in inference mode · {acc['test_batchstats']:.0%} with batch statistics · "
-            f"train {acc['train']:.0%}")
+    fit = f"train (fit) {acc['fit']:.0%} · " if "fit" in acc else ""
+    return (f"test (evaluate): **{acc['test']:.0%}** · test with batch statistics {acc['test_batchstats']:.0%} · "
+            f"{fit}train (evaluate) {acc['train']:.0%}")
 
 
 def progress_line(run: Run) -> None:
@@ -115,7 +116,7 @@ if len(runs) > SHOWN:
 done = [r for r in runs if r.status == RunStatus.DONE]
 if len(done) >= 2:
     st.subheader("Compare runs")
-    labels = {r.id: common.run_label(r) for r in done}
+    labels = common.run_labels(done)
     picked = st.multiselect("Runs to compare", list(labels), default=list(labels)[:2], format_func=labels.get, key="runs_compare")
     st.page_link(common.PAGE_FILES["compare"], label="Open these in Compare", icon=":material/compare:",
                  query_params={"runs": ",".join(picked)}, disabled=not picked)

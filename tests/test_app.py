@@ -307,7 +307,7 @@ def test_compare_overlays_two_runs(trained):
     assert list(table.index) == labels
     for label, run_id in zip(labels, pair, strict=True):
         acc = store.evaluations(run_id)["final"].accuracies()
-        assert table.loc[label, "test (inference)"] == pytest.approx(acc["test"])
+        assert table.loc[label, "test (evaluate)"] == pytest.approx(acc["test"])
         assert table.loc[label, "test (batch stats)"] == pytest.approx(acc["test_batchstats"])
     figs = charts(at)
     assert set(figs) == {"compare_final", "compare_accuracy", "compare_drift"}

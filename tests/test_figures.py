@@ -207,7 +207,7 @@ def test_accuracy_frame_and_final_bars():
     frame = F.accuracy_frame(runs)
     assert list(frame.columns) == list(F.ACCURACY_COLUMNS)
     assert list(frame.index) == [r.run.label for r in runs]
-    assert frame.loc[runs[0].run.label, "test (inference)"] == 0.46
+    assert frame.loc[runs[0].run.label, "test (evaluate)"] == 0.46
     assert frame.loc[runs[0].run.label, "test (batch stats)"] == 0.98
     assert frame.loc[runs[1].run.label].isna().all()
     fig = F.final_accuracy_figure(runs)
