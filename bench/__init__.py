@@ -19,4 +19,7 @@ Timings are medians of repetitions that alternate the variants (A B C, B C A, ..
 noise falls on every variant alike; the load average before and after each section is recorded.
 Results: a table on stdout and `bench/results/latest.json` (git-ignored). `--quick` is a smoke
 mode with tiny sizes (tests/test_bench.py runs it); its numbers are not measurements.
+
+`python -m bench.scenarios` stands apart: it trains the scenario bank (tests/scenarios.py) and
+prints the README's "What bnviz diagnoses" table.
 """

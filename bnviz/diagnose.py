@@ -42,7 +42,8 @@ CAUSES = ("pending", "stale_initial_values", "lag", "non_iid_batches", "batch_no
 BN_CAUSES = ("stale_initial_values", "lag", "non_iid_batches", "batch_noise", "dropout_before_bn", "never_moved")
 GAP_CRITICAL, GAP_WARNING = 0.15, 0.05  # accuracy lost to the moving statistics (recalibrated − inference)
 STALE_WEIGHT = 0.05  # mᵗ above which the initial values still weigh enough to be the cause
-NON_IID_RATIO = 2.5  # training-batch means this many times further from the population than i.i.d. ones: not i.i.d.
+NON_IID_RATIO = 3.0  # another model's training-batch means this many times further from the population than i.i.d. ones: not i.i.d.
+UNSHUFFLED_RATIO = 1.5  # bnviz's unshuffled (class-sorted) batches this far off i.i.d. ones: their order matters
 UNDERFIT = 0.9  # training accuracy (fit and evaluate) below this: the model did not learn its own training data
 NOISE_SD = 0.2  # the moving mean's own noise (population SDs) above which small batches are the cause
 SHIFT_MIN = 0.3  # a split's inputs this far (training SDs, see evidence.channel_shift) from train's: shifted
@@ -172,6 +173,7 @@ class Evidence:
     non_iid_ratio: float
     noise: float  # the moving mean's own noise, population SDs
     stuck: tuple[str, ...]
+    not_iid: bool = False  # training batches were not i.i.d. samples (see `batches_not_iid`)
 
     @property
     def lost_to_statistics(self) -> float:
@@ -200,12 +202,21 @@ def gather(data: RunData) -> Evidence | None:
     partial = Evidence("test", acc.get("test", nan), nan, nan, acc.get("train", nan), acc.get("fit", _fit_accuracy(data)), acc.get("val", nan),
                        acc.get("test", nan), test_shift, val_shift, nan, nan, nan, ())
     split = "val" if partial.test_shifted else "test"
-    m, t = _momentum(data), data.steps_trained
+    m, t, ratio = _momentum(data), data.steps_trained, non_iid_ratio(data)
     return dataclasses.replace(
         partial, split=split, inference=acc.get(split, nan), recalibrated=recal.get(split, nan), batchstats=acc.get(f"{split}_batchstats", nan),
-        init_weight=float(init_weight(m, t)) if _has_bn(data) else nan, non_iid_ratio=non_iid_ratio(data), noise=moving_noise(data, m),
-        stuck=stuck_layers(data),
+        init_weight=float(init_weight(m, t)) if _has_bn(data) else nan, non_iid_ratio=ratio, noise=moving_noise(data, m),
+        stuck=stuck_layers(data), not_iid=batches_not_iid(data, ratio),
     )
+
+
+def batches_not_iid(data: RunData, ratio: float) -> bool:
+    """Whether training batches were not i.i.d.: known for bnviz's own runs (it shuffled them, or fed
+    the images class by class, which matters once the batch means differ measurably), measured by
+    the `non_iid_ratio` for models trained elsewhere, whose batch order bnviz cannot see."""
+    if data.run.info.get("source", "bnviz") == "bnviz":
+        return not data.run.config.shuffle and not ratio < UNSHUFFLED_RATIO  # NaN (no measure) trusts the setting
+    return ratio >= NON_IID_RATIO
 
 
 def _fit_accuracy(data: RunData) -> float:
@@ -353,12 +364,13 @@ def drift_speed(data: RunData) -> float:
 
 
 def non_iid_batches(data: RunData, ev: Evidence) -> Finding | None:
-    if not math.isfinite(ev.non_iid_ratio):
+    if not math.isfinite(ev.non_iid_ratio) and not ev.not_iid:
         return None
-    unshuffled = " The run trained without shuffling (class by class)." if not data.run.config.shuffle else ""
-    severity = "warning" if ev.non_iid_ratio >= NON_IID_RATIO else "ok"
-    text = (f"Training batches' means sit {ev.non_iid_ratio:.1f}× as far from the population mean as i.i.d. batches of "
-            f"{data.run.config.batch_size} would (about 1 for shuffled data; bnviz flags {NON_IID_RATIO:g}×).{unshuffled}")
+    unshuffled = "The run trained without shuffling (class by class). " if not data.run.config.shuffle else ""
+    severity = "warning" if ev.not_iid else "ok"
+    measured = (f"Training batches' means sit {ev.non_iid_ratio:.1f}× as far from the population mean as i.i.d. batches of "
+                f"{data.run.config.batch_size} would (about 1 for shuffled data)." if math.isfinite(ev.non_iid_ratio) else "")
+    text = unshuffled + measured
     if severity == "warning":
         text += " Batch statistics then describe one batch's classes, not the data, and the weights learn to rely on them."
     return Finding("non_iid_batches", severity, "Whether training batches are i.i.d.", text,
@@ -475,7 +487,7 @@ def decide(data: RunData, ev: Evidence, found: dict[str, Finding]) -> str:
     problem = bn_fault or ev.fit - ev.inference >= GAP_WARNING or max(ev.fit, ev.train) < UNDERFIT
     if ev.stuck and problem:
         return "never_moved"
-    if ev.non_iid_ratio >= NON_IID_RATIO and problem:
+    if ev.not_iid and problem:
         return "non_iid_batches"
     if bn_fault:
         if ev.init_weight >= STALE_WEIGHT:
@@ -519,6 +531,9 @@ def verdict(data: RunData, ev: Evidence | None, found: dict[str, Finding]) -> Fi
 def _verdict_detail(cause: str, ev: Evidence) -> str:
     recal = f" (recalibrating on training batches gives {ev.recalibrated:.2f})" if math.isfinite(ev.recalibrated) else ""
     held = f"{ev.split.capitalize()} accuracy is {ev.inference:.2f} in inference mode{recal}."
+    if cause == "non_iid_batches":
+        return (f"{held} Each training batch held one or two classes, so BN normalised away what told the classes apart and the "
+                f"weights learned around it (train accuracy {max(ev.fit, ev.train):.2f}): recalibrating cannot undo that; shuffle and retrain.")
     if cause in BN_CAUSES:
         return f"{held} The weights are fine: what inference gets wrong is the statistics BN normalises with. See the finding below."
     if cause == "test_shift":

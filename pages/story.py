@@ -6,6 +6,7 @@ from __future__ import annotations
 import streamlit as st
 
 from bnviz import export, figures
+from bnviz.diagnose import diagnose
 from bnviz.presets import SEED_RESULTS
 from bnviz.records import RunStatus
 from bnviz.story import CHAPTERS, latest_story, new_story_id, story_configs
@@ -43,6 +44,8 @@ if run is None:
 table = figures.story_table(run, SEED_RESULTS[chapter.preset])
 st.dataframe(table.style.format("{:.0%}", na_rep="–"), key="story_accuracy")
 st.caption("The seed notebook's train figure is what fit reported; evaluate on the same training images is the next row.")
+verdict = diagnose(run)[0]
+st.markdown(f"**bnviz's {verdict.title[0].lower()}{verdict.title[1:]}.** {verdict.detail}")
 if chapter.chart == "histograms" and run.layers:
     common.chart(figures.activation_histograms(run, next(iter(run.layers))), key="story_chart")
     common.chart(figures.ema_theory_figure(run.run.momentum, run.steps_trained), key="story_theory")

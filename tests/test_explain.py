@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from bnviz.config import ProbeConfig
+from bnviz.diagnose import diagnose
 from bnviz.presets import SEED_RESULTS, preset_config
 from bnviz.store import Store
 from bnviz.story import CHAPTERS, new_story_id
@@ -147,6 +148,8 @@ def test_story_page_walks_the_four_chapters(app_home):
         assert table.loc["train (fit)"].tolist() == pytest.approx([fit, SEED_RESULTS[chapter.preset][0]])
         assert np.isnan(table.loc["train (evaluate)", "seed notebook"])
         assert "story_chart" in charts(at)
+        verdict = diagnose(Store(home).load_run(ids[chapter.preset]))[0]
+        assert any(m.value.startswith(f"**bnviz's {verdict.title[0].lower()}") for m in at.markdown)  # the chapter says the run's verdict
     at.toggle(key="story_presentation").set_value(True).run()
     assert not at.exception
     assert at.get("download_button")
