@@ -340,7 +340,9 @@ def training_curves(data: RunData, height: int = 620) -> go.Figure:
     fig.update_yaxes(title_text="cross-entropy", row=1, col=1)
     _percent_axis(fig, row=2, col=1)
     fig.update_xaxes(title_text="training step", row=2, col=1)
-    return _style(fig, title, "what fit reports vs the probe batch in both modes", height=height, hovermode="x unified")
+    end = data.probes.iloc[-1] if len(data.probes) else None
+    last = "" if end is None else f": at step {int(end['step'])} {end['acc_train_mode']:.0%} vs {end['acc_inference']:.0%}"
+    return _style(fig, title, f"fit vs the probe batch in training and inference mode{last}", height=height, hovermode="x unified")
 
 
 # --- several runs -----------------------------------------------------------------------------
