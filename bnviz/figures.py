@@ -231,7 +231,7 @@ def drift_figure(data: RunData, layer: str, channel: int | None = None) -> go.Fi
     fig.update_xaxes(title_text="training step", row=2, col=1)
     gap, scale = own_gap_series(data, layer)
     subtitle = (f"momentum {data.run.momentum:g}: after t steps the initial values (0 and 1) still weigh {data.run.momentum:g}ᵗ · at step "
-                f"{int(trace.steps[-1])}: mean gap {gap[-1]:.3g} population SDs, scale error {scale[-1]:.3g}× (medians over channels)")
+                f"{int(trace.steps[-1])}, against the population: mean gap {gap[-1]:.3g} SDs, scale error {scale[-1]:.3g}× (medians over channels)")
     return _style(fig, title, subtitle, height=640, hovermode="x unified")
 
 
@@ -307,7 +307,7 @@ def channel_gap_figure(data: RunData, layer: str) -> go.Figure:
             z=gap.T,
             colorscale="Viridis",
             zmin=0,
-            colorbar=dict(title=dict(text="|moving − pop.| mean<br>/ pop. std", side="right")),
+            colorbar=dict(title=dict(text="mean gap (population SDs)", side="right")),
             hovertemplate="step %{x}, channel %{y}: %{z:.2f} std<extra></extra>",
         )
     )
@@ -446,7 +446,6 @@ def final_accuracy_figure(runs: Sequence[RunData]) -> go.Figure:
                 x=labels,
                 y=values,
                 name=f"{split} · {name}",
-                legendgroup=mode,
                 marker=dict(color=colour, pattern=dict(shape=pattern, fillmode="overlay", fgcolor="white")),
                 text=[f"{v:.0%}" if np.isfinite(v) else "" for v in values],
                 textposition="outside",

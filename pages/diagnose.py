@@ -95,6 +95,6 @@ if others:
     st.subheader("Compare with another run")
     common.ensure_choice("diagnose_compare_with", [r.id for r in others], others[0].id)
     other = st.selectbox("Other run", [r.id for r in others], key="diagnose_compare_with",
-                         format_func=common.run_labels(others).get)
+                         format_func=common.run_labels(runs).get)
     st.page_link(common.PAGE_FILES["compare"], label="Open both in Compare", icon=":material/compare:",
                  query_params={"runs": f"{run.id},{other}"})

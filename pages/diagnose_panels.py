@@ -68,7 +68,7 @@ def figures_row(data: RunData, ev: Evidence | None) -> None:
                    help=GLOSSARY["mᵗ"])
     if (worst := worst_layer(data)) is not None:
         scale = worst.infer_scale if math.isfinite(worst.infer_scale) else worst.own_scale
-        cols[4].metric(f"worst scale error ({worst.name})", f"{scale:.3g}×", help=SCALE_HELP)
+        cols[4].metric(f"worst scale error, inference ({worst.name})", f"{scale:.3g}×", help=SCALE_HELP)
 
 
 def fix_it(run: Run, top: Finding) -> None:
