@@ -9,7 +9,7 @@ import time
 import streamlit as st
 
 from bnviz.records import RunStatus
-from bnviz.store import Run
+from bnviz.store import Run, unique_labels
 from pages import common
 
 common.frame_if_run_alone()
@@ -59,13 +59,13 @@ def delete(run: Run) -> None:
     st.toast(f"Deleted {run.label} and its model file")
 
 
-def show(run: Run) -> None:
+def show(run: Run, label: str) -> None:
     with st.container(border=True):
         info, actions = st.columns([5, 1], vertical_alignment="center")
         with info:
             when = time.strftime("%Y-%m-%d %H:%M", time.localtime(run.created))
             cfg = run.config
-            st.markdown(f"**{run.label}** {common.status_badge(run.status)} `{run.id}`")
+            st.markdown(f"**{label}** {common.status_badge(run.status)} `{run.id}`")
             st.caption(f"{when} · {cfg.dataset if len(cfg.dataset) < 40 else '…' + cfg.dataset[-38:]} · {cfg.input_size}px · "
                        f"{cfg.epochs} epoch{'s' * (cfg.epochs != 1)} · batch {cfg.batch_size} · {cfg.arch.norm} norm")
             if run.status == RunStatus.RUNNING:
@@ -93,8 +93,9 @@ def board() -> None:
     if any(r.status.active for r in runs) != ss.runs_active:
         st.rerun()  # something started or finished: rerun the page to change the polling rate
     shown = runs if ss.get("runs_show_all") else runs[:SHOWN]
+    labels = unique_labels(runs)
     for run in shown:
-        show(run)
+        show(run, labels[run.id])
     jobs_table()
 
 
