@@ -202,7 +202,8 @@ def sized(fig: go.Figure, preset: str = "screen") -> go.Figure:
     size = SIZE_PRESETS[preset]
     out = go.Figure(fig)
     if size.width:
-        out.update_layout(width=size.width, height=size.height, font=dict(size=size.font), title_font=dict(size=round(size.font * 1.3)))
+        out.update_layout(width=size.width, height=size.height, font_size=size.font, title_font_size=round(size.font * 1.3),
+                          title_subtitle_font_size=round(size.font * 0.75), legend_font_size=size.font, margin_t=round(size.font * 6))
         out.update_annotations(font_size=size.font)  # subplot titles and labels
     return out
 

@@ -284,10 +284,7 @@ def ema_theory_figure(momentum: float, steps_trained: int, compare: Sequence[flo
     fig.add_hline(y=0.01, line=dict(color="#999999", width=1, dash="dot"), annotation=dict(text="1 %", xanchor="right", x=1))
     fig.update_xaxes(title_text="training steps t (moving-average updates)")
     fig.update_yaxes(title_text="weight of the initial value, mᵗ", range=[0, 1.02], tickformat=".0%")
-    fig.update_layout(
-        legend=dict(orientation="h", yanchor="top", y=-0.2, xanchor="left", x=0),
-        hovermode="x unified",
-    )
+    fig.update_layout(hovermode="x unified")  # the template's legend: below the plot, where long names fit
     subtitle = "moving = m·moving + (1 − m)·batch, starting from mean 0 and variance 1"
     return _style(fig, "The cause: initial values left, mᵗ", subtitle, height=height)
 
