@@ -278,7 +278,7 @@ def ema_theory_figure(momentum: float, steps_trained: int, compare: Sequence[flo
     fig.add_vline(
         x=steps_trained,
         line=dict(color="#666666", dash="dot"),
-        annotation=dict(text=f"after {steps_trained} steps: {_share(remaining)} of the initial value remains", xanchor="left",
+        annotation=dict(text=f"after {steps_trained} steps: {_share(remaining)} left", xanchor="left",
                         yanchor="top", y=0.97, bgcolor="rgba(255,255,255,0.8)"),
     )
     fig.add_hline(y=0.01, line=dict(color="#999999", width=1, dash="dot"), annotation=dict(text="1 %", xanchor="right", x=1))

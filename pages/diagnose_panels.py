@@ -60,7 +60,7 @@ def figures_row(data: RunData, ev: Evidence | None) -> None:
     cols = st.columns(5)
     cols[0].metric("train (fit)", _percent(fit), help=GLOSSARY["train (fit)"])
     train = ev.train if ev else math.nan
-    cols[1].metric("train (evaluate)", _percent(train), delta=None if not math.isfinite(train * fit) else f"{train - fit:+.1%}",
+    cols[1].metric("train (evaluate)", _percent(train), delta=None if not math.isfinite(train * fit) else f"{100 * (train - fit):+.1f} points vs fit",
                    help=GLOSSARY["train (evaluate)"])
     if ev:
         cols[2].metric(f"{ev.split} (evaluate)", _percent(ev.inference), help="Held-out accuracy in inference mode.")
@@ -68,7 +68,8 @@ def figures_row(data: RunData, ev: Evidence | None) -> None:
                    help=GLOSSARY["mᵗ"])
     if (worst := worst_layer(data)) is not None:
         scale = worst.infer_scale if math.isfinite(worst.infer_scale) else worst.own_scale
-        cols[4].metric(f"worst scale error, inference ({worst.name})", f"{scale:.3g}×", help=SCALE_HELP)
+        where = "at inference" if math.isfinite(worst.infer_scale) else "vs the population"
+        cols[4].metric("worst scale error", f"{scale:.3g}×", delta=f"{worst.name}, {where}", delta_color="off", delta_arrow="off", help=SCALE_HELP)
 
 
 def fix_it(run: Run, top: Finding) -> None:

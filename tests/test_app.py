@@ -25,6 +25,7 @@ from streamlit.runtime.media_file_manager import MediaFileManager
 from streamlit.testing.v1 import AppTest
 
 from bnviz import export, forms
+from bnviz.diagnose import all_layer_figures
 from bnviz.presets import preset_config
 from bnviz.shapes import param_counts
 from bnviz.stats import probe_steps
@@ -254,6 +255,10 @@ def test_diagnose_shows_the_run_with_its_stored_numbers(trained):
     np.testing.assert_allclose(table.iloc[0], [acc["train"], acc["val"], acc["test"]])
     np.testing.assert_allclose(table.iloc[1], [acc["train_batchstats"], acc["val_batchstats"], acc["test_batchstats"]])
     assert table.index[2] == "seed notebook, bn (inference)"
+    worst = max(all_layer_figures(data), key=lambda f: max(f.infer_scale, 1 / f.infer_scale))  # diagnose's one definition
+    metrics = {m.label: m for m in at.metric}
+    assert metrics["worst scale error"].value == f"{worst.infer_scale:.3g}×" and metrics["worst scale error"].delta == f"{worst.name}, at inference"
+    assert metrics["train (fit)"].value == f"{acc['fit']:.1%}" and metrics["train (evaluate)"].value == f"{acc['train']:.1%}"
 
     figs = charts(at)
     assert set(figs) == {"diagnose_theory", "diagnose_histograms", "diagnose_drift", "diagnose_gap", "diagnose_curves"}
