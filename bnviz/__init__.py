@@ -1,7 +1,17 @@
 """bnviz: see why a BatchNormalization model trains to 0.99 and tests at 0.46.
 
 The package is a plain library: it never imports streamlit, and only `models`, `probe`,
-`train`, `recalibrate` and `worker` import TensorFlow/Keras (the dashboard process stays light).
+`train`, `recalibrate`, `own`, `callback`, `inspect` and `worker` import TensorFlow/Keras (the
+dashboard process stays light). `bnviz.Probe`, the callback for your own `fit`, loads them on first use.
 """
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> object:
+    """`bnviz.Probe` without importing TensorFlow when the package is imported."""
+    if name == "Probe":
+        from bnviz.callback import Probe
+
+        return Probe
+    raise AttributeError(f"module 'bnviz' has no attribute {name!r}")

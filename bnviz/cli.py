@@ -193,10 +193,27 @@ def cmd_diagnose(args: argparse.Namespace) -> None:
 def cmd_recalibrate(args: argparse.Namespace) -> None:
     from bnviz.recalibrate import recalibrate
 
-    result = recalibrate(Store(args.home), args.run, args.batches)
+    result = recalibrate(Store(args.home), args.run, args.batches, save=args.save)
     rows = [(name, ev) for name, ev in (("before (moving statistics)", result["before"]), ("after PreciseBN", result["after"])) if ev]
-    payload = {"run_id": args.run, **{k: ev.to_dict() if ev else None for k, ev in result.items()}}
-    _emit(args, payload, f"Recalibrated {args.run} over {result['after'].batches} batches:\n{accuracy_table(rows)}")
+    saved = f"\nSaved the recalibrated model to {args.save}" if args.save else ""
+    payload = {"run_id": args.run, **{k: ev.to_dict() if ev else None for k, ev in result.items()}, "saved": args.save}
+    _emit(args, payload, f"Recalibrated {args.run} over {result['after'].batches} batches:\n{accuracy_table(rows)}{saved}")
+
+
+def cmd_inspect(args: argparse.Namespace) -> None:
+    from bnviz.diagnose import as_text, diagnose
+    from bnviz.inspect import inspect_model
+
+    store = Store(args.home)
+    run_id = inspect_model(store, args.model, args.data, args.test, args.name, args.batch_size,
+                           progress=lambda text: None if args.json else print(text + " …", file=sys.stderr))
+    data = store.load_run(run_id)
+    findings = diagnose(data)
+    payload = {"run_id": run_id, "model_path": data.run.model_path, "evaluation": data.evaluations["final"].to_dict(), "bn_layers": data.run.info["bn_layers"],
+               "findings": [asdict(f) for f in findings]}
+    table = accuracy_table([(data.run.name, data.evaluations["final"])])
+    _emit(args, payload, f"Run {run_id} ({len(data.run.info['bn_layers'])} BN layers)\n{table}\n\n{as_text(findings)}\n\n"
+                         f"Recalibrate: bnviz recalibrate {run_id} --save fixed.keras")
 
 
 def cmd_sweep(args: argparse.Namespace) -> None:
@@ -292,6 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
         "show": (cmd_show, "show one stored run"),
         "diagnose": (cmd_diagnose, "explain in plain words why a run's test accuracy collapsed (or did not)"),
         "recalibrate": (cmd_recalibrate, "PreciseBN: recompute the BN statistics of a finished run, no retraining"),
+        "inspect": (cmd_inspect, "post-mortem of a saved .keras model on an image folder or zip: both BN modes, every BN layer, a diagnosis"),
         "sweep": (cmd_sweep, "train a grid of momentum (and batch size) values"),
         "tensorboard": (cmd_tensorboard, "write a run's probe data as TensorBoard event files"),
     }
@@ -307,7 +325,14 @@ def build_parser() -> argparse.ArgumentParser:
     for name in ("show", "diagnose", "recalibrate", "tensorboard"):
         sub.choices[name].add_argument("run")
     sub.choices["recalibrate"].add_argument("--batches", type=int, default=50, help="training batches to average over")
+    sub.choices["recalibrate"].add_argument("--save", help="also write the recalibrated model to this .keras file")
     sub.choices["tensorboard"].add_argument("--logdir", required=True)
+    inspect = sub.choices["inspect"]
+    inspect.add_argument("model", help="a .keras file (loaded in safe mode: no Lambda or custom code runs)")
+    inspect.add_argument("--data", required=True, help="a folder of class sub-folders, or a zip of one")
+    inspect.add_argument("--test", help="a separate test folder or zip with the same classes")
+    inspect.add_argument("--name", default="")
+    inspect.add_argument("--batch-size", type=int, default=32, help="the batch size the model trained with (batch statistics depend on it)")
     sweep = sub.choices["sweep"]
     sweep.add_argument("--momentum", dest="momenta", type=_floats, required=True, help="comma-separated, e.g. 0.5,0.8,0.9,0.99")
     sweep.add_argument("--batch-size", dest="batch_sizes", type=_ints, help="comma-separated, e.g. 16,32,64")

@@ -16,6 +16,7 @@ NORMALIZATIONS = ("none", "batch", "layer", "group")
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
 INITIALIZERS = ("zeros", "ones", "glorot_uniform", "he_normal", "random_normal", "random_uniform")
 MIN_INPUT_SIZE, MAX_INPUT_SIZE = 16, 224
+OWN_PRESET = "own"  # a model bnviz did not build (bnviz.Probe, bnviz inspect): nothing to retrain from its config
 
 
 class ConfigError(ValueError):

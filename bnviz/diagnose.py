@@ -313,10 +313,11 @@ def layer_statistics(data: RunData, ev: Evidence | None = None) -> list[Finding]
     network in inference mode) and against the training-mode population; which layer goes wrong first."""
     figures = all_layer_figures(data)
     first = next((f.name for f in figures if f.own_severity in ("critical", "warning")), None)
-    return [_layer_finding(f, f.name == first) for f in figures]
+    when = "In the saved model" if data.run.info.get("source") == "inspect" else None  # one record, no training history
+    return [_layer_finding(f, f.name == first, when or f"At step {f.step}") for f in figures]
 
 
-def _layer_finding(f: LayerFigures, first_wrong: bool) -> Finding:
+def _layer_finding(f: LayerFigures, first_wrong: bool, when: str) -> Finding:
     if math.isfinite(f.infer_scale):
         truth = (f"In inference mode (every layer above using its moving statistics) its input's mean is {f.infer_mean_gap:.2f} SDs from "
                  f"the moving mean, and inference {scale_text(f.infer_scale)}.")
@@ -330,7 +331,7 @@ def _layer_finding(f: LayerFigures, first_wrong: bool) -> Finding:
                "step": f.step, "first_wrong": float(first_wrong)}
     remedies = ("Recalibrate (PreciseBN) to replace the moving values by the population statistics.",) if severity in ("critical", "warning") else ()
     return Finding(f"layer_{f.name}", severity, f"{f.name}: moving statistics at inference",
-                   f"{lead}At step {f.step}: {truth} {own} (ε included; medians over {f.channels} channels.)", remedies, numbers)
+                   f"{lead}{when}: {truth} {own} (ε included; medians over {f.channels} channels.)", remedies, numbers)
 
 
 def lag(data: RunData, ev: Evidence) -> Finding | None:
@@ -471,9 +472,19 @@ def data_regime(data: RunData, ev: Evidence) -> Finding | None:
                    {"mean_offset_sd": offset, "variance": variance, "initial_scale_error": scale, "far": float(far)})
 
 
+def model_notes(data: RunData, ev: Evidence) -> Finding | None:
+    """What bnviz knows only about a model it did not build (bnviz.Probe, bnviz inspect): frozen BN
+    layers, an unknown training history. The notes are written with the run (`info["notes"]`)."""
+    notes = data.run.info.get("notes") or []
+    if not notes:
+        return None
+    frozen = sum(1 for layer in data.run.info.get("bn_layers", []) if not layer.get("trainable", True))
+    return Finding("model_notes", "info", "About this model", " ".join(notes), (), {"frozen_bn_layers": frozen})
+
+
 CHECKS: tuple[Callable[[RunData, Evidence], Finding | None], ...] = (
     accuracy_evidence, stale_initial_values, lag, non_iid_batches, batch_noise, never_moved, dropout_before_bn, test_shift, overfitting,
-    fit_vs_evaluate, data_regime,
+    fit_vs_evaluate, data_regime, model_notes,
 )
 
 
@@ -520,7 +531,7 @@ def verdict(data: RunData, ev: Evidence | None, found: dict[str, Finding]) -> Fi
     cause = decide(data, ev, found)
     drop = ev.lost_to_statistics if cause in BN_CAUSES and math.isfinite(ev.lost_to_statistics) else max(ev.fit, ev.val) - ev.inference
     severity = "ok" if cause == "healthy" else "critical" if drop >= GAP_CRITICAL else "warning"
-    detail = _verdict_detail(cause, ev) + (compounding(data) if cause in BN_CAUSES else "")
+    detail = _verdict_detail(cause, ev, _has_bn(data)) + (compounding(data) if cause in BN_CAUSES else "")
     remedies = found[cause].remedies if cause in found else ()
     numbers = {"accuracy_drop": drop}
     if cause in found and "suggested_momentum" in found[cause].numbers:
@@ -528,7 +539,7 @@ def verdict(data: RunData, ev: Evidence | None, found: dict[str, Finding]) -> Fi
     return Finding("verdict", severity, f"Verdict: {VERDICTS[cause]}", detail, remedies, numbers, cause)
 
 
-def _verdict_detail(cause: str, ev: Evidence) -> str:
+def _verdict_detail(cause: str, ev: Evidence, has_bn: bool) -> str:
     recal = f" (recalibrating on training batches gives {ev.recalibrated:.2f})" if math.isfinite(ev.recalibrated) else ""
     held = f"{ev.split.capitalize()} accuracy is {ev.inference:.2f} in inference mode{recal}."
     if cause == "non_iid_batches":
@@ -542,6 +553,8 @@ def _verdict_detail(cause: str, ev: Evidence) -> str:
     if cause == "overfitting":
         return f"{held} Training accuracy {ev.train:.2f}: the gap is the same whatever statistics BN uses."
     weak = f" The model itself is weak: {max(ev.fit, ev.train):.2f} on its own training images." if max(ev.fit, ev.train) < UNDERFIT else ""
+    if not has_bn:
+        return f"{held} This model has no BatchNormalization layer: training and inference differ only by Dropout.{weak}"
     return f"{held} Recalibrating BN would change little: the moving statistics fit the data.{weak}"
 
 

@@ -34,6 +34,7 @@ NORM_LABELS = {
     "layer": "LayerNormalization (no moving statistics)",
     "group": "GroupNormalization (no moving statistics)",
 }
+MAX_UPLOAD_BYTES = 200 * 2**20  # as the dashboard's server.maxUploadSize (.streamlit/config.toml)
 PLACEMENT_LABELS = {"after": "after the ReLU (the seed)", "before": "before the ReLU (the paper)"}
 DATA_SOURCES = {
     **{name: builtin.label for name, builtin in BUILTIN_DATASETS.items()},
@@ -172,6 +173,27 @@ def upload_folder(home: Path, file_name: str, content: bytes) -> Path:
     lands in the same folder and is extracted only once."""
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(file_name).stem).strip("._")[:40] or "upload"
     return Path(home) / "uploads" / f"{stem}-{hashlib.sha256(content).hexdigest()[:10]}"
+
+
+def check_upload_size(file_name: str, size: int) -> None:
+    """DataError for a file over `MAX_UPLOAD_BYTES`, with both sizes."""
+    if size > MAX_UPLOAD_BYTES:
+        raise DataError(f"{file_name} is {size:,} bytes; the limit is {MAX_UPLOAD_BYTES:,} bytes ({MAX_UPLOAD_BYTES / 2**20:g} MB).")
+
+
+def save_upload(home: Path, file_name: str, content: bytes) -> Path:
+    """Write an uploaded file (a model, a zip kept whole) to home/uploads/<safe stem>-<hash>/<safe
+    name> through a temporary name, so a worker never reads half of it and messages name the file
+    the user chose; refuses files over the cap."""
+    check_upload_size(file_name, len(content))
+    folder = upload_folder(home, file_name, content)
+    path = folder / (re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(file_name).name).strip("._") or folder.name)
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temp = path.with_name(f".tmp-{path.name}")
+        temp.write_bytes(content)
+        temp.replace(path)
+    return path
 
 
 def extract_upload(home: Path, file_name: str, content: bytes) -> FolderScan:

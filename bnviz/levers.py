@@ -11,7 +11,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from bnviz.config import RunConfig
+from bnviz.config import OWN_PRESET, RunConfig
 from bnviz.stats import steps_to_forget, suggest_momentum, torch_momentum
 from bnviz.store import Run
 
@@ -97,7 +97,10 @@ GENERIC_LEVERS = ("double_batch", "remove_bn", "group_norm", "layer_norm")  # al
 def options(run: Run, cause: str = "", suggested: float | None = None) -> list[tuple[Lever, RunConfig]]:
     """The levers for this run, those its diagnosed cause calls for first, each with the config it
     would queue; a lever that would change nothing (a momentum already at the suggestion, a run
-    already shuffled) is not offered."""
+    already shuffled) is not offered. A model bnviz did not build gets none: its config only
+    describes it, and retraining it takes the user's own script."""
+    if run.config.preset == OWN_PRESET:
+        return []
     has_bn = run.config.arch.norm == "batch"
     keys = dict.fromkeys(CAUSE_LEVERS.get(cause, ()) + GENERIC_LEVERS)
     chosen = []

@@ -66,7 +66,27 @@ def compile_model(config: RunConfig, channels: int, num_classes: int) -> keras.M
 
 
 def batch_norm_layers(model: keras.Model) -> list[layers.BatchNormalization]:
-    return [layer for layer in model.layers if isinstance(layer, layers.BatchNormalization)]
+    """Every BN layer of `model`, nested models and layers included, in a fixed order."""
+    return [layer for layer in model._flatten_layers(include_self=False, recursive=True) if isinstance(layer, layers.BatchNormalization)]
+
+
+def bn_layer_info(model: keras.Model) -> list[dict]:
+    """The run info's `bn_layers`: each BN layer's settings and the type of the layer feeding it,
+    which the diagnosis reads per layer (runs not built from bnviz's template differ per layer)."""
+    feeders = _feeding_layers(model)
+    return [{"name": layer.name, "momentum": float(layer.momentum), "epsilon": float(layer.epsilon), "axis": int(layer.axis),
+             "trainable": bool(layer.trainable), "synchronized": bool(getattr(layer, "synchronized", False)),
+             "after": feeders.get(id(layer), "")} for layer in batch_norm_layers(model)]
+
+
+def _feeding_layers(model: keras.Model) -> dict[int, str]:
+    """Class name of the layer whose output each layer consumes first (Input when fed by the model input)."""
+    feeders: dict[int, str] = {}
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        for node in getattr(layer, "_inbound_nodes", [])[:1]:
+            for parent in node.parent_nodes[:1]:
+                feeders[id(layer)] = type(parent.operation).__name__
+    return feeders
 
 
 def layer_rows(model: keras.Model) -> list[dict]:

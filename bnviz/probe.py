@@ -47,22 +47,68 @@ from bnviz.store import ProbeLayer, ProbeRecord
 MAX_PENDING_BYTES = 256 * 2**20  # snapshots waiting beyond this are made at once, over budget, to bound memory
 
 
+NOISE_LAYERS = (layers.Dropout, layers.SpatialDropout1D, layers.SpatialDropout2D, layers.SpatialDropout3D, layers.GaussianDropout,
+                layers.GaussianNoise, layers.AlphaDropout)  # active in training mode only: the tap skips them
+
+
+class Unfollowable(ValueError):
+    """A model the probe cannot tap (several inputs, no traceable graph); the message says why."""
+
+
 def tap_model(model: keras.Model) -> tuple[keras.Model, list[layers.BatchNormalization]]:
-    """A model sharing `model`'s layers (minus Dropout) whose outputs are the class probabilities
-    followed by every BN layer's input, then every BN layer's output."""
+    """A model sharing `model`'s layers (minus Dropout and noise layers) whose outputs are the class
+    probabilities, then every BN layer's input, then every BN layer's output, in the order of
+    `batch_norm_layers(model)`. Sequential, Functional and nested models are inlined into one graph;
+    each BN input and output has its BN axis moved last, so per-channel moments reduce over every
+    axis but the last whatever the layer's `axis`. Raises `Unfollowable` for models it cannot trace."""
     bn_layers = batch_norm_layers(model)
-    x = inputs = keras.Input(model.inputs[0].shape[1:])
-    bn_in, bn_out = [], []
-    for layer in model.layers[1:]:
-        if isinstance(layer, layers.Dropout):
-            continue
+    _check_followable(model)
+    taps: dict[int, tuple] = {}
+    inputs = keras.Input(batch_shape=model.inputs[0].shape, dtype=model.inputs[0].dtype)
+    output = _inline(model, inputs, taps)
+    missing = [layer.name for layer in bn_layers if id(layer) not in taps]
+    if missing:
+        raise Unfollowable(f"BatchNormalization layer(s) {', '.join(missing)} sit inside a custom layer whose graph cannot be traced.")
+    bn_in = [_channels_last(taps[id(layer)][0], layer.axis) for layer in bn_layers]
+    bn_out = [_channels_last(taps[id(layer)][1], layer.axis) for layer in bn_layers]
+    return keras.Model(inputs, [output, *bn_in, *bn_out]), bn_layers
+
+
+def _check_followable(model: keras.Model, where: str = "") -> None:
+    """Raise `Unfollowable` unless `model` is a built Sequential or Functional model with one input."""
+    if not (isinstance(model, keras.Sequential) or hasattr(model, "_run_through_graph")):
+        raise Unfollowable(f"{where}{type(model).__name__} is a subclassed model without a traceable graph (build it with the Functional or Sequential API).")
+    count = len(getattr(model, "inputs", None) or [])
+    if count != 1:
+        raise Unfollowable(f"{where}the model has {count} inputs; the probe follows models with one image input.")
+
+
+def _inline(model: keras.Model, x, taps: dict[int, tuple]):
+    """Call `model`'s layers on `x` one by one (nested models recursively), skipping noise layers
+    and noting each BN layer's first input and output in `taps` (by layer identity)."""
+
+    def call(layer, *args, **kwargs):
+        if isinstance(layer, NOISE_LAYERS):
+            return args[0]
+        if isinstance(layer, keras.Model):
+            _check_followable(layer, f"nested model {layer.name}: ")
+            return _inline(layer, args[0], taps)
+        out = layer(*args, **kwargs)
         if isinstance(layer, layers.BatchNormalization):
-            bn_in.append(x)
-            x = layer(x)
-            bn_out.append(x)
-        else:
-            x = layer(x)
-    return keras.Model(inputs, [x, *bn_in, *bn_out]), bn_layers
+            taps.setdefault(id(layer), (args[0], out))
+        return out
+
+    if isinstance(model, keras.Sequential):
+        for layer in model.layers:
+            x = call(layer, x)
+        return x
+    return model._run_through_graph(x, call_fn=call)  # Keras' own graph walk (as clone_model uses it) with our call
+
+
+def _channels_last(x, axis: int):
+    """`x` with the BN axis moved last (a no-op for the usual channels-last layers)."""
+    axis = axis % len(x.shape)
+    return x if axis == len(x.shape) - 1 else keras.ops.moveaxis(x, axis, -1)
 
 
 class StatelessForward:

@@ -450,7 +450,8 @@ class Store:
             for table in ("steps", "probes", "probe_layers", "evaluations", "jobs"):
                 db.execute(f"DELETE FROM {table} WHERE run_id=?", (check_run_id(run_id),))
             db.execute("DELETE FROM runs WHERE id=?", (run_id,))
-        self.model_path(run_id).unlink(missing_ok=True)
+        for path in [self.model_path(run_id), *self.models_dir.glob(f"{run_id}-*")]:  # the model, its PreciseBN copy, kept samples
+            path.unlink(missing_ok=True)
 
     # --- jobs -------------------------------------------------------------------------------
     def enqueue_job(self, kind: str, args: dict | None = None, run_id: str | None = None) -> str:

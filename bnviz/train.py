@@ -18,7 +18,7 @@ from bnviz.config import RunConfig, check_batch_size, validate
 from bnviz.data import BUILTIN_DATASETS, Dataset, load_dataset
 from bnviz.evidence import input_shift, recalibrated_evaluation
 from bnviz.jobs import JobCancelled, JobFailed
-from bnviz.models import compile_model, layer_rows
+from bnviz.models import bn_layer_info, compile_model, layer_rows
 from bnviz.probe import BNProbe, StatelessForward, _accuracy_and_loss, tap_model
 from bnviz.records import SPLITS, Evaluation, Job, RunStatus
 from bnviz.shapes import param_totals
@@ -31,11 +31,12 @@ PROGRESS_SECONDS = 2.0  # a train job's progress text changes at most this often
 
 class Recorder(keras.callbacks.Callback):
     """Writes step metrics and probe records to the store in small transactions, stops the run on
-    a cancel request or a non-finite loss, and reports progress (CSVLogger/TerminateOnNaN shape)."""
+    a cancel request or a non-finite loss, and reports progress (CSVLogger/TerminateOnNaN shape).
+    `stop_on_nan=False` (the user's own fit, `bnviz.Probe`) records the fault but lets training go on."""
 
-    def __init__(self, store: Store, run_id: str, on_step: Callable[[int, dict], None] | None = None):
+    def __init__(self, store: Store, run_id: str, on_step: Callable[[int, dict], None] | None = None, stop_on_nan: bool = True):
         super().__init__()
-        self.store, self.run_id, self.on_step = store, run_id, on_step
+        self.store, self.run_id, self.on_step, self.stop_on_nan = store, run_id, on_step, stop_on_nan
         self.steps: list[tuple[int, int, float, float]] = []
         self.probes: list[ProbeRecord] = []
         self.step, self.epoch = 0, 0
@@ -70,9 +71,10 @@ class Recorder(keras.callbacks.Callback):
         self.fit_accuracy = accuracy
         if self.on_step:
             self.on_step(self.step, {"loss": loss, "accuracy": accuracy, "epoch": self.epoch})
-        if not math.isfinite(loss):
-            self.failure = f"Loss became {loss} at step {self.step} (epoch {self.epoch}); training stopped."
-            self.model.stop_training = True
+        if not math.isfinite(loss) and self.failure is None:
+            self.failure = f"Loss became {loss} at step {self.step} (epoch {self.epoch})" + ("; training stopped." if self.stop_on_nan else ".")
+            if self.stop_on_nan:
+                self.model.stop_training = True
         now = time.monotonic()
         if now - self._last_poll > CANCEL_POLL_SECONDS:
             self._last_poll = now
@@ -149,7 +151,7 @@ def execute_run(store: Store, run_id: str, on_step: Callable[[int, dict], None] 
     steps_per_epoch = math.ceil(len(data.x_train) / config.batch_size)
     layers = layer_rows(model)
     params = param_totals((row["trainable"], row["non_trainable"]) for row in layers)
-    info = {"params": params, "layers": layers, "data": data.summary()}
+    info = {"params": params, "layers": layers, "data": data.summary(), "bn_layers": bn_layer_info(model), "source": "bnviz"}
     store.start(run_id, os.getpid(), steps_per_epoch, steps_per_epoch * config.epochs, info)
     recorder = Recorder(store, run_id, on_step)
     callbacks: list[keras.callbacks.Callback] = [recorder]

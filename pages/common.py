@@ -27,14 +27,14 @@ from bnviz.store import Run, RunData, Store, StoreUnreadable, default_home, uniq
 
 STATUS_COLOURS = {RunStatus.QUEUED: "gray", RunStatus.RUNNING: "blue", RunStatus.DONE: "green", RunStatus.FAILED: "red",
                   RunStatus.CANCELLED: "orange", RunStatus.INTERRUPTED: "orange"}
-PAGE_FILES = {name: f"pages/{name}.py" for name in ("train", "runs", "diagnose", "compare", "sweep", "story", "export")}
+PAGE_FILES = {name: f"pages/{name}.py" for name in ("train", "runs", "diagnose", "inspect", "compare", "sweep", "story", "export")}
 PLOT_CONFIG = {"displaylogo": False}
 COMPACT_CSS = "<style>.block-container {padding-top: 2.5rem !important;}</style>"  # the answer, not blank space, on the first screen
 
 
 # --- the frame: page config, navigation, sidebar ----------------------------------------------------
 PAGES = (("train", "Train", "model_training"), ("story", "Story", "school"), ("runs", "Runs", "list"), ("diagnose", "Diagnose", "troubleshoot"),
-         ("compare", "Compare", "compare"), ("sweep", "Sweep", "tune"), ("export", "Export", "download"))
+         ("inspect", "Inspect", "search"), ("compare", "Compare", "compare"), ("sweep", "Sweep", "tune"), ("export", "Export", "download"))
 
 
 def frame() -> StreamlitPage:
@@ -208,6 +208,16 @@ def export_request(run_key: str, others_key: str, ids: Sequence[str]) -> None:
         st.query_params.pop("run", None)
 
 
+def own_model_text(run: Run) -> str | None:
+    """A one-line description of a model bnviz did not build (its config fields say little), else None."""
+    layers = len(run.info.get("bn_layers", []))
+    if run.info.get("source") == "callback":
+        return f"your own model, recorded in your script by bnviz.Probe · {layers} BN layers · {run.total_steps or 0:,} steps · batch {run.config.batch_size}"
+    if run.info.get("source") == "inspect":
+        return f"a saved model, inspected (training history unknown) · {layers} BN layers · images: {run.config.dataset}"
+    return None
+
+
 def status_badge(status: str) -> str:
     """A coloured Markdown badge for a run status."""
     return f":{STATUS_COLOURS.get(status, 'gray')}-badge[{status}]"
@@ -254,6 +264,19 @@ def show_findings(data: RunData, shown: int = 3) -> Finding:
             for finding in rest:
                 shows[finding.severity](f"**{finding.title}**\n\n{finding_text(finding)}")
     return top
+
+
+@st.fragment(run_every=1.5)
+def await_job(job_id: str, doing: str, cancel_key: str | None = None) -> None:
+    """Poll a background job in the store; rerun the whole page when it ends, so every chart sees its
+    result. While it is still queued, a `cancel_key` button drops it."""
+    job = store().get_job(job_id)
+    if not job.status.active:
+        st.rerun()
+    st.info(f"{doing} in a worker process… {job.progress or job.status}", icon=":material/hourglass_top:")
+    if cancel_key and job.status == RunStatus.QUEUED and st.button("Cancel", key=cancel_key, help="Still queued: drop it"):
+        store().cancel_job(job_id)
+        st.rerun()
 
 
 def refresh_while_active(runs: Sequence[Run]) -> None:

@@ -26,8 +26,9 @@ with pick_col:
 data = common.load_run(run)
 cfg, steps = run.config, data.steps_trained
 epochs = f"{cfg.epochs} epoch{'s' * (cfg.epochs != 1)}"
-st.caption(f"{run.status} · {cfg.arch.norm} normalisation" + (f" · momentum {run.momentum:g}" if cfg.arch.norm == "batch" else "")
-           + f" · {steps:,} steps · {epochs} of batch {cfg.batch_size} · {cfg.input_size}px · data: {cfg.dataset}")
+st.caption(f"{run.status} · " + (common.own_model_text(run) or f"{cfg.arch.norm} normalisation"
+           + (f" · momentum {run.momentum:g}" if cfg.arch.norm == "batch" else "")
+           + f" · {steps:,} steps · {epochs} of batch {cfg.batch_size} · {cfg.input_size}px · data: {cfg.dataset}"))
 if run.error:
     st.warning(run.error)
 

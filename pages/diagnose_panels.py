@@ -8,6 +8,7 @@ import math
 import streamlit as st
 
 from bnviz import levers
+from bnviz.config import OWN_PRESET
 from bnviz.diagnose import Evidence, Finding, LayerFigures, all_layer_figures
 from bnviz.glossary import GLOSSARY
 from bnviz.records import ACTIVE, RunStatus
@@ -87,6 +88,9 @@ def fix_it(run: Run, top: Finding) -> None:
         _recalibration(run.id)
     with lever_col:
         st.markdown("**What if…** queue a copy of this run with one change, then compare the two.")
+        if run.config.preset == OWN_PRESET:
+            st.caption("This is your own model (from `bnviz.Probe` or `bnviz inspect`): bnviz cannot retrain it. Change the momentum "
+                       "of its BN layers in your script and train again with `bnviz.Probe`; PreciseBN here needs no retraining.")
         for lever, config in levers.options(run, top.cause, top.numbers.get("suggested_momentum")):
             if st.button(f"{lever.label} → {config.name.split(' · ')[-1]}", key=f"diagnose_lever_{lever.key}"):
                 st.session_state["compare_open"] = [run.id, common.manager().submit(config, parent=run.id)]
@@ -98,7 +102,7 @@ def _recalibration(run_id: str) -> None:
     finish, and the before/after table as soon as a "precisebn" evaluation exists."""
     jobs = common.store().list_jobs(run_id=run_id, kinds=["recalibrate"])
     if jobs and jobs[0].status.active:
-        _await(jobs[0].id)
+        common.await_job(jobs[0].id, "Recalibrating", cancel_key="diagnose_recalibrate_cancel")
     elif jobs and jobs[0].status == RunStatus.CANCELLED:
         st.info("The last recalibration was cancelled before it ran.")
     elif jobs and jobs[0].status != RunStatus.DONE:
@@ -109,18 +113,10 @@ def _recalibration(run_id: str) -> None:
         st.dataframe({"": ["before (moving statistics)", f"after PreciseBN ({evaluations['precisebn'].batches} batches)"],
                       "test, inference": [before["test"], after["test"]], "test, batch statistics": [before["test_batchstats"], after["test_batchstats"]]},
                      hide_index=True, key="diagnose_precisebn")
-
-
-@st.fragment(run_every=1.5)
-def _await(job_id: str) -> None:
-    """Poll a job in the store; rerun the whole page when it ends, so every chart sees its result."""
-    job = common.store().get_job(job_id)
-    if not job.status.active:
-        st.rerun()
-    st.info(f"Recalibrating in a worker process… {job.progress or job.status}", icon=":material/hourglass_top:")
-    if job.status == RunStatus.QUEUED and st.button("Cancel", key="diagnose_recalibrate_cancel", help="Still queued: drop it"):
-        common.store().cancel_job(job_id)
-        st.rerun()
+        fixed = common.store().models_dir / f"{run_id}-precisebn.keras"
+        if fixed.exists():
+            st.download_button("Download the recalibrated model (.keras)", fixed.read_bytes, file_name=fixed.name, mime="application/octet-stream",
+                               key="diagnose_download_precisebn", on_click="ignore", icon=":material/download:")
 
 
 def secondary(findings: list[Finding]) -> None:

@@ -30,9 +30,12 @@ def accuracy_line(run: Run) -> str:
     if final is None:
         return ""
     acc = final.accuracies()
-    fit = f"train (fit) {acc['fit']:.0%} · " if "fit" in acc else ""
-    return (f"test (evaluate): **{acc['test']:.0%}** · test with batch statistics {acc['test_batchstats']:.0%} · "
-            f"{fit}train (evaluate) {acc['train']:.0%}")
+    split = next((s for s in ("test", "val", "train") if s in acc), None)  # bnviz.Probe evaluates only the splits it was given
+    if split is None:
+        return ""
+    fit = f" · train (fit) {acc['fit']:.0%}" if "fit" in acc else ""
+    train = f" · train (evaluate) {acc['train']:.0%}" if "train" in acc and split != "train" else ""
+    return f"{split} (evaluate): **{acc[split]:.0%}** · {split} with batch statistics {acc[split + '_batchstats']:.0%}{fit}{train}"
 
 
 def progress_line(run: Run) -> None:
@@ -66,8 +69,8 @@ def show(run: Run, label: str) -> None:
             when = time.strftime("%Y-%m-%d %H:%M", time.localtime(run.created))
             cfg = run.config
             st.markdown(f"**{label}** {common.status_badge(run.status)} `{run.id}`")
-            st.caption(f"{when} · {cfg.dataset if len(cfg.dataset) < 40 else '…' + cfg.dataset[-38:]} · {cfg.input_size}px · "
-                       f"{cfg.epochs} epoch{'s' * (cfg.epochs != 1)} · batch {cfg.batch_size} · {cfg.arch.norm} norm")
+            st.caption(f"{when} · " + (common.own_model_text(run) or f"{cfg.dataset if len(cfg.dataset) < 40 else '…' + cfg.dataset[-38:]} · "
+                       f"{cfg.input_size}px · {cfg.epochs} epoch{'s' * (cfg.epochs != 1)} · batch {cfg.batch_size} · {cfg.arch.norm} norm"))
             if run.status == RunStatus.RUNNING:
                 progress_line(run)
             elif run.status == RunStatus.DONE:

@@ -247,6 +247,14 @@ def test_healthy_run_stays_quiet():
 def test_without_bn_only_data_causes_are_possible():
     findings = diagnose(_data("more-layers", inference=0.6, train=0.99, fit=0.99))
     assert findings[0].cause == "overfitting" and not any(f.key.startswith("layer_") for f in findings)
+    healthy = diagnose(_data("more-layers", inference=0.97, train=0.99, fit=0.99))[0]
+    assert healthy.cause == "healthy" and "no BatchNormalization layer" in healthy.detail and "Recalibrating" not in healthy.detail
+
+
+def test_an_inspected_model_has_no_step_to_speak_of():
+    findings = diagnose(_data(layers=[_trace(steps=(0,) * 5)], steps=0, info={"source": "inspect"}))
+    assert _by_key(findings)["layer_norm1"].detail.startswith("norm1 goes wrong first: its own moving statistics are off. In the saved model:")
+    assert "stale_initial_values" not in _by_key(findings)  # mᵗ needs a step count the saved model does not carry
 
 
 def test_moving_statistics_that_never_moved():

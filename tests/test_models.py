@@ -69,3 +69,16 @@ def test_bn_placement_before_puts_norm_between_conv_and_relu():
 def test_feature_map_that_vanishes_is_refused():
     with pytest.raises(ValueError, match="too small"):
         layer_table(preset_config("bn").arch, 8)
+
+
+def test_bn_layer_info_describes_each_bn_layer_of_a_template_model():
+    """What a run records in info["bn_layers"] (the diagnosis reads momentum and epsilon per layer)."""
+    from bnviz.models import bn_layer_info, build_model
+
+    arch = ArchConfig(blocks=(ConvBlock(4), ConvBlock(4)), bn=BNConfig(momentum=0.8, epsilon=0.01))
+    assert bn_layer_info(build_model(arch, 32)) == [
+        {"name": f"norm{i}", "momentum": 0.8, "epsilon": 0.01, "axis": -1, "trainable": True, "synchronized": False, "after": "Conv2D"}
+        for i in (1, 2)]
+    before = ArchConfig(blocks=(ConvBlock(4),), bn=BNConfig(placement="before"), norm="batch")
+    assert [layer["after"] for layer in bn_layer_info(build_model(before, 32))] == ["Conv2D"]
+    assert bn_layer_info(build_model(ArchConfig(norm="none"), 32)) == []

@@ -1,0 +1,150 @@
+"""`bnviz.Probe`: the probe as a Keras callback for the user's own `fit`.
+
+    import bnviz
+    model.fit(x, y, validation_data=(xv, yv), epochs=5,
+              callbacks=[bnviz.Probe(name="my-resnet", test_data=(xt, yt), validation_data=(xv, yv))])
+
+It records into the same store as bnviz's own runs (`home=`, else `$BNVIZ_HOME`, else
+./bnviz-runs), with the same guarantees: records are made on a private copy of the model, so
+training is bit-for-bit what it would be without it; they take at most `probe.budget` of the
+training time inside the loop, the rest are made when training ends. The run is visible live on a
+dashboard started on the same home folder. When training ends it evaluates the model in both BN
+modes on the data it was given, saves the model and the samples, and the run is like any other:
+Diagnose, PreciseBN, Compare, Export.
+
+Keras 3 does not show callbacks the data of `fit`, so the probe uses what it is given: the probe
+batch comes from `validation_data` (else `test_data`, else `train_data`), the population statistics
+from `train_data` (else `validation_data`, else `test_data`; the run info says which).
+`batch_size` should be fit's: batch statistics are measured on batches of that size.
+
+A model the probe cannot follow (several inputs, a subclassed model without a graph) gets one
+warning when `fit` starts, and trains on unprobed. A fault inside the probe (a full disk, a store
+it cannot write) never stops training: the probe stops, the run is marked failed with the message.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import warnings
+from collections.abc import Callable
+
+import keras
+import numpy as np
+
+from bnviz.config import ProbeConfig
+from bnviz.models import bn_layer_info, layer_rows
+from bnviz.own import Splits, as_arrays, atomic_write, bn_notes, evaluate_splits, own_config, samples_path, save_samples
+from bnviz.probe import BNProbe, Unfollowable, tap_model
+from bnviz.records import RunStatus
+from bnviz.store import Store
+from bnviz.train import Recorder
+
+ACCURACY_KEYS = ("accuracy", "acc", "sparse_categorical_accuracy", "categorical_accuracy")
+MAX_EVAL_SAMPLES = 20000  # per split, for the final evaluation
+
+
+class Probe(keras.callbacks.Callback):
+    """Record what every BN layer of the user's model does during `fit` (see the module docstring)."""
+
+    def __init__(self, name: str = "", test_data: object = None, validation_data: object = None, train_data: object = None,
+                 home: str | os.PathLike | None = None, batch_size: int = 32, probe: ProbeConfig | None = None, seed: int = 0):
+        super().__init__()
+        if test_data is None and validation_data is None and train_data is None:
+            raise ValueError("bnviz.Probe needs data to probe with: pass test_data=(x, y), validation_data= or train_data=.")
+        self.name, self.home, self.batch_size, self.seed = name, home, batch_size, seed
+        self.config = probe or ProbeConfig()
+        self.data = {"train": train_data, "val": validation_data, "test": test_data}
+        self.run_id: str | None = None
+        self._parts: list[keras.callbacks.Callback] = []
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        given = [v for v in self.data.values() if v is not None]
+        if isinstance(self.model, keras.Sequential) and not getattr(self.model, "inputs", None):
+            self.model.build((None, *as_arrays(given[0], 1)[0].shape[1:]))  # a Sequential without Input: give it its graph (no new weights)
+        try:
+            tap_model(self.model)
+        except Unfollowable as exc:
+            warnings.warn(f"bnviz.Probe cannot follow this model: {exc} Training goes on unprobed.", stacklevel=2)
+            return
+        self._guarded(self._begin, logs)
+
+    def _begin(self, logs: dict | None) -> None:
+        self.splits = {k: as_arrays(v, MAX_EVAL_SAMPLES) for k, v in self.data.items() if v is not None}
+        self.store = Store(self.home)
+        self._start_run(self.splits)
+        for part in self._parts:
+            part.set_model(self.model)
+            part.set_params(self.params)
+            part.on_train_begin(logs)
+
+    def _guarded(self, step: Callable[..., None], *args: object) -> None:
+        """Run a probe step; a fault in it stops the probe (the run is marked failed), never training."""
+        try:
+            step(*args)
+        except Exception as exc:
+            self._parts = []
+            if self.run_id:
+                with contextlib.suppress(Exception):  # the store itself may be what failed
+                    self.store.finish(self.run_id, RunStatus.FAILED, error=f"The probe stopped: {type(exc).__name__}: {exc}")
+            warnings.warn(f"bnviz.Probe stopped recording ({type(exc).__name__}: {exc}); training goes on.", stacklevel=2)
+
+    def _start_run(self, splits: Splits) -> None:
+        steps, epochs = self.params.get("steps") or 0, self.params.get("epochs", 1)
+        config = own_config(self.model, self.name, self.batch_size, "", epochs, self.config)
+        probe_split = next(s for s in ("val", "test", "train") if s in splits)
+        population_split = next(s for s in ("train", "val", "test") if s in splits)
+        info = {"source": "callback", "bn_layers": bn_layer_info(self.model), "layers": layer_rows(self.model), "notes": bn_notes(self.model),
+                "params": {"total": int(self.model.count_params())}, "probe_data": probe_split, "population_data": population_split,
+                "data": {s: len(x) for s, (x, _) in splits.items()}}
+        self.run_id = self.store.create_run(config, status=RunStatus.RUNNING)
+        self.store.start(self.run_id, os.getpid(), steps, steps * epochs, info)
+        self.recorder = Recorder(self.store, self.run_id, stop_on_nan=False)
+        self._parts = [self.recorder]
+        self.bn_probe: BNProbe | None = None
+        if self.config.enabled:
+            rng = np.random.default_rng(self.seed + 1)
+            xp, yp = splits[probe_split]
+            pick = rng.permutation(len(xp))[: self.config.probe_batch]
+            population = splits[population_split][0][rng.permutation(len(splits[population_split][0]))[: self.config.population_samples]]
+            self.bn_probe = BNProbe(self.config, (xp[pick], yp[pick]), population, self.batch_size, self.recorder.add_probe, self.recorder.not_cancelled)
+            self._parts.append(self.bn_probe)
+
+    def _each(self, hook: str, *args: object) -> None:
+        """Call `hook` on the recorder, then the BN probe, until a fault stops the probe."""
+        for part in list(self._parts):
+            if part not in self._parts:
+                return
+            self._guarded(getattr(part, hook), *args)
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._each("on_epoch_begin", epoch, logs)
+
+    def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
+        self._each("on_train_batch_begin", batch, logs)
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        logs = dict(logs or {})
+        logs.setdefault("accuracy", next((logs[k] for k in ACCURACY_KEYS if k in logs), math.nan))
+        self._each("on_train_batch_end", batch, logs)
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        self._each("on_train_end", logs)
+        if self._parts:
+            self._parts = []
+            self._guarded(self._finish)  # the user's training is done and must not fail because of the probe
+
+    def _finish(self) -> None:
+        recorder = self.recorder
+        if recorder.failure or recorder.cancelled:
+            status = RunStatus.FAILED if recorder.failure else RunStatus.CANCELLED
+            self.store.finish(self.run_id, status, error=recorder.failure or f"Cancelled at step {recorder.step}.")
+            return
+        evaluation = evaluate_splits(self.model, self.splits, self.batch_size, self.seed, recorder.fit_accuracy)
+        self.store.add_evaluation(self.run_id, "final", evaluation)
+        save_samples(samples_path(self.store.models_dir, self.run_id), self.splits)
+        path = self.store.model_path(self.run_id)
+        atomic_write(path, self.model.save)
+        self.store.update_info(self.run_id, steps=recorder.step)
+        self.store.finish(self.run_id, RunStatus.DONE, model_path=str(path))
