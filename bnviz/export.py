@@ -7,20 +7,25 @@ kaleido's own `start_sync_server` does the same, but its request queue is shared
 without a lock (two Streamlit sessions exporting at once can swap images) and it waits forever
 if the browser fails to start; `_Renderer` below uses the same public `kaleido.Kaleido` with a
 lock and timeouts. MathJax is disabled (kaleido would fetch it from a CDN; no network here).
-HTML needs no browser: plotly.js is inlined so the file works offline.
+HTML needs no browser: plotly.js is inlined so the file works offline (in the report, once and
+gzip-compressed: see REPORT_LOADER_JS).
 """
 
 from __future__ import annotations
 
 import asyncio
 import atexit
+import base64
 import contextlib
+import gzip
 import html
+import itertools
+import json
 import os
 import shutil
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -267,9 +272,33 @@ td:first-child, th:first-child { text-align: left; }
 """
 
 
-def _figure_div(fig: go.Figure) -> str:
-    """One figure as a div that relies on the page's single plotly.js."""
-    return f'<div class="figure">{fig.to_html(full_html=False, include_plotlyjs=False, config=PLOT_CONFIG)}</div>'
+# The report carries plotly.js gzip-compressed (≈ 1.4 MB of base64 instead of 4.7 MB) and unpacks it
+# in the browser with DecompressionStream (every current browser), so the one file still works offline.
+# Each figure is a div with its JSON beside it; the loader draws them all once plotly.js is defined.
+REPORT_LOADER_JS = """
+(async () => {
+  const packed = Uint8Array.from(atob(document.getElementById("plotlyjs-gzip").textContent.trim()), c => c.charCodeAt(0));
+  const stream = new Blob([packed]).stream().pipeThrough(new DecompressionStream("gzip"));
+  (0, eval)(await new Response(stream).text());
+  for (const spec of document.querySelectorAll("script.figure-spec")) {
+    const fig = JSON.parse(spec.textContent);
+    Plotly.newPlot(spec.dataset.target, fig.data, fig.layout, CONFIG);
+  }
+})();
+"""
+
+
+@lru_cache(maxsize=1)
+def _packed_plotlyjs() -> str:
+    """plotly.js, gzip-compressed and base64-encoded (computed once per process)."""
+    return base64.b64encode(gzip.compress(get_plotlyjs().encode("utf-8"), 9)).decode("ascii")
+
+
+def _figure_div(fig: go.Figure, index: int) -> str:
+    """One figure: an empty div and its JSON, drawn by the report's loader ('</' escaped in the JSON)."""
+    spec = fig.to_json().replace("</", "<\\/")
+    return (f'<div class="figure"><div id="figure-{index}"></div>'
+            f'<script type="application/json" class="figure-spec" data-target="figure-{index}">{spec}</script></div>')
 
 
 def _table_html(frame: pd.DataFrame) -> str:
@@ -311,7 +340,7 @@ def _findings_html(data: RunData) -> str:
     return f"<h3>Findings</h3><ul class=\"findings\">{items}</ul>"
 
 
-def _run_section(data: RunData, anchor: str, label: str, with_theory: bool) -> str:
+def _run_section(data: RunData, anchor: str, label: str, with_theory: bool, counter: Iterator[int]) -> str:
     """One run: heading, status line, accuracy table, findings and its figures."""
     run = data.run
     meta = f"id {run.id} · preset {run.preset or 'custom'} · status {run.status} · {data.steps_trained} steps"
@@ -319,11 +348,11 @@ def _run_section(data: RunData, anchor: str, label: str, with_theory: bool) -> s
     if data.evaluations.get("final"):
         parts.append(_table_html(figures.accuracy_frame([data])))
     parts.append(_findings_html(data))
-    parts += [_figure_div(f) for f in _run_figures(data, with_theory)]
+    parts += [_figure_div(f, next(counter)) for f in _run_figures(data, with_theory)]
     return "<section>" + "".join(parts) + "</section>"
 
 
-def _comparison_section(runs: Sequence[RunData]) -> str:
+def _comparison_section(runs: Sequence[RunData], counter: Iterator[int]) -> str:
     """Figures across runs, when there are several; the mᵗ theory once, with every run's momentum."""
     if len(runs) < 2:
         return ""
@@ -333,7 +362,7 @@ def _comparison_section(runs: Sequence[RunData]) -> str:
     bn = [d for d in runs if d.run.config.arch.norm == "batch"]
     if bn:
         figs.append(figures.ema_theory_figure(bn[0].run.momentum, bn[0].steps_trained, [d.run.momentum for d in bn[1:]] + [0.99, 0.9, 0.8]))
-    return '<section><h2 id="comparison">Comparison</h2>' + "".join(_figure_div(f) for f in figs) + "</section>"
+    return '<section><h2 id="comparison">Comparison</h2>' + "".join(_figure_div(f, next(counter)) for f in figs) + "</section>"
 
 
 def html_report(runs: Sequence[RunData], title: str, sections: Sequence[tuple[str, str]] = ()) -> str:
@@ -349,10 +378,11 @@ def html_report(runs: Sequence[RunData], title: str, sections: Sequence[tuple[st
     contents = "<nav><h2>Contents</h2><ol>" + "".join(f'<li><a href="#{a}">{html.escape(str(t))}</a></li>' for a, t in toc) + "</ol></nav>"
     body = [f"<h1>{html.escape(str(title))}</h1>", contents, '<h2 id="accuracy">Accuracy (final evaluation)</h2>', summary]
     body += [_text_section(heading, text, f"section-{i + 1}") for i, (heading, text) in enumerate(sections)]
-    body += [_comparison_section(runs)] + [_run_section(d, anchors[d.run.id], labels[d.run.id], len(runs) < 2) for d in runs]
+    counter = itertools.count(1)
+    body += [_comparison_section(runs, counter)] + [_run_section(d, anchors[d.run.id], labels[d.run.id], len(runs) < 2, counter) for d in runs]
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>{html.escape(str(title))}</title><style>{REPORT_CSS}</style>"
-        f'<script type="text/javascript">{get_plotlyjs()}</script></head>'
-        f"<body>{''.join(body)}</body></html>\n"
+        f'<script type="application/octet-stream" id="plotlyjs-gzip">{_packed_plotlyjs()}</script></head>'
+        f"<body>{''.join(body)}<script>{REPORT_LOADER_JS.replace('CONFIG', json.dumps(PLOT_CONFIG))}</script></body></html>\n"
     )

@@ -8,10 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from bnviz import export
 from bnviz.store import Store
 from tests.browser import CHROMIUM, chromium, streamlit_server
 from tests.test_browser import ARTIFACTS, screenshot_on_failure
 from tests.test_diagnose_page import _finished
+from tests.test_figures import make_data
 
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed (.ci/run installs it)")
 VIEWPORTS = ((1440, 900), (1280, 720))
@@ -54,3 +56,20 @@ def test_the_answer_is_above_the_fold(tmp_path):
                     assert _bottom(page, '[data-testid="stMetric"]:has-text("left at the end")') <= height
                 page.screenshot(path=str(ARTIFACTS / f"first-screen-train-{width}x{height}.png"))
             page.close()
+
+
+def test_the_report_draws_every_figure_offline(tmp_path):
+    """The report unpacks its compressed plotly.js in the browser and draws each figure, with no network."""
+    runs = [make_data("a", run_id="20260101-000000-aaaaaa"), make_data("b", 0.8, "20260101-000000-bbbbbb")]
+    page_html = export.html_report(runs, "offline")
+    path = tmp_path / "report.html"
+    path.write_text(page_html, encoding="utf-8")
+    figures = page_html.count('class="figure-spec"')
+    with chromium() as browser:
+        page = browser.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.route("**/*", lambda route: route.abort() if not route.request.url.startswith("file:") else route.continue_())
+        page.goto(path.as_uri())
+        page.wait_for_function(f"() => document.querySelectorAll('.figure .main-svg').length >= {figures}", timeout=30_000)
+        assert not errors and page.locator(".figure .plot-container").count() == figures
