@@ -201,6 +201,9 @@ def unique_labels(runs: Sequence[Run]) -> dict[str, str]:
         groups.setdefault(run.label, []).append(run)
     labels = {}
     for label, group in groups.items():
+        if len(group) == 1:
+            labels[group[0].id] = label
+            continue
         leaves = [_leaves(dataclasses.asdict(r.config)) for r in group]
         differ = [k for k in leaves[0] if k != "name" and len({repr(leaf.get(k)) for leaf in leaves}) > 1][:2]
         for run, leaf in zip(group, leaves, strict=True):
