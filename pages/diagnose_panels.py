@@ -30,10 +30,11 @@ def verdict(run: Run, top: Finding) -> None:
 
 @st.fragment(run_every=2)
 def _pending(run_id: str) -> None:
-    """'Verdict pending — step n/N', polled from the store; the whole page reruns once the final
-    evaluation exists or the run stops, so the verdict and every chart see it."""
-    run = common.store().get_run(run_id)
-    if run.status not in ACTIVE or "final" in common.store().evaluations(run_id):
+    """'Verdict pending — step n/N', polled from the store; the whole page reruns once the run has
+    ended (its final evaluation and the PreciseBN evidence are stored before it is marked done), so
+    the verdict and every chart see them. Waiting for the status, not the evaluation, also keeps the
+    cached run data (keyed on the status) from going stale and the page from rerunning in a loop."""
+    if common.store().get_run(run_id).status not in ACTIVE:
         st.rerun()
     progress = common.store().progress(run_id)
     total = f"/{progress.total_steps}" if progress.total_steps else ""

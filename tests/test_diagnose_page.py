@@ -28,7 +28,11 @@ def _started(store: Store, name: str, **changes) -> str:
 
 
 def _finished(store: Store, name: str, **changes) -> str:
-    run_id = _started(store, name, **changes)
+    return _finish(store, _started(store, name, **changes))
+
+
+def _finish(store: Store, run_id: str) -> str:
+    """Store the final evaluation (inference at 28 %, batch statistics at 97 %) and mark the run done."""
     acc = {"train": 0.28, "val": 0.27, "test": 0.28, "train_batchstats": 0.98, "val_batchstats": 0.97, "test_batchstats": 0.97}
     store.add_evaluation(run_id, "final", Evaluation.from_dict({"accuracy": acc, "fit_accuracy": 0.99}))
     store.finish(run_id, RunStatus.DONE)
@@ -51,11 +55,16 @@ def _open(page: str, **query: str) -> AppTest:
 
 
 def test_a_running_run_gets_a_pending_verdict_with_its_step(store):
-    at = _open("diagnose", run=_started(store, "live"))
+    run_id = _started(store, "live")
+    at = _open("diagnose", run=run_id)
     assert [i.value for i in at.info if "Verdict pending" in i.value][0].startswith(f"**Verdict pending — step {STEPS}/{TOTAL}**")
     assert not at.success and not at.error  # no verdict, green or red, before the evaluation exists
     assert [m.label for m in at.metric][:2] == ["train (fit)", "train (evaluate)"]
     assert at.metric[0].value == "99.0%" and at.metric[1].value == "–"
+    _finish(store, run_id)  # what the pending line's poll sees: the page reruns with the evaluation
+    at.run()
+    assert not [i for i in at.info if "Verdict pending" in i.value] and "Verdict" in _walk_alerts(at)[0]
+    assert at.metric[1].value == "28.0%"
 
 
 def test_the_first_screen_is_verdict_figures_then_symptom_and_cause(store):
