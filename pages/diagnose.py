@@ -42,6 +42,7 @@ if cfg.arch.norm == "batch":
     with cause_col:
         common.chart(figures.ema_theory_figure(run.momentum, steps, height=420), key="diagnose_theory")
 
+more = diagnose_panels.why(top, more)
 if run.status == RunStatus.DONE and cfg.arch.norm == "batch":
     diagnose_panels.fix_it(run, top)
 

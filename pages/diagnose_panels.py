@@ -120,6 +120,19 @@ def _recalibration(run_id: str) -> None:
                                key="diagnose_download_precisebn", on_click="ignore", icon=":material/download:")
 
 
+def why(top: Finding, findings: list[Finding]) -> list[Finding]:
+    """The finding the verdict names and the layer where the error starts, open below the charts;
+    returns the other findings. Their remedies lead "Fix it"."""
+    cause = [f for f in findings if f.key == top.cause]
+    first_layer = next((f for f in findings if f.key.startswith("layer_") and f.severity in ("critical", "warning")), None)
+    shown = cause + ([first_layer] if first_layer and top.cause != "pending" else [])
+    if shown:
+        st.subheader("Why")
+        for finding in shown:
+            SHOWS[finding.severity](f"**{finding.title}**\n\n{finding.detail}")
+    return [f for f in findings if f not in shown]
+
+
 def secondary(findings: list[Finding]) -> None:
     """Every finding after the verdict, critical first, folded so the evidence above stays in view."""
     if findings:

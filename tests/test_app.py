@@ -25,7 +25,7 @@ from streamlit.runtime.media_file_manager import MediaFileManager
 from streamlit.testing.v1 import AppTest
 
 from bnviz import export, forms
-from bnviz.diagnose import all_layer_figures
+from bnviz.diagnose import all_layer_figures, diagnose
 from bnviz.presets import preset_config
 from bnviz.shapes import param_counts
 from bnviz.stats import probe_steps
@@ -259,6 +259,10 @@ def test_diagnose_shows_the_run_with_its_stored_numbers(trained):
     metrics = {m.label: m for m in at.metric}
     assert metrics["worst scale error"].value == f"{worst.infer_scale:.3g}×" and metrics["worst scale error"].delta == f"{worst.name}, at inference"
     assert metrics["train (fit)"].value == f"{acc['fit']:.1%}" and metrics["train (evaluate)"].value == f"{acc['train']:.1%}"
+    top, *rest = diagnose(data)
+    shown = [a.value for a in [*at.error, *at.warning, *at.info, *at.success]]
+    named = [f for f in rest if f.key == top.cause]  # the finding the verdict names is open under "Why", not folded
+    assert all(any(v.startswith(f"**{f.title}**") for v in shown) for f in named) and at.subheader[0].value == "Why"
 
     figs = charts(at)
     assert set(figs) == {"diagnose_theory", "diagnose_histograms", "diagnose_drift", "diagnose_gap", "diagnose_curves"}
