@@ -10,12 +10,12 @@ from collections.abc import Iterator
 import numpy as np
 
 
-def population_moments_numpy(forward, x: np.ndarray, batch_size: int, n_layers: int) -> list[tuple[np.ndarray, np.ndarray]]:
+def population_moments_numpy(forward, x: np.ndarray, batch_size: int, n_layers: int, training: bool = True) -> list[tuple[np.ndarray, np.ndarray]]:
     """bnviz.probe.population_moments before the benchmark: every output of every batch copied out,
-    then E[x²] − E[x]² accumulated in float64 numpy."""
+    then E[x²] − E[x]² accumulated in float64 numpy (`training` picks the BN mode, as the current one)."""
     sums, squares, counts = [0.0] * n_layers, [0.0] * n_layers, [0] * n_layers
     for start in range(0, len(x), batch_size):
-        outputs = forward(x[start : start + batch_size], training=True)
+        outputs = forward(x[start : start + batch_size], training=training)
         for i, values in enumerate(outputs[1 : 1 + n_layers]):
             flat = values.reshape(-1, values.shape[-1]).astype(np.float64)
             sums[i] = sums[i] + flat.sum(axis=0)

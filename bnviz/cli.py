@@ -81,7 +81,8 @@ def accuracy_table(rows: list[tuple[str, Evaluation]]) -> str:
     gives) beside batch-statistics mode."""
     keys = ("fit", "train", "val", "test", "train_batchstats", "val_batchstats", "test_batchstats")
     body = [[name, *(ev.accuracy_of(k) for k in keys)] for name, ev in rows]
-    return _table(body, ["model", "fit (train)", "train", "val", "test", "train (batch stats)", "val (batch stats)", "test (batch stats)"])
+    modes = [f"{s} (evaluate)" for s in ("train", "val", "test")] + [f"{s} (batch stats)" for s in ("train", "val", "test")]
+    return _table(body, ["model", "train (fit)", *modes])
 
 
 # --- commands that train ------------------------------------------------------------------------

@@ -175,10 +175,16 @@ class Evidence:
     stuck: tuple[str, ...]
     not_iid: bool = False  # training batches were not i.i.d. samples (see `batches_not_iid`)
 
+    train_batchstats: float = math.nan  # batch statistics on training batches: training data, so no transduction
+
     @property
     def lost_to_statistics(self) -> float:
-        """Held-out accuracy that recalibrating on training data gives back: the moving statistics' share."""
-        return self.recalibrated - self.inference
+        """Held-out accuracy that recalibrating on training data gives back: the moving statistics' share.
+        Without a recalibrated evaluation (older runs, a failed PreciseBN pass), what batch statistics
+        give back on the *training* images instead."""
+        if math.isfinite(self.recalibrated):
+            return self.recalibrated - self.inference
+        return self.train_batchstats - self.train
 
     @property
     def test_shifted(self) -> bool:
@@ -206,7 +212,7 @@ def gather(data: RunData) -> Evidence | None:
     return dataclasses.replace(
         partial, split=split, inference=acc.get(split, nan), recalibrated=recal.get(split, nan), batchstats=acc.get(f"{split}_batchstats", nan),
         init_weight=float(init_weight(m, t)) if _has_bn(data) else nan, non_iid_ratio=ratio, noise=moving_noise(data, m),
-        stuck=stuck_layers(data), not_iid=batches_not_iid(data, ratio),
+        stuck=stuck_layers(data), not_iid=batches_not_iid(data, ratio), train_batchstats=acc.get("train_batchstats", nan),
     )
 
 

@@ -7,20 +7,26 @@ kaleido's own `start_sync_server` does the same, but its request queue is shared
 without a lock (two Streamlit sessions exporting at once can swap images) and it waits forever
 if the browser fails to start; `_Renderer` below uses the same public `kaleido.Kaleido` with a
 lock and timeouts. MathJax is disabled (kaleido would fetch it from a CDN; no network here).
-HTML needs no browser: plotly.js is inlined so the file works offline.
+HTML needs no browser: plotly.js is inlined so the file works offline (in the report, once and
+gzip-compressed: see REPORT_LOADER_JS).
 """
 
 from __future__ import annotations
 
 import asyncio
 import atexit
+import base64
 import contextlib
+import gzip
 import html
+import itertools
+import json
 import os
 import shutil
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
@@ -29,7 +35,8 @@ import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
 from bnviz import figures
-from bnviz.store import RunData
+from bnviz.diagnose import all_layer_figures, diagnose
+from bnviz.store import RunData, unique_labels
 
 STATIC_FORMATS = ("png", "svg", "pdf")
 FORMATS = (*STATIC_FORMATS, "html")
@@ -179,9 +186,37 @@ def figure_html(fig: go.Figure) -> str:
     return fig.to_html(full_html=True, include_plotlyjs=True, config=PLOT_CONFIG)
 
 
-def figure_bytes(fig: go.Figure, fmt: str) -> bytes:
-    """`fig` as png, svg, pdf (via kaleido and Chromium) or standalone html; raises ExportError
-    when no browser is available for the static formats (check static_export_available first)."""
+@dataclass(frozen=True)
+class SizePreset:
+    """An export size: width × height in CSS pixels and a base font size (titles scale with it)."""
+
+    width: int | None  # None: the figure's own size
+    height: int | None
+    font: int | None
+
+
+SIZE_PRESETS = {
+    "screen": SizePreset(None, None, None),  # as the dashboard shows it
+    "slide": SizePreset(1600, 900, 24),  # 16:9, read from the back of a room
+    "paper": SizePreset(700, 440, 10),  # one column at 300 dpi (PNG scale 2 gives 1400 px)
+}
+
+
+def sized(fig: go.Figure, preset: str = "screen") -> go.Figure:
+    """A copy of `fig` at a size preset (SIZE_PRESETS): width, height and fonts for a slide or a paper."""
+    size = SIZE_PRESETS[preset]
+    out = go.Figure(fig)
+    if size.width:
+        out.update_layout(width=size.width, height=size.height, font_size=size.font, title_font_size=round(size.font * 1.3),
+                          title_subtitle_font_size=round(size.font * 0.75), legend_font_size=size.font, margin_t=round(size.font * 6))
+        out.update_annotations(font_size=size.font)  # subplot titles and labels
+    return out
+
+
+def figure_bytes(fig: go.Figure, fmt: str, preset: str = "screen") -> bytes:
+    """`fig` as png, svg, pdf (via kaleido and Chromium) or standalone html at a size preset; raises
+    ExportError when no browser is available for the static formats (check static_export_available first)."""
+    fig = sized(fig, preset)
     fmt = fmt.lower().lstrip(".")
     if fmt == "html":
         return figure_html(fig).encode("utf-8")
@@ -237,9 +272,33 @@ td:first-child, th:first-child { text-align: left; }
 """
 
 
-def _figure_div(fig: go.Figure) -> str:
-    """One figure as a div that relies on the page's single plotly.js."""
-    return f'<div class="figure">{fig.to_html(full_html=False, include_plotlyjs=False, config=PLOT_CONFIG)}</div>'
+# The report carries plotly.js gzip-compressed (≈ 1.4 MB of base64 instead of 4.7 MB) and unpacks it
+# in the browser with DecompressionStream (every current browser), so the one file still works offline.
+# Each figure is a div with its JSON beside it; the loader draws them all once plotly.js is defined.
+REPORT_LOADER_JS = """
+(async () => {
+  const packed = Uint8Array.from(atob(document.getElementById("plotlyjs-gzip").textContent.trim()), c => c.charCodeAt(0));
+  const stream = new Blob([packed]).stream().pipeThrough(new DecompressionStream("gzip"));
+  (0, eval)(await new Response(stream).text());
+  for (const spec of document.querySelectorAll("script.figure-spec")) {
+    const fig = JSON.parse(spec.textContent);
+    Plotly.newPlot(spec.dataset.target, fig.data, fig.layout, CONFIG);
+  }
+})();
+"""
+
+
+@lru_cache(maxsize=1)
+def _packed_plotlyjs() -> str:
+    """plotly.js, gzip-compressed and base64-encoded (computed once per process)."""
+    return base64.b64encode(gzip.compress(get_plotlyjs().encode("utf-8"), 9)).decode("ascii")
+
+
+def _figure_div(fig: go.Figure, index: int) -> str:
+    """One figure: an empty div and its JSON, drawn by the report's loader ('</' escaped in the JSON)."""
+    spec = fig.to_json().replace("</", "<\\/")
+    return (f'<div class="figure"><div id="figure-{index}"></div>'
+            f'<script type="application/json" class="figure-spec" data-target="figure-{index}">{spec}</script></div>')
 
 
 def _table_html(frame: pd.DataFrame) -> str:
@@ -248,54 +307,82 @@ def _table_html(frame: pd.DataFrame) -> str:
     return shown.reset_index().to_html(index=False, escape=True, border=0)
 
 
-def _text_section(heading: str, text: str) -> str:
+def _text_section(heading: str, text: str, anchor: str) -> str:
     """A heading and plain text (escaped; blank lines separate paragraphs)."""
     paragraphs = [p.strip() for p in str(text).split("\n\n") if p.strip()]
     body = "".join(f"<p>{html.escape(p).replace(chr(10), '<br>')}</p>" for p in paragraphs)
-    return f"<section><h2>{html.escape(str(heading))}</h2>{body}</section>"
+    return f'<section><h2 id="{anchor}">{html.escape(str(heading))}</h2>{body}</section>'
 
 
-def _run_figures(data: RunData) -> list[go.Figure]:
-    """The single-run figures: training curves, EMA theory, and per BN layer histograms/drift/gap."""
+def _key_layer(data: RunData) -> str | None:
+    """The BN layer a run's report shows: the first whose own figures are off (where the error
+    starts), else the first."""
+    layers = all_layer_figures(data) if data.layers else []
+    first = next((f for f in layers if f.own_severity in ("critical", "warning")), layers[0] if layers else None)
+    return first.name if first else None
+
+
+def _run_figures(data: RunData, with_theory: bool) -> list[go.Figure]:
+    """One run's figures, none repeated elsewhere: training curves, the mᵗ theory unless the
+    comparison shows it for every run, and histograms and drift of the layer where the error starts."""
     figs = [figures.training_curves(data)]
-    if data.run.config.arch.norm == "batch":
+    if with_theory and data.run.config.arch.norm == "batch":
         figs.append(figures.ema_theory_figure(data.run.momentum, data.steps_trained))
-    for layer in data.layers:
-        figs += [figures.activation_histograms(data, layer), figures.drift_figure(data, layer), figures.channel_gap_figure(data, layer)]
+    if (layer := _key_layer(data)) is not None:
+        figs += [figures.activation_histograms(data, layer), figures.drift_figure(data, layer)]
     return figs
 
 
-def _run_section(data: RunData) -> str:
-    """One run: heading, status line, accuracy table and its figures."""
+def _findings_html(data: RunData) -> str:
+    """The run's diagnosis: the verdict, then every finding, severity first."""
+    items = "".join(f"<li><b>[{f.severity}] {html.escape(f.title)}</b><br>{html.escape(f.detail)}"
+                    + "".join(f"<br>→ {html.escape(r)}" for r in f.remedies) + "</li>" for f in diagnose(data))
+    return f"<h3>Findings</h3><ul class=\"findings\">{items}</ul>"
+
+
+def _run_section(data: RunData, anchor: str, label: str, with_theory: bool, counter: Iterator[int]) -> str:
+    """One run: heading, status line, accuracy table, findings and its figures."""
     run = data.run
     meta = f"id {run.id} · preset {run.preset or 'custom'} · status {run.status} · {data.steps_trained} steps"
-    parts = [f"<h2>{html.escape(run.label)}</h2>", f'<p class="meta">{html.escape(meta)}</p>']
+    parts = [f'<h2 id="{anchor}">{html.escape(label)}</h2>', f'<p class="meta">{html.escape(meta)}</p>']
     if data.evaluations.get("final"):
         parts.append(_table_html(figures.accuracy_frame([data])))
-    parts += [_figure_div(f) for f in _run_figures(data)]
+    parts.append(_findings_html(data))
+    parts += [_figure_div(f, next(counter)) for f in _run_figures(data, with_theory)]
     return "<section>" + "".join(parts) + "</section>"
 
 
-def _comparison_section(runs: Sequence[RunData]) -> str:
-    """Figures across runs, when there are several."""
+def _comparison_section(runs: Sequence[RunData], counter: Iterator[int]) -> str:
+    """Figures across runs, when there are several; the mᵗ theory once, with every run's momentum."""
     if len(runs) < 2:
         return ""
     common = [layer for layer in runs[0].layers if all(layer in d.layers for d in runs)]
     figs = [figures.final_accuracy_figure(runs), figures.compare_accuracy_figure(runs)]
     figs += [figures.compare_drift_figure(runs, common[0])] if common else []
-    return "<section><h2>Comparison</h2>" + "".join(_figure_div(f) for f in figs) + "</section>"
+    bn = [d for d in runs if d.run.config.arch.norm == "batch"]
+    if bn:
+        figs.append(figures.ema_theory_figure(bn[0].run.momentum, bn[0].steps_trained, [d.run.momentum for d in bn[1:]] + [0.99, 0.9, 0.8]))
+    return '<section><h2 id="comparison">Comparison</h2>' + "".join(_figure_div(f, next(counter)) for f in figs) + "</section>"
 
 
 def html_report(runs: Sequence[RunData], title: str, sections: Sequence[tuple[str, str]] = ()) -> str:
-    """One self-contained HTML page (plotly.js inlined once): title, accuracy table, the extra text
-    sections (e.g. the diagnosis), per-run figures and, for several runs, a comparison."""
+    """One self-contained HTML page (plotly.js inlined once): title, a contents list, the accuracy
+    table, the extra text sections, a comparison for several runs, then each run with its findings
+    and the figures no other section shows."""
     summary = _table_html(figures.accuracy_frame(runs)) if runs else "<p>No runs.</p>"
-    body = [f"<h1>{html.escape(str(title))}</h1>", "<h2>Accuracy (final evaluation)</h2>", summary]
-    body += [_text_section(heading, text) for heading, text in sections]
-    body += [_comparison_section(runs)] + [_run_section(d) for d in runs]
+    labels = unique_labels([d.run for d in runs])
+    anchors = {d.run.id: f"run-{i + 1}" for i, d in enumerate(runs)}
+    toc = [("accuracy", "Accuracy (final evaluation)"), *((f"section-{i + 1}", h) for i, (h, _) in enumerate(sections))]
+    toc += [("comparison", "Comparison")] if len(runs) > 1 else []
+    toc += [(anchors[d.run.id], labels[d.run.id]) for d in runs]
+    contents = "<nav><h2>Contents</h2><ol>" + "".join(f'<li><a href="#{a}">{html.escape(str(t))}</a></li>' for a, t in toc) + "</ol></nav>"
+    body = [f"<h1>{html.escape(str(title))}</h1>", contents, '<h2 id="accuracy">Accuracy (final evaluation)</h2>', summary]
+    body += [_text_section(heading, text, f"section-{i + 1}") for i, (heading, text) in enumerate(sections)]
+    counter = itertools.count(1)
+    body += [_comparison_section(runs, counter)] + [_run_section(d, anchors[d.run.id], labels[d.run.id], len(runs) < 2, counter) for d in runs]
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>{html.escape(str(title))}</title><style>{REPORT_CSS}</style>"
-        f'<script type="text/javascript">{get_plotlyjs()}</script></head>'
-        f"<body>{''.join(body)}</body></html>\n"
+        f'<script type="application/octet-stream" id="plotlyjs-gzip">{_packed_plotlyjs()}</script></head>'
+        f"<body>{''.join(body)}<script>{REPORT_LOADER_JS.replace('CONFIG', json.dumps(PLOT_CONFIG))}</script></body></html>\n"
     )

@@ -21,7 +21,8 @@ import plotly.io as pio
 from plotly.subplots import make_subplots
 
 from bnviz import stats
-from bnviz.store import LayerTrace, RunData
+from bnviz.diagnose import layer_figures
+from bnviz.store import LayerTrace, RunData, unique_labels
 
 # Okabe–Ito colours (safe for the common colour-vision deficiencies).
 TRAIN_COLOUR = "#D55E00"  # vermillion: training mode, batch statistics
@@ -36,7 +37,8 @@ INFER_LABEL = "inference mode (moving statistics)"
 POP_LABEL = "population (PreciseBN)"
 FIT_LABEL = "fit: running epoch mean (training mode)"
 SPLITS = ("train", "val", "test")
-ACCURACY_COLUMNS = tuple(f"{s} (inference)" for s in SPLITS) + tuple(f"{s} (batch stats)" for s in SPLITS)
+FIT_COLUMN = "train (fit)"  # what fit reported: batch statistics, running mean over the last epoch
+ACCURACY_COLUMNS = (FIT_COLUMN, *(f"{s} (evaluate)" for s in SPLITS), *(f"{s} (batch stats)" for s in SPLITS))  # evaluate: inference mode
 
 TEMPLATE = go.layout.Template(pio.templates["plotly_white"])
 TEMPLATE.layout.update(
@@ -94,9 +96,13 @@ def _per_step(values: np.ndarray, channel: int | None) -> np.ndarray:
     return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
 
 
-def _geometric_per_step(ratios: np.ndarray) -> np.ndarray:
-    """Geometric mean over channels per step: ratios of 1/4 and 4 average to 1, not 2.1."""
-    return np.exp(_per_step(np.log(np.maximum(np.asarray(ratios, dtype=float), 1e-12)), None))
+def own_gap_series(data: RunData, layer: str) -> tuple[np.ndarray, np.ndarray]:
+    """Per probe step, the layer's mean gap and scale error against the training-mode population,
+    as bnviz.diagnose defines them (`LayerFigures.own_*`, medians over channels): one definition
+    for the findings, the big figures and every chart."""
+    trace, eps = data.layers[layer], data.epsilon(layer)
+    rows = [layer_figures(trace, eps, i) for i in range(len(trace.steps))]
+    return np.array([f.own_mean_gap for f in rows]), np.array([f.own_scale for f in rows])
 
 
 def _finite(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -170,25 +176,25 @@ def activation_histograms(data: RunData, layer: str, probe_index: int = -1) -> g
     step = int(trace.steps[index])
     edges = np.asarray(trace.hist_edges[index], dtype=float)
     centres, widths = (edges[:-1] + edges[1:]) / 2, np.diff(edges)
-    fig = go.Figure()
-    for counts, name, colour in (
-        (trace.hist_train[index], TRAIN_LABEL, TRAIN_COLOUR),
-        (trace.hist_infer[index], INFER_LABEL, INFER_COLOUR),
-    ):
+    modes = ((trace.hist_train[index], TRAIN_LABEL, TRAIN_COLOUR), (trace.hist_infer[index], INFER_LABEL, INFER_COLOUR))
+    fig = make_subplots(rows=1, cols=2, shared_xaxes=True, horizontal_spacing=0.08, subplot_titles=[name for _, name, _ in modes])
+    for col, (counts, name, colour) in enumerate(modes, start=1):
         fig.add_bar(
             x=centres,
             y=counts,
             width=widths,
             name=name,
             marker=dict(color=colour, line=dict(width=0)),
-            opacity=0.55,
             customdata=np.stack([edges[:-1], edges[1:]], axis=1),
             hovertemplate="%{customdata[0]:.3g} to %{customdata[1]:.3g}: %{y} values<extra>" + name + "</extra>",
+            row=1,
+            col=col,
         )
-    fig.update_layout(barmode="overlay", bargap=0, hovermode="closest")
-    fig.update_xaxes(title_text="BN output value (end bins also hold the values beyond them)")
-    fig.update_yaxes(title_text="number of activation values")
-    return _style(fig, f"{_text(layer)} output on the validation probe batch at step {step}", _probe_accuracies(data, step))
+        fig.update_xaxes(title_text="BN output value", row=1, col=col)
+    fig.update_layout(bargap=0, hovermode="closest", showlegend=False)
+    fig.update_yaxes(title_text="number of values", row=1, col=1)
+    subtitle = f"side by side, each with its own count axis; end bins hold the values beyond them · {_probe_accuracies(data, step)}"
+    return _style(fig, f"{_text(layer)} output on the validation probe batch at step {step}", subtitle)
 
 
 def drift_figure(data: RunData, layer: str, channel: int | None = None) -> go.Figure:
@@ -223,7 +229,9 @@ def drift_figure(data: RunData, layer: str, channel: int | None = None) -> go.Fi
     fig.update_yaxes(title_text="mean", row=1, col=1)
     _log_axis(fig, 2, "variance")
     fig.update_xaxes(title_text="training step", row=2, col=1)
-    subtitle = f"momentum {data.run.momentum:g}: after t steps the initial values (0 and 1) still weigh {data.run.momentum:g}ᵗ"
+    gap, scale = own_gap_series(data, layer)
+    subtitle = (f"momentum {data.run.momentum:g}: after t steps the initial values (0 and 1) still weigh {data.run.momentum:g}ᵗ · at step "
+                f"{int(trace.steps[-1])}, against the population: mean gap {gap[-1]:.3g} SDs, scale error {scale[-1]:.3g}× (medians over channels)")
     return _style(fig, title, subtitle, height=640, hovermode="x unified")
 
 
@@ -246,7 +254,7 @@ def _share(weight: float) -> str:
     return f"{weight:.1%}" if weight >= 0.001 else "< 0.1%"
 
 
-def ema_theory_figure(momentum: float, steps_trained: int, compare: Sequence[float] = (0.99, 0.9, 0.8)) -> go.Figure:
+def ema_theory_figure(momentum: float, steps_trained: int, compare: Sequence[float] = (0.99, 0.9, 0.8), height: int = 460) -> go.Figure:
     """Weight mᵗ the initial moving values (mean 0, variance 1) still carry after t steps, for the
     run's momentum and a few others: the share of inference's statistics that is not data."""
     momenta = [float(momentum)]
@@ -270,18 +278,15 @@ def ema_theory_figure(momentum: float, steps_trained: int, compare: Sequence[flo
     fig.add_vline(
         x=steps_trained,
         line=dict(color="#666666", dash="dot"),
-        annotation=dict(text=f"after {steps_trained} steps: {_share(remaining)} of the initial value remains", xanchor="left",
+        annotation=dict(text=f"after {steps_trained} steps: {_share(remaining)} left", xanchor="left",
                         yanchor="top", y=0.97, bgcolor="rgba(255,255,255,0.8)"),
     )
     fig.add_hline(y=0.01, line=dict(color="#999999", width=1, dash="dot"), annotation=dict(text="1 %", xanchor="right", x=1))
     fig.update_xaxes(title_text="training steps t (moving-average updates)")
     fig.update_yaxes(title_text="weight of the initial value, mᵗ", range=[0, 1.02], tickformat=".0%")
-    fig.update_layout(
-        legend=dict(orientation="v", yref="paper", yanchor="top", y=0.8, xanchor="right", x=0.99, bgcolor="rgba(255,255,255,0.85)"),
-        hovermode="x unified",
-    )
+    fig.update_layout(hovermode="x unified")  # the template's legend: below the plot, where long names fit
     subtitle = "moving = m·moving + (1 − m)·batch, starting from mean 0 and variance 1"
-    return _style(fig, "How much of the initial moving statistics is left after t steps", subtitle)
+    return _style(fig, "The cause: initial values left, mᵗ", subtitle, height=height)
 
 
 def channel_gap_figure(data: RunData, layer: str) -> go.Figure:
@@ -299,7 +304,7 @@ def channel_gap_figure(data: RunData, layer: str) -> go.Figure:
             z=gap.T,
             colorscale="Viridis",
             zmin=0,
-            colorbar=dict(title=dict(text="|moving − pop.| mean<br>/ pop. std", side="right")),
+            colorbar=dict(title=dict(text="mean gap (population SDs)", side="right")),
             hovertemplate="step %{x}, channel %{y}: %{z:.2f} std<extra></extra>",
         )
     )
@@ -308,10 +313,10 @@ def channel_gap_figure(data: RunData, layer: str) -> go.Figure:
     return _style(fig, title, "0 = inference centres this channel exactly as the population does", height=max(360, 160 + 14 * gap.shape[1]))
 
 
-def training_curves(data: RunData) -> go.Figure:
+def training_curves(data: RunData, height: int = 620) -> go.Figure:
     """Loss and accuracy per step as `fit` reports them, with the probe accuracy in both modes:
     the gap between the two modes opening while `fit` looks fine is the BN collapse."""
-    title = "Training: what fit reports vs the probe batch in both modes"
+    title = "The symptom: fit climbs, inference stays behind"
     if not len(data.steps) and not len(data.probes):
         return empty_figure(title, "No training steps recorded yet")
     fig = make_subplots(
@@ -332,29 +337,35 @@ def training_curves(data: RunData) -> go.Figure:
     fig.update_yaxes(title_text="cross-entropy", row=1, col=1)
     _percent_axis(fig, row=2, col=1)
     fig.update_xaxes(title_text="training step", row=2, col=1)
-    return _style(fig, title, _text(data.run.label), height=620, hovermode="x unified")
+    end = data.probes.iloc[-1] if len(data.probes) else None
+    last = "" if end is None else f": at step {int(end['step'])} {end['acc_train_mode']:.0%} vs {end['acc_inference']:.0%}"
+    return _style(fig, title, f"fit vs the probe batch in training and inference mode{last}", height=height, hovermode="x unified")
 
 
 # --- several runs -----------------------------------------------------------------------------
+def _run_names(runs: Sequence[RunData]) -> dict[str, str]:
+    """Run id → legend name: short and unique among `runs`, no hash id (the id goes in the hover)."""
+    return {run_id: _text(label) for run_id, label in unique_labels([d.run for d in runs]).items()}
+
+
+def _with_id(traces: Sequence[go.Scatter], run_id: str, y_format: str = ".3g") -> Sequence[go.Scatter]:
+    """Traces whose hover names the run's id, which legends leave out."""
+    for t in traces:
+        t.update(hovertemplate=f"%{{fullData.name}}<br>step %{{x}}: %{{y:{y_format}}}<br>run {_text(run_id)}<extra></extra>")
+    return traces
+
+
 def compare_accuracy_figure(runs: Sequence[RunData]) -> go.Figure:
     """Probe accuracy of each run in both modes over the steps (colour = run, dash = mode)."""
     title = "Probe accuracy per run: training mode (dotted) vs inference mode (solid)"
     probed = [(i, d) for i, d in enumerate(runs) if len(d.probes)]
     if not probed:
         return empty_figure(title, "No runs selected" if not runs else "No probe records yet")
-    fig = go.Figure()
+    fig, names = go.Figure(), _run_names(runs)
     for i, d in probed:
         colour = _run_colour(i)
-        fig.add_traces(
-            _mode_lines(
-                d.probes["step"],
-                d.probes["acc_train_mode"],
-                d.probes["acc_inference"],
-                f"{_text(d.run.label)} · ",
-                (colour, colour),
-                d.run.id,
-            )
-        )
+        lines = _mode_lines(d.probes["step"], d.probes["acc_train_mode"], d.probes["acc_inference"], f"{names[d.run.id]} · ", (colour, colour), d.run.id)
+        fig.add_traces(_with_id(lines, d.run.id, ".1%"))
     _percent_axis(fig, title="probe accuracy (validation batch)")
     fig.update_xaxes(title_text="training step")
     return _style(fig, title, height=500, hovermode="closest")
@@ -372,19 +383,19 @@ def compare_drift_figure(runs: Sequence[RunData], layer: str) -> go.Figure:
         shared_xaxes=True,
         vertical_spacing=0.1,
         subplot_titles=(
-            "error of the moving mean (0 is right; mean over channels)",
-            "SD inference divides by / true SD, √((moving + ε)/(population + ε)) (1 is right; geometric mean over channels, log scale)",
+            "mean gap: |moving − population mean| / population SD (0 is right; median over channels)",
+            "scale error: √((moving + ε)/(population + ε)) (1 is right; median over channels, log scale)",
         ),
     )
+    names = _run_names(runs)
     for i, d in having:
         t = d.layers[layer]
-        eps = d.epsilon(layer)
-        gap = _per_step(stats.standardized_gap(t.moving_mean.astype(float), t.pop_mean.astype(float), t.pop_var.astype(float), eps), None)
-        ratio = _geometric_per_step(stats.scale_error(t.moving_var.astype(float), t.pop_var.astype(float), eps))
+        gap, ratio = own_gap_series(d, layer)
         for row, y in ((1, gap), (2, ratio)):
-            fig.add_trace(_line(t.steps, y, _text(d.run.label), _run_colour(i), legendgroup=d.run.id, showlegend=row == 1), row=row, col=1)
+            line = _line(t.steps, y, names[d.run.id], _run_colour(i), legendgroup=d.run.id, showlegend=row == 1)
+            fig.add_trace(_with_id([line], d.run.id)[0], row=row, col=1)
     fig.add_hline(y=1, line=dict(color="#999999", width=1, dash="dot"), row=2, col=1)
-    fig.update_yaxes(title_text="population std", rangemode="tozero", row=1, col=1)
+    fig.update_yaxes(title_text="mean gap (population SDs)", rangemode="tozero", row=1, col=1)
     _log_axis(fig, 2, "scale error")
     fig.update_xaxes(title_text="training step", row=2, col=1)
     return _style(fig, title, height=640, hovermode="closest")
@@ -397,11 +408,12 @@ def _accuracy(data: RunData, evaluation: str, split: str) -> float:
 
 
 def accuracy_frame(runs: Sequence[RunData], evaluation: str = "final") -> pd.DataFrame:
-    """The seed notebook's table: one row per run, train/val/test accuracy in inference mode and
-    with batch statistics (NaN where the run has no such evaluation yet)."""
-    keys = [*SPLITS, *(f"{s}_batchstats" for s in SPLITS)]
+    """The seed notebook's table: one row per run, what fit reported, then train/val/test accuracy
+    as evaluate gives it (inference mode) and with batch statistics (NaN where not evaluated yet)."""
+    keys = ["fit", *SPLITS, *(f"{s}_batchstats" for s in SPLITS)]
     rows = [[_accuracy(d, evaluation, key) for key in keys] for d in runs]
-    index = pd.Index([d.run.label for d in runs], name="run")
+    names = unique_labels([d.run for d in runs])
+    index = pd.Index([names[d.run.id] for d in runs], name="run")
     return pd.DataFrame(rows, index=index, columns=list(ACCURACY_COLUMNS), dtype=float)
 
 
@@ -409,8 +421,8 @@ def story_table(data: RunData, seed: tuple[float, float, float]) -> pd.DataFrame
     """One run beside the seed notebook: what fit reported, then every split in both BN modes (the
     seed reported fit's train accuracy and evaluate's val/test, in inference mode)."""
     nan = float("nan")
-    rows = {"fit (train, batch statistics)": (_accuracy(data, "final", "fit"), seed[0])}
-    rows |= {f"{s} (inference)": (_accuracy(data, "final", s), seed[i] if i else nan) for i, s in enumerate(SPLITS)}
+    rows = {FIT_COLUMN: (_accuracy(data, "final", "fit"), seed[0])}
+    rows |= {f"{s} (evaluate)": (_accuracy(data, "final", s), seed[i] if i else nan) for i, s in enumerate(SPLITS)}
     rows |= {f"{s} (batch stats)": (_accuracy(data, "final", f"{s}_batchstats"), nan) for s in SPLITS}
     return pd.DataFrame(rows.values(), index=list(rows), columns=["bnviz", "seed notebook"], dtype=float)
 
@@ -425,7 +437,7 @@ def final_accuracy_figure(runs: Sequence[RunData]) -> go.Figure:
     labels = [_text(label) for label in frame.index]
     fig = go.Figure()
     for split, pattern in (("val", "/"), ("test", "")):
-        for mode, colour, name in (("inference", INFER_COLOUR, INFER_LABEL), ("batch stats", TRAIN_COLOUR, TRAIN_LABEL)):
+        for mode, colour, name in (("evaluate", INFER_COLOUR, INFER_LABEL), ("batch stats", TRAIN_COLOUR, TRAIN_LABEL)):
             values = frame[f"{split} ({mode})"]
             fig.add_bar(
                 x=labels,
@@ -436,10 +448,10 @@ def final_accuracy_figure(runs: Sequence[RunData]) -> go.Figure:
                 textposition="outside",
                 cliponaxis=False,
             )
-    fig.update_layout(barmode="group", bargroupgap=0.08, hovermode="closest")
+    fig.update_layout(barmode="group", bargroupgap=0.08, hovermode="closest",
+                      legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="left", x=0, entrywidthmode="fraction", entrywidth=0.5))
     _percent_axis(fig, title="accuracy")
-    fig.update_xaxes(title_text="run")
-    return _style(fig, title, "hatched: validation set · plain: test set", height=500)
+    return _style(fig, title, "hatched: validation set · plain: test set", height=520)
 
 
 # --- sweeps -----------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from bnviz.config import RunConfig, validate
 from bnviz.presets import PRESETS, preset_config
+from bnviz.stats import init_weight
 from bnviz.store import Run, Store
 
 STORY_PREFIX = "story-"
@@ -65,3 +66,12 @@ def latest_story(store: Store) -> dict[str, Run]:
         return {}
     newest = max(r.sweep for r in runs)
     return {r.preset: r for r in runs if r.sweep == newest and r.preset in PRESETS}
+
+
+def primer(momentum: float = 0.99, steps: int = 100) -> str:
+    """The landing page's two sentences on the problem; the share left is computed, never typed in."""
+    left = float(init_weight(momentum, steps))
+    return (f"BatchNormalization keeps running averages of each layer's mean and variance during training and uses them, instead of "
+            f"the batch's own statistics, at test time. They start at 0 and 1, and at momentum m = {momentum:g} the starting values "
+            f"still make up {momentum:g}^{steps} ≈ {left:.0%} of them after {steps} steps: a model can fit its "
+            "training data well and still test near chance.")

@@ -20,25 +20,27 @@ from streamlit.runtime.pages_manager import PagesManager
 from bnviz.config import SETTING
 from bnviz.diagnose import Finding, diagnose
 from bnviz.forms import FolderScan, scan_folder
+from bnviz.glossary import glossary_markdown
 from bnviz.jobs import JobManager
 from bnviz.records import ACTIVE, RunStatus
-from bnviz.store import Run, RunData, Store, StoreUnreadable, default_home
+from bnviz.store import Run, RunData, Store, StoreUnreadable, default_home, unique_labels
 
 STATUS_COLOURS = {RunStatus.QUEUED: "gray", RunStatus.RUNNING: "blue", RunStatus.DONE: "green", RunStatus.FAILED: "red",
                   RunStatus.CANCELLED: "orange", RunStatus.INTERRUPTED: "orange"}
 PAGE_FILES = {name: f"pages/{name}.py" for name in ("train", "runs", "diagnose", "inspect", "compare", "sweep", "story", "export")}
 PLOT_CONFIG = {"displaylogo": False}
+COMPACT_CSS = "<style>.block-container {padding-top: 2.5rem !important;}</style>"  # the answer, not blank space, on the first screen
 
 
 # --- the frame: page config, navigation, sidebar ----------------------------------------------------
-PAGES = (("train", "Train", "model_training"), ("runs", "Runs", "list"), ("diagnose", "Diagnose", "troubleshoot"),
-         ("inspect", "Inspect", "search"), ("compare", "Compare", "compare"), ("sweep", "Sweep", "tune"), ("story", "Story", "school"),
-         ("export", "Export", "download"))
+PAGES = (("train", "Train", "model_training"), ("story", "Story", "school"), ("runs", "Runs", "list"), ("diagnose", "Diagnose", "troubleshoot"),
+         ("inspect", "Inspect", "search"), ("compare", "Compare", "compare"), ("sweep", "Sweep", "tune"), ("export", "Export", "download"))
 
 
 def frame() -> StreamlitPage:
     """Page config, the navigation and the shared sidebar; returns the page to run."""
     st.set_page_config(page_title="bnviz · BatchNorm collapse", page_icon="📉", layout="wide")
+    st.html(COMPACT_CSS)
     page = st.navigation([st.Page(PAGE_FILES[key], title=title, icon=f":material/{icon}:", default=key == "train") for key, title, icon in PAGES])
     try:
         runs = store().list_runs(status=list(ACTIVE))
@@ -49,6 +51,8 @@ def frame() -> StreamlitPage:
     with st.sidebar:
         st.caption(f"Runs folder (BNVIZ_HOME): `{store().home}`")
         st.caption(f"Workers (BNVIZ_MAX_WORKERS): {manager().max_workers} · {running} running · {len(runs) - running} queued")
+        with st.expander("Glossary", icon=":material/menu_book:"):
+            st.markdown(glossary_markdown())
     return page
 
 
@@ -159,11 +163,10 @@ def pick_run(key: str, runs: Sequence[Run], default: str, param: str = "run", la
     elif wanted:
         st.warning(f"No run {_quoted(str(wanted))} here; showing another one.")
     ensure_choice(key, ids, default)
-    by_id = {r.id: r for r in runs}
-    chosen = st.selectbox(label, ids, key=key, format_func=lambda i: run_label(by_id[i]), persist_state="session")
+    chosen = st.selectbox(label, ids, key=key, format_func=run_labels(runs).get, persist_state="session")
     st.query_params[param] = chosen
     st.session_state[f"_{param}_seen"] = chosen
-    return by_id[chosen]
+    return next(r for r in runs if r.id == chosen)
 
 
 def pick_runs(key: str, runs: Sequence[Run], default: list[str], param: str = "runs", label: str = "Runs") -> list[Run]:
@@ -179,7 +182,7 @@ def pick_runs(key: str, runs: Sequence[Run], default: list[str], param: str = "r
     if key not in st.session_state or any(i not in ids for i in st.session_state[key]):
         st.session_state[key] = [i for i in st.session_state.get(key, default) if i in ids] or default
     by_id = {r.id: r for r in runs}
-    chosen = st.multiselect(label, ids, key=key, format_func=lambda i: run_label(by_id[i]), persist_state="session")
+    chosen = st.multiselect(label, ids, key=key, format_func=run_labels(runs).get, persist_state="session")
     if chosen:
         st.query_params[param] = ",".join(chosen)
     else:
@@ -188,9 +191,21 @@ def pick_runs(key: str, runs: Sequence[Run], default: list[str], param: str = "r
     return [by_id[i] for i in chosen]
 
 
-def run_label(run: Run) -> str:
-    """The run's label for pickers, with its status unless it is done."""
-    return run.label if run.status == RunStatus.DONE else f"{run.label} ({run.status})"
+def run_labels(runs: Sequence[Run]) -> dict[str, str]:
+    """Run id → a label unique among `runs` for pickers, with the status unless the run is done."""
+    labels = unique_labels(runs)
+    return {r.id: labels[r.id] if r.status == RunStatus.DONE else f"{labels[r.id]} ({r.status})" for r in runs}
+
+
+def export_request(run_key: str, others_key: str, ids: Sequence[str]) -> None:
+    """Honour `?runs=a,b,…` on Export (Compare's link): the first becomes the run, the rest the
+    runs compared with it; later choices keep the URL in step."""
+    wanted = _requested("runs", "export_runs_open")
+    wanted = [w for w in (wanted.split(",") if isinstance(wanted, str) else wanted or []) if w in ids]
+    if wanted:
+        st.session_state[run_key], st.session_state[others_key] = wanted[0], wanted[1:]
+        st.session_state.pop("_run_seen", None)
+        st.query_params.pop("run", None)
 
 
 def own_model_text(run: Run) -> str | None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import streamlit as st
 
 from bnviz import figures
+from bnviz.store import pair_of_interest
 from pages import common
 
 common.frame_if_run_alone()
@@ -14,8 +15,11 @@ st.title("Compare runs")
 runs = common.store().list_runs()
 common.require(runs, "No run yet. Queue some on the Train page, e.g. the bn and final presets.", link="train",
                link_label="Train a model")
-picked = common.pick_runs("compare_runs", runs, default=common.newest_done(runs, 2), label="Runs to compare")
+picked = common.pick_runs("compare_runs", runs, default=pair_of_interest(runs), label="Runs to compare (at first: the newest run and "
+                          "its parent, a what-if copy's original, or its seed twin)")
 common.require(picked, "Pick one or more runs to compare.")
+st.page_link(common.PAGE_FILES["export"], label="Export these runs: charts and a report", icon=":material/download:",
+             query_params={"runs": ",".join(r.id for r in picked)})
 common.refresh_while_active(picked)
 datas = [common.load_run(r) for r in picked]
 

@@ -10,8 +10,8 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from bnviz import export, figures
-from bnviz.diagnose import diagnose
 from bnviz.records import RunStatus
+from bnviz.store import unique_labels
 from pages import common
 
 common.frame_if_run_alone()
@@ -19,10 +19,12 @@ common.frame_if_run_alone()
 st.title("Export")
 runs = [r for r in common.store().list_runs() if r.status != RunStatus.QUEUED]
 common.require(runs, "No run has started yet. Queue one on the Train page.", link="train", link_label="Train a model")
+common.export_request("export_run", "export_others", [r.id for r in runs])
 run = common.pick_run("export_run", runs, default=common.newest_done(runs)[0])
 data = common.load_run(run)
 others = st.multiselect("Compare with (adds comparison charts and report sections)", [r.id for r in runs if r.id != run.id],
-                        key="export_others", format_func={r.id: common.run_label(r) for r in runs}.get)
+                        key="export_others", format_func=common.run_labels(runs).get)
+st.query_params["runs"] = st.session_state["_runs_seen"] = ",".join([run.id, *others])
 datas = [data, *(common.load_run(r) for r in runs if r.id in others)]
 static_ok, reason = export.static_export_available()
 if not static_ok:
@@ -44,14 +46,17 @@ if len(datas) > 1:
 st.subheader("One chart")
 st.caption("PNG, SVG and PDF are static images; HTML is the interactive chart in a file that works offline.")
 common.ensure_choice("export_chart", list(charts), next(iter(charts)))
-name = st.selectbox("Chart", list(charts), key="export_chart")
+chart_col, size_col = st.columns([2, 1])
+name = chart_col.selectbox("Chart", list(charts), key="export_chart")
+preset = size_col.radio("Size and fonts", list(export.SIZE_PRESETS), key="export_size", horizontal=True,
+                        help="screen: as shown here · slide: 1600×900, 24 px text · paper: 700×440, 10 px text")
 stem = re.sub(r"[^A-Za-z0-9]+", "-", f"{run.name or 'run'}-{run.id[-6:]}-{name}").strip("-").lower()
 for col, fmt in zip(st.columns(len(export.FORMATS)), export.FORMATS, strict=True):
-    col.download_button(f"{fmt.upper()}", lambda fmt=fmt, build=charts[name]: export.figure_bytes(build(), fmt), file_name=f"{stem}.{fmt}",
+    col.download_button(f"{fmt.upper()}", lambda fmt=fmt, build=charts[name]: export.figure_bytes(build(), fmt, preset), file_name=f"{stem}.{fmt}",
                         mime=export.MIME_TYPES[fmt], key=f"export_{fmt}", on_click="ignore", icon=":material/download:",
                         disabled=fmt in export.STATIC_FORMATS and not static_ok, width="stretch")
 with st.expander("Preview", expanded=False):
-    common.chart(charts[name](), key="export_preview")
+    common.chart(export.sized(charts[name](), preset), key="export_preview")
 
 st.subheader("Run data")
 csv_col, probes_col = st.columns(2)
@@ -61,11 +66,10 @@ probes_col.download_button("BN statistics per probe (CSV)", lambda: export.probe
                            mime="text/csv", key="export_probes_csv", on_click="ignore", icon=":material/table:", width="stretch")
 
 st.subheader("Report")
-st.caption("One HTML file with the accuracy table, the findings and every chart of the run"
-           + (" and the comparison" if len(datas) > 1 else "") + "; it works offline.")
-default_title = f"bnviz report: {', '.join(d.run.label for d in datas)}"
+st.caption("One HTML file with a contents list, the accuracy table, each run's findings and its charts"
+           + (", and the comparison" if len(datas) > 1 else "") + "; no chart twice. It works offline.")
+default_title = f"bnviz report: {', '.join(unique_labels([d.run for d in datas]).values())}"
 title = st.text_input("Report title", key="export_title", placeholder=default_title).strip() or default_title
-sections = [(f"Finding: {f.title}", common.finding_text(f).replace("\n- ", "\n\n• ")) for f in diagnose(data)]
-st.download_button("HTML report (one file)", lambda: export.html_report(datas, title, sections).encode("utf-8"),
+st.download_button("HTML report (one file)", lambda: export.html_report(datas, title).encode("utf-8"),
                    file_name=f"bnviz-report-{run.id}.html", mime="text/html", key="export_report", on_click="ignore",
                    icon=":material/description:", type="primary")

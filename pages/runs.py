@@ -9,7 +9,7 @@ import time
 import streamlit as st
 
 from bnviz.records import RunStatus
-from bnviz.store import Run
+from bnviz.store import Run, unique_labels
 from pages import common
 
 common.frame_if_run_alone()
@@ -33,8 +33,9 @@ def accuracy_line(run: Run) -> str:
     split = next((s for s in ("test", "val", "train") if s in acc), None)  # bnviz.Probe evaluates only the splits it was given
     if split is None:
         return ""
-    train = f" · train {acc['train']:.0%}" if "train" in acc and split != "train" else ""
-    return f"{split} accuracy: **{acc[split]:.0%}** in inference mode · {acc[split + '_batchstats']:.0%} with batch statistics{train}"
+    fit = f" · train (fit) {acc['fit']:.0%}" if "fit" in acc else ""
+    train = f" · train (evaluate) {acc['train']:.0%}" if "train" in acc and split != "train" else ""
+    return f"{split} (evaluate): **{acc[split]:.0%}** · {split} with batch statistics {acc[split + '_batchstats']:.0%}{fit}{train}"
 
 
 def progress_line(run: Run) -> None:
@@ -61,13 +62,13 @@ def delete(run: Run) -> None:
     st.toast(f"Deleted {run.label} and its model file")
 
 
-def show(run: Run) -> None:
+def show(run: Run, label: str) -> None:
     with st.container(border=True):
         info, actions = st.columns([5, 1], vertical_alignment="center")
         with info:
             when = time.strftime("%Y-%m-%d %H:%M", time.localtime(run.created))
             cfg = run.config
-            st.markdown(f"**{run.label}** {common.status_badge(run.status)} `{run.id}`")
+            st.markdown(f"**{label}** {common.status_badge(run.status)} `{run.id}`")
             st.caption(f"{when} · " + (common.own_model_text(run) or f"{cfg.dataset if len(cfg.dataset) < 40 else '…' + cfg.dataset[-38:]} · "
                        f"{cfg.input_size}px · {cfg.epochs} epoch{'s' * (cfg.epochs != 1)} · batch {cfg.batch_size} · {cfg.arch.norm} norm"))
             if run.status == RunStatus.RUNNING:
@@ -95,8 +96,9 @@ def board() -> None:
     if any(r.status.active for r in runs) != ss.runs_active:
         st.rerun()  # something started or finished: rerun the page to change the polling rate
     shown = runs if ss.get("runs_show_all") else runs[:SHOWN]
+    labels = unique_labels(runs)
     for run in shown:
-        show(run)
+        show(run, labels[run.id])
     jobs_table()
 
 
@@ -118,7 +120,7 @@ if len(runs) > SHOWN:
 done = [r for r in runs if r.status == RunStatus.DONE]
 if len(done) >= 2:
     st.subheader("Compare runs")
-    labels = {r.id: common.run_label(r) for r in done}
+    labels = common.run_labels(done)
     picked = st.multiselect("Runs to compare", list(labels), default=list(labels)[:2], format_func=labels.get, key="runs_compare")
     st.page_link(common.PAGE_FILES["compare"], label="Open these in Compare", icon=":material/compare:",
                  query_params={"runs": ",".join(picked)}, disabled=not picked)

@@ -12,6 +12,7 @@ from bnviz.config import SETTING, check_batch_size, validate
 from bnviz.jobs import check_memory
 from bnviz.presets import PRESETS, SEED_RESULTS
 from bnviz.shapes import layer_table, param_counts
+from bnviz.story import primer
 from pages import common, data_source
 
 common.frame_if_run_alone()
@@ -44,9 +45,14 @@ common.defaults({"train_name": "", "train_dataset": "synthetic", "train_folder":
                  **{f"train_filters_{i}": 16 for i in range(6)}})
 errors, slot = {}, {}
 
-st.title("Train a model")
-st.caption("Start from one of the seed notebook's four models, change what you like and queue a run. "
-           "Training happens in a worker process; follow it on the Runs page.")
+head, queue_slot = st.columns([4, 1], vertical_alignment="bottom")
+head.title("Train a model")
+st.markdown(primer())
+path = st.columns([1, 1, 2])
+path[0].page_link(common.PAGE_FILES["story"], label="The Story: four models", icon=":material/school:")
+path[1].page_link(common.PAGE_FILES["diagnose"], label="Diagnose a run", icon=":material/troubleshoot:")
+path[2].caption("Or train your own: start from a seed model, change what you like and queue it (top right). Training runs in a "
+                "worker process; follow it on the Runs page.")
 model_col, train_col, data_col = st.columns(3, gap="large")
 with model_col:
     st.subheader("Model")
@@ -74,6 +80,7 @@ with train_col:
     st.number_input("Exact momentum (Keras convention; PyTorch's momentum is 1 − m)", step=0.001, format="%.4f",
                     key="train_momentum", on_change=momentum_typed, disabled=not uses_bn, persist_state=KEEP)
     slot["momentum"] = st.empty()
+    forecast = st.container()
     st.select_slider("Batch size", forms.BATCH_SIZES, key="train_batch_size", persist_state=KEEP)
     slot["batch_size"] = st.empty()
     common.setting_widget("epochs", "train_epochs")
@@ -129,16 +136,16 @@ if steps:
     cols[2].metric("Training steps", f"≈ {steps:,}", help="Moving-average updates: one per training batch")
 if steps and uses_bn and math.isfinite(momentum) and 0 <= momentum <= 1:
     out = forms.momentum_outlook(momentum, steps)
-    cols[3].metric("Initial 0 / 1 left at the end", f"{out['remaining']:.1%}",
-                   help="mᵗ: the weight the moving statistics still give their initial mean 0 and variance 1 after t steps")
-    st.caption(forms.outlook_text(momentum, out))
+    forecast.metric("Initial values 0 / 1 left at the end, mᵗ", f"{out['remaining']:.1%}",
+                    help="mᵗ: the weight the moving statistics still give their initial mean 0 and variance 1 after t steps")
+    forecast.caption(forms.outlook_text(momentum, out))
 if counts:
     with st.expander("Layers and output shapes"):
         rows = layer_table(arch, config.input_size, num_classes=forms.num_classes(source, scan))
         st.dataframe(pd.DataFrame([{"layer": r.name, "type": r.kind, "output": str(r.output_shape), "trainable": r.trainable,
                                     "non-trainable": r.non_trainable} for r in rows]), hide_index=True)
 
-if st.button("Queue run", type="primary", key="train_queue", disabled=bool(errors) or blocked):
+if queue_slot.button("Queue run", type="primary", key="train_queue", disabled=bool(errors) or blocked, use_container_width=True):
     try:
         ss.train_last_run = common.manager().submit(config)
     except ValueError as exc:

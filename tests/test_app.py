@@ -25,6 +25,7 @@ from streamlit.runtime.media_file_manager import MediaFileManager
 from streamlit.testing.v1 import AppTest
 
 from bnviz import export, forms
+from bnviz.diagnose import all_layer_figures, diagnose
 from bnviz.presets import preset_config
 from bnviz.shapes import param_counts
 from bnviz.stats import probe_steps
@@ -125,7 +126,8 @@ def test_train_page_shows_live_param_counts_and_loads_presets(home):
     at = open_app()
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Parameters"] == f"{param_counts(preset_config('bn').arch, 64)['total']:,}"
-    assert metrics["Initial 0 / 1 left at the end"] == f"{0.99 ** 114:.1%}"  # 38 steps × 3 epochs
+    assert metrics["Initial values 0 / 1 left at the end, mᵗ"] == f"{0.99 ** 114:.1%}"  # 38 steps × 3 epochs
+    assert f"0.99^100 ≈ {0.99 ** 100:.0%}" in at.markdown[0].value  # the primer computes its number
     at.slider(key="train_input_size").set_value(32).run()
     at.number_input(key="train_blocks").set_value(4).run()
     at.number_input(key="train_filters_3").set_value(8).run()
@@ -222,12 +224,12 @@ def test_runs_page_shows_progress_and_cancels(home):
         at.button(key=f"runs_delete_{queued}").click().run()  # cancelled: it can go, records and all
         assert [r.id for r in store.list_runs()] == [running] and not at.exception
         at = open_app("diagnose", run=running)  # a run with steps but no probes or evaluation yet
-        PENDING = "**Verdict pending — step 20/20**\n\nThe verdict needs the final evaluation, made when training ends; the records below are live"
+        PENDING = "**Verdict pending — step 20/20**\n\nThe verdict needs the final evaluation, made when training ends; this line refreshes"
         assert not at.exception and at.selectbox(key="diagnose_run").value == running
-        assert [i.value.split(":")[0].split(".")[0] for i in at.info] == ["This run is still training", PENDING,
-                                                                          "No final evaluation yet", "No probe record yet"]
+        assert [i.value.split(" itself")[0].split(":")[0].split(".")[0] for i in at.info] == [PENDING, "No final evaluation yet",
+                                                                                             "No probe record yet"]
         assert not at.error and not at.success  # no verdict guessed before the evaluation (a green "not the cause" was shown once)
-        assert list(charts(at)) == ["diagnose_theory", "diagnose_curves"]
+        assert list(charts(at)) == ["diagnose_curves", "diagnose_theory"]  # the symptom, then the cause
     finally:
         dummy.kill()
         dummy.wait()
@@ -253,6 +255,14 @@ def test_diagnose_shows_the_run_with_its_stored_numbers(trained):
     np.testing.assert_allclose(table.iloc[0], [acc["train"], acc["val"], acc["test"]])
     np.testing.assert_allclose(table.iloc[1], [acc["train_batchstats"], acc["val_batchstats"], acc["test_batchstats"]])
     assert table.index[2] == "seed notebook, bn (inference)"
+    worst = max(all_layer_figures(data), key=lambda f: max(f.infer_scale, 1 / f.infer_scale))  # diagnose's one definition
+    metrics = {m.label: m for m in at.metric}
+    assert metrics["worst scale error"].value == f"{worst.infer_scale:.3g}×" and metrics["worst scale error"].delta == f"{worst.name}, at inference"
+    assert metrics["train (fit)"].value == f"{acc['fit']:.1%}" and metrics["train (evaluate)"].value == f"{acc['train']:.1%}"
+    top, *rest = diagnose(data)
+    shown = [a.value for a in [*at.error, *at.warning, *at.info, *at.success]]
+    named = [f for f in rest if f.key == top.cause]  # the finding the verdict names is open under "Why", not folded
+    assert all(any(v.startswith(f"**{f.title}**") for v in shown) for f in named) and at.subheader[0].value == "Why"
 
     figs = charts(at)
     assert set(figs) == {"diagnose_theory", "diagnose_histograms", "diagnose_drift", "diagnose_gap", "diagnose_curves"}
@@ -306,7 +316,7 @@ def test_compare_overlays_two_runs(trained):
     assert list(table.index) == labels
     for label, run_id in zip(labels, pair, strict=True):
         acc = store.evaluations(run_id)["final"].accuracies()
-        assert table.loc[label, "test (inference)"] == pytest.approx(acc["test"])
+        assert table.loc[label, "test (evaluate)"] == pytest.approx(acc["test"])
         assert table.loc[label, "test (batch stats)"] == pytest.approx(acc["test_batchstats"])
     figs = charts(at)
     assert set(figs) == {"compare_final", "compare_accuracy", "compare_drift"}

@@ -143,6 +143,15 @@ def test_lost_accuracy_thresholds(recalibrated, cause, severity):
     _assert_consistent(findings)
 
 
+def test_without_a_recalibrated_evaluation_training_batches_give_the_evidence():
+    """Older runs and a failed PreciseBN pass: batch statistics on *training* images stand in (no transduction)."""
+    data = _data(inference=0.28, train=0.28, fit=0.99, batchstats=0.97)
+    del data.evaluations["recalibrated"]
+    findings = diagnose(data)
+    assert findings[0].cause == "stale_initial_values" and findings[0].numbers["accuracy_drop"] == pytest.approx(0.97 - 0.28)
+    _assert_consistent(findings)
+
+
 def test_transductive_batch_statistics_alone_never_blame_bn():
     findings = diagnose(_data(inference=0.3, recalibrated=0.31, batchstats=0.95, fit=0.31, train=0.31))
     assert findings[0].cause == "healthy" and "no proof" in _by_key(findings)["accuracy"].detail

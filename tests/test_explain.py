@@ -144,10 +144,10 @@ def test_story_page_walks_the_four_chapters(app_home):
         at.radio(key="story_chapter").set_value(index).run()
         assert not at.exception and at.header[0].value == chapter.title
         table = table_with(at, "seed notebook")
-        assert table.loc["test (inference)", "bnviz"] == pytest.approx(Store(home).evaluations(ids[chapter.preset])["final"].accuracy["test"])
+        assert table.loc["test (evaluate)", "bnviz"] == pytest.approx(Store(home).evaluations(ids[chapter.preset])["final"].accuracy["test"])
         fit = Store(home).evaluations(ids[chapter.preset])["final"].fit_accuracy
-        assert table.loc["fit (train, batch statistics)"].tolist() == pytest.approx([fit, SEED_RESULTS[chapter.preset][0]])
-        assert np.isnan(table.loc["train (inference)", "seed notebook"])
+        assert table.loc["train (fit)"].tolist() == pytest.approx([fit, SEED_RESULTS[chapter.preset][0]])
+        assert np.isnan(table.loc["train (evaluate)", "seed notebook"])
         assert "story_chart" in charts(at)
         verdict = diagnose(Store(home).load_run(ids[chapter.preset]))[0]
         assert any(m.value.startswith(f"**bnviz's {verdict.title[0].lower()}") for m in at.markdown)  # the chapter says the run's verdict

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import gzip
 import io
 from concurrent.futures import ThreadPoolExecutor
 
@@ -19,6 +21,13 @@ from tests.test_figures import empty_data, make_data, tiny_run
 AVAILABLE, REASON = E.static_export_available()
 needs_browser = needs_tool(AVAILABLE, f"static export unavailable here: {REASON}")
 PLOTLYJS_BANNER = "* plotly.js v"  # the first lines of the inlined bundle
+PACKED = 'id="plotlyjs-gzip"'  # the report's one compressed plotly.js
+
+
+def unpacked_plotlyjs(page: str) -> str:
+    """The report's plotly.js, decompressed as its loader does in the browser."""
+    start = page.index(PACKED) + len(PACKED) + 1
+    return gzip.decompress(base64.b64decode(page[start:page.index("</script>", start)])).decode("utf-8")
 
 
 def small_figure(title: str = "a small figure") -> go.Figure:
@@ -129,16 +138,35 @@ def test_report_escapes_names_and_inlines_plotly_once():
     page = E.html_report(runs, "Report & <title>", sections=[("Diagnosis <d>", "line one < two\nline two\n\nsecond paragraph")])
     assert "<script>alert(" not in page and "&lt;script&gt;alert(" in page
     assert "Report &amp; &lt;title&gt;" in page
-    assert "<h2>Diagnosis &lt;d&gt;</h2><p>line one &lt; two<br>line two</p><p>second paragraph</p>" in page
-    assert page.count(PLOTLYJS_BANNER) == 1
-    assert page.count("Plotly.newPlot") >= 2 * 5 + 3  # per run 5 figures (one BN layer), plus the comparison
+    assert '<h2 id="section-1">Diagnosis &lt;d&gt;</h2><p>line one &lt; two<br>line two</p><p>second paragraph</p>' in page
+    assert page.count(PACKED) == 1 and PLOTLYJS_BANNER in unpacked_plotlyjs(page)
+    assert page.count('class="figure-spec"') == 2 * 3 + 4  # per run curves, histograms, drift; the comparison's 3 and mᵗ once
     assert "46.0%" in page and "98.0%" in page  # the accuracy table
+
+
+def test_report_has_contents_findings_for_every_run_and_no_chart_twice():
+    runs = [make_data("a", run_id="20260101-000000-aaaaaa"), make_data("a", 0.8, "20260101-000000-bbbbbb")]
+    page = E.html_report(runs, "two runs")
+    contents = page[page.index("<nav>"):page.index("</nav>")]
+    for anchor, label in (("comparison", "Comparison"), ("run-1", "a m=0.99"), ("run-2", "a m=0.8")):
+        assert f'<a href="#{anchor}">{label}</a>' in contents and f'id="{anchor}"' in page
+    assert page.count("<h3>Findings</h3>") == 2 and page.count("Verdict") >= 2
+    assert page.count("The cause: initial values left") == 1  # the mᵗ chart once, every run's momentum in it
+    assert "20260101-000000-aaaaaa" not in contents  # ids stay in the run's meta line
+
+
+def test_size_presets_set_size_and_fonts_on_a_copy():
+    fig = small_figure()
+    slide, paper = E.sized(fig, "slide"), E.sized(fig, "paper")
+    assert (slide.layout.width, slide.layout.height, slide.layout.font.size) == (1600, 900, 24)
+    assert (paper.layout.width, paper.layout.font.size) == (700, 10) and fig.layout.width is None
+    assert E.sized(fig, "screen").layout.width is None
 
 
 def test_report_of_nothing_and_of_an_empty_run():
     assert "No runs." in E.html_report([], "empty")
     page = E.html_report([empty_data()], "one empty run")
-    assert "No training steps recorded yet" in page and page.count(PLOTLYJS_BANNER) == 1
+    assert "No training steps recorded yet" in page and page.count(PACKED) == 1
 
 
 @pytest.fixture(scope="module")
@@ -152,6 +180,6 @@ def test_exports_of_a_real_run(real_run):
     probes = pd.read_csv(io.BytesIO(E.probes_csv(real_run)))
     assert len(probes) == sum(t.moving_mean.size for t in real_run.layers.values())
     page = E.html_report([real_run], "tiny run")
-    assert all(layer in page for layer in real_run.layers) and page.count(PLOTLYJS_BANNER) == 1
+    assert all(layer in page for layer in real_run.layers) and page.count(PACKED) == 1
     if AVAILABLE:
         assert E.figure_bytes(F.drift_figure(real_run, next(iter(real_run.layers))), "png").startswith(b"\x89PNG")
