@@ -29,7 +29,7 @@ TARGETS = (
     "bnviz.probe.x_pooled_moments*",
     "bnviz.probe.xǁStatelessForwardǁ_input_moments*",
     "bnviz.probe.xǁStatelessForwardǁinput_moments*",
-    # bnviz.diagnose.* joins once the rewritten diagnosis lands: add it here and to only_mutate in pyproject.toml
+    "bnviz.diagnose.*",  # the verdict, its thresholds and every finding's figures
 )
 KILLED = ("killed", "timeout")  # a mutant that makes the tests hang is caught too (mutmut's own score counts it)
 

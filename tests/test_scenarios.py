@@ -3,7 +3,9 @@ against what it claims to be, and the diagnosis held to name its cause and blame
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import multiprocessing
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -11,23 +13,26 @@ import pytest
 
 from bnviz.data import digits, from_folder
 from bnviz.diagnose import CAUSES
-from tests.scenarios import DARKEN, SCENARIOS, SIZE, Outcome, Scenario, failed_claims, run, write_folder
+from tests.scenarios import DARKEN, SCENARIOS, SIZE, Outcome, Scenario, failed_claims, run_by_name, write_folder
 
 NOT_BUILDABLE = {"pending": "a run without a final evaluation, not a regime",
                  "dropout_before_bn": "the model template puts Dropout after the last BN layer only"}
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> Callable[[Scenario], Outcome]:
-    """Each scenario trained once (seed 0) for all the tests that read it."""
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[Scenario], Outcome]]:
+    """Each scenario trained once (seed 0) for all the tests that read it, in one fresh process: the
+    runs then see TensorFlow as `python -m bench.scenarios` does (default threads, no state left by
+    other tests), and the lag recipe's drift, which is chaotic at lr 0.1, takes the measured course."""
     cache: dict[str, Outcome] = {}
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
 
-    def get(scenario: Scenario) -> Outcome:
-        if scenario.name not in cache:
-            cache[scenario.name] = run(scenario, tmp_path_factory.mktemp(scenario.cause), seed=0)
-        return cache[scenario.name]
+        def get(scenario: Scenario) -> Outcome:
+            if scenario.name not in cache:
+                cache[scenario.name] = pool.submit(run_by_name, scenario.name, tmp_path_factory.mktemp(scenario.cause), 0).result()
+            return cache[scenario.name]
 
-    return get
+        yield get
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda s: s.cause)
