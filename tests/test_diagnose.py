@@ -324,3 +324,41 @@ def test_thresholds_are_the_documented_ones():
     """The numbers the README's table and the boundary tests above rely on."""
     assert (dx.GAP_WARNING, dx.GAP_CRITICAL, dx.STALE_WEIGHT, dx.NON_IID_RATIO, dx.UNSHUFFLED_RATIO, dx.NOISE_SD, dx.SHIFT_MIN, dx.OVERFIT_GAP,
             dx.UNDERFIT) == (0.05, 0.15, 0.05, 3.0, 1.5, 0.2, 0.3, 0.1, 0.9)
+
+
+# --- the evidence helpers, each against a hand-computed reference (mutation survivors) -------------
+def test_stuck_layers_are_those_unchanged_since_step_zero_only():
+    stuck, moving = _trace("norm1", moving=(0.0,) * 5, moving_var=(1.0,) * 5), _trace("norm2", **SETTLED)
+    mean_only = _trace("norm3", moving=(0.0,) * 5, moving_var=(1.0, 2.0, 3.0, 4.0, 5.0))  # the variance moved
+    assert dx.stuck_layers(_data(layers=[stuck, moving, mean_only])) == ("norm1",)
+    assert dx.stuck_layers(_data(layers=[stuck], steps=0)) == ()  # nothing trained yet: nothing can have moved
+    assert dx.stuck_layers(_data(layers=[_trace("norm1", steps=(5, 30, 60, 90, 120), moving=(0.0,) * 5, moving_var=(1.0,) * 5)])) == ()
+
+
+def test_moving_noise_is_the_worst_layers_ema_noise():
+    m = 0.5
+    quiet, loud = _trace("norm1", iid_sd=0.1 * 20), _trace("norm2", iid_sd=0.4 * 20)  # population SD 20
+    expected = 0.4 * math.sqrt((1 - m) / (1 + m))
+    assert dx.moving_noise(_data(layers=[quiet, loud]), m) == pytest.approx(expected, rel=1e-5)
+    assert dx.moving_noise(_data(layers=[loud, quiet]), m) == pytest.approx(expected, rel=1e-5)
+    assert math.isnan(dx.moving_noise(_data(layers=[_trace(iid_sd=np.nan)]), m))
+
+
+def test_input_shift_prefers_the_first_bn_input_then_pixels():
+    both = {"input_shift": {"first_bn_input": {"test": 0.7}, "pixels": {"test": 0.2, "val": 0.1}}}
+    data = _data(info=both)
+    assert dx._shift(data, "test") == 0.7 and dx._shift(data, "val") == 0.1
+    assert math.isnan(dx._shift(_data(), "test"))
+
+
+def test_has_bn_and_momentum_come_from_records_info_or_config():
+    assert dx._has_bn(_data()) and not dx._has_bn(_data("more-layers"))
+    own = _data("more-layers", info={"bn_layers": [{"name": "bn_a", "momentum": 0.9, "epsilon": 1e-5}]})
+    assert dx._has_bn(own) and dx._momentum(own) == 0.9 and own.epsilon("bn_a") == 1e-5
+    assert dx._momentum(_data(momentum=0.97)) == 0.97
+
+
+def test_late_records_are_the_second_half_without_step_zero():
+    trace = _trace(steps=(0, 30, 60, 90, 120))
+    assert dx._late(trace).tolist() == [False, False, True, True, True]
+    assert dx._late(_trace(steps=(0, 0, 0, 0, 0))).tolist() == [False] * 5
