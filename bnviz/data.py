@@ -57,6 +57,10 @@ class Dataset:
     def num_classes(self) -> int:
         return len(self.class_names)
 
+    def splits(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """(images, labels) by split name: train, val, test."""
+        return {"train": (self.x_train, self.y_train), "val": (self.x_val, self.y_val), "test": (self.x_test, self.y_test)}
+
     def summary(self) -> dict:
         """Plain-data description for the UI: split sizes, classes and the training pixel statistics."""
         return {

@@ -53,14 +53,10 @@ def recalibrated_evaluation(model: keras.Model, data: Dataset, batch_size: int, 
     sample = recalibration_sample(data, batch_size, batches, seed)
     recalibrate_model(copy, sample, batch_size)
     accuracy, loss = {}, {}
-    for split, (x, y) in splits(data).items():
+    for split, (x, y) in data.splits().items():
         split_loss, split_accuracy = copy.evaluate(x, y, batch_size=max(batch_size, 64), verbose=0)
         accuracy[split], loss[split] = float(split_accuracy), float(split_loss)
     return Evaluation(accuracy, {}, loss, {}, batches=-(-len(sample) // batch_size), samples=len(sample))
-
-
-def splits(data: Dataset) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    return {"train": (data.x_train, data.y_train), "val": (data.x_val, data.y_val), "test": (data.x_test, data.y_test)}
 
 
 Moments = tuple[np.ndarray, np.ndarray]  # per-channel mean and standard deviation
@@ -86,7 +82,7 @@ def input_shift(model: keras.Model, data: Dataset, batch_size: int, seed: int) -
     """Per split (val, test) against train: the pixel shift and, with BN, the shift of the first BN
     layer's input in inference mode (see `channel_shift`); plus each split's mean pixel value."""
     rng = np.random.default_rng(seed + 3)
-    sample = {name: x[rng.permutation(len(x))[:SHIFT_SAMPLES]] for name, (x, _) in splits(data).items()}
+    sample = {name: x[rng.permutation(len(x))[:SHIFT_SAMPLES]] for name, (x, _) in data.splits().items()}
     pixels = {name: pixel_moments(x) for name, x in sample.items()}
     result: dict = {"pixel_mean": {name: float(m.mean()) for name, (m, _) in pixels.items()}, "pixels": {}, "first_bn_input": {}}
     forward = StatelessForward(tap_model(model)[0]) if batch_norm_layers(model) else None

@@ -160,7 +160,7 @@ def _check_outputs(model: keras.Model, dataset: Dataset) -> None:
 def _splits(store: Store, data: str | Path, test: str | Path | None, size: int, seed: int) -> tuple[Dataset, Splits]:
     """Train/val/test arrays from a folder or zip; `test` (a folder or zip) replaces the test split."""
     dataset = _load(store, data, size, seed)
-    splits = {"train": (dataset.x_train, dataset.y_train), "val": (dataset.x_val, dataset.y_val), "test": (dataset.x_test, dataset.y_test)}
+    splits = dataset.splits()
     if test is not None:
         held_out = _load(store, test, size, seed, fractions=(0.0, 0.0))
         if held_out.class_names != dataset.class_names:

@@ -128,7 +128,7 @@ def evaluate_both_modes(model: keras.Model, data: Dataset, batch_size: int, seed
     loss: dict[str, float] = {}
     acc_batch: dict[str, float] = {}
     loss_batch: dict[str, float] = {}
-    arrays = {"train": (data.x_train, data.y_train), "val": (data.x_val, data.y_val), "test": (data.x_test, data.y_test)}
+    arrays = data.splits()
     for split in SPLITS:
         x, y = arrays[split]
         split_loss, split_acc = model.evaluate(x, y, batch_size=max(batch_size, 64), verbose=0)
