@@ -1,6 +1,7 @@
 """The job manager: queues jobs (training runs, recalibrations, ...) in the store and keeps up to
-`max_workers` worker processes draining the queue. One per dashboard server; thread-safe; never
-imports TensorFlow, nor the handlers: `JOB_HANDLERS` names them by dotted path, and only the
+`max_workers` worker processes draining the queue, or a Ray driver for the train jobs when given
+a Ray address (`bnviz.executors`). One per dashboard server; thread-safe; never imports
+TensorFlow, Ray, nor the handlers: `JOB_HANDLERS` names them by dotted path, and only the
 worker (`bnviz.worker`) imports the one a job needs.
 
 A handler is `handler(store, job, progress) -> None`: `progress(text)` stores a one-line progress
@@ -12,9 +13,6 @@ they survive a server restart; every store reader marks jobs whose worker died a
 from __future__ import annotations
 
 import importlib
-import os
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -22,11 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bnviz.config import ConfigError, RunConfig, validate
-from bnviz.records import Job, JobStatus, RunStatus
+from bnviz.executors import Executor, make_executors
+from bnviz.records import Job, JobStatus
 from bnviz.shapes import activation_bytes
 from bnviz.store import Store, check_run_id
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 MEMORY_FRACTION = 0.5  # refuse a run whose estimated training memory exceeds this share of free memory
 JOB_HANDLERS = {
     "train": "bnviz.train:train_job",
@@ -86,14 +84,19 @@ def _size(n: float) -> str:
 @dataclass
 class JobManager:
     """Queue runs and keep workers busy. `pump()` is cheap and idempotent: pages call it on every
-    refresh and a daemon thread calls it every `poll_seconds`."""
+    refresh and a daemon thread calls it every `poll_seconds`. `ray_address` (see
+    `bnviz.executors.ray_address`) sends train jobs to a Ray cluster instead of local workers."""
 
     store: Store
     max_workers: int = 1  # 2 cores: one TensorFlow process already uses both
     poll_seconds: float = 1.0
-    _procs: list[subprocess.Popen] = field(default_factory=list, init=False, repr=False)
+    ray_address: str | None = None
+    executors: list[Executor] = field(init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
     _thread: threading.Thread | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.executors = make_executors(self.max_workers, self.ray_address, tuple(JOB_HANDLERS))
 
     def submit(self, config: RunConfig, sweep: str | None = None, parent: str | None = None) -> str:
         """Validate, check memory, queue the run with its train job; returns the new run id."""
@@ -118,33 +121,15 @@ class JobManager:
         self.store.request_cancel(run_id)
 
     def pump(self) -> None:
-        """Reap finished workers and start workers for queued jobs while fewer than `max_workers`
-        processes (this manager's, another server's, a `bnviz train`) are busy; the store's readers
-        mark orphaned runs and jobs interrupted."""
+        """Let every executor start processes for the queued jobs it takes; the store's readers mark
+        orphaned runs and jobs interrupted."""
         with self._lock:
-            for proc in [p for p in self._procs if p.poll() is not None]:
-                self._procs.remove(proc)
-            mine = {p.pid for p in self._procs}
-            busy = {r.pid for r in self.store.list_runs(status=[RunStatus.RUNNING])}  # workers' and `bnviz train`'s
-            busy |= {j.owner.pid for j in self.store.list_jobs(status=[JobStatus.RUNNING]) if j.owner}
-            foreign = len(busy - mine - {None})
-            queued = len(self.store.list_jobs(status=[JobStatus.QUEUED]))
-            threads = max(1, (os.cpu_count() or 2) // self.max_workers)
-            for _ in range(min(queued, self.max_workers - len(self._procs) - foreign)):
-                self._procs.append(self._spawn("worker", ["bnviz.worker", "--threads", str(threads)]))
+            for executor in self.executors:
+                executor.pump(self.store)
 
-    def _spawn(self, log_name: str, module_args: list[str]) -> subprocess.Popen:
-        """`python -m MODULE_ARGS --home HOME` in its own session, output to home/logs; the
-        arguments are a list (never a shell string) and run ids are validated before they get here."""
-        logs = self.store.home / "logs"
-        logs.mkdir(exist_ok=True)
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))}
-        with open(logs / f"{log_name}-{time.strftime('%Y%m%d-%H%M%S')}.log", "ab") as log:
-            return subprocess.Popen(
-                [sys.executable, "-m", *module_args, "--home", str(self.store.home)],
-                cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True,  # survives a dashboard restart
-            )
+    def describe(self) -> str:
+        """Who runs the jobs, in words (the sidebar shows it)."""
+        return self.executors[0].describe()
 
     def start_background(self) -> None:
         """Pump every `poll_seconds` from a daemon thread, so queued runs start with no page open."""
@@ -162,7 +147,7 @@ class JobManager:
 
     def active_workers(self) -> int:
         with self._lock:
-            return sum(1 for p in self._procs if p.poll() is None)
+            return sum(e.active() for e in self.executors)
 
     def wait_idle(self, timeout: float = 600.0) -> bool:
         """Block until no job is queued or running (for tests and scripts); True if reached."""

@@ -465,12 +465,13 @@ class Store:
         with self._transaction() as db:
             return _insert_job(db, kind, args or {}, run_id)
 
-    def claim_job(self, owner: Owner | None = None) -> Job | None:
-        """Atomically move the oldest queued job of any kind to running for `owner` (default: this
-        process); a train job's run becomes running with the same owner."""
+    def claim_job(self, owner: Owner | None = None, kinds: Sequence[str] | None = None) -> Job | None:
+        """Atomically move the oldest queued job (of any kind, or of `kinds`) to running for `owner`
+        (default: this process); a train job's run becomes running with the same owner."""
         owner, now = owner or Owner.current(), time.time()
+        only = f" AND kind IN ({','.join('?' * len(kinds))})" if kinds else ""
         with self._transaction() as db:
-            row = db.execute("SELECT id, kind, run_id FROM jobs WHERE status='queued' ORDER BY created, id LIMIT 1").fetchone()
+            row = db.execute(f"SELECT id, kind, run_id FROM jobs WHERE status='queued'{only} ORDER BY created, id LIMIT 1", list(kinds or ())).fetchone()
             if row is None:
                 return None
             db.execute("UPDATE jobs SET status='running', started=?, host=?, pid=?, pid_start=? WHERE id=?",

@@ -43,13 +43,13 @@ def run_job(store: Store, job: Job) -> JobStatus:
     return JobStatus.DONE
 
 
-def drain_queue(home: str, threads: int = 0) -> int:
-    """Run queued jobs until none is left; return how many this worker ran."""
+def drain_queue(home: str, threads: int = 0, kinds: tuple[str, ...] = ()) -> int:
+    """Run queued jobs (of `kinds`, all when empty) until none is left; return how many this worker ran."""
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     _configure_threads(threads)
     store, ran = Store(home), 0
-    while (job := store.claim_job()) is not None:
+    while (job := store.claim_job(kinds=kinds)) is not None:
         ran += 1
         run_job(store, job)
     return ran
@@ -59,8 +59,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bnviz.worker", description=__doc__)
     parser.add_argument("--home", required=True)
     parser.add_argument("--threads", type=int, default=0, help="TensorFlow intra-op threads (0: all cores)")
+    parser.add_argument("--kinds", default="", help="comma-separated job kinds to take (default: every kind)")
     args = parser.parse_args()
-    drain_queue(args.home, args.threads)
+    drain_queue(args.home, args.threads, tuple(filter(None, args.kinds.split(","))))
 
 
 if __name__ == "__main__":

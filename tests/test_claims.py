@@ -76,8 +76,8 @@ def test_default_worker_cap_is_one_and_a_surviving_worker_drains_the_queue_alone
     ids = [store.create_run(preset_config("bn", name=f"r{i}", input_size=TINY, epochs=1)) for i in range(3)]
     manager = JobManager(store, max_workers=worker_count())  # as the dashboard builds it
     manager.pump()
-    assert manager.max_workers == 1 and len(manager._procs) == 1  # one worker for three queued runs
-    (worker,) = manager._procs
+    assert manager.max_workers == 1 and len(manager.executors[0]._procs) == 1  # one worker for three queued runs
+    (worker,) = manager.executors[0]._procs
     del manager  # the server is gone: nobody pumps any more
     deadline = time.monotonic() + 240
     while worker.poll() is None and time.monotonic() < deadline:

@@ -384,7 +384,7 @@ def faults(tmp_path_factory):
         wait_for(lambda: len(store.load_run(ids["long"]).steps) >= 5 and len(store.load_run(ids["long"]).probes) >= 2,
                  TRAIN_TIMEOUT_S, "the long run to commit records")
         pid = store.get_run(ids["long"]).pid
-        (worker,) = [p for p in manager._procs if p.pid == pid]
+        (worker,) = [p for p in manager.executors[0]._procs if p.pid == pid]
         assert worker_pids(home) == [pid]
         before = store.load_run(ids["long"])
         os.kill(pid, signal.SIGKILL)
@@ -392,12 +392,12 @@ def faults(tmp_path_factory):
         after = store.load_run(ids["long"])  # the first reader marks the run interrupted
         manager.pump()  # reaps the dead worker, starts a worker for the queue
         status = store.get_run(ids["long"]).status
-        replacement = [p.pid for p in manager._procs if p.poll() is None]
+        replacement = [p.pid for p in manager.executors[0]._procs if p.poll() is None]
         assert manager.wait_idle(TRAIN_TIMEOUT_S), logs(home)
         yield Faults(home, ids, before, after, status, replacement)
     finally:
         kill_workers(home)
-        for proc in manager._procs:
+        for proc in manager.executors[0]._procs:
             proc.kill()
             proc.wait()
 

@@ -1,0 +1,115 @@
+"""The Ray scenarios of tests/test_ray.py, on a real two-node cluster (`ray.cluster_utils.Cluster`,
+1 CPU and a 150 MB object store per node). Run as `python -m tests.ray_cluster HOME OUT.json`
+inside a network namespace of its own (`unshare -rn`, loopback up), so that Ray binds 127.0.0.1
+and nothing else; it checks that before any job, then writes what it saw to OUT.json.
+
+Scenarios, all on one cluster through the dashboard's own JobManager (a Ray driver process):
+a sweep of 4 tiny runs (live progress sampled while they train), then two long runs at once,
+one cancelled and one whose Ray worker process is killed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from bnviz.jobs import JobManager
+from bnviz.presets import preset_config
+from bnviz.records import RunStatus
+from bnviz.store import Store
+
+NODE = {"num_cpus": 1, "object_store_memory": 150 * 2**20}
+TINY = preset_config("bn", input_size=20, epochs=2)
+TIMEOUT = 200.0
+
+
+def start_cluster():
+    """Two nodes on loopback; returns the cluster and the addresses Ray reports for its nodes."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args=NODE)
+    cluster.add_node(**NODE)
+    cluster.wait_for_nodes()
+    ray.init(address=cluster.address, logging_level="WARNING")
+    addresses = [n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"]]
+    ray.shutdown()
+    return cluster, addresses
+
+
+def wait_until(manager: JobManager, done, seconds: float = TIMEOUT, each=None) -> bool:
+    """Pump the manager until `done()` is true (calling `each()` every turn); False on timeout."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        manager.pump()
+        if each:
+            each()
+        if done():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def sweep(store: Store, manager: JobManager) -> dict:
+    """Four tiny runs; while they train, sample the progress of any running one with steps stored."""
+    ids = [manager.submit(TINY.replace(name=f"ray sweep {i}", seed=i)) for i in range(4)]
+    live: list[dict] = []
+
+    def sample() -> None:
+        for run_id in ids:
+            p = store.progress(run_id)
+            seen = {"run": run_id, "step": p.step, "total": p.total_steps}
+            if p.status == RunStatus.RUNNING and p.step and seen not in live:
+                live.append(seen)
+
+    finished = wait_until(manager, lambda: all(not store.get_run(i).status.active for i in ids), each=sample)
+    runs = [store.get_run(i) for i in ids]
+    return {"finished": finished, "ids": ids, "status": [str(r.status) for r in runs], "errors": [r.error for r in runs],
+            "nodes": [r.info.get("node", {}).get("node_id") for r in runs], "live": live[-6:],
+            "steps": [len(store.load_run(i).steps) for i in ids], "total": [r.total_steps for r in runs],
+            "models": [bool(r.model_path and Path(r.model_path).is_file()) for r in runs],
+            "evaluations": [sorted(store.evaluations(i)) for i in ids]}
+
+
+def faults(store: Store, manager: JobManager) -> dict:
+    """Two long runs at once: cancel one mid-run, kill the other's Ray worker process mid-run."""
+    long = TINY.replace(epochs=60)
+    cancel, kill = (manager.submit(long.replace(name=name)) for name in ("ray cancel", "ray kill"))
+    both_stepping = wait_until(manager, lambda: all(store.progress(i).step >= 20 and store.get_run(i).info.get("node") for i in (cancel, kill)))
+    manager.cancel(cancel)
+    pid = store.get_run(kill).info["node"]["pid"]
+    steps_at_kill = store.progress(kill).step
+    os.kill(pid, signal.SIGKILL)
+    ended = wait_until(manager, lambda: not (store.get_run(cancel).status.active or store.get_run(kill).status.active), seconds=60)
+    out = {"stepping": both_stepping, "ended": ended, "steps_at_kill": steps_at_kill}
+    for name, run_id in (("cancel", cancel), ("kill", kill)):
+        run = store.get_run(run_id)
+        out[name] = {"status": str(run.status), "error": run.error, "steps": len(store.load_run(run_id).steps), "total": run.total_steps,
+                     "jobs": [(str(j.status), j.error) for j in store.list_jobs(run_id=run_id)]}
+    return out
+
+
+def main(home: str, out: str) -> None:
+    started = time.monotonic()
+    cluster, addresses = start_cluster()
+    result: dict = {"addresses": addresses, "cluster_seconds": round(time.monotonic() - started, 1)}
+    try:
+        if set(addresses) == {"127.0.0.1"} and len(addresses) == 2:
+            store = Store(home)
+            manager = JobManager(store, ray_address=cluster.address)
+            result["sweep"] = sweep(store, manager)
+            result["faults"] = faults(store, manager)
+    finally:
+        logs = sorted((Path(home) / "logs").glob("ray-driver-*.log"))
+        result["driver_log"] = "".join(p.read_text()[-3000:] for p in logs)
+        result["seconds"] = round(time.monotonic() - started, 1)
+        Path(out).write_text(json.dumps(result, indent=1))
+        cluster.shutdown()
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:3])
