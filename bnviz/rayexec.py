@@ -21,6 +21,7 @@ import dataclasses
 import io
 import os
 import shutil
+import signal
 import socket
 import sys
 import tempfile
@@ -36,6 +37,7 @@ from bnviz.executors import PROJECT_ROOT, RAY_KINDS, RAY_RETRY_SECONDS
 from bnviz.records import ACTIVE, Job, JobStatus, RunStatus
 from bnviz.store import Run, Store
 
+CONNECT_SECONDS = 60
 DATA_MB = float(os.environ.get("BNVIZ_RAY_DATA_MB", "200"))
 RUNTIME_ENV = {"py_modules": [str(PROJECT_ROOT / "bnviz")], "env_vars": {"KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "2"}}
 
@@ -137,14 +139,22 @@ def pack_folder(folder: str, cap_mb: float = DATA_MB) -> bytes:
 
 def connect(address: str) -> None:
     """Join the cluster at `address` with bnviz shipped to every node (TensorFlow and the rest of
-    requirements.txt must be installed there)."""
-    if not ray.is_initialized():
-        ray.init(address=address, runtime_env=RUNTIME_ENV, logging_level="WARNING", log_to_driver=False)
+    requirements.txt must be installed there). A head that does not answer fails in seconds, here,
+    instead of in ray.init, which waits minutes for a dead one; a hung join ends the process
+    after CONNECT_SECONDS (SIGALRM's default action), and the executor retries."""
+    if ray.is_initialized():
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if host and port.isdigit():
+        socket.create_connection((host, int(port)), timeout=5).close()
+    signal.alarm(CONNECT_SECONDS)
+    ray.init(address=address, runtime_env=RUNTIME_ENV, logging_level="WARNING", log_to_driver=False)
+    signal.alarm(0)
 
 
-def say_waiting(store: Store, address: str, exc: BaseException) -> None:
-    """Tell every queued train job why it waits: the cluster cannot be reached."""
-    reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+def say_waiting(store: Store, address: str, reason: BaseException | str) -> None:
+    """Tell every queued train job why it waits (connecting, or why the cluster cannot be reached)."""
+    reason = (str(reason).strip().splitlines() or [type(reason).__name__])[0][:200]
     for job in store.list_jobs(kinds=RAY_KINDS, status=[JobStatus.QUEUED]):
         store.set_job_progress(job.id, f"waiting for the Ray cluster at {address}: {reason} (retried every {RAY_RETRY_SECONDS:.0f} s)")
 
@@ -226,6 +236,7 @@ def main() -> None:
     args = parser.parse_args()
     store = Store(args.home)
     started = time.monotonic()
+    say_waiting(store, args.address, "connecting")
     try:
         connect(args.address)
     except Exception as exc:  # unreachable cluster: say so on the queued jobs and let the executor retry

@@ -156,6 +156,15 @@ class Run:
         return Owner(self.host or "", self.pid, self.pid_start) if self.pid else None
 
     @property
+    def trained_on(self) -> str:
+        """Where the run trained: its Ray node (host and node id, `info["node"]`), else the host of
+        the process that ran it; empty before one took it."""
+        node = self.info.get("node")
+        if node:
+            return f"{node.get('host', '?')} (Ray node {str(node.get('node_id', '?'))[:8]})"
+        return self.host or ""
+
+    @property
     def momentum(self) -> float:
         return self.config.arch.bn.momentum
 

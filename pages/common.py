@@ -17,8 +17,9 @@ import streamlit as st
 from streamlit.navigation.page import StreamlitPage
 from streamlit.runtime.pages_manager import PagesManager
 
-from bnviz.config import SETTING
+from bnviz.config import SETTING, ConfigError
 from bnviz.diagnose import Finding, diagnose
+from bnviz.executors import ray_address
 from bnviz.forms import FolderScan, scan_folder
 from bnviz.glossary import glossary_markdown
 from bnviz.jobs import JobManager
@@ -44,13 +45,13 @@ def frame() -> StreamlitPage:
     page = st.navigation([st.Page(PAGE_FILES[key], title=title, icon=f":material/{icon}:", default=key == "train") for key, title, icon in PAGES])
     try:
         runs = store().list_runs(status=list(ACTIVE))
-    except StoreUnreadable as exc:  # one clear message instead of a traceback; nothing is written
+    except (StoreUnreadable, ConfigError) as exc:  # one clear message instead of a traceback; nothing is written
         st.error(str(exc))
         st.stop()
     running = sum(r.status == RunStatus.RUNNING for r in runs)
     with st.sidebar:
         st.caption(f"Runs folder (BNVIZ_HOME): `{store().home}`")
-        st.caption(f"Workers (BNVIZ_MAX_WORKERS): {manager().max_workers} · {running} running · {len(runs) - running} queued")
+        st.caption(f"Runs train on: {manager().describe()} · {running} running · {len(runs) - running} queued")
         with st.expander("Glossary", icon=":material/menu_book:"):
             st.markdown(glossary_markdown())
     return page
@@ -76,15 +77,17 @@ def worker_count() -> int:
 
 
 @st.cache_resource(show_spinner=False)
-def _manager(home: str, workers: int) -> JobManager:
-    """Keyed on the home folder, so a changed BNVIZ_HOME (tests) gets its own manager."""
-    manager = JobManager(Store(home), max_workers=workers)
+def _manager(home: str, workers: int, ray: str | None) -> JobManager:
+    """Keyed on the home folder and executor, so a changed BNVIZ_HOME (tests) gets its own manager."""
+    manager = JobManager(Store(home), max_workers=workers, ray_address=ray)
     manager.start_background()
     return manager
 
 
 def manager() -> JobManager:
-    return _manager(str(default_home()), worker_count())
+    """The server's job manager: local workers, or Ray when BNVIZ_RAY_ADDRESS is set (ConfigError
+    when it is set and Ray is not installed)."""
+    return _manager(str(default_home()), worker_count(), ray_address())
 
 
 def store() -> Store:

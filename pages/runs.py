@@ -69,10 +69,13 @@ def show(run: Run, label: str) -> None:
             when = time.strftime("%Y-%m-%d %H:%M", time.localtime(run.created))
             cfg = run.config
             st.markdown(f"**{label}** {common.status_badge(run.status)} `{run.id}`")
-            st.caption(f"{when} · " + (common.own_model_text(run) or f"{cfg.dataset if len(cfg.dataset) < 40 else '…' + cfg.dataset[-38:]} · "
+            where = f" · trained on {run.trained_on}" if run.trained_on and run.status != RunStatus.QUEUED else ""
+            st.caption(f"{when}{where} · " + (common.own_model_text(run) or f"{cfg.dataset if len(cfg.dataset) < 40 else '…' + cfg.dataset[-38:]} · "
                        f"{cfg.input_size}px · {cfg.epochs} epoch{'s' * (cfg.epochs != 1)} · batch {cfg.batch_size} · {cfg.arch.norm} norm"))
             if run.status == RunStatus.RUNNING:
                 progress_line(run)
+            elif run.status == RunStatus.QUEUED and (waiting := [j.progress for j in store.list_jobs(run_id=run.id, kinds=["train"]) if j.progress]):
+                st.caption(waiting[0])  # e.g. why a Ray run waits: the cluster cannot be reached
             elif run.status == RunStatus.DONE:
                 st.markdown(accuracy_line(run))
             elif run.error:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from bnviz.jobs import JobManager
 from bnviz.presets import preset_config
-from bnviz.records import RunStatus
+from bnviz.records import ACTIVE, RunStatus
 from bnviz.store import Store
 
 NODE = {"num_cpus": 1, "object_store_memory": 150 * 2**20}
@@ -66,7 +66,7 @@ def sweep(store: Store, manager: JobManager) -> dict:
             if p.status == RunStatus.RUNNING and p.step and seen not in live:
                 live.append(seen)
 
-    finished = wait_until(manager, lambda: all(not store.get_run(i).status.active for i in ids), each=sample)
+    finished = wait_until(manager, lambda: not store.list_jobs(status=list(ACTIVE)), each=sample)
     runs = [store.get_run(i) for i in ids]
     return {"finished": finished, "ids": ids, "status": [str(r.status) for r in runs], "errors": [r.error for r in runs],
             "nodes": [r.info.get("node", {}).get("node_id") for r in runs], "live": live[-6:],
@@ -84,7 +84,7 @@ def faults(store: Store, manager: JobManager) -> dict:
     pid = store.get_run(kill).info["node"]["pid"]
     steps_at_kill = store.progress(kill).step
     os.kill(pid, signal.SIGKILL)
-    ended = wait_until(manager, lambda: not (store.get_run(cancel).status.active or store.get_run(kill).status.active), seconds=60)
+    ended = wait_until(manager, lambda: not store.list_jobs(status=list(ACTIVE)), seconds=60)
     out = {"stepping": both_stepping, "ended": ended, "steps_at_kill": steps_at_kill}
     for name, run_id in (("cancel", cancel), ("kill", kill)):
         run = store.get_run(run_id)

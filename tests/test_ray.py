@@ -1,0 +1,141 @@
+"""The Ray executor on a real two-node cluster on this machine (tests/ray_cluster.py runs the
+scenarios once, in a network namespace of its own so that Ray talks over loopback only), the
+dashboard listing its runs, and the messages for a missing Ray or an unreachable cluster."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from bnviz.config import ConfigError
+from bnviz.executors import ray_address
+from bnviz.jobs import JobManager
+from bnviz.presets import preset_config
+from bnviz.records import JobStatus, RunStatus
+from bnviz.store import Store
+from tests.conftest import skip_missing_tool
+
+ROOT = Path(__file__).resolve().parent.parent
+SCENARIO_SECONDS = 420
+
+
+def namespace_command(script: list[str]) -> list[str]:
+    """`script` in a new network namespace with loopback up (a user namespace too when not root)."""
+    flags = "-n" if os.geteuid() == 0 else "-rn"
+    return ["unshare", flags, "sh", "-c", 'ip link set lo up && exec "$@"', "sh", *script]
+
+
+@pytest.fixture(scope="module")
+def cluster_run(tmp_path_factory) -> tuple[Path, dict]:
+    """Run every cluster scenario once; returns the store's home and what the scenarios saw."""
+    if importlib.util.find_spec("ray") is None:
+        skip_missing_tool("Ray is not installed (pip install -r requirements-ray.txt)")
+    if not (shutil.which("unshare") and shutil.which("ip")):
+        skip_missing_tool("unshare and ip are needed to keep the test cluster on loopback")
+    home, out = tmp_path_factory.mktemp("ray-home"), tmp_path_factory.mktemp("ray-out") / "result.json"
+    proc = subprocess.run(namespace_command([sys.executable, "-m", "tests.ray_cluster", str(home), str(out)]), cwd=ROOT,
+                          capture_output=True, text=True, timeout=SCENARIO_SECONDS)
+    assert out.is_file(), f"the scenarios wrote nothing (exit {proc.returncode}):\n{proc.stderr[-4000:]}"
+    return home, json.loads(out.read_text())
+
+
+@pytest.fixture(scope="module")
+def seen(cluster_run) -> dict:
+    return cluster_run[1]
+
+
+def test_cluster_talks_over_loopback_only(seen):
+    assert seen["addresses"] == ["127.0.0.1", "127.0.0.1"], seen
+
+
+def test_sweep_spreads_over_both_nodes_and_lands_complete(seen):
+    sweep = seen["sweep"]
+    assert sweep["finished"] and sweep["status"] == ["done"] * 4, (sweep, seen["driver_log"])
+    assert len(set(sweep["nodes"])) == 2, sweep["nodes"]  # 1 CPU per node: two runs at a time, one on each
+    assert sweep["steps"] == sweep["total"] and min(sweep["total"]) > 0  # every step row reached the store
+    assert all(sweep["models"])  # the model file travelled back to the store's folder
+    assert all({"final", "recalibrated"} <= set(names) for names in sweep["evaluations"])
+
+
+def test_progress_is_live_while_a_ray_run_trains(seen):
+    mid_run = [s for s in seen["sweep"]["live"] if 0 < s["step"] < s["total"]]
+    assert mid_run, seen["sweep"]["live"]
+
+
+def test_cancel_stops_a_ray_run_at_the_next_step(seen):
+    cancel = seen["faults"]["cancel"]
+    assert cancel["status"] == RunStatus.CANCELLED, (cancel, seen["driver_log"])
+    assert 20 <= cancel["steps"] < cancel["total"]
+    assert cancel["jobs"][0][0] == JobStatus.CANCELLED
+
+
+def test_a_killed_ray_worker_leaves_its_run_interrupted_with_its_records(seen):
+    kill = seen["faults"]["kill"]
+    assert kill["status"] == RunStatus.INTERRUPTED, (kill, seen["driver_log"])
+    assert kill["steps"] >= seen["faults"]["steps_at_kill"] >= 20  # every committed record kept
+    assert "Ray worker" in kill["error"] and "WorkerCrashedError" in kill["error"]
+    assert kill["jobs"][0][0] == JobStatus.INTERRUPTED
+
+
+def test_runs_page_lists_ray_runs_with_their_node(cluster_run, monkeypatch):
+    home, seen = cluster_run
+    monkeypatch.setenv("BNVIZ_HOME", str(home))
+    monkeypatch.delenv("BNVIZ_RAY_ADDRESS", raising=False)  # the page reads the store alone
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=30).run()
+    at.switch_page("pages/runs.py").run()
+    assert not at.exception, at.exception
+    captions = " ".join(c.value for c in at.caption)
+    for node in set(seen["sweep"]["nodes"]):
+        assert f"(Ray node {node[:8]})" in captions
+    assert "Ray worker training it" in captions  # the interrupted run says why
+
+
+def test_queued_ray_runs_say_why_they_wait_when_the_cluster_is_gone(tmp_path):
+    if importlib.util.find_spec("ray") is None:
+        skip_missing_tool("Ray is not installed (pip install -r requirements-ray.txt)")
+    store = Store(tmp_path)
+    run_id = store.create_run(preset_config("bn", input_size=20, epochs=1))
+    manager = JobManager(store, ray_address="127.0.0.1:1")  # nothing listens there
+    manager.pump()
+    (driver,) = [e._proc for e in manager.executors if getattr(e, "_proc", None)]
+    driver.wait(timeout=60)
+    manager.pump()  # within the retry delay: no second driver yet
+    (job,) = store.list_jobs(run_id=run_id)
+    assert driver.returncode == 1 and manager.active_workers() == 0
+    assert job.status == JobStatus.QUEUED and store.get_run(run_id).status == RunStatus.QUEUED
+    assert job.progress.startswith("waiting for the Ray cluster at 127.0.0.1:1:") and "refused" in job.progress
+
+
+FIND_SPEC = importlib.util.find_spec
+
+
+@pytest.fixture
+def no_ray(monkeypatch):
+    """An installation without Ray, as importlib sees it."""
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *args: None if name == "ray" else FIND_SPEC(name, *args))
+
+
+def test_ray_address_without_ray_installed_says_how(monkeypatch, no_ray):
+    monkeypatch.setenv("BNVIZ_RAY_ADDRESS", "auto")
+    with pytest.raises(ConfigError, match=r"Ray is not installed: pip install -r requirements-ray.txt"):
+        ray_address()
+    monkeypatch.setenv("BNVIZ_RAY_ADDRESS", "")
+    assert ray_address() is None  # the embedded default needs no Ray
+
+
+def test_dashboard_gives_one_clear_message_without_ray(monkeypatch, tmp_path, no_ray):
+    monkeypatch.setenv("BNVIZ_HOME", str(tmp_path))
+    monkeypatch.setenv("BNVIZ_RAY_ADDRESS", "auto")
+    with pytest.raises(ConfigError) as expected:
+        ray_address()
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=30).run()
+    assert not at.exception, at.exception
+    assert [e.value for e in at.error] == [str(expected.value)]
