@@ -17,6 +17,7 @@ from pathlib import Path
 
 from bnviz.config import SETTINGS, ConfigError, RunConfig, validate, with_filters, with_settings
 from bnviz.data import BUILTIN_DATASETS, DataError
+from bnviz.executors import ray_address
 from bnviz.presets import PRESETS, SEED_RESULTS, preset_config
 from bnviz.records import Evaluation, RunStatus
 from bnviz.shapes import param_counts, param_totals
@@ -145,6 +146,31 @@ def _run_in_process(store: Store, config: RunConfig, quiet: bool, sweep: str | N
         bar.close()
 
 
+def _run_all(store: Store, configs: list[RunConfig], args: argparse.Namespace, sweep: str | None = None) -> list:
+    """Train `configs` in this process one after another, or with `--ray ADDRESS` all at once on
+    that cluster (this process drives it; the runs land in the same store)."""
+    address = ray_address(args.ray or "")
+    if not address:
+        return [_run_in_process(store, c, args.json, sweep=sweep) for c in configs]
+    from bnviz.rayexec import run_queued
+
+    ids = [store.create_run(c, sweep=sweep) for c in configs]
+    run_queued(store, address)
+    while any(store.get_run(i).status.active for i in ids):  # a dashboard's worker may have taken some
+        time.sleep(0.5)
+    return [_stored_result(store, i) for i in ids]
+
+
+def _stored_result(store: Store, run_id: str):
+    """A finished run's RunResult, read back from the store."""
+    from bnviz.train import RunResult
+
+    run = store.get_run(run_id)
+    seconds = run.info.get("seconds") or ((run.finished or 0) - (run.started or run.finished or 0))
+    return RunResult(run_id, run.status, run.info.get("steps") or store.progress(run_id).step or 0, seconds, run.model_path,
+                     store.evaluations(run_id).get("final"), run.error)
+
+
 def _result_payload(result) -> dict:
     evaluation = result.evaluation.to_dict() if result.evaluation else {}
     return {"run_id": result.run_id, "status": result.status, "model_path": result.model_path, "steps": result.steps,
@@ -156,7 +182,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     from bnviz.jobs import check_memory
 
     check_memory(config)
-    result = _run_in_process(Store(args.home), config, args.json)
+    (result,) = _run_all(Store(args.home), [config], args)
     payload = _result_payload(result)
     text = f"Run {result.run_id}: {result.status} after {result.steps} steps in {result.seconds:.1f} s"
     if result.evaluation:
@@ -174,7 +200,7 @@ def cmd_story(args: argparse.Namespace) -> None:
     store, started, story = Store(args.home), time.monotonic(), new_story_id()
     overrides = {k: getattr(args, k) for k in ("epochs", "input_size", "seed") if getattr(args, k) is not None}
     configs = story_configs(dataset=_dataset_spec(args.dataset or "synthetic"), **overrides)
-    results = [(c.preset, _run_in_process(store, c, args.json, sweep=story)) for c in configs]
+    results = list(zip([c.preset for c in configs], _run_all(store, configs, args, sweep=story), strict=True))
     wall = time.monotonic() - started
     payload = {"story": story, "seconds": round(wall, 1), "runs": [{"preset": n, "seed": SEED_RESULTS[n], **_result_payload(r)} for n, r in results]}
     table = accuracy_table([(n, r.evaluation) for n, r in results if r.evaluation])
@@ -220,15 +246,17 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     store, started = Store(args.home), time.monotonic()
     base = _train_config(args)
     sweep = f"sweep-{time.strftime('%Y%m%d-%H%M%S')}"
-    results = []
-    for batch_size in args.batch_sizes or [base.batch_size]:
-        for momentum in args.momenta:
-            config = validate(base.with_momentum(momentum).replace(batch_size=batch_size, name=f"{base.preset} m={momentum:g} b={batch_size}"))
-            if args.queue:
-                results.append((momentum, batch_size, store.create_run(config, sweep=sweep), None))
-            else:
-                result = _run_in_process(store, config, args.json, sweep=sweep)
-                results.append((momentum, batch_size, result.run_id, result.evaluation))
+    grid = [(m, b) for b in args.batch_sizes or [base.batch_size] for m in args.momenta]
+    configs = [validate(base.with_momentum(m).replace(batch_size=b, name=f"{base.preset} m={m:g} b={b}")) for m, b in grid]
+    if args.queue:
+        ids = [store.create_run(c, sweep=sweep) for c in configs]
+        if args.ray:  # no dashboard needed: a Ray driver in the background trains them
+            from bnviz.jobs import JobManager
+
+            JobManager(store, ray_address=ray_address(args.ray)).pump()
+        results = [(m, b, i, None) for (m, b), i in zip(grid, ids, strict=True)]
+    else:
+        results = [(m, b, r.run_id, r.evaluation) for (m, b), r in zip(grid, _run_all(store, configs, args, sweep=sweep), strict=True)]
     payload = {"sweep": sweep, "seconds": round(time.monotonic() - started, 1), "runs": [
         {"momentum": m, "batch_size": b, "run_id": r, "accuracy": ev.accuracies() if ev else None} for m, b, r, ev in results]}
     rows = [[m, b, r, *((ev.accuracy_of(k) if ev else "queued") for k in ("test", "test_batchstats"))] for m, b, r, ev in results]
@@ -321,6 +349,9 @@ def build_parser() -> argparse.ArgumentParser:
         sub.choices[name].add_argument("--input-size", type=int, default=224)
     sub.choices["summary"].add_argument("--preset", required=True)
     _training_options(sub.choices["train"])
+    for name in ("train", "story", "sweep"):
+        sub.choices[name].add_argument("--ray", metavar="ADDRESS", help="train on the Ray cluster at ADDRESS (auto, host:port or ray://host:port) "
+                                       "instead of in this process; runs land in the same store (pip install -r requirements-ray.txt)")
     _setting_options(sub.choices["story"], names=("epochs", "input_size", "seed"))
     for name in ("show", "diagnose", "recalibrate", "tensorboard"):
         sub.choices[name].add_argument("run")
@@ -336,7 +367,8 @@ def build_parser() -> argparse.ArgumentParser:
     sweep = sub.choices["sweep"]
     sweep.add_argument("--momentum", dest="momenta", type=_floats, required=True, help="comma-separated, e.g. 0.5,0.8,0.9,0.99")
     sweep.add_argument("--batch-size", dest="batch_sizes", type=_ints, help="comma-separated, e.g. 16,32,64")
-    sweep.add_argument("--queue", action="store_true", help="queue for the dashboard's workers instead of training here")
+    sweep.add_argument("--queue", action="store_true",
+                       help="queue for the dashboard's workers instead of training here (with --ray: for a Ray driver in the background)")
     _training_options(sweep, skip=("momentum", "batch_size"))
     return parser
 

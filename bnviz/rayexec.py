@@ -115,9 +115,10 @@ def train_task(writer: ray.actor.ActorHandle, job: Job, data: bytes | None) -> s
 
     proxy = StoreProxy(writer, node_info())
     try:
-        if data is not None:
-            proxy.dataset = str(proxy.scratch / "data")
-            zipfile.ZipFile(io.BytesIO(data)).extractall(proxy.dataset)
+        if data is not None:  # unpacked under the folder's own name, which the run's data summary shows
+            folder = proxy.scratch / Path(proxy.get_run(job.run_id).config.dataset).name
+            zipfile.ZipFile(io.BytesIO(data)).extractall(folder)
+            proxy.dataset = str(folder)
         return str(run_job(proxy, job))
     finally:
         shutil.rmtree(proxy.scratch, ignore_errors=True)

@@ -3,9 +3,10 @@
 inside a network namespace of its own (`unshare -rn`, loopback up), so that Ray binds 127.0.0.1
 and nothing else; it checks that before any job, then writes what it saw to OUT.json.
 
-Scenarios, all on one cluster through the dashboard's own JobManager (a Ray driver process):
-a sweep of 4 tiny runs (live progress sampled while they train), then two long runs at once,
-one cancelled and one whose Ray worker process is killed.
+Scenarios, all on one cluster, through the dashboard's own JobManager (a Ray driver process)
+unless said: a sweep of 4 tiny runs (live progress sampled while they train); `bnviz train
+--ray` on a data folder; two long runs at once, one cancelled and one whose Ray worker process
+is killed.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -75,6 +77,32 @@ def sweep(store: Store, manager: JobManager) -> dict:
             "evaluations": [sorted(store.evaluations(i)) for i in ids]}
 
 
+def image_folder(root: Path, per_class: int = 16) -> Path:
+    """A tiny data folder (two classes of flat-colour PNGs plus noise) that must travel to the node."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for label, level in (("dark", 60), ("light", 190)):
+        (root / label).mkdir(parents=True)
+        for i in range(per_class):
+            pixels = np.clip(level + rng.normal(0, 20, (20, 20, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(root / label / f"{i}.png")
+    return root
+
+
+def cli_train(home: str, address: str) -> dict:
+    """`bnviz train --ray` on a data folder: this process drives the cluster, the folder travels zipped."""
+    folder = image_folder(Path(home).parent / "cli-data")
+    command = [sys.executable, "-m", "bnviz", "train", "--ray", address, "--home", home, "--json", "--dataset", str(folder),
+               "--input-size", "20", "--epochs", "1", "--batch-size", "8", "--name", "ray cli"]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT)
+    payload = json.loads(proc.stdout) if proc.returncode == 0 else {"stderr": proc.stderr[-3000:]}
+    run = Store(home).get_run(payload["run_id"]) if "run_id" in payload else None
+    return {"returncode": proc.returncode, "payload": payload, "node": run.info.get("node") if run else None,
+            "dataset": run.config.dataset if run else None, "folder": str(folder), "data": run.info.get("data") if run else None}
+
+
 def faults(store: Store, manager: JobManager) -> dict:
     """Two long runs at once: cancel one mid-run, kill the other's Ray worker process mid-run."""
     long = TINY.replace(epochs=60)
@@ -101,8 +129,11 @@ def main(home: str, out: str) -> None:
         if set(addresses) == {"127.0.0.1"} and len(addresses) == 2:
             store = Store(home)
             manager = JobManager(store, ray_address=cluster.address)
-            result["sweep"] = sweep(store, manager)
-            result["faults"] = faults(store, manager)
+            for name, scenario in (("sweep", lambda: sweep(store, manager)), ("cli", lambda: cli_train(home, cluster.address)),
+                                   ("faults", lambda: faults(store, manager))):
+                began = time.monotonic()
+                result[name] = scenario()
+                result[f"{name}_seconds"] = round(time.monotonic() - began, 1)
     finally:
         logs = sorted((Path(home) / "logs").glob("ray-driver-*.log"))
         result["driver_log"] = "".join(p.read_text()[-3000:] for p in logs)

@@ -70,6 +70,15 @@ def test_progress_is_live_while_a_ray_run_trains(seen):
     assert mid_run, seen["sweep"]["live"]
 
 
+def test_cli_trains_on_ray_with_a_data_folder_that_travels(seen):
+    cli = seen["cli"]
+    assert cli["returncode"] == 0 and cli["payload"]["status"] == RunStatus.DONE, cli
+    assert cli["dataset"] == cli["folder"]  # the run keeps the user's folder; the node trained on its unpacked copy
+    assert cli["data"]["name"] == Path(cli["folder"]).name and cli["data"]["train_per_class"] == [12, 12]
+    assert cli["node"]["node_id"] in seen["sweep"]["nodes"] and cli["payload"]["accuracy"]["test"] >= 0
+    assert Path(cli["payload"]["model_path"]).is_file()
+
+
 def test_cancel_stops_a_ray_run_at_the_next_step(seen):
     cancel = seen["faults"]["cancel"]
     assert cancel["status"] == RunStatus.CANCELLED, (cancel, seen["driver_log"])
@@ -121,6 +130,17 @@ FIND_SPEC = importlib.util.find_spec
 def no_ray(monkeypatch):
     """An installation without Ray, as importlib sees it."""
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *args: None if name == "ray" else FIND_SPEC(name, *args))
+
+
+def test_cli_ray_without_ray_installed_exits_2_with_one_line(tmp_path, no_ray, capsys):
+    from bnviz.cli import main
+
+    with pytest.raises(SystemExit) as exit_code:
+        main(["train", "--ray", "auto", "--home", str(tmp_path)])
+    assert exit_code.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines() == ["bnviz train: error: The Ray executor was asked for (BNVIZ_RAY_ADDRESS or --ray = 'auto') "
+                                                            "but Ray is not installed: pip install -r requirements-ray.txt, or unset "
+                                                            "BNVIZ_RAY_ADDRESS to train in local worker processes."]
 
 
 def test_ray_address_without_ray_installed_says_how(monkeypatch, no_ray):
