@@ -11,7 +11,9 @@ queued run always has its "train" job (`create_run` adds it in the same transact
 
 Liveness: a running run or job records its owner (host, pid, process start time). Every reader
 (`get_run`, `list_runs`, `get_job`, `list_jobs`) first marks running runs and jobs whose owner is
-gone as interrupted, keeping their records. A home that is not a folder or a file that is not a
+gone as interrupted, keeping their records. A run trained on a Ray node is owned by the Ray driver
+on the store's host (`bnviz.rayexec`), which marks it interrupted itself when its node or worker
+dies; `info["node"]` names the node. A home that is not a folder or a file that is not a
 bnviz store raises `StoreUnreadable` and nothing is written.
 
 Data contract (arrays are little-endian float32 blobs, histogram counts int32):

@@ -123,6 +123,18 @@ def test_queued_ray_runs_say_why_they_wait_when_the_cluster_is_gone(tmp_path):
     assert job.progress.startswith("waiting for the Ray cluster at 127.0.0.1:1:") and "refused" in job.progress
 
 
+def test_with_ray_only_train_jobs_wait_for_the_cluster(tmp_path):
+    """Ray takes train jobs; recalibrate and inspect read the store's model files, so local workers take them."""
+    store = Store(tmp_path)
+    run_id = store.create_run(preset_config("bn", input_size=20, epochs=1))
+    inspect = store.enqueue_job("inspect", {"model": "m.keras"})
+    local = JobManager(store, ray_address="127.0.0.1:1").executors[1]
+    assert local.kinds == ("recalibrate", "inspect")
+    claimed = store.claim_job(kinds=local.kinds)
+    assert claimed.id == inspect and store.get_run(run_id).status == RunStatus.QUEUED  # the older train job stays queued
+    assert store.claim_job(kinds=local.kinds) is None
+
+
 FIND_SPEC = importlib.util.find_spec
 
 
