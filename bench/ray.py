@@ -41,7 +41,8 @@ def sweep(store, address: str | None, configs: list) -> dict:
     jobs = {j.run_id: j for j in store.list_jobs(kinds=["train"])}
     train = [r.info["seconds"] for r in runs]
     overhead = [r.finished - jobs[r.id].started - r.info["seconds"] for r in runs]  # claimed → finished, beyond training itself
-    return {"wall_s": max(r.finished for r in runs) - started, "train_s": median(train), "overhead_s": median(overhead),
+    return {"wall_s": max(r.finished for r in runs) - started, "startup_s": min(jobs[i].started for i in ids) - started,
+            "train_s": median(train), "overhead_s": median(overhead),
             "overhead_first_s": overhead[0], "nodes": len({(r.info.get("node") or {}).get("node_id", r.host) for r in runs}),
             "ids": ids}
 
@@ -136,16 +137,19 @@ def measure(args: argparse.Namespace) -> dict:
 
 
 def projection(r: dict) -> dict:
-    """Wall-time ratio (local 1 worker / Ray N nodes) for N nodes of this machine's speed, each
-    run paying the measured overhead: scheduling and worker start, plus its record traffic."""
-    t = r["traffic"]
-    c = r["calls_per_run"]
-    extra_ms = {"cancel_requested": c["polls"], "add_records(probe record)": c["probe_records"], "add_records(20 steps)": c["commits"]}
-    record_s = sum(n * (t["proxy_ms"][k] - t["direct_ms"][k]) for k, n in extra_ms.items()) / 1000
-    per_run_local = r["local"]["train_s"] + r["local"]["overhead_s"]
-    per_run_ray = r["local"]["train_s"] + r["ray"]["overhead_s"] + record_s
-    return {"record_traffic_s": record_s, "scheduling_s": r["ray"]["overhead_s"] - r["local"]["overhead_s"],
-            "ratio": {n: r["runs"] * per_run_local / (math.ceil(r["runs"] / n) * per_run_ray) for n in (1, 2, 4, 8)}}
+    """Wall-time ratio (local 1 worker / Ray N nodes) for N nodes of this machine's speed: each
+    side pays its measured start once (until the first job is claimed: a worker, or the Ray driver
+    joining the cluster; on Ray also a node's first worker and its TensorFlow import, in parallel on
+    every node), and each run its measured overhead (scheduling, plus record traffic on Ray)."""
+    t, c, local, ray = r["traffic"], r["calls_per_run"], r["local"], r["ray"]
+    calls = {"cancel_requested": c["polls"], "add_records(probe record)": c["probe_records"], "add_records(20 steps)": c["commits"]}
+    record_s = sum(n * (t["proxy_ms"][k] - t["direct_ms"][k]) for k, n in calls.items()) / 1000
+    per_run_local, per_run_ray = local["train_s"] + local["overhead_s"], local["train_s"] + ray["overhead_s"] + record_s
+    local_wall = local["startup_s"] + r["runs"] * per_run_local
+    ray_start = ray["startup_s"] + ray["overhead_first_s"] - ray["overhead_s"]
+    ray_wall = {n: ray_start + math.ceil(r["runs"] / n) * per_run_ray for n in (1, 2, 4, 8)}
+    return {"record_traffic_s": record_s, "scheduling_s": ray["overhead_s"] - local["overhead_s"],
+            "ratio": {n: local_wall / wall for n, wall in ray_wall.items()}}
 
 
 def render(r: dict) -> str:
@@ -153,9 +157,10 @@ def render(r: dict) -> str:
     lines = [f"Sweep of {r['runs']} runs (bn preset, {r['input_size']} px, {r['epochs']} epochs) on {r['cpus']} cores, "
              f"load {r['load_before']} → {r['load_after']}",
              f"  local, 1 worker:      {r['local']['wall_s']:.1f} s wall (median run trains {r['local']['train_s']:.1f} s, "
-             f"overhead {r['local']['overhead_s']:.2f} s/run)",
+             f"overhead {r['local']['overhead_s']:.2f} s/run; {r['local']['startup_s']:.1f} s until the first run started)",
              f"  Ray, 2 nodes × 1 CPU: {r['ray']['wall_s']:.1f} s wall on {r['ray']['nodes']} nodes (median run trains {r['ray']['train_s']:.1f} s, "
-             f"overhead {r['ray']['overhead_s']:.2f} s/run, first {r['ray']['overhead_first_s']:.1f} s); cluster start {r['cluster_start_s']:.1f} s",
+             f"overhead {r['ray']['overhead_s']:.2f} s/run, first {r['ray']['overhead_first_s']:.1f} s; {r['ray']['startup_s']:.1f} s until the first "
+             f"run was claimed); cluster start {r['cluster_start_s']:.1f} s, not counted",
              f"  measured ratio local / Ray: {r['local']['wall_s'] / r['ray']['wall_s']:.2f}×",
              "  store calls, ms (direct → through the proxy from the other node): "
              + ", ".join(f"{k} {r['traffic']['direct_ms'][k]:.2f} → {r['traffic']['proxy_ms'][k]:.2f}" for k in r["traffic"]["direct_ms"]),
@@ -171,7 +176,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--input-size", type=int, default=32)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "ray.json")
+    parser.add_argument("--report", type=Path, help="print the report of an earlier results file (its projection recomputed) and exit")
     args = parser.parse_args(argv)
+    if args.report:
+        result = json.loads(args.report.read_text())
+        print(render({**result, "projection": projection(result)}))
+        return 0
     if os.environ.get(NETNS_ENV) != "1":  # Ray must bind loopback only: run again in a network namespace of our own
         script = 'ip link set lo up && exec "$@"'
         command = ["unshare", "-n" if os.geteuid() == 0 else "-rn", "sh", "-c", script, "sh", sys.executable, "-m", "bench.ray", *sys.argv[1:]]
