@@ -129,7 +129,7 @@ def pack_folder(folder: str, cap_mb: float = DATA_MB) -> bytes:
     files = [p for p in Path(folder).rglob("*") if p.is_file()]
     size = sum(p.stat().st_size for p in files)
     if size > cap_mb * 2**20:
-        raise DataTooLarge(f"The data folder {folder} holds {size / 2**20:.0f} MB; Ray runs carry at most {cap_mb:g} MB of data "
+        raise DataTooLarge(f"The data folder {folder} holds {size / 2**20:.1f} MB; Ray runs carry at most {cap_mb:g} MB of data "
                            "through the object store (BNVIZ_RAY_DATA_MB). Use a smaller folder or train locally (unset BNVIZ_RAY_ADDRESS).")
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as zf:  # images are compressed already
@@ -149,8 +149,10 @@ def connect(address: str) -> None:
     if host and port.isdigit():
         socket.create_connection((host, int(port)), timeout=5).close()
     signal.alarm(CONNECT_SECONDS)
-    ray.init(address=address, runtime_env=RUNTIME_ENV, logging_level="WARNING", log_to_driver=False)
-    signal.alarm(0)
+    try:
+        ray.init(address=address, runtime_env=RUNTIME_ENV, logging_level="WARNING", log_to_driver=False)
+    finally:
+        signal.alarm(0)
 
 
 def say_waiting(store: Store, address: str, reason: BaseException | str) -> None:
@@ -166,8 +168,9 @@ class Driver:
 
     store: Store
     writer: ray.actor.ActorHandle = dataclasses.field(init=False)
-    pending: dict = dataclasses.field(default_factory=dict)  # ObjectRef -> Job
-    packed: dict = dataclasses.field(default_factory=dict)  # data folder -> ObjectRef of its zip
+    task: ray.remote_function.RemoteFunction = dataclasses.field(init=False)
+    pending: dict[ray.ObjectRef, Job] = dataclasses.field(default_factory=dict)
+    packed: dict[str, ray.ObjectRef] = dataclasses.field(default_factory=dict)  # data folder -> its zip in the object store
 
     def __post_init__(self) -> None:
         here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)

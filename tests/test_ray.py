@@ -5,11 +5,13 @@ dashboard listing its runs, and the messages for a missing Ray or an unreachable
 from __future__ import annotations
 
 import importlib.util
+import io
 import json
 import os
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -133,6 +135,21 @@ def test_with_ray_only_train_jobs_wait_for_the_cluster(tmp_path):
     claimed = store.claim_job(kinds=local.kinds)
     assert claimed.id == inspect and store.get_run(run_id).status == RunStatus.QUEUED  # the older train job stays queued
     assert store.claim_job(kinds=local.kinds) is None
+
+
+def test_a_data_folder_travels_zipped_up_to_the_cap(tmp_path):
+    if importlib.util.find_spec("ray") is None:
+        skip_missing_tool("Ray is not installed (pip install -r requirements-ray.txt)")
+    from bnviz.rayexec import DataTooLarge, pack_folder
+
+    files = {"cats/a.png": b"x" * 3000, "dogs/b.png": b"y" * 3000}
+    for name, content in files.items():
+        (tmp_path / "data" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "data" / name).write_bytes(content)
+    with zipfile.ZipFile(io.BytesIO(pack_folder(str(tmp_path / "data")))) as zf:
+        assert {n: zf.read(n) for n in zf.namelist()} == files
+    with pytest.raises(DataTooLarge, match=r"holds 0.0 MB; Ray runs carry at most 0.005 MB .*BNVIZ_RAY_DATA_MB.*unset BNVIZ_RAY_ADDRESS"):
+        pack_folder(str(tmp_path / "data"), cap_mb=0.005)
 
 
 FIND_SPEC = importlib.util.find_spec
