@@ -220,7 +220,7 @@ def interrupt(store: Store, job: Job, exc: BaseException) -> None:
     run = store.get_run(job.run_id)
     node = run.info.get("node", {})
     where = f"on {node.get('host', '?')} (Ray node {node.get('node_id', '?')[:8]})" if node else "before it started"
-    cause = (str(exc).strip().splitlines() or [""])[0][:160].rstrip(".")
+    cause = (str(exc).strip().splitlines() or [""])[0].split(". ")[0][:160].rstrip(".")  # Ray's first sentence says what happened
     message = f"The Ray worker training it {where} stopped: {type(exc).__name__} {cause}. Every record that reached the store is kept."
     if run.status in ACTIVE:
         store.finish(job.run_id, RunStatus.INTERRUPTED, error=message)

@@ -6,7 +6,7 @@ and nothing else; it checks that before any job, then writes what it saw to OUT.
 Scenarios, all on one cluster, through the dashboard's own JobManager (a Ray driver process)
 unless said: a sweep of 4 tiny runs (live progress sampled while they train); `bnviz train
 --ray` on a data folder; two long runs at once, one cancelled and one whose Ray worker process
-is killed.
+is killed; two long runs again, and the second node goes away.
 """
 
 from __future__ import annotations
@@ -121,6 +121,22 @@ def faults(store: Store, manager: JobManager) -> dict:
     return out
 
 
+def lost_node(store: Store, manager: JobManager, cluster) -> dict:
+    """Two long runs at once, one per node; the second node goes away mid-run."""
+    ids = [manager.submit(TINY.replace(epochs=60, name=f"ray lost node {i}")) for i in range(2)]
+    stepping = wait_until(manager, lambda: all(store.progress(i).step >= 5 and store.get_run(i).info.get("node") for i in ids))
+    (worker_node,) = cluster.worker_nodes
+    lost = next(i for i in ids if store.get_run(i).info["node"]["node_id"] != cluster.head_node.node_id)
+    survivor = next(i for i in ids if i != lost)
+    cluster.remove_node(worker_node, allow_graceful=False)
+    gone = wait_until(manager, lambda: not store.get_run(lost).status.active, seconds=90)
+    manager.cancel(survivor)
+    wait_until(manager, lambda: not store.list_jobs(status=list(ACTIVE)), seconds=60)
+    run = store.get_run(lost)
+    return {"stepping": stepping, "ended": gone, "status": str(run.status), "error": run.error, "steps": len(store.load_run(lost).steps),
+            "survivor": str(store.get_run(survivor).status)}
+
+
 def main(home: str, out: str) -> None:
     started = time.monotonic()
     cluster, addresses = start_cluster()
@@ -130,7 +146,7 @@ def main(home: str, out: str) -> None:
             store = Store(home)
             manager = JobManager(store, ray_address=cluster.address)
             for name, scenario in (("sweep", lambda: sweep(store, manager)), ("cli", lambda: cli_train(home, cluster.address)),
-                                   ("faults", lambda: faults(store, manager))):
+                                   ("faults", lambda: faults(store, manager)), ("lost_node", lambda: lost_node(store, manager, cluster))):
                 began = time.monotonic()
                 result[name] = scenario()
                 result[f"{name}_seconds"] = round(time.monotonic() - began, 1)

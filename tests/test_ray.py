@@ -96,6 +96,13 @@ def test_a_killed_ray_worker_leaves_its_run_interrupted_with_its_records(seen):
     assert kill["jobs"][0][0] == JobStatus.INTERRUPTED
 
 
+def test_a_lost_node_leaves_its_run_interrupted_with_its_records(seen):
+    lost = seen["lost_node"]
+    assert lost["status"] == RunStatus.INTERRUPTED and lost["steps"] >= 5, (lost, seen["driver_log"])
+    assert "NodeDiedError" in lost["error"] and "Every record that reached the store is kept" in lost["error"]
+    assert lost["survivor"] == RunStatus.CANCELLED  # the other node's run went on until cancelled
+
+
 def test_runs_page_lists_ray_runs_with_their_node(cluster_run, monkeypatch):
     home, seen = cluster_run
     monkeypatch.setenv("BNVIZ_HOME", str(home))
