@@ -27,6 +27,7 @@ from tests.conftest import skip_missing_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIO_SECONDS = 420
+CLUSTER = pytest.mark.slow  # the module's one cluster: 90 s with the machine to itself, 140 s on 2 busy cores
 
 
 def namespace_command(script: list[str]) -> list[str]:
@@ -54,10 +55,12 @@ def seen(cluster_run) -> dict:
     return cluster_run[1]
 
 
+@CLUSTER
 def test_cluster_talks_over_loopback_only(seen):
     assert seen["addresses"] == ["127.0.0.1", "127.0.0.1"], seen
 
 
+@CLUSTER
 def test_sweep_spreads_over_both_nodes_and_lands_complete(seen):
     sweep = seen["sweep"]
     assert sweep["finished"] and sweep["status"] == ["done"] * 4, (sweep, seen["driver_log"])
@@ -67,11 +70,13 @@ def test_sweep_spreads_over_both_nodes_and_lands_complete(seen):
     assert all({"final", "recalibrated"} <= set(names) for names in sweep["evaluations"])
 
 
+@CLUSTER
 def test_progress_is_live_while_a_ray_run_trains(seen):
     mid_run = [s for s in seen["sweep"]["live"] if 0 < s["step"] < s["total"]]
     assert mid_run, seen["sweep"]["live"]
 
 
+@CLUSTER
 def test_cli_trains_on_ray_with_a_data_folder_that_travels(seen):
     cli = seen["cli"]
     assert cli["returncode"] == 0 and cli["payload"]["status"] == RunStatus.DONE, cli
@@ -81,6 +86,7 @@ def test_cli_trains_on_ray_with_a_data_folder_that_travels(seen):
     assert Path(cli["payload"]["model_path"]).is_file()
 
 
+@CLUSTER
 def test_cancel_stops_a_ray_run_at_the_next_step(seen):
     cancel = seen["faults"]["cancel"]
     assert cancel["status"] == RunStatus.CANCELLED, (cancel, seen["driver_log"])
@@ -88,6 +94,7 @@ def test_cancel_stops_a_ray_run_at_the_next_step(seen):
     assert cancel["jobs"][0][0] == JobStatus.CANCELLED
 
 
+@CLUSTER
 def test_a_killed_ray_worker_leaves_its_run_interrupted_with_its_records(seen):
     kill = seen["faults"]["kill"]
     assert kill["status"] == RunStatus.INTERRUPTED, (kill, seen["driver_log"])
@@ -96,6 +103,7 @@ def test_a_killed_ray_worker_leaves_its_run_interrupted_with_its_records(seen):
     assert kill["jobs"][0][0] == JobStatus.INTERRUPTED
 
 
+@CLUSTER
 def test_a_lost_node_leaves_its_run_interrupted_with_its_records(seen):
     lost = seen["lost_node"]
     assert lost["status"] == RunStatus.INTERRUPTED and lost["steps"] >= 5, (lost, seen["driver_log"])
@@ -103,6 +111,7 @@ def test_a_lost_node_leaves_its_run_interrupted_with_its_records(seen):
     assert lost["survivor"] == RunStatus.CANCELLED  # the other node's run went on until cancelled
 
 
+@CLUSTER
 def test_runs_page_lists_ray_runs_with_their_node(cluster_run, monkeypatch):
     home, seen = cluster_run
     monkeypatch.setenv("BNVIZ_HOME", str(home))
