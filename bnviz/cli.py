@@ -41,6 +41,8 @@ def _table(rows: list[list[object]], header: list[str]) -> str:
 
 
 def _fmt(value: object) -> str:
+    if value is None:
+        return "–"
     if isinstance(value, float):
         return f"{value:.2f}" if math.isfinite(value) else "–"
     if isinstance(value, int):
@@ -58,7 +60,7 @@ def cmd_presets(args: argparse.Namespace) -> None:
 
 def cmd_list(args: argparse.Namespace) -> None:
     runs = Store(args.home).list_runs()
-    rows = [{"id": r.id, "name": r.name, "preset": r.preset, "status": r.status, "momentum": r.momentum, "created": r.created} for r in runs]
+    rows = [{"id": r.id, "name": r.name, "preset": r.preset, "status": r.status, "momentum": r.bn_momentum, "created": r.created} for r in runs]
     text = _table([[r["id"], r["name"], r["status"], r["momentum"]] for r in rows], ["id", "name", "status", "momentum"]) if rows else "No runs yet."
     _emit(args, {"runs": rows}, text)
 
