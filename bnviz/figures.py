@@ -12,6 +12,7 @@ No Streamlit, TensorFlow or Keras here: the dashboard and the HTML report both c
 from __future__ import annotations
 
 import html
+import textwrap
 from collections.abc import Sequence
 
 import numpy as np
@@ -41,6 +42,7 @@ FIT_COLUMN = "train (fit)"  # what fit reported: batch statistics, running mean 
 ACCURACY_COLUMNS = (FIT_COLUMN, *(f"{s} (evaluate)" for s in SPLITS), *(f"{s} (batch stats)" for s in SPLITS))  # evaluate: inference mode
 
 BASE_FONT, TITLE_FONT, LEGEND_FONT = 13, 16, 12  # px on screen; `scale` multiplies them (presentation layout: 2)
+SUBTITLE_CHARS = 130  # characters a subtitle line holds on a screen-wide chart at scale 1; wrapped at larger scales
 PRESENTATION_SCALE = 2.0  # the dashboard's presentation layout: text twice the screen size, for a projector
 TEMPLATE = go.layout.Template(pio.templates["plotly_white"])
 TEMPLATE.layout.update(
@@ -69,7 +71,7 @@ def _style(fig: go.Figure, title: str, subtitle: str = "", height: int = 460, sc
 
 def scale_text(fig: go.Figure, scale: float) -> go.Figure:
     """`fig` with every text (title, subtitle, axes, ticks, legend, annotations and subplot titles)
-    `scale` times the template's size, margins to match and the height grown by half as much, so a
+    `scale` times the template's size, long subtitles wrapped, and the margins and height grown to match, so a
     chart projected in a classroom stays readable from the back row (scale 2: 26 px text, 32 px titles)."""
     if scale == 1:
         return fig
@@ -78,9 +80,12 @@ def scale_text(fig: go.Figure, scale: float) -> go.Figure:
                       legend_font_size=LEGEND_FONT * scale,
                       margin=dict(l=margin.l * scale, r=margin.r * scale, t=margin.t * scale, b=margin.b * scale))
     if fig.layout.height:
-        fig.update_layout(height=round(fig.layout.height * (1 + (scale - 1) / 2)))
+        fig.update_layout(height=round(fig.layout.height * scale))
     for note in fig.layout.annotations:
         note.font.size = (note.font.size or BASE_FONT) * scale
+    subtitle = fig.layout.title.subtitle.text
+    if scale > 1 and subtitle and "<br>" not in subtitle:  # Plotly never wraps: a long subtitle would run off a chart at this size
+        fig.update_layout(title_subtitle_text="<br>".join(textwrap.wrap(subtitle, round(SUBTITLE_CHARS / scale))))
     return fig
 
 

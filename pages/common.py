@@ -34,11 +34,14 @@ COMPACT_CSS = "<style>.block-container {padding-top: 2.5rem !important;}</style>
 # The presentation layout, for a projector at 1280×720: prose, headings, tables and metrics about twice their size (charts get
 # bnviz.figures' scale instead; tables are drawn as HTML tables, which CSS reaches, not as canvas data grids).
 PRESENTATION_CSS = """<style>
-.stMarkdown p, .stMarkdown li, .stCaption p, [data-testid="stWidgetLabel"] p, [role="radiogroup"] p {font-size: 1.6rem !important;}
-h1 {font-size: 3.2rem !important;} h2 {font-size: 2.5rem !important;} h3 {font-size: 2rem !important;}
+[data-testid="stMain"] :is(.stMarkdown p, .stMarkdown li, .stCaption p, [data-testid="stAlert"] p, [data-testid="stWidgetLabel"] p,
+  [role="radiogroup"] p)
+  {font-size: 1.6rem !important;}
+[data-testid="stMain"] h1 {font-size: 3.5rem !important;} [data-testid="stMain"] h2 {font-size: 3rem !important;}
+[data-testid="stMain"] h3 {font-size: 2rem !important;}
 [data-testid="stTable"] td, [data-testid="stTable"] th {font-size: 1.75rem !important; padding: 0.4rem 0.8rem !important;}
-[data-testid="stMetricValue"] {font-size: 4rem !important;}
-[data-testid="stMetricLabel"] p, [data-testid="stMetricDelta"] div {font-size: 1.5rem !important;}
+[data-testid="stMetricValue"] {font-size: 3.2rem !important;}
+[data-testid="stMetricLabel"] p, [data-testid="stMetricDelta"] div {font-size: 1.3rem !important;}
 </style>"""
 LAYOUT_PARAM = "layout"  # ?layout=presentation opens any page in the presentation layout
 
@@ -50,7 +53,8 @@ PAGES = (("train", "Train", "model_training"), ("story", "Story", "school"), ("r
 
 def frame() -> StreamlitPage:
     """Page config, the navigation and the shared sidebar; returns the page to run."""
-    st.set_page_config(page_title="bnviz · BatchNorm collapse", page_icon="📉", layout="wide")
+    projected = st.query_params.get(LAYOUT_PARAM) == "presentation"  # a link into the layout opens with the sidebar folded: all width for it
+    st.set_page_config(page_title="bnviz · BatchNorm collapse", page_icon="📉", layout="wide", initial_sidebar_state="collapsed" if projected else "auto")
     st.html(COMPACT_CSS)
     page = st.navigation([st.Page(PAGE_FILES[key], title=title, icon=f":material/{icon}:", default=key == "train") for key, title, icon in PAGES])
     try:
@@ -84,6 +88,11 @@ def presentation_toggle() -> None:
     else:
         st.query_params.pop(LAYOUT_PARAM, None)
     st.session_state["_layout_seen"] = st.query_params.get(LAYOUT_PARAM)
+
+
+def side_by_side(count: int) -> list:
+    """`count` columns on screen; in the presentation layout one full-width container each, one under another."""
+    return [st.container() for _ in range(count)] if st.session_state.get("presentation") else st.columns(count, gap="medium")
 
 
 def scale() -> float:

@@ -36,7 +36,7 @@ if run.error:
 top, *more = diagnose(data)
 diagnose_panels.verdict(run, top)
 diagnose_panels.figures_row(data, gather(data))
-symptom_col, cause_col = st.columns(2, gap="medium")
+symptom_col, cause_col = common.side_by_side(2)
 with symptom_col:
     common.chart(figures.training_curves(data, height=420, scale=scale), key="diagnose_curves")
 if cfg.arch.norm == "batch":

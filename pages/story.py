@@ -19,9 +19,10 @@ scale = common.scale()
 
 st.title("The BatchNorm story")
 top = st.columns([3, 1])
-top[0].caption("A course notebook: a CNN learns, gains a block, gains BatchNormalization and collapses at test time, then is fixed "
-               "by one number. Each chapter shows its model's accuracy in both BN modes and the chart that explains it. For a "
-               "projector, switch on the presentation layout in the sidebar; the address keeps the chapter and the layout.")
+if scale == 1:  # the presentation layout keeps the first screen for the chapter itself
+    top[0].caption("A course notebook: a CNN learns, gains a block, gains BatchNormalization and collapses at test time, then is fixed "
+                   "by one number. Each chapter shows its model's accuracy in both BN modes and the chart that explains it. For a "
+                   "projector, switch on the presentation layout in the sidebar; the address keeps the chapter and the layout.")
 if top[1].button("Run the story", type="primary", key="story_run", help="Queues the four seed models at the default settings"):
     story = new_story_id()
     for config in story_configs():
@@ -32,7 +33,9 @@ runs = latest_story(common.store())
 common.require(runs, "No story has run yet: press “Run the story” (about a minute) or run `python -m bnviz story`.")
 data = {preset: common.load_run(run) for preset, run in runs.items() if run.status == RunStatus.DONE}
 common.url_choice("chapter", "story_chapter", {c.preset: i for i, c in enumerate(CHAPTERS)})
-chapter = CHAPTERS[st.radio("Chapter", range(len(CHAPTERS)), format_func=lambda i: CHAPTERS[i].title, horizontal=True, key="story_chapter")]
+short = scale > 1  # on a projector the numbers alone fit one row; the chapter's heading names it
+chapter = CHAPTERS[st.radio("Chapter", range(len(CHAPTERS)), format_func=lambda i: CHAPTERS[i].title.split(" · ")[0] if short else CHAPTERS[i].title,
+                            horizontal=True, key="story_chapter")]
 common.keep_in_url("chapter", chapter.preset)
 
 st.header(chapter.title)
