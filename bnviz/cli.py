@@ -171,14 +171,16 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_story(args: argparse.Namespace) -> None:
-    from bnviz.story import CHAPTERS, new_story_id, story_configs
+    from bnviz.story import CHAPTERS, RAW_SUFFIX, new_story_id, raw_configs, story_configs
 
     store, started, story = Store(args.home), time.monotonic(), new_story_id()
     overrides = {k: getattr(args, k) for k in ("epochs", "input_size", "seed") if getattr(args, k) is not None}
     configs = story_configs(dataset=_dataset_spec(args.dataset or "synthetic"), **overrides)
-    results = [(c.preset, _run_in_process(store, c, args.json, sweep=story)) for c in configs]
+    configs += raw_configs(dataset=configs[0].dataset, **overrides) if args.raw_pixels else []
+    results = [(c.preset + (RAW_SUFFIX if c.arch.rescale == 1 else ""), _run_in_process(store, c, args.json, sweep=story)) for c in configs]
     wall = time.monotonic() - started
-    payload = {"story": story, "seconds": round(wall, 1), "runs": [{"preset": n, "seed": SEED_RESULTS[n], **_result_payload(r)} for n, r in results]}
+    payload = {"story": story, "seconds": round(wall, 1),
+               "runs": [{"preset": n, "seed": SEED_RESULTS.get(n), **_result_payload(r)} for n, r in results]}
     table = accuracy_table([(n, r.evaluation) for n, r in results if r.evaluation])
     seed = "\n".join(f"  {c.preset}: " + " / ".join(f"{v:g}" for v in SEED_RESULTS[c.preset]) for c in CHAPTERS)
     _emit(args, payload, f"{table}\n\nThe seed notebook (train / val / test):\n{seed}\n\nWall time: {wall:.1f} s")
@@ -324,6 +326,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.choices["summary"].add_argument("--preset", required=True)
     _training_options(sub.choices["train"])
     _setting_options(sub.choices["story"], names=("epochs", "input_size", "seed"))
+    sub.choices["story"].add_argument("--raw-pixels", action="store_true",
+                                      help="also train more-layers and bn on raw 0-255 pixels, as the seed notebook fed them (the Story's chapter 5)")
     for name in ("show", "diagnose", "recalibrate", "tensorboard"):
         sub.choices[name].add_argument("run")
     sub.choices["recalibrate"].add_argument("--batches", type=int, default=50, help="training batches to average over")

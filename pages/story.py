@@ -10,7 +10,7 @@ from bnviz import export, figures
 from bnviz.diagnose import diagnose
 from bnviz.presets import SEED_RESULTS
 from bnviz.records import RunStatus
-from bnviz.story import CHAPTERS, latest_story, new_story_id, story_configs
+from bnviz.story import CHAPTERS, RAW_CHAPTER, RAW_PRESETS, RAW_SUFFIX, latest_story, new_story_id, raw_configs, story_configs
 from pages import common
 
 common.frame_if_run_alone()
@@ -32,14 +32,37 @@ if top[1].button("Run the story", type="primary", key="story_run", help="Queues 
 runs = latest_story(common.store())
 common.require(runs, "No story has run yet: press “Run the story” (about a minute) or run `python -m bnviz story`.")
 data = {preset: common.load_run(run) for preset, run in runs.items() if run.status == RunStatus.DONE}
-common.url_choice("chapter", "story_chapter", {c.preset: i for i, c in enumerate(CHAPTERS)})
+chapters = (*CHAPTERS, RAW_CHAPTER)
+common.url_choice("chapter", "story_chapter", {c.preset: i for i, c in enumerate(chapters)})
 short = scale > 1  # on a projector the numbers alone fit one row; the chapter's heading names it
-chapter = CHAPTERS[st.radio("Chapter", range(len(CHAPTERS)), format_func=lambda i: CHAPTERS[i].title.split(" · ")[0] if short else CHAPTERS[i].title,
+chapter = chapters[st.radio("Chapter", range(len(chapters)), format_func=lambda i: chapters[i].title.split(" · ")[0] if short else chapters[i].title,
                             horizontal=True, key="story_chapter")]
 common.keep_in_url("chapter", chapter.preset)
 
+
+def raw_chapter() -> None:
+    """The raw-pixel chapter: more-layers and bn fed raw pixels beside their scaled twins, once trained;
+    until then a button that queues the raw pair into this story."""
+    keys = [key for preset in RAW_PRESETS for key in (preset, preset + RAW_SUFFIX)]
+    done = [data[key] for key in keys if key in data]
+    if len(done) < len(keys):
+        queued = any(preset + RAW_SUFFIX in runs for preset in RAW_PRESETS)
+        if not queued and st.button("Train the raw-pixel pair", key="story_raw_run", help="Queues more-layers and bn without the "
+                                    "Rescaling layer into this story (about half a minute)"):
+            for config in raw_configs():
+                common.manager().submit(config, sweep=next(iter(runs.values())).sweep)
+            st.toast("Queued more-layers and bn on raw pixels.")
+        st.info(f"{len(done)} of the {len(keys)} runs this chapter compares are done. It shows them once they are (rerun with R).")
+        st.stop()
+    common.table(figures.percent_cells(figures.accuracy_frame(done)), key="story_raw_accuracy")
+    common.chart(figures.final_accuracy_figure(done, scale=scale), key="story_chart")
+
+
 st.header(chapter.title)
 st.markdown(chapter.text)
+if chapter is RAW_CHAPTER:
+    raw_chapter()
+    st.stop()
 run = data.get(chapter.preset)
 if run is None:
     state = runs[chapter.preset].status if chapter.preset in runs else "missing"
@@ -57,6 +80,6 @@ elif chapter.chart == "compare":
 else:
     common.chart(figures.training_curves(run, scale=scale), key="story_chart")
 
-if len(data) == len(CHAPTERS):
-    report = export.html_report(list(data.values()), "The BatchNorm story", [(c.title, c.text) for c in CHAPTERS])
+if all(c.preset in data for c in CHAPTERS):
+    report = export.html_report(list(data.values()), "The BatchNorm story", [(c.title, c.text) for c in chapters])
     st.download_button("Download the whole story (HTML)", report, "bnviz-story.html", "text/html", key="story_export")
