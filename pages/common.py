@@ -40,8 +40,9 @@ PRESENTATION_CSS = """<style>
 [data-testid="stMain"] h1 {font-size: 3.5rem !important;} [data-testid="stMain"] h2 {font-size: 3rem !important;}
 [data-testid="stMain"] h3 {font-size: 2rem !important;}
 [data-testid="stTable"] td, [data-testid="stTable"] th {font-size: 1.75rem !important; padding: 0.4rem 0.8rem !important;}
-[data-testid="stMetricValue"] {font-size: 3.2rem !important;}
-[data-testid="stMetricLabel"] p, [data-testid="stMetricDelta"] div {font-size: 1.3rem !important;}
+[data-testid="stMetricValue"] {font-size: 4.5rem !important;}
+[data-testid="stMetricLabel"] p, [data-testid="stMetricDelta"] div {font-size: 1.75rem !important;}
+[data-testid="stMetricLabel"] :is(div, p), [data-testid="stMetricDelta"] :is(div, p) {white-space: normal !important; overflow: visible !important;}
 </style>"""
 LAYOUT_PARAM = "layout"  # ?layout=presentation opens any page in the presentation layout
 
