@@ -4,6 +4,8 @@ pickers that honour query parameters, and chart display.
 Opening a page on given runs, from code or a link:
 - Diagnose / Export: `?run=<id>`, or `st.session_state["diagnose_open"] = id` before switching;
 - Compare: `?runs=<id>,<id>`, or `st.session_state["compare_open"] = [id, ...]`.
+- any page in the presentation layout: `?layout=presentation`; Story on a chapter: `?chapter=<preset>`
+  (or `raw`); Train on given settings: its "Copy link" (bnviz.forms.LINK_FIELDS).
 """
 
 from __future__ import annotations
