@@ -71,7 +71,8 @@ def show(run: Run, label: str) -> None:
             st.markdown(f"**{label}** {common.status_badge(run.status)} `{run.id}`")
             where = f" · trained on {run.trained_on}" if run.trained_on and run.status != RunStatus.QUEUED else ""
             st.caption(f"{when}{where} · " + (common.own_model_text(run) or f"{cfg.dataset if len(cfg.dataset) < 40 else '…' + cfg.dataset[-38:]} · "
-                       f"{cfg.input_size}px · {cfg.epochs} epoch{'s' * (cfg.epochs != 1)} · batch {cfg.batch_size} · {cfg.arch.norm} norm"))
+                       f"{cfg.input_size}px · {cfg.epochs} epoch{'s' * (cfg.epochs != 1)} · batch {cfg.batch_size} · {cfg.arch.norm} norm"
+                       + (f" · momentum {run.bn_momentum:g}" if run.bn_momentum is not None else " · momentum –")))
             if run.status == RunStatus.RUNNING:
                 progress_line(run)
             elif run.status == RunStatus.QUEUED and (waiting := [j.progress for j in store.list_jobs(run_id=run.id, kinds=["train"]) if j.progress]):
