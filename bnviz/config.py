@@ -78,7 +78,7 @@ class ProbeConfig:
     # record at 128/512 costs ~13 training steps, at 64/256 ~6; the diagnosis' thresholds (0.25 and 1 population SD) are
     # far above the sampling error of 256 images.
     bins: int = 40  # histogram bins, shared by train mode and inference mode
-    budget: float = 0.03  # share of training time records may take inside the training loop; the rest are made when training ends
+    budget: float = 0.03  # records are made in the loop paced evenly over the steps, or sooner within this share of training time; 0: all at the end
 
 
 @dataclass(frozen=True)
@@ -207,9 +207,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("probe_every", (*_PROBE, "every"), int, "Probe every N steps",
             "0: geometric, dense early where mᵗ moves fastest; epoch ends always", 0, 100_000),
     Setting("probe_budget", (*_PROBE, "budget"), float, "Time the probe may take inside training",
-            "a share of training time. Each record runs the probe batch and the population sample forward; within this share "
-            "records are made as training goes (live charts on long runs), the rest from weight snapshots when training ends, "
-            "so training itself never slows by more", 0, 100),
+            "a share of training time. Each record runs the probe batch and the population sample forward from a weight snapshot; "
+            "records are made as training goes, paced evenly over the steps, or sooner within this share (live charts); "
+            "0 makes every record when training ends, so training itself runs at full speed", 0, 100),
     Setting("probe_batch", (*_PROBE, "probe_batch"), int, "Probe batch", "fixed validation images for histograms and two-mode accuracy", 8, 2048),
     Setting("population_samples", (*_PROBE, "population_samples"), int, "Population samples",
             "fixed training images for the population statistics", 8, 20000),

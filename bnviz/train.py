@@ -134,7 +134,7 @@ def evaluate_both_modes(model: keras.Model, data: Dataset, batch_size: int, seed
         split_loss, split_acc = model.evaluate(x, y, batch_size=max(batch_size, 64), verbose=0)
         acc[split], loss[split] = float(split_acc), float(split_loss)
         order = np.random.default_rng(seed).permutation(len(x))
-        probs = np.concatenate([forward(x[order[i : i + batch_size]], training=True)[0] for i in range(0, len(x), batch_size)])
+        probs = np.concatenate([forward.probabilities(x[order[i : i + batch_size]], training=True) for i in range(0, len(x), batch_size)])
         acc_batch[split], loss_batch[split] = _accuracy_and_loss(probs, y[order])  # the probe's own, so the two agree
     return Evaluation(acc, acc_batch, loss, loss_batch, fit_accuracy)
 
