@@ -41,6 +41,8 @@ def _table(rows: list[list[object]], header: list[str]) -> str:
 
 
 def _fmt(value: object) -> str:
+    if value is None:
+        return "–"
     if isinstance(value, float):
         return f"{value:.2f}" if math.isfinite(value) else "–"
     if isinstance(value, int):
@@ -58,7 +60,7 @@ def cmd_presets(args: argparse.Namespace) -> None:
 
 def cmd_list(args: argparse.Namespace) -> None:
     runs = Store(args.home).list_runs()
-    rows = [{"id": r.id, "name": r.name, "preset": r.preset, "status": r.status, "momentum": r.momentum, "created": r.created} for r in runs]
+    rows = [{"id": r.id, "name": r.name, "preset": r.preset, "status": r.status, "momentum": r.bn_momentum, "created": r.created} for r in runs]
     text = _table([[r["id"], r["name"], r["status"], r["momentum"]] for r in rows], ["id", "name", "status", "momentum"]) if rows else "No runs yet."
     _emit(args, {"runs": rows}, text)
 
@@ -169,14 +171,16 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_story(args: argparse.Namespace) -> None:
-    from bnviz.story import CHAPTERS, new_story_id, story_configs
+    from bnviz.story import CHAPTERS, RAW_SUFFIX, new_story_id, raw_configs, story_configs
 
     store, started, story = Store(args.home), time.monotonic(), new_story_id()
     overrides = {k: getattr(args, k) for k in ("epochs", "input_size", "seed") if getattr(args, k) is not None}
     configs = story_configs(dataset=_dataset_spec(args.dataset or "synthetic"), **overrides)
-    results = [(c.preset, _run_in_process(store, c, args.json, sweep=story)) for c in configs]
+    configs += raw_configs(dataset=configs[0].dataset, **overrides) if args.raw_pixels else []
+    results = [(c.preset + (RAW_SUFFIX if c.arch.rescale == 1 else ""), _run_in_process(store, c, args.json, sweep=story)) for c in configs]
     wall = time.monotonic() - started
-    payload = {"story": story, "seconds": round(wall, 1), "runs": [{"preset": n, "seed": SEED_RESULTS[n], **_result_payload(r)} for n, r in results]}
+    payload = {"story": story, "seconds": round(wall, 1),
+               "runs": [{"preset": n, "seed": SEED_RESULTS.get(n), **_result_payload(r)} for n, r in results]}
     table = accuracy_table([(n, r.evaluation) for n, r in results if r.evaluation])
     seed = "\n".join(f"  {c.preset}: " + " / ".join(f"{v:g}" for v in SEED_RESULTS[c.preset]) for c in CHAPTERS)
     _emit(args, payload, f"{table}\n\nThe seed notebook (train / val / test):\n{seed}\n\nWall time: {wall:.1f} s")
@@ -322,6 +326,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.choices["summary"].add_argument("--preset", required=True)
     _training_options(sub.choices["train"])
     _setting_options(sub.choices["story"], names=("epochs", "input_size", "seed"))
+    sub.choices["story"].add_argument("--raw-pixels", action="store_true",
+                                      help="also train more-layers and bn on raw 0-255 pixels, as the seed notebook fed them (the Story's chapter 5)")
     for name in ("show", "diagnose", "recalibrate", "tensorboard"):
         sub.choices[name].add_argument("run")
     sub.choices["recalibrate"].add_argument("--batches", type=int, default=50, help="training batches to average over")

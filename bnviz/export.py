@@ -197,19 +197,21 @@ class SizePreset:
 
 SIZE_PRESETS = {
     "screen": SizePreset(None, None, None),  # as the dashboard shows it
+    "presentation": SizePreset(1280, 720, 26),  # the projector's size, text as in the dashboard's presentation layout (2×)
     "slide": SizePreset(1600, 900, 24),  # 16:9, read from the back of a room
     "paper": SizePreset(700, 440, 10),  # one column at 300 dpi (PNG scale 2 gives 1400 px)
 }
 
 
 def sized(fig: go.Figure, preset: str = "screen") -> go.Figure:
-    """A copy of `fig` at a size preset (SIZE_PRESETS): width, height and fonts for a slide or a paper."""
+    """A copy of `fig` at a size preset (SIZE_PRESETS): width and height, and every text (titles,
+    legend, subplot titles, annotations) scaled as bnviz.figures.scale_text does for the
+    presentation layout, so that the base font becomes the preset's."""
     size = SIZE_PRESETS[preset]
     out = go.Figure(fig)
     if size.width:
-        out.update_layout(width=size.width, height=size.height, font_size=size.font, title_font_size=round(size.font * 1.3),
-                          title_subtitle_font_size=round(size.font * 0.75), legend_font_size=size.font, margin_t=round(size.font * 6))
-        out.update_annotations(font_size=size.font)  # subplot titles and labels
+        figures.scale_text(out, size.font / figures.BASE_FONT)
+        out.update_layout(width=size.width, height=size.height)
     return out
 
 

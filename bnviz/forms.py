@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from bnviz import stats
-from bnviz.config import ArchConfig, RunConfig, with_filters, with_settings
+from bnviz.config import BLOCKS_RANGE, FILTERS_RANGE, SETTING, ArchConfig, RunConfig, with_filters, with_settings
 from bnviz.data import BUILTIN_DATASETS, DataError, extract_zip, folder_layout
 from bnviz.presets import PRESETS
 
@@ -132,6 +132,90 @@ def momentum_outlook(momentum: float, steps: int) -> dict[str, float]:
         "forget": stats.steps_to_forget(momentum),
         "suggested": stats.suggest_momentum(steps),
     }
+
+
+# --- shareable links ----------------------------------------------------------------------------
+# The Train form round-trips through a URL's query string, as TensorFlow Playground keeps its state in
+# the hash: every field is declared once (bnviz.config.SETTINGS, plus the form's own fields below), so
+# writing, parsing and range checks come from one place. A bad value never raises: it is left out of
+# the values and reported by field, for the page to show beside that widget.
+DROPOUTS = tuple(round(0.05 * i, 2) for i in range(19))  # the dropout slider's steps, 0 to 0.9
+INPUT_SIZES = tuple(range(16, 225, 4))  # the input-size slider's steps
+WIDGET_STEPS: dict[str, tuple] = {"batch_size": BATCH_SIZES, "learning_rate": LEARNING_RATES, "probe_budget": PROBE_BUDGETS,
+                                  "dropout": DROPOUTS, "input_size": INPUT_SIZES}  # values the form's sliders can hold
+LINK_SETTINGS = ("norm", "placement", "dropout", "momentum", *FORM_SETTINGS)
+LINK_FIELDS = ("preset", "filters", *LINK_SETTINGS, "raw_pixels", "dataset", "folder", "name")
+LINKABLE_SOURCES = (*BUILTIN_DATASETS, "folder")  # an uploaded zip lives in one browser session only
+
+
+def link_query(values: dict[str, Any]) -> dict[str, str]:
+    """The query parameters for the form's `values` (by LINK_FIELDS name; filters a tuple of ints)."""
+    def text(value: Any) -> str:
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if isinstance(value, float):
+            return format(value, ".12g")
+        return ",".join(str(v) for v in value) if isinstance(value, tuple) else str(value)
+    return {name: text(values[name]) for name in LINK_FIELDS if name in values and (name != "folder" or values.get("dataset") == "folder")}
+
+
+def parse_link(query: dict[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
+    """(values, problems) from query parameters: each LINK_FIELDS entry parsed and range-checked
+    as the form would; `problems` maps a field to a one-line message saying what was received."""
+    values, problems = {}, {}
+    for name in LINK_FIELDS:
+        if name in query:
+            try:
+                values[name] = _link_value(name, str(query[name]))
+            except ValueError as exc:
+                problems[name] = str(exc)
+    return values, problems
+
+
+def _link_value(name: str, text: str) -> Any:
+    """One field's value from its query text; ValueError with the form's message when it cannot be used."""
+    received = f"Received: {name}={text[:40]!r}"
+    if name in ("preset", "dataset"):
+        choices = tuple(PRESETS) if name == "preset" else LINKABLE_SOURCES
+        if text not in choices:
+            raise ValueError(f"{name} must be one of {', '.join(choices)}. {received}")
+        return text
+    if name in ("folder", "name"):
+        return text
+    if name == "filters":
+        return _link_filters(text, received)
+    if name == "raw_pixels":
+        return _parsed(bool, text, name, received)
+    value = _parsed(SETTING[name].kind, text, name, received)
+    problem, steps = SETTING[name].problem(value), WIDGET_STEPS.get(name)
+    if problem is None and steps and not any(math.isclose(value, step) for step in steps):
+        problem = f"{name} must be one of the form's steps ({', '.join(f'{v:g}' for v in steps)}). {received}"
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+def _parsed(kind: type, text: str, name: str, received: str) -> Any:
+    """`text` as `kind` (bools as true/false or 1/0); ValueError naming the field otherwise."""
+    if kind is bool:
+        if text.lower() not in ("true", "false", "1", "0"):
+            raise ValueError(f"{name} must be true or false. {received}")
+        return text.lower() in ("true", "1")
+    try:
+        return kind(text)
+    except ValueError:
+        raise ValueError(f"{name} must be {'a whole number' if kind is int else 'a number' if kind is float else 'text'}. {received}") from None
+
+
+def _link_filters(text: str, received: str) -> tuple[int, ...]:
+    """Filters per conv block as "16,32,16": 1 to 6 blocks of 1 to 512."""
+    try:
+        filters = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        filters = ()
+    if not (BLOCKS_RANGE[0] <= len(filters) <= BLOCKS_RANGE[1] and all(FILTERS_RANGE[0] <= f <= FILTERS_RANGE[1] for f in filters)):
+        raise ValueError(f"filters must be 1 to 6 whole numbers in [1, 512], comma-separated. {received}")
+    return filters
 
 
 # --- data sources -------------------------------------------------------------------------------

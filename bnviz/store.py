@@ -160,6 +160,12 @@ class Run:
         return self.config.arch.bn.momentum
 
     @property
+    def bn_momentum(self) -> float | None:
+        """The BN momentum to show: None for a model without BatchNormalization, whose config still
+        carries the default momentum that no layer uses."""
+        return self.momentum if self.config.arch.norm == "batch" else None
+
+    @property
     def label(self) -> str:
         """Short human label: the name, with the momentum when the model has BN and the name does not
         already say it. Not unique: `unique_labels` tells runs with the same label apart."""

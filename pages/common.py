@@ -4,6 +4,8 @@ pickers that honour query parameters, and chart display.
 Opening a page on given runs, from code or a link:
 - Diagnose / Export: `?run=<id>`, or `st.session_state["diagnose_open"] = id` before switching;
 - Compare: `?runs=<id>,<id>`, or `st.session_state["compare_open"] = [id, ...]`.
+- any page in the presentation layout: `?layout=presentation`; Story on a chapter: `?chapter=<preset>`
+  (or `raw`); Train on given settings: its "Copy link" (bnviz.forms.LINK_FIELDS).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from streamlit.runtime.pages_manager import PagesManager
 
 from bnviz.config import SETTING
 from bnviz.diagnose import Finding, diagnose
+from bnviz.figures import PRESENTATION_SCALE
 from bnviz.forms import FolderScan, scan_folder
 from bnviz.glossary import glossary_markdown
 from bnviz.jobs import JobManager
@@ -30,6 +33,20 @@ STATUS_COLOURS = {RunStatus.QUEUED: "gray", RunStatus.RUNNING: "blue", RunStatus
 PAGE_FILES = {name: f"pages/{name}.py" for name in ("train", "runs", "diagnose", "inspect", "compare", "sweep", "story", "export")}
 PLOT_CONFIG = {"displaylogo": False}
 COMPACT_CSS = "<style>.block-container {padding-top: 2.5rem !important;}</style>"  # the answer, not blank space, on the first screen
+# The presentation layout, for a projector at 1280×720: prose, headings, tables and metrics about twice their size (charts get
+# bnviz.figures' scale instead; tables are drawn as HTML tables, which CSS reaches, not as canvas data grids).
+PRESENTATION_CSS = """<style>
+[data-testid="stMain"] :is(.stMarkdown p, .stMarkdown li, .stCaption p, [data-testid="stAlert"] p, [data-testid="stWidgetLabel"] p,
+  [role="radiogroup"] p)
+  {font-size: 1.6rem !important;}
+[data-testid="stMain"] h1 {font-size: 3.5rem !important;} [data-testid="stMain"] h2 {font-size: 3rem !important;}
+[data-testid="stMain"] h3 {font-size: 2rem !important;}
+[data-testid="stTable"] td, [data-testid="stTable"] th {font-size: 1.75rem !important; padding: 0.4rem 0.8rem !important;}
+[data-testid="stMetricValue"] {font-size: 4.5rem !important;}
+[data-testid="stMetricLabel"] p, [data-testid="stMetricDelta"] div {font-size: 1.75rem !important;}
+[data-testid="stMetricLabel"] :is(div, p), [data-testid="stMetricDelta"] :is(div, p) {white-space: normal !important; overflow: visible !important;}
+</style>"""
+LAYOUT_PARAM = "layout"  # ?layout=presentation opens any page in the presentation layout
 
 
 # --- the frame: page config, navigation, sidebar ----------------------------------------------------
@@ -39,7 +56,8 @@ PAGES = (("train", "Train", "model_training"), ("story", "Story", "school"), ("r
 
 def frame() -> StreamlitPage:
     """Page config, the navigation and the shared sidebar; returns the page to run."""
-    st.set_page_config(page_title="bnviz · BatchNorm collapse", page_icon="📉", layout="wide")
+    projected = st.query_params.get(LAYOUT_PARAM) == "presentation"  # a link into the layout opens with the sidebar folded: all width for it
+    st.set_page_config(page_title="bnviz · BatchNorm collapse", page_icon="📉", layout="wide", initial_sidebar_state="collapsed" if projected else "auto")
     st.html(COMPACT_CSS)
     page = st.navigation([st.Page(PAGE_FILES[key], title=title, icon=f":material/{icon}:", default=key == "train") for key, title, icon in PAGES])
     try:
@@ -53,7 +71,45 @@ def frame() -> StreamlitPage:
         st.caption(f"Workers (BNVIZ_MAX_WORKERS): {manager().max_workers} · {running} running · {len(runs) - running} queued")
         with st.expander("Glossary", icon=":material/menu_book:"):
             st.markdown(glossary_markdown())
+        presentation_toggle()
     return page
+
+
+def presentation_toggle() -> None:
+    """The sidebar's presentation-layout switch, kept in the URL (`?layout=presentation`) so that a
+    shared link opens in the layout it was made in; draws the layout's CSS while it is on."""
+    wanted = st.query_params.get(LAYOUT_PARAM)
+    if wanted is not None and wanted != st.session_state.get("_layout_seen"):
+        st.session_state["_layout_seen"] = wanted
+        st.session_state["presentation"] = wanted == "presentation"
+    on = st.toggle("Presentation layout", key="presentation", persist_state="session",
+                   help="For a projector (1280×720): text, charts, tables and metrics about twice their size, on Story, Diagnose "
+                        "and Compare. Kept in the page's address, so a link opens in it.")
+    if on:
+        st.html(PRESENTATION_CSS)
+        st.query_params[LAYOUT_PARAM] = "presentation"
+    else:
+        st.query_params.pop(LAYOUT_PARAM, None)
+    st.session_state["_layout_seen"] = st.query_params.get(LAYOUT_PARAM)
+
+
+def side_by_side(count: int) -> list:
+    """`count` columns on screen; in the presentation layout one full-width container each, one under another."""
+    return [st.container() for _ in range(count)] if st.session_state.get("presentation") else st.columns(count, gap="medium")
+
+
+def scale() -> float:
+    """The text scale every chart is drawn at: 2 in the presentation layout, else 1."""
+    return PRESENTATION_SCALE if st.session_state.get("presentation") else 1.0
+
+
+def table(frame: object, key: str) -> None:
+    """A table: an interactive data grid on screen, an HTML table in the presentation layout (CSS can
+    enlarge it there; the grid is drawn on a canvas at a fixed size)."""
+    if st.session_state.get("presentation"):
+        st.table(frame)
+    else:
+        st.dataframe(frame, key=key)
 
 
 def frame_if_run_alone() -> None:
@@ -146,6 +202,25 @@ def _requested(param: str, open_key: str) -> str | list[str] | None:
         return None
     st.session_state[seen] = value
     return value
+
+
+def url_choice(param: str, key: str, options: dict[str, object]) -> None:
+    """Apply `?param=` to the widget state `key` when the URL changed since this page last set it:
+    `options` maps the URL's words to widget values; a word not among them gets a warning, and the
+    widget keeps its value. Call `keep_in_url` after the widget."""
+    wanted = _requested(param, f"_{param}_open")
+    if wanted is None:
+        return
+    if wanted in options:
+        st.session_state[key] = options[wanted]
+    else:
+        st.warning(f"The link's {param} {_quoted(str(wanted))} is not one of: {', '.join(options)}; showing another.")
+
+
+def keep_in_url(param: str, value: str) -> None:
+    """Keep `?param=value` in step with a widget, so the address can be shared."""
+    st.query_params[param] = value
+    st.session_state[f"_{param}_seen"] = value
 
 
 def _quoted(text: str) -> str:

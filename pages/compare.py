@@ -11,6 +11,7 @@ from pages import common
 
 common.frame_if_run_alone()
 
+scale = common.scale()
 st.title("Compare runs")
 runs = common.store().list_runs()
 common.require(runs, "No run yet. Queue some on the Train page, e.g. the bn and final presets.", link="train",
@@ -25,15 +26,15 @@ datas = [common.load_run(r) for r in picked]
 
 st.subheader("Final accuracy")
 frame = figures.accuracy_frame(datas)
-st.dataframe(frame.style.format("{:.1%}", na_rep="–"), key="compare_accuracy_table")
-common.chart(figures.final_accuracy_figure(datas), key="compare_final")
+common.table(frame.style.format("{:.1%}", na_rep="–"), key="compare_accuracy_table")
+common.chart(figures.final_accuracy_figure(datas, scale=scale), key="compare_final")
 
 st.subheader("Probe accuracy during training")
-common.chart(figures.compare_accuracy_figure(datas), key="compare_accuracy")
+common.chart(figures.compare_accuracy_figure(datas, scale=scale), key="compare_accuracy")
 
 st.subheader("Moving statistics against the population")
 shared = [layer for layer in datas[0].layers if all(layer in d.layers for d in datas)]
 common.require(shared, "These runs share no BatchNormalization layer with probe records, so there is no drift to compare.")
 common.ensure_choice("compare_layer", shared, shared[0])
 layer = st.columns([1, 3])[0].selectbox("BN layer", shared, key="compare_layer")
-common.chart(figures.compare_drift_figure(datas, layer), key="compare_drift")
+common.chart(figures.compare_drift_figure(datas, layer, scale=scale), key="compare_drift")

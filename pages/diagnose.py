@@ -16,6 +16,7 @@ from pages import common, diagnose_panels
 common.frame_if_run_alone()
 
 ss = st.session_state
+scale = common.scale()
 
 title_col, pick_col = st.columns([1, 1], vertical_alignment="bottom")
 title_col.title("Diagnose a run")
@@ -35,12 +36,12 @@ if run.error:
 top, *more = diagnose(data)
 diagnose_panels.verdict(run, top)
 diagnose_panels.figures_row(data, gather(data))
-symptom_col, cause_col = st.columns(2, gap="medium")
+symptom_col, cause_col = common.side_by_side(2)
 with symptom_col:
-    common.chart(figures.training_curves(data, height=420), key="diagnose_curves")
+    common.chart(figures.training_curves(data, height=420, scale=scale), key="diagnose_curves")
 if cfg.arch.norm == "batch":
     with cause_col:
-        common.chart(figures.ema_theory_figure(run.momentum, steps, height=420), key="diagnose_theory")
+        common.chart(figures.ema_theory_figure(run.momentum, steps, height=420, scale=scale), key="diagnose_theory")
 
 more = diagnose_panels.why(top, more)
 if run.status == RunStatus.DONE and cfg.arch.norm == "batch":
@@ -57,7 +58,8 @@ else:
                          index=["inference mode (moving statistics)", "training mode (batch statistics)"])
     if cfg.preset in SEED_RESULTS:
         table.loc[f"seed notebook, {cfg.preset} (inference)"] = SEED_RESULTS[cfg.preset]
-    table_col.dataframe(table.style.format("{:.1%}"), key="diagnose_accuracy")
+    with table_col:
+        common.table(table.style.format("{:.1%}"), key="diagnose_accuracy")
     note_col.caption("Inference mode is what `evaluate` and `predict` use: BN normalises with its moving statistics. Training "
                      "mode normalises each batch with its own statistics. When training mode scores far higher, the weights are "
                      "fine and the moving statistics are wrong.")
@@ -78,7 +80,7 @@ else:
     common.ensure_choice("diagnose_step", probe_steps, probe_steps[-1])
     if len(probe_steps) > 1:
         step_col.select_slider("Probe step", probe_steps, key="diagnose_step")
-    common.chart(figures.activation_histograms(data, layer, probe_steps.index(ss.diagnose_step)), key="diagnose_histograms")
+    common.chart(figures.activation_histograms(data, layer, probe_steps.index(ss.diagnose_step), scale=scale), key="diagnose_histograms")
 
     st.subheader("Drift of the moving statistics")
     channels = data.layers[layer].moving_mean.shape[1]
@@ -86,8 +88,8 @@ else:
     common.ensure_choice("diagnose_channel", options, None)
     channel = st.columns([1, 3])[0].selectbox("Channel", options, key="diagnose_channel",
                                               format_func=lambda c: "mean over channels" if c is None else f"channel {c}")
-    common.chart(figures.drift_figure(data, layer, channel), key="diagnose_drift")
-    common.chart(figures.channel_gap_figure(data, layer), key="diagnose_gap")
+    common.chart(figures.drift_figure(data, layer, channel, scale=scale), key="diagnose_drift")
+    common.chart(figures.channel_gap_figure(data, layer, scale=scale), key="diagnose_gap")
 
 st.subheader("More findings")
 diagnose_panels.secondary(more)

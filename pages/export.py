@@ -49,7 +49,8 @@ common.ensure_choice("export_chart", list(charts), next(iter(charts)))
 chart_col, size_col = st.columns([2, 1])
 name = chart_col.selectbox("Chart", list(charts), key="export_chart")
 preset = size_col.radio("Size and fonts", list(export.SIZE_PRESETS), key="export_size", horizontal=True,
-                        help="screen: as shown here · slide: 1600×900, 24 px text · paper: 700×440, 10 px text")
+                        help="screen: as shown here · presentation: 1280×720, the projector's size, text twice the screen's (26 px) as in the "
+                             "presentation layout · slide: 1600×900, 24 px text · paper: 700×440, 10 px text")
 stem = re.sub(r"[^A-Za-z0-9]+", "-", f"{run.name or 'run'}-{run.id[-6:]}-{name}").strip("-").lower()
 for col, fmt in zip(st.columns(len(export.FORMATS)), export.FORMATS, strict=True):
     col.download_button(f"{fmt.upper()}", lambda fmt=fmt, build=charts[name]: export.figure_bytes(build(), fmt, preset), file_name=f"{stem}.{fmt}",

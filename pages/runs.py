@@ -70,7 +70,8 @@ def show(run: Run, label: str) -> None:
             cfg = run.config
             st.markdown(f"**{label}** {common.status_badge(run.status)} `{run.id}`")
             st.caption(f"{when} · " + (common.own_model_text(run) or f"{cfg.dataset if len(cfg.dataset) < 40 else '…' + cfg.dataset[-38:]} · "
-                       f"{cfg.input_size}px · {cfg.epochs} epoch{'s' * (cfg.epochs != 1)} · batch {cfg.batch_size} · {cfg.arch.norm} norm"))
+                       f"{cfg.input_size}px · {cfg.epochs} epoch{'s' * (cfg.epochs != 1)} · batch {cfg.batch_size} · {cfg.arch.norm} norm"
+                       + (f" · momentum {run.bn_momentum:g}" if run.bn_momentum is not None else " · momentum –")))
             if run.status == RunStatus.RUNNING:
                 progress_line(run)
             elif run.status == RunStatus.DONE:

@@ -1,5 +1,6 @@
 """Story mode: the seed notebook's four models in order, for a classroom. One button trains all four
-(or run `python -m bnviz story`); a presentation layout enlarges everything for a projector."""
+(or run `python -m bnviz story`); the sidebar's presentation layout enlarges everything for a projector.
+`?chapter=<preset>&layout=presentation` opens a chapter in that layout."""
 
 from __future__ import annotations
 
@@ -9,21 +10,20 @@ from bnviz import export, figures
 from bnviz.diagnose import diagnose
 from bnviz.presets import SEED_RESULTS
 from bnviz.records import RunStatus
-from bnviz.story import CHAPTERS, latest_story, new_story_id, story_configs
+from bnviz.story import CHAPTERS, RAW_CHAPTER, RAW_PRESETS, RAW_SUFFIX, latest_story, new_story_id, raw_configs, story_configs
 from pages import common
 
 common.frame_if_run_alone()
 
-ss = st.session_state
-PRESENTATION_CSS = "<style>html, .stMarkdown p, .stCaption p {font-size: 1.35rem !important;} h1 {font-size: 3rem !important;}</style>"
+scale = common.scale()
 
 st.title("The BatchNorm story")
-top = st.columns([2, 1, 1])
-top[0].caption("A course notebook: a CNN learns, gains a block, gains BatchNormalization and collapses at test time, then is fixed "
-               "by one number. Each chapter shows its model's accuracy in both BN modes and the chart that explains it.")
-if top[1].toggle("Presentation layout", key="story_presentation"):
-    st.html(PRESENTATION_CSS)
-if top[2].button("Run the story", type="primary", key="story_run", help="Queues the four seed models at the default settings"):
+top = st.columns([3, 1])
+if scale == 1:  # the presentation layout keeps the first screen for the chapter itself
+    top[0].caption("A course notebook: a CNN learns, gains a block, gains BatchNormalization and collapses at test time, then is fixed "
+                   "by one number. Each chapter shows its model's accuracy in both BN modes and the chart that explains it. For a "
+                   "projector, switch on the presentation layout in the sidebar; the address keeps the chapter and the layout.")
+if top[1].button("Run the story", type="primary", key="story_run", help="Queues the four seed models at the default settings"):
     story = new_story_id()
     for config in story_configs():
         common.manager().submit(config, sweep=story)
@@ -32,28 +32,54 @@ if top[2].button("Run the story", type="primary", key="story_run", help="Queues 
 runs = latest_story(common.store())
 common.require(runs, "No story has run yet: press “Run the story” (about a minute) or run `python -m bnviz story`.")
 data = {preset: common.load_run(run) for preset, run in runs.items() if run.status == RunStatus.DONE}
-chapter = CHAPTERS[st.radio("Chapter", range(len(CHAPTERS)), format_func=lambda i: CHAPTERS[i].title, horizontal=True, key="story_chapter")]
+chapters = (*CHAPTERS, RAW_CHAPTER)
+common.url_choice("chapter", "story_chapter", {c.preset: i for i, c in enumerate(chapters)})
+short = scale > 1  # on a projector the numbers alone fit one row; the chapter's heading names it
+chapter = chapters[st.radio("Chapter", range(len(chapters)), format_func=lambda i: chapters[i].title.split(" · ")[0] if short else chapters[i].title,
+                            horizontal=True, key="story_chapter")]
+common.keep_in_url("chapter", chapter.preset)
+
+
+def raw_chapter() -> None:
+    """The raw-pixel chapter: more-layers and bn fed raw pixels beside their scaled twins, once trained;
+    until then a button that queues the raw pair into this story."""
+    keys = [key for preset in RAW_PRESETS for key in (preset, preset + RAW_SUFFIX)]
+    done = [data[key] for key in keys if key in data]
+    if len(done) < len(keys):
+        queued = any(preset + RAW_SUFFIX in runs for preset in RAW_PRESETS)
+        if not queued and st.button("Train the raw-pixel pair", key="story_raw_run", help="Queues more-layers and bn without the "
+                                    "Rescaling layer into this story (about half a minute)"):
+            for config in raw_configs():
+                common.manager().submit(config, sweep=next(iter(runs.values())).sweep)
+            st.toast("Queued more-layers and bn on raw pixels.")
+        st.info(f"{len(done)} of the {len(keys)} runs this chapter compares are done. It shows them once they are (rerun with R).")
+        st.stop()
+    common.table(figures.percent_cells(figures.accuracy_frame(done)), key="story_raw_accuracy")
+    common.chart(figures.final_accuracy_figure(done, scale=scale), key="story_chart")
+
 
 st.header(chapter.title)
 st.markdown(chapter.text)
+if chapter is RAW_CHAPTER:
+    raw_chapter()
+    st.stop()
 run = data.get(chapter.preset)
 if run is None:
     state = runs[chapter.preset].status if chapter.preset in runs else "missing"
     st.info(f"This chapter's run is {state}. The page shows it once it is done (rerun with R).")
     st.stop()
-table = figures.story_table(run, SEED_RESULTS[chapter.preset])
-st.dataframe(table.style.format("{:.0%}", na_rep="–"), key="story_accuracy")
+common.table(figures.percent_cells(figures.story_table(run, SEED_RESULTS[chapter.preset])), key="story_accuracy")
 st.caption("The seed notebook's train figure is what fit reported; evaluate on the same training images is the next row.")
 verdict = diagnose(run)[0]
 st.markdown(f"**bnviz's {verdict.title[0].lower()}{verdict.title[1:]}.** {verdict.detail}")
 if chapter.chart == "histograms" and run.layers:
-    common.chart(figures.activation_histograms(run, next(iter(run.layers))), key="story_chart")
-    common.chart(figures.ema_theory_figure(run.run.momentum, run.steps_trained), key="story_theory")
+    common.chart(figures.activation_histograms(run, next(iter(run.layers)), scale=scale), key="story_chart")
+    common.chart(figures.ema_theory_figure(run.run.momentum, run.steps_trained, scale=scale), key="story_theory")
 elif chapter.chart == "compare":
-    common.chart(figures.final_accuracy_figure([d for p, d in data.items() if p in ("bn", "final")]), key="story_chart")
+    common.chart(figures.final_accuracy_figure([d for p, d in data.items() if p in ("bn", "final")], scale=scale), key="story_chart")
 else:
-    common.chart(figures.training_curves(run), key="story_chart")
+    common.chart(figures.training_curves(run, scale=scale), key="story_chart")
 
-if len(data) == len(CHAPTERS):
-    report = export.html_report(list(data.values()), "The BatchNorm story", [(c.title, c.text) for c in CHAPTERS])
+if all(c.preset in data for c in CHAPTERS):
+    report = export.html_report(list(data.values()), "The BatchNorm story", [(c.title, c.text) for c in chapters])
     st.download_button("Download the whole story (HTML)", report, "bnviz-story.html", "text/html", key="story_export")

@@ -1,8 +1,10 @@
-"""Train: start from a seed model, edit it, choose BN momentum, training and data, queue a run."""
+"""Train: start from a seed model, edit it, choose BN momentum, training and data, queue a run. "Copy
+link" gives an address that reopens the form with the same settings (bnviz.forms.LINK_FIELDS)."""
 
 from __future__ import annotations
 
 import math
+from urllib.parse import urlencode
 
 import pandas as pd
 import streamlit as st
@@ -37,12 +39,56 @@ def momentum_typed() -> None:
     ss.train_momentum_scale = forms.nearest_momentum(ss.train_momentum)
 
 
+def link_value(field: str) -> object:
+    """The form's current value of a link field (filters: the tuple of every block's filters)."""
+    if field == "filters":
+        return tuple(ss[f"train_filters_{i}"] for i in range(ss.train_blocks))
+    return ss.get(f"train_{field}")
+
+
+def apply_link() -> None:
+    """Open the form on a shared link's settings (`?preset=bn&momentum=0.9&...`, bnviz.forms.LINK_FIELDS),
+    then clear them from the address. A value the form cannot hold leaves its widget as it was and is
+    marked beside it until that widget changes; nothing in a link raises."""
+    query = {name: st.query_params[name] for name in forms.LINK_FIELDS if name in st.query_params}
+    if not query:
+        return
+    values, problems = forms.parse_link(query)
+    if "preset" in values:
+        ss.train_preset = values.pop("preset")
+        load_preset()
+    filters = values.pop("filters", ())
+    for i, count in enumerate(filters):
+        ss[f"train_filters_{i}"] = count
+    ss.train_blocks = len(filters) or ss.train_blocks
+    if "momentum" in values:
+        ss.train_momentum_scale = forms.nearest_momentum(values["momentum"])
+    for name, value in values.items():
+        ss[f"train_{name}"] = value
+    ss.train_link_problems = {field: (message, link_value(field)) for field, message in problems.items()}
+    for name in query:
+        del st.query_params[name]
+
+
+def copy_link(source: str) -> None:
+    """A popover with the address that reopens this form with exactly these settings."""
+    values = {field: link_value(field) for field in forms.LINK_FIELDS if field not in ("dataset", "folder")}
+    if source in forms.LINKABLE_SOURCES:
+        values |= {"dataset": source, "folder": ss.train_folder}
+    url = (st.context.url or "").split("?")[0] + "?" + urlencode(forms.link_query(values))
+    with queue_slot.popover("Copy link", icon=":material/link:", use_container_width=True):
+        st.code(url, language=None, wrap_lines=True)
+        st.caption("This address opens the Train page with these settings (copy it with the icon at its right)."
+                   + ("" if source in forms.LINKABLE_SOURCES else " An uploaded zip cannot travel in a link: the data set is left out."))
+
+
 if "train_preset" not in ss:
     ss.train_preset = "bn"
     load_preset()
 common.defaults({f"train_{name}": SETTING[name].default for name in forms.FORM_SETTINGS})
 common.defaults({"train_name": "", "train_dataset": "synthetic", "train_folder": "", "train_raw_pixels": False,
                  **{f"train_filters_{i}": 16 for i in range(6)}})
+apply_link()
 errors, slot = {}, {}
 
 head, queue_slot = st.columns([4, 1], vertical_alignment="bottom")
@@ -57,15 +103,18 @@ model_col, train_col, data_col = st.columns(3, gap="large")
 with model_col:
     st.subheader("Model")
     st.selectbox("Start from the seed model", list(PRESETS), key="train_preset", on_change=load_preset, persist_state=KEEP)
+    slot["preset"] = st.empty()
     st.caption("Seed notebook: train {:.0%} · val {:.0%} · test {:.0%}".format(*SEED_RESULTS[ss.train_preset]))
     st.number_input("Conv blocks (Conv → norm → MaxPool)", 1, 6, key="train_blocks", persist_state=KEEP)
     filters = tuple(c.number_input(f"Filters {i + 1}", 1, 512, key=f"train_filters_{i}", persist_state=KEEP)
                     for i, c in enumerate(st.columns(ss.train_blocks)))
     slot["filters"] = st.empty()
     st.selectbox("Normalisation", list(forms.NORM_LABELS), format_func=forms.NORM_LABELS.get, key="train_norm", persist_state=KEEP)
+    slot["norm"] = st.empty()
     uses_bn = ss.train_norm == "batch"
     st.radio("BN placement", list(forms.PLACEMENT_LABELS), format_func=forms.PLACEMENT_LABELS.get, key="train_placement",
              horizontal=True, disabled=not uses_bn, persist_state=KEEP)
+    slot["placement"] = st.empty()
     st.slider(SETTING["dropout"].label, 0.0, 0.9, step=0.05, key="train_dropout", persist_state=KEEP)
     slot["dropout"] = st.empty()
     with st.expander("Advanced BN"):
@@ -86,17 +135,22 @@ with train_col:
     common.setting_widget("epochs", "train_epochs")
     slot["epochs"] = st.empty()
     st.select_slider("Learning rate", forms.LEARNING_RATES, format_func="{:g}".format, key="train_learning_rate", persist_state=KEEP)
+    slot["learning_rate"] = st.empty()
     st.slider(SETTING["input_size"].label, int(SETTING["input_size"].low), int(SETTING["input_size"].high), step=4, key="train_input_size",
               persist_state=KEEP)
     slot["input_size"] = st.empty()
     left, right = st.columns(2)
     common.setting_widget("optimizer", "train_optimizer", left)
     common.setting_widget("seed", "train_seed", right)
+    slot["optimizer"], slot["seed"] = left.empty(), right.empty()
     common.setting_widget("shuffle", "train_shuffle")
+    slot["shuffle"] = st.empty()
     with st.expander("Probe: what is recorded, and when"):
         common.setting_widget("probe_every", "train_probe_every")
+        slot["probe_every"] = st.empty()
         st.select_slider(SETTING["probe_budget"].label, forms.PROBE_BUDGETS, format_func=forms.probe_budget_label,
                          key="train_probe_budget", persist_state=KEEP, help=SETTING["probe_budget"].help)
+        slot["probe_budget"] = st.empty()
 
 with data_col:
     st.subheader("Data")
@@ -108,6 +162,7 @@ with data_col:
     st.checkbox("Feed raw 0–255 pixels (as the seed notebook did; no Rescaling layer)", key="train_raw_pixels", persist_state=KEEP,
                 help="The presets scale pixels to 0–1 inside the model. On the embedded data, raw pixels keep the models without BN "
                      "from training in so few steps.")
+    slot["raw_pixels"] = st.empty()
     if scan:
         st.caption(f"{len(scan.classes)} classes ({', '.join(scan.classes)}) · {scan.files} files · {scan.layout} · `{scan.path}`")
     st.text_input("Run name (optional)", key="train_name", persist_state=KEEP)
@@ -123,6 +178,9 @@ try:
     check_batch_size(config.batch_size, forms.train_images(source, scan))
 except ValueError as exc:
     errors.setdefault(forms.error_field(exc), str(exc))
+for field, (message, value) in ss.get("train_link_problems", {}).items():
+    if link_value(field) == value:  # the link's bad value is marked until its widget changes
+        errors.setdefault(field, message)
 for field, message in errors.items():
     slot.get(field, st).error(message)
 
@@ -150,6 +208,7 @@ if queue_slot.button("Queue run", type="primary", key="train_queue", disabled=bo
         ss.train_last_run = common.manager().submit(config)
     except ValueError as exc:
         st.error(str(exc))
+copy_link(source)
 if ss.get("train_last_run"):
     st.success(f"Queued run `{ss.train_last_run}`.")
     st.page_link(common.PAGE_FILES["runs"], label="Follow it on the Runs page", icon=":material/list:")

@@ -16,6 +16,7 @@ import sys
 import time
 import zipfile
 from pathlib import Path
+from urllib.parse import parse_qsl, urlsplit
 
 import numpy as np
 import pandas as pd
@@ -160,6 +161,52 @@ def test_momentum_out_of_range_is_refused_next_to_the_widget(home):
     assert not at.button(key="train_queue").disabled
 
 
+def _link(at: AppTest) -> str:
+    """The address the Train page's "Copy link" shows."""
+    (code,) = [c.value for c in at.code if "preset=" in c.value]
+    return code
+
+
+def test_copy_link_reopens_the_form_with_exactly_its_settings(home):
+    at = open_app()
+    at.selectbox(key="train_preset").set_value("final").run()
+    at.select_slider(key="train_momentum_scale").set_value(0.95).run()
+    at.number_input(key="train_filters_1").set_value(24)
+    at.select_slider(key="train_batch_size").set_value(64)
+    at.select_slider(key="train_learning_rate").set_value(3e-4)
+    at.slider(key="train_dropout").set_value(0.15)
+    at.number_input(key="train_seed").set_value(7)
+    at.checkbox(key="train_raw_pixels").check()
+    at.radio(key="train_dataset").set_value("digits")
+    at.text_input(key="train_name").set_value("a b&c").run()
+    url = _link(at)
+    query = dict(parse_qsl(urlsplit(url).query))
+    assert query["momentum"] == "0.95" and query["filters"] == "16,24,16" and query["name"] == "a b&c"
+    fresh = open_app(**query)
+    for field in forms.LINK_FIELDS:
+        if field != "filters":
+            assert fresh.session_state[f"train_{field}"] == at.session_state[f"train_{field}"], field
+    assert [fresh.number_input(key=f"train_filters_{i}").value for i in range(3)] == [16, 24, 16]
+    assert fresh.select_slider(key="train_momentum_scale").value == 0.95
+    assert not errors(fresh) and _link(fresh) == url  # the reopened form gives the same link back
+    assert not set(fresh.query_params) & set(forms.LINK_FIELDS)  # applied once, then cleared from the address
+
+
+def test_a_bad_link_value_marks_its_field_and_nothing_raises(home):
+    at = open_app(batch_size="48", momentum="1.5", epochs="many", filters="16,0", preset="bn")
+    assert not at.exception
+    assert at.select_slider(key="train_batch_size").value == 32 and at.number_input(key="train_momentum").value == 0.99
+    shown = errors(at)
+    assert "batch_size must be one of the form's steps (4, 8, 16, 32, 64, 128, 256, 512). Received: batch_size='48'" in shown
+    assert "momentum must be in [0, 1]. Received: momentum=1.5" in shown and "epochs must be a whole number. Received: epochs='many'" in shown
+    assert any(e.startswith("filters must be 1 to 6 whole numbers") for e in shown) and len(shown) == 4
+    column = [c for c in at.columns if any(w.key == "train_momentum" for w in c.number_input)][0]
+    assert {e.value for e in column.error} >= {m for m in shown if m.startswith(("momentum", "batch_size", "epochs"))}  # beside them
+    assert at.button(key="train_queue").disabled
+    at.select_slider(key="train_batch_size").set_value(16).run()
+    assert len(errors(at)) == 3 and not any(e.startswith("batch_size") for e in errors(at))  # fixed: its mark goes
+
+
 def test_bad_folder_paths_are_refused(home, tmp_path):
     at = open_app()
     at.radio(key="train_dataset").set_value("folder").run()
@@ -208,7 +255,10 @@ def test_runs_page_shows_progress_and_cancels(home):
         store.start(running, dummy.pid, steps_per_epoch=10, total_steps=20, info={})
         store.add_records(running, steps=[(1, 1, 2.0, 0.25), (5, 1, 1.25, 0.5)])
         queued = store.create_run(preset_config("final").replace(name="waiting"))  # the one worker slot is taken
+        plain = store.create_run(preset_config("more-layers"), status="cancelled")
         at = open_app("runs")
+        momenta = {c.value.rsplit(" · ", 1)[-1] for c in at.caption if "epoch" in c.value}
+        assert momenta == {"momentum 0.99", "momentum 0.8", "momentum –"}  # no BN, no momentum
         bars = at.get("progress")
         assert len(bars) == 1 and bars[0].proto.value == 25
         assert bars[0].proto.text == "step 5/20 · epoch 1/3 · loss 1.250 · accuracy 50%"
@@ -222,7 +272,7 @@ def test_runs_page_shows_progress_and_cancels(home):
         assert at.button(key=f"runs_cancel_{running}").disabled  # asked once; the worker stops at its next step
         assert not at.exception
         at.button(key=f"runs_delete_{queued}").click().run()  # cancelled: it can go, records and all
-        assert [r.id for r in store.list_runs()] == [running] and not at.exception
+        assert [r.id for r in store.list_runs()] == [plain, running] and not at.exception
         at = open_app("diagnose", run=running)  # a run with steps but no probes or evaluation yet
         PENDING = "**Verdict pending — step 20/20**\n\nThe verdict needs the final evaluation, made when training ends; this line refreshes"
         assert not at.exception and at.selectbox(key="diagnose_run").value == running
@@ -326,6 +376,9 @@ def test_compare_overlays_two_runs(trained):
     at.selectbox(key="compare_layer").set_value("norm3").run()
     assert charts(at)["compare_drift"]["layout"]["title"]["text"].startswith("norm3")
     assert not at.exception
+    projected = open_app("compare", runs=",".join(pair), layout="presentation")  # the classroom's layout: every chart 2×
+    assert all(fig["layout"]["font"]["size"] >= 26 and fig["layout"]["title"]["font"]["size"] >= 32 for fig in charts(projected).values())
+    assert not projected.dataframe and list(projected.table[0].value.index) == labels  # an HTML table the layout's CSS enlarges
 
 
 def test_compare_defaults_and_session_preselection(trained):

@@ -33,8 +33,10 @@ def assert_collapse_and_fix(acc: dict[str, dict], collapse_below: float, fixed_a
 
 def test_story_command_shows_the_collapse_and_the_fix_on_tiny_images(tmp_path):
     """1 epoch (38 steps) at 20 px: 0.99³⁸ = 0.68 of the initial values linger, so bn collapses harder."""
-    acc = story(tmp_path, "--input-size", str(TINY), "--epochs", "1")
-    assert set(acc) == {"initial", "more-layers", "bn", "final"}
+    acc = story(tmp_path, "--input-size", str(TINY), "--epochs", "1", "--raw-pixels")
+    assert set(acc) == {"initial", "more-layers", "bn", "final", "more-layers raw", "bn raw"}  # the Story's chapter 5 too
+    fed = {r.name: r.config.arch.rescale for r in Store(tmp_path).list_runs()}
+    assert fed["bn (raw pixels)"] == fed["more-layers (raw pixels)"] == 1.0 and fed["bn"] == 1 / 255
     assert_collapse_and_fix(acc, collapse_below=0.4, fixed_above=0.6)
 
 

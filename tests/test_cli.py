@@ -73,3 +73,15 @@ def test_train_stores_run_and_prints_json(tmp_path):
     assert [r["id"] for r in listed] == [data["run_id"]] and listed[0]["status"] == "done"
     shown = json.loads(bnviz("show", data["run_id"], "--json", home=tmp_path).stdout)
     assert shown["evaluations"]["final"]["accuracy"] == data["accuracy"]
+
+
+def test_list_shows_no_momentum_for_a_model_without_bn(tmp_path):
+    from bnviz.presets import preset_config
+    from bnviz.store import Store
+
+    store = Store(tmp_path)
+    plain, bn = (store.create_run(preset_config(p)) for p in ("more-layers", "bn"))
+    listed = {r["id"]: r["momentum"] for r in json.loads(bnviz("list", "--json", home=tmp_path).stdout)["runs"]}
+    assert listed == {plain: None, bn: 0.99}
+    rows = {line.split()[0]: line.split()[-1] for line in bnviz("list", home=tmp_path).stdout.splitlines()[2:]}
+    assert rows == {plain: "–", bn: "0.99"}

@@ -20,9 +20,10 @@ from tests.test_cli import bnviz
 TINY = {"input_size": 20, "epochs": 1, "probe": ProbeConfig(probe_batch=32, population_samples=64)}
 
 
-def table_with(at, column: str):
-    """The first table shown with `column` (AppTest does not expose dataframe keys)."""
-    tables = [d.value for d in at.dataframe if column in d.value.columns]
+def table_with(shown, column: str):
+    """The first table shown with `column` (AppTest does not expose dataframe keys): `shown` is an
+    AppTest (its data grids) or a list of elements such as `at.table`."""
+    tables = [d.value for d in getattr(shown, "dataframe", shown) if column in d.value.columns]
     assert tables, f"no table with column {column!r}"
     return tables[0]
 
@@ -144,13 +145,30 @@ def test_story_page_walks_the_four_chapters(app_home):
         at.radio(key="story_chapter").set_value(index).run()
         assert not at.exception and at.header[0].value == chapter.title
         table = table_with(at, "seed notebook")
-        assert table.loc["test (evaluate)", "bnviz"] == pytest.approx(Store(home).evaluations(ids[chapter.preset])["final"].accuracy["test"])
+        assert table.loc["test (evaluate)", "bnviz"] == f'{Store(home).evaluations(ids[chapter.preset])["final"].accuracy["test"]:.0%}'
         fit = Store(home).evaluations(ids[chapter.preset])["final"].fit_accuracy
-        assert table.loc["train (fit)"].tolist() == pytest.approx([fit, SEED_RESULTS[chapter.preset][0]])
-        assert np.isnan(table.loc["train (evaluate)", "seed notebook"])
+        assert table.loc["train (fit)"].tolist() == [f"{fit:.0%}", f"{SEED_RESULTS[chapter.preset][0]:.0%}"]
+        assert table.loc["train (evaluate)", "seed notebook"] == "–"  # the seed has no such figure: a dash, never "None"
         assert "story_chart" in charts(at)
         verdict = diagnose(Store(home).load_run(ids[chapter.preset]))[0]
         assert any(m.value.startswith(f"**bnviz's {verdict.title[0].lower()}") for m in at.markdown)  # the chapter says the run's verdict
-    at.toggle(key="story_presentation").set_value(True).run()
+    at.toggle(key="presentation").set_value(True).run()
     assert not at.exception
     assert at.get("download_button")
+
+
+def test_story_link_opens_its_chapter_in_the_presentation_layout(app_home):
+    """`?chapter=bn&layout=presentation`: that chapter, its charts' text twice the screen size (read from
+    the figure the page sends), the table as an HTML table that the layout's CSS enlarges."""
+    at = open_app("story", chapter="bn", layout="presentation")
+    assert at.radio(key="story_chapter").value == 2 and at.toggle(key="presentation").value
+    layout = charts(at)["story_chart"]["layout"]
+    assert layout["font"]["size"] >= 26 and layout["title"]["font"]["size"] >= 32 and layout["legend"]["font"]["size"] >= 24
+    assert all(note["font"]["size"] >= 26 for note in layout["annotations"])  # the subplot titles too
+    assert table_with(at.table, "seed notebook").loc["test (evaluate)", "seed notebook"] == "46%"
+    at.radio(key="story_chapter").set_value(3).run()
+    assert at.query_params["chapter"] == "final" and at.query_params["layout"] == "presentation"
+    at.toggle(key="presentation").set_value(False).run()
+    assert "size" not in charts(at)["story_chart"]["layout"].get("font", {}) and "layout" not in at.query_params  # the template's 13 px
+    bad = open_app("story", chapter="nope")
+    assert "nope" in bad.warning[0].value and bad.radio(key="story_chapter").value == 0

@@ -161,6 +161,9 @@ def test_size_presets_set_size_and_fonts_on_a_copy():
     assert (slide.layout.width, slide.layout.height, slide.layout.font.size) == (1600, 900, 24)
     assert (paper.layout.width, paper.layout.font.size) == (700, 10) and fig.layout.width is None
     assert E.sized(fig, "screen").layout.width is None
+    projector = E.sized(fig, "presentation")  # the presentation layout's text (2×) at the projector's 1280×720
+    assert (projector.layout.width, projector.layout.height, projector.layout.font.size) == (1280, 720, 2 * F.BASE_FONT)
+    assert projector.layout.title.font.size == 2 * F.TITLE_FONT and projector.layout.legend.font.size == 2 * F.LEGEND_FONT
 
 
 def test_report_of_nothing_and_of_an_empty_run():

@@ -215,6 +215,7 @@ def test_accuracy_frame_and_final_bars():
     assert list(bars[f"test · {F.INFER_LABEL}"].y) == [0.46]  # the unevaluated run is left out
     assert list(bars[f"val · {F.TRAIN_LABEL}"].y) == [0.97]
     assert bars[f"test · {F.INFER_LABEL}"].marker.color == F.INFER_COLOUR
+    assert fig.layout.showlegend and fig.layout.legend.y is None  # the legend for the colours, where the template puts it: in view
 
 
 def test_user_strings_are_escaped_in_figures():
@@ -304,3 +305,50 @@ def test_every_figure_builds_from_a_real_run(real_run):
     for fig in (F.compare_accuracy_figure([real_run]), F.compare_drift_figure([real_run], layer), F.final_accuracy_figure([real_run])):
         assert fig.data
     assert F.accuracy_frame([real_run]).notna().all().all()
+
+
+# --- presentation scale ----------------------------------------------------------------------
+def text_sizes(fig: go.Figure) -> dict[str, float]:
+    """The font sizes a figure's reader sees, the template's where the figure sets none."""
+    layout, template = fig.layout, F.TEMPLATE.layout
+    sizes = {"text": layout.font.size or template.font.size, "title": layout.title.font.size or template.title.font.size,
+             "legend": layout.legend.font.size or template.legend.font.size}
+    sizes |= {f"annotation {i}": note.font.size or sizes["text"] for i, note in enumerate(layout.annotations)}
+    return sizes
+
+
+SCALED = {
+    "histograms": lambda d, s: F.activation_histograms(d, "norm1", scale=s),
+    "drift": lambda d, s: F.drift_figure(d, "norm1", scale=s),
+    "gap": lambda d, s: F.channel_gap_figure(d, "norm1", scale=s),
+    "theory": lambda d, s: F.ema_theory_figure(0.99, 100, scale=s),
+    "curves": lambda d, s: F.training_curves(d, scale=s),
+    "compare accuracy": lambda d, s: F.compare_accuracy_figure([d], scale=s),
+    "compare drift": lambda d, s: F.compare_drift_figure([d], "norm1", scale=s),
+    "final": lambda d, s: F.final_accuracy_figure([d], scale=s),
+    "sweep": lambda d, s: F.sweep_figure([d], scale=s),
+    "empty": lambda d, s: F.empty_figure("nothing", "because", scale=s),
+}
+
+
+@pytest.mark.parametrize("name", list(SCALED))
+def test_scale_two_doubles_every_text_of_every_figure(name):
+    """The presentation layout's figures: title, axes, legend and every annotation (subplot titles,
+    the mᵗ marker's label) at least twice the screen size, margins and height grown to hold them."""
+    screen, projected = SCALED[name](make_data(), 1.0), SCALED[name](make_data(), 2.0)
+    small, large = text_sizes(screen), text_sizes(projected)
+    assert small.keys() == large.keys() and small["text"] == F.BASE_FONT
+    assert all(large[k] >= 2 * small[k] for k in small), (small, large)
+    assert large["title"] >= 32 and large["text"] >= 26 and large["legend"] >= 24
+    assert projected.layout.margin.t >= 2 * F.TEMPLATE.layout.margin.t
+    assert projected.layout.height > screen.layout.height
+
+
+def test_sweep_on_the_ema_window_axis_is_log_and_leaves_out_m_one():
+    runs = [make_data(momentum=m, run_id=f"20260101-000000-{i:06d}") for i, m in enumerate((1.0, 0.99, 0.9))]
+    by_m = F.sweep_figure(runs)
+    assert list(by_name(by_m)[f"batch 32 · {F.INFER_LABEL}"].x) == [0.9, 0.99, 1.0]
+    window = F.sweep_figure(runs, "window")
+    np.testing.assert_allclose(by_name(window)[f"batch 32 · {F.INFER_LABEL}"].x, [10, 100], rtol=1e-9)  # 1/(1 − m); m = 1 has none
+    assert window.layout.xaxis.type == "log" and "1/(1 − m)" in window.layout.xaxis.title.text
+    assert "No finished runs" in annotations(F.sweep_figure(runs[:1], "window"))

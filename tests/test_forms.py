@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from bnviz import forms
-from bnviz.config import ConfigError, ProbeConfig, RunConfig, validate
+from bnviz.config import SETTING, ConfigError, ProbeConfig, RunConfig, validate
 from bnviz.data import DataError
 from bnviz.presets import PRESETS, preset_config
 from bnviz.shapes import param_counts
@@ -148,3 +148,20 @@ def test_raw_pixels_removes_the_rescaling_layer_only():
     raw = forms.arch_from_form("bn", forms.ArchForm((16, 32, 16), "batch", "after", 0.5, 0.99, raw_pixels=True))
     assert scaled.rescale == pytest.approx(1 / 255) and raw.rescale == 1.0
     assert dataclasses.replace(raw, rescale=scaled.rescale) == scaled
+
+
+def test_link_round_trips_every_field_and_reports_bad_values_by_field():
+    values = {"preset": "final", "filters": (16, 24, 16), "norm": "batch", "placement": "before", "dropout": 0.15000000000000002,
+              "momentum": 0.9995, "raw_pixels": True, "dataset": "folder", "folder": "/data/x y", "name": "a&b=c",
+              **{name: SETTING[name].default for name in forms.FORM_SETTINGS}}
+    query = forms.link_query(values)
+    parsed, problems = forms.parse_link(query)
+    assert not problems and set(parsed) == set(forms.LINK_FIELDS)
+    assert parsed == {**values, "dropout": pytest.approx(0.15)}
+    assert "folder" not in forms.link_query({**values, "dataset": "synthetic"})  # a folder path only travels with the folder source
+    bad = {"batch_size": "48", "learning_rate": "0.0002", "momentum": "nan", "epochs": "2.5", "shuffle": "maybe", "dataset": "zip",
+           "filters": "16,,32", "input_size": "65", "norm": "<script>", "preset": "x" * 100}
+    parsed, problems = forms.parse_link(bad)
+    assert parsed == {} and set(problems) == set(bad)
+    assert problems["momentum"] == "momentum must be in [0, 1]. Received: momentum=nan"
+    assert problems["preset"].endswith("Received: preset='" + "x" * 40 + "'")  # what was received, cut short

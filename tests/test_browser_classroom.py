@@ -1,0 +1,84 @@
+"""The classroom in a real browser at the projector's 1280×720: a Story link opens its chapter in the
+presentation layout with chart titles, prose, tables and metrics about twice their screen size (read
+from the rendered page, not compared as pictures), and a Train link round-trips its settings, a bad
+value marked beside its widget. The runs are written straight into the store (no training)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import expect
+
+from bnviz.presets import PRESETS, preset_config
+from bnviz.store import ProbeRecord, Store
+from tests.browser import CHROMIUM, chromium, streamlit_server
+from tests.conftest import needs_tool
+from tests.test_browser import ARTIFACTS, screenshot_on_failure
+from tests.test_diagnose_page import _finish
+
+pytestmark = needs_tool(Path(CHROMIUM).exists(), "Debian's chromium is not installed (.ci/run installs it)")
+CHART_TITLE = '[data-testid="stPlotlyChart"] .gtitle'
+PIXELS = "e => parseFloat(getComputedStyle(e).fontSize)"
+
+
+def _story(store: Store) -> dict[str, str]:
+    """The four presets as one finished story, each with fit climbing and a few probe records."""
+    ids = {}
+    for preset in PRESETS:
+        run_id = ids[preset] = store.create_run(preset_config(preset), sweep="story-20260101-000000")
+        store.start(run_id, os.getpid(), 10, 30, {})
+        store.add_records(run_id, steps=[(s, 1, 2.0 / s, min(0.99, s / 30)) for s in range(1, 31)],
+                          probes=[ProbeRecord(s, 1, min(0.99, s / 30), 0.2, 0.1, 3.0, ()) for s in (0, 15, 30)])
+        _finish(store, run_id)
+    return ids
+
+
+def _px(page, selector: str) -> float:
+    """The computed font size of the first element matching `selector`, once it is shown."""
+    page.locator(selector).first.wait_for(timeout=60_000)
+    return page.locator(selector).first.evaluate(PIXELS)
+
+
+def _story_sizes(page, url: str, query: str) -> dict[str, float]:
+    page.goto(f"{url}/story?chapter=initial{query}")
+    page.locator('[data-testid="stPlotlyChart"] .main-svg').first.wait_for(timeout=60_000)
+    return {"chart title": _px(page, CHART_TITLE), "axis title": _px(page, '[data-testid="stPlotlyChart"] .ytitle'),
+            "prose": _px(page, 'p:has-text("Two conv blocks")'), "h2": _px(page, "h2")}
+
+
+@pytest.mark.slow  # ~45 s: one server, seven page loads
+def test_presentation_layout_and_train_links_in_a_browser(tmp_path):
+    ids = _story(Store(tmp_path))
+    ARTIFACTS.mkdir(exist_ok=True)
+    with streamlit_server(tmp_path) as (url, _), chromium() as browser:
+        page = browser.new_page(viewport={"width": 1280, "height": 720})
+        with screenshot_on_failure(page, "classroom"):
+            screen = _story_sizes(page, url, "")
+            projected = _story_sizes(page, url, "&layout=presentation")
+            page.screenshot(path=str(ARTIFACTS / "classroom-story-1280x720.png"))
+            assert screen["chart title"] == 16 and projected["chart title"] >= 32
+            assert projected["axis title"] >= 2 * screen["axis title"] - 1  # 1.2 × 13 and 1.2 × 26 px, rounded
+            assert projected["prose"] >= 1.5 * screen["prose"] and projected["h2"] >= 1.3 * screen["h2"], (screen, projected)
+            assert _px(page, '[data-testid="stTable"] td') >= 28  # the accuracy table, an HTML table in this layout
+            page.goto(f"{url}/diagnose?run={ids['bn']}&layout=presentation")
+            assert _px(page, '[data-testid="stMetricValue"]') >= 72 and _px(page, CHART_TITLE) >= 32
+            page.screenshot(path=str(ARTIFACTS / "classroom-diagnose-1280x720.png"))
+
+            page.goto(f"{url}/?preset=final&momentum=0.9&batch_size=48")
+            page.get_by_text("batch_size must be one of the form's steps").wait_for(timeout=60_000)
+            expect(page.locator(".st-key-train_momentum input")).to_have_value("0.9000")  # the widget fills in a moment later
+            page.locator(".st-key-train_batch_size").get_by_role("slider").focus()
+            page.keyboard.press("ArrowRight")  # 32 → 64: the mark goes with the bad value
+            page.get_by_text("batch_size must be one of").wait_for(state="detached", timeout=30_000)
+            page.get_by_role("button", name="Copy link").click()
+            link = page.locator('[data-testid="stCode"] code').first.inner_text()
+            assert link.startswith(url) and "momentum=0.9&" in link and "batch_size=64" in link
+            page.goto(link)
+            expect(page.locator(".st-key-train_momentum input")).to_have_value("0.9000", timeout=60_000)
+            page.get_by_text("Seed notebook: train 100% · val 99% · test 99%").wait_for()  # the final preset's caption
+            assert "momentum=" not in page.url  # applied, then cleared from the address
+            assert page.locator('[data-testid="stAlert"]').count() == 0  # no error: every value came back
+            page.screenshot(path=str(ARTIFACTS / "classroom-train-link-1280x720.png"))
+
