@@ -8,7 +8,12 @@ from one into another):
   SQLite store), timed to the end of training and to the last stored record, and
   `keras.callbacks.TensorBoard(histogram_freq=1)`; how the overhead grows with
   the probe interval, the number of BN layers and the probe batch; what one probe record costs,
-  piece by piece; and TensorFlow thread settings.
+  piece by piece; and how far a smaller population sample sits from a large one.
+- `command`: the whole `bnviz train --preset bn` command with the probe against `--no-probe`.
+- `long`: a 1,026-step run, plain `fit` against the default probe (measured, not projected).
+- `scale`: the seed presets with BN at 224×224: ms/step, time to the last record and peak memory,
+  plain and probed, each fit in its own process; the Diagnose page on the probed run.
+- `threads` (only when named): plain ms/step under TensorFlow thread settings.
 - `story`: `python -m bnviz story` (the four seed presets) end to end, and where its time goes.
 - `ui`: first render of every dashboard page (AppTest), page reruns while a worker trains, and
   the memory of a real `streamlit run app.py` server (which must not load TensorFlow).

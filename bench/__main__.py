@@ -17,16 +17,21 @@ from pathlib import Path
 from bench import report
 from bench.util import ROOT, load_average
 
-SECTIONS = ("story", "ui", "store", "overhead")  # the short ones first
+SECTIONS = ("story", "ui", "store", "command", "overhead", "long", "scale", "threads")  # the short ones first
+DEFAULT_SECTIONS = SECTIONS[:-1]  # threads (TensorFlow's thread settings, ~3 min) only when named
 DEFAULT_OUT = ROOT / "bench" / "results" / "latest.json"
 
 
 def run_section(name: str, args: argparse.Namespace) -> dict:
     """Runs inside the section's own process."""
-    if name == "overhead":
+    if name in ("overhead", "threads"):
         from bench import overhead
 
-        return overhead.run(args.quick, args.reps, args.sweep_reps)
+        return overhead.run(args.quick, args.reps, args.sweep_reps) if name == "overhead" else overhead.threads_section(args.quick, args.sweep_reps)
+    if name in ("command", "long", "scale"):
+        from bench import endtoend
+
+        return endtoend.run(name, args.quick, {"command": args.sweep_reps, "long": args.sweep_reps - 1, "scale": 1}[name])
     if name == "story":
         from bench import story
 
@@ -61,10 +66,11 @@ def spawn(name: str, args: argparse.Namespace) -> dict:
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smoke mode: tiny sizes, one repetition (numbers are not measurements)")
-    parser.add_argument("--reps", type=int, default=9, help="alternating repetitions of the main comparisons (default 9)")
-    parser.add_argument("--sweep-reps", type=int, default=3, help="alternating repetitions of each sweep point (default 3)")
+    parser.add_argument("--reps", type=int, default=5, help="alternating repetitions of the main comparisons (default 5)")
+    parser.add_argument("--sweep-reps", type=int, default=3,
+                        help="alternating repetitions of each sweep point and of the whole command (default 3; the long run gets one less, 224² one)")
     parser.add_argument("--story-reps", type=int, default=1, help="runs of the whole story; the median is reported (default 1)")
-    parser.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}")
+    parser.add_argument("--sections", default=",".join(DEFAULT_SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)} (default: all but threads)")
     parser.add_argument("--jobs", type=int, default=0,
                         help="sections run at once (default 1; 2 with --quick, whose numbers are not measurements anyway)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON results file (default bench/results/latest.json)")

@@ -3,10 +3,6 @@ ones in the same run (bench.overhead.record_breakdown)."""
 
 from __future__ import annotations
 
-import contextlib
-import functools
-from collections.abc import Iterator
-
 import numpy as np
 
 
@@ -26,22 +22,3 @@ def population_moments_numpy(forward, x: np.ndarray, batch_size: int, n_layers: 
         mean = s / n
         moments.append((mean.astype(np.float32), np.maximum(q / n - mean**2, 0.0).astype(np.float32)))
     return moments
-
-
-@contextlib.contextmanager
-def previous_probe() -> Iterator[None]:
-    """Inside this block BNProbe works as it did before the benchmark: population moments copied
-    out and summed in numpy, histograms from up to 200,000 values, 12 geometric probes per decade
-    (the previous 128/512 probe sizes, and budget 100 for records made at their step, are a config
-    the caller sets)."""
-    import bnviz.probe as probe
-    import bnviz.stats as stats
-
-    saved = probe.population_moments, probe.shared_histograms, stats.log_schedule.__defaults__
-    probe.population_moments = population_moments_numpy
-    probe.shared_histograms = functools.partial(saved[1], max_values=200_000)
-    stats.log_schedule.__defaults__ = (12,)
-    try:
-        yield
-    finally:
-        probe.population_moments, probe.shared_histograms, stats.log_schedule.__defaults__ = saved

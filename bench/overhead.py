@@ -13,9 +13,10 @@ same seed on the same data for the same number of steps. How each fit is timed, 
   probe, its step-0 snapshot; for the synchronous variants also the tap model, its tracing and the
   step-0 record); the "after setup" ratio leaves it out.
 
-"probed" is the default probe (records within 3 % of training time in the loop, the rest at the
-end); "probed, all in the loop" makes every record at its step (budget 100), as bnviz did before
-the budget; "previous" is that plus the record as it was before this benchmark (bench.legacy).
+"probed" is the default probe (records paced evenly over the steps inside the loop, or sooner
+within 3 % of training time; the last step's after it); "probed, all at their step" makes every
+record at its step (budget 100); "probed, all after training" defers every one (budget 0);
+"population 256 (before)" is the default with the population sample bnviz used before (256 images).
 
 One untimed fit runs first, so no variant pays the process's one-time costs. Ratios are computed
 per round (each variant over plain in the same round) and the median over rounds is reported;
@@ -25,7 +26,6 @@ threads) is compared too: it is less sensitive to other work on the machine.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import subprocess
@@ -35,12 +35,13 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from bench.legacy import population_moments_numpy, previous_probe
+from bench.legacy import population_moments_numpy
 from bench.util import ROOT, median, quiet_tensorflow, ratios, rotations, spread, stopwatch
 
 BLOCK_FILTERS = (16, 32, 16, 16, 16)  # the bn preset's three blocks, then two more Conv16 blocks
-PROBE_SIZES = ((32, 128), (64, 256), (128, 512), (256, 1024))  # (probe_batch, population_samples)
-INTERVALS = (1, 5, 25, 0)  # 0: the geometric default
+BN_LAYER_COUNTS = (1, 3, 5)
+PROBE_SIZES = ((32, 128), (64, 128), (64, 256), (128, 512))  # (probe_batch, population_samples)
+INTERVALS = (5, 25, 0)  # 0: the geometric default
 THREADS = ((0, 0), (2, 1), (1, 1), (2, 2))  # (intra, inter); 0 = TensorFlow's default; (2, 1) is the worker's
 
 
@@ -76,8 +77,7 @@ def _blocks(n: int):
 
 def fit_once(setup: Setup, kind: str, config=None) -> dict:
     """One timed fit of `kind`: "plain", "recorded" (bnviz's step rows into the store, no probe),
-    "probed", "previous" (probed as bnviz did before the benchmark, see bench.legacy) or
-    "tensorboard"; see the module docstring."""
+    "probed" or "tensorboard"; see the module docstring."""
     import keras
 
     from bnviz.models import compile_model
@@ -96,7 +96,8 @@ def fit_once(setup: Setup, kind: str, config=None) -> dict:
     model.set_weights(initial)
 
     first, last, records, callbacks, probe = make_clock(), make_clock(), [], [], None
-    if kind in ("recorded", "probed", "previous"):
+    run_id = None
+    if kind in ("recorded", "probed"):
         store = Store(setup.home / "store")
         run_id = store.create_run(config, status="running")
         steps_per_epoch = math.ceil(n / batch)
@@ -112,15 +113,16 @@ def fit_once(setup: Setup, kind: str, config=None) -> dict:
     elif kind == "tensorboard":
         logdir = tempfile.mkdtemp(prefix="tb-", dir=setup.home)
         callbacks = [keras.callbacks.TensorBoard(log_dir=logdir, histogram_freq=1)]
-    with previous_probe() if kind == "previous" else contextlib.nullcontext():
-        start, cpu = time.perf_counter(), time.process_time()
-        model.fit(data.x_train, data.y_train, batch_size=batch, epochs=config.epochs, verbose=0, shuffle=True, callbacks=[first, *callbacks, last])
-        fit_s, cpu_s = time.perf_counter() - start, time.process_time() - cpu
+    start, cpu = time.perf_counter(), time.process_time()
+    model.fit(data.x_train, data.y_train, batch_size=batch, epochs=config.epochs, verbose=0, shuffle=True, callbacks=[first, *callbacks, last])
+    fit_s, cpu_s = time.perf_counter() - start, time.process_time() - cpu
+    if run_id:
+        store.finish(run_id, "done")  # untimed: the Diagnose page then shows a finished run
     # the last callback's on_train_begin runs after every other one's (setup done); the first one's
     # on_train_end runs before the probe makes the records it left for the end (training done)
     return {"train_s": first.ended - start, "fit_s": fit_s, "cpu_s": first.ended_cpu - cpu, "cpu_total_s": cpu_s,
             "setup_s": last.began - start, "steps": last.steps,
-            "records": len(records), "live_records": probe.live_records if probe else 0}
+            "records": len(records), "live_records": probe.live_records if probe else 0, "run_id": run_id}
 
 
 def make_clock():
@@ -202,28 +204,26 @@ def record_breakdown(setup: Setup, repeat: int) -> dict:
     records = [maker.make(snapshot)]  # traces the forwards
     fwd, n = maker.forward, len(maker.bn_layers)
     x, pop = maker.x_probe, maker.population
-    train_out, infer_out = fwd(x, training=True), fwd(x, training=False)
+    (_, train_out), (_, infer_out) = fwd.probe(x, training=True), fwd.probe(x, training=False)
+    full_train, full_infer = fwd(x, training=True), fwd(x, training=False)
     store = Store(setup.home / "breakdown")
     run_id = store.create_run(config, status="running")
     recorder = Recorder(store, run_id)
 
-    def histograms(cap=None):
-        kw = {"max_values": cap} if cap else {}
-        return [shared_histograms(train_out[1 + n + i], infer_out[1 + n + i], config.probe.bins, **kw) for i in range(n)]
-
     pieces = {
         "snapshot (in the training loop)": lambda: Snapshot(1, 1, model.get_weights(), None),
         "whole record": lambda: maker.make(snapshot),
-        "forward, probe batch, training mode": lambda: fwd(x, training=True),
-        "forward, probe batch, inference mode": lambda: fwd(x, training=False),
-        "population moments": lambda: population_moments(fwd, pop, config.batch_size, n),
-        "histograms": histograms,
+        "probe batch forward, training mode": lambda: fwd.probe(x, training=True),
+        "probe batch forward, inference mode": lambda: fwd.probe(x, training=False),
+        "population moments, training mode": lambda: population_moments(fwd, pop, config.batch_size, n),
+        "population moments, inference mode": lambda: population_moments(fwd, pop, config.batch_size, n, training=False),
+        "histograms": lambda: [shared_histograms(train_out[i], infer_out[i], config.probe.bins) for i in range(n)],
         "store write (one record)": lambda: recorder.add_probe(records[-1]),
         # alternatives, measured in the same process
-        "alt: population moments, numpy per batch (before)": lambda: population_moments_numpy(fwd, pop, config.batch_size, n),
-        "alt: histograms, max_values 200,000": lambda: histograms(200_000),
-        "alt: histograms, max_values 50,000": lambda: histograms(50_000),
-        "alt: histograms, max_values 20,000": lambda: histograms(20_000),
+        "alt: probe batch forward, every output copied out (before)": lambda: fwd(x, training=True),
+        "alt: population moments, numpy per batch": lambda: population_moments_numpy(fwd, pop, config.batch_size, n),
+        "alt: histograms of the whole outputs, max_values 200,000": lambda: [shared_histograms(full_train[1 + n + i], full_infer[1 + n + i],
+                                                                                             config.probe.bins, 200_000) for i in range(n)],
     }
     samples: dict[str, list[float]] = {name: [] for name in pieces}
     for name in pieces:  # warm-up (traces)
@@ -232,35 +232,49 @@ def record_breakdown(setup: Setup, repeat: int) -> dict:
         start = time.perf_counter()
         pieces[name]()
         samples[name].append(time.perf_counter() - start)
-    sizes = {i: int(np.prod(train_out[1 + n + i].shape)) for i in range(n)}
+    sizes = {i: int(np.prod(full_train[1 + n + i].shape)) for i in range(n)}
     return {"ms": {name: 1000 * median(v) for name, v in samples.items()}, "bn_layers": n, "probe_batch": len(x),
             "population_samples": len(pop), "bn_output_values": sizes}
 
 
-# --- longer runs, projected from the measured costs -------------------------------------------------
-def projection(main: dict, breakdown: dict) -> list[dict]:
-    """Until the last record is stored, probed/plain for longer runs of the same model:
-    1 + (setup + records × record) / (steps × step), with the measured plain step, the probe's setup
-    (tap model, tracing, step-0 record, as the all-in-the-loop variant pays it) and one record plus
-    its store write; the training loop itself stays within the budget. 38 steps per epoch is the
-    embedded data set at batch 32, 439 the Intel image set's 14,034 training images. Epoch ends are
-    always probed, so on small data sets they, not the geometric schedule, set the overhead of long
-    runs."""
-    from bnviz.stats import log_schedule, probe_steps
+# --- what a smaller population sample costs in accuracy ------------------------------------------
+POPULATION_SIZES = (64, 128, 256)
+REFERENCE_POPULATION = 1024
 
-    step_s = main["plain"]["ms_per_step"] / 1000
-    setup_s = max(0.0, main["probed, all in the loop"]["setup_s"] - main["plain"]["setup_s"])
-    record_s = (breakdown["ms"]["whole record"] + breakdown["ms"]["store write (one record)"]) / 1000
-    rows = []
-    for per_epoch in (38, 439):
-        for steps in (114, 1_000, 10_000):
-            schedules = {"geometric (default)": probe_steps(steps, per_epoch, 0), "every=25": probe_steps(steps, per_epoch, 25),
-                         "geometric, no epoch ends": sorted({0, steps, *log_schedule(steps)})}
-            for name, chosen in schedules.items():
-                records = len(chosen) - 1  # step 0 is part of the setup
-                rows.append({"steps_per_epoch": per_epoch, "steps": steps, "schedule": name, "records": records + 1,
-                             "ratio": 1 + (setup_s + records * record_s) / (steps * step_s)})
-    return rows
+
+def population_error(setup: Setup) -> dict:
+    """How far the population moments over the first n images of the probe's population sample sit
+    from those over 1,024 training images, on the `bn` model after one epoch, in units of the
+    reference's per-channel SD: |Δmean|/sd and |Δvar|/var, median and max over every channel of
+    every BN layer; and the error bar a record carries, iid_mean_sd/√batches, in the same units."""
+    import keras
+    import numpy as np
+
+    from bnviz.models import batch_norm_layers, compile_model
+    from bnviz.probe import StatelessForward, batch_mean_spread, batch_moments, pooled_moments, tap_model
+
+    config, data, batch = setup.config, setup.data, setup.config.batch_size
+    keras.utils.set_random_seed(config.seed)
+    model = compile_model(config, data.channels, data.num_classes)
+    model.fit(data.x_train, data.y_train, batch_size=batch, epochs=1, verbose=0)
+    n_layers, forward = len(batch_norm_layers(model)), StatelessForward(tap_model(model)[0])
+    order = np.random.default_rng(config.seed + 1).permutation(len(data.x_train))
+    reference = [pooled_moments(layer) for layer in batch_moments(forward, data.x_train[order[:REFERENCE_POPULATION]], batch, n_layers)]
+    out = {}
+    for size in (16, 32) if len(order) < 256 else POPULATION_SIZES:
+        layers = batch_moments(forward, data.x_train[order[:size]], batch, n_layers)
+        mean_err, var_err, bar = [], [], []
+        for layer, (ref_mean, ref_var) in zip(layers, reference, strict=True):
+            mean, var = pooled_moments(layer)
+            sd = np.sqrt(np.maximum(ref_var, 1e-12))
+            mean_err.append(np.abs(mean - ref_mean) / sd)
+            var_err.append(np.abs(var / np.maximum(ref_var, 1e-12) - 1))
+            bar.append(batch_mean_spread(layer) / np.sqrt(len(layer)) / sd)
+        mean_err, var_err, bar = (np.concatenate(v) for v in (mean_err, var_err, bar))
+        out[str(size)] = {"mean_err_sd": {"median": float(np.median(mean_err)), "max": float(mean_err.max())},
+                          "var_err_rel": {"median": float(np.median(var_err)), "max": float(var_err.max())},
+                          "error_bar_sd": {"median": float(np.nanmedian(bar)) if np.isfinite(bar).any() else None}}
+    return {"reference_images": min(REFERENCE_POPULATION, len(order)), "sizes": out}
 
 
 # --- TensorFlow thread settings: one process per setting ----------------------------------------
@@ -277,6 +291,11 @@ def threads_child(intra: int, inter: int, quick: bool) -> float:
         setup = make_setup(quick, Path(tmp))
         result = fit_once(setup, "plain")
     return 1000 * result["fit_s"] / result["steps"]
+
+
+def threads_section(quick: bool, reps: int) -> dict:
+    """Section `threads`: plain ms/step under each TensorFlow thread setting, one process each."""
+    return {"threads": thread_settings(reps, quick)}
 
 
 def thread_settings(reps: int, quick: bool) -> dict:
@@ -314,10 +333,11 @@ def run(quick: bool, reps: int, sweep_reps: int) -> dict:
         fit_once(setup, "plain")  # untimed: the process's first fit pays one-time costs (thread pools, kernel caches)
         with stopwatch(phases, "main"):
             in_loop = base.replace(probe=replace(base.probe, budget=100.0))
-            previous = base.replace(probe=replace(base.probe, probe_batch=128, population_samples=512, budget=100.0))
+            deferred = base.replace(probe=replace(base.probe, budget=0.0))
+            before = base.replace(probe=replace(base.probe, population_samples=256))
             out["main"] = compare(setup, {"plain": ("plain", base), "recorder only": ("recorded", base), "probed": ("probed", base),
-                                          "probed, all in the loop": ("probed", in_loop),
-                                          "previous": ("previous", previous), "tensorboard": ("tensorboard", base)}, reps)
+                                          "probed, all at their step": ("probed", in_loop), "probed, all after training": ("probed", deferred),
+                                          "probed, population 256 (before)": ("probed", before), "tensorboard": ("tensorboard", base)}, reps)
         with stopwatch(phases, "intervals"):
             variants = {"plain": ("plain", base)}
             variants |= {f"every={e}" if e else "geometric": ("probed", base.replace(probe=replace(base.probe, every=e)))
@@ -325,7 +345,7 @@ def run(quick: bool, reps: int, sweep_reps: int) -> dict:
             out["intervals"] = compare(setup, variants, sweep_reps)
         with stopwatch(phases, "bn_layers"):
             rows = {}
-            for n in (1,) if quick else range(1, len(BLOCK_FILTERS) + 1):
+            for n in (1,) if quick else BN_LAYER_COUNTS:
                 config = base.replace(arch=replace(base.arch, blocks=_blocks(n)))
                 rows[str(n)] = compare(setup, {"plain": ("plain", config), "probed": ("probed", config)}, sweep_reps)
             out["bn_layers"] = rows
@@ -336,10 +356,8 @@ def run(quick: bool, reps: int, sweep_reps: int) -> dict:
             out["probe_sizes"] = compare(setup, variants, sweep_reps)
         with stopwatch(phases, "record_breakdown"):
             out["record_breakdown"] = record_breakdown(setup, 3 if quick else 7)
-        out["projection"] = projection(out["main"], out["record_breakdown"])
-    if not quick:
-        with stopwatch(phases, "threads"):
-            out["threads"] = thread_settings(sweep_reps, quick)
+        with stopwatch(phases, "population_error"):
+            out["population_error"] = population_error(setup)
     out["section_seconds"] = phases
     return out
 

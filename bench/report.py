@@ -60,18 +60,13 @@ def overhead(s: dict) -> str:
     out += ["", f"One probe record, piece by piece ({b['bn_layers']} BN layers, probe batch {b['probe_batch']}, "
                 f"population {b['population_samples']}):", ""]
     out.append(table(["piece", "ms"], list(b["ms"].items())))
-    out += ["", "Longer runs until the last record is stored, projected from the measured step, setup and record costs "
-                "(× plain; training itself stays within the budget):", ""]
-    steps = sorted({r["steps"] for r in s["projection"]})
-    keys = list(dict.fromkeys((r["steps_per_epoch"], r["schedule"]) for r in s["projection"]))
-    ratio = {(r["steps_per_epoch"], r["schedule"], r["steps"]): r for r in s["projection"]}
-    out.append(table(["steps/epoch", "schedule", *(f"{t:,} steps" for t in steps)],
-                     [[spe, name, *(f"{ratio[spe, name, t]['ratio']:.2f}× ({ratio[spe, name, t]['records']})" for t in steps)]
-                      for spe, name in keys]))
-    out.append("(records in brackets)")
-    if "threads" in s:
-        out += ["", "TensorFlow threads (intra/inter; 0 = TensorFlow's default), plain fit:", ""]
-        out.append(table(["threads", "ms/step"], [[n, r["ms_per_step"]["median"]] for n, r in s["threads"].items()]))
+    e = s["population_error"]
+    out += ["", f"Population sample size against {e['reference_images']:,} training images (bn preset after one epoch; every "
+                "channel of every BN layer; mean error in reference SDs, variance error relative; the error bar a record "
+                "carries is iid_mean_sd/√batches):", ""]
+    out.append(table(["images", "mean error/sd, median", "max", "variance error, median", "max", "error bar/sd, median"],
+                     [[n, r["mean_err_sd"]["median"], r["mean_err_sd"]["max"], r["var_err_rel"]["median"], r["var_err_rel"]["max"],
+                       r["error_bar_sd"]["median"]] for n, r in e["sizes"].items()]))
     return "\n".join(out)
 
 
@@ -137,7 +132,39 @@ def store(s: dict) -> str:
     return "\n".join(out)
 
 
-RENDERERS = {"overhead": overhead, "story": story, "ui": ui, "store": store}
+def threads(s: dict) -> str:
+    return "\n".join(["### TensorFlow threads (intra/inter; 0 = TensorFlow's default), plain fit", "",
+                      table(["threads", "ms/step"], [[n, r["ms_per_step"]["median"]] for n, r in s["threads"].items()])])
+
+
+def command(s: dict) -> str:
+    w, c = s["wall_s"], s["cpu_s"]
+    return "\n".join([f"### Whole command: `{s['command']}` with and without `--no-probe` ({s['reps']} alternating pairs)", "",
+                      table(["variant", "wall s", "CPU s", "× --no-probe wall", "× --no-probe CPU"],
+                            [["--no-probe", w["no probe"]["median"], c["no probe"]["median"], "1.00×", "1.00×"],
+                             ["probed", w["probed"]["median"], c["probed"]["median"], _x(s), _x(s, "ratio_cpu")]])])
+
+
+def long(s: dict) -> str:
+    rows = s["rows"]
+    return "\n".join([f"### A long run: {s['steps']:,} steps ({s['reps']} alternating pairs)", "",
+                      table(["variant", "ms/step", "× plain (training)", "× plain until last record", "records (in the loop)", "ms/record"],
+                            [[n, r["ms_per_step"], _x(r), _x(r, "ratio_total"), _records(r), r.get("ms_per_record")] for n, r in rows.items()])])
+
+
+def scale(s: dict) -> str:
+    rows = []
+    for preset, r in s["presets"].items():
+        rows.append([preset, r["steps"], r["ms_per_step"]["plain"], r["ms_per_step"]["probed"], _x(r), _x(r, "ratio_total"),
+                     f"{r['records']} ({r['live_records']:g})", r["peak_rss_mb"]["plain"], r["peak_rss_mb"]["probed"], r["data_mb"]])
+    d = s["diagnose_page"]
+    return "\n".join([f"### The seed's scale: {s['input_size']}×{s['input_size']}, batch 32, each fit in its own process", "",
+                      table(["preset", "steps", "plain ms/step", "probed ms/step", "× plain (training)", "× plain until last record",
+                             "records (in the loop)", "peak RSS MB plain", "peak RSS MB probed", "training images MB"], rows), "",
+                      f"Diagnose page on the probed run (AppTest): first render {d['first_render_s']:.2f} s, rerun {d['rerun_s']:.2f} s."])
+
+
+RENDERERS = {"overhead": overhead, "story": story, "ui": ui, "store": store, "threads": threads, "command": command, "long": long, "scale": scale}
 
 
 def render(results: dict) -> str:

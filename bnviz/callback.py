@@ -6,8 +6,8 @@
 
 It records into the same store as bnviz's own runs (`home=`, else `$BNVIZ_HOME`, else
 ./bnviz-runs), with the same guarantees: records are made on a private copy of the model, so
-training is bit-for-bit what it would be without it; they take at most `probe.budget` of the
-training time inside the loop, the rest are made when training ends. The run is visible live on a
+training is bit-for-bit what it would be without it; they are made inside the loop paced evenly
+over the steps (`probe.budget` 0: all when training ends). The run is visible live on a
 dashboard started on the same home folder. When training ends it evaluates the model in both BN
 modes on the data it was given, saves the model and the samples, and the run is like any other:
 Diagnose, PreciseBN, Compare, Export.

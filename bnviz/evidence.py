@@ -25,11 +25,12 @@ RECALIBRATION_BATCHES = 50  # ~1,600 images at batch 32: Wu & Johnson find 10Â³â
 SHIFT_SAMPLES = 256  # images per split for the shift figures
 
 
-def recalibrate_model(model: keras.Model, x: np.ndarray, batch_size: int) -> int:
+def recalibrate_model(model: keras.Model, x: np.ndarray, batch_size: int, forward: StatelessForward | None = None) -> int:
     """Assign every BN layer's moving statistics the population moments of its input over `x`
-    (upstream layers in training mode, as PreciseBN does); returns the number of BN layers."""
+    (upstream layers in training mode, as PreciseBN does); returns the number of BN layers.
+    `forward` may be one already compiled for a model with the same weights (saves tracing)."""
     bn_layers = batch_norm_layers(model)
-    moments = population_moments(StatelessForward(tap_model(model)[0]), x, batch_size, len(bn_layers))
+    moments = population_moments(forward or StatelessForward(tap_model(model)[0]), x, batch_size, len(bn_layers))
     for layer, (mean, var) in zip(bn_layers, moments, strict=True):
         layer.moving_mean.assign(mean)
         layer.moving_variance.assign(var)
@@ -42,16 +43,17 @@ def recalibration_sample(data: Dataset, batch_size: int, batches: int, seed: int
     return data.x_train[order]
 
 
-def recalibrated_evaluation(model: keras.Model, data: Dataset, batch_size: int, seed: int, batches: int = RECALIBRATION_BATCHES) -> Evaluation | None:
+def recalibrated_evaluation(model: keras.Model, data: Dataset, batch_size: int, seed: int, batches: int = RECALIBRATION_BATCHES,
+                            forward: StatelessForward | None = None) -> Evaluation | None:
     """Inference-mode accuracy and loss per split after PreciseBN on a copy of `model` (the model
-    itself is left as trained); None without BN layers."""
+    itself is left as trained; `forward`, `model`'s own, computes the moments); None without BN layers."""
     if not batch_norm_layers(model):
         return None
     copy = keras.models.clone_model(model)
     copy.set_weights(model.get_weights())
     copy.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     sample = recalibration_sample(data, batch_size, batches, seed)
-    recalibrate_model(copy, sample, batch_size)
+    recalibrate_model(copy, sample, batch_size, forward)  # the copy holds model's weights: model's forward gives its moments
     accuracy, loss = {}, {}
     for split, (x, y) in data.splits().items():
         split_loss, split_accuracy = copy.evaluate(x, y, batch_size=max(batch_size, 64), verbose=0)
@@ -78,14 +80,14 @@ def pixel_moments(x: np.ndarray) -> Moments:
     return x.mean(axis=axes, dtype=np.float64), x.std(axis=axes, dtype=np.float64)
 
 
-def input_shift(model: keras.Model, data: Dataset, batch_size: int, seed: int) -> dict:
+def input_shift(model: keras.Model, data: Dataset, batch_size: int, seed: int, forward: StatelessForward | None = None) -> dict:
     """Per split (val, test) against train: the pixel shift and, with BN, the shift of the first BN
     layer's input in inference mode (see `channel_shift`); plus each split's mean pixel value."""
     rng = np.random.default_rng(seed + 3)
     sample = {name: x[rng.permutation(len(x))[:SHIFT_SAMPLES]] for name, (x, _) in data.splits().items()}
     pixels = {name: pixel_moments(x) for name, x in sample.items()}
     result: dict = {"pixel_mean": {name: float(m.mean()) for name, (m, _) in pixels.items()}, "pixels": {}, "first_bn_input": {}}
-    forward = StatelessForward(tap_model(model)[0]) if batch_norm_layers(model) else None
+    forward = (forward or StatelessForward(tap_model(model)[0])) if batch_norm_layers(model) else None
     first = {name: _first_bn_input_moments(forward, x, batch_size) for name, x in sample.items()} if forward else {}
     for name in ("val", "test"):
         result["pixels"][name] = channel_shift(pixels["train"], pixels[name])

@@ -107,7 +107,7 @@ def evaluate_splits(model: keras.Model, splits: Splits, batch_size: int, seed: i
         x, y = splits[split]
         order = np.random.default_rng(seed).permutation(len(x))
         for training, (accuracy, loss) in modes.items():
-            outputs = np.concatenate([forward(x[order[i : i + batch_size]], training)[0] for i in range(0, len(x), batch_size)])
+            outputs = np.concatenate([forward.probabilities(x[order[i : i + batch_size]], training) for i in range(0, len(x), batch_size)])
             accuracy[split], loss[split] = _accuracy_and_loss(_probabilities(outputs), y[order])
     (acc, loss), (acc_batch, loss_batch) = modes[False], modes[True]
     return Evaluation(acc, acc_batch, loss, loss_batch, fit_accuracy)

@@ -21,9 +21,11 @@ At each scheduled step (see `bnviz.stats.probe_steps`) it records, per BN layer 
   accuracy/loss in both modes.
 
 What it costs: inside the training loop, a snapshot per scheduled step (a copy of the weights,
-about a millisecond). Making a record runs 2 × probe_batch + population_samples images forward;
-records are made in the loop only within `ProbeConfig.budget` of the training time (3 %), the
-rest once training ends (see `BNProbe`).
+about a millisecond). Making a record runs 2 × probe_batch + 2 × population_samples images
+forward; records are made in the loop, paced evenly over the steps (see `BNProbe`), the last
+once training ends. Memory is bounded at any input size: population moments are reduced inside
+the graph one batch at a time, and only the class probabilities and about `HISTOGRAM_VALUES`
+values per BN output leave the graph.
 
 Why it does not perturb training: records are made on a private copy of the model holding the
 snapshot's weights, through `stateless_call` (in Keras 3 `model(x, training=True)` assigns new
@@ -45,7 +47,7 @@ from keras import layers
 
 from bnviz.config import ProbeConfig
 from bnviz.models import batch_norm_layers
-from bnviz.stats import probe_steps, recover_batch_moments, shared_histograms
+from bnviz.stats import HISTOGRAM_VALUES, probe_steps, recover_batch_moments, shared_histograms, thinning_stride
 from bnviz.store import ProbeLayer, ProbeRecord
 
 MAX_PENDING_BYTES = 256 * 2**20  # snapshots waiting beyond this are made at once, over budget, to bound memory
@@ -124,16 +126,33 @@ class StatelessForward:
         self._train = tf.function(lambda x: self._call(x, True), reduce_retracing=True)
         self._infer = tf.function(lambda x: self._call(x, False), reduce_retracing=True)
         self._moments = {mode: tf.function(lambda x, mode=mode: self._input_moments(x, mode), reduce_retracing=True) for mode in (True, False)}
+        self._probs = {mode: tf.function(lambda x, mode=mode: self._call(x, mode)[0], reduce_retracing=True) for mode in (True, False)}
+        self._thinned = {mode: tf.function(lambda x, mode=mode: self._thinned_outputs(x, mode)) for mode in (True, False)}  # static shapes: one probe batch
 
     def _call(self, x: tf.Tensor, training: bool) -> list[tf.Tensor]:
         trainable = [v.value for v in self.tap.trainable_variables]
         frozen = [v.value for v in self.tap.non_trainable_variables]
         outputs, _ = self.tap.stateless_call(trainable, frozen, x, training=training)
-        return outputs
+        return list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]  # Keras unwraps 1-output models
 
     def __call__(self, x: np.ndarray, training: bool) -> list[np.ndarray]:
-        outputs = (self._train if training else self._infer)(tf.convert_to_tensor(x))
-        return [o.numpy() for o in outputs] if isinstance(outputs, (list, tuple)) else [outputs.numpy()]  # Keras unwraps 1-output models
+        return [o.numpy() for o in (self._train if training else self._infer)(tf.convert_to_tensor(x))]
+
+    def probabilities(self, x: np.ndarray, training: bool) -> np.ndarray:
+        """The class probabilities alone: no activation map leaves the graph (bounded memory at 224²)."""
+        return self._probs[training](tf.convert_to_tensor(x)).numpy()
+
+    def _thinned_outputs(self, x: tf.Tensor, training: bool) -> list[tf.Tensor]:
+        outputs = self._call(x, training)
+        thinned = [tf.reshape(o, [-1])[:: thinning_stride(int(np.prod(o.shape)), int(o.shape[-1]), HISTOGRAM_VALUES)] for o in outputs[1 + self.n_layers :]]
+        return [outputs[0], *thinned]
+
+    def probe(self, x: np.ndarray, training: bool) -> tuple[np.ndarray, list[np.ndarray]]:
+        """The class probabilities and, per BN layer, its output thinned inside the graph to the values
+        `shared_histograms` keeps (the same stride, so the same histograms); a probe batch at 224² would
+        otherwise copy every BN input and output map out, ~0.2 GB each."""
+        outputs = [o.numpy() for o in self._thinned[training](tf.convert_to_tensor(x))]
+        return outputs[0], outputs[1:]
 
     def _input_moments(self, x: tf.Tensor, training: bool) -> list[tuple[tf.Tensor, tf.Tensor, tf.Tensor]]:
         outputs = self._call(x, training)
@@ -234,17 +253,17 @@ class RecordMaker:
         self.copy.set_weights(snapshot.weights_before or snapshot.weights)
         training_batches = batch_moments(self.forward, self.population, self.batch_size, n)
         self.copy.set_weights(snapshot.weights)
-        train_out = self.forward(self.x_probe, training=True)
-        infer_out = self.forward(self.x_probe, training=False) if n else train_out  # without BN (Dropout is not tapped) both modes agree
+        probs_train, train_out = self.forward.probe(self.x_probe, training=True)
+        probs_infer, infer_out = self.forward.probe(self.x_probe, training=False) if n else (probs_train, train_out)  # without BN both modes agree
         inference = population_moments(self.forward, self.population, self.batch_size, n, training=False)
-        acc_train, loss_train = _accuracy_and_loss(train_out[0], self.y_probe)
-        acc_infer, loss_infer = _accuracy_and_loss(infer_out[0], self.y_probe)
+        acc_train, loss_train = _accuracy_and_loss(probs_train, self.y_probe)
+        acc_infer, loss_infer = _accuracy_and_loss(probs_infer, self.y_probe)
         records = []
         for i, layer in enumerate(self.bn_layers):
             moving_mean, moving_var = layer.moving_mean.numpy(), layer.moving_variance.numpy()
             nan = np.full_like(moving_mean, np.nan)
             batch_mean, batch_var = snapshot.batch_stats[i] if snapshot.batch_stats else (nan, nan)
-            edges, hist_train, hist_infer = shared_histograms(train_out[1 + n + i], infer_out[1 + n + i], self.config.bins)
+            edges, hist_train, hist_infer = shared_histograms(train_out[i], infer_out[i], self.config.bins)
             pop_mean, pop_var = pooled_moments(training_batches[i])
             records.append(ProbeLayer(layer.name, moving_mean, moving_var, batch_mean, batch_var, pop_mean, pop_var, edges, hist_train, hist_infer,
                                       *inference[i], batch_mean_spread(training_batches[i])))
@@ -255,10 +274,13 @@ class BNProbe(keras.callbacks.Callback):
     """Snapshots the model at each scheduled step and hands each finished `ProbeRecord` to `emit`,
     in step order.
 
-    Records are made inside the training loop only while the time spent on them stays within
-    `config.budget` of the training time so far (long runs get their records live); the others wait
-    as snapshots and are made when training ends, so short runs train at full speed and get every
-    record a moment later. `keep_going` is asked before each of those: a cancelled run skips them.
+    Records are made inside the training loop from snapshots, at the pace that spreads them evenly
+    over the run's steps (after a share f of the steps, a share f of the scheduled records is made),
+    or sooner while the time spent on them stays within `config.budget` of the training time so far;
+    so a watcher sees records while the model trains, and the work done by the last step is the same
+    as if every record had waited for the end. Budget 0 makes every record once training ends, budget
+    100 each at its step. Those left at the end (at least the last step's) are made after training;
+    `keep_going` is asked before each of them: a cancelled run skips them.
     """
 
     def __init__(
@@ -280,6 +302,8 @@ class BNProbe(keras.callbacks.Callback):
         self.pending: deque[Snapshot] = deque()
         self.pending_bytes = 0
         self.live_records = 0  # made inside the training loop; the rest were made once it ended
+        self.made = 0
+        self.total_steps: int | None = None  # None when fit does not know it (a generator without steps)
         self._maker: RecordMaker | None = None
         self._before: list[tuple[np.ndarray, np.ndarray]] | None = None
         self._weights_before: list[np.ndarray] | None = None
@@ -291,6 +315,7 @@ class BNProbe(keras.callbacks.Callback):
         self._began = time.perf_counter()
         self.bn_layers = batch_norm_layers(self.model)
         steps_per_epoch = self.params.get("steps") or 1
+        self.total_steps = steps_per_epoch * self.params.get("epochs", 1) if self.params.get("steps") else None
         self.schedule = set(probe_steps(steps_per_epoch * self.params.get("epochs", 1), steps_per_epoch, self.config.every))
         self._snapshot(batch_stats=None)
 
@@ -329,10 +354,13 @@ class BNProbe(keras.callbacks.Callback):
         self._spent += time.perf_counter() - start
 
     def _affordable(self) -> bool:
-        """Would one more record keep probe time within the budget share of training time?"""
+        """Is a record due by the even pace over the run's steps, or would one more keep probe time
+        within the budget share of training time?"""
         training = time.perf_counter() - self._began - self._spent
-        if self.step == 0 or training <= 0:
+        if self.step == 0 or training <= 0 or self.config.budget <= 0:
             return False
+        if self.total_steps and self.made < len(self.schedule) * self.step / self.total_steps:
+            return True
         expected = self._record_cost
         if expected is None:  # before the first record: as many training steps as the record forwards batches
             expected = training / self.step * (2 * len(self.probe_data[0]) + len(self.population)) / self.batch_size
@@ -345,6 +373,7 @@ class BNProbe(keras.callbacks.Callback):
         snapshot = self.pending.popleft()
         self.pending_bytes -= snapshot.nbytes
         self.emit(self._maker.make(snapshot))
+        self.made += 1
         self._record_cost = time.perf_counter() - start
         if live:
             self._spent += self._record_cost

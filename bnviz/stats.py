@@ -92,7 +92,10 @@ def recover_batch_moments(before: tuple[np.ndarray, np.ndarray], after: tuple[np
     return mean, np.where(bound <= RECOVERY_TOLERANCE * np.abs(var), var, np.float32(np.nan))
 
 
-def shared_histograms(train: np.ndarray, infer: np.ndarray, bins: int, max_values: int = 50_000) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+HISTOGRAM_VALUES = 50_000  # values per histogram sample: a distribution plot needs no more
+
+
+def shared_histograms(train: np.ndarray, infer: np.ndarray, bins: int, max_values: int = HISTOGRAM_VALUES) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Histograms of two samples on shared edges spanning both samples' 0.5–99.5 percentiles.
 
     Values beyond the edges are counted in the end bins; an all-equal sample gets edges v ± 0.5.
@@ -112,10 +115,15 @@ def shared_histograms(train: np.ndarray, infer: np.ndarray, bins: int, max_value
 def _thin(values: np.ndarray, max_values: int) -> np.ndarray:
     """Every step-th value of the flattened array. In channels-last order, value i belongs to channel
     i mod C, so a stride sharing a factor with C would keep only some channels."""
-    step, channels = max(1, values.size // max_values), values.shape[-1]
+    return values.ravel()[:: thinning_stride(values.size, values.shape[-1], max_values)]
+
+
+def thinning_stride(size: int, channels: int, max_values: int) -> int:
+    """The stride `_thin` keeps every value of: about size / max_values, coprime to the channel count."""
+    step = max(1, size // max_values)
     while math.gcd(step, channels) != 1:
         step += 1
-    return values.ravel()[::step]
+    return step
 
 
 def _counts(values: np.ndarray, edges: np.ndarray) -> np.ndarray:

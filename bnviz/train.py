@@ -116,14 +116,15 @@ def training_order(data: Dataset, shuffle: bool) -> tuple[np.ndarray, np.ndarray
     return data.x_train[order], data.y_train[order]
 
 
-def evaluate_both_modes(model: keras.Model, data: Dataset, batch_size: int, seed: int = 0, fit_accuracy: float = math.nan) -> Evaluation:
+def evaluate_both_modes(model: keras.Model, data: Dataset, batch_size: int, seed: int = 0, fit_accuracy: float = math.nan,
+                        forward: StatelessForward | None = None) -> Evaluation:
     """Accuracy and loss on every split in inference mode (moving statistics, as `evaluate` does)
     and with batch statistics (BN in training mode on shuffled batches of `batch_size`, no updates).
 
     High batch-statistics accuracy with low inference accuracy means the weights are fine and the
     moving statistics are wrong.
     """
-    forward = StatelessForward(tap_model(model)[0])
+    forward = forward or StatelessForward(tap_model(model)[0])
     acc: dict[str, float] = {}
     loss: dict[str, float] = {}
     acc_batch: dict[str, float] = {}
@@ -134,7 +135,7 @@ def evaluate_both_modes(model: keras.Model, data: Dataset, batch_size: int, seed
         split_loss, split_acc = model.evaluate(x, y, batch_size=max(batch_size, 64), verbose=0)
         acc[split], loss[split] = float(split_acc), float(split_loss)
         order = np.random.default_rng(seed).permutation(len(x))
-        probs = np.concatenate([forward(x[order[i : i + batch_size]], training=True)[0] for i in range(0, len(x), batch_size)])
+        probs = np.concatenate([forward.probabilities(x[order[i : i + batch_size]], training=True) for i in range(0, len(x), batch_size)])
         acc_batch[split], loss_batch[split] = _accuracy_and_loss(probs, y[order])  # the probe's own, so the two agree
     return Evaluation(acc, acc_batch, loss, loss_batch, fit_accuracy)
 
@@ -167,9 +168,10 @@ def execute_run(store: Store, run_id: str, on_step: Callable[[int, dict], None] 
     if recorder.cancelled:
         store.finish(run_id, RunStatus.CANCELLED, error=f"Cancelled at step {recorder.step}.")
         return RunResult(run_id, RunStatus.CANCELLED, recorder.step, seconds, None, None, f"Cancelled at step {recorder.step}.")
-    evaluation = evaluate_both_modes(model, data, config.batch_size, config.seed, recorder.fit_accuracy)
+    forward = StatelessForward(tap_model(model)[0])  # one tap model and its traces for the evaluation and the evidence
+    evaluation = evaluate_both_modes(model, data, config.batch_size, config.seed, recorder.fit_accuracy, forward)
     store.add_evaluation(run_id, "final", evaluation)
-    record_evidence(store, run_id, model, data, config)
+    record_evidence(store, run_id, model, data, config, forward)
     path = store.model_path(run_id)
     model.save(path)
     seconds = time.monotonic() - started
@@ -197,13 +199,13 @@ def train_job(store: Store, job: Job, progress: Callable[[str], None]) -> None:
     progress(f"done after {result.steps:,} steps in {result.seconds:.1f} s")
 
 
-def record_evidence(store: Store, run_id: str, model: keras.Model, data: Dataset, config: RunConfig) -> None:
+def record_evidence(store: Store, run_id: str, model: keras.Model, data: Dataset, config: RunConfig, forward: StatelessForward | None = None) -> None:
     """What the diagnosis needs beyond the probe records, from training data only: accuracy after
     PreciseBN on a copy of the model (evaluation "recalibrated") and the input shift per split."""
-    recalibrated = recalibrated_evaluation(model, data, config.batch_size, config.seed)
+    recalibrated = recalibrated_evaluation(model, data, config.batch_size, config.seed, forward=forward)
     if recalibrated is not None:
         store.add_evaluation(run_id, "recalibrated", recalibrated)
-    store.update_info(run_id, input_shift=input_shift(model, data, config.batch_size, config.seed))
+    store.update_info(run_id, input_shift=input_shift(model, data, config.batch_size, config.seed, forward))
 
 
 def _dataset(config: RunConfig) -> Dataset:

@@ -68,6 +68,44 @@ def test_records_made_after_training_equal_records_made_live(probed, probed_live
                 np.testing.assert_allclose(getattr(la, field), getattr(lb, field), rtol=1e-5, atol=1e-6, err_msg=f"step {a.step} {la.layer} {field}")
 
 
+def test_default_budget_paces_records_live_over_the_run(tiny_data, probed):
+    """Budget 3 %: after a share f of the steps a share f of the records is made, so all but the last
+    step's are made while training runs, and they equal the deferred ones."""
+    model, records = _fit(tiny_data, probe=True, budget=0.03)
+    assert model.probe.live_records >= len(records) - 1 > 3 and model.probe.made == len(records)
+    for a, b in zip(probed[1], records, strict=True):
+        assert a.step == b.step and a.acc_inference == b.acc_inference
+        np.testing.assert_allclose(a.layers[1].pop_var, b.layers[1].pop_var, rtol=1e-5)
+        np.testing.assert_array_equal(a.layers[2].hist_infer, b.layers[2].hist_infer)
+
+
+def test_histograms_from_outputs_thinned_in_the_graph_equal_those_of_the_whole_outputs(tiny_data, probed):
+    """`StatelessForward.probe` strides each BN output inside the graph as `shared_histograms` would:
+    the histograms and probabilities are those of the full outputs (cap lowered so thinning happens)."""
+    import bnviz.probe
+    from bnviz.probe import StatelessForward, tap_model
+    from bnviz.stats import shared_histograms
+
+    model, _ = probed
+    x = tiny_data.x_val[:16]
+    forward = StatelessForward(tap_model(model)[0])
+    full = forward(x, training=True)
+    original = bnviz.probe.HISTOGRAM_VALUES
+    try:
+        bnviz.probe.HISTOGRAM_VALUES = 500
+        probs, thinned = forward.probe(x, training=True)
+    finally:
+        bnviz.probe.HISTOGRAM_VALUES = original
+    np.testing.assert_allclose(probs, full[0], rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(forward.probabilities(x, training=True), full[0], rtol=1e-5, atol=1e-7)
+    for i, values in enumerate(thinned):
+        whole = full[4 + i]
+        assert values.size < 1000 < whole.size
+        expected = shared_histograms(whole, whole, 40, max_values=500)
+        for a, b in zip(shared_histograms(values, values, 40, max_values=500), expected, strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
 def test_a_cancelled_run_skips_the_records_left_for_the_end(tiny_data):
     _, records = _fit(tiny_data, probe=True, epochs=1, budget=0.0, keep_going=lambda: False)
     assert records == []
@@ -99,6 +137,24 @@ def test_last_record_matches_model_moving_statistics(probed):
     norm1 = model.get_layer("norm1")
     np.testing.assert_allclose(records[-1].layers[0].moving_mean, norm1.moving_mean.numpy())
     np.testing.assert_allclose(records[-1].layers[0].moving_var, norm1.moving_variance.numpy())
+
+
+def test_a_population_sample_of_a_quarter_sits_well_within_the_diagnosis_threshold(tiny_data, probed):
+    """The default population sample shrank from 256 to 128 images (python -m bench measures the
+    error at 64 px). Here a quarter of the tiny training set against all of it: every channel's mean
+    within 0.25 SD (the smallest gap the diagnosis reports), and the error bars a record carries
+    (iid_mean_sd/√batches) of the right size: the median channel's error within 1.5 of its bars
+    (0.67 for an exact normal standard error; four batch means make the bars rough)."""
+    from bnviz.probe import StatelessForward, batch_mean_spread, batch_moments, pooled_moments, tap_model
+
+    model, _ = probed
+    forward = StatelessForward(tap_model(model)[0])
+    x = tiny_data.x_train[np.random.default_rng(1).permutation(len(tiny_data.x_train))]
+    whole = [pooled_moments(layer) for layer in batch_moments(forward, x, 8, 3)]
+    for sample, (mean, var) in zip(batch_moments(forward, x[: len(x) // 4], 8, 3), whole, strict=True):
+        error = np.abs(pooled_moments(sample)[0] - mean) / np.sqrt(var)
+        bar = batch_mean_spread(sample) / np.sqrt(len(sample)) / np.sqrt(var)
+        assert error.max() < 0.25 and np.median(error / bar) < 1.5, (error.max(), np.median(error / bar))
 
 
 def test_population_statistics_match_numpy(tiny_data, probed):
