@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from bnviz import stats
-from bnviz.config import BLOCKS_RANGE, FILTERS_RANGE, SETTING, ArchConfig, RunConfig, with_filters, with_settings
+from bnviz.config import BLOCKS_RANGE, FILTERS_RANGE, MAX_INPUT_SIZE, MIN_INPUT_SIZE, SETTING, ArchConfig, RunConfig, with_filters, with_settings
 from bnviz.data import BUILTIN_DATASETS, DataError, extract_zip, folder_layout
 from bnviz.presets import PRESETS
 
@@ -139,8 +139,9 @@ def momentum_outlook(momentum: float, steps: int) -> dict[str, float]:
 # the hash: every field is declared once (bnviz.config.SETTINGS, plus the form's own fields below), so
 # writing, parsing and range checks come from one place. A bad value never raises: it is left out of
 # the values and reported by field, for the page to show beside that widget.
-DROPOUTS = tuple(round(0.05 * i, 2) for i in range(19))  # the dropout slider's steps, 0 to 0.9
-INPUT_SIZES = tuple(range(16, 225, 4))  # the input-size slider's steps
+DROPOUT_MAX, DROPOUT_STEP, INPUT_SIZE_STEP = 0.9, 0.05, 4  # the Train page's dropout and input-size sliders
+DROPOUTS = tuple(round(DROPOUT_STEP * i, 2) for i in range(round(DROPOUT_MAX / DROPOUT_STEP) + 1))  # 0 to 0.9
+INPUT_SIZES = tuple(range(MIN_INPUT_SIZE, MAX_INPUT_SIZE + 1, INPUT_SIZE_STEP))
 WIDGET_STEPS: dict[str, tuple] = {"batch_size": BATCH_SIZES, "learning_rate": LEARNING_RATES, "probe_budget": PROBE_BUDGETS,
                                   "dropout": DROPOUTS, "input_size": INPUT_SIZES}  # values the form's sliders can hold
 LINK_SETTINGS = ("norm", "placement", "dropout", "momentum", *FORM_SETTINGS)
@@ -214,7 +215,8 @@ def _link_filters(text: str, received: str) -> tuple[int, ...]:
     except ValueError:
         filters = ()
     if not (BLOCKS_RANGE[0] <= len(filters) <= BLOCKS_RANGE[1] and all(FILTERS_RANGE[0] <= f <= FILTERS_RANGE[1] for f in filters)):
-        raise ValueError(f"filters must be 1 to 6 whole numbers in [1, 512], comma-separated. {received}")
+        (fewest, most), (low, high) = BLOCKS_RANGE, FILTERS_RANGE
+        raise ValueError(f"filters must be {fewest} to {most} whole numbers in [{low}, {high}], comma-separated. {received}")
     return filters
 
 

@@ -115,7 +115,7 @@ with model_col:
     st.radio("BN placement", list(forms.PLACEMENT_LABELS), format_func=forms.PLACEMENT_LABELS.get, key="train_placement",
              horizontal=True, disabled=not uses_bn, persist_state=KEEP)
     slot["placement"] = st.empty()
-    st.slider(SETTING["dropout"].label, 0.0, 0.9, step=0.05, key="train_dropout", persist_state=KEEP)
+    st.slider(SETTING["dropout"].label, 0.0, forms.DROPOUT_MAX, step=forms.DROPOUT_STEP, key="train_dropout", persist_state=KEEP)
     slot["dropout"] = st.empty()
     with st.expander("Advanced BN"):
         for name in ADVANCED_BN:
@@ -136,7 +136,7 @@ with train_col:
     slot["epochs"] = st.empty()
     st.select_slider("Learning rate", forms.LEARNING_RATES, format_func="{:g}".format, key="train_learning_rate", persist_state=KEEP)
     slot["learning_rate"] = st.empty()
-    st.slider(SETTING["input_size"].label, int(SETTING["input_size"].low), int(SETTING["input_size"].high), step=4, key="train_input_size",
+    st.slider(SETTING["input_size"].label, int(SETTING["input_size"].low), int(SETTING["input_size"].high), step=forms.INPUT_SIZE_STEP, key="train_input_size",
               persist_state=KEEP)
     slot["input_size"] = st.empty()
     left, right = st.columns(2)
