@@ -77,6 +77,7 @@ class ProbeConfig:
     # Every probe record runs 2 × probe_batch + 2 × population_samples images forward (~4 training steps at 64/128). The
     # diagnosis' thresholds (0.25 and 1 population SD) are far above the sampling error of 128 images: python -m bench
     # measured |Δmean| ≤ 0.034 SD (median 0.010) against 1,024 images on the bn preset.
+    population_every: int = 4  # the population (both modes) is measured at every k-th record and the last; records between carry NaN there
     bins: int = 40  # histogram bins, shared by train mode and inference mode
     budget: float = 0.03  # records are made in the loop paced evenly over the steps, or sooner within this share of training time; 0: all at the end
 
@@ -213,6 +214,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("probe_batch", (*_PROBE, "probe_batch"), int, "Probe batch", "fixed validation images for histograms and two-mode accuracy", 8, 2048),
     Setting("population_samples", (*_PROBE, "population_samples"), int, "Population samples",
             "fixed training images for the population statistics", 8, 20000),
+    Setting("population_every", (*_PROBE, "population_every"), int, "Measure the population every N records",
+            "the population sample runs forward at every N-th record and the last; 1 measures it at every record (3× the probe's work)", 1, 10_000),
     Setting("bins", (*_PROBE, "bins"), int, "Histogram bins", "", 4, 200),
 )
 SETTING = {s.name: s for s in SETTINGS}

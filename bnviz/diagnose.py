@@ -142,7 +142,8 @@ def layer_figures(trace: LayerTrace, epsilon: float, i: int = -1) -> LayerFigure
 
 
 def all_layer_figures(data: RunData) -> list[LayerFigures]:
-    return [layer_figures(data.layers[name], data.epsilon(name)) for name in ordered_layers(data)]
+    """Every BN layer's figures at the last record that measured the population (the run's last)."""
+    return [layer_figures(data.layers[name].measured(), data.epsilon(name)) for name in ordered_layers(data)]
 
 
 def scale_text(scale: float) -> str:
@@ -257,7 +258,7 @@ def moving_noise(data: RunData, momentum: float) -> float:
     """The moving mean's own noise in population SDs (worst layer, median channel): an i.i.d. batch
     mean's standard error times √((1−m)/(1+m)), the SD of an EMA of independent draws."""
     worst = math.nan
-    for trace in data.layers.values():
+    for trace in (t.measured() for t in data.layers.values()):
         if not trace.iid_mean_sd.size or not np.isfinite(trace.iid_mean_sd[-1]).any():
             continue
         batch_sd = float(np.nanmedian(trace.iid_mean_sd[-1] / np.sqrt(np.maximum(trace.pop_var[-1], 1e-12))))
@@ -359,10 +360,10 @@ def lag(data: RunData, ev: Evidence) -> Finding | None:
 
 
 def drift_speed(data: RunData) -> float:
-    """Population-mean drift per step between the last two records, in population SDs (median
-    channel, fastest layer)."""
+    """Population-mean drift per step between the last two records that measured it, in population
+    SDs (median channel, fastest layer)."""
     speeds = []
-    for name, trace in data.layers.items():
+    for name, trace in ((name, t.measured()) for name, t in data.layers.items()):
         if len(trace.steps) < 3 or trace.steps[-1] <= trace.steps[-2]:
             continue
         sd = np.sqrt(trace.pop_var[-1] + data.epsilon(name))
@@ -464,7 +465,7 @@ def data_regime(data: RunData, ev: Evidence) -> Finding | None:
     names = ordered_layers(data)
     if not names:
         return None
-    trace, eps = data.layers[names[0]], data.epsilon(names[0])
+    trace, eps = data.layers[names[0]].measured(), data.epsilon(names[0])
     offset = float(np.median(np.abs(trace.pop_mean[-1]) / np.sqrt(trace.pop_var[-1] + eps)))
     variance = float(np.median(trace.pop_var[-1]))
     scale = float(np.median(scale_error(np.ones_like(trace.pop_var[-1]), trace.pop_var[-1], eps)))

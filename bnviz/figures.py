@@ -320,6 +320,7 @@ def channel_gap_figure(data: RunData, layer: str, scale: float = 1.0) -> go.Figu
     title = f"{_text(layer)}: error of the moving mean, per channel, in population standard deviations"
     if isinstance(trace, str):
         return empty_figure(title, trace, scale=scale)
+    trace = trace.measured()  # the records between carry no population
     gap = stats.standardized_gap(trace.moving_mean.astype(float), trace.pop_mean.astype(float), trace.pop_var.astype(float), data.epsilon(layer))
     fig = go.Figure(
         go.Heatmap(
@@ -332,7 +333,7 @@ def channel_gap_figure(data: RunData, layer: str, scale: float = 1.0) -> go.Figu
             hovertemplate="step %{x}, channel %{y}: %{z:.2f} std<extra></extra>",
         )
     )
-    fig.update_xaxes(title_text="training step (probe steps, evenly spaced)", type="category")
+    fig.update_xaxes(title_text="training step (records that measured the population, evenly spaced)", type="category")
     fig.update_yaxes(title_text="channel", autorange="reversed")
     return _style(fig, title, "0 = inference centres this channel exactly as the population does", height=max(360, 160 + 14 * gap.shape[1]), scale=scale)
 

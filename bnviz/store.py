@@ -270,6 +270,16 @@ class LayerTrace(ProbeLayer):
 
     steps: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=int))
 
+    def measured(self) -> LayerTrace:
+        """The records that measured the population, as one trace: every `population_every`-th and
+        the last (see `ProbeConfig`); the records between carry NaN in every population field."""
+        keep = ~np.isnan(self.pop_var).all(axis=1) if self.pop_var.ndim == 2 else np.ones(len(self.steps), bool)
+        keep[-1:] = True  # the last record always measured it, even where a diverged run made it NaN
+        if keep.all():
+            return self
+        arrays = {name: getattr(self, name)[keep] for name in (*LAYER_ARRAYS, *HIST_ARRAYS) if getattr(self, name).size}
+        return dataclasses.replace(self, steps=self.steps[keep], **arrays)
+
 
 @dataclass(frozen=True)
 class RunData:

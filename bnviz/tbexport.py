@@ -37,11 +37,12 @@ def write_events(data: RunData, logdir: Path | str) -> Path:
             tf.summary.scalar("train/loss", row.loss, step=row.step)
             tf.summary.scalar("train/accuracy", row.accuracy, step=row.step)
         for name, trace in data.layers.items():
-            for i, step in enumerate(trace.steps.tolist()):
-                eps = data.epsilon(name)
-                gap = standardized_gap(trace.moving_mean[i], trace.pop_mean[i], trace.pop_var[i], eps)
+            measured, eps = trace.measured(), data.epsilon(name)
+            for i, step in enumerate(measured.steps.tolist()):  # the records between carry no population
+                gap = standardized_gap(measured.moving_mean[i], measured.pop_mean[i], measured.pop_var[i], eps)
                 tf.summary.scalar(f"{name}/moving_mean_gap_sd", float(np.median(gap)), step=step)
-                tf.summary.scalar(f"{name}/scale_error", float(np.median(scale_error(trace.moving_var[i], trace.pop_var[i], eps))), step=step)
+                tf.summary.scalar(f"{name}/scale_error", float(np.median(scale_error(measured.moving_var[i], measured.pop_var[i], eps))), step=step)
+            for i, step in enumerate(trace.steps.tolist()):
                 _histogram(f"{name}/output_train_mode", trace.hist_edges[i], trace.hist_train[i], step, "BN output, batch statistics")
                 _histogram(f"{name}/output_inference", trace.hist_edges[i], trace.hist_infer[i], step, "BN output, moving statistics")
     writer.close()

@@ -155,10 +155,8 @@ def execute_run(store: Store, run_id: str, on_step: Callable[[int, dict], None] 
     info = {"params": params, "layers": layers, "data": data.summary(), "bn_layers": bn_layer_info(model), "source": "bnviz"}
     store.start(run_id, os.getpid(), steps_per_epoch, steps_per_epoch * config.epochs, info)
     recorder = Recorder(store, run_id, on_step)
-    callbacks: list[keras.callbacks.Callback] = [recorder]
-    if config.probe.enabled:
-        probe_batch, population = probe_inputs(data, config)
-        callbacks.append(BNProbe(config.probe, probe_batch, population, config.batch_size, recorder.add_probe, recorder.not_cancelled))
+    probe = BNProbe(config.probe, *probe_inputs(data, config), config.batch_size, recorder.add_probe, recorder.not_cancelled) if config.probe.enabled else None
+    callbacks: list[keras.callbacks.Callback] = [recorder, probe] if probe else [recorder]
     x_train, y_train = training_order(data, config.shuffle)
     model.fit(x_train, y_train, batch_size=config.batch_size, epochs=config.epochs, verbose=0, callbacks=callbacks, shuffle=config.shuffle)
     seconds = time.monotonic() - started
@@ -168,7 +166,8 @@ def execute_run(store: Store, run_id: str, on_step: Callable[[int, dict], None] 
     if recorder.cancelled:
         store.finish(run_id, RunStatus.CANCELLED, error=f"Cancelled at step {recorder.step}.")
         return RunResult(run_id, RunStatus.CANCELLED, recorder.step, seconds, None, None, f"Cancelled at step {recorder.step}.")
-    forward = StatelessForward(tap_model(model)[0])  # one tap model and its traces for the evaluation and the evidence
+    # one tap model and its traces for the evaluation and the evidence: the probe's, traced already, where there is one
+    forward = (probe.forward_for(model) if probe else None) or StatelessForward(tap_model(model)[0])
     evaluation = evaluate_both_modes(model, data, config.batch_size, config.seed, recorder.fit_accuracy, forward)
     store.add_evaluation(run_id, "final", evaluation)
     record_evidence(store, run_id, model, data, config, forward)

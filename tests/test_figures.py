@@ -294,7 +294,10 @@ def test_every_figure_builds_from_a_real_run(real_run):
         assert len(drift.data) == 6 and not annotations(drift).startswith("No")
         assert len(F.drift_figure(real_run, layer, channel=0).data) == 6
         gap = F.channel_gap_figure(real_run, layer).data[0]
-        assert np.asarray(gap.z).shape == (trace.moving_mean.shape[1], len(trace.steps))
+        measured = trace.measured()  # every population_every-th record and the last: the others have no population to gap against
+        assert measured.steps[-1] == trace.steps[-1] and len(measured.steps) < len(trace.steps)
+        assert np.isnan(trace.pop_mean[np.isin(trace.steps, measured.steps, invert=True)]).all()
+        assert np.asarray(gap.z).shape == (trace.moving_mean.shape[1], len(measured.steps)) and list(gap.x) == measured.steps.tolist()
         np.testing.assert_allclose(np.asarray(gap.z)[:, 0], np.abs(trace.pop_mean[0]) / np.sqrt(trace.pop_var[0] + real_run.epsilon(layer)), rtol=1e-5)
     curves = F.training_curves(real_run)
     np.testing.assert_allclose(by_name(curves)[f"probe accuracy, {F.INFER_LABEL}"].y, real_run.probes["acc_inference"])
