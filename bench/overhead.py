@@ -16,7 +16,8 @@ same seed on the same data for the same number of steps. How each fit is timed, 
 "probed" is the default probe (records paced evenly over the steps inside the loop, or sooner
 within 3 % of training time; the last step's after it); "probed, all at their step" makes every
 record at its step (budget 100); "probed, all after training" defers every one (budget 0);
-"population 256 (before)" is the default with the population sample bnviz used before (256 images).
+"population at every record (before)" measures the population sample at every record, as bnviz did
+before `population_every` (default 4: every 4th record and the last).
 
 One untimed fit runs first, so no variant pays the process's one-time costs. Ratios are computed
 per round (each variant over plain in the same round) and the median over rounds is reported;
@@ -213,6 +214,7 @@ def record_breakdown(setup: Setup, repeat: int) -> dict:
     pieces = {
         "snapshot (in the training loop)": lambda: Snapshot(1, 1, model.get_weights(), None),
         "whole record": lambda: maker.make(snapshot),
+        "light record (no population)": lambda: maker.make(snapshot, measure_population=False),
         "probe batch forward, training mode": lambda: fwd.probe(x, training=True),
         "probe batch forward, inference mode": lambda: fwd.probe(x, training=False),
         "population moments, training mode": lambda: population_moments(fwd, pop, config.batch_size, n),
@@ -325,8 +327,8 @@ def run(quick: bool, reps: int, sweep_reps: int) -> dict:
             "model": f"{base.preset} preset, {base.input_size} px, batch {base.batch_size}, {base.epochs} epochs, "
                      f"{len(setup.data.x_train)} training images",
             "steps": setup.steps,
-            "default_probe": {"every": base.probe.every, "probe_batch": base.probe.probe_batch,
-                              "population_samples": base.probe.population_samples, "bins": base.probe.bins, "budget": base.probe.budget},
+            "default_probe": {"every": base.probe.every, "probe_batch": base.probe.probe_batch, "population_samples": base.probe.population_samples,
+                              "population_every": base.probe.population_every, "bins": base.probe.bins, "budget": base.probe.budget},
             "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
             "timing": "whole fit after a warm-up fit that traces the train function; see bench/overhead.py",
         }
@@ -334,10 +336,10 @@ def run(quick: bool, reps: int, sweep_reps: int) -> dict:
         with stopwatch(phases, "main"):
             in_loop = base.replace(probe=replace(base.probe, budget=100.0))
             deferred = base.replace(probe=replace(base.probe, budget=0.0))
-            before = base.replace(probe=replace(base.probe, population_samples=256))
+            before = base.replace(probe=replace(base.probe, population_every=1))
             out["main"] = compare(setup, {"plain": ("plain", base), "recorder only": ("recorded", base), "probed": ("probed", base),
                                           "probed, all at their step": ("probed", in_loop), "probed, all after training": ("probed", deferred),
-                                          "probed, population 256 (before)": ("probed", before), "tensorboard": ("tensorboard", base)}, reps)
+                                          "probed, population at every record (before)": ("probed", before), "tensorboard": ("tensorboard", base)}, reps)
         with stopwatch(phases, "intervals"):
             variants = {"plain": ("plain", base)}
             variants |= {f"every={e}" if e else "geometric": ("probed", base.replace(probe=replace(base.probe, every=e)))

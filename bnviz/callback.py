@@ -141,7 +141,8 @@ class Probe(keras.callbacks.Callback):
             status = RunStatus.FAILED if recorder.failure else RunStatus.CANCELLED
             self.store.finish(self.run_id, status, error=recorder.failure or f"Cancelled at step {recorder.step}.")
             return
-        evaluation = evaluate_splits(self.model, self.splits, self.batch_size, self.seed, recorder.fit_accuracy)
+        forward = self.bn_probe.forward_for(self.model) if self.bn_probe else None
+        evaluation = evaluate_splits(self.model, self.splits, self.batch_size, self.seed, recorder.fit_accuracy, forward)
         self.store.add_evaluation(self.run_id, "final", evaluation)
         save_samples(samples_path(self.store.models_dir, self.run_id), self.splits)
         path = self.store.model_path(self.run_id)

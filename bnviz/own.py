@@ -95,11 +95,13 @@ def _probabilities(outputs: np.ndarray) -> np.ndarray:
     return shifted / shifted.sum(axis=1, keepdims=True)
 
 
-def evaluate_splits(model: keras.Model, splits: Splits, batch_size: int, seed: int = 0, fit_accuracy: float = math.nan) -> Evaluation:
+def evaluate_splits(model: keras.Model, splits: Splits, batch_size: int, seed: int = 0, fit_accuracy: float = math.nan,
+                    forward: StatelessForward | None = None) -> Evaluation:
     """Accuracy and loss on each given split in inference mode (moving statistics) and with batch
     statistics (shuffled batches of `batch_size`, nothing updated), both through the tap model, so
-    no compiled metric of the user's is needed; a split that was not given is left out."""
-    forward = StatelessForward(tap_model(model)[0])
+    no compiled metric of the user's is needed; a split that was not given is left out. `forward`,
+    the probe's passes holding `model`'s weights, saves tracing a tap model of its own."""
+    forward = forward or StatelessForward(tap_model(model)[0])
     modes: dict[bool, tuple[dict[str, float], dict[str, float]]] = {False: ({}, {}), True: ({}, {})}
     for split in SPLITS:
         if split not in splits or not len(splits[split][0]):

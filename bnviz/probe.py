@@ -20,10 +20,14 @@ At each scheduled step (see `bnviz.stats.probe_steps`) it records, per BN layer 
   mode (batch statistics) and inference mode (moving statistics), and the probe batch's
   accuracy/loss in both modes.
 
+The population fields (both modes and the spread) are measured at every `population_every`-th
+record and the run's last; the records between carry NaN there (`LayerTrace.measured` selects the
+others), since the population sample is two thirds of a record's work.
+
 What it costs: inside the training loop, a snapshot per scheduled step (a copy of the weights,
-about a millisecond). Making a record runs 2 × probe_batch + 2 × population_samples images
-forward; records are made in the loop, paced evenly over the steps (see `BNProbe`), the last
-once training ends. Memory is bounded at any input size: population moments are reduced inside
+about a millisecond). Making a record runs 2 × probe_batch images forward, plus
+2 × population_samples where it measures the population; records are made in the loop, paced
+evenly over the steps (see `BNProbe`), the last once training ends. Memory is bounded at any input size: population moments are reduced inside
 the graph one batch at a time, and only the class probabilities and about `HISTOGRAM_VALUES`
 values per BN output leave the graph.
 
@@ -295,8 +299,10 @@ class BNProbe(keras.callbacks.Callback):
     or sooner while the time spent on them stays within `config.budget` of the training time so far;
     so a watcher sees records while the model trains, and the work done by the last step is the same
     as if every record had waited for the end. Budget 0 makes every record once training ends, budget
-    100 each at its step. Those left at the end (at least the last step's) are made after training;
-    `keep_going` is asked before each of them: a cancelled run skips them.
+    100 each at its step. The newest snapshot waits for the next one unless it is the last scheduled
+    step, so the run's last record, which always measures the population, is known to be the last.
+    Those left at the end are made after training; `keep_going` is asked before each of them: a
+    cancelled run skips them.
     """
 
     def __init__(

@@ -10,7 +10,8 @@ from bnviz.presets import preset_config
 from tests.conftest import TINY
 
 
-def _fit(data, probe: bool, epochs: int = 2, momentum: float = 0.9, budget: float = 0.03, keep_going=lambda: True):
+def _fit(data, probe: bool, epochs: int = 2, momentum: float = 0.9, budget: float = 0.03, keep_going=lambda: True, population_every: int = 4,
+         extra_callbacks=()):
     import keras
     import tensorflow as tf
 
@@ -18,13 +19,13 @@ def _fit(data, probe: bool, epochs: int = 2, momentum: float = 0.9, budget: floa
     from bnviz.probe import BNProbe
 
     tf.config.experimental.enable_op_determinism()
-    probe_config = ProbeConfig(every=2, probe_batch=16, population_samples=32, budget=budget)
+    probe_config = ProbeConfig(every=2, probe_batch=16, population_samples=32, budget=budget, population_every=population_every)
     config = preset_config("bn", input_size=TINY, batch_size=16, probe=probe_config).with_momentum(momentum)
     keras.utils.set_random_seed(7)
     model = compile_model(config, data.channels, data.num_classes)
     records = []
     callbacks = [BNProbe(config.probe, (data.x_val[:16], data.y_val[:16]), data.x_train[:32], 16, records.append, keep_going)] if probe else []
-    model.fit(data.x_train, data.y_train, batch_size=16, epochs=epochs, verbose=0, shuffle=True, callbacks=callbacks)
+    model.fit(data.x_train, data.y_train, batch_size=16, epochs=epochs, verbose=0, shuffle=True, callbacks=[*callbacks, *extra_callbacks])
     model.probe = callbacks[0] if probe else None
     return model, records
 
@@ -104,6 +105,58 @@ def test_histograms_from_outputs_thinned_in_the_graph_equal_those_of_the_whole_o
         expected = shared_histograms(whole, whole, 40, max_values=500)
         for a, b in zip(shared_histograms(values, values, 40, max_values=500), expected, strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+POPULATION_FIELDS = ("pop_mean", "pop_var", "infer_mean", "infer_var", "iid_mean_sd")
+
+
+def _measured(records) -> list[int]:
+    return [i for i, r in enumerate(records) if np.isfinite(r.layers[0].pop_var).all()]
+
+
+def test_the_population_is_measured_at_every_fourth_record_and_the_last(tiny_data, probed, probed_live):
+    """population_every 4 (the default): records 0, 4, 8 … and the last run the population sample
+    forward; those between carry NaN in every population field, and the very numbers a run measuring
+    it at every record stores everywhere else (moving and batch statistics, histograms, accuracies)."""
+    _, every = _fit(tiny_data, probe=True, budget=0.0, population_every=1)
+    assert len(_measured(every)) == len(every) > 6
+    for _, records in (probed, probed_live):
+        assert _measured(records) == sorted({*range(0, len(records), 4), len(records) - 1})
+        for i, (light, full) in enumerate(zip(records, every, strict=True)):
+            assert (light.step, light.acc_train_mode, light.acc_inference) == (full.step, full.acc_train_mode, full.acc_inference)
+            for a, b in zip(light.layers, full.layers, strict=True):
+                for field in ("moving_mean", "moving_var", "batch_mean", "batch_var", "hist_train", "hist_infer", *POPULATION_FIELDS):
+                    expected = getattr(b, field) if i in _measured(records) or field not in POPULATION_FIELDS else np.full_like(getattr(b, field), np.nan)
+                    np.testing.assert_allclose(getattr(a, field), expected, rtol=1e-5, atol=1e-6, err_msg=f"step {light.step} {a.layer} {field}")
+
+
+def test_a_run_stopped_early_still_ends_on_a_record_that_measured_the_population(tiny_data):
+    """Training stopped by another callback after step 5 (between scheduled steps): the newest snapshot
+    waited for the end of training, so the run's last record (step 4, a light one by the count) is the
+    one that measures the population the diagnosis reads."""
+    import keras
+
+    class StopAfterFive(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            self.model.stop_training = batch == 4
+
+    model, records = _fit(tiny_data, probe=True, epochs=1, budget=100.0, extra_callbacks=[StopAfterFive()])
+    assert [r.step for r in records] == [0, 2, 4] and model.probe.live_records == 2
+    assert _measured(records) == [0, 2]
+
+
+def test_the_runs_end_reuses_the_probes_passes_holding_the_trained_weights(tiny_data, probed):
+    from bnviz.probe import StatelessForward, tap_model
+
+    model, _ = probed
+    shared, fresh = model.probe.forward_for(model), StatelessForward(tap_model(model)[0])
+    x = tiny_data.x_val[:16]
+    for training in (True, False):
+        np.testing.assert_allclose(shared.probabilities(x, training), fresh.probabilities(x, training), rtol=1e-6, atol=1e-7)
+        for (m1, v1, n1), (m2, v2, n2) in zip(shared.input_moments(x, training), fresh.input_moments(x, training), strict=True):
+            assert n1 == n2
+            np.testing.assert_allclose(m1, m2, rtol=1e-6, atol=1e-7)
+            np.testing.assert_allclose(v1, v2, rtol=1e-6, atol=1e-7)
 
 
 def test_a_cancelled_run_skips_the_records_left_for_the_end(tiny_data):
