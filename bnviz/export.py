@@ -259,7 +259,8 @@ def probes_frame(data: RunData) -> pd.DataFrame:
 
 
 def probes_csv(data: RunData) -> bytes:
-    """probes_frame as CSV bytes (UTF-8); batch statistics are empty at step 0."""
+    """probes_frame as CSV bytes (UTF-8); batch statistics are empty at step 0, population statistics
+    where the record did not measure them (see `ProbeConfig.population_every`)."""
     return probes_frame(data).to_csv(index=False).encode("utf-8")
 
 

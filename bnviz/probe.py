@@ -27,9 +27,9 @@ others), since the population sample is two thirds of a record's work.
 What it costs: inside the training loop, a snapshot per scheduled step (a copy of the weights,
 about a millisecond). Making a record runs 2 × probe_batch images forward, plus
 2 × population_samples where it measures the population; records are made in the loop, paced
-evenly over the steps (see `BNProbe`), the last once training ends. Memory is bounded at any input size: population moments are reduced inside
-the graph one batch at a time, and only the class probabilities and about `HISTOGRAM_VALUES`
-values per BN output leave the graph.
+evenly over the steps (see `BNProbe`), the last once training ends. Memory is bounded at any
+input size: population moments are reduced inside the graph one batch at a time, and only the
+class probabilities and about `HISTOGRAM_VALUES` values per BN output leave the graph.
 
 Why it does not perturb training: records are made on a private copy of the model holding the
 snapshot's weights, through `stateless_call` (in Keras 3 `model(x, training=True)` assigns new

@@ -33,7 +33,8 @@ Data contract (arrays are little-endian float32 blobs, histogram counts int32):
   sample with the *whole network in inference mode* (`infer_mean`/`infer_var`: what inference
   actually feeds the layer, upstream errors included); and `iid_mean_sd`, the standard deviation
   of the BN input's mean between i.i.d. batches of the training batch size drawn from that sample
-  (the sampling noise a training batch's mean should show).
+  (the sampling noise a training batch's mean should show). The population fields are measured at
+  every `population_every`-th record and the last; the records between hold NaN there.
 - evaluations: named `Evaluation`s per run ("final", "recalibrated", "precisebn", ...), JSON.
 """
 
