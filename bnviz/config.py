@@ -72,10 +72,12 @@ class ProbeConfig:
 
     enabled: bool = True
     every: int = 0  # steps between probes; 0 = geometric schedule (dense early, where mᵗ moves); epoch ends always
-    probe_batch: int = 64  # fixed validation images for the histograms and the two-mode accuracy; 64 give ~10⁶ values per layer
+    # fixed validation images for the histograms and the two-mode accuracy: the presets' training batch size, so training mode
+    # normalises it as a training step does; 32 give ~2·10⁶ values per layer at 64 px, of which the histograms keep 50,000
+    probe_batch: int = 32
     population_samples: int = 128  # fixed training images for the PreciseBN-style population stats (4 batches of 32)
     # A probe record runs 2 × probe_batch images forward, + 2 × population_samples where it measures the population
-    # (~4 training steps at 64/128, ~1 without the population). The
+    # (~3 training steps at 32/128, ~⅔ of one without the population). The
     # diagnosis' thresholds (0.25 and 1 population SD) are far above the sampling error of 128 images: python -m bench
     # measured |Δmean| ≤ 0.034 SD (median 0.010) against 1,024 images on the bn preset.
     population_every: int = 4  # the population (both modes) is measured at every k-th record and the last; records between carry NaN there

@@ -256,6 +256,9 @@ def drift_figure(data: RunData, layer: str, channel: int | None = None, scale: f
     gap, scale_error = own_gap_series(data, layer)
     subtitle = (f"momentum {data.run.momentum:g}: after t steps the initial values (0 and 1) still weigh {data.run.momentum:g}ᵗ · at step "
                 f"{int(trace.steps[-1])}, against the population: mean gap {gap[-1]:.3g} SDs, scale error {scale_error[-1]:.3g}× (medians over channels)")
+    measured = len(trace.measured().steps)
+    if measured < len(trace.steps):
+        subtitle += f" · population measured at {measured} of {len(trace.steps)} probe steps"
     return _style(fig, title, subtitle, height=640, hovermode="x unified", scale=scale)
 
 

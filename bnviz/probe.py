@@ -51,7 +51,7 @@ from keras import layers
 
 from bnviz.config import ProbeConfig
 from bnviz.models import batch_norm_layers
-from bnviz.stats import HISTOGRAM_VALUES, probe_steps, recover_batch_moments, shared_histograms, thinning_stride
+from bnviz.stats import HISTOGRAM_VALUES, probe_steps, recover_batch_moments, shared_histograms
 from bnviz.store import ProbeLayer, ProbeRecord
 
 MAX_PENDING_BYTES = 256 * 2**20  # snapshots waiting beyond this are made at once, over budget, to bound memory
@@ -121,23 +121,54 @@ def _channels_last(x, axis: int):
     return x if axis == len(x.shape) - 1 else keras.ops.moveaxis(x, axis, -1)
 
 
-def _compiled(fn: Callable, reduce_retracing: bool = True) -> Callable:
+def _compiled(fn: Callable, signature: list[tf.TensorSpec] | None = None) -> Callable:
     """`fn` as a TensorFlow graph function without AutoGraph: the passes have no tensor-dependent
     control flow, and converting Keras' call stack made the first trace ~5× slower (0.37 s vs 0.07 s)."""
-    return tf.function(fn, reduce_retracing=reduce_retracing, autograph=False)
+    return tf.function(fn, input_signature=signature, reduce_retracing=signature is None, autograph=False)
+
+
+COPRIME_SEARCH = 64  # candidates for a stride coprime to the channel count: gaps between coprimes stay far below this for any real C
+
+
+def _prime_factors(n: int) -> list[int]:
+    factors, p = [], 2
+    while p * p <= n:
+        if n % p == 0:
+            factors.append(p)
+            while n % p == 0:
+                n //= p
+        p += 1
+    return factors + ([n] if n > 1 else [])
+
+
+def _thin_in_graph(values: tf.Tensor, max_values: int) -> tf.Tensor:
+    """`bnviz.stats._thin` inside the graph, for any batch size: every step-th value of the flattened
+    tensor, the step being the smallest at least size // max_values that is coprime to the channel
+    count (`thinning_stride`), found among `COPRIME_SEARCH` candidates."""
+    flat = tf.reshape(values, [-1])
+    candidates = tf.maximum(tf.size(flat, out_type=tf.int64) // max_values, 1) + tf.range(COPRIME_SEARCH, dtype=tf.int64)
+    coprime = tf.ones_like(candidates, dtype=tf.bool)
+    for p in _prime_factors(int(values.shape[-1])):
+        coprime &= candidates % p != 0
+    return flat[:: tf.gather(candidates, tf.argmax(tf.cast(coprime, tf.int32)))]
+
+
+Moments = list[tuple[tf.Tensor, tf.Tensor, tf.Tensor]]  # per BN layer: per-channel mean, variance, element count
 
 
 class StatelessForward:
-    """Compiled forward passes through a tap model that never assign to any variable."""
+    """Compiled forward passes through a tap model that never assign to any variable. One pass per
+    BN mode, traced once for any batch size, serves the probe batch, the population sample, the
+    evaluation and the evidence: it returns the class probabilities, each BN input's moments and
+    each BN output thinned for its histogram; a caller copies out only what it reads."""
 
     def __init__(self, tap: keras.Model):
         self.tap = tap
         self.n_layers = (len(tap.outputs) - 1) // 2  # outputs: probabilities, BN inputs, BN outputs
+        self.spec = tf.TensorSpec([None, *tap.inputs[0].shape[1:]], tap.inputs[0].dtype)
         self._train = _compiled(lambda x: self._call(x, True))
         self._infer = _compiled(lambda x: self._call(x, False))
-        self._pass = {mode: _compiled(lambda x, mode=mode: self._probabilities_and_moments(x, mode)) for mode in (True, False)}
-        # static shapes (one probe batch): the thinning stride is computed from them
-        self._thinned = {mode: _compiled(lambda x, mode=mode: self._thinned_outputs(x, mode), reduce_retracing=False) for mode in (True, False)}
+        self._pass = {mode: _compiled(lambda x, mode=mode: self._record_pass(x, mode), [self.spec]) for mode in (True, False)}
 
     def _call(self, x: tf.Tensor, training: bool) -> list[tf.Tensor]:
         trainable = [v.value for v in self.tap.trainable_variables]
@@ -145,40 +176,38 @@ class StatelessForward:
         outputs, _ = self.tap.stateless_call(trainable, frozen, x, training=training)
         return list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]  # Keras unwraps 1-output models
 
-    def __call__(self, x: np.ndarray, training: bool) -> list[np.ndarray]:
-        return [o.numpy() for o in (self._train if training else self._infer)(tf.convert_to_tensor(x))]
-
-    def probabilities(self, x: np.ndarray, training: bool) -> np.ndarray:
-        """The class probabilities alone: no activation map leaves the graph (bounded memory at 224²).
-        The same compiled pass as `input_moments`, so evaluation and evidence share its traces."""
-        return self._pass[training](tf.convert_to_tensor(x))[0].numpy()
-
-    def _thinned_outputs(self, x: tf.Tensor, training: bool) -> list[tf.Tensor]:
-        outputs = self._call(x, training)
-        thinned = [tf.reshape(o, [-1])[:: thinning_stride(int(np.prod(o.shape)), int(o.shape[-1]), HISTOGRAM_VALUES)] for o in outputs[1 + self.n_layers :]]
-        return [outputs[0], *thinned]
-
-    def probe(self, x: np.ndarray, training: bool) -> tuple[np.ndarray, list[np.ndarray]]:
-        """The class probabilities and, per BN layer, its output thinned inside the graph to the values
-        `shared_histograms` keeps (the same stride, so the same histograms); a probe batch at 224² would
-        otherwise copy every BN input and output map out, ~0.2 GB each."""
-        outputs = [o.numpy() for o in self._thinned[training](tf.convert_to_tensor(x))]
-        return outputs[0], outputs[1:]
-
-    def _probabilities_and_moments(self, x: tf.Tensor, training: bool) -> tuple[tf.Tensor, list[tuple[tf.Tensor, tf.Tensor, tf.Tensor]]]:
+    def _record_pass(self, x: tf.Tensor, training: bool) -> tuple[tf.Tensor, Moments, list[tf.Tensor]]:
         outputs = self._call(x, training)
         moments = []
         for values in outputs[1 : 1 + self.n_layers]:
             mean, variance = tf.nn.moments(values, axes=list(range(len(values.shape) - 1)))
             moments.append((mean, variance, tf.reduce_prod(tf.shape(values)[:-1])))
-        return outputs[0], moments
+        return outputs[0], moments, [_thin_in_graph(o, HISTOGRAM_VALUES) for o in outputs[1 + self.n_layers :]]
+
+    def _run(self, x: np.ndarray, training: bool) -> tuple[tf.Tensor, Moments, list[tf.Tensor]]:
+        return self._pass[training](tf.cast(tf.convert_to_tensor(x), self.spec.dtype))
+
+    def __call__(self, x: np.ndarray, training: bool) -> list[np.ndarray]:
+        """Every output of the tap model in full (tests and references; the record reads `probe`)."""
+        return [o.numpy() for o in (self._train if training else self._infer)(tf.convert_to_tensor(x))]
+
+    def probabilities(self, x: np.ndarray, training: bool) -> np.ndarray:
+        """The class probabilities alone: no activation map leaves the graph (bounded memory at 224²)."""
+        return self._run(x, training)[0].numpy()
+
+    def probe(self, x: np.ndarray, training: bool) -> tuple[np.ndarray, list[np.ndarray]]:
+        """The class probabilities and, per BN layer, its output thinned inside the graph to the values
+        `shared_histograms` keeps (the same stride, so the same histograms); a probe batch at 224² would
+        otherwise copy every BN input and output map out, ~0.2 GB each."""
+        probs, _, thinned = self._run(x, training)
+        return probs.numpy(), [t.numpy() for t in thinned]
 
     def input_moments(self, x: np.ndarray, training: bool = True) -> list[tuple[np.ndarray, np.ndarray, int]]:
         """Per BN layer, the per-channel mean, biased variance and element count of its input on the
         batch `x`, the network's BN layers in training mode (batch statistics) or inference mode
         (moving statistics). Reduced inside the graph in float32, two-pass, as BN computes its own
         batch statistics, so no activation map is copied out."""
-        return [(m.numpy(), v.numpy(), int(n)) for m, v, n in self._pass[training](tf.convert_to_tensor(x))[1]]
+        return [(m.numpy(), v.numpy(), int(n)) for m, v, n in self._run(x, training)[1]]
 
 
 MIN_SPREAD_BATCHES = 4

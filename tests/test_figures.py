@@ -292,6 +292,7 @@ def test_every_figure_builds_from_a_real_run(real_run):
         assert f"step {int(trace.steps[-1])}" in hist.layout.title.text
         drift = F.drift_figure(real_run, layer)
         assert len(drift.data) == 6 and not annotations(drift).startswith("No")
+        assert f"population measured at {len(trace.measured().steps)} of {len(trace.steps)} probe steps" in drift.layout.title.subtitle.text
         assert len(F.drift_figure(real_run, layer, channel=0).data) == 6
         gap = F.channel_gap_figure(real_run, layer).data[0]
         measured = trace.measured()  # every population_every-th record and the last: the others have no population to gap against

@@ -107,6 +107,22 @@ def test_histograms_from_outputs_thinned_in_the_graph_equal_those_of_the_whole_o
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("channels", [1, 3, 16, 30, 97, 210, 2310])
+def test_the_stride_found_in_the_graph_is_the_one_numpy_thins_with(channels):
+    """One pass serves every batch size, so the stride is computed from the tensor's size inside the
+    graph; it must keep exactly the values `shared_histograms` keeps (channel counts with many prime
+    factors included: 2310 = 2·3·5·7·11)."""
+    import tensorflow as tf
+
+    from bnviz.probe import _thin_in_graph
+    from bnviz.stats import _thin
+
+    for rows in (1, 7, 333, 5000):
+        values = np.arange(rows * channels, dtype=np.float32).reshape(rows, channels)
+        for cap in (10, 1000, 50_000):
+            np.testing.assert_array_equal(_thin_in_graph(tf.constant(values), cap).numpy(), _thin(values, cap), err_msg=f"{rows}×{channels}, cap {cap}")
+
+
 POPULATION_FIELDS = ("pop_mean", "pop_var", "infer_mean", "infer_var", "iid_mean_sd")
 
 
