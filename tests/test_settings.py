@@ -95,3 +95,6 @@ def test_train_page_advanced_bn_reaches_the_queued_config(tmp_path, monkeypatch)
     assert (run.config.arch.bn.epsilon, run.config.arch.bn.moving_variance_initializer, run.config.shuffle, run.config.epochs) == (
         0.01, "zeros", False, 200)
     assert json.loads(run.config.to_json())["shuffle"] is False
+    # The page's job thread outlives the test and pumps with the real pump once monkeypatch restores it:
+    # a queued run would start a worker training 200 epochs beside the rest of the suite.
+    Store(tmp_path).request_cancel(run.id)
