@@ -214,7 +214,8 @@ def record_breakdown(setup: Setup, repeat: int) -> dict:
     pieces = {
         "snapshot (in the training loop)": lambda: Snapshot(1, 1, model.get_weights(), None),
         "whole record": lambda: maker.make(snapshot),
-        "light record (no population)": lambda: maker.make(snapshot, measure_population=False),
+        "record with the training-mode population only": lambda: maker.make(snapshot, inference=False),
+        "light record (no population)": lambda: maker.make(snapshot, population=False),
         "probe batch forward, training mode": lambda: fwd.probe(x, training=True),
         "probe batch forward, inference mode": lambda: fwd.probe(x, training=False),
         "population moments, training mode": lambda: population_moments(fwd, pop, config.batch_size, n),

@@ -80,7 +80,7 @@ class ProbeConfig:
     # (~3 training steps at 32/128, ~⅔ of one without the population). The
     # diagnosis' thresholds (0.25 and 1 population SD) are far above the sampling error of 128 images: python -m bench
     # measured |Δmean| ≤ 0.034 SD (median 0.010) against 1,024 images on the bn preset.
-    population_every: int = 4  # the population (both modes) is measured at every k-th record and the last; records between carry NaN there
+    population_every: int = 4  # the population is measured at every k-th record and the last (in inference mode at the last); NaN between
     bins: int = 40  # histogram bins, shared by train mode and inference mode
     budget: float = 0.03  # records are made in the loop paced evenly over the steps, or sooner within this share of training time; 0: all at the end
 
@@ -218,7 +218,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("population_samples", (*_PROBE, "population_samples"), int, "Population samples",
             "fixed training images for the population statistics", 8, 20000),
     Setting("population_every", (*_PROBE, "population_every"), int, "Measure the population every N records",
-            "the population sample runs forward at every N-th record and the last; 1 measures it at every record (3× the probe's work)", 1, 10_000),
+            "the population sample runs forward at every N-th record and the last; 1 measures it at every record (~2× the probe's work)", 1, 10_000),
     Setting("bins", (*_PROBE, "bins"), int, "Histogram bins", "", 4, 200),
 )
 SETTING = {s.name: s for s in SETTINGS}

@@ -20,9 +20,10 @@ At each scheduled step (see `bnviz.stats.probe_steps`) it records, per BN layer 
   mode (batch statistics) and inference mode (moving statistics), and the probe batch's
   accuracy/loss in both modes.
 
-The population fields (both modes and the spread) are measured at every `population_every`-th
-record and the run's last; the records between carry NaN there (`LayerTrace.measured` selects the
-others), since the population sample is two thirds of a record's work.
+The training-mode population and the spread are measured at every `population_every`-th record
+and the run's last, the inference-mode population at the last only (the diagnosis reads it there);
+the records between carry NaN in those fields (`LayerTrace.measured` selects the others), since the
+population sample is three quarters of a record's work.
 
 What it costs: inside the training loop, a snapshot per scheduled step (a copy of the weights,
 about a millisecond). Making a record runs 2 × probe_batch images forward, plus
@@ -286,10 +287,11 @@ class RecordMaker:
         self.x_probe, self.y_probe = probe_data
         self.population = population
 
-    def make(self, snapshot: Snapshot, measure_population: bool = True) -> ProbeRecord:
-        """The record of `snapshot`; without `measure_population` its population fields (both modes
-        and the i.i.d. spread) are NaN and only the probe batch runs forward, a third of the work."""
-        population = self._population(snapshot) if measure_population else None
+    def make(self, snapshot: Snapshot, population: bool = True, inference: bool = True) -> ProbeRecord:
+        """The record of `snapshot`. Without `population` its population fields (both modes and the
+        i.i.d. spread) are NaN and only the probe batch runs forward, a quarter of the work; without
+        `inference` only the inference-mode population is NaN (the diagnosis reads it at the last record)."""
+        population = self._population(snapshot, inference) if population else None
         self.copy.set_weights(snapshot.weights)
         probs_train, train_out = self.forward.probe(self.x_probe, training=True)
         probs_infer, infer_out = self.forward.probe(self.x_probe, training=False) if self.bn_layers else (probs_train, train_out)  # without BN both modes agree
@@ -306,17 +308,23 @@ class RecordMaker:
                                       infer_mean, infer_var, spread))
         return ProbeRecord(snapshot.step, snapshot.epoch, acc_train, acc_infer, loss_train, loss_infer, tuple(records))
 
-    def _population(self, snapshot: Snapshot) -> list[tuple[np.ndarray, ...]]:
+    def _population(self, snapshot: Snapshot, inference: bool) -> list[tuple[np.ndarray, ...]]:
         """Per BN layer: the population mean and variance in training mode, with the weights the
         step's batch was normalised with (so batch and population statistics differ by the batch's
         composition only, not by the step's update); the same in inference mode with the snapshot's
-        weights; and the spread of i.i.d. batch means. Leaves the copy holding `snapshot.weights`."""
+        weights (NaN without `inference`); and the spread of i.i.d. batch means. Leaves the copy
+        holding `snapshot.weights`."""
         n = len(self.bn_layers)
         self.copy.set_weights(snapshot.weights_before or snapshot.weights)
         training_batches = batch_moments(self.forward, self.population, self.batch_size, n)
         self.copy.set_weights(snapshot.weights)
-        inference = population_moments(self.forward, self.population, self.batch_size, n, training=False)
-        return [(*pooled_moments(batches), *infer, batch_mean_spread(batches)) for batches, infer in zip(training_batches, inference, strict=True)]
+        infer = population_moments(self.forward, self.population, self.batch_size, n, training=False) if inference else None
+        rows = []
+        for i, batches in enumerate(training_batches):
+            mean, var = pooled_moments(batches)
+            infer_mean, infer_var = infer[i] if infer else (np.full_like(mean, np.nan),) * 2
+            rows.append((mean, var, infer_mean, infer_var, batch_mean_spread(batches)))
+        return rows
 
 
 class BNProbe(keras.callbacks.Callback):
@@ -438,7 +446,7 @@ class BNProbe(keras.callbacks.Callback):
         snapshot = self.pending.popleft()
         self.pending_bytes -= snapshot.nbytes
         last = not self.pending and (not live or snapshot.step == self.total_steps)
-        self.emit(self._maker.make(snapshot, measure_population=last or self.made % self.config.population_every == 0))
+        self.emit(self._maker.make(snapshot, population=last or self.made % self.config.population_every == 0, inference=last))
         self.made += 1
         self._record_cost = time.perf_counter() - start
         if live:

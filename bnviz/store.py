@@ -34,7 +34,8 @@ Data contract (arrays are little-endian float32 blobs, histogram counts int32):
   actually feeds the layer, upstream errors included); and `iid_mean_sd`, the standard deviation
   of the BN input's mean between i.i.d. batches of the training batch size drawn from that sample
   (the sampling noise a training batch's mean should show). The population fields are measured at
-  every `population_every`-th record and the last; the records between hold NaN there.
+  every `population_every`-th record and the last (the inference-mode ones at the last only); the
+  records between hold NaN there.
 - evaluations: named `Evaluation`s per run ("final", "recalibrated", "precisebn", ...), JSON.
 """
 
@@ -273,7 +274,8 @@ class LayerTrace(ProbeLayer):
 
     def measured(self) -> LayerTrace:
         """The records that measured the population, as one trace: every `population_every`-th and
-        the last (see `ProbeConfig`); the records between carry NaN in every population field."""
+        the last (see `ProbeConfig`); the records between carry NaN in the population fields. Only
+        the last one measured it in inference mode too (`infer_mean`/`infer_var`)."""
         keep = ~np.isnan(self.pop_var).all(axis=1) if self.pop_var.ndim == 2 else np.ones(len(self.steps), bool)
         keep[-1:] = True  # the last record always measured it, even where a diverged run made it NaN
         if keep.all():

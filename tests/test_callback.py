@@ -157,7 +157,7 @@ def test_a_sequential_model_without_input_is_probed_and_trains_identically(tiny_
 def test_a_fault_in_the_probe_stops_the_probe_not_training(tiny_data, tmp_path, monkeypatch):
     from bnviz.probe import RecordMaker
 
-    def fail(self, snapshot, measure_population=True):
+    def fail(self, snapshot, population=True, inference=True):
         raise OSError("No space left on device")
 
     monkeypatch.setattr(RecordMaker, "make", fail)

@@ -123,26 +123,30 @@ def test_the_stride_found_in_the_graph_is_the_one_numpy_thins_with(channels):
             np.testing.assert_array_equal(_thin_in_graph(tf.constant(values), cap).numpy(), _thin(values, cap), err_msg=f"{rows}×{channels}, cap {cap}")
 
 
-POPULATION_FIELDS = ("pop_mean", "pop_var", "infer_mean", "infer_var", "iid_mean_sd")
+TRAINING_POPULATION = ("pop_mean", "pop_var", "iid_mean_sd")
 
 
-def _measured(records) -> list[int]:
-    return [i for i, r in enumerate(records) if np.isfinite(r.layers[0].pop_var).all()]
+def _measured(records, field: str = "pop_var") -> list[int]:
+    return [i for i, r in enumerate(records) if np.isfinite(getattr(r.layers[0], field)).all()]
 
 
 def test_the_population_is_measured_at_every_fourth_record_and_the_last(tiny_data, probed, probed_live):
     """population_every 4 (the default): records 0, 4, 8 … and the last run the population sample
-    forward; those between carry NaN in every population field, and the very numbers a run measuring
-    it at every record stores everywhere else (moving and batch statistics, histograms, accuracies)."""
+    forward in training mode, the last one in inference mode too; those between carry NaN there, and
+    the very numbers a run measuring it at every record stores everywhere else (moving and batch
+    statistics, histograms, accuracies, the last record's inference-mode population)."""
     _, every = _fit(tiny_data, probe=True, budget=0.0, population_every=1)
     assert len(_measured(every)) == len(every) > 6
     for _, records in (probed, probed_live):
         assert _measured(records) == sorted({*range(0, len(records), 4), len(records) - 1})
+        assert _measured(records, "infer_var") == _measured(every, "infer_var") == [len(records) - 1]
         for i, (light, full) in enumerate(zip(records, every, strict=True)):
             assert (light.step, light.acc_train_mode, light.acc_inference) == (full.step, full.acc_train_mode, full.acc_inference)
             for a, b in zip(light.layers, full.layers, strict=True):
-                for field in ("moving_mean", "moving_var", "batch_mean", "batch_var", "hist_train", "hist_infer", *POPULATION_FIELDS):
-                    expected = getattr(b, field) if i in _measured(records) or field not in POPULATION_FIELDS else np.full_like(getattr(b, field), np.nan)
+                for field in ("moving_mean", "moving_var", "batch_mean", "batch_var", "hist_train", "hist_infer", "infer_mean", "infer_var",
+                              *TRAINING_POPULATION):
+                    skipped = field in TRAINING_POPULATION and i not in _measured(records)
+                    expected = np.full_like(getattr(b, field), np.nan) if skipped else getattr(b, field)
                     np.testing.assert_allclose(getattr(a, field), expected, rtol=1e-5, atol=1e-6, err_msg=f"step {light.step} {a.layer} {field}")
 
 
