@@ -73,7 +73,7 @@ class ProbeConfig:
     enabled: bool = True
     every: int = 0  # steps between probes; 0 = geometric schedule (dense early, where mᵗ moves); epoch ends always
     # fixed validation images for the histograms and the two-mode accuracy: the presets' training batch size, so training mode
-    # normalises it as a training step does; 32 give ~2·10⁶ values per layer at 64 px, of which the histograms keep 50,000
+    # normalises it as a training step does; 32 give ~2·10⁶ values per layer at 64 px, of which the histograms keep 20,000
     probe_batch: int = 32
     population_samples: int = 128  # fixed training images for the PreciseBN-style population stats (4 batches of 32)
     # A probe record runs 2 × probe_batch images forward, + 2 × population_samples where it measures the population

@@ -40,6 +40,8 @@ tap model that skips Dropout (so train mode differs from inference mode only in 
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -185,6 +187,11 @@ class StatelessForward:
             moments.append((mean, variance, tf.reduce_prod(tf.shape(values)[:-1])))
         return outputs[0], moments, [_thin_in_graph(o, HISTOGRAM_VALUES) for o in outputs[1 + self.n_layers :]]
 
+    def warm_up(self, x: np.ndarray) -> None:
+        """Trace and instantiate both passes on `x` (one image will do: they take any batch size)."""
+        for training in (True, False):
+            self._run(x, training)
+
     def _run(self, x: np.ndarray, training: bool) -> tuple[tf.Tensor, Moments, list[tf.Tensor]]:
         return self._pass[training](tf.cast(tf.convert_to_tensor(x), self.spec.dtype))
 
@@ -279,18 +286,31 @@ class RecordMaker:
     """Turns snapshots into `ProbeRecord`s on a private copy of the model, so a record can be made
     after training has moved on (or finished) without touching the trained model."""
 
-    def __init__(self, model: keras.Model, config: ProbeConfig, probe_data: tuple[np.ndarray, np.ndarray], population: np.ndarray, batch_size: int):
+    def __init__(self, model: keras.Model, config: ProbeConfig, probe_data: tuple[np.ndarray, np.ndarray], population: np.ndarray, batch_size: int,
+                 warm_up: bool = False):
         self.copy = keras.models.clone_model(model)
         tap, self.bn_layers = tap_model(self.copy)
         self.forward = StatelessForward(tap)
         self.config, self.batch_size = config, batch_size
         self.x_probe, self.y_probe = probe_data
         self.population = population
+        self._tracing = threading.Thread(target=self._trace, name="bnviz-probe-trace", daemon=True) if warm_up else None
+        if self._tracing:
+            self._tracing.start()
+
+    def _trace(self) -> None:
+        """Trace the passes while the first training steps run (0.2 s of mostly Python that would
+        otherwise delay the first record); nothing else touches the copy until `make` joins."""
+        with contextlib.suppress(Exception):  # a fault here recurs, and is reported, when the first record traces
+            self.forward.warm_up(self.x_probe[:1])
 
     def make(self, snapshot: Snapshot, population: bool = True, inference: bool = True) -> ProbeRecord:
         """The record of `snapshot`. Without `population` its population fields (both modes and the
         i.i.d. spread) are NaN and only the probe batch runs forward, a quarter of the work; without
         `inference` only the inference-mode population is NaN (the diagnosis reads it at the last record)."""
+        if self._tracing is not None:
+            self._tracing.join()
+            self._tracing = None
         population = self._population(snapshot, inference) if population else None
         self.copy.set_weights(snapshot.weights)
         probs_train, train_out = self.forward.probe(self.x_probe, training=True)
@@ -377,6 +397,8 @@ class BNProbe(keras.callbacks.Callback):
         self.total_steps = steps_per_epoch * self.params.get("epochs", 1) if self.params.get("steps") else None
         self.schedule = set(probe_steps(steps_per_epoch * self.params.get("epochs", 1), steps_per_epoch, self.config.every))
         self._snapshot(batch_stats=None)
+        if self.config.budget > 0:  # records will be made in the loop: trace beside the first steps (budget 0 leaves training alone)
+            self._maker = RecordMaker(self.model, self.config, self.probe_data, self.population, self.batch_size, warm_up=True)
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self.epoch = epoch + 1  # 1-based; step 0 (before training) is epoch 0
