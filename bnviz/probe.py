@@ -298,6 +298,11 @@ class RecordMaker:
         if self._tracing:
             self._tracing.start()
 
+    @property
+    def tracing(self) -> bool:
+        """Are the passes still being traced in the background (see `_trace`)?"""
+        return self._tracing is not None and self._tracing.is_alive()
+
     def _trace(self) -> None:
         """Trace the passes while the first training steps run (0.2 s of mostly Python that would
         otherwise delay the first record); nothing else touches the copy until `make` joins."""
@@ -415,7 +420,8 @@ class BNProbe(keras.callbacks.Callback):
             batch_stats = [recover_batch_moments(b, a, layer.momentum) for layer, b, a in zip(self.bn_layers, self._before, after, strict=True)]
             self._before = None
             self._snapshot(batch_stats)
-        while self._ready() and (self._affordable() or self.pending_bytes > MAX_PENDING_BYTES):
+        tracing = self._maker is not None and self._maker.tracing  # records wait for the traces (the even pace catches up), memory does not
+        while self._ready() and ((self._affordable() and not tracing) or self.pending_bytes > MAX_PENDING_BYTES):
             self._make_next()
 
     def on_train_end(self, logs: dict | None = None) -> None:
