@@ -66,6 +66,9 @@ class ArchConfig:
     group_count: int = 4  # groups for GroupNormalization
 
 
+NO_BUDGET_LIMIT = 100.0  # the probe budget's top: every record at its step
+
+
 @dataclass(frozen=True)
 class ProbeConfig:
     """What the probe records and how often (see bnviz.probe)."""
@@ -83,6 +86,11 @@ class ProbeConfig:
     population_every: int = 4  # the population is measured at every k-th record and the last (in inference mode at the last); NaN between
     bins: int = 40  # histogram bins, shared by train mode and inference mode
     budget: float = 0.03  # records are made in the loop paced evenly over the steps, or sooner within this share of training time; 0: all at the end
+
+    @property
+    def every_record_live(self) -> bool:
+        """A budget of `NO_BUDGET_LIMIT` or more makes every record at its step."""
+        return self.budget >= NO_BUDGET_LIMIT
 
 
 @dataclass(frozen=True)
@@ -213,7 +221,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("probe_budget", (*_PROBE, "budget"), float, "Time the probe may take inside training",
             "a share of training time. Each record runs the probe batch and the population sample forward from a weight snapshot; "
             "records are made as training goes, paced evenly over the steps, or sooner within this share (live charts); "
-            "0 makes every record when training ends, so training itself runs at full speed", 0, 100),
+            "0 makes every record when training ends, so training itself runs at full speed", 0, NO_BUDGET_LIMIT),
     Setting("probe_batch", (*_PROBE, "probe_batch"), int, "Probe batch", "fixed validation images for histograms and two-mode accuracy", 8, 2048),
     Setting("population_samples", (*_PROBE, "population_samples"), int, "Population samples",
             "fixed training images for the population statistics", 8, 20000),

@@ -15,7 +15,18 @@ from pathlib import Path
 from typing import Any
 
 from bnviz import stats
-from bnviz.config import BLOCKS_RANGE, FILTERS_RANGE, MAX_INPUT_SIZE, MIN_INPUT_SIZE, SETTING, ArchConfig, RunConfig, with_filters, with_settings
+from bnviz.config import (
+    BLOCKS_RANGE,
+    FILTERS_RANGE,
+    MAX_INPUT_SIZE,
+    MIN_INPUT_SIZE,
+    NO_BUDGET_LIMIT,
+    SETTING,
+    ArchConfig,
+    RunConfig,
+    with_filters,
+    with_settings,
+)
 from bnviz.data import BUILTIN_DATASETS, DataError, extract_zip, folder_layout
 from bnviz.presets import PRESETS
 
@@ -47,7 +58,7 @@ def probe_budget_label(budget: float) -> str:
     """'3 %' for a share of training time; the two ends say what they mean for the records."""
     if budget == 0:
         return "0 (every record after training)"
-    return "no limit (every record live)" if budget >= 100 else f"{budget:.0%}"
+    return "no limit (every record live)" if budget >= NO_BUDGET_LIMIT else f"{budget:.0%}"
 
 
 def nearest_momentum(value: float) -> float:

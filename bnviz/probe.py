@@ -58,6 +58,7 @@ from bnviz.stats import HISTOGRAM_VALUES, probe_steps, recover_batch_moments, sh
 from bnviz.store import ProbeLayer, ProbeRecord
 
 MAX_PENDING_BYTES = 256 * 2**20  # snapshots waiting beyond this are made at once, over budget, to bound memory
+TRACE_PATIENCE = 0.1  # records wait for the background traces during at most this share of the steps (the even pace catches up after)
 
 
 NOISE_LAYERS = (layers.Dropout, layers.SpatialDropout1D, layers.SpatialDropout2D, layers.SpatialDropout3D, layers.GaussianDropout,
@@ -394,6 +395,7 @@ class BNProbe(keras.callbacks.Callback):
         self._began = 0.0
         self._spent = 0.0  # seconds of probe work inside the training loop
         self._record_cost: float | None = None  # seconds the last record took
+        self._trace_patience = 0.0  # steps during which records wait for the background traces
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         self._began = time.perf_counter()
@@ -402,6 +404,9 @@ class BNProbe(keras.callbacks.Callback):
         self.total_steps = steps_per_epoch * self.params.get("epochs", 1) if self.params.get("steps") else None
         self.schedule = set(probe_steps(steps_per_epoch * self.params.get("epochs", 1), steps_per_epoch, self.config.every))
         self._snapshot(batch_stats=None)
+        # Records will wait while the passes trace in the background, for a tenth of the steps at most: a short run still
+        # gets its records live; none wait when each must be made at its step, nor when snapshots pass the memory cap.
+        self._trace_patience = TRACE_PATIENCE * (self.total_steps or 0)
         if self.config.budget > 0:  # records will be made in the loop: trace beside the first steps (budget 0 leaves training alone)
             self._maker = RecordMaker(self.model, self.config, self.probe_data, self.population, self.batch_size, warm_up=True)
 
@@ -420,7 +425,7 @@ class BNProbe(keras.callbacks.Callback):
             batch_stats = [recover_batch_moments(b, a, layer.momentum) for layer, b, a in zip(self.bn_layers, self._before, after, strict=True)]
             self._before = None
             self._snapshot(batch_stats)
-        tracing = self._maker is not None and self._maker.tracing  # records wait for the traces (the even pace catches up), memory does not
+        tracing = self._maker is not None and self._maker.tracing and not self.config.every_record_live and self.step < self._trace_patience
         while self._ready() and ((self._affordable() and not tracing) or self.pending_bytes > MAX_PENDING_BYTES):
             self._make_next()
 
