@@ -96,11 +96,22 @@ def process_alive(pid: int) -> bool:
     return Owner("", pid, None).alive()
 
 
+def parent_pid(pid: int) -> int | None:
+    """The parent's pid from /proc (None when the process is gone)."""
+    try:  # the field after the parenthesised command name, which may itself hold spaces
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def worker_pids(home: Path) -> list[int]:
-    """Live (non-zombie) bnviz worker processes serving `home`."""
+    """Live (non-zombie) bnviz worker processes serving `home`. A worker's own child between fork and
+    exec (h5py's import runs `uname -p`) still shows the worker's command line; it is not a worker."""
     needle = str(home).encode()
     pids = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()]
-    return [pid for pid in pids if b"bnviz.worker" in (cmd := proc_cmdline(pid)) and needle in cmd and process_alive(pid)]
+    matched = {pid: parent_pid(pid) for pid in pids
+               if b"bnviz.worker" in (cmd := proc_cmdline(pid)) and needle in cmd and process_alive(pid)}
+    return sorted(pid for pid, parent in matched.items() if parent is not None and parent not in matched)
 
 
 def kill_workers(home: Path) -> None:
