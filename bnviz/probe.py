@@ -41,6 +41,8 @@ tap model that skips Dropout (so train mode differs from inference mode only in 
 from __future__ import annotations
 
 import contextlib
+import itertools
+import math
 import threading
 import time
 from collections import deque
@@ -131,30 +133,21 @@ def _compiled(fn: Callable, signature: list[tf.TensorSpec] | None = None) -> Cal
     return tf.function(fn, input_signature=signature, reduce_retracing=signature is None, autograph=False)
 
 
-COPRIME_SEARCH = 64  # candidates for a stride coprime to the channel count: gaps between coprimes stay far below this for any real C
-
-
-def _prime_factors(n: int) -> list[int]:
-    factors, p = [], 2
-    while p * p <= n:
-        if n % p == 0:
-            factors.append(p)
-            while n % p == 0:
-                n //= p
-        p += 1
-    return factors + ([n] if n > 1 else [])
+def _coprime_offsets(channels: int) -> list[int]:
+    """For each residue r mod `channels`, the smallest k ≥ 0 with r + k coprime to `channels`: the
+    stride `thinning_stride` picks for a base b is b + offsets[b mod channels], since gcd(b, C)
+    depends on b mod C only."""
+    return [next(k for k in itertools.count() if math.gcd(r + k, channels) == 1) for r in range(channels)]
 
 
 def _thin_in_graph(values: tf.Tensor, max_values: int) -> tf.Tensor:
     """`bnviz.stats._thin` inside the graph, for any batch size: every step-th value of the flattened
     tensor, the step being the smallest at least size // max_values that is coprime to the channel
-    count (`thinning_stride`), found among `COPRIME_SEARCH` candidates."""
+    count (`thinning_stride`), looked up in a table built while tracing (4 ops, whatever the count)."""
     flat = tf.reshape(values, [-1])
-    candidates = tf.maximum(tf.size(flat, out_type=tf.int64) // max_values, 1) + tf.range(COPRIME_SEARCH, dtype=tf.int64)
-    coprime = tf.ones_like(candidates, dtype=tf.bool)
-    for p in _prime_factors(int(values.shape[-1])):
-        coprime &= candidates % p != 0
-    return flat[:: tf.gather(candidates, tf.argmax(tf.cast(coprime, tf.int32)))]
+    channels = int(values.shape[-1])
+    base = tf.maximum(tf.size(flat, out_type=tf.int64) // max_values, 1)
+    return flat[:: base + tf.gather(tf.constant(_coprime_offsets(channels), tf.int64), base % channels)]
 
 
 Moments = list[tuple[tf.Tensor, tf.Tensor, tf.Tensor]]  # per BN layer: per-channel mean, variance, element count
