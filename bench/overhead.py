@@ -185,8 +185,9 @@ def compare(setup: Setup, variants: dict[str, tuple[str, object]], reps: int) ->
 
 # --- one probe record, piece by piece ---------------------------------------------------------
 def record_breakdown(setup: Setup, repeat: int) -> dict:
-    """Wall milliseconds of each piece of one probe record (`BNProbe._record`) on a briefly trained
-    model, and of alternatives for the expensive pieces."""
+    """Wall and CPU milliseconds of each piece of one probe record (`RecordMaker.make`) on a briefly
+    trained model, of the probe's once-per-run setup, and of alternatives for the expensive pieces.
+    CPU time is the steadier figure on a machine whose wall-clock speed drifts."""
     import keras
     import numpy as np
 
@@ -213,6 +214,7 @@ def record_breakdown(setup: Setup, repeat: int) -> dict:
 
     pieces = {
         "snapshot (in the training loop)": lambda: Snapshot(1, 1, model.get_weights(), None),
+        SETUP_PIECE: lambda: RecordMaker(model, config.probe, *probe_inputs(data, config), config.batch_size).forward.warm_up(x[:1]),
         "whole record": lambda: maker.make(snapshot),
         "record with the training-mode population only": lambda: maker.make(snapshot, inference=False),
         "light record (no population)": lambda: maker.make(snapshot, population=False),
@@ -228,16 +230,34 @@ def record_breakdown(setup: Setup, repeat: int) -> dict:
         "alt: histograms of the whole outputs, max_values 200,000": lambda: [shared_histograms(full_train[1 + n + i], full_infer[1 + n + i],
                                                                                              config.probe.bins, 200_000) for i in range(n)],
     }
-    samples: dict[str, list[float]] = {name: [] for name in pieces}
+    wall: dict[str, list[float]] = {name: [] for name in pieces}
+    cpu: dict[str, list[float]] = {name: [] for name in pieces}
     for name in pieces:  # warm-up (traces)
         pieces[name]()
     for _, name in rotations(list(pieces), repeat):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         pieces[name]()
-        samples[name].append(time.perf_counter() - start)
+        wall[name].append(time.perf_counter() - start)
+        cpu[name].append(time.process_time() - start_cpu)
     sizes = {i: int(np.prod(full_train[1 + n + i].shape)) for i in range(n)}
-    return {"ms": {name: 1000 * median(v) for name, v in samples.items()}, "bn_layers": n, "probe_batch": len(x),
-            "population_samples": len(pop), "bn_output_values": sizes}
+    return {"ms": {name: 1000 * median(v) for name, v in wall.items()}, "cpu_ms": {name: 1000 * median(v) for name, v in cpu.items()},
+            "bn_layers": n, "probe_batch": len(x), "population_samples": len(pop), "bn_output_values": sizes}
+
+
+SETUP_PIECE = "once per run: the model's copy and both passes traced"
+RECORD_PIECES = ("light record (no population)", "record with the training-mode population only", "whole record")
+
+
+def probe_cpu_estimate(breakdown: dict, records: int, population_every: int) -> dict:
+    """The probe's CPU milliseconds on a run of `records` records, summed from the pieces: the setup,
+    a snapshot per record, and each record at its kind (`BNProbe`: the population at every
+    `population_every`-th record and the last, in inference mode at the last only)."""
+    measured = [i for i in range(records) if i % population_every == 0 or i == records - 1]
+    kinds = [records - len(measured), len(measured) - 1, 1]  # light, training-mode population, the last
+    cpu = breakdown["cpu_ms"]
+    pieces = {SETUP_PIECE: cpu[SETUP_PIECE], "snapshots": records * cpu["snapshot (in the training loop)"]}
+    pieces |= {f"{count} × {name}": count * cpu[name] for count, name in zip(kinds, RECORD_PIECES, strict=True)}
+    return {"pieces_ms": pieces, "total_ms": sum(pieces.values())}
 
 
 # --- what a smaller population sample costs in accuracy ------------------------------------------
@@ -359,6 +379,9 @@ def run(quick: bool, reps: int, sweep_reps: int) -> dict:
             out["probe_sizes"] = compare(setup, variants, sweep_reps)
         with stopwatch(phases, "record_breakdown"):
             out["record_breakdown"] = record_breakdown(setup, 3 if quick else 7)
+            probed, plain = out["main"]["probed"], out["main"]["plain"]
+            estimate = probe_cpu_estimate(out["record_breakdown"], probed["records"], base.probe.population_every)
+            out["probe_cpu_estimate"] = estimate | {"plain_cpu_ms": plain["cpu_ms_per_step"] * plain["steps"]}
         with stopwatch(phases, "population_error"):
             out["population_error"] = population_error(setup)
     out["section_seconds"] = phases

@@ -59,7 +59,11 @@ def overhead(s: dict) -> str:
     b = s["record_breakdown"]
     out += ["", f"One probe record, piece by piece ({b['bn_layers']} BN layers, probe batch {b['probe_batch']}, "
                 f"population {b['population_samples']}):", ""]
-    out.append(table(["piece", "ms"], list(b["ms"].items())))
+    out.append(table(["piece", "ms", "CPU ms"], [[name, ms, b["cpu_ms"][name]] for name, ms in b["ms"].items()]))
+    c = s["probe_cpu_estimate"]
+    parts = "; ".join(f"{name} {ms:.0f}" for name, ms in c["pieces_ms"].items())
+    out += ["", f"The default probe's CPU on this run, summed from the pieces: {c['total_ms']:.0f} ms ({parts}) against "
+                f"{c['plain_cpu_ms']:.0f} ms for the plain fit: ×{1 + c['total_ms'] / c['plain_cpu_ms']:.2f} plain CPU."]
     e = s["population_error"]
     out += ["", f"Population sample size against {e['reference_images']:,} training images (bn preset after one epoch; every "
                 "channel of every BN layer; mean error in reference SDs, variance error relative; the error bar a record "

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from bench.overhead import RECORD_PIECES, SETUP_PIECE, probe_cpu_estimate
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -55,6 +57,8 @@ def test_quick_bench_writes_every_section(tmp_path):
     assert set(overhead["population_error"]["sizes"]) and all(r["mean_err_sd"]["max"] >= 0 for r in overhead["population_error"]["sizes"].values())
     assert overhead["main"]["probed"]["ms_per_record"] is not None
     assert all(v > 0 for v in overhead["record_breakdown"]["ms"].values())
+    estimate = overhead["probe_cpu_estimate"]
+    assert estimate["total_ms"] > estimate["pieces_ms"][SETUP_PIECE] > 0 and estimate["plain_cpu_ms"] > 0
     for sweep in ("intervals", "probe_sizes"):
         assert all(row["ms_per_step"] > 0 for row in overhead[sweep].values())
     assert all(row["probed"]["ms_per_step"] > 0 for row in overhead["bn_layers"].values())
@@ -83,3 +87,13 @@ def test_quick_bench_writes_every_section(tmp_path):
     assert all(r["bytes"] > 0 and r["records"] > 0 for r in store["per_run"])
     assert all(d["total_s"] > 0 for d in store["diagnose_load"].values())
     assert all(d["first_render_s"] > 0 for d in store["diagnose_page"].values())
+
+
+@pytest.mark.parametrize(("records", "population_every", "kinds"), [(16, 4, (11, 4, 1)), (8, 4, (5, 2, 1)), (5, 1, (0, 4, 1)), (1, 4, (0, 0, 1))])
+def test_the_probe_cpu_estimate_counts_each_kind_of_record(records, population_every, kinds):
+    """Light records, records with the training-mode population (every k-th), and the last one,
+    as `BNProbe` makes them: the counts behind the README's "summed from the pieces" figure."""
+    cpu = {SETUP_PIECE: 1000.0, "snapshot (in the training loop)": 1.0, **dict(zip(RECORD_PIECES, (10.0, 100.0, 10_000.0), strict=True))}
+    estimate = probe_cpu_estimate({"cpu_ms": cpu}, records, population_every)
+    light, population, last = kinds
+    assert estimate["total_ms"] == 1000 + records + 10 * light + 100 * population + 10_000 * last
