@@ -184,6 +184,11 @@ def compare(setup: Setup, variants: dict[str, tuple[str, object]], reps: int) ->
 
 
 # --- one probe record, piece by piece ---------------------------------------------------------
+SNAPSHOT_PIECE = "snapshot (in the training loop)"
+SETUP_PIECE = "once per run: the model's copy and both passes traced"
+RECORD_PIECES = ("light record (no population)", "record with the training-mode population only", "whole record")  # as BNProbe makes them
+
+
 def record_breakdown(setup: Setup, repeat: int) -> dict:
     """Wall and CPU milliseconds of each piece of one probe record (`RecordMaker.make`) on a briefly
     trained model, of the probe's once-per-run setup, and of alternatives for the expensive pieces.
@@ -201,7 +206,8 @@ def record_breakdown(setup: Setup, repeat: int) -> dict:
     keras.utils.set_random_seed(config.seed)
     model = compile_model(config, data.channels, data.num_classes)
     model.fit(data.x_train, data.y_train, batch_size=config.batch_size, epochs=1, verbose=0)
-    maker = RecordMaker(model, config.probe, *probe_inputs(data, config), config.batch_size)
+    inputs = probe_inputs(data, config)
+    maker = RecordMaker(model, config.probe, *inputs, config.batch_size)
     snapshot = Snapshot(1, 1, model.get_weights(), None)
     records = [maker.make(snapshot)]  # traces the forwards
     fwd, n = maker.forward, len(maker.bn_layers)
@@ -213,11 +219,11 @@ def record_breakdown(setup: Setup, repeat: int) -> dict:
     recorder = Recorder(store, run_id)
 
     pieces = {
-        "snapshot (in the training loop)": lambda: Snapshot(1, 1, model.get_weights(), None),
-        SETUP_PIECE: lambda: RecordMaker(model, config.probe, *probe_inputs(data, config), config.batch_size).forward.warm_up(x[:1]),
-        "whole record": lambda: maker.make(snapshot),
-        "record with the training-mode population only": lambda: maker.make(snapshot, inference=False),
-        "light record (no population)": lambda: maker.make(snapshot, population=False),
+        SNAPSHOT_PIECE: lambda: Snapshot(1, 1, model.get_weights(), None),
+        SETUP_PIECE: lambda: RecordMaker(model, config.probe, *inputs, config.batch_size).forward.warm_up(x[:1]),
+        RECORD_PIECES[2]: lambda: maker.make(snapshot),
+        RECORD_PIECES[1]: lambda: maker.make(snapshot, inference=False),
+        RECORD_PIECES[0]: lambda: maker.make(snapshot, population=False),
         "probe batch forward, training mode": lambda: fwd.probe(x, training=True),
         "probe batch forward, inference mode": lambda: fwd.probe(x, training=False),
         "population moments, training mode": lambda: population_moments(fwd, pop, config.batch_size, n),
@@ -244,10 +250,6 @@ def record_breakdown(setup: Setup, repeat: int) -> dict:
             "bn_layers": n, "probe_batch": len(x), "population_samples": len(pop), "bn_output_values": sizes}
 
 
-SETUP_PIECE = "once per run: the model's copy and both passes traced"
-RECORD_PIECES = ("light record (no population)", "record with the training-mode population only", "whole record")
-
-
 def probe_cpu_estimate(breakdown: dict, records: int, population_every: int) -> dict:
     """The probe's CPU milliseconds on a run of `records` records, summed from the pieces: the setup,
     a snapshot per record, and each record at its kind (`BNProbe`: the population at every
@@ -255,7 +257,7 @@ def probe_cpu_estimate(breakdown: dict, records: int, population_every: int) -> 
     measured = [i for i in range(records) if i % population_every == 0 or i == records - 1]
     kinds = [records - len(measured), len(measured) - 1, 1]  # light, training-mode population, the last
     cpu = breakdown["cpu_ms"]
-    pieces = {SETUP_PIECE: cpu[SETUP_PIECE], "snapshots": records * cpu["snapshot (in the training loop)"]}
+    pieces = {SETUP_PIECE: cpu[SETUP_PIECE], "snapshots": records * cpu[SNAPSHOT_PIECE]}
     pieces |= {f"{count} × {name}": count * cpu[name] for count, name in zip(kinds, RECORD_PIECES, strict=True)}
     return {"pieces_ms": pieces, "total_ms": sum(pieces.values())}
 

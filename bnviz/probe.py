@@ -41,8 +41,6 @@ tap model that skips Dropout (so train mode differs from inference mode only in 
 from __future__ import annotations
 
 import contextlib
-import itertools
-import math
 import threading
 import time
 from collections import deque
@@ -56,7 +54,7 @@ from keras import layers
 
 from bnviz.config import ProbeConfig
 from bnviz.models import batch_norm_layers
-from bnviz.stats import HISTOGRAM_VALUES, probe_steps, recover_batch_moments, shared_histograms
+from bnviz.stats import HISTOGRAM_VALUES, probe_steps, recover_batch_moments, shared_histograms, thinning_stride
 from bnviz.store import ProbeLayer, ProbeRecord
 
 MAX_PENDING_BYTES = 256 * 2**20  # snapshots waiting beyond this are made at once, over budget, to bound memory
@@ -134,10 +132,9 @@ def _compiled(fn: Callable, signature: list[tf.TensorSpec] | None = None) -> Cal
 
 
 def _coprime_offsets(channels: int) -> list[int]:
-    """For each residue r mod `channels`, the smallest k ≥ 0 with r + k coprime to `channels`: the
-    stride `thinning_stride` picks for a base b is b + offsets[b mod channels], since gcd(b, C)
-    depends on b mod C only."""
-    return [next(k for k in itertools.count() if math.gcd(r + k, channels) == 1) for r in range(channels)]
+    """For each residue r mod `channels`, what `thinning_stride` adds to a base b ≡ r to reach a
+    stride coprime to `channels` (gcd(b, C) depends on b mod C only, so C + r stands for every b)."""
+    return [thinning_stride(channels + r, channels, 1) - channels - r for r in range(channels)]
 
 
 def _thin_in_graph(values: tf.Tensor, max_values: int) -> tf.Tensor:
@@ -388,7 +385,6 @@ class BNProbe(keras.callbacks.Callback):
         self._began = 0.0
         self._spent = 0.0  # seconds of probe work inside the training loop
         self._record_cost: float | None = None  # seconds the last record took
-        self._trace_patience = 0.0  # steps during which records wait for the background traces
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         self._began = time.perf_counter()
@@ -397,9 +393,6 @@ class BNProbe(keras.callbacks.Callback):
         self.total_steps = steps_per_epoch * self.params.get("epochs", 1) if self.params.get("steps") else None
         self.schedule = set(probe_steps(steps_per_epoch * self.params.get("epochs", 1), steps_per_epoch, self.config.every))
         self._snapshot(batch_stats=None)
-        # Records will wait while the passes trace in the background, for a tenth of the steps at most: a short run still
-        # gets its records live; none wait when each must be made at its step, nor when snapshots pass the memory cap.
-        self._trace_patience = TRACE_PATIENCE * (self.total_steps or 0)
         if self.config.budget > 0:  # records will be made in the loop: trace beside the first steps (budget 0 leaves training alone)
             self._maker = RecordMaker(self.model, self.config, self.probe_data, self.population, self.batch_size, warm_up=True)
 
@@ -418,8 +411,7 @@ class BNProbe(keras.callbacks.Callback):
             batch_stats = [recover_batch_moments(b, a, layer.momentum) for layer, b, a in zip(self.bn_layers, self._before, after, strict=True)]
             self._before = None
             self._snapshot(batch_stats)
-        tracing = self._maker is not None and self._maker.tracing and not self.config.every_record_live and self.step < self._trace_patience
-        while self._ready() and ((self._affordable() and not tracing) or self.pending_bytes > MAX_PENDING_BYTES):
+        while self._ready() and ((self._affordable() and not self._waiting_for_traces()) or self.pending_bytes > MAX_PENDING_BYTES):
             self._make_next()
 
     def on_train_end(self, logs: dict | None = None) -> None:
@@ -451,6 +443,13 @@ class BNProbe(keras.callbacks.Callback):
         self.pending.append(snapshot)
         self.pending_bytes += snapshot.nbytes
         self._spent += time.perf_counter() - start
+
+    def _waiting_for_traces(self) -> bool:
+        """Do records wait while the passes trace in the background? For a tenth of the steps at most,
+        so a short run still gets its records live; never when each must be made at its step (the
+        memory cap overrides it in the caller)."""
+        tracing = self._maker is not None and self._maker.tracing
+        return tracing and not self.config.every_record_live and self.step < TRACE_PATIENCE * (self.total_steps or 0)
 
     def _affordable(self) -> bool:
         """Is a record due by the even pace over the run's steps, or would one more keep probe time
