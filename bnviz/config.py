@@ -87,11 +87,6 @@ class ProbeConfig:
     bins: int = 40  # histogram bins, shared by train mode and inference mode
     budget: float = 0.03  # records are made in the loop paced evenly over the steps, or sooner within this share of training time; 0: all at the end
 
-    @property
-    def every_record_live(self) -> bool:
-        """A budget of `NO_BUDGET_LIMIT` or more makes every record at its step."""
-        return self.budget >= NO_BUDGET_LIMIT
-
 
 @dataclass(frozen=True)
 class RunConfig:

@@ -40,8 +40,6 @@ tap model that skips Dropout (so train mode differs from inference mode only in 
 
 from __future__ import annotations
 
-import contextlib
-import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -58,7 +56,6 @@ from bnviz.stats import HISTOGRAM_VALUES, probe_steps, recover_batch_moments, sh
 from bnviz.store import ProbeLayer, ProbeRecord
 
 MAX_PENDING_BYTES = 256 * 2**20  # snapshots waiting beyond this are made at once, over budget, to bound memory
-TRACE_PATIENCE = 0.1  # records wait for the background traces during at most this share of the steps (the even pace catches up after)
 
 
 NOISE_LAYERS = (layers.Dropout, layers.SpatialDropout1D, layers.SpatialDropout2D, layers.SpatialDropout3D, layers.GaussianDropout,
@@ -277,38 +274,21 @@ class RecordMaker:
     """Turns snapshots into `ProbeRecord`s on a private copy of the model, so a record can be made
     after training has moved on (or finished) without touching the trained model."""
 
-    def __init__(self, model: keras.Model, config: ProbeConfig, probe_data: tuple[np.ndarray, np.ndarray], population: np.ndarray, batch_size: int,
-                 warm_up: bool = False):
+    def __init__(self, model: keras.Model, config: ProbeConfig, probe_data: tuple[np.ndarray, np.ndarray], population: np.ndarray, batch_size: int):
         self.copy = keras.models.clone_model(model)
         tap, self.bn_layers = tap_model(self.copy)
         self.forward = StatelessForward(tap)
         self.config, self.batch_size = config, batch_size
         self.x_probe, self.y_probe = probe_data
         self.population = population
-        self._tracing = threading.Thread(target=self._trace, name="bnviz-probe-trace", daemon=True) if warm_up else None
-        if self._tracing:
-            self._tracing.start()
-
-    @property
-    def tracing(self) -> bool:
-        """Are the passes still being traced in the background (see `_trace`)?"""
-        return self._tracing is not None and self._tracing.is_alive()
-
-    def _trace(self) -> None:
-        """Trace the passes while the first training steps run (0.2 s of mostly Python that would
-        otherwise delay the first record); nothing else touches the copy until `make` joins."""
-        with contextlib.suppress(Exception):  # a fault here recurs, and is reported, when the first record traces
-            self.forward.warm_up(self.x_probe[:1])
 
     def make(self, snapshot: Snapshot, population: bool = True, inference: bool = True) -> ProbeRecord:
         """The record of `snapshot`. Without `population` its population fields (both modes and the
         i.i.d. spread) are NaN and only the probe batch runs forward, a quarter of the work; without
         `inference` only the inference-mode population is NaN (the diagnosis reads it at the last record)."""
-        if self._tracing is not None:
-            self._tracing.join()
-            self._tracing = None
-        population = self._population(snapshot, inference) if population else None
-        self.copy.set_weights(snapshot.weights)
+        population = self._population(snapshot, inference) if population else None  # leaves the copy holding snapshot.weights
+        if population is None:
+            self.copy.set_weights(snapshot.weights)
         probs_train, train_out = self.forward.probe(self.x_probe, training=True)
         probs_infer, infer_out = self.forward.probe(self.x_probe, training=False) if self.bn_layers else (probs_train, train_out)  # without BN both modes agree
         acc_train, loss_train = _accuracy_and_loss(probs_train, self.y_probe)
@@ -393,8 +373,6 @@ class BNProbe(keras.callbacks.Callback):
         self.total_steps = steps_per_epoch * self.params.get("epochs", 1) if self.params.get("steps") else None
         self.schedule = set(probe_steps(steps_per_epoch * self.params.get("epochs", 1), steps_per_epoch, self.config.every))
         self._snapshot(batch_stats=None)
-        if self.config.budget > 0:  # records will be made in the loop: trace beside the first steps (budget 0 leaves training alone)
-            self._maker = RecordMaker(self.model, self.config, self.probe_data, self.population, self.batch_size, warm_up=True)
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self.epoch = epoch + 1  # 1-based; step 0 (before training) is epoch 0
@@ -411,7 +389,7 @@ class BNProbe(keras.callbacks.Callback):
             batch_stats = [recover_batch_moments(b, a, layer.momentum) for layer, b, a in zip(self.bn_layers, self._before, after, strict=True)]
             self._before = None
             self._snapshot(batch_stats)
-        while self._ready() and ((self._affordable() and not self._waiting_for_traces()) or self.pending_bytes > MAX_PENDING_BYTES):
+        while self._ready() and (self._affordable() or self.pending_bytes > MAX_PENDING_BYTES):
             self._make_next()
 
     def on_train_end(self, logs: dict | None = None) -> None:
@@ -443,13 +421,6 @@ class BNProbe(keras.callbacks.Callback):
         self.pending.append(snapshot)
         self.pending_bytes += snapshot.nbytes
         self._spent += time.perf_counter() - start
-
-    def _waiting_for_traces(self) -> bool:
-        """Do records wait while the passes trace in the background? For a tenth of the steps at most,
-        so a short run still gets its records live; never when each must be made at its step (the
-        memory cap overrides it in the caller)."""
-        tracing = self._maker is not None and self._maker.tracing
-        return tracing and not self.config.every_record_live and self.step < TRACE_PATIENCE * (self.total_steps or 0)
 
     def _affordable(self) -> bool:
         """Is a record due by the even pace over the run's steps, or would one more keep probe time
