@@ -49,7 +49,8 @@ def test_suggested_momentum_without_steps_and_torch_convention():
 
 
 def test_log_schedule_is_dense_early_and_geometric_later():
-    assert S.log_schedule(114) == [1, 2, 3, 4, 6, 9, 14, 20, 30, 44, 65, 95]  # worked by hand: t ← max(t·10^(1/6), t + 1)
+    assert S.log_schedule(114) == [1, 2, 5, 10, 22, 46, 100]  # worked by hand: t ← max(t·10^(1/3), t + 1), rounded
+    assert S.log_schedule(114, per_decade=6) == [1, 2, 3, 4, 6, 9, 14, 20, 30, 44, 65, 95]
     assert S.log_schedule(114, per_decade=1) == [1, 10, 100] and S.log_schedule(30, per_decade=24)[:5] == [1, 2, 3, 4, 5]
     assert S.log_schedule(1) == [1] and S.log_schedule(0) == []
 
