@@ -17,7 +17,7 @@ import keras
 import numpy as np
 
 from bnviz.data import Dataset
-from bnviz.models import batch_norm_layers
+from bnviz.models import batch_norm_layers, uncompiled_clone
 from bnviz.probe import StatelessForward, population_moments, tap_model
 from bnviz.records import Evaluation
 
@@ -49,7 +49,7 @@ def recalibrated_evaluation(model: keras.Model, data: Dataset, batch_size: int, 
     itself is left as trained; `forward`, `model`'s own, computes the moments); None without BN layers."""
     if not batch_norm_layers(model):
         return None
-    copy = keras.models.clone_model(model)
+    copy = uncompiled_clone(model)
     copy.set_weights(model.get_weights())
     copy.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     sample = recalibration_sample(data, batch_size, batches, seed)

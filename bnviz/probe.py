@@ -51,7 +51,7 @@ import tensorflow as tf
 from keras import layers
 
 from bnviz.config import ProbeConfig
-from bnviz.models import batch_norm_layers
+from bnviz.models import batch_norm_layers, uncompiled_clone
 from bnviz.stats import HISTOGRAM_VALUES, probe_steps, recover_batch_moments, shared_histograms, thinning_stride
 from bnviz.store import ProbeLayer, ProbeRecord
 
@@ -275,7 +275,7 @@ class RecordMaker:
     after training has moved on (or finished) without touching the trained model."""
 
     def __init__(self, model: keras.Model, config: ProbeConfig, probe_data: tuple[np.ndarray, np.ndarray], population: np.ndarray, batch_size: int):
-        self.copy = keras.models.clone_model(model)
+        self.copy = uncompiled_clone(model)
         tap, self.bn_layers = tap_model(self.copy)
         self.forward = StatelessForward(tap)
         self.config, self.batch_size = config, batch_size

@@ -154,6 +154,31 @@ def test_a_sequential_model_without_input_is_probed_and_trains_identically(tiny_
         np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
 
 
+def custom_compiled(num_classes: int):
+    """A user's model compiled with a loss function and an optimizer class Keras has no registration for."""
+    import keras
+
+    class MyAdam(keras.optimizers.Adam):
+        pass
+
+    def my_loss(y_true, y_pred):
+        return keras.losses.sparse_categorical_crossentropy(y_true, y_pred)
+
+    model = sequential_without_input(num_classes)
+    model.compile(MyAdam(), my_loss, metrics=["accuracy"])
+    return model
+
+
+def test_a_model_compiled_with_an_unregistered_loss_and_optimizer_is_probed(tiny_data, tmp_path):
+    """The probe's copy is not compiled: `clone_model` alone would recompile it from the config and fail
+    to find `my_loss`, leaving the run with no record."""
+    model, probe = _fit(tiny_data, tmp_path, custom_compiled, validation_data=(tiny_data.x_val, tiny_data.y_val))
+    run = Store(tmp_path).get_run(probe.run_id)
+    assert run.status == "done" and run.error is None and len(Store(tmp_path).load_run(probe.run_id).probes) > 3
+    assert model.compiled and model.loss.__name__ == "my_loss"  # the user's model is left as it was
+    model.evaluate(tiny_data.x_val, tiny_data.y_val, verbose=0)
+
+
 def test_a_fault_in_the_probe_stops_the_probe_not_training(tiny_data, tmp_path, monkeypatch):
     from bnviz.probe import RecordMaker
 
