@@ -74,7 +74,7 @@ class ProbeConfig:
     """What the probe records and how often (see bnviz.probe)."""
 
     enabled: bool = True
-    every: int = 0  # steps between probes; 0 = geometric schedule (dense early, where mᵗ moves); epoch ends always
+    every: int = 0  # steps between probes; 0 = geometric through the first epoch (dense early, where mᵗ moves); epoch ends always
     # fixed validation images for the histograms and the two-mode accuracy: the presets' training batch size, so training mode
     # normalises it as a training step does; 32 give ~2·10⁶ values per layer at 64 px, of which the histograms keep 20,000
     probe_batch: int = 32
@@ -212,7 +212,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("seed", ("seed",), int, "Seed", "data split, weights and batch order", 0, 2**31 - 1),
     Setting("probe", (*_PROBE, "enabled"), bool, "Probe", "record the BN statistics while training"),
     Setting("probe_every", (*_PROBE, "every"), int, "Probe every N steps",
-            "0: geometric, dense early where mᵗ moves fastest; epoch ends always", 0, 100_000),
+            "0: geometric through the first epoch, dense early where mᵗ moves fastest; epoch ends always", 0, 100_000),
     Setting("probe_budget", (*_PROBE, "budget"), float, "Time the probe may take inside training",
             "a share of training time. Each record runs the probe batch and the population sample forward from a weight snapshot; "
             "records are made as training goes, paced evenly over the steps, or sooner within this share (live charts); "

@@ -57,7 +57,8 @@ def test_log_schedule_is_dense_early_and_geometric_later():
 
 def test_probe_steps_add_step_zero_epoch_ends_and_the_last_step():
     assert S.probe_steps(114, 38, 25) == [0, 25, 38, 50, 75, 76, 100, 114]
-    assert S.probe_steps(114, 38, 0) == sorted({0, 38, 76, 114} | set(S.log_schedule(114)))
+    assert S.probe_steps(114, 38, 0) == [0, 1, 2, 5, 10, 22, 38, 76, 114]  # geometric through the first epoch, then epoch ends
+    assert S.probe_steps(1000, 1000, 0) == sorted({0, 1000, *S.log_schedule(1000)}) and S.probe_steps(8, 4, 0) == [0, 1, 2, 4, 8]
     assert S.probe_steps(10, 4, 3) == [0, 3, 4, 6, 8, 9, 10]
     assert S.probe_steps(0, 1, 5) == [0]
     assert S.probe_steps(5, 1, 10) == S.probe_steps(30, 30, 1)[:6] == [0, 1, 2, 3, 4, 5]  # one step per epoch; every step
