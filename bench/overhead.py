@@ -38,6 +38,7 @@ from pathlib import Path
 
 from bench.legacy import population_moments_numpy
 from bench.util import ROOT, median, quiet_tensorflow, ratios, rotations, spread, stopwatch
+from bnviz.stats import measures_population
 
 BLOCK_FILTERS = (16, 32, 16, 16, 16)  # the bn preset's three blocks, then two more Conv16 blocks
 BN_LAYER_COUNTS = (1, 3, 5)
@@ -254,7 +255,7 @@ def probe_cpu_estimate(breakdown: dict, records: int, population_every: int) -> 
     """The probe's CPU milliseconds on a run of `records` records, summed from the pieces: the setup,
     a snapshot per record, and each record at its kind (`BNProbe`: the population at every
     `population_every`-th record and the last, in inference mode at the last only)."""
-    measured = [i for i in range(records) if i % population_every == 0 or i == records - 1]
+    measured = [i for i in range(records) if measures_population(i, i == records - 1, population_every)]
     kinds = [records - len(measured), len(measured) - 1, 1]  # light, training-mode population, the last
     cpu = breakdown["cpu_ms"]
     pieces = {SETUP_PIECE: cpu[SETUP_PIECE], "snapshots": records * cpu[SNAPSHOT_PIECE]}

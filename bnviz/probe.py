@@ -52,7 +52,7 @@ from keras import layers
 
 from bnviz.config import ProbeConfig
 from bnviz.models import batch_norm_layers, uncompiled_clone
-from bnviz.stats import HISTOGRAM_VALUES, probe_steps, recover_batch_moments, shared_histograms, thinning_stride
+from bnviz.stats import HISTOGRAM_VALUES, measures_population, probe_steps, recover_batch_moments, shared_histograms, thinning_stride
 from bnviz.store import ProbeLayer, ProbeRecord
 
 MAX_PENDING_BYTES = 256 * 2**20  # snapshots waiting beyond this are made at once, over budget, to bound memory
@@ -442,7 +442,7 @@ class BNProbe(keras.callbacks.Callback):
         snapshot = self.pending.popleft()
         self.pending_bytes -= snapshot.nbytes
         last = not self.pending and (not live or snapshot.step == self.total_steps)
-        self.emit(self._maker.make(snapshot, population=last or self.made % self.config.population_every == 0, inference=last))
+        self.emit(self._maker.make(snapshot, population=measures_population(self.made, last, self.config.population_every), inference=last))
         self.made += 1
         self._record_cost = time.perf_counter() - start
         if live:

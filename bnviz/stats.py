@@ -176,3 +176,9 @@ def probe_steps(total_steps: int, steps_per_epoch: int, every: int) -> list[int]
     chosen = set(range(steps_per_epoch, total_steps + 1, steps_per_epoch)) | {0, total_steps}
     chosen |= set(range(every, total_steps + 1, every)) if every > 0 else set(log_schedule(min(total_steps, steps_per_epoch)))
     return sorted(chosen)
+
+
+def measures_population(index: int, last: bool, every: int) -> bool:
+    """Does the record at `index` (0-based, in step order) measure the population? Every `every`-th
+    and the run's last: the diagnosis reads the last, the drift chart the others."""
+    return last or index % every == 0
