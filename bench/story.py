@@ -57,7 +57,7 @@ def _instrument(log: list[dict]) -> None:
 
     train.execute_run, train.compile_model, train.BNProbe, train.Recorder = run, build, Probe, Recorder
     train.load_dataset = clocked("data", train.load_dataset)  # generating or reading the data (a cached data set costs 0)
-    train.evaluate_both_modes = clocked("evaluate", train.evaluate_both_modes)
+    train.evaluate_run = clocked("evaluate", train.evaluate_run)  # both BN modes, PreciseBN and the shift
 
 
 def run(quick: bool, reps: int) -> dict:

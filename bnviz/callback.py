@@ -15,6 +15,10 @@ Diagnose, PreciseBN, Compare, Export.
 Keras 3 does not show callbacks the data of `fit`, so the probe uses what it is given: the probe
 batch comes from `validation_data` (else `test_data`, else `train_data`), the population statistics
 from `train_data` (else `validation_data`, else `test_data`; the run info says which).
+`validation_data` given to `fit` is not seen either: pass it here too. Without `train_data` there
+is no PreciseBN (it never calibrates on held-out data by itself): one line says so when `fit`
+starts, and the verdict names what is missing instead of guessing. Keeping a sample of the batches
+`fit` feeds would mean retracing the user's train step (and, under XLA, changing it); bnviz does not.
 `batch_size` should be fit's: batch statistics are measured on batches of that size.
 
 A model the probe cannot follow (several inputs, a subclassed model without a graph) gets one
@@ -34,13 +38,16 @@ import keras
 import numpy as np
 
 from bnviz.config import ProbeConfig
+from bnviz.evidence import evaluate_run, private_forward, store_evidence
 from bnviz.models import bn_layer_info, layer_rows
-from bnviz.own import Splits, as_arrays, atomic_write, bn_notes, evaluate_splits, own_config, samples_path, save_samples
-from bnviz.probe import BNProbe, Unfollowable, tap_model
+from bnviz.own import Splits, as_arrays, atomic_write, bn_notes, model_task, own_config, samples_path, save_samples
+from bnviz.probe import BNProbe, Unfollowable, population_size, tap_model
 from bnviz.records import RunStatus
 from bnviz.store import Store
 from bnviz.train import Recorder
 
+NO_TRAIN_DATA = ("bnviz.Probe got no train_data: Keras shows callbacks neither fit's training data nor its validation_data, so PreciseBN and "
+                 "the training population cannot be measured and the verdict will say so; pass train_data=(x[:512], y[:512]) to have them.")
 ACCURACY_KEYS = ("accuracy", "acc", "sparse_categorical_accuracy", "categorical_accuracy")
 MAX_EVAL_SAMPLES = 20000  # per split, for the final evaluation
 
@@ -72,6 +79,9 @@ class Probe(keras.callbacks.Callback):
 
     def _begin(self, logs: dict | None) -> None:
         self.splits = {k: as_arrays(v, MAX_EVAL_SAMPLES) for k, v in self.data.items() if v is not None}
+        self.task = model_task(self.model, next(iter(self.splits.values()))[1])
+        if "train" not in self.splits:
+            warnings.warn(NO_TRAIN_DATA, stacklevel=3)
         self.store = Store(self.home)
         self._start_run(self.splits)
         for part in self._parts:
@@ -97,7 +107,7 @@ class Probe(keras.callbacks.Callback):
         population_split = next(s for s in ("train", "val", "test") if s in splits)
         info = {"source": "callback", "bn_layers": bn_layer_info(self.model), "layers": layer_rows(self.model), "notes": bn_notes(self.model),
                 "params": {"total": int(self.model.count_params())}, "probe_data": probe_split, "population_data": population_split,
-                "data": {s: len(x) for s, (x, _) in splits.items()}}
+                "data": {s: len(x) for s, (x, _) in splits.items()}, "task": self.task.kind, "loss_name": self.task.loss_name}
         self.run_id = self.store.create_run(config, status=RunStatus.RUNNING)
         self.store.start(self.run_id, os.getpid(), steps, steps * epochs, info)
         self.recorder = Recorder(self.store, self.run_id, stop_on_nan=False)
@@ -107,8 +117,10 @@ class Probe(keras.callbacks.Callback):
             rng = np.random.default_rng(self.seed + 1)
             xp, yp = splits[probe_split]
             pick = rng.permutation(len(xp))[: self.config.probe_batch]
-            population = splits[population_split][0][rng.permutation(len(splits[population_split][0]))[: self.config.population_samples]]
-            self.bn_probe = BNProbe(self.config, (xp[pick], yp[pick]), population, self.batch_size, self.recorder.add_probe, self.recorder.not_cancelled)
+            sample = population_size(self.model, self.config.population_samples)
+            population = splits[population_split][0][rng.permutation(len(splits[population_split][0]))[:sample]]
+            self.bn_probe = BNProbe(self.config, (xp[pick], yp[pick]), population, self.batch_size, self.recorder.add_probe, self.recorder.not_cancelled,
+                                    self.task)
             self._parts.append(self.bn_probe)
 
     def _each(self, hook: str, *args: object) -> None:
@@ -141,9 +153,9 @@ class Probe(keras.callbacks.Callback):
             status = RunStatus.FAILED if recorder.failure else RunStatus.CANCELLED
             self.store.finish(self.run_id, status, error=recorder.failure or f"Cancelled at step {recorder.step}.")
             return
-        forward = self.bn_probe.forward_for(self.model) if self.bn_probe else None
-        evaluation = evaluate_splits(self.model, self.splits, self.batch_size, self.seed, recorder.fit_accuracy, forward)
-        self.store.add_evaluation(self.run_id, "final", evaluation)
+        forward = (self.bn_probe.forward_for(self.model) if self.bn_probe else None) or private_forward(self.model)
+        evidence = evaluate_run(forward, self.splits, self.batch_size, self.seed, self.task, recorder.fit_accuracy, recorder.fit_loss)
+        store_evidence(self.store, self.run_id, evidence)
         save_samples(samples_path(self.store.models_dir, self.run_id), self.splits)
         path = self.store.model_path(self.run_id)
         atomic_write(path, self.model.save)

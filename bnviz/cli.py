@@ -224,11 +224,17 @@ def cmd_diagnose(args: argparse.Namespace) -> None:
 def cmd_recalibrate(args: argparse.Namespace) -> None:
     from bnviz.recalibrate import recalibrate
 
-    result = recalibrate(Store(args.home), args.run, args.batches, save=args.save)
-    rows = [(name, ev) for name, ev in (("before (moving statistics)", result["before"]), ("after PreciseBN", result["after"])) if ev]
+    result = recalibrate(Store(args.home), args.run, args.batches, save=args.save, calibrate_on=args.calibrate_on)
+    after = result["after"]
+    transductive = after.calibrated_on != "train"
+    label = f"after PreciseBN on {after.calibrated_on}" + (" (transductive)" if transductive else "")
+    rows = [(name, ev) for name, ev in (("before (moving statistics)", result["before"]), (label, after)) if ev]
     saved = f"\nSaved the recalibrated model to {args.save}" if args.save else ""
-    payload = {"run_id": args.run, **{k: ev.to_dict() if ev else None for k, ev in result.items()}, "saved": args.save}
-    _emit(args, payload, f"Recalibrated {args.run} over {result['after'].batches} batches:\n{accuracy_table(rows)}{saved}")
+    warning = (f"\nTransductive: calibrated on the {after.calibrated_on} images and scored on them, so its {after.calibrated_on} figures are no "
+               "evidence that the weights are fine." if transductive else "")
+    payload = {"run_id": args.run, **{k: ev.to_dict() if ev else None for k, ev in result.items()}, "saved": args.save, "transductive": transductive}
+    _emit(args, payload, f"Recalibrated {args.run} over {after.batches} batches ({after.samples} {after.calibrated_on} images):\n"
+                         f"{accuracy_table(rows)}{warning}{saved}")
 
 
 def cmd_inspect(args: argparse.Namespace) -> None:
@@ -236,7 +242,7 @@ def cmd_inspect(args: argparse.Namespace) -> None:
     from bnviz.inspect import inspect_model
 
     store = Store(args.home)
-    run_id = inspect_model(store, args.model, args.data, args.test, args.name, args.batch_size,
+    run_id = inspect_model(store, args.model, args.data, args.test, args.name, args.batch_size, steps=args.steps,
                            progress=lambda text: None if args.json else print(text + " …", file=sys.stderr))
     data = store.load_run(run_id)
     findings = diagnose(data)
@@ -364,6 +370,8 @@ def build_parser() -> argparse.ArgumentParser:
         sub.choices[name].add_argument("run")
     sub.choices["recalibrate"].add_argument("--batches", type=int, default=50, help="training batches to average over")
     sub.choices["recalibrate"].add_argument("--save", help="also write the recalibrated model to this .keras file")
+    sub.choices["recalibrate"].add_argument("--calibrate-on", default="train", choices=("train", "val", "test"),
+                                            help="the split whose images PreciseBN averages over (train; val or test score transductively)")
     sub.choices["tensorboard"].add_argument("--logdir", required=True)
     inspect = sub.choices["inspect"]
     inspect.add_argument("model", help="a .keras file (loaded in safe mode: no Lambda or custom code runs)")
@@ -371,6 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--test", help="a separate test folder or zip with the same classes")
     inspect.add_argument("--name", default="")
     inspect.add_argument("--batch-size", type=int, default=32, help="the batch size the model trained with (batch statistics depend on it)")
+    inspect.add_argument("--steps", type=int, default=None, help="how many training steps the model took, if you know (weighs the initial values)")
     sweep = sub.choices["sweep"]
     sweep.add_argument("--momentum", dest="momenta", type=_floats, required=True, help="comma-separated, e.g. 0.5,0.8,0.9,0.99")
     sweep.add_argument("--batch-size", dest="batch_sizes", type=_ints, help="comma-separated, e.g. 16,32,64")

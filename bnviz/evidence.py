@@ -1,64 +1,143 @@
-"""Evidence gathered once training ends, from *training* data only, for the diagnosis.
+"""One evaluation path for every kind of run (bnviz's own, a `bnviz.Probe` run, an inspected model):
+what the diagnosis reads, from whatever splits the run has.
 
-- **Recalibrated accuracy**: PreciseBN (the moving statistics replaced by population statistics of
-  training batches) applied to a copy of the model, then inference on every split. It tells whether
-  the moving statistics are at fault without looking at the test data: if recalibration recovers
-  the accuracy, they were; if not, something else is (a shift, overfitting, batches that were not
-  i.i.d. during training). Batch statistics *on test batches* adapt to the test data itself
-  (transductive), so they are shown but never taken as proof.
+- **Both BN modes**: accuracy (or, for targets that are not classes, the loss alone) per split in
+  inference mode (moving statistics, as `evaluate` and `predict` run) and with batch statistics
+  (shuffled batches of the training batch size, nothing updated).
+- **Recalibrated**: PreciseBN (the moving statistics replaced by population statistics of the
+  calibration split's batches) on the probe's private copy, then inference on every split. It tells
+  whether the moving statistics are at fault without looking at the test data: calibrated on
+  *training* images by default; never on test images unless asked for by name (then every figure
+  says "transductive"). A run without the calibration split gets none, and the diagnosis says so.
 - **Input shift**: per split, how far its pixels and its first BN layer's input (inference mode)
-  sit from the training split's, in training standard deviations, so a preprocessing mismatch of
-  the test images is named as such instead of being blamed on BN.
+  sit from the reference split's (train, else val), in reference standard deviations, so a
+  preprocessing mismatch of the test images is named as such instead of being blamed on BN.
 """
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass, field
+
 import keras
 import numpy as np
 
-from bnviz.data import Dataset
 from bnviz.models import batch_norm_layers, uncompiled_clone
-from bnviz.probe import StatelessForward, population_moments, tap_model
-from bnviz.records import Evaluation
+from bnviz.probe import StatelessForward, population_moments
+from bnviz.records import SPLITS, Evaluation
+from bnviz.scoring import Task, batch_totals
 
 RECALIBRATION_BATCHES = 50  # ~1,600 images at batch 32: Wu & Johnson find 10³–10⁴ samples enough
 SHIFT_SAMPLES = 256  # images per split for the shift figures
+CALIBRATION_SPLITS = ("train", "val", "test")
+Splits = dict[str, tuple[np.ndarray, np.ndarray]]
+
+
+class EvidenceError(ValueError):
+    """Evidence that cannot be gathered from what the run has (e.g. no images of the calibration split)."""
+
+
+def private_forward(model: keras.Model) -> StatelessForward:
+    """Compiled passes on a private copy holding `model`'s weights: recalibrating it never touches `model`."""
+    copy = uncompiled_clone(model)
+    copy.set_weights(model.get_weights())
+    return StatelessForward.of(copy)
 
 
 def recalibrate_model(model: keras.Model, x: np.ndarray, batch_size: int, forward: StatelessForward | None = None) -> int:
-    """Assign every BN layer's moving statistics the population moments of its input over `x`
-    (upstream layers in training mode, as PreciseBN does); returns the number of BN layers.
-    `forward` may be one already compiled for a model with the same weights (saves tracing)."""
+    """Assign every BN layer of `model` the population moments of its input over `x` (upstream
+    layers in training mode, as PreciseBN does); returns the number of BN layers. `forward` may be
+    one compiled for a model with the same weights (saves tracing)."""
     bn_layers = batch_norm_layers(model)
-    moments = population_moments(forward or StatelessForward(tap_model(model)[0]), x, batch_size, len(bn_layers))
-    for layer, (mean, var) in zip(bn_layers, moments, strict=True):
-        layer.moving_mean.assign(mean)
-        layer.moving_variance.assign(var)
+    moments = population_moments(forward or StatelessForward.of(model), x, batch_size, len(bn_layers))
+    _assign(bn_layers, moments)
     return len(bn_layers)
 
 
-def recalibration_sample(data: Dataset, batch_size: int, batches: int, seed: int) -> np.ndarray:
-    """The training images PreciseBN averages over: `batches` shuffled batches (fewer if the set is smaller)."""
-    order = np.random.default_rng(seed + 2).permutation(len(data.x_train))[: batches * batch_size]
-    return data.x_train[order]
+def _assign(bn_layers: list, moments: list[tuple[np.ndarray, np.ndarray]]) -> None:
+    for layer, (mean, var) in zip(bn_layers, moments, strict=True):
+        layer.moving_mean.assign(mean)
+        layer.moving_variance.assign(var)
 
 
-def recalibrated_evaluation(model: keras.Model, data: Dataset, batch_size: int, seed: int, batches: int = RECALIBRATION_BATCHES,
-                            forward: StatelessForward | None = None) -> Evaluation | None:
-    """Inference-mode accuracy and loss per split after PreciseBN on a copy of `model` (the model
-    itself is left as trained; `forward`, `model`'s own, computes the moments); None without BN layers."""
-    if not batch_norm_layers(model):
+def evaluate_modes(forward: StatelessForward, splits: Splits, batch_size: int, seed: int, task: Task, modes: tuple[bool, ...] = (False, True)) -> dict:
+    """Per BN mode (False: inference, True: batch statistics), accuracy and loss per split, scored
+    batch by batch (no output map of a whole split is held) on shuffled batches of `batch_size`."""
+    result: dict[bool, tuple[dict[str, float], dict[str, float]]] = {mode: ({}, {}) for mode in modes}
+    for split in SPLITS:
+        if split not in splits or not len(splits[split][0]):
+            continue
+        x, y = splits[split]
+        order = np.random.default_rng(seed).permutation(len(x))
+        for training, (accuracy, loss) in result.items():
+            totals = [batch_totals(forward.probabilities(x[index], training), y[index], task)
+                      for index in (order[i : i + batch_size] for i in range(0, len(x), batch_size))]
+            correct, losses, count = (sum(column) for column in zip(*totals, strict=True))
+            accuracy[split], loss[split] = correct / count, losses / count
+    return result
+
+
+def final_evaluation(forward: StatelessForward, splits: Splits, batch_size: int, seed: int, task: Task,
+                     fit_accuracy: float = math.nan, fit_loss: float = math.nan) -> Evaluation:
+    """Both BN modes on every split the run has (see `evaluate_modes`), with what fit reported."""
+    modes = evaluate_modes(forward, splits, batch_size, seed, task)
+    (acc, loss), (acc_batch, loss_batch) = modes[False], modes[True]
+    return Evaluation(acc, acc_batch, loss, loss_batch, fit_accuracy, fit_loss=fit_loss)
+
+
+def calibration_sample(x: np.ndarray, batch_size: int, batches: int, seed: int) -> np.ndarray:
+    """The images PreciseBN averages over: `batches` shuffled batches (fewer if the split is smaller)."""
+    return x[np.random.default_rng(seed + 2).permutation(len(x))[: batches * batch_size]]
+
+
+def recalibrated_evaluation(forward: StatelessForward, splits: Splits, batch_size: int, seed: int, task: Task, calibrate_on: str = "train",
+                            batches: int = RECALIBRATION_BATCHES) -> Evaluation | None:
+    """Inference-mode accuracy and loss per split after PreciseBN over `calibrate_on`'s images,
+    assigned to `forward`'s own BN layers (a private copy's) and restored afterwards; None without
+    BN layers. EvidenceError when the run has no images of that split."""
+    if not forward.bn_layers:
         return None
-    copy = uncompiled_clone(model)
-    copy.set_weights(model.get_weights())
-    copy.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    sample = recalibration_sample(data, batch_size, batches, seed)
-    recalibrate_model(copy, sample, batch_size, forward)  # the copy holds model's weights: model's forward gives its moments
-    accuracy, loss = {}, {}
-    for split, (x, y) in data.splits().items():
-        split_loss, split_accuracy = copy.evaluate(x, y, batch_size=max(batch_size, 64), verbose=0)
-        accuracy[split], loss[split] = float(split_accuracy), float(split_loss)
-    return Evaluation(accuracy, {}, loss, {}, batches=-(-len(sample) // batch_size), samples=len(sample))
+    if calibrate_on not in splits or not len(splits[calibrate_on][0]):
+        raise EvidenceError(f"No {calibrate_on} images to recalibrate on (this run has: {', '.join(s for s in SPLITS if s in splits) or 'none'}).")
+    sample = calibration_sample(splits[calibrate_on][0], batch_size, batches, seed)
+    kept = [(layer.moving_mean.numpy(), layer.moving_variance.numpy()) for layer in forward.bn_layers]
+    _assign(forward.bn_layers, population_moments(forward, sample, batch_size, len(forward.bn_layers)))
+    try:
+        accuracy, loss = evaluate_modes(forward, splits, batch_size, seed, task, modes=(False,))[False]
+    finally:
+        _assign(forward.bn_layers, kept)
+    return Evaluation(accuracy, {}, loss, {}, batches=-(-len(sample) // batch_size), samples=len(sample), calibrated_on=calibrate_on)
+
+
+@dataclass(frozen=True)
+class RunEvidence:
+    """Everything one evaluation pass gives the diagnosis; `missing` says what could not be measured and why."""
+
+    final: Evaluation
+    recalibrated: Evaluation | None
+    input_shift: dict
+    missing: dict[str, str] = field(default_factory=dict)
+
+
+def evaluate_run(forward: StatelessForward, splits: Splits, batch_size: int, seed: int, task: Task, fit_accuracy: float = math.nan,
+                 fit_loss: float = math.nan) -> RunEvidence:
+    """The one evaluation every kind of run gets: both BN modes, PreciseBN on training images, the
+    input shift. `forward` holds the run's final weights on a private copy."""
+    final = final_evaluation(forward, splits, batch_size, seed, task, fit_accuracy, fit_loss)
+    missing: dict[str, str] = {}
+    try:
+        recalibrated = recalibrated_evaluation(forward, splits, batch_size, seed, task)
+    except EvidenceError as exc:
+        recalibrated, missing["recalibrated"] = None, str(exc)
+    return RunEvidence(final, recalibrated, input_shift(forward, splits, batch_size, seed), missing)
+
+
+def store_evidence(store, run_id: str, evidence: RunEvidence) -> None:
+    """Write the evaluations ("final", "recalibrated") and the shift and what is missing into the run."""
+    store.add_evaluation(run_id, "final", evidence.final)
+    if evidence.recalibrated is not None:
+        store.add_evaluation(run_id, "recalibrated", evidence.recalibrated)
+    store.update_info(run_id, input_shift=evidence.input_shift, missing_evidence=evidence.missing)
 
 
 Moments = tuple[np.ndarray, np.ndarray]  # per-channel mean and standard deviation
@@ -80,19 +159,23 @@ def pixel_moments(x: np.ndarray) -> Moments:
     return x.mean(axis=axes, dtype=np.float64), x.std(axis=axes, dtype=np.float64)
 
 
-def input_shift(model: keras.Model, data: Dataset, batch_size: int, seed: int, forward: StatelessForward | None = None) -> dict:
-    """Per split (val, test) against train: the pixel shift and, with BN, the shift of the first BN
-    layer's input in inference mode (see `channel_shift`); plus each split's mean pixel value."""
+def input_shift(forward: StatelessForward | None, splits: Splits, batch_size: int, seed: int) -> dict:
+    """Per split (val, test) against the reference split (train, else val): the pixel shift and,
+    with BN, the shift of the first BN layer's input in inference mode (see `channel_shift`); plus
+    each split's mean pixel value. Empty shifts where the run has no reference or nothing to compare."""
     rng = np.random.default_rng(seed + 3)
-    sample = {name: x[rng.permutation(len(x))[:SHIFT_SAMPLES]] for name, (x, _) in data.splits().items()}
+    sample = {name: x[rng.permutation(len(x))[:SHIFT_SAMPLES]] for name, (x, _) in splits.items() if len(x) and np.ndim(x) >= 2}
+    reference = next((name for name in ("train", "val") if name in sample), None)
+    result: dict = {"reference": reference, "pixel_mean": {name: float(np.mean(x)) for name, x in sample.items()}, "pixels": {}, "first_bn_input": {}}
+    if reference is None:
+        return result
     pixels = {name: pixel_moments(x) for name, x in sample.items()}
-    result: dict = {"pixel_mean": {name: float(m.mean()) for name, (m, _) in pixels.items()}, "pixels": {}, "first_bn_input": {}}
-    forward = (forward or StatelessForward(tap_model(model)[0])) if batch_norm_layers(model) else None
-    first = {name: _first_bn_input_moments(forward, x, batch_size) for name, x in sample.items()} if forward else {}
+    first = {name: _first_bn_input_moments(forward, x, batch_size) for name, x in sample.items()} if forward and forward.bn_layers else {}
     for name in ("val", "test"):
-        result["pixels"][name] = channel_shift(pixels["train"], pixels[name])
-        if first:
-            result["first_bn_input"][name] = channel_shift(first["train"], first[name])
+        if name in sample and name != reference:
+            result["pixels"][name] = channel_shift(pixels[reference], pixels[name])
+            if first:
+                result["first_bn_input"][name] = channel_shift(first[reference], first[name])
     return result
 
 

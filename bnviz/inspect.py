@@ -28,17 +28,19 @@ import numpy as np
 from bnviz import forms
 from bnviz.config import MAX_INPUT_SIZE, MIN_INPUT_SIZE, ProbeConfig
 from bnviz.data import DataError, Dataset, extract_zip, from_folder
+from bnviz.evidence import evaluate_run, store_evidence
 from bnviz.jobs import JobFailed
 from bnviz.models import bn_layer_info, layer_rows, load_model_safely
-from bnviz.own import Splits, atomic_write, bn_notes, evaluate_splits, own_config, samples_path, save_samples
-from bnviz.probe import RecordMaker, Snapshot
+from bnviz.own import Splits, atomic_write, bn_notes, model_task, own_config, samples_path, save_samples
+from bnviz.probe import RecordMaker, Snapshot, population_size
 from bnviz.records import Job, RunStatus
 from bnviz.store import Store
 
 DEFAULT_SIZE = 64  # for a model whose input takes any image size
 HISTORY_NOTE = ("Inspected from a saved model: its training history is unknown (how many steps, which batches, whether the momentum "
-                "changed), so whether the moving statistics still hold their initial values (weight mᵗ after t steps) or lag behind the "
-                "weights cannot be told apart, and fit's own accuracy is not known. What holds without a history: the accuracy in both BN "
+                "changed), and fit's own accuracy is not known. Stale initial values leave a fingerprint the statistics themselves show "
+                "(every channel's moving mean and variance the same mix w·initial + (1 − w)·population), from which the number of "
+                "steps is estimated; lag and batch effects do not fit that line. What holds without a history: the accuracy in both BN "
                 "modes, how far each layer's moving statistics sit from this data's population statistics, and what PreciseBN recovers.")
 
 
@@ -47,8 +49,12 @@ class InspectError(DataError):
 
 
 def inspect_model(store: Store, model_path: str | Path, data: str | Path, test: str | Path | None = None, name: str = "",
-                  batch_size: int = 32, seed: int = 0, progress: Callable[[str], None] = lambda text: None, job_id: str | None = None) -> str:
-    """Inspect a saved model on an image folder or zip; returns the new run's id."""
+                  batch_size: int = 32, seed: int = 0, progress: Callable[[str], None] = lambda text: None, job_id: str | None = None,
+                  steps: int | None = None) -> str:
+    """Inspect a saved model on an image folder or zip; returns the new run's id. `steps`, when the
+    user knows how many training steps the model took, lets the diagnosis weigh the initial values."""
+    if steps is not None and steps < 1:
+        raise InspectError(f"steps must be a positive number of training steps. Received: steps={steps}")
     progress("Loading the model in safe mode")
     model = load_checked(model_path)
     size = _input_size(model)
@@ -58,7 +64,8 @@ def inspect_model(store: Store, model_path: str | Path, data: str | Path, test: 
     config = own_config(model, name or Path(model_path).stem, batch_size, str(dataset.name), 0, ProbeConfig())
     run_id = store.create_run(config, status=RunStatus.RUNNING)
     try:
-        _record(store, run_id, model, splits, config.probe, batch_size, seed, progress, {"job": job_id} if job_id else {})
+        extra = ({"job": job_id} if job_id else {}) | ({"known_steps": int(steps)} if steps else {})
+        _record(store, run_id, model, splits, config.probe, batch_size, seed, progress, extra)
     except BaseException:
         store.delete_run(run_id)  # nothing half-written: no run at all rather than a partial one
         raise
@@ -69,15 +76,17 @@ def _record(store: Store, run_id: str, model: keras.Model, splits: Splits, probe
             progress: Callable[[str], None], extra: dict) -> None:
     info = {**extra, "source": "inspect", "bn_layers": bn_layer_info(model), "layers": layer_rows(model), "notes": [HISTORY_NOTE, *bn_notes(model)],
             "params": {"total": int(model.count_params())}, "data": {s: len(x) for s, (x, _) in splits.items()}}
-    store.start(run_id, os.getpid(), 0, 0, info)
-    progress("Evaluating in both BN modes")
-    store.add_evaluation(run_id, "final", evaluate_splits(model, splits, batch_size, seed))
+    task = model_task(model, splits["train"][1])
+    store.start(run_id, os.getpid(), 0, 0, info | {"task": task.kind, "loss_name": task.loss_name})
     progress("Recording every BN layer")
     rng = np.random.default_rng(seed + 1)
     (xv, yv), (xt, _) = splits["val"], splits["train"]
-    pick, population = rng.permutation(len(xv))[: probe.probe_batch], xt[rng.permutation(len(xt))[: probe.population_samples]]
-    maker = RecordMaker(model, probe, (xv[pick], yv[pick]), population, batch_size)
+    pick, population = rng.permutation(len(xv))[: probe.probe_batch], xt[rng.permutation(len(xt))[: population_size(model, probe.population_samples)]]
+    maker = RecordMaker(model, probe, (xv[pick], yv[pick]), population, batch_size, task)
     store.add_records(run_id, (), [maker.make(Snapshot(0, 0, model.get_weights(), None))])
+    progress("Evaluating in both BN modes, and after PreciseBN on the training images")
+    maker.copy.set_weights(model.get_weights())
+    store_evidence(store, run_id, evaluate_run(maker.forward, splits, batch_size, seed, task))
     save_samples(samples_path(store.models_dir, run_id), splits)
     atomic_write(store.model_path(run_id), model.save)
     store.finish(run_id, RunStatus.DONE, model_path=str(store.model_path(run_id)))
@@ -150,8 +159,9 @@ def _input_size(model: keras.Model) -> int:
 
 
 def _check_outputs(model: keras.Model, dataset: Dataset) -> None:
+    """One output head with a unit per class, or one unit for two classes (a binary classifier)."""
     outputs = model.outputs[0].shape[-1] if len(model.outputs) == 1 else None
-    if outputs != dataset.num_classes:
+    if outputs != dataset.num_classes and not (outputs == 1 and dataset.num_classes == 2):
         raise InspectError(f"The model has {outputs if outputs is not None else len(model.outputs)} {'outputs' if outputs is not None else 'output heads'}; "
                            f"the data has {dataset.num_classes} classes ({', '.join(dataset.class_names)}).")
 
@@ -187,11 +197,12 @@ def _load(store: Store, source: str | Path, size: int, seed: int, fractions: tup
 
 # --- the job channel ---------------------------------------------------------------------------
 def inspect_job(store: Store, job: Job, progress: Callable[[str], None]) -> None:
-    """Handler of "inspect" jobs (bnviz.jobs): args {"model", "data", "test", "name"} are paths on
-    this machine; the run it creates carries the job id in its info (`info["job"]`)."""
+    """Handler of "inspect" jobs (bnviz.jobs): args {"model", "data", "test", "name", "steps"}: paths on
+    this machine and, optionally, the training steps the user knows; the run it creates carries the job id in its info (`info["job"]`)."""
     args = job.args
     try:
-        run_id = inspect_model(store, args["model"], args["data"], args.get("test"), args.get("name", ""), progress=progress, job_id=job.id)
+        run_id = inspect_model(store, args["model"], args["data"], args.get("test"), args.get("name", ""), progress=progress, job_id=job.id,
+                               steps=args.get("steps"))
     except (InspectError, KeyError) as exc:
         raise JobFailed(str(exc) if isinstance(exc, InspectError) else f"inspect job without {exc} argument") from exc
     progress(f"done: run {run_id}")

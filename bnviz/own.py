@@ -11,7 +11,7 @@ samples it was evaluated on are kept beside the model (`models/RUN-data.npz`, ca
 
 from __future__ import annotations
 
-import math
+import contextlib
 import os
 import tempfile
 from pathlib import Path
@@ -21,8 +21,7 @@ import numpy as np
 
 from bnviz.config import OWN_PRESET, ArchConfig, BNConfig, ProbeConfig, RunConfig
 from bnviz.models import batch_norm_layers
-from bnviz.probe import StatelessForward, _accuracy_and_loss, tap_model
-from bnviz.records import Evaluation
+from bnviz.scoring import Task, task_for
 
 SPLITS = ("train", "val", "test")
 SAMPLE_BYTES = 64 * 2**20  # images kept per run for PreciseBN (train first); the rest are dropped
@@ -34,17 +33,9 @@ FROZEN_NOTE = ("{names}: trainable=False. In Keras 3 a frozen BatchNormalization
 Splits = dict[str, tuple[np.ndarray, np.ndarray]]
 
 
-def sparse_labels(y: np.ndarray) -> np.ndarray:
-    """Integer class labels from sparse labels or one-hot rows."""
-    y = np.asarray(y)
-    if y.ndim == 2 and y.shape[1] > 1:
-        return np.argmax(y, axis=1).astype(np.int32)
-    return y.reshape(len(y)).astype(np.int32)
-
-
 def as_arrays(data: object, limit: int = 1 << 30) -> tuple[np.ndarray, np.ndarray]:
     """Up to `limit` samples of `(x, y)` numpy arrays or of a `tf.data.Dataset` yielding (x, y)
-    (batched or not), as float32 images and int labels."""
+    (batched or not): float32 inputs and the targets as given (labels, one-hot rows, values, masks)."""
     if isinstance(data, (tuple, list)) and len(data) >= 2:
         x, y = np.asarray(data[0])[:limit], np.asarray(data[1])[:limit]
     elif hasattr(data, "as_numpy_iterator"):
@@ -52,8 +43,21 @@ def as_arrays(data: object, limit: int = 1 << 30) -> tuple[np.ndarray, np.ndarra
     else:
         raise TypeError(f"Expected (x, y) arrays or a tf.data.Dataset of (x, y). Received: {type(data).__name__}")
     if len(x) != len(y) or len(x) == 0:
-        raise ValueError(f"Expected as many labels as images, at least one. Received: {len(x)} images, {len(y)} labels")
-    return x.astype(np.float32), sparse_labels(y)
+        raise ValueError(f"Expected as many targets as inputs, at least one. Received: {len(x)} inputs, {len(y)} targets")
+    return x.astype(np.float32), y
+
+
+def model_task(model: keras.Model, targets: np.ndarray) -> Task:
+    """What `model`'s targets are (see `bnviz.scoring.task_for`), with its own compiled loss for
+    targets that are not classes (mean squared error when it has none bnviz can call)."""
+    loss = getattr(model, "loss", None)
+    loss_fn, name = None, ""
+    if loss is not None and not isinstance(loss, (list, tuple, dict)):
+        with contextlib.suppress(ValueError, TypeError):
+            loss_fn = keras.losses.get(loss)
+            name = loss if isinstance(loss, str) else getattr(loss, "name", None) or getattr(loss, "__name__", "the model's loss")
+    call = (lambda y, out: keras.ops.convert_to_numpy(loss_fn(y, out))) if loss_fn else None
+    return task_for(tuple(model.outputs[0].shape), targets, call, str(name))
 
 
 def _take(dataset, limit: int) -> tuple[np.ndarray, np.ndarray]:
@@ -85,34 +89,6 @@ def bn_notes(model: keras.Model) -> list[str]:
     frozen = [layer.name for layer in bn if not layer.trainable]
     notes = [FROZEN_NOTE.format(names=", ".join(frozen))] if frozen else []
     return notes if bn else ["The model has no BatchNormalization layer: BN cannot be the cause of a train/test gap."]
-
-
-def _probabilities(outputs: np.ndarray) -> np.ndarray:
-    """Rows that are not already probabilities (logits) go through a softmax."""
-    if np.all(outputs >= 0) and np.allclose(outputs.sum(axis=1), 1.0, atol=1e-3):
-        return outputs
-    shifted = np.exp(outputs - outputs.max(axis=1, keepdims=True))
-    return shifted / shifted.sum(axis=1, keepdims=True)
-
-
-def evaluate_splits(model: keras.Model, splits: Splits, batch_size: int, seed: int = 0, fit_accuracy: float = math.nan,
-                    forward: StatelessForward | None = None) -> Evaluation:
-    """Accuracy and loss on each given split in inference mode (moving statistics) and with batch
-    statistics (shuffled batches of `batch_size`, nothing updated), both through the tap model, so
-    no compiled metric of the user's is needed; a split that was not given is left out. `forward`,
-    the probe's passes holding `model`'s weights, saves tracing a tap model of its own."""
-    forward = forward or StatelessForward(tap_model(model)[0])
-    modes: dict[bool, tuple[dict[str, float], dict[str, float]]] = {False: ({}, {}), True: ({}, {})}
-    for split in SPLITS:
-        if split not in splits or not len(splits[split][0]):
-            continue
-        x, y = splits[split]
-        order = np.random.default_rng(seed).permutation(len(x))
-        for training, (accuracy, loss) in modes.items():
-            outputs = np.concatenate([forward.probabilities(x[order[i : i + batch_size]], training) for i in range(0, len(x), batch_size)])
-            accuracy[split], loss[split] = _accuracy_and_loss(_probabilities(outputs), y[order])
-    (acc, loss), (acc_batch, loss_batch) = modes[False], modes[True]
-    return Evaluation(acc, acc_batch, loss, loss_batch, fit_accuracy)
 
 
 def samples_path(models_dir: Path, run_id: str) -> Path:

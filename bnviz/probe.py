@@ -40,6 +40,7 @@ tap model that skips Dropout (so train mode differs from inference mode only in 
 
 from __future__ import annotations
 
+import math
 import time
 from collections import deque
 from collections.abc import Callable
@@ -51,15 +52,14 @@ import tensorflow as tf
 from keras import layers
 
 from bnviz.config import ProbeConfig
-from bnviz.models import batch_norm_layers, uncompiled_clone
+from bnviz.models import NOISE_LAYERS, batch_norm_layers, uncompiled_clone, updates_per_step  # NOISE_LAYERS: the tap skips them
+from bnviz.scoring import CLASSES, Task, scores
 from bnviz.stats import HISTOGRAM_VALUES, measures_population, probe_steps, recover_batch_moments, shared_histograms, thinning_stride
 from bnviz.store import ProbeLayer, ProbeRecord
 
+CLASS_TASK = Task(CLASSES)
 MAX_PENDING_BYTES = 256 * 2**20  # snapshots waiting beyond this are made at once, over budget, to bound memory
 
-
-NOISE_LAYERS = (layers.Dropout, layers.SpatialDropout1D, layers.SpatialDropout2D, layers.SpatialDropout3D, layers.GaussianDropout,
-                layers.GaussianNoise, layers.AlphaDropout)  # active in training mode only: the tap skips them
 
 
 class Unfollowable(ValueError):
@@ -85,6 +85,27 @@ def tap_model(model: keras.Model) -> tuple[keras.Model, list[layers.BatchNormali
     return keras.Model(inputs, [output, *bn_in, *bn_out]), bn_layers
 
 
+POPULATION_VALUES = 800  # values per channel for a population variance within 5 % (relative standard error √(2/n))
+MAX_POPULATION_SAMPLES = 2048
+
+
+def population_size(model: keras.Model, configured: int) -> int:
+    """Images for the population statistics: `configured`, or more where a BN layer sees few values per
+    image and channel (BN after Dense: one, so 128 images leave its variance ~12 % off), up to
+    `MAX_POPULATION_SAMPLES`. Conv layers see H·W values per image and need no more."""
+    per_image = [math.prod(shape[1:-1]) for shape in (tuple(layer.input.shape) for layer in batch_norm_layers(model) if _built_input(layer))
+                 if None not in shape[1:-1]]
+    needed = math.ceil(POPULATION_VALUES / max(1, min(per_image))) if per_image else configured
+    return max(configured, min(MAX_POPULATION_SAMPLES, needed))
+
+
+def _built_input(layer: layers.Layer) -> bool:
+    try:
+        return layer.input is not None
+    except (AttributeError, ValueError):  # a layer called several times or never has no single input
+        return False
+
+
 def _check_followable(model: keras.Model, where: str = "") -> None:
     """Raise `Unfollowable` unless `model` is a built Sequential or Functional model with one input."""
     if not (isinstance(model, keras.Sequential) or hasattr(model, "_run_through_graph")):
@@ -104,6 +125,8 @@ def _inline(model: keras.Model, x, taps: dict[int, tuple]):
         if isinstance(layer, keras.Model):
             _check_followable(layer, f"nested model {layer.name}: ")
             return _inline(layer, args[0], taps)
+        if isinstance(layer, layers.TimeDistributed) and batch_norm_layers(layer):
+            return _time_distributed(layer, args[0], call)
         out = layer(*args, **kwargs)
         if isinstance(layer, layers.BatchNormalization):
             taps.setdefault(id(layer), (args[0], out))
@@ -114,6 +137,15 @@ def _inline(model: keras.Model, x, taps: dict[int, tuple]):
             x = call(layer, x)
         return x
     return model._run_through_graph(x, call_fn=call)  # Keras' own graph walk (as clone_model uses it) with our call
+
+
+def _time_distributed(wrapper: layers.TimeDistributed, x, call):
+    """TimeDistributed as it computes: its layer on the batch and time axes folded into one, so a
+    BN layer inside it is tapped like any other (its statistics span both axes, as in training)."""
+    if x.shape[1] is None or None in x.shape[2:]:
+        raise Unfollowable(f"{wrapper.name}: a TimeDistributed layer over a sequence of unknown length cannot be traced.")
+    out = call(wrapper.layer, keras.ops.reshape(x, (-1, *x.shape[2:])))
+    return keras.ops.reshape(out, (-1, x.shape[1], *out.shape[1:]))
 
 
 def _channels_last(x, axis: int):
@@ -153,13 +185,18 @@ class StatelessForward:
     evaluation and the evidence: it returns the class probabilities, each BN input's moments and
     each BN output thinned for its histogram; a caller copies out only what it reads."""
 
-    def __init__(self, tap: keras.Model):
-        self.tap = tap
+    def __init__(self, tap: keras.Model, bn_layers: list[layers.BatchNormalization] | tuple = ()):
+        self.tap, self.bn_layers = tap, list(bn_layers)
         self.n_layers = (len(tap.outputs) - 1) // 2  # outputs: probabilities, BN inputs, BN outputs
         self.spec = tf.TensorSpec([None, *tap.inputs[0].shape[1:]], tap.inputs[0].dtype)
         self._train = _compiled(lambda x: self._call(x, True))
         self._infer = _compiled(lambda x: self._call(x, False))
         self._pass = {mode: _compiled(lambda x, mode=mode: self._record_pass(x, mode), [self.spec]) for mode in (True, False)}
+
+    @classmethod
+    def of(cls, model: keras.Model) -> StatelessForward:
+        """The passes of `model`'s tap model, knowing its BN layers (in the tap's output order)."""
+        return cls(*tap_model(model))
 
     def _call(self, x: tf.Tensor, training: bool) -> list[tf.Tensor]:
         trainable = [v.value for v in self.tap.trainable_variables]
@@ -248,11 +285,6 @@ def population_moments(forward: StatelessForward, x: np.ndarray, batch_size: int
     return [pooled_moments(layer) for layer in batch_moments(forward, x, batch_size, n_layers, training)]
 
 
-def _accuracy_and_loss(probs: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
-    picked = probs[np.arange(len(labels)), labels]
-    return float(np.mean(np.argmax(probs, axis=1) == labels)), float(np.mean(-np.log(np.clip(picked, 1e-7, 1.0))))
-
-
 @dataclass(frozen=True)
 class Snapshot:
     """What the training loop keeps at a probe step: a copy of every weight (moving statistics
@@ -274,11 +306,12 @@ class RecordMaker:
     """Turns snapshots into `ProbeRecord`s on a private copy of the model, so a record can be made
     after training has moved on (or finished) without touching the trained model."""
 
-    def __init__(self, model: keras.Model, config: ProbeConfig, probe_data: tuple[np.ndarray, np.ndarray], population: np.ndarray, batch_size: int):
+    def __init__(self, model: keras.Model, config: ProbeConfig, probe_data: tuple[np.ndarray, np.ndarray], population: np.ndarray, batch_size: int,
+                 task: Task = CLASS_TASK):
         self.copy = uncompiled_clone(model)
-        tap, self.bn_layers = tap_model(self.copy)
-        self.forward = StatelessForward(tap)
-        self.config, self.batch_size = config, batch_size
+        self.forward = StatelessForward.of(self.copy)
+        self.bn_layers = self.forward.bn_layers
+        self.config, self.batch_size, self.task = config, batch_size, task
         self.x_probe, self.y_probe = probe_data
         self.population = population
 
@@ -291,8 +324,8 @@ class RecordMaker:
             self.copy.set_weights(snapshot.weights)
         probs_train, train_out = self.forward.probe(self.x_probe, training=True)
         probs_infer, infer_out = self.forward.probe(self.x_probe, training=False) if self.bn_layers else (probs_train, train_out)  # without BN both modes agree
-        acc_train, loss_train = _accuracy_and_loss(probs_train, self.y_probe)
-        acc_infer, loss_infer = _accuracy_and_loss(probs_infer, self.y_probe)
+        acc_train, loss_train = scores(probs_train, self.y_probe, self.task)
+        acc_infer, loss_infer = scores(probs_infer, self.y_probe, self.task)
         records = []
         for i, layer in enumerate(self.bn_layers):
             moving_mean, moving_var = layer.moving_mean.numpy(), layer.moving_variance.numpy()
@@ -307,11 +340,12 @@ class RecordMaker:
     def _population(self, snapshot: Snapshot, inference: bool) -> list[tuple[np.ndarray, ...]]:
         """Per BN layer: the population mean and variance in training mode, with the weights the
         step's batch was normalised with (so batch and population statistics differ by the batch's
-        composition only, not by the step's update); the same in inference mode with the snapshot's
-        weights (NaN without `inference`); and the spread of i.i.d. batch means. Leaves the copy
-        holding `snapshot.weights`."""
+        composition only, not by the step's update), except at the run's last record (`inference`),
+        which measures the final model, the one the diagnosis and PreciseBN speak of; the same in
+        inference mode with the snapshot's weights (NaN without `inference`); and the spread of i.i.d.
+        batch means. Leaves the copy holding `snapshot.weights`."""
         n = len(self.bn_layers)
-        self.copy.set_weights(snapshot.weights_before or snapshot.weights)
+        self.copy.set_weights(snapshot.weights if inference else snapshot.weights_before or snapshot.weights)
         training_batches = batch_moments(self.forward, self.population, self.batch_size, n)
         self.copy.set_weights(snapshot.weights)
         infer = population_moments(self.forward, self.population, self.batch_size, n, training=False) if inference else None
@@ -346,9 +380,10 @@ class BNProbe(keras.callbacks.Callback):
         batch_size: int,
         emit: Callable[[ProbeRecord], None],
         keep_going: Callable[[], bool] = lambda: True,
+        task: Task = CLASS_TASK,
     ):
         super().__init__()
-        self.config = config
+        self.config, self.task = config, task
         self.probe_data, self.population = probe_data, population
         self.batch_size = batch_size
         self.emit, self.keep_going = emit, keep_going
@@ -369,6 +404,8 @@ class BNProbe(keras.callbacks.Callback):
     def on_train_begin(self, logs: dict | None = None) -> None:
         self._began = time.perf_counter()
         self.bn_layers = batch_norm_layers(self.model)
+        updates = updates_per_step(self.model)  # a BN layer inside TimeDistributed updates once per time step
+        self.momenta = [float(layer.momentum) ** updates.get(id(layer), 1) for layer in self.bn_layers]
         steps_per_epoch = self.params.get("steps") or 1
         self.total_steps = steps_per_epoch * self.params.get("epochs", 1) if self.params.get("steps") else None
         self.schedule = set(probe_steps(steps_per_epoch * self.params.get("epochs", 1), steps_per_epoch, self.config.every))
@@ -386,7 +423,7 @@ class BNProbe(keras.callbacks.Callback):
         self.step += 1
         if self.step in self.schedule and self._before is not None:
             after = self._moving()
-            batch_stats = [recover_batch_moments(b, a, layer.momentum) for layer, b, a in zip(self.bn_layers, self._before, after, strict=True)]
+            batch_stats = [recover_batch_moments(b, a, m) for m, b, a in zip(self.momenta, self._before, after, strict=True)]
             self._before = None
             self._snapshot(batch_stats)
         while self._ready() and (self._affordable() or self.pending_bytes > MAX_PENDING_BYTES):
@@ -438,7 +475,7 @@ class BNProbe(keras.callbacks.Callback):
     def _make_next(self, live: bool = True) -> None:
         start = time.perf_counter()
         if self._maker is None:
-            self._maker = RecordMaker(self.model, self.config, self.probe_data, self.population, self.batch_size)
+            self._maker = RecordMaker(self.model, self.config, self.probe_data, self.population, self.batch_size, self.task)
         snapshot = self.pending.popleft()
         self.pending_bytes -= snapshot.nbytes
         last = not self.pending and (not live or snapshot.step == self.total_steps)

@@ -1,5 +1,7 @@
 """PreciseBN: recompute every BN layer's moving mean/variance over N training batches with the
-weights frozen, then evaluate again. No retraining; the run gains a "precisebn" evaluation.
+weights frozen, then evaluate again. No retraining; the run gains a "precisebn" evaluation, which
+says which split it averaged over and how many images (`--calibrate-on`, training images unless
+named: calibrating on test images and scoring on them is transductive, and is labelled so).
 
 As in fvcore's `update_bn_stats`, BN layers use batch statistics while the population moments are
 gathered (so each layer sees the inputs it saw in training), every batch is weighted by its element
@@ -8,32 +10,31 @@ count, and the variance is the population one, E[x²] − E[x]² (biased, as Ker
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
-import keras
-import numpy as np
-
 from bnviz.config import OWN_PRESET, ConfigError
 from bnviz.data import load_dataset
-from bnviz.evidence import RECALIBRATION_BATCHES, recalibrate_model
+from bnviz.evidence import CALIBRATION_SPLITS, RECALIBRATION_BATCHES, Splits, calibration_sample, recalibrate_model, recalibrated_evaluation
 from bnviz.jobs import JobFailed
 from bnviz.models import batch_norm_layers, load_model_safely
-from bnviz.own import SPLITS, atomic_write, evaluate_splits, load_samples, samples_path
+from bnviz.own import atomic_write, load_samples, model_task, samples_path
+from bnviz.probe import StatelessForward
 from bnviz.records import Evaluation, Job, RunStatus
 from bnviz.store import Run, Store, StoreError
-from bnviz.train import evaluate_both_modes
 
 DEFAULT_BATCHES = RECALIBRATION_BATCHES
 
 
 def recalibrate(store: Store, run_id: str, batches: int = DEFAULT_BATCHES, progress: Callable[[str], None] = lambda text: None,
-                save: str | Path | None = None) -> dict[str, Evaluation | None]:
-    """Recalibrate a finished run's model; returns {"before": ..., "after": ...} evaluations. The
-    recalibrated model goes beside the run's model, and to `save` (a .keras path) when given."""
+                save: str | Path | None = None, calibrate_on: str = "train") -> dict[str, Evaluation | None]:
+    """Recalibrate a finished run's model over `calibrate_on`'s images (training images unless the
+    user names another split); returns {"before": ..., "after": ...} evaluations. The recalibrated
+    model goes beside the run's model, and to `save` (a .keras path) when given."""
     if batches < 1:
         raise ConfigError(f"batches must be >= 1. Received: batches={batches}")
+    if calibrate_on not in CALIBRATION_SPLITS:
+        raise ConfigError(f"--calibrate-on takes one of {', '.join(CALIBRATION_SPLITS)}. Received: {calibrate_on!r}")
     if save is not None and Path(save).suffix != ".keras":
         raise ConfigError(f"The recalibrated model is saved as a .keras file. Received: --save {save}")
     run = store.get_run(run_id)
@@ -43,33 +44,30 @@ def recalibrate(store: Store, run_id: str, batches: int = DEFAULT_BATCHES, progr
     model = load_model_safely(run.model_path)
     if not batch_norm_layers(model):
         raise StoreError(f"Run {run_id}'s model has no BatchNormalization layer: nothing to recalibrate.")
-    x_train, evaluate = _run_data(store, run)
-    sample = x_train[np.random.default_rng(config.seed + 2).permutation(len(x_train))[: batches * config.batch_size]]
-    progress(f"averaging BN statistics over {-(-len(sample) // config.batch_size)} training batches")
-    recalibrate_model(model, sample, config.batch_size)
-    progress("evaluating in both BN modes")
-    after = dataclasses.replace(evaluate(model), batches=-(-len(sample) // config.batch_size), samples=len(sample))
+    splits = _run_splits(store, run)
+    if calibrate_on not in splits:
+        hint = "Give bnviz.Probe train_data= next time, or name" if calibrate_on == "train" else "Name"
+        raise StoreError(f"Run {run_id} kept no {calibrate_on} images to recalibrate on (it has: {', '.join(splits) or 'none'}). {hint} "
+                         "a split it has with --calibrate-on (a held-out split then scores transductively).")
+    task = model_task(model, splits[calibrate_on][1])
+    forward = StatelessForward.of(model)
+    count = -(-min(len(splits[calibrate_on][0]), batches * config.batch_size) // config.batch_size)
+    progress(f"averaging BN statistics over {count} {calibrate_on} batches")
+    after = recalibrated_evaluation(forward, splits, config.batch_size, config.seed, task, calibrate_on, batches)
+    recalibrate_model(model, calibration_sample(splits[calibrate_on][0], config.batch_size, batches, config.seed), config.batch_size, forward)
     store.add_evaluation(run_id, "precisebn", after)
     for path in filter(None, (store.models_dir / f"{run_id}-precisebn.keras", save)):
         atomic_write(Path(path), model.save)
     return {"before": store.evaluations(run_id).get("final"), "after": after}
 
 
-def _run_data(store: Store, run: Run) -> tuple[np.ndarray, Callable[[keras.Model], Evaluation]]:
-    """The training images to recalibrate on and how to evaluate: a template run reloads its data
-    set; a run of the user's own model (bnviz.Probe, bnviz inspect) reads the samples kept with it."""
+def _run_splits(store: Store, run: Run) -> Splits:
+    """The images a run was evaluated on: a template run reloads its data set; a run of the user's
+    own model (bnviz.Probe, bnviz inspect) reads the samples kept with it."""
     config = run.config
     if config.preset == OWN_PRESET:
-        splits = load_samples(samples_path(store.models_dir, run.id))
-        train = next(splits[s][0] for s in SPLITS if s in splits)
-        return train, lambda model: evaluate_splits(model, splits, config.batch_size, config.seed)
-    data = load_dataset(config.dataset, config.input_size, config.seed)
-
-    def evaluate(model: keras.Model) -> Evaluation:
-        model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-        return evaluate_both_modes(model, data, config.batch_size, config.seed)
-
-    return data.x_train, evaluate
+        return load_samples(samples_path(store.models_dir, run.id))
+    return load_dataset(config.dataset, config.input_size, config.seed).splits()
 
 
 def recalibrate_job(store: Store, job: Job, progress: Callable[[str], None]) -> None:
@@ -78,4 +76,6 @@ def recalibrate_job(store: Store, job: Job, progress: Callable[[str], None]) -> 
         after = recalibrate(store, job.run_id, int(job.args.get("batches", DEFAULT_BATCHES)), progress)["after"]
     except (ConfigError, StoreError) as exc:
         raise JobFailed(str(exc)) from exc
-    progress(f"done: test accuracy {after.accuracy['test']:.0%} in inference mode")
+    split = next((s for s in ("test", "val", "train") if s in after.accuracy), None)
+    value = after.accuracy.get(split, float("nan"))
+    progress(f"done: {split} accuracy {value:.0%} in inference mode" if value == value else f"done: {split} loss {after.loss.get(split, float('nan')):.4g}")

@@ -110,6 +110,8 @@ class Evaluation:
     fit_accuracy: float = math.nan
     batches: int | None = None
     samples: int | None = None
+    calibrated_on: str | None = None  # the split PreciseBN averaged over (a recalibrated evaluation only)
+    fit_loss: float = math.nan
 
     def accuracies(self) -> dict[str, float]:
         """Flat accuracy keys: 'test', 'test_batchstats', ..., and 'fit' when known."""
@@ -120,10 +122,14 @@ class Evaluation:
         """One accuracy by its flat key ('test', 'val_batchstats', 'fit'); NaN when missing."""
         return self.accuracies().get(key, math.nan)
 
+    def losses(self) -> dict[str, float]:
+        """Flat loss keys, as `accuracies`."""
+        flat = {**self.loss, **{f"{s}_batchstats": v for s, v in self.loss_batchstats.items()}}
+        return flat | ({"fit": self.fit_loss} if math.isfinite(self.fit_loss) else {})
+
     def to_dict(self) -> dict[str, Any]:
-        losses = {**self.loss, **{f"{s}_batchstats": v for s, v in self.loss_batchstats.items()}}
-        extra = {k: v for k, v in (("batches", self.batches), ("samples", self.samples)) if v is not None}
-        return {"accuracy": self.accuracies(), "loss": losses, **extra}
+        extra = {k: v for k, v in (("batches", self.batches), ("samples", self.samples), ("calibrated_on", self.calibrated_on)) if v is not None}
+        return {"accuracy": self.accuracies(), "loss": self.losses(), **extra}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Evaluation:
@@ -131,7 +137,8 @@ class Evaluation:
         batch = {s: acc[f"{s}_batchstats"] for s in SPLITS if f"{s}_batchstats" in acc}
         batch_loss = {s: loss[f"{s}_batchstats"] for s in SPLITS if f"{s}_batchstats" in loss}
         return cls(_split_map(acc), _split_map(batch), _split_map(loss), _split_map(batch_loss),
-                   float(acc.get("fit", math.nan)), data.get("batches"), data.get("samples"))
+                   float(acc.get("fit", math.nan)), data.get("batches"), data.get("samples"), data.get("calibrated_on"),
+                   float(loss.get("fit", math.nan)))
 
 
 # --- jobs and progress ----------------------------------------------------------------------------

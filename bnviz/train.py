@@ -16,11 +16,11 @@ import numpy as np
 
 from bnviz.config import RunConfig, check_batch_size, validate
 from bnviz.data import BUILTIN_DATASETS, Dataset, load_dataset
-from bnviz.evidence import input_shift, recalibrated_evaluation
+from bnviz.evidence import evaluate_run, private_forward, store_evidence
 from bnviz.jobs import JobCancelled, JobFailed
 from bnviz.models import bn_layer_info, compile_model, layer_rows
-from bnviz.probe import BNProbe, StatelessForward, _accuracy_and_loss, tap_model
-from bnviz.records import SPLITS, Evaluation, Job, RunStatus
+from bnviz.probe import CLASS_TASK, BNProbe
+from bnviz.records import Evaluation, Job, RunStatus
 from bnviz.shapes import param_totals
 from bnviz.store import ProbeRecord, Store
 
@@ -40,7 +40,7 @@ class Recorder(keras.callbacks.Callback):
         self.steps: list[tuple[int, int, float, float]] = []
         self.probes: list[ProbeRecord] = []
         self.step, self.epoch = 0, 0
-        self.fit_accuracy = math.nan  # what fit reports: the running mean over the last epoch, batch statistics
+        self.fit_accuracy = self.fit_loss = math.nan  # what fit reports: the running mean over the last epoch, batch statistics
         self.cancelled = False
         self.failure: str | None = None
         self._last_commit = self._last_poll = time.monotonic()
@@ -68,7 +68,7 @@ class Recorder(keras.callbacks.Callback):
         self.step += 1
         loss, accuracy = float((logs or {}).get("loss", math.nan)), float((logs or {}).get("accuracy", math.nan))
         self.steps.append((self.step, self.epoch, loss, accuracy))
-        self.fit_accuracy = accuracy
+        self.fit_accuracy, self.fit_loss = accuracy, loss
         if self.on_step:
             self.on_step(self.step, {"loss": loss, "accuracy": accuracy, "epoch": self.epoch})
         if not math.isfinite(loss) and self.failure is None:
@@ -116,30 +116,6 @@ def training_order(data: Dataset, shuffle: bool) -> tuple[np.ndarray, np.ndarray
     return data.x_train[order], data.y_train[order]
 
 
-def evaluate_both_modes(model: keras.Model, data: Dataset, batch_size: int, seed: int = 0, fit_accuracy: float = math.nan,
-                        forward: StatelessForward | None = None) -> Evaluation:
-    """Accuracy and loss on every split in inference mode (moving statistics, as `evaluate` does)
-    and with batch statistics (BN in training mode on shuffled batches of `batch_size`, no updates).
-
-    High batch-statistics accuracy with low inference accuracy means the weights are fine and the
-    moving statistics are wrong.
-    """
-    forward = forward or StatelessForward(tap_model(model)[0])
-    acc: dict[str, float] = {}
-    loss: dict[str, float] = {}
-    acc_batch: dict[str, float] = {}
-    loss_batch: dict[str, float] = {}
-    arrays = data.splits()
-    for split in SPLITS:
-        x, y = arrays[split]
-        split_loss, split_acc = model.evaluate(x, y, batch_size=max(batch_size, 64), verbose=0)
-        acc[split], loss[split] = float(split_acc), float(split_loss)
-        order = np.random.default_rng(seed).permutation(len(x))
-        probs = np.concatenate([forward.probabilities(x[order[i : i + batch_size]], training=True) for i in range(0, len(x), batch_size)])
-        acc_batch[split], loss_batch[split] = _accuracy_and_loss(probs, y[order])  # the probe's own, so the two agree
-    return Evaluation(acc, acc_batch, loss, loss_batch, fit_accuracy)
-
-
 def execute_run(store: Store, run_id: str, on_step: Callable[[int, dict], None] | None = None) -> RunResult:
     """Train run `run_id` (already in the store) and record everything; never raises for faults
     inside training: the run ends done, failed or cancelled, and the result says which."""
@@ -166,11 +142,11 @@ def execute_run(store: Store, run_id: str, on_step: Callable[[int, dict], None] 
     if recorder.cancelled:
         store.finish(run_id, RunStatus.CANCELLED, error=f"Cancelled at step {recorder.step}.")
         return RunResult(run_id, RunStatus.CANCELLED, recorder.step, seconds, None, None, f"Cancelled at step {recorder.step}.")
-    # one tap model and its traces for the evaluation and the evidence: the probe's, traced already, where there is one
-    forward = (probe.forward_for(model) if probe else None) or StatelessForward(tap_model(model)[0])
-    evaluation = evaluate_both_modes(model, data, config.batch_size, config.seed, recorder.fit_accuracy, forward)
-    store.add_evaluation(run_id, "final", evaluation)
-    record_evidence(store, run_id, model, data, config, forward)
+    # one private copy and its traces for the evaluation and the evidence: the probe's, traced already, where there is one
+    forward = (probe.forward_for(model) if probe else None) or private_forward(model)
+    evidence = evaluate_run(forward, data.splits(), config.batch_size, config.seed, CLASS_TASK, recorder.fit_accuracy, recorder.fit_loss)
+    store_evidence(store, run_id, evidence)
+    evaluation = evidence.final
     path = store.model_path(run_id)
     model.save(path)
     seconds = time.monotonic() - started
@@ -196,15 +172,6 @@ def train_job(store: Store, job: Job, progress: Callable[[str], None]) -> None:
     if result.status == RunStatus.FAILED:
         raise JobFailed(result.error)
     progress(f"done after {result.steps:,} steps in {result.seconds:.1f} s")
-
-
-def record_evidence(store: Store, run_id: str, model: keras.Model, data: Dataset, config: RunConfig, forward: StatelessForward | None = None) -> None:
-    """What the diagnosis needs beyond the probe records, from training data only: accuracy after
-    PreciseBN on a copy of the model (evaluation "recalibrated") and the input shift per split."""
-    recalibrated = recalibrated_evaluation(model, data, config.batch_size, config.seed, forward=forward)
-    if recalibrated is not None:
-        store.add_evaluation(run_id, "recalibrated", recalibrated)
-    store.update_info(run_id, input_shift=input_shift(model, data, config.batch_size, config.seed, forward))
 
 
 def _dataset(config: RunConfig) -> Dataset:

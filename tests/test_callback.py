@@ -188,7 +188,8 @@ def test_a_fault_in_the_probe_stops_the_probe_not_training(tiny_data, tmp_path, 
     monkeypatch.setattr(RecordMaker, "make", fail)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        model, probe = _fit(tiny_data, tmp_path, sequential_without_input, validation_data=(tiny_data.x_val, tiny_data.y_val))
+        model, probe = _fit(tiny_data, tmp_path, sequential_without_input, validation_data=(tiny_data.x_val, tiny_data.y_val),
+                            train_data=(tiny_data.x_train, tiny_data.y_train))
     plain, _ = _fit(tiny_data, None, sequential_without_input)
     for a, b in zip(plain.weights, model.weights, strict=True):  # all 18 steps trained, as without the probe
         np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
@@ -247,8 +248,10 @@ def test_a_user_script_then_diagnose_and_recalibrate_through_the_cli(tmp_path):
     assert [(r["name"], r["status"], r["preset"]) for r in runs] == [("my-resnet", "done", "own")]
     findings = _cli("diagnose", runs[0]["id"], cwd=tmp_path, env=env)["findings"]
     assert findings and all(f["title"] for f in findings)
-    result = _cli("recalibrate", runs[0]["id"], "--save", "fixed.keras", cwd=tmp_path, env=env)
-    assert result["after"]["samples"] > 0 and (tmp_path / "fixed.keras").exists()
+    refused = subprocess.run([sys.executable, "-m", "bnviz", "recalibrate", runs[0]["id"]], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
+    assert refused.returncode == 2 and "kept no train images" in refused.stderr and "--calibrate-on" in refused.stderr  # never test images unasked
+    result = _cli("recalibrate", runs[0]["id"], "--calibrate-on", "test", "--save", "fixed.keras", cwd=tmp_path, env=env)
+    assert result["after"]["samples"] > 0 and result["after"]["calibrated_on"] == "test" and result["transductive"] and (tmp_path / "fixed.keras").exists()
     assert (tmp_path / "bnviz-runs" / "runs.sqlite").exists()
 
 
