@@ -23,12 +23,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from bnviz.records import Evaluation
 from bnviz.stats import (
     ema_window,
     half_life,
+    implied_steps,
     init_weight,
     lag_momentum,
+    larger,
     scale_error,
+    stale_fingerprint,
     standardized_gap,
     steps_to_forget,
     suggest_momentum,
@@ -36,10 +40,10 @@ from bnviz.stats import (
 )
 from bnviz.store import LayerTrace, RunData
 
-SEVERITIES = ("critical", "warning", "info", "ok")
-CAUSES = ("pending", "stale_initial_values", "lag", "non_iid_batches", "batch_noise", "dropout_before_bn", "never_moved",
-          "test_shift", "overfitting", "healthy")
-BN_CAUSES = ("stale_initial_values", "lag", "non_iid_batches", "batch_noise", "dropout_before_bn", "never_moved")
+SEVERITIES = ("critical", "warning", "unknown", "info", "ok")  # unknown: not enough evidence to name a cause
+CAUSES = ("pending", "insufficient_evidence", "stale_initial_values", "lag", "statistics_off", "non_iid_batches", "batch_noise",
+          "dropout_before_bn", "never_moved", "test_shift", "overfitting", "healthy")
+BN_CAUSES = ("stale_initial_values", "lag", "statistics_off", "non_iid_batches", "batch_noise", "dropout_before_bn", "never_moved")
 GAP_CRITICAL, GAP_WARNING = 0.15, 0.05  # accuracy lost to the moving statistics (recalibrated − inference)
 STALE_WEIGHT = 0.05  # mᵗ above which the initial values still weigh enough to be the cause
 NON_IID_RATIO = 3.0  # another model's training-batch means this many times further from the population than i.i.d. ones: not i.i.d.
@@ -50,6 +54,48 @@ SHIFT_MIN = 0.3  # a split's inputs this far (training SDs, see evidence.channel
 OVERFIT_GAP = 0.1  # train − held-out accuracy in inference mode
 LAYER_GAP = (0.25, 1.0)  # mean gap (population SDs) for a warning / critical layer
 LAYER_SCALE = (1.12, math.sqrt(2))  # scale error (√ of the variance ratio, ε included) for a warning / critical layer
+FINGERPRINT_FIT = 0.8  # r² of the stale-values line (stats.stale_fingerprint) above which initial values explain a layer's error
+
+
+@dataclass(frozen=True)
+class Metric:
+    """What the verdict compares. Accuracy where the targets are classes; for any other target the
+    model's loss, as the score −ln(loss), so that higher is better for both and a difference of
+    scores is a loss ratio (0.22: the loss 1.25× higher, 0.69: 2×). Thresholds are in score units."""
+
+    name: str = "accuracy"
+    warning: float = GAP_WARNING
+    critical: float = GAP_CRITICAL
+    overfit: float = OVERFIT_GAP
+    underfit: float = UNDERFIT
+
+    @property
+    def is_loss(self) -> bool:
+        return self.name != "accuracy"
+
+    def show(self, score: float) -> str:
+        """A score as the user knows it: '0.83' for accuracy, the loss itself ('0.0123') for a loss."""
+        if not math.isfinite(score):
+            return "not measured"
+        return f"{math.exp(-score):.3g}" if self.is_loss else f"{score:.2f}"
+
+    def of(self, evaluation: Evaluation | None) -> dict[str, float] | None:
+        """One evaluation's scores by flat key ('test', 'test_batchstats', 'fit'), None when missing."""
+        if evaluation is None:
+            return None
+        if not self.is_loss:
+            return evaluation.accuracies()
+        return {k: -math.log(max(v, 1e-12)) if math.isfinite(v) else math.nan for k, v in evaluation.losses().items()}
+
+
+ACCURACY = Metric()
+
+
+def metric_of(data: RunData) -> Metric:
+    """Accuracy, unless the run's targets are not classes (info["task"] "values"): then its loss."""
+    if data.run.info.get("task") != "values":
+        return ACCURACY
+    return Metric(data.run.info.get("loss_name") or "loss", math.log(1.25), math.log(2.0), math.log(1.5), math.nan)
 
 
 @dataclass(frozen=True)
@@ -69,10 +115,14 @@ def momentum_text(m: float) -> str:
 
 
 # --- what the run holds ---------------------------------------------------------------------------
-def _accuracy(data: RunData, name: str = "final") -> dict[str, float] | None:
-    """One evaluation's accuracies by flat key ('test', 'test_batchstats', 'fit'), None when missing."""
-    evaluation = data.evaluations.get(name)
-    return evaluation.accuracies() if evaluation else None
+def _recalibrated(data: RunData) -> Evaluation | None:
+    """PreciseBN on training images: the run's own "recalibrated" evaluation, else a "precisebn" one
+    the user made (bnviz recalibrate) if it averaged over training images (never a transductive one)."""
+    for name in ("recalibrated", "precisebn"):
+        evaluation = data.evaluations.get(name)
+        if evaluation is not None and (evaluation.calibrated_on or "train") == "train":
+            return evaluation
+    return None
 
 
 def _has_bn(data: RunData) -> bool:
@@ -80,9 +130,11 @@ def _has_bn(data: RunData) -> bool:
 
 
 def _momentum(data: RunData) -> float:
-    """The momentum of the first BN layer (bnviz's own models share one; others record each layer's)."""
+    """The momentum per training step of the first BN layer (bnviz's own models share one; others
+    record each layer's): mᵏ for a layer a step updates k times (inside TimeDistributed)."""
     first = ordered_layers(data)[0] if data.layers else ""
-    return float(data.bn_arguments(first)["momentum"])
+    arguments = data.bn_arguments(first)
+    return float(arguments["momentum"]) ** int(arguments.get("updates_per_step", 1))
 
 
 def ordered_layers(data: RunData) -> list[str]:
@@ -121,7 +173,7 @@ class LayerFigures:
 def _layer_severity(gap: float, scale: float) -> str:
     if not (math.isfinite(gap) and math.isfinite(scale)):
         return "info"
-    off = max(scale, 1 / scale) if scale > 0 else math.inf
+    off = larger(scale, 1 / scale) if scale > 0 else math.inf
     if gap > LAYER_GAP[1] or off > LAYER_SCALE[1]:
         return "critical"
     return "warning" if gap > LAYER_GAP[0] or off > LAYER_SCALE[0] else "ok"
@@ -149,7 +201,9 @@ def all_layer_figures(data: RunData) -> list[LayerFigures]:
 def scale_text(scale: float) -> str:
     """What a scale error does to the normalised output, in words."""
     if not math.isfinite(scale) or scale <= 0:
-        return f"divides by a standard deviation that cannot be compared with its input's (scale error {scale:g}: non-finite statistics)"
+        return "divides by a standard deviation that cannot be compared with its input's (non-finite statistics)"
+    if abs(math.log(scale)) < 0.005:
+        return "divides by the right standard deviation (within 0.5 %)"
     if scale >= 1:
         return f"divides by a standard deviation {scale:.3g}× too large, squashing the output"
     return f"divides by a standard deviation {1 / scale:.3g}× too small, blowing the output up"
@@ -177,19 +231,55 @@ class Evidence:
     not_iid: bool = False  # training batches were not i.i.d. samples (see `batches_not_iid`)
 
     train_batchstats: float = math.nan  # batch statistics on training batches: training data, so no transduction
+    test_batchstats: float = math.nan  # batch statistics on test batches (adapts to the test data)
+    val_batchstats: float = math.nan
+    counts: dict = field(default_factory=dict)  # images per split the scores were measured on (run info "data")
+    variance_bias: float = math.nan  # √(n/(n−1)) for the layer seeing the fewest values n per channel in a batch
+    metric: Metric = ACCURACY  # what the figures above are: accuracy, or −ln(loss) for targets that are not classes
+    steps_known: bool = True  # False for a saved model whose step count nobody gave (bnviz inspect without --steps)
+    batch_fit: str = ""  # the worst layer's moving statistics against the last training batches' own ("" unmeasured)
+    stale_fit: float = math.nan  # r² of the stale-values line, worst-off layer (see `fingerprint`)
 
     @property
     def lost_to_statistics(self) -> float:
-        """Held-out accuracy that recalibrating on training data gives back: the moving statistics' share.
-        Without a recalibrated evaluation (older runs, a failed PreciseBN pass), what batch statistics
-        give back on the *training* images instead."""
+        """Held-out score that recalibrating on training data gives back: the moving statistics' share.
+        Without a recalibrated evaluation (no training images, older runs), what batch statistics
+        give back on the *training* images instead; NaN when neither was measured."""
         if math.isfinite(self.recalibrated):
             return self.recalibrated - self.inference
         return self.train_batchstats - self.train
 
     @property
     def test_shifted(self) -> bool:
-        return self.test_shift >= SHIFT_MIN and self.test_shift >= 3 * max(self.val_shift, 0.0) and self.test < self.val - GAP_WARNING
+        """Test far below validation, with validation itself fine, because the test inputs differ:
+        measured at the input (the shift) or shown by the test set's own batch statistics recovering it."""
+        below = self.test < self.val - self.metric.warning and self._beyond_chance(self.val, self.test)
+        measured = self.test_shift >= SHIFT_MIN and self.test_shift >= 3 * larger(self.val_shift, 0.0)
+        recovered = (self.test_batchstats >= self.val - self.metric.warning and not self.val_shift >= SHIFT_MIN
+                     and not self.val_batchstats - self.val >= self.metric.warning)  # batch statistics help the test split alone
+        generalises = self.trained_score - self.val < self.metric.overfit and self.test < self.val - self.metric.overfit  # only test drops
+        return below and (measured or recovered or generalises)
+
+    def _beyond_chance(self, val: float, test: float) -> bool:
+        """Is validation's accuracy above test's by more than two standard errors of the difference
+        on these sample sizes? (16 test images score ±0.12 by chance alone.) True where unknown."""
+        n_val, n_test = self.counts.get("val"), self.counts.get("test")
+        if self.metric.is_loss or not (n_val and n_test):
+            return True
+        p = (val * n_val + test * n_test) / (n_val + n_test)
+        return val - test > 2 * math.sqrt(max(p * (1 - p), 1e-6) * (1 / n_val + 1 / n_test))
+
+    @property
+    def trained_score(self) -> float:
+        """The best known score on the training images (fit's, else evaluate's)."""
+        return larger(self.fit, self.train)
+
+    @property
+    def overfit_gap(self) -> float:
+        """Training against held-out in inference mode: validation where the run has it (a shifted test
+        set is no overfitting), else the test split."""
+        held_out = self.val if math.isfinite(self.val) else self.inference
+        return self.train - held_out if math.isfinite(self.train) else self.fit - held_out
 
 
 def _shift(data: RunData, split: str) -> float:
@@ -198,22 +288,35 @@ def _shift(data: RunData, split: str) -> float:
     return math.nan if value is None else float(value)
 
 
+def steps_known(data: RunData) -> int | None:
+    """Training steps behind the moving statistics, when known: a run's own records, or the count a
+    user gave for an inspected model (`info["known_steps"]`); None for a saved model without one."""
+    if data.run.info.get("source") == "inspect":
+        known = data.run.info.get("known_steps")
+        return int(known) if known else None
+    return data.steps_trained
+
+
 def gather(data: RunData) -> Evidence | None:
     """The shared evidence; None before the run's final evaluation exists."""
-    acc = _accuracy(data)
+    metric = metric_of(data)
+    acc = metric.of(data.evaluations.get("final"))
     if acc is None:
         return None
-    recal = _accuracy(data, "recalibrated") or {}
+    recal = metric.of(_recalibrated(data)) or {}
     nan = math.nan
     test_shift, val_shift = _shift(data, "test"), _shift(data, "val")
-    partial = Evidence("test", acc.get("test", nan), nan, nan, acc.get("train", nan), acc.get("fit", _fit_accuracy(data)), acc.get("val", nan),
-                       acc.get("test", nan), test_shift, val_shift, nan, nan, nan, ())
-    split = "val" if partial.test_shifted else "test"
-    m, t, ratio = _momentum(data), data.steps_trained, non_iid_ratio(data)
+    fit = acc.get("fit", _fit_score(data, metric))
+    partial = Evidence("test", acc.get("test", nan), nan, nan, acc.get("train", nan), fit, acc.get("val", nan), acc.get("test", nan), test_shift,
+                       val_shift, nan, nan, nan, (), test_batchstats=acc.get("test_batchstats", nan), val_batchstats=acc.get("val_batchstats", nan),
+                       metric=metric, counts=data.run.info.get("data", {}))
+    split = "val" if partial.test_shifted or not math.isfinite(partial.test) else "test"
+    m, t, ratio = _momentum(data), steps_known(data), non_iid_ratio(data)
     return dataclasses.replace(
         partial, split=split, inference=acc.get(split, nan), recalibrated=recal.get(split, nan), batchstats=acc.get(f"{split}_batchstats", nan),
-        init_weight=float(init_weight(m, t)) if _has_bn(data) else nan, non_iid_ratio=ratio, noise=moving_noise(data, m),
+        init_weight=float(init_weight(m, t)) if _has_bn(data) and t is not None else nan, non_iid_ratio=ratio, noise=moving_noise(data, m),
         stuck=stuck_layers(data), not_iid=batches_not_iid(data, ratio), train_batchstats=acc.get("train_batchstats", nan),
+        steps_known=t is not None, batch_fit=training_batch_fit(data), stale_fit=fingerprint(data)[1], variance_bias=variance_bias(data),
     )
 
 
@@ -226,8 +329,61 @@ def batches_not_iid(data: RunData, ratio: float) -> bool:
     return ratio >= NON_IID_RATIO
 
 
-def _fit_accuracy(data: RunData) -> float:
-    return float(data.steps["accuracy"].iloc[-1]) if len(data.steps) else math.nan
+def _fit_score(data: RunData, metric: Metric) -> float:
+    """What fit reported at the last step: its accuracy, or −ln of its loss."""
+    if not len(data.steps):
+        return math.nan
+    last = data.steps.iloc[-1]
+    value = last["loss"] if metric.is_loss else last["accuracy"]
+    value = math.nan if value is None else float(value)  # a model compiled without an accuracy metric stores none
+    if not metric.is_loss:
+        return value
+    return -math.log(value) if math.isfinite(value) and value > 0 else math.nan
+
+
+def _followable(data: RunData) -> set[str]:
+    """BN layers whose recovered batch statistics describe their input in training: not frozen, not
+    fed through Dropout or noise (whose variance shift the tap's population does not include), and
+    their moving statistics moved (a layer called with training=False in fit never updates them)."""
+    rows = {row["name"]: row for row in data.run.info.get("bn_layers", [])}
+    return {name for name in data.layers if rows.get(name, {}).get("trainable", True) and not rows.get(name, {}).get("after_noise", False)
+            and name not in stuck_layers(data)}
+
+
+def training_batch_fit(data: RunData) -> str:
+    """The worst layer's severity of its moving statistics against the training batches' own, at
+    the records of the second half of training (batch statistics recovered from the real training
+    steps: training data, whatever the user passed). "" when no record holds them."""
+    worst = ""
+    for name in _followable(data):
+        trace, eps = data.layers[name], data.epsilon(name)
+        late = _late(trace) & np.isfinite(trace.batch_var).all(axis=1)
+        if not late.any():
+            continue
+        gap = float(np.median(standardized_gap(trace.moving_mean[late], trace.batch_mean[late], trace.batch_var[late], eps)))
+        scale = float(np.median(scale_error(trace.moving_var[late], trace.batch_var[late], eps)))
+        severity = _layer_severity(gap, scale)
+        worst = severity if not worst or SEVERITIES.index(severity) < SEVERITIES.index(worst) else worst
+    return worst
+
+
+def fingerprint(data: RunData) -> tuple[float, float, float]:
+    """The stale-values line fitted per layer at the last population record (`stats.stale_fingerprint`):
+    the median w over layers, the r² of the layer whose statistics are furthest off, and the spread
+    (max − min) of w over layers; NaN where no layer can tell."""
+    fits = []
+    for name in ordered_layers(data):
+        trace = data.layers[name].measured()
+        if not len(trace.steps):
+            continue
+        w, r2 = stale_fingerprint(trace.moving_mean[-1], trace.moving_var[-1], trace.pop_mean[-1], trace.pop_var[-1])
+        if math.isfinite(w):
+            off = float(np.median(standardized_gap(trace.moving_mean[-1], trace.pop_mean[-1], trace.pop_var[-1], data.epsilon(name))))
+            fits.append((off, w, r2))
+    if not fits:
+        return math.nan, math.nan, math.nan
+    weights = [w for _, w, _ in fits]
+    return float(np.median(weights)), max(fits)[2], float(max(weights) - min(weights))
 
 
 def _late(trace: LayerTrace) -> np.ndarray:
@@ -244,7 +400,7 @@ def non_iid_ratio(data: RunData) -> float:
     i.i.d. batches give 1; the layer that separates classes most): far above 1 when each batch
     holds one or two classes."""
     ratios = []
-    for trace in data.layers.values():
+    for trace in (data.layers[name] for name in sorted(_followable(data))):
         late = _late(trace)
         if not trace.iid_mean_sd.size or not late.any():
             continue
@@ -267,13 +423,29 @@ def moving_noise(data: RunData, momentum: float) -> float:
     return worst
 
 
+def variance_bias(data: RunData) -> float:
+    """How many times too small the moving standard deviation is from the batch variance's bias alone:
+    BN divides by the biased variance of the n values a batch gives a channel, (n − 1)/n of the
+    population's on average, and the moving variance averages those (worst layer; NaN unknown)."""
+    batch = data.run.config.batch_size
+    values = [row.get("values_per_image") for row in data.run.info.get("bn_layers", [])]
+    n = min((batch * v for v in values if v), default=0)
+    return math.sqrt(n / (n - 1)) if n > 1 else math.nan
+
+
+def frozen_layers(data: RunData) -> tuple[str, ...]:
+    """BN layers frozen on purpose (trainable=False): their statistics are meant to stay."""
+    return tuple(row["name"] for row in data.run.info.get("bn_layers", []) if not row.get("trainable", True))
+
+
 def stuck_layers(data: RunData) -> tuple[str, ...]:
-    """BN layers whose moving statistics have not changed since step 0, after training steps."""
+    """Trainable BN layers whose moving statistics have not changed since step 0, after training steps
+    (a frozen layer's are meant not to: `frozen_layers`)."""
     if data.steps_trained == 0:
         return ()
-    stuck = []
+    stuck, frozen = [], set(frozen_layers(data))
     for name, trace in data.layers.items():
-        if len(trace.steps) >= 2 and trace.steps[0] == 0 and np.array_equal(trace.moving_mean[-1], trace.moving_mean[0]) \
+        if name not in frozen and len(trace.steps) >= 2 and trace.steps[0] == 0 and np.array_equal(trace.moving_mean[-1], trace.moving_mean[0]) \
                 and np.array_equal(trace.moving_var[-1], trace.moving_var[0]):
             stuck.append(name)
     return tuple(stuck)
@@ -281,24 +453,30 @@ def stuck_layers(data: RunData) -> tuple[str, ...]:
 
 # --- findings: each a measurement with its numbers; severity set by the verdict's cause ---------
 def accuracy_evidence(data: RunData, ev: Evidence) -> Finding:
-    """The accuracies the verdict rests on, each labelled for what it is."""
-    parts = [f"{ev.split.capitalize()} accuracy {ev.inference:.2f} in inference mode (moving statistics, as evaluate and predict run)"]
+    """The scores the verdict rests on, each labelled for what it is; only what was measured."""
+    name, show = ev.metric.name, ev.metric.show
+    parts = [f"{ev.split.capitalize()} {name} {show(ev.inference)} in inference mode (moving statistics, as evaluate and predict run)"]
     if math.isfinite(ev.recalibrated):
-        parts.append(f"{ev.recalibrated:.2f} after recalibrating the statistics on training batches (PreciseBN, no retraining)")
+        parts.append(f"{show(ev.recalibrated)} after recalibrating the statistics on training batches (PreciseBN, no retraining)")
     if math.isfinite(ev.batchstats):
-        parts.append(f"{ev.batchstats:.2f} when BN normalises each {ev.split} batch with its own statistics (this adapts to the "
+        parts.append(f"{show(ev.batchstats)} when BN normalises each {ev.split} batch with its own statistics (this adapts to the "
                      f"{ev.split} data itself, so it is no proof that the weights are fine)")
-    detail = "; ".join(parts) + f". Training images: {ev.train:.2f} with evaluate, {ev.fit:.2f} as fit reported it (batch statistics)."
+    training = [f"{show(ev.train)} with evaluate"] if math.isfinite(ev.train) else []
+    training += [f"{show(ev.fit)} as fit reported it (batch statistics)"] if math.isfinite(ev.fit) else []
+    detail = "; ".join(parts) + (f". Training images: {', '.join(training)}." if training else ". No training images were evaluated.")
     numbers = {"inference": ev.inference, "recalibrated": ev.recalibrated, "batchstats": ev.batchstats, "train": ev.train, "fit": ev.fit,
                "lost_to_statistics": ev.lost_to_statistics}
-    return Finding("accuracy", "info", "Accuracy in both BN modes", detail, (), numbers)
+    return Finding("accuracy", "info", f"{name.capitalize()} in both BN modes", detail, (), numbers)
 
 
 def stale_initial_values(data: RunData, ev: Evidence) -> Finding | None:
-    """How much of the initial moving values (mean 0, variance 1) survives: mᵗ."""
-    m, t = _momentum(data), data.steps_trained
+    """How much of the initial moving values (mean 0, variance 1) survives: mᵗ; for a saved model
+    with no step count, what the statistics' own fingerprint says (see `stale_fingerprint`)."""
+    m, t = _momentum(data), steps_known(data)
     if not _has_bn(data) or t == 0:
         return None
+    if t is None:
+        return _fingerprint_finding(data, m)
     weight, window = float(init_weight(m, t)), ema_window(m)
     suggested = suggest_momentum(t)
     numbers = {"momentum": m, "steps": t, "init_weight": weight, "window": window, "half_life": half_life(m), "steps_to_1pct": steps_to_forget(m),
@@ -313,6 +491,25 @@ def stale_initial_values(data: RunData, ev: Evidence) -> Finding | None:
     remedies.append(f"Train for at least {steps_to_forget(m):.0f} steps at {momentum_text(m)}.")
     return Finding("stale_initial_values", "warning" if weight >= STALE_WEIGHT else "ok", "What the moving averages still remember",
                    text, tuple(remedies), numbers)
+
+
+def _fingerprint_finding(data: RunData, m: float) -> Finding | None:
+    """Stale or not, for a saved model: the initial-values line fitted to its statistics, and the steps it implies."""
+    w, r2, spread = fingerprint(data)
+    if not math.isfinite(w):
+        return None
+    steps = implied_steps(w, m)
+    fits = r2 >= FINGERPRINT_FIT and w >= STALE_WEIGHT
+    implied = f"about {steps:.0f} steps at {momentum_text(m)} (t = ln w / ln m)" if math.isfinite(steps) else "no step count (w is outside (0, 1))"
+    text = (f"Fitting moving ≈ w·initial + (1 − w)·population to every channel's mean and variance gives w = {w:.2f} (median over layers, "
+            f"spread {spread:.2f}), which implies {implied}; the line explains {max(r2, 0.0):.0%} of the error of the layer furthest off. ")
+    text += ("The moving statistics still carry their initial values." if fits else
+             "That is not the fingerprint of initial values: the statistics are off for another reason (lag behind drifting weights, or batches "
+             "unlike the data). Give the step count with --steps N if you know it.")
+    remedies = ("Recalibrate the BN statistics (PreciseBN) now: no retraining.",) + ((
+        f"Lower the momentum to {suggest_momentum(round(steps)):g} or train longer."),) if fits and math.isfinite(steps) else ()
+    return Finding("stale_initial_values", "warning" if fits else "ok", "Whether the statistics carry their initial values", text, remedies,
+                   {"momentum": m, "fingerprint_weight": w, "fingerprint_r2": r2, "fingerprint_spread": spread, "implied_steps": steps})
 
 
 def layer_statistics(data: RunData, ev: Evidence | None = None) -> list[Finding]:
@@ -386,29 +583,50 @@ def non_iid_batches(data: RunData, ev: Evidence) -> Finding | None:
 
 
 def batch_noise(data: RunData, ev: Evidence) -> Finding | None:
-    """The third error of the moving average: noise from small batches that a small momentum tracks."""
-    if not math.isfinite(ev.noise):
+    """The third error of the moving average: noise from small batches that a small momentum tracks,
+    and the biased variance of a batch that gives a channel few values (BN after Dense at batch 2)."""
+    biased = ev.variance_bias >= LAYER_SCALE[0]
+    if not (math.isfinite(ev.noise) or biased):
         return None
     b, m = data.run.config.batch_size, _momentum(data)
     text = (f"At batch size {b}, with {momentum_text(m)}, the moving mean itself varies by about {ev.noise:.2f} population SDs from "
-            "batch to batch (an i.i.d. batch mean's standard error × √((1−m)/(1+m)), worst layer).")
-    return Finding("batch_noise", "warning" if ev.noise >= NOISE_SD else "ok", "Noise of the moving statistics", text,
+            "batch to batch (an i.i.d. batch mean's standard error × √((1−m)/(1+m)), worst layer)." if math.isfinite(ev.noise) else "")
+    if biased:
+        n = round(1 / (1 - ev.variance_bias**-2))  # inverts √(n/(n−1))
+        text += (f" A batch of {b} gives one layer only {n} values per channel: its training-mode variance is the biased (n − 1)/n "
+                 f"estimate, which the moving variance inherits, so inference divides by a standard deviation {ev.variance_bias:.2f}× too small.")
+    warn = ev.noise >= NOISE_SD or biased
+    return Finding("batch_noise", "warning" if warn else "ok", "Noise and bias of small batches", text.strip(),
                    ("Use a larger batch.", "Use a larger momentum (0.9–0.99) so the average spans more batches.",
-                    "Recalibrate (PreciseBN) over many batches."), {"noise_sd": ev.noise, "batch_size": b})
+                    "Recalibrate (PreciseBN) over many batches."), {"noise_sd": ev.noise, "batch_size": b, "variance_bias": ev.variance_bias})
 
 
 def never_moved(data: RunData, ev: Evidence) -> Finding | None:
-    """Moving statistics stuck at their initial values: momentum 1, a frozen layer, or a custom loop without training=True."""
+    """Moving statistics stuck at their initial values: momentum 1, or a custom loop without training=True;
+    frozen layers (trainable=False) are said to be frozen, not stuck."""
+    frozen = frozen_layers(data)
     if not ev.stuck:
-        return None
+        return _frozen_finding(data, ev, frozen) if frozen else None
     m = _momentum(data)
     why = (f"With {momentum_text(m)} the moving statistics never change." if m >= 1 else
-           "In Keras this happens when a custom training loop calls the model without training=True, or when the layer is frozen "
-           "(trainable=False makes BN run in inference mode, with the statistics it had).")
+           "In Keras this happens when a custom training loop calls the model without training=True, or when the model calls the layer "
+           "with training=False (as the fine-tuning guide does with its base model).")
     return Finding("never_moved", "warning", "The moving statistics never moved",
                    f"{', '.join(ev.stuck)} still hold their initial moving values after {data.steps_trained} steps. {why}",
-                   ("Use momentum 0.9–0.99; call the model with training=True in custom loops; unfreeze BN or recalibrate it (PreciseBN).",),
+                   ("Use momentum 0.9–0.99; call the model with training=True in custom loops; or recalibrate BN (PreciseBN).",),
                    {"layers_stuck": len(ev.stuck)})
+
+
+def _frozen_finding(data: RunData, ev: Evidence, frozen: tuple[str, ...]) -> Finding:
+    """Frozen BN keeps the statistics it was given, as intended; whether they fit this data is the question."""
+    off = [f.name for f in all_layer_figures(data) if f.name in frozen and f.own_severity in ("critical", "warning")]
+    text = (f"{len(frozen)} BN layer(s) are frozen (trainable=False): in Keras 3 they normalise with their moving statistics in fit too "
+            "and never update them, as intended when fine-tuning. ")
+    text += (f"{len(off)} of them ({', '.join(off[:5])}{'…' if len(off) > 5 else ''}) hold statistics that do not fit this data's population: "
+             "the pretrained statistics belong to other data." if off else "Their statistics fit this data's population.")
+    return Finding("frozen_layers", "warning" if off else "ok", "Frozen BN layers", text,
+                   ("Recalibrate the frozen layers' statistics on this data (PreciseBN), or unfreeze BN for a few epochs.",) if off else (),
+                   {"frozen": len(frozen), "frozen_off": len(off)})
 
 
 def dropout_before_bn(data: RunData, ev: Evidence) -> Finding | None:
@@ -425,12 +643,17 @@ def dropout_before_bn(data: RunData, ev: Evidence) -> Finding | None:
 
 def test_shift(data: RunData, ev: Evidence) -> Finding | None:
     """Test inputs that differ from training inputs: a data problem, not a BN one."""
-    if not math.isfinite(ev.test_shift):
+    if not (math.isfinite(ev.test_shift) or ev.test_shifted):
         return None
+    name, show = ev.metric.name, ev.metric.show
     pixels = data.run.info.get("input_shift", {}).get("pixel_mean", {})
     means = f" Mean pixel value: train {pixels['train']:.1f}, test {pixels['test']:.1f}." if {"train", "test"} <= set(pixels) else ""
-    text = (f"The test inputs sit {ev.test_shift:.2f} training SDs from the training inputs (validation: {ev.val_shift:.2f}), measured at "
-            f"the first BN layer's input.{means} Validation accuracy {ev.val:.2f}, test {ev.test:.2f}.")
+    text = (f"The test inputs sit {ev.test_shift:.2f} SDs from the training inputs (validation: {ev.val_shift:.2f}), measured at the first BN "
+            f"layer's input.{means} " if math.isfinite(ev.test_shift) else "")
+    text += f"Validation {name} {show(ev.val)}, test {show(ev.test)}"
+    if math.isfinite(ev.test_batchstats):
+        text += f"; with the test set's own batch statistics test gets {show(ev.test_batchstats)}"
+    text += "."
     severity = "warning" if ev.test_shifted else "ok"
     return Finding("test_shift", severity, "Whether the test data resemble the training data", text,
                    ("Apply the same preprocessing to test images as to training images (scaling, colour, resizing).",
@@ -439,22 +662,26 @@ def test_shift(data: RunData, ev: Evidence) -> Finding | None:
 
 
 def overfitting(data: RunData, ev: Evidence) -> Finding | None:
-    gap = ev.train - ev.inference
+    gap = ev.overfit_gap
     if not math.isfinite(gap):
         return None
-    text = (f"Training accuracy {ev.train:.2f} against {ev.split} {ev.inference:.2f} in inference mode (a gap of {gap:.2f})"
-            + (f"; recalibrating leaves {ev.split} at {ev.recalibrated:.2f}." if math.isfinite(ev.recalibrated) else "."))
-    return Finding("overfitting", "warning" if gap >= OVERFIT_GAP else "ok", "Training vs held-out accuracy", text,
+    held = "validation" if math.isfinite(ev.val) else ev.split
+    show = ev.metric.show
+    train = ev.train if math.isfinite(ev.train) else ev.fit
+    text = (f"Training {ev.metric.name} {show(train)} against {held} {show(train - gap)} in inference mode"
+            + (f"; recalibrating leaves {ev.split} at {show(ev.recalibrated)}." if math.isfinite(ev.recalibrated) else "."))
+    return Finding("overfitting", "warning" if gap >= ev.metric.overfit else "ok", "Training vs held-out", text,
                    ("Add data augmentation, more data or regularisation, or use fewer parameters.",), {"gap": gap})
 
 
 def fit_vs_evaluate(data: RunData, ev: Evidence) -> Finding | None:
     """The report so many Keras users file: fit says 0.99, evaluate on the same data says 0.5."""
     gap = ev.fit - ev.train
-    if not math.isfinite(gap) or gap < 2 * GAP_WARNING:
+    if not math.isfinite(gap) or gap < 2 * ev.metric.warning:
         return None
+    name, show = ev.metric.name, ev.metric.show
     return Finding("fit_vs_evaluate", "info", "fit and evaluate disagree on the same training images",
-                   f"fit reported {ev.fit:.2f} accuracy during the last epoch, but evaluate on the same training images gives {ev.train:.2f}. "
+                   f"fit reported {name} {show(ev.fit)} during the last epoch, but evaluate on the same training images gives {show(ev.train)}. "
                    "fit normalises each batch with its own statistics; evaluate uses the moving statistics.", (),
                    {"fit_accuracy": ev.fit, "evaluate_accuracy": ev.train})
 
@@ -489,38 +716,78 @@ def model_notes(data: RunData, ev: Evidence) -> Finding | None:
     return Finding("model_notes", "info", "About this model", " ".join(notes), (), {"frozen_bn_layers": frozen})
 
 
+def missing_evidence(data: RunData, ev: Evidence) -> Finding | None:
+    """What the verdict could not measure, and how the user gives it."""
+    gaps = []
+    if not math.isfinite(ev.inference):
+        gaps.append("no held-out data: pass validation_data= or test_data= to bnviz.Probe (or --test to bnviz inspect)")
+    if _has_bn(data) and not math.isfinite(ev.recalibrated):
+        gaps.append("no PreciseBN on training images, so how much the moving statistics cost is " +
+                    ("estimated from the training batches the probe saw" if ev.batch_fit else "not measured") +
+                    f": pass train_data= to bnviz.Probe, or run bnviz recalibrate {data.run.id} (--calibrate-on val scores transductively)")
+    if not math.isfinite(ev.train) and not math.isfinite(ev.fit):
+        gaps.append("no training images were evaluated, so overfitting cannot be told from a BN fault")
+    if not gaps:
+        return None
+    return Finding("missing_evidence", "info", "What this run could not measure", "; ".join(gaps).capitalize() + ".", (), {"missing": len(gaps)})
+
+
 CHECKS: tuple[Callable[[RunData, Evidence], Finding | None], ...] = (
-    accuracy_evidence, stale_initial_values, lag, non_iid_batches, batch_noise, never_moved, dropout_before_bn, test_shift, overfitting,
+    accuracy_evidence, missing_evidence, stale_initial_values, lag, non_iid_batches, batch_noise, never_moved, dropout_before_bn, test_shift,
+    overfitting,
     fit_vs_evaluate, data_regime, model_notes,
 )
 
 
 # --- the verdict ------------------------------------------------------------------------------------
-def decide(data: RunData, ev: Evidence, found: dict[str, Finding]) -> str:
-    """The one cause the evidence supports (see the module docstring), checked in this order."""
-    if not _has_bn(data):
-        return "test_shift" if ev.test_shifted else "overfitting" if ev.train - ev.inference >= OVERFIT_GAP else "healthy"
+def _bn_fault(ev: Evidence, problem: bool) -> bool | None:
+    """Do the moving statistics cost accuracy? Measured by PreciseBN on training images (or batch
+    statistics on them); else by the moving statistics against the training batches the probe saw,
+    when something is wrong at all; None when nothing measures it."""
     lost = ev.lost_to_statistics
-    bn_fault = lost >= GAP_WARNING if math.isfinite(lost) else False
-    problem = bn_fault or ev.fit - ev.inference >= GAP_WARNING or max(ev.fit, ev.train) < UNDERFIT
+    if math.isfinite(lost):
+        return lost >= ev.metric.warning
+    if ev.batch_fit:
+        return problem and ev.batch_fit in ("critical", "warning")
+    return None
+
+
+def decide(data: RunData, ev: Evidence, found: dict[str, Finding]) -> str:
+    """The one cause the evidence supports (see the module docstring), checked in this order; where
+    the evidence a cause needs is missing, "insufficient_evidence" rather than a guess."""
+    metric = ev.metric
+    if not math.isfinite(ev.inference):
+        return "insufficient_evidence"
+    if not _has_bn(data):
+        return "test_shift" if ev.test_shifted else "overfitting" if ev.overfit_gap >= metric.overfit else "healthy"
+    problem = ev.trained_score - ev.inference >= metric.warning or ev.trained_score < metric.underfit
     if ev.stuck and problem:
         return "never_moved"
     if ev.not_iid and problem:
         return "non_iid_batches"
+    bn_fault = _bn_fault(ev, problem)
+    if bn_fault is None and (problem or not math.isfinite(ev.trained_score)):
+        return "insufficient_evidence"
     if bn_fault:
+        if not ev.steps_known:
+            return "stale_initial_values" if found.get("stale_initial_values", _NO).severity == "warning" else "statistics_off"
         if ev.init_weight >= STALE_WEIGHT:
             return "stale_initial_values"
         if "dropout_before_bn" in found:
             return "dropout_before_bn"
-        return "batch_noise" if ev.noise >= NOISE_SD else "lag"
+        return "batch_noise" if ev.noise >= NOISE_SD or ev.variance_bias >= LAYER_SCALE[0] else "lag"
     if ev.test_shifted:
         return "test_shift"
-    return "overfitting" if ev.train - ev.inference >= OVERFIT_GAP else "healthy"
+    return "overfitting" if ev.overfit_gap >= metric.overfit else "healthy"
 
+
+_NO = Finding("", "ok", "", "")
 
 VERDICTS: dict[str, str] = {
+    "insufficient_evidence": "Not enough evidence to name a cause",
     "stale_initial_values": "The moving statistics still carry their initial values",
     "lag": "The moving statistics lag behind statistics that drifted during training",
+    "statistics_off": "The moving statistics do not fit the data, and not because of their initial values",
     "non_iid_batches": "Training batches were not i.i.d. samples of the data",
     "batch_noise": "The moving statistics track the noise of small batches",
     "dropout_before_bn": "Dropout before BatchNormalization shifts the variance at inference",
@@ -536,33 +803,61 @@ def verdict(data: RunData, ev: Evidence | None, found: dict[str, Finding]) -> Fi
     if ev is None:
         return _pending(data)
     cause = decide(data, ev, found)
-    drop = ev.lost_to_statistics if cause in BN_CAUSES and math.isfinite(ev.lost_to_statistics) else max(ev.fit, ev.val) - ev.inference
-    severity = "ok" if cause == "healthy" else "critical" if drop >= GAP_CRITICAL else "warning"
-    detail = _verdict_detail(cause, ev, _has_bn(data)) + (compounding(data) if cause in BN_CAUSES else "")
+    lost = ev.lost_to_statistics
+    drop = lost if cause in BN_CAUSES and math.isfinite(lost) else larger(ev.trained_score, ev.val) - ev.inference
+    if cause == "insufficient_evidence":
+        severity = "unknown"
+    else:
+        severity = "ok" if cause == "healthy" else "critical" if drop >= ev.metric.critical else "warning"
+    detail = _verdict_detail(cause, ev, _has_bn(data), found, data) + (compounding(data) if cause in BN_CAUSES else "")
     remedies = found[cause].remedies if cause in found else ()
+    if cause == "insufficient_evidence":
+        remedies = (found["missing_evidence"].detail,) if "missing_evidence" in found else ()
+    elif cause == "statistics_off":
+        remedies = ("Recalibrate the BN statistics (PreciseBN) now: no retraining.",
+                    "If it was trained long at a high learning rate, a smaller momentum (0.9) follows drifting statistics faster.")
     numbers = {"accuracy_drop": drop}
     if cause in found and "suggested_momentum" in found[cause].numbers:
         numbers["suggested_momentum"] = found[cause].numbers["suggested_momentum"]
     return Finding("verdict", severity, f"Verdict: {VERDICTS[cause]}", detail, remedies, numbers, cause)
 
 
-def _verdict_detail(cause: str, ev: Evidence, has_bn: bool) -> str:
-    recal = f" (recalibrating on training batches gives {ev.recalibrated:.2f})" if math.isfinite(ev.recalibrated) else ""
-    held = f"{ev.split.capitalize()} accuracy is {ev.inference:.2f} in inference mode{recal}."
+def _verdict_detail(cause: str, ev: Evidence, has_bn: bool, found: dict[str, Finding], data: RunData | None = None) -> str:
+    name, show = ev.metric.name, ev.metric.show
+    recal = f" (recalibrating on training batches gives {show(ev.recalibrated)})" if math.isfinite(ev.recalibrated) else ""
+    held = f"{ev.split.capitalize()} {name} is {show(ev.inference)} in inference mode{recal}."
+    trained = f"{name} {show(ev.trained_score)} on the training images"
+    if cause == "insufficient_evidence":
+        what = found["missing_evidence"].detail if "missing_evidence" in found else ""
+        seen = f" against {trained} (fit, batch statistics)" if math.isfinite(ev.trained_score) else ""
+        return (f"{held[:-1]}{seen}. bnviz will not guess a cause without the measurement that decides it. {what}").strip()
     if cause == "non_iid_batches":
         return (f"{held} Each training batch held one or two classes, so BN normalised away what told the classes apart and the "
-                f"weights learned around it (train accuracy {max(ev.fit, ev.train):.2f}): recalibrating cannot undo that; shuffle and retrain.")
+                f"weights learned around it ({trained}): recalibrating cannot undo that; shuffle and retrain.")
+    if cause == "statistics_off":
+        off = found.get("stale_initial_values")
+        why = f" {off.detail}" if off else ""
+        return f"{held} The weights are fine: the statistics BN normalises with at inference are off.{why}"
     if cause in BN_CAUSES:
-        return f"{held} The weights are fine: what inference gets wrong is the statistics BN normalises with. See the finding below."
+        basis = "" if math.isfinite(ev.recalibrated) or math.isfinite(ev.train_batchstats) else (
+            " (Measured against the training batches the probe saw, which the moving statistics do not fit.)")
+        return f"{held} The weights are fine: what inference gets wrong is the statistics BN normalises with. See the finding below.{basis}"
     if cause == "test_shift":
-        return (f"Validation accuracy is {ev.val:.2f} but test accuracy {ev.test:.2f}, and the test inputs sit {ev.test_shift:.2f} training SDs "
-                "from the training inputs. Recalibrating BN on training data cannot fix this.")
+        measured = f", and the test inputs sit {ev.test_shift:.2f} SDs from the training inputs" if math.isfinite(ev.test_shift) else ""
+        recovered = (f"; the test set's own batch statistics give {show(ev.test_batchstats)}" if math.isfinite(ev.test_batchstats) else "")
+        return (f"Validation {name} is {show(ev.val)} but test {name} {show(ev.test)}{measured}{recovered}. The test data differ from what the "
+                "model trained on; recalibrating BN on training data cannot fix this.")
     if cause == "overfitting":
-        return f"{held} Training accuracy {ev.train:.2f}: the gap is the same whatever statistics BN uses."
-    weak = f" The model itself is weak: {max(ev.fit, ev.train):.2f} on its own training images." if max(ev.fit, ev.train) < UNDERFIT else ""
+        same = " Recalibrating on training data does not close the gap." if math.isfinite(ev.recalibrated) else ""
+        return f"{held} Training {name} {show(ev.train if math.isfinite(ev.train) else ev.fit)}: the model does not generalise.{same}"
+    weak = f" The model itself is weak: {trained}." if ev.trained_score < ev.metric.underfit else ""
     if not has_bn:
         return f"{held} This model has no BatchNormalization layer: training and inference differ only by Dropout.{weak}"
-    return f"{held} Recalibrating BN would change little: the moving statistics fit the data.{weak}"
+    basis = "Recalibrating BN changes little" if math.isfinite(ev.lost_to_statistics) else "Inference does as well as fit on the training batches"
+    off = [f.name for f in all_layer_figures(data) if f.own_severity in ("critical", "warning")] if data is not None else []
+    fits = (f", although the moving statistics of {', '.join(off[:3])}{'…' if len(off) > 3 else ''} are off (see below): this network's "
+            "predictions tolerate it" if off or ev.variance_bias >= LAYER_SCALE[0] else ": the moving statistics fit the data")
+    return f"{held} {basis}{fits}.{weak}"
 
 
 def compounding(data: RunData) -> str:

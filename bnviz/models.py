@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import keras
 from keras import layers
 
@@ -85,10 +87,57 @@ def batch_norm_layers(model: keras.Model) -> list[layers.BatchNormalization]:
 def bn_layer_info(model: keras.Model) -> list[dict]:
     """The run info's `bn_layers`: each BN layer's settings and the type of the layer feeding it,
     which the diagnosis reads per layer (runs not built from bnviz's template differ per layer)."""
-    feeders = _feeding_layers(model)
+    feeders, noisy, updates = _feeding_layers(model), _after_noise(model), updates_per_step(model)
     return [{"name": layer.name, "momentum": float(layer.momentum), "epsilon": float(layer.epsilon), "axis": int(layer.axis),
              "trainable": bool(layer.trainable), "synchronized": bool(getattr(layer, "synchronized", False)),
-             "after": feeders.get(id(layer), "")} for layer in batch_norm_layers(model)]
+             "after": feeders.get(id(layer), ""), "after_noise": id(layer) in noisy, "values_per_image": _values_per_image(layer),
+             "updates_per_step": updates.get(id(layer), 1)}
+            for layer in batch_norm_layers(model)]
+
+
+def updates_per_step(model: keras.Model) -> dict[int, int]:
+    """BN layers (by identity) whose moving statistics a training step updates more than once: one
+    inside TimeDistributed over T steps is called once per time step, so it updates T times and its
+    momentum per training step is mᵀ. Layers not listed update once."""
+    updates = {}
+    for wrapper in model._flatten_layers(include_self=False, recursive=True):
+        if isinstance(wrapper, layers.TimeDistributed):
+            steps = _time_steps(wrapper)
+            updates.update({id(bn): steps for bn in batch_norm_layers(wrapper)} if steps else {})
+    return updates
+
+
+def _time_steps(wrapper: layers.TimeDistributed) -> int | None:
+    try:
+        return wrapper.input.shape[1]
+    except (AttributeError, ValueError):
+        return None
+
+
+def _values_per_image(layer: layers.BatchNormalization) -> int | None:
+    """How many values of each channel one image gives the layer (1 after Dense, H·W after a conv);
+    None where its input shape is not fixed. A batch of b images gives b times as many."""
+    try:
+        shape = tuple(layer.input.shape)
+    except (AttributeError, ValueError):  # called several times, or never
+        return None
+    dims = [d for i, d in enumerate(shape[1:], start=1) if i != layer.axis % len(shape)]
+    return None if None in dims else math.prod(dims)
+
+
+NOISE_LAYERS = (layers.Dropout, layers.SpatialDropout1D, layers.SpatialDropout2D, layers.SpatialDropout3D, layers.GaussianDropout,
+                layers.GaussianNoise, layers.AlphaDropout)  # active in training mode only
+
+
+def _after_noise(model: keras.Model) -> set[int]:
+    """BN layers that come after a Dropout or noise layer in the model's layer order (its construction
+    order, which follows the graph): in training they see the noisy input's variance, at inference not."""
+    seen_noise, after = False, set()
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        seen_noise = seen_noise or isinstance(layer, NOISE_LAYERS)
+        if seen_noise and isinstance(layer, layers.BatchNormalization):
+            after.add(id(layer))
+    return after
 
 
 def _feeding_layers(model: keras.Model) -> dict[int, str]:
@@ -104,7 +153,7 @@ def _feeding_layers(model: keras.Model) -> dict[int, str]:
 def layer_rows(model: keras.Model) -> list[dict]:
     """The model's layer table: name, type, output shape and parameter counts."""
     rows = []
-    for layer in model.layers[1:]:
+    for layer in (layer for layer in model.layers if not isinstance(layer, layers.InputLayer)):  # a Sequential lists none
         trainable = sum(int(v.numpy().size) for v in layer.trainable_weights)
         frozen = sum(int(v.numpy().size) for v in layer.non_trainable_weights)
         rows.append({"name": layer.name, "type": type(layer).__name__, "output_shape": list(layer.output.shape[1:]),

@@ -182,3 +182,36 @@ def measures_population(index: int, last: bool, every: int) -> bool:
     """Does the record at `index` (0-based, in step order) measure the population? Every `every`-th
     and the run's last: the diagnosis reads the last, the drift chart the others."""
     return last or index % every == 0
+
+
+def larger(*values: float) -> float:
+    """The largest of the values that are known (finite): NaN only when none is. A missing figure
+    never silently wins or loses a comparison (Python's max(nan, x) is nan, max(x, nan) is x)."""
+    known = [float(v) for v in values if v is not None and math.isfinite(v)]
+    return max(known) if known else math.nan
+
+
+def stale_fingerprint(moving_mean: np.ndarray, moving_var: np.ndarray, pop_mean: np.ndarray, pop_var: np.ndarray) -> tuple[float, float]:
+    """How well one layer's moving statistics fit "still carrying the initial values": moving ≈
+    w·initial + (1 − w)·population, initial = (mean 0, variance 1), with one w for the mean and the
+    variance of every channel. Returns (w, r²): w by least squares over both statistics of every
+    channel, in the units BN divides by (mean offsets in population SDs, variances relative to the
+    population's), and the share of the moving statistics' error that the line explains (1: all of
+    it; near 0 or below: the error is something else, e.g. lag or batch effects). (NaN, NaN) when the
+    population sits too close to the initial values to tell."""
+    sd = np.sqrt(np.maximum(pop_var, 1e-12))
+    error = np.concatenate([(moving_mean - pop_mean) / sd, (moving_var - pop_var) / np.maximum(pop_var, 1e-12)]).astype(np.float64)
+    toward_initial = np.concatenate([-pop_mean / sd, (1 - pop_var) / np.maximum(pop_var, 1e-12)]).astype(np.float64)
+    keep = np.isfinite(error) & np.isfinite(toward_initial)
+    error, toward_initial = error[keep], toward_initial[keep]
+    if not keep.any() or float(np.sum(toward_initial**2)) < 0.05 * len(error) or float(np.sum(error**2)) == 0:
+        return math.nan, math.nan
+    w = float(np.sum(error * toward_initial) / np.sum(toward_initial**2))
+    return w, 1 - float(np.sum((error - w * toward_initial) ** 2) / np.sum(error**2))
+
+
+def implied_steps(weight: float, momentum: float) -> float:
+    """The steps t with mᵗ = `weight`: ln w / ln m (NaN where that has no meaning)."""
+    if not (math.isfinite(weight) and 0 < weight < 1 and 0 < momentum < 1):
+        return math.nan
+    return math.log(weight) / math.log(momentum)

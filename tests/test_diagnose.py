@@ -202,10 +202,12 @@ def _shift_info(test, val=0.05):
 
 
 @pytest.mark.parametrize("test, val_acc, cause", [
-    (0.29, 0.99, "overfitting"), (0.31, 0.99, "test_shift"), (0.31, 0.54, "overfitting"), (0.6, 0.99, "test_shift")])
+    (0.29, 0.85, "overfitting"), (0.31, 0.85, "test_shift"), (0.29, 0.99, "test_shift"), (0.31, 0.54, "overfitting"), (0.6, 0.99, "test_shift")])
 def test_test_shift_thresholds(test, val_acc, cause):
     """Shifted when the test inputs sit ≥ 0.3 training SDs off (3× validation's) and test accuracy is
-    more than 0.05 below validation; recalibration does not help, so BN is not blamed."""
+    more than 0.05 below validation; recalibration does not help, so BN is not blamed. A drop of the
+    test split alone (validation as good as training) is a shift whatever the input measure says:
+    overfitting needs train ≫ validation."""
     findings = diagnose(_data("final", 0.8, inference=0.5, recalibrated=0.51, batchstats=0.9, train=0.99, val=val_acc, fit=0.99,
                               info=_shift_info(test), layers=[_trace(**SETTLED)]))
     assert findings[0].cause == cause
@@ -214,10 +216,12 @@ def test_test_shift_thresholds(test, val_acc, cause):
         assert "BN is not the cause" in findings[0].title and "110.0" in _by_key(findings)["test_shift"].detail
 
 
-def test_a_shift_that_validation_shares_is_not_test_only():
-    findings = diagnose(_data("final", 0.8, inference=0.5, recalibrated=0.5, train=0.99, val=0.99, info=_shift_info(0.6, val=0.25),
-                              layers=[_trace(**SETTLED)]))
-    assert findings[0].cause == "overfitting"
+def test_a_shift_that_validation_shares_is_no_measured_test_shift_but_never_overfitting():
+    info = _shift_info(0.6, val=0.25)
+    findings = diagnose(_data("final", 0.8, inference=0.5, recalibrated=0.5, train=0.99, val=0.85, batchstats=0.5, info=info, layers=[_trace(**SETTLED)]))
+    assert findings[0].cause == "overfitting"  # train 0.99 ≫ validation 0.85, and the test inputs' shift is shared by validation
+    findings = diagnose(_data("final", 0.8, inference=0.5, recalibrated=0.5, train=0.99, val=0.99, batchstats=0.5, info=info, layers=[_trace(**SETTLED)]))
+    assert findings[0].cause == "test_shift"  # validation as good as training: only the test split dropped, which is no overfitting
 
 
 def test_bn_evidence_comes_from_validation_when_the_test_set_is_shifted():
@@ -263,7 +267,8 @@ def test_without_bn_only_data_causes_are_possible():
 def test_an_inspected_model_has_no_step_to_speak_of():
     findings = diagnose(_data(layers=[_trace(steps=(0,) * 5)], steps=0, info={"source": "inspect"}))
     assert _by_key(findings)["layer_norm1"].detail.startswith("norm1 goes wrong first: its own moving statistics are off. In the saved model:")
-    assert "stale_initial_values" not in _by_key(findings)  # mᵗ needs a step count the saved model does not carry
+    stale = _by_key(findings).get("stale_initial_values")  # mᵗ needs a step count the saved model does not carry: the fingerprint speaks
+    assert stale is None or ("steps" not in stale.numbers and "fingerprint_weight" in stale.numbers)
 
 
 def test_moving_statistics_that_never_moved():
