@@ -433,6 +433,15 @@ def variance_bias(data: RunData) -> float:
     return math.sqrt(n / (n - 1)) if n > 1 else math.nan
 
 
+def started_fresh(data: RunData) -> bool:
+    """Did the moving statistics start this run at their initial values (mean 0, variance 1)? Not
+    when bnviz.Probe joined a later fit of a trained model: mᵗ then weighs the values it began with."""
+    for trace in data.layers.values():
+        if len(trace.steps) and trace.steps[0] == 0 and not (np.all(trace.moving_mean[0] == 0) and np.all(trace.moving_var[0] == 1)):
+            return False
+    return True
+
+
 def frozen_layers(data: RunData) -> tuple[str, ...]:
     """BN layers frozen on purpose (trainable=False): their statistics are meant to stay."""
     return tuple(row["name"] for row in data.run.info.get("bn_layers", []) if not row.get("trainable", True))
@@ -481,8 +490,10 @@ def stale_initial_values(data: RunData, ev: Evidence) -> Finding | None:
     suggested = suggest_momentum(t)
     numbers = {"momentum": m, "steps": t, "init_weight": weight, "window": window, "half_life": half_life(m), "steps_to_1pct": steps_to_forget(m),
                "suggested_momentum": suggested}
-    text = (f"After {t} steps with {momentum_text(m)}, the moving mean and variance still carry {weight:.0%} of their "
-            f"initial values (mean 0, variance 1): weight mᵗ = {m:g}^{t}. The average spans about {window:.0f} batches "
+    start = ("initial values (mean 0, variance 1)" if started_fresh(data) else
+             "values they held when this fit began (it continued training a model whose statistics were already set)")
+    text = (f"After {t} steps with {momentum_text(m)}, the moving mean and variance still carry {weight:.0%} of the "
+            f"{start}: weight mᵗ = {m:g}^{t}. The average spans about {window:.0f} batches "
             f"(half-life {half_life(m):.0f} steps); the initial weight drops below 1 % only after {steps_to_forget(m):.0f} steps.")
     remedies = ["Recalibrate the BN statistics (PreciseBN) now: no retraining."]
     if suggested < m:
@@ -499,7 +510,7 @@ def _fingerprint_finding(data: RunData, m: float) -> Finding | None:
     if not math.isfinite(w):
         return None
     steps = implied_steps(w, m)
-    fits = r2 >= FINGERPRINT_FIT and w >= STALE_WEIGHT
+    fits = r2 >= FINGERPRINT_FIT and STALE_WEIGHT <= w <= 1 and spread <= max(0.1, 0.3 * w)  # one w, shared by every layer
     implied = f"about {steps:.0f} steps at {momentum_text(m)} (t = ln w / ln m)" if math.isfinite(steps) else "no step count (w is outside (0, 1))"
     text = (f"Fitting moving ≈ w·initial + (1 − w)·population to every channel's mean and variance gives w = {w:.2f} (median over layers, "
             f"spread {spread:.2f}), which implies {implied}; the line explains {max(r2, 0.0):.0%} of the error of the layer furthest off. ")

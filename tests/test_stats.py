@@ -101,3 +101,37 @@ def test_gap_and_scale_error_per_channel_with_epsilon():
     np.testing.assert_allclose(S.standardized_gap(moving_mean, pop_mean, pop_var, 1e-3), [0.5 / np.sqrt(0.251), 0.0, 4 / np.sqrt(1e-3)])
     true_var = np.array([0.25, 4.0, 8.9e-4])  # the last: norm1's variance, about ε
     np.testing.assert_allclose(S.scale_error(np.array([1.0, 2.0, 1.0]), true_var, 1e-3), np.sqrt((np.array([1.0, 2.0, 1.0]) + 1e-3) / (true_var + 1e-3)))
+
+
+def test_larger_ignores_what_is_not_known():
+    assert S.larger(math.nan, 0.3) == S.larger(0.3, math.nan) == 0.3  # max(nan, 0.3) would be nan, max(0.3, nan) 0.3
+    assert S.larger(0.2, 0.7, None, math.inf) == 0.7 and math.isnan(S.larger(math.nan, None))
+
+
+def _ema_of_initial_values(pop_mean, pop_var, momentum, steps):
+    """The moving statistics after `steps` updates towards a fixed population, stepped one by one."""
+    mean, var = np.zeros_like(pop_mean), np.ones_like(pop_var)
+    for _ in range(steps):
+        mean, var = momentum * mean + (1 - momentum) * pop_mean, momentum * var + (1 - momentum) * pop_var
+    return mean, var
+
+
+@pytest.mark.parametrize("momentum, steps", [(0.99, 30), (0.99, 150), (0.9, 12), (0.995, 400)])
+def test_the_stale_fingerprint_recovers_the_steps_of_an_ema_from_its_initial_values(momentum, steps):
+    rng = np.random.default_rng(steps)
+    pop_mean, pop_var = rng.normal(3, 2, 24), rng.uniform(0.001, 40, 24)
+    moving_mean, moving_var = _ema_of_initial_values(pop_mean, pop_var, momentum, steps)
+    w, r2 = S.stale_fingerprint(moving_mean, moving_var, pop_mean, pop_var)
+    assert w == pytest.approx(momentum**steps, rel=1e-6) and r2 == pytest.approx(1.0, abs=1e-9)
+    assert S.implied_steps(w, momentum) == pytest.approx(steps, rel=1e-4)
+
+
+def test_statistics_off_for_another_reason_do_not_fit_the_stale_line():
+    """Lag: the moving statistics are an earlier population's, not a mix with (0, 1)."""
+    rng = np.random.default_rng(5)
+    pop_mean, pop_var = rng.normal(3, 2, 32), rng.uniform(0.5, 4, 32)
+    earlier_mean, earlier_var = pop_mean + rng.normal(0, 1, 32) * np.sqrt(pop_var), pop_var * rng.uniform(0.5, 2, 32)
+    _, r2 = S.stale_fingerprint(earlier_mean, earlier_var, pop_mean, pop_var)
+    assert r2 < 0.5
+    assert math.isnan(S.stale_fingerprint(np.zeros(4), np.ones(4), np.zeros(4), np.ones(4))[0])  # population at the initial values: cannot tell
+    assert math.isnan(S.implied_steps(1.2, 0.99)) and math.isnan(S.implied_steps(0.5, 1.0))
