@@ -41,7 +41,7 @@ from bnviz.config import ProbeConfig
 from bnviz.evidence import evaluate_run, private_forward, store_evidence
 from bnviz.models import bn_layer_info, layer_rows
 from bnviz.own import Splits, as_arrays, atomic_write, bn_notes, model_task, own_config, samples_path, save_samples
-from bnviz.probe import BNProbe, Unfollowable, population_size, tap_model
+from bnviz.probe import BNProbe, Unfollowable, check_followable, population_size
 from bnviz.records import RunStatus
 from bnviz.store import Store
 from bnviz.train import Recorder
@@ -71,7 +71,9 @@ class Probe(keras.callbacks.Callback):
         if isinstance(self.model, keras.Sequential) and not getattr(self.model, "inputs", None):
             self.model.build((None, *as_arrays(given[0], 1)[0].shape[1:]))  # a Sequential without Input: give it its graph (no new weights)
         try:
-            tap_model(self.model)
+            check_followable(self.model)
+            if any(isinstance(data, (tuple, list)) and len(data) >= 2 and isinstance(data[0], (tuple, list, dict)) for data in given):
+                raise Unfollowable(f"it is given {len(given[0][0])} inputs per sample; the probe follows models with one input.")
         except Unfollowable as exc:
             warnings.warn(f"bnviz.Probe cannot follow this model: {exc} Training goes on unprobed.", stacklevel=2)
             return
@@ -79,7 +81,8 @@ class Probe(keras.callbacks.Callback):
 
     def _begin(self, logs: dict | None) -> None:
         self.splits = {k: as_arrays(v, MAX_EVAL_SAMPLES) for k, v in self.data.items() if v is not None}
-        self.task = model_task(self.model, next(iter(self.splits.values()))[1])
+        x, y = next(iter(self.splits.values()))
+        self.task = model_task(self.model, y, x)
         if "train" not in self.splits:
             warnings.warn(NO_TRAIN_DATA, stacklevel=3)
         self.store = Store(self.home)

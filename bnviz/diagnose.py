@@ -394,18 +394,22 @@ def _late(trace: LayerTrace) -> np.ndarray:
 HALF_NORMAL_MEDIAN = 0.6745  # median of |z| for a standard normal z
 
 
+MIN_IID_VALUES = 16  # z values (late records × channels) below which a model bnviz did not build gets no i.i.d. measure
+
+
 def non_iid_ratio(data: RunData) -> float:
     """How far training batches' means sit from the population mean, in units of the spread an
     i.i.d. batch of that size shows (median |z| over late records and channels, scaled so that
     i.i.d. batches give 1; the layer that separates classes most): far above 1 when each batch
-    holds one or two classes."""
-    ratios = []
+    holds one or two classes. A model bnviz did not build needs `MIN_IID_VALUES` values per layer:
+    a median of 8 channels at one record reads 3 on shuffled data by chance."""
+    ratios, fewest = [], MIN_IID_VALUES if data.run.info.get("source", "bnviz") != "bnviz" else 1
     for trace in (data.layers[name] for name in sorted(_followable(data))):
         late = _late(trace)
         if not trace.iid_mean_sd.size or not late.any():
             continue
         z = np.abs(trace.batch_mean[late] - trace.pop_mean[late]) / np.maximum(trace.iid_mean_sd[late], 1e-12)
-        if np.isfinite(z).any():
+        if np.isfinite(z).sum() >= fewest:
             ratios.append(float(np.median(z[np.isfinite(z)])) / HALF_NORMAL_MEDIAN)
     return max(ratios) if ratios else math.nan
 
@@ -539,7 +543,7 @@ def _layer_finding(f: LayerFigures, first_wrong: bool, when: str) -> Finding:
     else:
         truth = "This run was recorded before bnviz measured inference-mode inputs."
     own = (f"Against the training-mode population (as if every layer above were right) the moving mean is {f.own_mean_gap:.2f} SDs off "
-           f"and the layer {scale_text(f.own_scale)}.")
+           f"and the layer {scale_text(f.own_scale)}." if math.isfinite(f.own_mean_gap) else "The training-mode population was not measured.")
     lead = f"{f.name} goes wrong first: its own moving statistics are off. " if first_wrong else ""
     severity = f.severity if math.isfinite(f.infer_scale) else f.own_severity
     numbers = {"mean_gap_sd": f.infer_mean_gap, "scale_error": f.infer_scale, "own_mean_gap_sd": f.own_mean_gap, "own_scale_error": f.own_scale,
@@ -641,7 +645,27 @@ def _frozen_finding(data: RunData, ev: Evidence, frozen: tuple[str, ...]) -> Fin
 
 
 def dropout_before_bn(data: RunData, ev: Evidence) -> Finding | None:
-    """Dropout feeding a BN layer shifts the variance between training and inference."""
+    """Dropout feeding a BN layer shifts the variance between training and inference: measured as
+    the moving variance (learnt from training batches, Dropout on) against the variance inference
+    feeds the layer (Dropout off), for each BN layer after Dropout or noise."""
+    noisy = {row["name"] for row in data.run.info.get("bn_layers", []) if row.get("after_noise")}
+    if not noisy:
+        return _dropout_by_layer_order(data)
+    figures = [f for f in all_layer_figures(data) if f.name in noisy and math.isfinite(f.infer_scale)]
+    if not figures:
+        return None
+    worst = max(figures, key=lambda f: abs(math.log(f.infer_scale)) if f.infer_scale > 0 else math.inf)
+    shifted = not 1 / LAYER_SCALE[0] < worst.infer_scale < LAYER_SCALE[0]
+    text = (f"{len(figures)} BN layer(s) come after Dropout or noise, active in training only. The variance shift, measured: "
+            f"{worst.name}'s moving variance, learnt with Dropout on, makes inference divide by a standard deviation {worst.infer_scale:.3g}× "
+            f"that of the input it receives with Dropout off" + (" (the shift matters)." if shifted else " (within 12 %: the shift is small)."))
+    return Finding("dropout_before_bn", "warning" if shifted else "ok", "Dropout before BatchNormalization", text,
+                   ("Move Dropout after the last BN layer, or remove it.", "Recalibrate (PreciseBN) with Dropout off."),
+                   {"variance_shift_scale": worst.infer_scale, "layers_after_dropout": len(figures)})
+
+
+def _dropout_by_layer_order(data: RunData) -> Finding | None:
+    """Runs recorded before BN layers knew what feeds them: a Dropout layer listed before a BN layer."""
     kinds = [row.get("type") for row in data.run.info.get("layers", [])]
     first_dropout = next((i for i, kind in enumerate(kinds) if kind == "Dropout"), None)
     if first_dropout is None or "BatchNormalization" not in kinds[first_dropout + 1 :]:
@@ -727,6 +751,11 @@ def model_notes(data: RunData, ev: Evidence) -> Finding | None:
     return Finding("model_notes", "info", "About this model", " ".join(notes), (), {"frozen_bn_layers": frozen})
 
 
+def _sentence(text: str) -> str:
+    """`text` with its first letter raised and a full stop (str.capitalize would lower 'BN' and 'PreciseBN')."""
+    return text[:1].upper() + text[1:] + "."
+
+
 def missing_evidence(data: RunData, ev: Evidence) -> Finding | None:
     """What the verdict could not measure, and how the user gives it."""
     gaps = []
@@ -740,7 +769,7 @@ def missing_evidence(data: RunData, ev: Evidence) -> Finding | None:
         gaps.append("no training images were evaluated, so overfitting cannot be told from a BN fault")
     if not gaps:
         return None
-    return Finding("missing_evidence", "info", "What this run could not measure", "; ".join(gaps).capitalize() + ".", (), {"missing": len(gaps)})
+    return Finding("missing_evidence", "info", "What this run could not measure", _sentence("; ".join(gaps)), (), {"missing": len(gaps)})
 
 
 CHECKS: tuple[Callable[[RunData, Evidence], Finding | None], ...] = (
@@ -784,7 +813,7 @@ def decide(data: RunData, ev: Evidence, found: dict[str, Finding]) -> str:
             return "stale_initial_values" if found.get("stale_initial_values", _NO).severity == "warning" else "statistics_off"
         if ev.init_weight >= STALE_WEIGHT:
             return "stale_initial_values"
-        if "dropout_before_bn" in found:
+        if found.get("dropout_before_bn", _NO).severity == "warning":
             return "dropout_before_bn"
         return "batch_noise" if ev.noise >= NOISE_SD or ev.variance_bias >= LAYER_SCALE[0] else "lag"
     if ev.test_shifted:

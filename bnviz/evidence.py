@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 import keras
 import numpy as np
 
-from bnviz.models import batch_norm_layers, uncompiled_clone
-from bnviz.probe import StatelessForward, population_moments
+from bnviz.models import batch_norm_layers
+from bnviz.probe import StatelessForward, population_moments, private_copy
 from bnviz.records import SPLITS, Evaluation
 from bnviz.scoring import Task, batch_totals
 
@@ -39,9 +39,9 @@ class EvidenceError(ValueError):
 
 def private_forward(model: keras.Model) -> StatelessForward:
     """Compiled passes on a private copy holding `model`'s weights: recalibrating it never touches `model`."""
-    copy = uncompiled_clone(model)
+    copy, forward = private_copy(model)
     copy.set_weights(model.get_weights())
-    return StatelessForward.of(copy)
+    return forward
 
 
 def recalibrate_model(model: keras.Model, x: np.ndarray, batch_size: int, forward: StatelessForward | None = None) -> int:
@@ -100,12 +100,14 @@ def recalibrated_evaluation(forward: StatelessForward, splits: Splits, batch_siz
     if calibrate_on not in splits or not len(splits[calibrate_on][0]):
         raise EvidenceError(f"No {calibrate_on} images to recalibrate on (this run has: {', '.join(s for s in SPLITS if s in splits) or 'none'}).")
     sample = calibration_sample(splits[calibrate_on][0], batch_size, batches, seed)
-    kept = [(layer.moving_mean.numpy(), layer.moving_variance.numpy()) for layer in forward.bn_layers]
-    _assign(forward.bn_layers, population_moments(forward, sample, batch_size, len(forward.bn_layers)))
+    kept = [forward.moving(i) for i in range(len(forward.bn_layers))]
+    for i, (mean, var) in enumerate(population_moments(forward, sample, batch_size, len(forward.bn_layers))):
+        forward.assign_moving(i, mean, var)
     try:
         accuracy, loss = evaluate_modes(forward, splits, batch_size, seed, task, modes=(False,))[False]
     finally:
-        _assign(forward.bn_layers, kept)
+        for i, (mean, var) in enumerate(kept):
+            forward.assign_moving(i, mean, var)
     return Evaluation(accuracy, {}, loss, {}, batches=-(-len(sample) // batch_size), samples=len(sample), calibrated_on=calibrate_on)
 
 

@@ -184,8 +184,14 @@ def _probe_accuracies(data: RunData, step: int) -> str:
     rows = data.probes[data.probes["step"] == step] if len(data.probes) else data.probes
     if not len(rows):
         return ""
-    row = rows.iloc[-1]
-    return f"probe accuracy: training mode {row['acc_train_mode']:.0%} · inference mode {row['acc_inference']:.0%}"
+    return f"probe {_modes_text(rows.iloc[-1], ' · ')}"
+
+
+def _modes_text(row, joiner: str) -> str:
+    """A probe record's two modes: accuracy in percent, or the loss where the targets are not classes (accuracy NaN)."""
+    if np.isfinite(row["acc_train_mode"]):
+        return f"accuracy: training mode {row['acc_train_mode']:.0%}{joiner}inference mode {row['acc_inference']:.0%}"
+    return f"loss: training mode {row['loss_train_mode']:.3g}{joiner}inference mode {row['loss_inference']:.3g}"
 
 
 # --- one run ----------------------------------------------------------------------------------
@@ -218,7 +224,12 @@ def activation_histograms(data: RunData, layer: str, probe_index: int = -1, scal
     fig.update_layout(bargap=0, hovermode="closest", showlegend=False)
     fig.update_yaxes(title_text="number of values", row=1, col=1)
     subtitle = f"side by side, each with its own count axis; end bins hold the values beyond them · {_probe_accuracies(data, step)}"
-    return _style(fig, f"{_text(layer)} output on the validation probe batch at step {step}", subtitle, scale=scale)
+    return _style(fig, f"{_text(layer)} output on the validation probe batch {_when(data, step)}", subtitle, scale=scale)
+
+
+def _when(data: RunData, step: int) -> str:
+    """'at step 114', or 'in the saved model' for an inspected model (its one record has no step of its own)."""
+    return "in the saved model" if data.run.info.get("source") == "inspect" else f"at step {step}"
 
 
 def drift_figure(data: RunData, layer: str, channel: int | None = None, scale: float = 1.0) -> go.Figure:
@@ -252,10 +263,11 @@ def drift_figure(data: RunData, layer: str, channel: int | None = None, scale: f
             fig.add_trace(line, row=row, col=1)
     fig.update_yaxes(title_text="mean", row=1, col=1)
     _log_axis(fig, 2, "variance")
-    fig.update_xaxes(title_text="training step", row=2, col=1)
+    fig.update_xaxes(title_text="training step" if data.run.info.get("source") != "inspect" else "the saved model (one record)", row=2, col=1)
     gap, scale_error = own_gap_series(data, layer)
-    subtitle = (f"momentum {data.run.momentum:g}: after t steps the initial values (0 and 1) still weigh {data.run.momentum:g}ᵗ · at step "
-                f"{int(trace.steps[-1])}, against the population: mean gap {gap[-1]:.3g} SDs, scale error {scale_error[-1]:.3g}× (medians over channels)")
+    subtitle = (f"momentum {data.run.momentum:g}: after t steps the initial values (0 and 1) still weigh {data.run.momentum:g}ᵗ · "
+                f"{_when(data, int(trace.steps[-1]))}, against the population: mean gap {gap[-1]:.3g} SDs, scale error {scale_error[-1]:.3g}× "
+                "(medians over channels)")
     measured = len(trace.measured().steps)
     if measured < len(trace.steps):
         subtitle += f" · population measured at {measured} of {len(trace.steps)} probe steps"
@@ -366,7 +378,7 @@ def training_curves(data: RunData, height: int = 620, scale: float = 1.0) -> go.
     _percent_axis(fig, row=2, col=1)
     fig.update_xaxes(title_text="training step", row=2, col=1)
     end = data.probes.iloc[-1] if len(data.probes) else None
-    last = "" if end is None else f": at step {int(end['step'])} {end['acc_train_mode']:.0%} vs {end['acc_inference']:.0%}"
+    last = "" if end is None else f": at step {int(end['step'])} {_modes_text(end, ' vs ')}"
     return _style(fig, title, f"fit vs the probe batch in training and inference mode{last}", height=height, hovermode="x unified", scale=scale)
 
 

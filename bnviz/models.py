@@ -156,9 +156,17 @@ def layer_rows(model: keras.Model) -> list[dict]:
     for layer in (layer for layer in model.layers if not isinstance(layer, layers.InputLayer)):  # a Sequential lists none
         trainable = sum(int(v.numpy().size) for v in layer.trainable_weights)
         frozen = sum(int(v.numpy().size) for v in layer.non_trainable_weights)
-        rows.append({"name": layer.name, "type": type(layer).__name__, "output_shape": list(layer.output.shape[1:]),
+        rows.append({"name": layer.name, "type": type(layer).__name__, "output_shape": _output_shape(layer),
                      "trainable": trainable, "non_trainable": frozen})
     return rows
+
+
+def _output_shape(layer: layers.Layer) -> list:
+    """The layer's output shape without the batch axis; [] for a layer of a subclassed model (no symbolic output)."""
+    try:
+        return list(layer.output.shape[1:])
+    except (AttributeError, ValueError):
+        return []
 
 
 def load_model_safely(path: str) -> keras.Model:

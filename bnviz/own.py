@@ -47,9 +47,10 @@ def as_arrays(data: object, limit: int = 1 << 30) -> tuple[np.ndarray, np.ndarra
     return x.astype(np.float32), y
 
 
-def model_task(model: keras.Model, targets: np.ndarray) -> Task:
+def model_task(model: keras.Model, targets: np.ndarray, inputs: np.ndarray | None = None) -> Task:
     """What `model`'s targets are (see `bnviz.scoring.task_for`), with its own compiled loss for
-    targets that are not classes (mean squared error when it has none bnviz can call)."""
+    targets that are not classes (mean squared error when it has none bnviz can call). A subclassed
+    model has no symbolic output: its shape comes from one of `inputs` in inference mode (no update)."""
     loss = getattr(model, "loss", None)
     loss_fn, name = None, ""
     if loss is not None and not isinstance(loss, (list, tuple, dict)):
@@ -57,7 +58,11 @@ def model_task(model: keras.Model, targets: np.ndarray) -> Task:
             loss_fn = keras.losses.get(loss)
             name = loss if isinstance(loss, str) else getattr(loss, "name", None) or getattr(loss, "__name__", "the model's loss")
     call = (lambda y, out: keras.ops.convert_to_numpy(loss_fn(y, out))) if loss_fn else None
-    return task_for(tuple(model.outputs[0].shape), targets, call, str(name))
+    try:
+        shape = tuple(model.outputs[0].shape)
+    except (AttributeError, IndexError, TypeError):
+        shape = (None, *keras.ops.shape(model(inputs[:1], training=False))[1:])
+    return task_for(shape, targets, call, str(name))
 
 
 def _take(dataset, limit: int) -> tuple[np.ndarray, np.ndarray]:
@@ -76,11 +81,18 @@ def _take(dataset, limit: int) -> tuple[np.ndarray, np.ndarray]:
 def own_config(model: keras.Model, name: str, batch_size: int, dataset: str = "", epochs: int = 1, probe: ProbeConfig | None = None) -> RunConfig:
     """A RunConfig for a model bnviz did not build (see the module docstring)."""
     bn = batch_norm_layers(model)
-    shape = model.inputs[0].shape
+    shape = _input_shape(model)
     arch = ArchConfig(blocks=(), rescale=1.0, zero_pad=0, dropout=0.0, norm="batch" if bn else "none",
                       bn=BNConfig(momentum=float(bn[0].momentum), epsilon=float(bn[0].epsilon)) if bn else BNConfig())
     return RunConfig(arch=arch, preset=OWN_PRESET, name=name or model.name, dataset=dataset, input_size=int(shape[1] or 0) if len(shape) == 4 else 0,
                      epochs=epochs, batch_size=batch_size, probe=probe or ProbeConfig())
+
+
+def _input_shape(model: keras.Model) -> tuple:
+    try:
+        return tuple(model.inputs[0].shape)
+    except (AttributeError, IndexError, TypeError):  # a subclassed model has no symbolic input
+        return ()
 
 
 def bn_notes(model: keras.Model) -> list[str]:

@@ -40,10 +40,11 @@ tap model that skips Dropout (so train mode differs from inference mode only in 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import keras
@@ -185,18 +186,38 @@ class StatelessForward:
     evaluation and the evidence: it returns the class probabilities, each BN input's moments and
     each BN output thinned for its histogram; a caller copies out only what it reads."""
 
-    def __init__(self, tap: keras.Model, bn_layers: list[layers.BatchNormalization] | tuple = ()):
-        self.tap, self.bn_layers = tap, list(bn_layers)
-        self.n_layers = (len(tap.outputs) - 1) // 2  # outputs: probabilities, BN inputs, BN outputs
-        self.spec = tf.TensorSpec([None, *tap.inputs[0].shape[1:]], tap.inputs[0].dtype)
+    def __init__(self, tap: keras.Model | InstrumentedTap, bn_layers: list[layers.BatchNormalization] | tuple = (), holder: ShadowCopy | None = None):
+        self.tap, self.bn_layers, self.holder = tap, list(bn_layers), holder
+        self.n_layers = len(self.bn_layers) or (len(tap.outputs) - 1) // 2  # outputs: probabilities, BN inputs, BN outputs
+        inputs = tap.inputs
+        self.spec = tf.TensorSpec([None, *inputs[0].shape[1:]], inputs[0].dtype) if inputs else None  # None: traced per input shape
         self._train = _compiled(lambda x: self._call(x, True))
         self._infer = _compiled(lambda x: self._call(x, False))
-        self._pass = {mode: _compiled(lambda x, mode=mode: self._record_pass(x, mode), [self.spec]) for mode in (True, False)}
+        self._pass = {mode: _compiled(lambda x, mode=mode: self._record_pass(x, mode), [self.spec] if self.spec else None) for mode in (True, False)}
 
     @classmethod
     def of(cls, model: keras.Model) -> StatelessForward:
-        """The passes of `model`'s tap model, knowing its BN layers (in the tap's output order)."""
-        return cls(*tap_model(model))
+        """The passes over `model`'s own variables: through its tap model, knowing its BN layers (in the
+        tap's output order), or, for a model whose graph cannot be tapped, through its BN layers reporting."""
+        try:
+            return cls(*tap_model(model))
+        except Unfollowable:
+            check_followable(model)
+            return cls(InstrumentedTap(model, model), batch_norm_layers(model))
+
+    def _variable(self, variable: keras.Variable) -> keras.Variable:
+        """Where the passes read `variable` from: the shadow copy's own, else the variable itself."""
+        return self.holder.of(variable) if self.holder else variable
+
+    def moving(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """BN layer `i`'s moving mean and variance as the passes use them."""
+        layer = self.bn_layers[i]
+        return self._variable(layer.moving_mean).numpy(), self._variable(layer.moving_variance).numpy()
+
+    def assign_moving(self, i: int, mean: np.ndarray, variance: np.ndarray) -> None:
+        layer = self.bn_layers[i]
+        self._variable(layer.moving_mean).assign(mean)
+        self._variable(layer.moving_variance).assign(variance)
 
     def _call(self, x: tf.Tensor, training: bool) -> list[tf.Tensor]:
         trainable = [v.value for v in self.tap.trainable_variables]
@@ -218,7 +239,8 @@ class StatelessForward:
             self._run(x, training)
 
     def _run(self, x: np.ndarray, training: bool) -> tuple[tf.Tensor, Moments, list[tf.Tensor]]:
-        return self._pass[training](tf.cast(tf.convert_to_tensor(x), self.spec.dtype))
+        x = tf.convert_to_tensor(x)
+        return self._pass[training](tf.cast(x, self.spec.dtype) if self.spec else x)
 
     def __call__(self, x: np.ndarray, training: bool) -> list[np.ndarray]:
         """Every output of the tap model in full (tests and references; the record reads `probe`)."""
@@ -241,6 +263,127 @@ class StatelessForward:
         (moving statistics). Reduced inside the graph in float32, two-pass, as BN computes its own
         batch statistics, so no activation map is copied out."""
         return [(m.numpy(), v.numpy(), int(n)) for m, v, n in self._run(x, training)[1]]
+
+
+class ShadowCopy:
+    """A private copy of a model `clone_model` cannot copy (a subclassed model, a custom layer it
+    cannot rebuild): new variables holding the values, which `InstrumentedTap` feeds through the
+    model's own layers by `stateless_call`, so the model's variables are never read or written."""
+
+    def __init__(self, model: keras.Model):
+        self.model = model
+        self._shadow = {id(v): keras.Variable(v.numpy(), dtype=v.dtype, trainable=False, name=f"shadow_{i}") for i, v in enumerate(model.variables)}
+
+    def of(self, variable: keras.Variable) -> keras.Variable:
+        return self._shadow[id(variable)]
+
+    @property
+    def trainable_variables(self) -> list[keras.Variable]:
+        return [self.of(v) for v in self.model.trainable_variables]
+
+    @property
+    def non_trainable_variables(self) -> list[keras.Variable]:
+        return [self.of(v) for v in self.model.non_trainable_variables]
+
+    def set_weights(self, weights: list[np.ndarray]) -> None:
+        for variable, value in zip(self.model.weights, weights, strict=True):
+            self.of(variable).assign(value)
+
+    def get_weights(self) -> list[np.ndarray]:
+        return [self.of(v).numpy() for v in self.model.weights]
+
+
+class InstrumentedTap:
+    """The tap for a model whose graph cannot be inlined (BN inside a custom layer, a subclassed
+    model): the model runs as written, while, for the trace of the probe's own passes only, each BN
+    layer reports its input and output and Dropout and noise layers pass their input through. The
+    user's training function was traced before and never sees the change."""
+
+    def __init__(self, model: keras.Model, holder: ShadowCopy | keras.Model):
+        self.model, self.holder = model, holder
+        self.bn_layers = batch_norm_layers(model)
+        self.noise = [layer for layer in model._flatten_layers(include_self=False, recursive=True) if isinstance(layer, NOISE_LAYERS)]
+        self.inputs = _model_inputs(model)
+
+    @property
+    def trainable_variables(self) -> list[keras.Variable]:
+        return self.holder.trainable_variables
+
+    @property
+    def non_trainable_variables(self) -> list[keras.Variable]:
+        return self.holder.non_trainable_variables
+
+    def stateless_call(self, trainable: list, frozen: list, x, training: bool = False) -> tuple[list, None]:
+        seen: dict[int, tuple] = {}
+        with _reporting(self.bn_layers, seen), _passing_through(self.noise):
+            output, _ = self.model.stateless_call(trainable, frozen, x, training=training)
+        missing = [layer.name for layer in self.bn_layers if id(layer) not in seen]
+        if missing:
+            raise Unfollowable(f"BatchNormalization layer(s) {', '.join(missing)} did not run in the model's forward pass.")
+        taps = [seen[id(layer)] for layer in self.bn_layers]
+        return [output, *(_channels_last(i, layer.axis) for (i, _), layer in zip(taps, self.bn_layers, strict=True)),
+                *(_channels_last(o, layer.axis) for (_, o), layer in zip(taps, self.bn_layers, strict=True))], None
+
+
+@contextlib.contextmanager
+def _patched_calls(patches: dict) -> Iterator[None]:
+    """Give each layer in `patches` (layer -> call) that call for the duration, then its own back."""
+    own = {layer: layer.__dict__.get("call") for layer in patches}
+    for layer, call in patches.items():
+        object.__setattr__(layer, "call", call)
+    try:
+        yield
+    finally:
+        for layer, call in own.items():
+            if call is None:
+                layer.__dict__.pop("call", None)
+            else:
+                object.__setattr__(layer, "call", call)
+
+
+def _reporting(bn_layers: list[layers.BatchNormalization], seen: dict[int, tuple]):
+    """BN layers that note their first input and output in `seen` (by layer identity)."""
+
+    def reporter(layer, call):
+        def report(inputs, *args, **kwargs):
+            output = call(inputs, *args, **kwargs)
+            seen.setdefault(id(layer), (inputs, output))
+            return output
+        return report
+
+    return _patched_calls({layer: reporter(layer, layer.call) for layer in bn_layers})
+
+
+def _passing_through(noise: list[layers.Layer]):
+    """Dropout and noise layers that return their input (as the graph tap skips them)."""
+    return _patched_calls({layer: lambda inputs, *args, **kwargs: inputs for layer in noise})
+
+
+def _model_inputs(model: keras.Model) -> list:
+    try:
+        return list(model.inputs or [])
+    except AttributeError:  # a subclassed model has no symbolic inputs
+        return []
+
+
+def check_followable(model: keras.Model) -> None:
+    """Raise `Unfollowable` for what no tap can follow yet: a model with several inputs."""
+    count = len(_model_inputs(model))
+    if count > 1:
+        raise Unfollowable(f"the model has {count} inputs; the probe follows models with one input (concatenate them into one "
+                           "input, or give the probe a one-input model that shares the layers).")
+
+
+def private_copy(model: keras.Model) -> tuple[keras.Model | ShadowCopy, StatelessForward]:
+    """A private copy of `model` and the passes over it: a clone and its graph tap where Keras can
+    clone and tap the model, else a `ShadowCopy` run through an `InstrumentedTap`."""
+    check_followable(model)
+    try:
+        copy = uncompiled_clone(model)
+        return copy, StatelessForward(*tap_model(copy))
+    except Exception:  # noqa: BLE001 - any failure to clone or tap: a custom layer, a subclassed model
+        shadow = ShadowCopy(model)
+        return shadow, StatelessForward(InstrumentedTap(model, shadow), batch_norm_layers(model), shadow)
 
 
 MIN_SPREAD_BATCHES = 4
@@ -308,8 +451,7 @@ class RecordMaker:
 
     def __init__(self, model: keras.Model, config: ProbeConfig, probe_data: tuple[np.ndarray, np.ndarray], population: np.ndarray, batch_size: int,
                  task: Task = CLASS_TASK):
-        self.copy = uncompiled_clone(model)
-        self.forward = StatelessForward.of(self.copy)
+        self.copy, self.forward = private_copy(model)
         self.bn_layers = self.forward.bn_layers
         self.config, self.batch_size, self.task = config, batch_size, task
         self.x_probe, self.y_probe = probe_data
@@ -328,7 +470,7 @@ class RecordMaker:
         acc_infer, loss_infer = scores(probs_infer, self.y_probe, self.task)
         records = []
         for i, layer in enumerate(self.bn_layers):
-            moving_mean, moving_var = layer.moving_mean.numpy(), layer.moving_variance.numpy()
+            moving_mean, moving_var = self.forward.moving(i)
             nan = np.full_like(moving_mean, np.nan)
             batch_mean, batch_var = snapshot.batch_stats[i] if snapshot.batch_stats else (nan, nan)
             edges, hist_train, hist_infer = shared_histograms(train_out[i], infer_out[i], self.config.bins)
@@ -340,12 +482,11 @@ class RecordMaker:
     def _population(self, snapshot: Snapshot, inference: bool) -> list[tuple[np.ndarray, ...]]:
         """Per BN layer: the population mean and variance in training mode, with the weights the
         step's batch was normalised with (so batch and population statistics differ by the batch's
-        composition only, not by the step's update), except at the run's last record (`inference`),
-        which measures the final model, the one the diagnosis and PreciseBN speak of; the same in
-        inference mode with the snapshot's weights (NaN without `inference`); and the spread of i.i.d.
-        batch means. Leaves the copy holding `snapshot.weights`."""
+        composition only, not by the step's update: the i.i.d. measure compares the two); the same in
+        inference mode with the snapshot's weights (NaN without `inference`), which the diagnosis reads;
+        and the spread of i.i.d. batch means. Leaves the copy holding `snapshot.weights`."""
         n = len(self.bn_layers)
-        self.copy.set_weights(snapshot.weights if inference else snapshot.weights_before or snapshot.weights)
+        self.copy.set_weights(snapshot.weights_before or snapshot.weights)
         training_batches = batch_moments(self.forward, self.population, self.batch_size, n)
         self.copy.set_weights(snapshot.weights)
         infer = population_moments(self.forward, self.population, self.batch_size, n, training=False) if inference else None

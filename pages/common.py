@@ -10,12 +10,15 @@ Opening a page on given runs, from code or a link:
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
 
+import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
+from pandas.io.formats.style import Styler
 from streamlit.navigation.page import StreamlitPage
 from streamlit.runtime.pages_manager import PagesManager
 
@@ -26,7 +29,7 @@ from bnviz.figures import PRESENTATION_SCALE
 from bnviz.forms import FolderScan, scan_folder
 from bnviz.glossary import glossary_markdown
 from bnviz.jobs import JobManager
-from bnviz.records import ACTIVE, RunStatus
+from bnviz.records import ACTIVE, SPLITS, Evaluation, RunStatus
 from bnviz.store import Run, RunData, Store, StoreUnreadable, default_home, unique_labels
 
 STATUS_COLOURS = {RunStatus.QUEUED: "gray", RunStatus.RUNNING: "blue", RunStatus.DONE: "green", RunStatus.FAILED: "red",
@@ -286,12 +289,17 @@ def export_request(run_key: str, others_key: str, ids: Sequence[str]) -> None:
         st.query_params.pop("run", None)
 
 
+def inspected(run: Run) -> bool:
+    """Whether the run is a saved model inspected after the fact: no training history (steps, fit, mᵗ over time)."""
+    return run.info.get("source") == "inspect"
+
+
 def own_model_text(run: Run) -> str | None:
     """A one-line description of a model bnviz did not build (its config fields say little), else None."""
     layers = len(run.info.get("bn_layers", []))
     if run.info.get("source") == "callback":
         return f"your own model, recorded in your script by bnviz.Probe · {layers} BN layers · {run.total_steps or 0:,} steps · batch {run.config.batch_size}"
-    if run.info.get("source") == "inspect":
+    if inspected(run):
         return f"a saved model, inspected (training history unknown) · {layers} BN layers · images: {run.config.dataset}"
     return None
 
@@ -321,6 +329,54 @@ def require(condition: object, message: str, link: str | None = None, link_label
         st.stop()
 
 
+# --- scores: accuracy, or the loss where the targets are not classes --------------------------------
+MODES = {"inference mode (moving statistics)": "", "training mode (batch statistics)": "_batchstats"}  # row label -> key suffix
+
+
+def is_values(run: Run) -> bool:
+    """Whether the run's targets are values, not classes: it has no accuracy, only a loss."""
+    return run.info.get("task") == "values"
+
+
+def score_name(run: Run) -> str:
+    """'accuracy', or the name of the loss that stands in for it."""
+    return (run.info.get("loss_name") or "loss") if is_values(run) else "accuracy"
+
+
+def score_title(run: Run) -> str:
+    """'Accuracy', or 'Loss (mse)': what a table of the run's figures holds."""
+    return f"Loss ({score_name(run)})" if is_values(run) else "Accuracy"
+
+
+def scores(run: Run, evaluation: Evaluation) -> dict[str, float]:
+    """An evaluation's figures by flat key ('test', 'test_batchstats'): accuracies, or losses for a values run."""
+    return evaluation.losses() if is_values(run) else evaluation.accuracies()
+
+
+def score_text(run: Run, value: float | None, places: int = 1) -> str:
+    """'28.0%', a loss as '0.0123' for a values run, and '–' (never 'nan') where nothing was measured."""
+    if value is None or not math.isfinite(value):
+        return "–"
+    return f"{value:.3g}" if is_values(run) else f"{value:.{places}%}"
+
+
+def score_table(run: Run, rows: dict[str, tuple[Evaluation, str]]) -> pd.DataFrame:
+    """A row per label, a column per split: the row's evaluation's figures with its key suffix ('' or
+    '_batchstats'); NaN where not measured."""
+    return pd.DataFrame([[scores(run, ev).get(s + suffix, math.nan) for s in SPLITS] for ev, suffix in rows.values()],
+                        index=list(rows), columns=list(SPLITS), dtype=float)
+
+
+def modes_table(run: Run, evaluation: Evaluation) -> pd.DataFrame:
+    """Every split in both BN modes."""
+    return score_table(run, {label: (evaluation, suffix) for label, suffix in MODES.items()})
+
+
+def styled(run: Run, frame: pd.DataFrame) -> Styler:
+    """`frame`'s figures written as `score_text` writes them."""
+    return frame.style.format(lambda value: score_text(run, value))
+
+
 # --- findings -----------------------------------------------------------------------------------
 def finding_text(finding: Finding) -> str:
     """A finding's sentence and remedies as Markdown."""
@@ -332,7 +388,7 @@ def show_findings(data: RunData, shown: int = 3) -> Finding:
     all), the rest folded into an expander."""
     top, *items = diagnose(data)
     st.subheader("Findings")
-    shows = {"critical": st.error, "warning": st.warning, "info": st.info, "ok": st.success}
+    shows = {"critical": st.error, "warning": st.warning, "unknown": st.warning, "info": st.info, "ok": st.success}
     major = [top] + [f for f in items if f.severity in ("critical", "warning")][: shown - 1]  # the verdict always, first
     for finding in major:
         shows[finding.severity](f"**{finding.title}**\n\n{finding_text(finding)}")

@@ -1,10 +1,10 @@
 """Diagnose one run, top to bottom by importance: the verdict, the big figures, the chart that shows
 the symptom (training curves), the chart that shows the cause (mᵗ), then remedies, the detailed
-evidence and the secondary findings. Open on a run with `?run=<id>`."""
+evidence and the secondary findings. A saved model (bnviz inspect) has no training history, so
+neither of the two charts over the steps. Open on a run with `?run=<id>`."""
 
 from __future__ import annotations
 
-import pandas as pd
 import streamlit as st
 
 from bnviz import figures
@@ -36,30 +36,22 @@ if run.error:
 top, *more = diagnose(data)
 diagnose_panels.verdict(run, top)
 diagnose_panels.figures_row(data, gather(data))
-symptom_col, cause_col = common.side_by_side(2)
-with symptom_col:
-    common.chart(figures.training_curves(data, height=420, scale=scale), key="diagnose_curves")
-if cfg.arch.norm == "batch":
-    with cause_col:
-        common.chart(figures.ema_theory_figure(run.momentum, steps, height=420, scale=scale), key="diagnose_theory")
+diagnose_panels.history_charts(data, scale)
 
 more = diagnose_panels.why(top, more)
 if run.status == RunStatus.DONE and cfg.arch.norm == "batch":
     diagnose_panels.fix_it(run, top)
 
-st.subheader("Accuracy: inference mode vs batch statistics")
-frame = figures.accuracy_frame([data])
-if frame.isna().all(axis=None):
+st.subheader(f"{common.score_title(run)}: inference mode vs batch statistics")
+if "final" not in data.evaluations:
     st.info("No final evaluation yet: the run has not finished.")
 else:
     table_col, note_col = st.columns([3, 2], gap="large")
-    row = frame.iloc[0]
-    table = pd.DataFrame({s: [row[f"{s} (evaluate)"], row[f"{s} (batch stats)"]] for s in figures.SPLITS},
-                         index=["inference mode (moving statistics)", "training mode (batch statistics)"])
+    table = common.modes_table(run, data.evaluations["final"])
     if cfg.preset in SEED_RESULTS:
         table.loc[f"seed notebook, {cfg.preset} (inference)"] = SEED_RESULTS[cfg.preset]
     with table_col:
-        common.table(table.style.format("{:.1%}"), key="diagnose_accuracy")
+        common.table(common.styled(run, table), key="diagnose_accuracy")
     note_col.caption("Inference mode is what `evaluate` and `predict` use: BN normalises with its moving statistics. Training "
                      "mode normalises each batch with its own statistics. When training mode scores far higher, the weights are "
                      "fine and the moving statistics are wrong.")
@@ -82,7 +74,7 @@ else:
         step_col.select_slider("Probe step", probe_steps, key="diagnose_step")
     common.chart(figures.activation_histograms(data, layer, probe_steps.index(ss.diagnose_step), scale=scale), key="diagnose_histograms")
 
-    st.subheader("Drift of the moving statistics")
+    st.subheader("Moving statistics vs the population" if common.inspected(run) else "Drift of the moving statistics")
     channels = data.layers[layer].moving_mean.shape[1]
     options = [None, *range(channels)]
     common.ensure_choice("diagnose_channel", options, None)

@@ -1,5 +1,6 @@
 """Panels of the Diagnose page (not a page): the verdict, the row of big figures and the remedies,
-in the order a reader needs them. The figures come from bnviz.diagnose, the one definition of each."""
+in the order a reader needs them; PreciseBN's panel serves the Inspect page too. The figures come
+from bnviz.diagnose, the one definition of each."""
 
 from __future__ import annotations
 
@@ -7,17 +8,22 @@ import math
 
 import streamlit as st
 
-from bnviz import levers
+from bnviz import figures, levers
 from bnviz.config import OWN_PRESET
-from bnviz.diagnose import Evidence, Finding, LayerFigures, all_layer_figures
+from bnviz.diagnose import Evidence, Finding, LayerFigures, all_layer_figures, fingerprint, steps_known
 from bnviz.glossary import GLOSSARY
-from bnviz.records import ACTIVE, RunStatus
+from bnviz.records import ACTIVE, Evaluation, RunStatus
 from bnviz.stats import init_weight
 from bnviz.store import Run, RunData
 from pages import common
 
-SHOWS = {"critical": st.error, "warning": st.warning, "info": st.info, "ok": st.success}
+SHOWS = {"critical": st.error, "warning": st.warning, "unknown": st.warning, "info": st.info, "ok": st.success}
 SCALE_HELP = GLOSSARY["scale error"] + " Against the input inference really feeds the layer (else the training-mode population)."
+FINGERPRINT_HELP = ("A saved model's training steps are unknown: w is the share of the initial values (0 and 1) that fits its moving "
+                    "statistics best, moving ≈ w·initial + (1 − w)·population (see the finding on initial values).")
+HISTORY_NOTE = ("A saved model has no training history: no curves over the steps, no fit accuracy, and mᵗ only from a step count you "
+                "give. What it has: the accuracy in both BN modes, each BN layer's moving statistics against this data's population, "
+                "the fingerprint of stale initial values, and what PreciseBN recovers.")
 
 
 def verdict(run: Run, top: Finding) -> None:
@@ -55,23 +61,63 @@ def _percent(value: float) -> str:
     return f"{value:.1%}" if math.isfinite(value) else "–"
 
 
+def _shown(ev: Evidence | None, value: float) -> str:
+    """A score as the row shows it: accuracy in percent, else the loss itself; "–" where not measured."""
+    return ev.metric.show(value) if ev is not None and ev.metric.is_loss and math.isfinite(value) else _percent(value)
+
+
+def _last_fit(data: RunData) -> float:
+    """fit's accuracy at the last step row; NaN without one (a saved model, a loss-only model)."""
+    value = data.steps["accuracy"].iloc[-1] if len(data.steps) else None
+    return math.nan if value is None else float(value)
+
+
+def _initial_values(data: RunData, ev: Evidence | None) -> tuple[str, str, dict]:
+    """mᵗ after the steps taken (or the count the user gave); for a saved model without one, the w its
+    statistics' fingerprint fits."""
+    t = steps_known(data)
+    if t is None:
+        return "initial values left, w (fingerprint)", _percent(fingerprint(data)[0]), {"help": FINGERPRINT_HELP}
+    weight = ev.init_weight if ev else (float(init_weight(data.run.momentum, t)) if data.run.config.arch.norm == "batch" else math.nan)
+    return "initial values left, mᵗ", _percent(weight) if weight >= 0.001 or not math.isfinite(weight) else "< 0.1%", {"help": GLOSSARY["mᵗ"]}
+
+
+def _worst_scale(worst: LayerFigures) -> tuple[str, str, dict]:
+    """The worst layer's scale error, at inference where measured, else against the population."""
+    scale = worst.infer_scale if math.isfinite(worst.infer_scale) else worst.own_scale
+    where = "at inference" if math.isfinite(worst.infer_scale) else "vs the population"
+    return "worst scale error", f"{scale:.3g}×", {"delta": f"{worst.name}, {where}", "delta_color": "off", "delta_arrow": "off", "help": SCALE_HELP}
+
+
 def figures_row(data: RunData, ev: Evidence | None) -> None:
-    """Big figures: fit vs evaluate on the training images, held-out accuracy, mᵗ, worst scale error."""
-    fit = ev.fit if ev else (float(data.steps["accuracy"].iloc[-1]) if len(data.steps) else math.nan)
-    weight = ev.init_weight if ev else (float(init_weight(data.run.momentum, data.steps_trained)) if data.run.config.arch.norm == "batch" else math.nan)
-    cols = st.columns(5)
-    cols[0].metric("train (fit)", _percent(fit), help=GLOSSARY["train (fit)"])
-    train = ev.train if ev else math.nan
-    cols[1].metric("train (evaluate)", _percent(train), delta=None if not math.isfinite(train * fit) else f"{100 * (train - fit):+.1f} points vs fit",
-                   help=GLOSSARY["train (evaluate)"])
+    """Big figures: fit vs evaluate on the training images, held-out accuracy (the loss where targets
+    are not classes), the initial values left, worst scale error. A saved model has no fit to show."""
+    fit, train = (ev.fit, ev.train) if ev else (_last_fit(data), math.nan)
+    points = math.isfinite(train * fit) and not (ev and ev.metric.is_loss)
+    cells = [] if common.inspected(data.run) else [("train (fit)", _shown(ev, fit), {"help": GLOSSARY["train (fit)"]})]
+    cells.append(("train (evaluate)", _shown(ev, train), {"delta": f"{100 * (train - fit):+.1f} points vs fit" if points else None,
+                                                          "help": GLOSSARY["train (evaluate)"]}))
     if ev:
-        cols[2].metric(f"{ev.split} (evaluate)", _percent(ev.inference), help="Held-out accuracy in inference mode.")
-    cols[3].metric("initial values left, mᵗ", _percent(weight) if weight >= 0.001 or not math.isfinite(weight) else "< 0.1%",
-                   help=GLOSSARY["mᵗ"])
+        cells.append((f"{ev.split} (evaluate)", _shown(ev, ev.inference), {"help": f"Held-out {ev.metric.name} in inference mode."}))
+    cells.append(_initial_values(data, ev))
     if (worst := worst_layer(data)) is not None:
-        scale = worst.infer_scale if math.isfinite(worst.infer_scale) else worst.own_scale
-        where = "at inference" if math.isfinite(worst.infer_scale) else "vs the population"
-        cols[4].metric("worst scale error", f"{scale:.3g}×", delta=f"{worst.name}, {where}", delta_color="off", delta_arrow="off", help=SCALE_HELP)
+        cells.append(_worst_scale(worst))
+    for col, (label, value, options) in zip(st.columns(5), cells, strict=False):
+        col.metric(label, value, **options)
+
+
+def history_charts(data: RunData, scale: float) -> None:
+    """The symptom (training curves) beside the cause (mᵗ over the steps). A saved model has neither:
+    one caption says so, and mᵗ is drawn only after the step count its user gave."""
+    run, steps = data.run, steps_known(data)
+    charts = [] if common.inspected(run) else [(figures.training_curves(data, height=420, scale=scale), "diagnose_curves")]
+    if run.config.arch.norm == "batch" and steps is not None:
+        charts.append((figures.ema_theory_figure(run.momentum, steps, height=420, scale=scale), "diagnose_theory"))
+    if common.inspected(run):
+        st.caption(HISTORY_NOTE)
+    for col, (fig, key) in zip(common.side_by_side(2) if charts else [], charts, strict=False):
+        with col:
+            common.chart(fig, key=key)
 
 
 def fix_it(run: Run, top: Finding) -> None:
@@ -83,10 +129,7 @@ def fix_it(run: Run, top: Finding) -> None:
     with recal_col:
         st.markdown("**Recalibrate (PreciseBN)**: recompute each BN layer's statistics over training batches with the "
                     "weights frozen. No retraining.")
-        batches = st.number_input("Training batches", 1, 1000, 50, key="diagnose_batches")
-        if st.button("Recalibrate", key="diagnose_recalibrate", icon=":material/tune:"):
-            common.manager().recalibrate(run.id, int(batches))
-        _recalibration(run.id)
+        precisebn(run, "diagnose")
     with lever_col:
         st.markdown("**What if…** queue a copy of this run with one change, then compare the two.")
         if run.config.preset == OWN_PRESET:
@@ -98,26 +141,53 @@ def fix_it(run: Run, top: Finding) -> None:
                 st.switch_page(common.PAGE_FILES["compare"])
 
 
-def _recalibration(run_id: str) -> None:
-    """The latest recalibration job's state while it is queued or running, its error if it did not
-    finish, and the before/after table as soon as a "precisebn" evaluation exists."""
+def precisebn(run: Run, page: str) -> None:
+    """PreciseBN for a finished run, on Diagnose and Inspect (widget keys start with `page`): the
+    button that queues it in a worker, the job's state, then the before/after table and the download."""
+    batches = st.number_input("Training batches", 1, 1000, 50, key=f"{page}_batches")
+    if st.button("Recalibrate", key=f"{page}_recalibrate", icon=":material/tune:",
+                 help="Recompute every BN layer's statistics over the training images with the weights frozen; no retraining."):
+        common.manager().recalibrate(run.id, int(batches))
+    _recalibration_job(run.id, page)
+    evaluations = common.store().evaluations(run.id)
+    if "precisebn" in evaluations and "final" in evaluations:
+        _before_after(run, evaluations["final"], evaluations["precisebn"], page)
+        _download(run.id, page)
+
+
+def _recalibration_job(run_id: str, page: str) -> None:
+    """The latest recalibration job's state while it is queued or running, its error if it did not finish."""
     jobs = common.store().list_jobs(run_id=run_id, kinds=["recalibrate"])
     if jobs and jobs[0].status.active:
-        common.await_job(jobs[0].id, "Recalibrating", cancel_key="diagnose_recalibrate_cancel")
+        common.await_job(jobs[0].id, "Recalibrating", cancel_key=f"{page}_recalibrate_cancel")
     elif jobs and jobs[0].status == RunStatus.CANCELLED:
         st.info("The last recalibration was cancelled before it ran.")
     elif jobs and jobs[0].status != RunStatus.DONE:
         st.error(f"Recalibration {jobs[0].status}: {jobs[0].error or 'no reason was recorded'}")
-    evaluations = common.store().evaluations(run_id)
-    if "precisebn" in evaluations and "final" in evaluations:
-        before, after = evaluations["final"].accuracies(), evaluations["precisebn"].accuracies()
-        st.dataframe({"": ["before (moving statistics)", f"after PreciseBN ({evaluations['precisebn'].batches} batches)"],
-                      "test, inference": [before["test"], after["test"]], "test, batch statistics": [before["test_batchstats"], after["test_batchstats"]]},
-                     hide_index=True, key="diagnose_precisebn")
-        fixed = common.store().models_dir / f"{run_id}-precisebn.keras"
-        if fixed.exists():
-            st.download_button("Download the recalibrated model (.keras)", fixed.read_bytes, file_name=fixed.name, mime="application/octet-stream",
-                               key="diagnose_download_precisebn", on_click="ignore", icon=":material/download:")
+
+
+def precisebn_label(after: Evaluation) -> str:
+    """'after PreciseBN on train (50 batches)'; calibrating on other images than the training images is transductive."""
+    on = after.calibrated_on or "train"  # evaluations stored before the split was recorded averaged over training images
+    return f"after PreciseBN on {on} ({after.batches} batches)" + ("" if on == "train" else " (transductive)")
+
+
+def _before_after(run: Run, before: Evaluation, after: Evaluation, page: str) -> None:
+    """Inference mode before and after PreciseBN, batch statistics for reference, every split."""
+    table = common.score_table(run, {"before (moving statistics)": (before, ""), precisebn_label(after): (after, ""),
+                                     "batch statistics (for reference)": (before, "_batchstats")})
+    common.table(common.styled(run, table), key=f"{page}_precisebn")
+    if (after.calibrated_on or "train") != "train":
+        st.warning(f"Transductive: calibrated on the {after.calibrated_on} images and scored on them, so its {after.calibrated_on} "
+                   "figures are no evidence that the weights are fine.")
+
+
+def _download(run_id: str, page: str) -> None:
+    """The recalibrated model's download, once the worker has saved it."""
+    fixed = common.store().models_dir / f"{run_id}-precisebn.keras"
+    if fixed.exists():
+        st.download_button("Download the recalibrated model (.keras)", fixed.read_bytes, file_name=fixed.name, mime="application/octet-stream",
+                           key=f"{page}_download_precisebn", on_click="ignore", icon=":material/download:")
 
 
 def why(top: Finding, findings: list[Finding]) -> list[Finding]:

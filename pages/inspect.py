@@ -1,6 +1,6 @@
 """Inspect a saved model: upload a .keras file and a zip of class folders (or name files on the
 server); a worker loads it in Keras safe mode, evaluates it in both BN modes, records every BN layer
-and diagnoses it. PreciseBN is queued from here and followed on Diagnose, which offers the
+and diagnoses it. The result says what a post-mortem can tell, and PreciseBN runs from here, with the
 recalibrated model's download. This process never loads the model: the "inspect" job runs in a
 worker (bnviz.inspect.inspect_job)."""
 
@@ -9,11 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import streamlit as st
+from streamlit.delta_generator import DeltaGenerator
 
 from bnviz import forms
 from bnviz.data import DataError
 from bnviz.records import Job, RunStatus
-from pages import common
+from pages import common, diagnose_panels
 
 common.frame_if_run_alone()
 
@@ -28,20 +29,33 @@ source = st.radio("Files", ["upload", "server"], horizontal=True, key="inspect_s
 
 
 def job_args() -> dict | None:
-    """The job's arguments from the chosen source, uploads written to the home folder; None until complete."""
+    """The job's arguments: the files from the chosen source, a name and the training steps if known; None until complete."""
     left, right = st.columns(2, gap="large")
     name = left.text_input("Name", key="inspect_name", placeholder="my-resnet")
-    if source == "server":
-        model = left.text_input("Model file (.keras)", key="inspect_model_path")
-        data = right.text_input("Images: a folder of class sub-folders, or a zip", key="inspect_data_path")
-        test = right.text_input("Separate test images (optional)", key="inspect_test_path")
-        missing = [p for p in (model, data, test) if p and not Path(p).expanduser().exists()]
-        if missing:
-            st.error(f"Not found on this server: {', '.join(missing)}")
-        if not (model and data) or missing:
-            return None
-        return {"model": str(Path(model).expanduser()), "data": str(Path(data).expanduser()),
-                "test": str(Path(test).expanduser()) if test else None, "name": name}
+    steps = left.number_input("Training steps (if you know them)", min_value=0, value=None, step=1, key="inspect_steps", placeholder="unknown",
+                              help="Moving-average updates the model took in training (one per batch). With it the diagnosis weighs the "
+                                   "initial values by mᵗ; without it, by the fingerprint they leave in the statistics.")
+    files = server_files(left, right) if source == "server" else uploaded_files(left, right)
+    if files is None:
+        return None
+    return files | {"name": name or files.get("name", ""), "steps": int(steps) if steps else None}
+
+
+def server_files(left: DeltaGenerator, right: DeltaGenerator) -> dict | None:
+    """Paths named on this server; None until the model and images are named and exist."""
+    model = left.text_input("Model file (.keras)", key="inspect_model_path")
+    data = right.text_input("Images: a folder of class sub-folders, or a zip", key="inspect_data_path")
+    test = right.text_input("Separate test images (optional)", key="inspect_test_path")
+    missing = [p for p in (model, data, test) if p and not Path(p).expanduser().exists()]
+    if missing:
+        st.error(f"Not found on this server: {', '.join(missing)}")
+    if not (model and data) or missing:
+        return None
+    return {"model": str(Path(model).expanduser()), "data": str(Path(data).expanduser()), "test": str(Path(test).expanduser()) if test else None}
+
+
+def uploaded_files(left: DeltaGenerator, right: DeltaGenerator) -> dict | None:
+    """The uploads written to the home folder, named after the model file; None until both are given."""
     model = left.file_uploader("Model (.keras)", type=["keras"], key="inspect_model_file")
     data = right.file_uploader("Images: a zip of class sub-folders", type=["zip"], key="inspect_data_zip")
     if not (model and data):
@@ -51,7 +65,7 @@ def job_args() -> dict | None:
     except DataError as exc:
         st.error(str(exc))
         return None
-    return {"model": str(paths[0]), "data": str(paths[1]), "test": None, "name": name or Path(model.name).stem}
+    return {"model": str(paths[0]), "data": str(paths[1]), "test": None, "name": Path(model.name).stem}
 
 
 args = job_args()
@@ -64,21 +78,17 @@ job_id = ss.get("inspect_job") if ss.get("inspect_job") in {j.id for j in jobs} 
 
 
 def result(job: Job) -> None:
-    """The inspected run: accuracy in both modes, the findings, PreciseBN and downloads."""
+    """The inspected run: what a post-mortem has, accuracy in both modes, the findings, PreciseBN and its download."""
     run = next((r for r in common.store().list_runs() if r.info.get("job") == job.id), None)
     common.require(run, "The inspected run was deleted.")
     data = common.load_run(run)
     st.subheader(f"{run.name} · {len(run.info.get('bn_layers', []))} BatchNormalization layers")
-    acc = data.evaluations["final"].accuracies()
-    st.dataframe({"": ["inference mode (moving statistics)", "training mode (batch statistics)"],
-                  **{s: [acc.get(s), acc.get(f"{s}_batchstats")] for s in ("train", "val", "test")}}, hide_index=True, key="inspect_accuracy")
+    st.caption(diagnose_panels.HISTORY_NOTE)
+    common.table(common.styled(run, common.modes_table(run, data.evaluations["final"])), key="inspect_accuracy")
     common.show_findings(data)
-    if run.config.arch.norm == "batch" and st.button("Recalibrate (PreciseBN)", key="inspect_recalibrate", icon=":material/tune:",
-                                                     help="Recompute every BN layer's statistics over the training images, no retraining; "
-                                                          "Diagnose then shows before/after and offers the recalibrated model's download."):
-        common.manager().recalibrate(run.id, 50)
-        ss.diagnose_open = run.id
-        st.switch_page(common.PAGE_FILES["diagnose"])
+    if run.config.arch.norm == "batch":
+        st.subheader("Recalibrate (PreciseBN)")
+        diagnose_panels.precisebn(run, "inspect")
     st.page_link(common.PAGE_FILES["diagnose"], label="Every chart on the Diagnose page", icon=":material/troubleshoot:",
                  query_params={"run": run.id})
 

@@ -4,6 +4,7 @@ status, progress and error."""
 
 from __future__ import annotations
 
+import math
 import time
 
 import streamlit as st
@@ -26,16 +27,22 @@ ss.runs_active = any(r.status.active for r in runs)
 
 
 def accuracy_line(run: Run) -> str:
+    """'test (evaluate): **28%** · …': accuracies, or the loss for a values run; "–" where one is not a number."""
     final = store.evaluations(run.id).get("final")
     if final is None:
         return ""
-    acc = final.accuracies()
+    acc = common.scores(run, final)
     split = next((s for s in ("test", "val", "train") if s in acc), None)  # bnviz.Probe evaluates only the splits it was given
     if split is None:
         return ""
-    fit = f" · train (fit) {acc['fit']:.0%}" if "fit" in acc else ""
-    train = f" · train (evaluate) {acc['train']:.0%}" if "train" in acc and split != "train" else ""
-    return f"{split} (evaluate): **{acc[split]:.0%}** · {split} with batch statistics {acc[split + '_batchstats']:.0%}{fit}{train}"
+
+    def shown(key: str) -> str:
+        return common.score_text(run, acc.get(key), places=0)
+
+    name = f" {common.score_name(run)}" if common.is_values(run) else ""
+    fit = f" · train (fit) {shown('fit')}" if "fit" in acc else ""
+    train = f" · train (evaluate) {shown('train')}" if "train" in acc and split != "train" else ""
+    return f"{split}{name} (evaluate): **{shown(split)}** · {split} with batch statistics {shown(split + '_batchstats')}{fit}{train}"
 
 
 def progress_line(run: Run) -> None:
@@ -45,7 +52,7 @@ def progress_line(run: Run) -> None:
     if p.total_steps:
         text = f"step {p.step:,}/{p.total_steps:,} · epoch {p.epoch}/{epochs}"
     if p.loss is not None:
-        text += f" · loss {p.loss:.3f} · accuracy {p.accuracy:.0%}"
+        text += f" · loss {p.loss:.3f}" + (f" · accuracy {p.accuracy:.0%}" if p.accuracy is not None and math.isfinite(p.accuracy) else "")
     if p.total_steps and p.step >= p.total_steps:
         making = p.probe_records < p.probe_scheduled
         text += f" · making probe records ({p.probe_records}/{p.probe_scheduled})" if making else " · evaluating in both BN modes"

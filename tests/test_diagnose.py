@@ -167,8 +167,9 @@ def test_stale_weight_threshold_separates_stale_from_lag(steps, cause):
 
 @pytest.mark.parametrize("offset, cause", [(2.9 * 0.6745, "stale_initial_values"), (3.1 * 0.6745, "non_iid_batches")])
 def test_non_iid_ratio_threshold_for_models_trained_elsewhere(offset, cause):
-    """bnviz cannot see another script's batch order: it measures how far batch means sit from i.i.d. ones."""
-    trace = _trace(batch_offset=offset)
+    """bnviz cannot see another script's batch order: it measures how far batch means sit from i.i.d. ones,
+    from at least MIN_IID_VALUES late values (here 4 records × 4 channels)."""
+    trace = _trace(steps=(0, 30, 60, 80, 100, 120), moving=(0.0, 10, 20, 25, 30, 35), moving_var=(1.0, 20, 50, 80, 100, 150), batch_offset=offset)
     findings = diagnose(_data(layers=[trace], info={"source": "callback"}))
     ratio = offset / dx.HALF_NORMAL_MEDIAN  # every batch `offset` i.i.d. SDs off: the median |z| is `offset`
     assert findings[0].cause == cause and _by_key(findings)["non_iid_batches"].numbers["ratio"] == pytest.approx(ratio, rel=1e-4)
@@ -286,6 +287,18 @@ def test_dropout_before_bn_is_the_cause_only_when_statistics_cost_accuracy():
     assert healthy[0].cause == "healthy" and _by_key(healthy)["dropout_before_bn"].severity == "info"
     info["layers"][1], info["layers"][2] = info["layers"][2], info["layers"][1]
     assert "dropout_before_bn" not in _by_key(diagnose(_data(steps=600, info=info)))
+
+
+@pytest.mark.parametrize("dropped_var, cause", [(150.0 / 2.0, "dropout_before_bn"), (150.0 / 1.2, "lag")])
+def test_the_variance_shift_of_dropout_before_bn_is_measured(dropped_var, cause):
+    """The moving variance (150, learnt with Dropout on) against the variance inference feeds the layer
+    (Dropout off): a 2× variance is a 1.41× scale error and the cause; 1.2× (1.095×) is within 12 %."""
+    info = {"source": "callback", "bn_layers": [{"name": "norm1", "momentum": 0.99, "epsilon": 1e-3, "trainable": True, "after_noise": True}]}
+    moving = dict(moving=(0.0, 10, 30, 45, 50), moving_var=(1.0, 20, 100, 140, 150), pop_mean=50.0, pop_var=150.0)
+    findings = diagnose(_data(steps=600, info=info, layers=[_trace(infer=(50.0, dropped_var), **moving)]))
+    shift = _by_key(findings)["dropout_before_bn"]
+    assert shift.numbers["variance_shift_scale"] == pytest.approx(math.sqrt((150 + 1e-3) / (dropped_var + 1e-3)), rel=1e-4)
+    assert findings[0].cause == cause
 
 
 def test_a_running_run_gets_a_pending_verdict_not_a_guess():

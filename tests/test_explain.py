@@ -123,8 +123,10 @@ def test_diagnose_page_recalibrates_in_a_worker(app_home):
         time.sleep(0.5)
     at.run()
     assert not at.exception
-    table = table_with(at, "test, inference")
-    assert table.iloc[1, 1] == pytest.approx(Store(home).evaluations(ids["final"])["precisebn"].accuracy["test"])
+    after = Store(home).evaluations(ids["final"])["precisebn"]
+    tables = [d.value for d in at.dataframe if any(str(label).startswith("after PreciseBN on train") for label in d.value.index)]
+    assert tables and after.calibrated_on == "train"
+    assert tables[0].loc[f"after PreciseBN on train ({after.batches} batches)", "test"] == pytest.approx(after.accuracy["test"])
 
 
 def test_sweep_page_plots_accuracy_against_momentum(app_home):

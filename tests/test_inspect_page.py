@@ -1,5 +1,6 @@
 """The Inspect page (AppTest): upload a .keras file and a zip, a worker inspects it, the page shows
-the accuracy in both modes, the diagnosis and PreciseBN; a bad file shows the job's one-line error."""
+the accuracy in both modes, the diagnosis and PreciseBN with the repaired model's download; a bad
+file shows the job's one-line error; a step count the user knows goes into the job."""
 
 from __future__ import annotations
 
@@ -8,9 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from bnviz.records import Evaluation, RunStatus
 from bnviz.store import Store
+from pages.diagnose_panels import HISTORY_NOTE
 from tests.conftest import zip_bytes
 from tests.test_app import errors, open_app
+from tests.test_diagnose_page import inspected
 from tests.test_inspect import image_files
 
 JOB_TIMEOUT_S = 180
@@ -69,15 +73,17 @@ def test_an_uploaded_model_is_inspected_in_a_worker_and_diagnosed(home, upload):
     (run,) = Store(home).list_runs()
     assert (run.name, run.status, run.info["source"]) == ("mine", "done", "inspect")
     accuracy = at.dataframe[0].value
-    assert list(accuracy.columns)[1:] == ["train", "val", "test"] and accuracy[["train", "test"]].notna().all(axis=None)
+    assert list(accuracy.columns) == ["train", "val", "test"] and accuracy[["train", "test"]].notna().all(axis=None)
     shown = " ".join(m.value for m in [*at.info, *at.warning, *at.error, *at.success])
     assert "training history is unknown" in shown
     at.button(key="inspect_recalibrate").click().run()
     assert [j.kind for j in Store(home).list_jobs(run_id=run.id)] == ["recalibrate"]
-    assert any("cannot retrain it" in c.value for c in at.caption), "Diagnose offers no retraining lever for an inspected model"
     wait_jobs(home)
-    at.switch_page("pages/diagnose.py").run()  # AppTest reruns the page it was told, not the one the script switched to
+    at.run()  # PreciseBN's result on the Inspect page itself
     assert "precisebn" in Store(home).evaluations(run.id)
+    assert [b.proto.label for b in at.get("download_button")] == ["Download the recalibrated model (.keras)"]
+    at.switch_page("pages/diagnose.py").run()
+    assert any("cannot retrain it" in c.value for c in at.caption), "Diagnose offers no retraining lever for an inspected model"
     assert [b.proto.label for b in at.get("download_button")] == ["Download the recalibrated model (.keras)"]
     assert at.caption[0].value.startswith("done · a saved model, inspected (training history unknown) · 3 BN layers")
 
@@ -90,3 +96,42 @@ def test_a_file_that_is_not_a_model_fails_its_job_with_one_line(home, upload):
     assert errors(at) == ["Inspection failed: notes.keras is not a Keras model file: a .keras file is a zip holding config.json "
                           "(File is not a zip file)."]
     assert Store(home).list_runs() == []
+
+
+def test_the_training_steps_the_user_knows_go_into_the_job(home, monkeypatch):
+    monkeypatch.setattr("bnviz.jobs.JobManager.pump", lambda self: None)  # no worker: the job stays queued, its args as submitted
+    model, images = home / "mine.keras", home / "images.zip"
+    for path in (model, images):
+        path.write_bytes(b"only its existence is checked here")
+    at = open_app("inspect")
+    at.radio(key="inspect_source").set_value("server").run()
+    at.text_input(key="inspect_model_path").input(str(model)).run()
+    at.text_input(key="inspect_data_path").input(str(images)).run()
+    at.number_input(key="inspect_steps").set_value(300).run()
+    at.button(key="inspect_submit").click().run()
+    (job,) = Store(home).list_jobs(kinds=["inspect"])
+    assert job.args == {"model": str(model), "data": str(images), "test": None, "name": "", "steps": 300}
+    at.number_input(key="inspect_steps").set_value(0).run()  # 0: unknown
+    at.button(key="inspect_submit").click().run()
+    assert Store(home).list_jobs(kinds=["inspect"])[0].args["steps"] is None
+
+
+def test_a_finished_inspection_offers_precisebn_and_the_repaired_model_on_the_page(home, monkeypatch):
+    monkeypatch.setattr("bnviz.jobs.JobManager.pump", lambda self: None)
+    store = Store(home)
+    job_id = store.enqueue_job("inspect", {"model": "mine.keras", "data": "images.zip"})
+    store.finish_job(job_id, RunStatus.DONE)
+    run_id = inspected(store, job=job_id)
+    at = open_app("inspect")
+    assert HISTORY_NOTE in [c.value for c in at.caption] and not at.get("download_button")
+    at.button(key="inspect_recalibrate").click().run()
+    (job,) = store.list_jobs(run_id=run_id, kinds=["recalibrate"])
+    assert job.args == {"batches": 50} and at.title[0].value == "Inspect a saved model"  # queued from here; the page stays
+    store.add_evaluation(run_id, "precisebn", Evaluation.from_dict({"accuracy": {"test": 0.9}, "batches": 50, "calibrated_on": "train"}))
+    (store.models_dir / f"{run_id}-precisebn.keras").write_bytes(b"the worker's saved model")
+    store.finish_job(job.id, RunStatus.DONE)  # what the worker leaves behind
+    at.run()
+    assert not at.exception, at.exception
+    (table,) = [d.value for d in at.dataframe if "before (moving statistics)" in d.value.index]
+    assert table.loc["after PreciseBN on train (50 batches)", "test"] == 0.9
+    assert [b.proto.label for b in at.get("download_button")] == ["Download the recalibrated model (.keras)"]

@@ -24,6 +24,11 @@ pytestmark = pytest.mark.slow  # real training: ~4 s per run on 2 cores
 
 @pytest.fixture(scope="module")
 def digits():
+    return load_digits_splits()
+
+
+def load_digits_splits() -> dict:
+    """Digits 0–5 as raw 32×32×3 pixels, split 700 / 180 / 203."""
     from sklearn.datasets import load_digits
 
     d = load_digits()
@@ -54,13 +59,13 @@ def notebook_model(momentum: float, dense_bn: bool = False, bn: bool = True):
 
 
 def probe_run(home: Path, digits: dict, momentum: float, epochs: int, splits=("train", "val", "test"), batch_size: int = 32,
-              test_scale: float = 1.0, **model_args):
+              test_scale: float = 1.0, seed: int = 0, **model_args):
     """Train the user's model with bnviz.Probe given `splits`; returns (model, run data, findings, bnviz warnings)."""
     import keras
 
     import bnviz
 
-    keras.utils.set_random_seed(0)
+    keras.utils.set_random_seed(seed)
     model = notebook_model(momentum, **model_args)
     model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
     given = {"train": digits["train"], "val": digits["val"], "test": (digits["test"][0] * test_scale, digits["test"][1])}
@@ -146,10 +151,10 @@ def save_images(folder: Path, x: np.ndarray, y: np.ndarray) -> Path:
     return folder
 
 
-def trained_and_saved(tmp_path: Path, digits: dict, momentum: float, epochs: int, late_learning_rate: float | None = None) -> Path:
+def trained_and_saved(tmp_path: Path, digits: dict, momentum: float, epochs: int, late_learning_rate: float | None = None, seed: int = 0) -> Path:
     import keras
 
-    keras.utils.set_random_seed(0)
+    keras.utils.set_random_seed(seed)
     model = notebook_model(momentum)
     model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
     model.fit(*digits["train"], epochs=epochs, batch_size=32, verbose=0)
@@ -165,6 +170,10 @@ def inspect(capsys, tmp_path: Path, model: Path, data: Path, *extra: str):
     code, out, err = run_cli(capsys, "inspect", str(model), "--data", str(data), "--home", str(tmp_path / "home"), *extra)
     assert code == 0, err
     run_id = next(line.split()[1] for line in out.splitlines() if line.startswith("Run "))
+    return inspected(tmp_path, run_id)
+
+
+def inspected(tmp_path: Path, run_id: str):
     data = Store(tmp_path / "home").load_run(run_id)
     return data, diagnose(data)
 

@@ -101,7 +101,7 @@ def test_precisebn_assigns_the_numpy_moments_of_the_images_it_drew(tmp_path):
         stored = store.evaluations(run_id)
         assert result == {"before": stored["final"], "after": stored["precisebn"]} and stored["precisebn"].accuracy["test"] > 0.5
         assert (stored["precisebn"].batches, stored["precisebn"].samples) == (-(-len(drawn) // 32), len(drawn))
-        assert said == [f"averaging BN statistics over {-(-len(drawn) // 32)} training batches", "evaluating in both BN modes"]
+        assert said == [f"averaging BN statistics over {-(-len(drawn) // 32)} train batches"] and stored["precisebn"].calibrated_on == "train"
         model = load_model_safely(store.models_dir / f"{run_id}-precisebn.keras")
         ref_mean, ref_var = numpy_moments(keras.Model(model.inputs, model.get_layer("conv1").output).predict(data.x_train[drawn], verbose=0))
         norm1 = model.get_layer("norm1")
