@@ -1,8 +1,8 @@
 """bnviz: see why a BatchNormalization model trains to 0.99 and tests at 0.46.
 
 The package is a plain library: it never imports streamlit, and only `models`, `probe`,
-`train`, `recalibrate`, `own`, `callback`, `inspect` and `worker` import TensorFlow/Keras (the
-dashboard process stays light). `bnviz.Probe`, the callback for your own `fit`, loads them on first use.
+`evidence`, `train`, `recalibrate`, `own`, `callback`, `inspect`, `tbexport` and `worker` import
+TensorFlow/Keras (the dashboard process stays light; `scoring` is NumPy only). `bnviz.Probe`, the callback for your own `fit`, loads them on first use.
 """
 
 __version__ = "0.1.0"

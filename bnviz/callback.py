@@ -21,8 +21,9 @@ starts, and the verdict names what is missing instead of guessing. Keeping a sam
 `fit` feeds would mean retracing the user's train step (and, under XLA, changing it); bnviz does not.
 `batch_size` should be fit's: batch statistics are measured on batches of that size.
 
-A model the probe cannot follow (several inputs, a subclassed model without a graph) gets one
-warning when `fit` starts, and trains on unprobed. A fault inside the probe (a full disk, a store
+Any model is followed: Sequential, Functional, nested, several inputs (pass the data as a list,
+as to `fit`), BN inside TimeDistributed, a custom layer or a subclassed model (see `probe.private_copy`).
+Inputs given as a dict get one warning when `fit` starts, and the model trains on unprobed. A fault inside the probe (a full disk, a store
 it cannot write) never stops training: the probe stops, the run is marked failed with the message.
 """
 
@@ -41,7 +42,7 @@ from bnviz.config import ProbeConfig
 from bnviz.evidence import evaluate_run, private_forward, store_evidence
 from bnviz.models import bn_layer_info, layer_rows
 from bnviz.own import Splits, as_arrays, atomic_write, bn_notes, model_task, own_config, samples_path, save_samples
-from bnviz.probe import BNProbe, Unfollowable, check_followable, population_size
+from bnviz.probe import BNProbe, population_size
 from bnviz.records import RunStatus
 from bnviz.store import Store
 from bnviz.train import Recorder
@@ -70,12 +71,9 @@ class Probe(keras.callbacks.Callback):
         given = [v for v in self.data.values() if v is not None]
         if isinstance(self.model, keras.Sequential) and not getattr(self.model, "inputs", None):
             self.model.build((None, *as_arrays(given[0], 1)[0].shape[1:]))  # a Sequential without Input: give it its graph (no new weights)
-        try:
-            check_followable(self.model)
-            if any(isinstance(data, (tuple, list)) and len(data) >= 2 and isinstance(data[0], (tuple, list, dict)) for data in given):
-                raise Unfollowable(f"it is given {len(given[0][0])} inputs per sample; the probe follows models with one input.")
-        except Unfollowable as exc:
-            warnings.warn(f"bnviz.Probe cannot follow this model: {exc} Training goes on unprobed.", stacklevel=2)
+        if any(isinstance(data, (tuple, list)) and len(data) >= 2 and isinstance(data[0], dict) for data in given):
+            warnings.warn("bnviz.Probe cannot follow this model: its inputs are given as a dict; pass them to the probe as a list in the "
+                          "model's input order. Training goes on unprobed.", stacklevel=2)
             return
         self._guarded(self._begin, logs)
 

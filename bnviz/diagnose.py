@@ -949,6 +949,7 @@ def as_text(findings: list[Finding]) -> str:
     """Plain-text rendering for the CLI and reports."""
     lines = []
     for f in findings:
-        lines.append(f"[{f.severity.upper()}] {f.title}\n  {f.detail}")
+        label = "NOT ENOUGH EVIDENCE" if f.severity == "unknown" else f.severity.upper()
+        lines.append(f"[{label}] {f.title}\n  {f.detail}")
         lines += [f"  → {r}" for r in f.remedies]
     return "\n".join(lines)

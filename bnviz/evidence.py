@@ -23,7 +23,7 @@ import keras
 import numpy as np
 
 from bnviz.models import batch_norm_layers
-from bnviz.probe import StatelessForward, population_moments, private_copy
+from bnviz.probe import StatelessForward, first_input, population_moments, private_copy
 from bnviz.records import SPLITS, Evaluation
 from bnviz.scoring import Task, batch_totals
 
@@ -166,12 +166,13 @@ def input_shift(forward: StatelessForward | None, splits: Splits, batch_size: in
     with BN, the shift of the first BN layer's input in inference mode (see `channel_shift`); plus
     each split's mean pixel value. Empty shifts where the run has no reference or nothing to compare."""
     rng = np.random.default_rng(seed + 3)
-    sample = {name: x[rng.permutation(len(x))[:SHIFT_SAMPLES]] for name, (x, _) in splits.items() if len(x) and np.ndim(x) >= 2}
+    sample = {name: x[rng.permutation(len(x))[:SHIFT_SAMPLES]] for name, (x, _) in splits.items() if len(x) and np.ndim(first_input(x)) >= 2}
     reference = next((name for name in ("train", "val") if name in sample), None)
-    result: dict = {"reference": reference, "pixel_mean": {name: float(np.mean(x)) for name, x in sample.items()}, "pixels": {}, "first_bn_input": {}}
+    result: dict = {"reference": reference, "pixel_mean": {name: float(np.mean(first_input(x))) for name, x in sample.items()}, "pixels": {},
+                    "first_bn_input": {}}
     if reference is None:
         return result
-    pixels = {name: pixel_moments(x) for name, x in sample.items()}
+    pixels = {name: pixel_moments(first_input(x)) for name, x in sample.items()}
     first = {name: _first_bn_input_moments(forward, x, batch_size) for name, x in sample.items()} if forward and forward.bn_layers else {}
     for name in ("val", "test"):
         if name in sample and name != reference:

@@ -21,6 +21,7 @@ import numpy as np
 
 from bnviz.config import OWN_PRESET, ArchConfig, BNConfig, ProbeConfig, RunConfig
 from bnviz.models import batch_norm_layers
+from bnviz.probe import MultiInput, model_input
 from bnviz.scoring import Task, task_for
 
 SPLITS = ("train", "val", "test")
@@ -33,18 +34,26 @@ FROZEN_NOTE = ("{names}: trainable=False. In Keras 3 a frozen BatchNormalization
 Splits = dict[str, tuple[np.ndarray, np.ndarray]]
 
 
-def as_arrays(data: object, limit: int = 1 << 30) -> tuple[np.ndarray, np.ndarray]:
+def as_arrays(data: object, limit: int = 1 << 30) -> tuple[np.ndarray | MultiInput, np.ndarray]:
     """Up to `limit` samples of `(x, y)` numpy arrays or of a `tf.data.Dataset` yielding (x, y)
-    (batched or not): float32 inputs and the targets as given (labels, one-hot rows, values, masks)."""
+    (batched or not): float32 inputs (a `MultiInput` where x is a list or tuple of arrays, one per
+    model input) and the targets as given (labels, one-hot rows, values, masks)."""
+    if isinstance(data, (tuple, list)) and len(data) >= 2 and isinstance(data[0], (tuple, list)):
+        x, y = MultiInput(tuple(np.asarray(a, np.float32)[:limit] for a in data[0])), np.asarray(data[1])[:limit]
+        return _checked(x, y)
     if isinstance(data, (tuple, list)) and len(data) >= 2:
         x, y = np.asarray(data[0])[:limit], np.asarray(data[1])[:limit]
     elif hasattr(data, "as_numpy_iterator"):
         x, y = _take(data, limit)
     else:
         raise TypeError(f"Expected (x, y) arrays or a tf.data.Dataset of (x, y). Received: {type(data).__name__}")
-    if len(x) != len(y) or len(x) == 0:
-        raise ValueError(f"Expected as many targets as inputs, at least one. Received: {len(x)} inputs, {len(y)} targets")
-    return x.astype(np.float32), y
+    return _checked(x.astype(np.float32), y)
+
+
+def _checked(x: np.ndarray | MultiInput, y: np.ndarray) -> tuple[np.ndarray | MultiInput, np.ndarray]:
+    if len(x) != len(y) or len(x) == 0 or (isinstance(x, MultiInput) and len({len(a) for a in x.arrays}) > 1):
+        raise ValueError(f"Expected as many targets as samples of every input, at least one. Received: {len(x)} samples, {len(y)} targets")
+    return x, y
 
 
 def model_task(model: keras.Model, targets: np.ndarray, inputs: np.ndarray | None = None) -> Task:
@@ -61,7 +70,7 @@ def model_task(model: keras.Model, targets: np.ndarray, inputs: np.ndarray | Non
     try:
         shape = tuple(model.outputs[0].shape)
     except (AttributeError, IndexError, TypeError):
-        shape = (None, *keras.ops.shape(model(inputs[:1], training=False))[1:])
+        shape = (None, *keras.ops.shape(model(model_input(inputs[:1]), training=False))[1:])
     return task_for(shape, targets, call, str(name))
 
 
@@ -81,7 +90,7 @@ def _take(dataset, limit: int) -> tuple[np.ndarray, np.ndarray]:
 def own_config(model: keras.Model, name: str, batch_size: int, dataset: str = "", epochs: int = 1, probe: ProbeConfig | None = None) -> RunConfig:
     """A RunConfig for a model bnviz did not build (see the module docstring)."""
     bn = batch_norm_layers(model)
-    shape = _input_shape(model)
+    shape = _input_shape(model)  # the first input's
     arch = ArchConfig(blocks=(), rescale=1.0, zero_pad=0, dropout=0.0, norm="batch" if bn else "none",
                       bn=BNConfig(momentum=float(bn[0].momentum), epsilon=float(bn[0].epsilon)) if bn else BNConfig())
     return RunConfig(arch=arch, preset=OWN_PRESET, name=name or model.name, dataset=dataset, input_size=int(shape[1] or 0) if len(shape) == 4 else 0,
@@ -115,14 +124,23 @@ def save_samples(path: Path, splits: Splits) -> None:
         if split in splits:
             x, y = splits[split]
             keep = max(0, min(len(x), budget // max(1, x[:1].nbytes)))
-            arrays[f"x_{split}"], arrays[f"y_{split}"] = x[:keep], y[:keep]
+            inputs = x[:keep].arrays if isinstance(x, MultiInput) else (x[:keep],)
+            arrays |= {f"x_{split}" + (f"_{i}" if isinstance(x, MultiInput) else ""): a for i, a in enumerate(inputs)}
+            arrays[f"y_{split}"] = y[:keep]
             budget -= x[:keep].nbytes
     atomic_write(path, lambda target: np.savez(target, **arrays))
 
 
 def load_samples(path: Path) -> Splits:
+    """The samples `save_samples` kept: one array per split, or a `MultiInput` where it kept `x_SPLIT_0`, `x_SPLIT_1`, …"""
     with np.load(path) as data:
-        return {s: (data[f"x_{s}"], data[f"y_{s}"]) for s in SPLITS if f"x_{s}" in data and len(data[f"x_{s}"])}
+        splits = {}
+        for s in SPLITS:
+            several = sorted((k for k in data.files if k.startswith(f"x_{s}_")), key=lambda k: int(k.rsplit("_", 1)[1]))
+            x = MultiInput(tuple(data[k] for k in several)) if several else data[f"x_{s}"] if f"x_{s}" in data else None
+            if x is not None and len(x):
+                splits[s] = (x, data[f"y_{s}"])
+        return splits
 
 
 def atomic_write(path: Path, write) -> None:

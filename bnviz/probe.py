@@ -63,6 +63,38 @@ MAX_PENDING_BYTES = 256 * 2**20  # snapshots waiting beyond this are made at onc
 
 
 
+@dataclass(frozen=True)
+class MultiInput:
+    """The inputs of a model with several, sliced together: `len()` counts samples and `[index]`
+    takes the same samples of every array, so code written for one input array serves both."""
+
+    arrays: tuple[np.ndarray, ...]
+
+    def __len__(self) -> int:
+        return len(self.arrays[0])
+
+    def __getitem__(self, index) -> MultiInput:
+        return MultiInput(tuple(a[index] for a in self.arrays))
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in self.arrays)
+
+    @property
+    def first(self) -> np.ndarray:
+        return self.arrays[0]
+
+
+def model_input(x: np.ndarray | MultiInput) -> np.ndarray | list[np.ndarray]:
+    """What the model takes: the array, or the list of arrays of a `MultiInput`."""
+    return list(x.arrays) if isinstance(x, MultiInput) else x
+
+
+def first_input(x: np.ndarray | MultiInput) -> np.ndarray:
+    """The array of the first input (the one the pixel shift is measured on)."""
+    return x.first if isinstance(x, MultiInput) else x
+
+
 class Unfollowable(ValueError):
     """A model the probe cannot tap (several inputs, no traceable graph); the message says why."""
 
@@ -76,8 +108,8 @@ def tap_model(model: keras.Model) -> tuple[keras.Model, list[layers.BatchNormali
     bn_layers = batch_norm_layers(model)
     _check_followable(model)
     taps: dict[int, tuple] = {}
-    inputs = keras.Input(batch_shape=model.inputs[0].shape, dtype=model.inputs[0].dtype)
-    output = _inline(model, inputs, taps)
+    inputs = [keras.Input(batch_shape=i.shape, dtype=i.dtype) for i in model.inputs]
+    output = _inline(model, inputs if len(inputs) > 1 else inputs[0], taps)
     missing = [layer.name for layer in bn_layers if id(layer) not in taps]
     if missing:
         raise Unfollowable(f"BatchNormalization layer(s) {', '.join(missing)} sit inside a custom layer whose graph cannot be traced.")
@@ -108,12 +140,12 @@ def _built_input(layer: layers.Layer) -> bool:
 
 
 def _check_followable(model: keras.Model, where: str = "") -> None:
-    """Raise `Unfollowable` unless `model` is a built Sequential or Functional model with one input."""
+    """Raise `Unfollowable` unless `model` is a built Sequential or Functional model (nested ones with one input)."""
     if not (isinstance(model, keras.Sequential) or hasattr(model, "_run_through_graph")):
         raise Unfollowable(f"{where}{type(model).__name__} is a subclassed model without a traceable graph (build it with the Functional or Sequential API).")
     count = len(getattr(model, "inputs", None) or [])
-    if count != 1:
-        raise Unfollowable(f"{where}the model has {count} inputs; the probe follows models with one image input.")
+    if count == 0 or (where and count != 1):
+        raise Unfollowable(f"{where}the model has {count} inputs; nested models are followed with one input.")
 
 
 def _inline(model: keras.Model, x, taps: dict[int, tuple]):
@@ -189,8 +221,8 @@ class StatelessForward:
     def __init__(self, tap: keras.Model | InstrumentedTap, bn_layers: list[layers.BatchNormalization] | tuple = (), holder: ShadowCopy | None = None):
         self.tap, self.bn_layers, self.holder = tap, list(bn_layers), holder
         self.n_layers = len(self.bn_layers) or (len(tap.outputs) - 1) // 2  # outputs: probabilities, BN inputs, BN outputs
-        inputs = tap.inputs
-        self.spec = tf.TensorSpec([None, *inputs[0].shape[1:]], inputs[0].dtype) if inputs else None  # None: traced per input shape
+        specs = tuple(tf.TensorSpec([None, *i.shape[1:]], i.dtype) for i in tap.inputs)
+        self.spec = (specs if len(specs) > 1 else specs[0]) if specs else None  # None: traced per input shape
         self._train = _compiled(lambda x: self._call(x, True))
         self._infer = _compiled(lambda x: self._call(x, False))
         self._pass = {mode: _compiled(lambda x, mode=mode: self._record_pass(x, mode), [self.spec] if self.spec else None) for mode in (True, False)}
@@ -202,7 +234,6 @@ class StatelessForward:
         try:
             return cls(*tap_model(model))
         except Unfollowable:
-            check_followable(model)
             return cls(InstrumentedTap(model, model), batch_norm_layers(model))
 
     def _variable(self, variable: keras.Variable) -> keras.Variable:
@@ -238,13 +269,19 @@ class StatelessForward:
         for training in (True, False):
             self._run(x, training)
 
-    def _run(self, x: np.ndarray, training: bool) -> tuple[tf.Tensor, Moments, list[tf.Tensor]]:
+    def _run(self, x: np.ndarray | MultiInput, training: bool) -> tuple[tf.Tensor, Moments, list[tf.Tensor]]:
+        return self._pass[training](self._tensors(x))
+
+    def _tensors(self, x: np.ndarray | MultiInput):
+        """`x` as the passes take it: a tensor (a tuple of them for several inputs) in the inputs' dtypes."""
+        if isinstance(x, MultiInput):
+            return tuple(tf.cast(tf.convert_to_tensor(a), s.dtype) for a, s in zip(x.arrays, self.spec, strict=True))
         x = tf.convert_to_tensor(x)
-        return self._pass[training](tf.cast(x, self.spec.dtype) if self.spec else x)
+        return tf.cast(x, self.spec.dtype) if self.spec else x
 
     def __call__(self, x: np.ndarray, training: bool) -> list[np.ndarray]:
         """Every output of the tap model in full (tests and references; the record reads `probe`)."""
-        return [o.numpy() for o in (self._train if training else self._infer)(tf.convert_to_tensor(x))]
+        return [o.numpy() for o in (self._train if training else self._infer)(self._tensors(x))]
 
     def probabilities(self, x: np.ndarray, training: bool) -> np.ndarray:
         """The class probabilities alone: no activation map leaves the graph (bounded memory at 224²)."""
@@ -366,18 +403,9 @@ def _model_inputs(model: keras.Model) -> list:
         return []
 
 
-def check_followable(model: keras.Model) -> None:
-    """Raise `Unfollowable` for what no tap can follow yet: a model with several inputs."""
-    count = len(_model_inputs(model))
-    if count > 1:
-        raise Unfollowable(f"the model has {count} inputs; the probe follows models with one input (concatenate them into one "
-                           "input, or give the probe a one-input model that shares the layers).")
-
-
 def private_copy(model: keras.Model) -> tuple[keras.Model | ShadowCopy, StatelessForward]:
     """A private copy of `model` and the passes over it: a clone and its graph tap where Keras can
     clone and tap the model, else a `ShadowCopy` run through an `InstrumentedTap`."""
-    check_followable(model)
     try:
         copy = uncompiled_clone(model)
         return copy, StatelessForward(*tap_model(copy))
@@ -610,7 +638,7 @@ class BNProbe(keras.callbacks.Callback):
             return True
         expected = self._record_cost
         if expected is None:  # before the first record: as many training steps as the record forwards batches
-            expected = training / self.step * (2 * len(self.probe_data[0]) + len(self.population)) / self.batch_size
+            expected = training / self.step * (2 * len(self.probe_data[0]) + len(self.population)) / self.batch_size  # MultiInput has len() too
         return self._spent + expected <= self.config.budget * training
 
     def _make_next(self, live: bool = True) -> None:

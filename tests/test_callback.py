@@ -199,22 +199,26 @@ def test_a_fault_in_the_probe_stops_the_probe_not_training(tiny_data, tmp_path, 
         "bnviz.Probe stopped recording (OSError: No space left on device); training goes on."]
 
 
-def test_a_model_with_two_inputs_trains_on_unprobed_with_one_warning(tmp_path):
+def test_a_model_with_two_inputs_is_followed_and_its_samples_kept_per_input(tmp_path):
     import keras
     from keras import layers
 
     import bnviz
+    from bnviz.own import load_samples, samples_path
 
-    a, b = keras.Input((4,)), keras.Input((4,))
+    a, b = keras.Input((4,)), keras.Input((3,))
     model = keras.Model([a, b], layers.Dense(2, activation="softmax")(layers.BatchNormalization()(layers.Concatenate()([a, b]))))
     model.compile("sgd", "sparse_categorical_crossentropy")
-    x = np.random.default_rng(0).random((16, 4)).astype("float32")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        history = model.fit([x, x], np.zeros(16, int), epochs=2, verbose=0, callbacks=[bnviz.Probe(home=tmp_path, test_data=([x, x], np.zeros(16)))])
-    messages = [str(w.message) for w in caught if "bnviz" in str(w.message)]
-    assert len(messages) == 1 and "2 inputs" in messages[0] and "unprobed" in messages[0]
-    assert len(history.history["loss"]) == 2 and Store(tmp_path).list_runs() == []
+    rng = np.random.default_rng(0)
+    x, z, y = rng.random((64, 4)).astype("float32") * 5, rng.random((64, 3)).astype("float32"), rng.integers(0, 2, 64)
+    probe = bnviz.Probe(home=tmp_path, batch_size=16, train_data=([x, z], y), test_data=([x[:16], z[:16]], y[:16]))
+    model.fit([x, z], y, batch_size=16, epochs=2, verbose=0, callbacks=[probe])
+    data = Store(tmp_path).load_run(probe.run_id)
+    assert data.run.status == "done" and list(data.layers) == [model.layers[3].name]
+    pooled = np.concatenate([x, z], axis=1)  # the BN input: the concatenation, whose population mean numpy knows
+    np.testing.assert_allclose(data.layers[model.layers[3].name].pop_mean[0], pooled.mean(axis=0), rtol=1e-4)
+    kept = load_samples(samples_path(Store(tmp_path).models_dir, probe.run_id))["train"][0]
+    np.testing.assert_array_equal(kept.arrays[1], z)
 
 
 USER_SCRIPT = """

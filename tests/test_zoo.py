@@ -182,7 +182,7 @@ def two_inputs():
     import keras
     from keras import layers
 
-    a, b = keras.Input((10,)), keras.Input((10,))
+    a, b = keras.Input((10,), name="a"), keras.Input((10,), name="b")
     x = layers.BatchNormalization(momentum=M)(layers.Dense(8)(layers.Concatenate()([a, b])))
     return _compile(keras.Model([a, b], layers.Dense(2, activation="softmax")(x)))
 
@@ -261,8 +261,9 @@ ZOO = {
     "TimeDistributed BN before an LSTM": Case(time_distributed, _sequences),
     "one-hot targets": Case(one_hot, lambda rng: (lambda x, y: (x, np.eye(2, dtype="float32")[y]))(*_vectors(rng))),
     "frozen base, training=False": Case(frozen_base, _images),
-    "two inputs": Case(two_inputs, lambda rng: _vectors(rng), refused="2 inputs"),
+    "two inputs (a conditional model)": Case(two_inputs, lambda rng: (lambda x, y: ([x, x[:, ::-1].copy()], y))(*_vectors(rng))),
     "subclassed model": Case(subclassed, _vectors),
+    "named inputs given as a dict": Case(two_inputs, lambda rng: (lambda x, y: ({"a": x, "b": x}, y))(*_vectors(rng)), refused="as a dict"),
     "BN inside a custom Layer": Case(bn_in_a_custom_layer, _images),
 }
 
@@ -276,15 +277,22 @@ def _fit(case: Case, home=None):
     tf.config.experimental.enable_op_determinism()
     rng = np.random.default_rng(0)
     x, y = case.data(rng)
-    xs = [x, x] if case.refused == "2 inputs" else x
     keras.utils.set_random_seed(1)
     model = case.build()
-    split = {"train_data": (x[:128], y[:128]), "validation_data": (x[128:144], y[128:144]), "test_data": (x[144:], y[144:])}
+    part = lambda s: (_sliced(x, s), y[s])  # noqa: E731
+    split = {"train_data": part(slice(0, 128)), "validation_data": part(slice(128, 144)), "test_data": part(slice(144, None))}
     probe = bnviz.Probe(name="zoo", home=home, batch_size=BATCH, **split) if home else None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        model.fit(xs, y, batch_size=BATCH, epochs=EPOCHS, verbose=0, shuffle=True, callbacks=[probe] if probe else [])
+        model.fit(x, y, batch_size=BATCH, epochs=EPOCHS, verbose=0, shuffle=True, callbacks=[probe] if probe else [])
     return model, probe, [str(w.message) for w in caught if "bnviz" in str(w.message)]
+
+
+def _sliced(x, index):
+    """Samples `index` of one input array, or of each of several (a list, or a dict by name)."""
+    if isinstance(x, dict):
+        return {k: a[index] for k, a in x.items()}
+    return [a[index] for a in x] if isinstance(x, list) else x[index]
 
 
 @pytest.mark.parametrize("kind", list(ZOO))
