@@ -2,16 +2,23 @@
 numbers behind it, a severity and its remedies. Pure functions over stored run data; no TensorFlow.
 
 The verdict rests on evidence from *training* data only: accuracy after PreciseBN (the moving
-statistics replaced by training-batch population statistics, evaluation "recalibrated"), the
-weight mᵗ of the initial values, per-layer gaps in inference mode, the spread of training-batch
-means against i.i.d. batches, and the shift of each split's inputs. Batch statistics on *test*
-batches adapt to the test data (transductive) and are shown, never taken as proof.
+statistics replaced by training-batch population statistics, evaluation "recalibrated"), else the
+moving statistics against the training batches the probe recovered from fit's steps; the weight
+mᵗ of the initial values (for a saved model without a step count, the fingerprint they leave,
+`stats.stale_fingerprint`), per-layer gaps in inference mode, the spread of training-batch means
+against i.i.d. batches, and the shift of each split's inputs. Batch statistics on *test* batches
+adapt to the test data (transductive) and are shown, never taken as proof. Where the targets are
+not classes every score is the loss, as −ln(loss) (`Metric`).
 
 Causes (`CAUSES`), each with its own finding and remedies: stale initial values (few steps), lag
-(statistics drifting faster than the average follows), batches that are not i.i.d., small-batch
-noise, Dropout before BN, moving statistics that never moved, a test-only shift, overfitting,
-healthy. A finding never contradicts the verdict: a cause the verdict does not name is at most
-"info". Momentum is given in both conventions: Keras `momentum=m` is PyTorch `momentum=1−m`.
+(statistics drifting faster than the average follows), statistics off for another reason (a saved
+model whose statistics do not carry the initial values' fingerprint), batches that are not i.i.d.,
+small-batch noise and variance bias, Dropout before BN, moving statistics that never moved, a
+test-only shift, overfitting (train ≫ validation), healthy; and "insufficient_evidence" when the
+measurement that decides is missing (it says what to pass), never a guess. A finding never
+contradicts the verdict: a cause the verdict does not name is at most "info". A missing figure
+(NaN) never wins or loses a comparison (`stats.larger`). Momentum is given in both conventions:
+Keras `momentum=m` is PyTorch `momentum=1−m`.
 """
 
 from __future__ import annotations

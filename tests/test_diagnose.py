@@ -380,3 +380,96 @@ def test_late_records_are_the_second_half_without_step_zero():
     trace = _trace(steps=(0, 30, 60, 90, 120))
     assert dx._late(trace).tolist() == [False, False, True, True, True]
     assert dx._late(_trace(steps=(0, 0, 0, 0, 0))).tolist() == [False] * 5
+
+
+# --- what a run of the user's own model may lack ----------------------------------------------------
+def _own(evaluations: dict, layers=None, info=None, steps=120, fit=0.99, batch_size=32) -> RunData:
+    """A bnviz.Probe run with only the given evaluations ({name: accuracy dict}) and no step metrics but fit's."""
+    data = _data(layers=layers if layers is not None else [_trace()], info={"source": "callback", **(info or {})}, steps=steps, fit=fit,
+                 batch_size=batch_size)
+    evaluations = {name: Evaluation.from_dict(value if "accuracy" in value else {"accuracy": value}) for name, value in evaluations.items()}
+    return dataclasses.replace(data, evaluations=evaluations)
+
+
+def _without_batch_statistics(trace: LayerTrace) -> LayerTrace:
+    return dataclasses.replace(trace, batch_mean=np.full_like(trace.batch_mean, np.nan), batch_var=np.full_like(trace.batch_var, np.nan))
+
+
+def test_without_training_images_or_batch_statistics_the_verdict_says_what_is_missing():
+    """No train split, no PreciseBN, no recovered batch statistics: fit 0.99 against validation 0.56 is
+    a problem nothing here can place. Never 'Healthy'."""
+    data = _own({"final": {"val": 0.56, "test": 0.55, "fit": 0.99}}, layers=[_without_batch_statistics(_trace())])
+    findings = diagnose(data)
+    top = findings[0]
+    assert (top.cause, top.severity) == ("insufficient_evidence", "unknown") and "train_data=" in top.remedies[0]
+    assert "0.55 in inference mode against accuracy 0.99" in top.detail and "nan" not in top.detail.lower() and "[NOT ENOUGH EVIDENCE]" in as_text(findings)
+    assert "PreciseBN" in _by_key(findings)["missing_evidence"].detail  # raised first letter, the rest as written
+    assert diagnose(_own({"final": {"train": 0.99, "fit": 0.99}}))[0].cause == "insufficient_evidence"  # nothing held out
+
+
+def test_without_training_images_the_training_batches_the_probe_saw_decide():
+    stale = diagnose(_own({"final": {"val": 0.56, "test": 0.55, "fit": 0.99}}, steps=120))  # moving 35/150 against batches at 50/400
+    assert stale[0].cause == "stale_initial_values" and "training batches the probe saw" in stale[0].detail
+    fitting = _trace(moving=(0.0, 45, 50, 50, 50), moving_var=(1.0, 380, 400, 400, 400))
+    healthy = diagnose(_own({"final": {"val": 0.97, "test": 0.96, "fit": 0.99}}, layers=[fitting]))
+    assert healthy[0].cause == "healthy" and "fit on the training batches" in healthy[0].detail
+
+
+def test_targets_that_are_not_classes_are_judged_on_the_loss():
+    """Losses 0.5 in inference, 0.1 recalibrated: a 5× loss is critical (2× is the line); 1.2× is within 1.25×."""
+    def run(inference_loss):
+        losses = {"train": 0.1, "val": inference_loss, "test": inference_loss, "fit": 0.1}
+        nan = {k: math.nan for k in losses}
+        return _own({"final": {"accuracy": nan, "loss": losses}, "recalibrated": {"accuracy": nan, "loss": {"train": 0.1, "val": 0.1, "test": 0.1}}},
+                    info={"task": "values", "loss_name": "mae"}, steps=1000)
+    findings = diagnose(run(0.5))
+    assert findings[0].cause in BN_CAUSES and findings[0].severity == "critical"
+    assert findings[0].numbers["accuracy_drop"] == pytest.approx(math.log(5)) and "Test mae is 0.5" in findings[0].detail
+    assert "accuracy" not in _by_key(findings)["accuracy"].detail.lower()
+    assert diagnose(run(0.12))[0].cause == "healthy"
+
+
+def test_frozen_layers_are_frozen_not_stuck():
+    info = {"bn_layers": [{"name": "norm1", "momentum": 0.99, "epsilon": EPS, "trainable": False}]}
+    frozen = _trace(moving=(0.0,) * 5, moving_var=(1.0,) * 5)
+    findings = diagnose(_own({"final": {"train": 0.9, "val": 0.9, "test": 0.9, "fit": 0.9, "train_batchstats": 0.9}}, layers=[frozen], info=info))
+    assert findings[0].cause != "never_moved" and "never_moved" not in _by_key(findings)
+    assert _by_key(findings)["frozen_layers"].numbers == {"frozen": 1, "frozen_off": 1}  # 0/1 against a population at 50/400
+
+
+def test_two_values_per_channel_make_the_moving_variance_half_the_population():
+    info = {"bn_layers": [{"name": "norm1", "momentum": 0.9, "epsilon": EPS, "values_per_image": 1}]}
+    ev = dx.gather(_own({"final": {"train": 0.9, "val": 0.8, "test": 0.8, "fit": 0.9}}, info=info, batch_size=2))
+    assert ev.variance_bias == pytest.approx(math.sqrt(2))
+    conv = {"bn_layers": [{"name": "norm1", "momentum": 0.9, "epsilon": EPS, "values_per_image": 64}]}
+    assert dx.gather(_own({"final": {"val": 0.8, "test": 0.8}}, info=conv, batch_size=2)).variance_bias == pytest.approx(math.sqrt(128 / 127))
+
+
+def _stale_trace(w: float, name="norm1") -> LayerTrace:
+    """A layer whose moving statistics are exactly w·(0, 1) + (1 − w)·(population 50, 400)."""
+    return _trace(name, steps=(0,), moving=(50 * (1 - w),), moving_var=(1 * w + 400 * (1 - w),))
+
+
+def test_a_saved_model_is_called_stale_only_with_the_fingerprint_of_initial_values():
+    inspect = {"source": "inspect"}
+    evaluations = {"final": {"train": 0.5, "val": 0.5, "test": 0.5, "train_batchstats": 0.95}, "recalibrated": {"train": 0.95, "val": 0.95, "test": 0.95}}
+    stale = diagnose(dataclasses.replace(_own(evaluations, layers=[_stale_trace(0.99**60)], steps=0), run=_run(preset_config("bn"), inspect)))
+    assert stale[0].cause == "stale_initial_values" and _by_key(stale)["stale_initial_values"].numbers["implied_steps"] == pytest.approx(60, rel=1e-3)
+    lagging = _trace(steps=(0,), moving=(38.0,), moving_var=(900.0,))  # a mean below and a variance above the population: no single w
+    off = diagnose(dataclasses.replace(_own(evaluations, layers=[lagging], steps=0), run=_run(preset_config("bn"), inspect)))
+    assert off[0].cause == "statistics_off" and "not the fingerprint" in _by_key(off)["stale_initial_values"].detail
+    told = diagnose(dataclasses.replace(_own(evaluations, layers=[lagging], steps=0), run=_run(preset_config("bn"), inspect | {"known_steps": 30})))
+    assert told[0].cause == "stale_initial_values" and _by_key(told)["stale_initial_values"].numbers["steps"] == 30  # the user's count: mᵗ = 0.74
+
+
+def test_a_test_drop_within_chance_on_small_splits_is_not_a_shift():
+    scores = {"train": 0.97, "val": 0.94, "test": 0.80, "fit": 0.97, "train_batchstats": 0.97}
+    small = dx.gather(_own({"final": scores}, info={"data": {"val": 16, "test": 16}}))
+    large = dx.gather(_own({"final": scores}, info={"data": {"val": 400, "test": 400}}))
+    assert not small.test_shifted and large.test_shifted  # 0.14 is 1.3 SE at 16 + 16 images, 5.8 SE at 400 + 400
+
+
+def test_a_probe_joining_a_later_fit_weighs_the_values_that_fit_began_with():
+    trained = _trace(moving=(20.0, 25, 30, 33, 35))
+    text = _by_key(diagnose(_data(layers=[trained])))["stale_initial_values"].detail
+    assert "when this fit began" in text and "(mean 0, variance 1)" not in text
