@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -55,15 +56,40 @@ def diff(name: str) -> str:
     return "\n".join(line for line in lines if line[:1] in "+-" and line[:3] not in ("+++", "---"))
 
 
+STRING = re.compile(r"""(?P<q>["'])(?:\\.|(?!(?P=q)).)*(?P=q)""")  # one string literal, f-string parts included
+
+
+def text_only(change: str) -> bool:
+    """Does a mutant change only the words of a message (string literals holding a space), not a
+    number, a decision or a key such as "warning" that code compares against?"""
+    removed = [line[1:] for line in change.splitlines() if line.startswith("-")]
+    added = [line[1:] for line in change.splitlines() if line.startswith("+")]
+    if len(removed) != len(added):
+        return False
+    for before, after in zip(removed, added, strict=True):
+        if STRING.sub('""', before) != STRING.sub('""', after):
+            return False
+        literals = zip((m.group() for m in STRING.finditer(before)), (m.group() for m in STRING.finditer(after)), strict=False)
+        if any(old != new and " " not in old for old, new in literals):
+            return False
+    return True
+
+
 def summary(found: dict[str, str], seconds: float) -> dict:
+    """Counts, the kill rate over all mutants and over those that change a number or a decision (a
+    message's text is read by people, not tested word by word), and every survivor's diff."""
     counts: dict[str, int] = {}
     for status in found.values():
         counts[status] = counts.get(status, 0) + 1
     killed = sum(counts.get(s, 0) for s in KILLED)
-    survivors = sorted(n for n, s in found.items() if s not in KILLED)
+    survivors = {name: {"status": found[name], "diff": diff(name)} for name in sorted(n for n, s in found.items() if s not in KILLED)}
+    text = sorted(name for name, survivor in survivors.items() if text_only(survivor["diff"]))
+    texts_total = len(text) + sum(1 for n, s in found.items() if s in KILLED and text_only(diff(n)))
+    decisive = len(found) - texts_total
     timeouts = sorted(n for n, s in found.items() if s == "timeout")  # on a loaded machine a killing test can time out too: retest them
     return {"seconds": round(seconds), "mutants": len(found), "killed": killed, "kill_rate": round(killed / max(1, len(found)), 3),
-            "counts": counts, "survivors": {name: {"status": found[name], "diff": diff(name)} for name in survivors}, "timeouts": timeouts}
+            "decisive_mutants": decisive, "decisive_kill_rate": round((decisive - (len(survivors) - len(text))) / max(1, decisive), 3),
+            "counts": counts, "text_survivors": text, "survivors": survivors, "timeouts": timeouts}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -88,9 +114,11 @@ def main(argv: list[str] | None = None) -> None:
         mutmut("run", "--max-children", str(args.max_children), *args.targets, log=log)
     result = summary(statuses(tuple(args.targets)), time.monotonic() - started)
     (RESULTS / "mutation.json").write_text(json.dumps(result, indent=1, ensure_ascii=False))
-    print(f"{result['killed']} of {result['mutants']} mutants killed ({result['kill_rate']:.0%}) in {result['seconds']} s; {result['counts']}")
+    print(f"{result['killed']} of {result['mutants']} mutants killed ({result['kill_rate']:.0%}) in {result['seconds']} s; {result['counts']}; "
+          f"of the {result['decisive_mutants']} that change a number or a decision, {result['decisive_kill_rate']:.0%} killed")
     for name, survivor in result["survivors"].items():
-        print(f"\n{survivor['status']}: {name}\n{survivor['diff']}")
+        kind = "message text" if name in result["text_survivors"] else "NUMBER OR DECISION"
+        print(f"\n{survivor['status']} ({kind}): {name}\n{survivor['diff']}")
 
 
 if __name__ == "__main__":

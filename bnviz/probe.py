@@ -36,6 +36,9 @@ Why it does not perturb training: records are made on a private copy of the mode
 snapshot's weights, through `stateless_call` (in Keras 3 `model(x, training=True)` assigns new
 moving statistics; `stateless_call` returns the would-be updates without assigning them), on a
 tap model that skips Dropout (so train mode differs from inference mode only in the BN statistics).
+A model Keras cannot clone or inline (a subclassed model, BN inside a custom layer) runs as written
+on a `ShadowCopy` of its weights, its BN layers reporting their inputs while the probe's own passes
+are traced (`InstrumentedTap`); several inputs travel together as one `MultiInput`.
 """
 
 from __future__ import annotations
