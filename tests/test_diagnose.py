@@ -473,3 +473,91 @@ def test_a_probe_joining_a_later_fit_weighs_the_values_that_fit_began_with():
     trained = _trace(moving=(20.0, 25, 30, 33, 35))
     text = _by_key(diagnose(_data(layers=[trained])))["stale_initial_values"].detail
     assert "when this fit began" in text and "(mean 0, variance 1)" not in text
+
+
+# --- boundaries of the new figures (these tests drive the mutation run) ------------------------------
+@pytest.mark.parametrize("n_val, n_test, val, test, beyond", [
+    (100, 100, 0.9, 0.80, False),  # p = 0.85: 2 SE = 0.101 > 0.10
+    (100, 100, 0.9, 0.79, True),  # p = 0.845: 2 SE = 0.1024 < 0.11
+    (50, 200, 0.9, 0.78, False),  # p = 0.804: 2 SE = 0.1256 > 0.12 (the smaller split weighs more)
+    (200, 50, 0.9, 0.78, True),  # p = 0.876: 2 SE = 0.1042 < 0.12
+    (None, 100, 0.9, 0.1, True), (100, None, 0.9, 0.1, True),  # a split of unknown size: no chance test
+])
+def test_a_test_drop_is_beyond_chance_by_two_standard_errors(n_val, n_test, val, test, beyond):
+    ev = dx.gather(_own({"final": {"val": val, "test": test}}, info={"data": {"val": n_val, "test": n_test}}))
+    assert ev._beyond_chance(val, test) is beyond
+
+
+def test_a_saved_models_fingerprint_needs_one_weight_for_every_layer():
+    inspect = _run(preset_config("bn"), {"source": "inspect"})
+    evaluations = {"final": {"train": 0.5, "val": 0.5, "test": 0.5}, "recalibrated": {"train": 0.95, "val": 0.95, "test": 0.95}}
+
+    def stale(*weights):
+        layers = [_stale_trace(w, f"norm{i}") for i, w in enumerate(weights, start=1)]
+        findings = diagnose(dataclasses.replace(_own(evaluations, layers=layers, steps=0), run=inspect))
+        return findings[0].cause, _by_key(findings)["stale_initial_values"]
+
+    cause, agree = stale(0.5, 0.64)  # spread 0.14 ≤ 0.3 × median 0.57
+    assert cause == "stale_initial_values" and agree.numbers["fingerprint_weight"] == pytest.approx(0.57, abs=1e-4)
+    assert agree.numbers["fingerprint_spread"] == pytest.approx(0.14, abs=1e-4) and agree.numbers["fingerprint_r2"] == pytest.approx(1.0)
+    assert agree.numbers["implied_steps"] == pytest.approx(math.log(0.57) / math.log(0.99), rel=1e-3)
+    assert stale(0.5, 0.75)[0] == "statistics_off"  # spread 0.25 > 0.3 × 0.625
+    assert stale(0.06, 0.06)[0] == "stale_initial_values" and stale(0.04, 0.04)[0] == "statistics_off"  # below 5 % they weigh too little
+    assert stale(0.06, 0.15)[0] == "stale_initial_values"  # spread 0.09 ≤ 0.1, the floor for small weights (0.3 × 0.105 = 0.03)
+
+
+def test_the_training_batches_decide_only_when_something_is_wrong():
+    scores = {"val": 0.97, "test": 0.96, "fit": 0.99}
+    ev = dx.gather(_own({"final": scores}))  # moving 35/150 against batches at 50/400: critical
+    assert ev.batch_fit == "critical" and dx._bn_fault(ev, problem=True) is True and dx._bn_fault(ev, problem=False) is False
+    fitting = dx.gather(_own({"final": scores}, layers=[_trace(moving=(0.0, 45, 50, 50, 50), moving_var=(1.0, 380, 400, 400, 400))]))
+    assert fitting.batch_fit == "ok" and dx._bn_fault(fitting, problem=True) is False
+    unmeasured = dx.gather(_own({"final": scores}, layers=[_without_batch_statistics(_trace())]))
+    assert unmeasured.batch_fit == "" and dx._bn_fault(unmeasured, problem=True) is None
+    measured = dx.gather(_own({"final": scores, "recalibrated": {"val": 0.97, "test": 1.0}}))
+    assert dx._bn_fault(measured, problem=False) is False and dx._bn_fault(dataclasses.replace(measured, recalibrated=1.01), problem=False)
+
+
+def test_the_worst_layer_against_the_training_batches_names_the_severity():
+    """Late records only (step ≥ 60 of 120): the moving mean 6/20 = 0.3 batch SDs off is a warning, 5/20 = 0.25 is not over the line."""
+    ok = _trace("norm1", moving=(0.0, 0, 45, 45, 45), moving_var=(1.0, 1, 400, 400, 400))
+    warning = _trace("norm2", moving=(0.0, 0, 44, 44, 44), moving_var=(1.0, 1, 400, 400, 400))
+    assert dx.training_batch_fit(_own({"final": {"val": 0.97}}, layers=[ok])) == "ok"
+    assert dx.training_batch_fit(_own({"final": {"val": 0.97}}, layers=[ok, warning])) == "warning"
+    assert dx.training_batch_fit(_own({"final": {"val": 0.97}}, layers=[_trace("norm3"), warning])) == "critical"
+
+
+def test_scores_for_targets_that_are_not_classes_are_minus_log_losses():
+    metric = dx.metric_of(_own({"final": {"val": 0.9}}, info={"task": "values", "loss_name": "huber"}))
+    assert (metric.name, metric.is_loss) == ("huber", True) and metric.warning == pytest.approx(math.log(1.25))
+    assert (metric.critical, metric.overfit) == (pytest.approx(math.log(2)), pytest.approx(math.log(1.5))) and math.isnan(metric.underfit)
+    evaluation = Evaluation.from_dict({"accuracy": {"test": math.nan}, "loss": {"test": 0.25, "test_batchstats": 0.0}})
+    assert metric.of(evaluation) == {"test": pytest.approx(math.log(4)), "test_batchstats": pytest.approx(-math.log(1e-12))}
+    assert (metric.show(math.log(4)), metric.show(math.nan), dx.ACCURACY.show(0.834)) == ("0.25", "not measured", "0.83")
+    assert dx.metric_of(_own({"final": {"val": 0.9}}, info={"task": "values"})).name == "loss" and dx.metric_of(_own({"final": {}})) is dx.ACCURACY
+    steps = pd.DataFrame({"step": [1, 2], "epoch": 1, "loss": [0.5, 0.2], "accuracy": [None, None]})
+    assert dx._fit_score(dataclasses.replace(_own({"final": {}}), steps=steps), metric) == pytest.approx(-math.log(0.2))
+    assert math.isnan(dx._fit_score(dataclasses.replace(_own({"final": {}}), steps=steps), dx.ACCURACY))
+
+
+def test_overfitting_is_measured_against_validation_where_there_is_one():
+    ev = dx.gather(_own({"final": {"train": 0.99, "val": 0.85, "test": 0.5}}))
+    assert ev.overfit_gap == pytest.approx(0.14)
+    assert dx.gather(_own({"final": {"train": 0.99, "test": 0.8}})).overfit_gap == pytest.approx(0.19)
+    assert dx.gather(_own({"final": {"val": 0.8, "fit": 0.97}})).overfit_gap == pytest.approx(0.17)  # no evaluate on training images: fit's
+
+
+def test_the_test_sets_own_batch_statistics_show_a_shift_only_when_they_help_the_test_split_alone():
+    base = {"train": 0.97, "val": 0.85, "test": 0.6, "fit": 0.97, "val_batchstats": 0.86, "train_batchstats": 0.97}
+    assert dx.gather(_own({"final": base | {"test_batchstats": 0.81}})).test_shifted  # ≥ validation − 0.05
+    assert not dx.gather(_own({"final": base | {"test_batchstats": 0.79}})).test_shifted
+    assert not dx.gather(_own({"final": base | {"test_batchstats": 0.81, "val_batchstats": 0.91}})).test_shifted  # they help validation too
+
+
+def test_missing_evidence_names_each_gap():
+    gaps = _by_key(diagnose(_own({"final": {"fit": 0.99}}, layers=[_without_batch_statistics(_trace())])))["missing_evidence"]
+    assert gaps.numbers == {"missing": 2} and gaps.detail.startswith("No held-out data") and "not measured" in gaps.detail
+    one = _by_key(diagnose(_own({"final": {"val": 0.9, "test": 0.9, "fit": 0.9}})))["missing_evidence"]
+    assert one.numbers == {"missing": 1} and "estimated from the training batches" in one.detail
+    nothing = _by_key(diagnose(_own({"final": {"val": 0.9, "test": 0.9}}, layers=[_without_batch_statistics(_trace())], fit=math.nan)))["missing_evidence"]
+    assert nothing.numbers == {"missing": 2} and "overfitting cannot be told" in nothing.detail
