@@ -561,3 +561,85 @@ def test_missing_evidence_names_each_gap():
     assert one.numbers == {"missing": 1} and "estimated from the training batches" in one.detail
     nothing = _by_key(diagnose(_own({"final": {"val": 0.9, "test": 0.9}}, layers=[_without_batch_statistics(_trace())], fit=math.nan)))["missing_evidence"]
     assert nothing.numbers == {"missing": 2} and "overfitting cannot be told" in nothing.detail
+
+
+def test_a_pending_verdict_is_a_plain_info_finding_with_nothing_to_do():
+    for status, total, title in (("queued", 0, "Verdict pending — step 0"), ("running", 40, "Verdict pending — step 40/40"),
+                                 ("failed", 40, "No verdict: the run has no final evaluation")):
+        run = _run(preset_config("bn"), None, status, total)
+        data = dataclasses.replace(_data(status=status, final=False, steps=40 if status == "running" else 0), run=run)
+        top = diagnose(data)[0]
+        assert (top.key, top.severity, top.title, top.remedies, top.numbers, top.cause) == ("verdict", "info", title, (), {}, "pending")
+        assert top.detail.startswith("The verdict needs the final evaluation" if status != "failed" else "The run ended failed before its evaluation")
+
+
+def test_the_compounding_sentence_starts_at_the_first_layer_that_is_off():
+    fine = _trace("norm1", **SETTLED)
+    off = _trace("norm2", infer=(50.0, 100.0))  # moving 150 against 100 at inference: 1.22×
+    text = dx.compounding(_data(layers=[fine, off], info={"layers": [{"name": "norm1"}, {"name": "norm2"}]}))
+    assert text.startswith(" The error starts at norm2 and carries") and text.endswith("norm1 1×, norm2 1.22×.")
+    assert dx.compounding(_data(layers=[fine])) == ""
+    warned = _trace("norm3", moving=(0.0, 45, 49, 44, 44), moving_var=(1.0, 350, 390, 400, 400))  # 6/20 = 0.3 SD: a warning, not critical
+    assert dx.compounding(_data(layers=[fine, warned], info={"layers": [{"name": "norm1"}, {"name": "norm3"}]})).startswith(" The error starts at norm3")
+
+
+def test_a_run_started_fresh_only_when_every_layer_began_at_zero_and_one():
+    fresh, trained = _trace("norm1"), _trace("norm2", moving=(2.0, 10, 20, 30, 35))
+    assert dx.started_fresh(_data(layers=[fresh])) and not dx.started_fresh(_data(layers=[fresh, trained]))
+    assert not dx.started_fresh(_data(layers=[_trace("norm3", moving_var=(4.0, 20, 50, 100, 150))]))  # the variance too
+    assert dx.started_fresh(_data(layers=[_trace("norm4", steps=(10, 30, 60, 90, 120), moving=(2.0, 10, 20, 30, 35))]))  # no step-0 record
+    assert dx.started_fresh(_data(layers=[]))
+
+
+ROW = {"momentum": 0.99, "epsilon": EPS}
+
+
+def test_frozen_layers_off_are_only_the_frozen_ones():
+    info = {"bn_layers": [{"name": "norm1", "trainable": False, **ROW}, {"name": "norm2", "trainable": True, **ROW}]}
+    fitting_frozen = _trace("norm1", moving=(50.0,) * 5, moving_var=(400.0,) * 5)
+    findings = diagnose(_own({"final": {"train": 0.9, "val": 0.9, "test": 0.9, "fit": 0.9}}, layers=[fitting_frozen, _trace("norm2")], info=info))
+    frozen = _by_key(findings)["frozen_layers"]
+    assert (frozen.numbers, frozen.severity, frozen.title, frozen.remedies) == ({"frozen": 1, "frozen_off": 0}, "ok", "Frozen BN layers", ())
+    assert frozen.detail.endswith("Their statistics fit this data's population.")
+    six = [_trace(f"norm{i}", moving=(0.0,) * 5, moving_var=(1.0,) * 5) for i in range(1, 7)]  # 0/1 against 50/400: critical, moderate 0.1 SD warning
+    rows = {"bn_layers": [{"name": f"norm{i}", "trainable": False, **ROW} for i in range(1, 7)]}
+    many = _by_key(diagnose(_own({"final": {"train": 0.9, "val": 0.9, "test": 0.9, "fit": 0.9}}, layers=six, info=rows)))["frozen_layers"]
+    assert many.numbers == {"frozen": 6, "frozen_off": 6} and "(norm1, norm2, norm3, norm4, norm5…)" in many.detail and many.remedies
+    warned = _trace("norm1", moving=(44.0,) * 5, moving_var=(400.0,) * 5)  # 6/20 = 0.3 SD: a warning
+    one = _by_key(diagnose(_own({"final": {"train": 0.9, "val": 0.9, "test": 0.9, "fit": 0.9}}, layers=[warned],
+                                info={"bn_layers": [{"name": "norm1", "trainable": False, **ROW}]})))["frozen_layers"]
+    assert one.numbers["frozen_off"] == 1
+
+
+def test_the_statistics_cost_accuracy_from_exactly_the_warning_gap():
+    ev = dx.gather(_own({"final": {"val": 0.0625, "test": 0.0625}, "recalibrated": {"val": 0.1125, "test": 0.1125}}))
+    assert ev.lost_to_statistics == 0.05 and dx._bn_fault(ev, problem=False) is True  # 0.1125 − 0.0625 is exactly 0.05 in binary
+    layer = _trace(moving=(0.0, 0, 44, 44, 44), moving_var=(1.0, 1, 400, 400, 400))
+    warned = dx.gather(_own({"final": {"val": 0.8, "test": 0.8, "fit": 0.99}}, layers=[layer]))
+    assert warned.batch_fit == "warning" and dx._bn_fault(warned, problem=True) is True
+
+
+def test_the_fingerprint_counts_weights_up_to_one_and_its_finding_says_so():
+    inspect = _run(preset_config("bn"), {"source": "inspect"})
+    evaluations = {"final": {"train": 0.5, "val": 0.5, "test": 0.5}, "recalibrated": {"train": 0.95, "val": 0.95, "test": 0.95}}
+
+    def stale(*weights):
+        layers = [_stale_trace(w, f"norm{i}") for i, w in enumerate(weights, start=1)]
+        findings = diagnose(dataclasses.replace(_own(evaluations, layers=layers, steps=0), run=inspect))
+        return findings[0], _by_key(findings)["stale_initial_values"]
+
+    top, finding = stale(0.6, 0.6)
+    assert top.cause == "stale_initial_values" and finding.title == "Whether the statistics carry their initial values"
+    assert "implies about 51 steps at momentum 0.99" in finding.detail and finding.detail.endswith("still carry their initial values.")
+    assert finding.remedies == ("Recalibrate the BN statistics (PreciseBN) now: no retraining.", "Lower the momentum to 0.913 or train longer.")
+    assert set(finding.numbers) == {"momentum", "fingerprint_weight", "fingerprint_r2", "fingerprint_spread", "implied_steps"}
+    top, beyond = stale(1.3, 1.3)  # more than all initial values: no mix of them
+    assert top.cause == "statistics_off" and "no step count (w is outside (0, 1))" in beyond.detail and beyond.remedies == ()
+    assert stale(1.0, 1.0)[0].cause == "stale_initial_values"  # all initial values (never updated): w = 1 is still the line
+    assert stale(0.05, 0.05)[0].cause == "stale_initial_values"  # 5 % exactly
+    assert stale(0.5, 0.6)[0].cause == "stale_initial_values"  # spread 0.1 exactly, the floor (0.3 × 0.55 = 0.165 above it)
+
+
+def test_findings_as_text_are_one_line_a_heading():
+    text = as_text(diagnose(_data()))
+    assert text.count("\n[") == len(diagnose(_data())) - 1 and not text.startswith("XX")
