@@ -643,3 +643,29 @@ def test_the_fingerprint_counts_weights_up_to_one_and_its_finding_says_so():
 def test_findings_as_text_are_one_line_a_heading():
     text = as_text(diagnose(_data()))
     assert text.count("\n[") == len(diagnose(_data())) - 1 and not text.startswith("XX")
+
+
+def test_each_findings_numbers_are_the_evidence_it_was_built_from():
+    """The keys pages and the JSON read, with the values the evidence holds (a stale bnviz run at 120 steps)."""
+    data = _data()
+    ev, found = dx.gather(data), _by_key(diagnose(data))
+    accuracy = found["accuracy"]
+    assert (accuracy.title, accuracy.remedies) == ("Accuracy in both BN modes", ())
+    assert accuracy.numbers == {"inference": ev.inference, "recalibrated": ev.recalibrated, "batchstats": ev.batchstats, "train": ev.train,
+                                "fit": ev.fit, "lost_to_statistics": pytest.approx(0.65)}
+    assert accuracy.detail.endswith("Training images: 0.30 with evaluate, 0.99 as fit reported it (batch statistics).")
+    stale = found["stale_initial_values"]
+    assert stale.numbers == {"momentum": 0.99, "steps": 120, "init_weight": pytest.approx(0.99**120), "window": pytest.approx(100),
+                             "half_life": pytest.approx(dx.half_life(0.99)), "steps_to_1pct": dx.steps_to_forget(0.99),
+                             "suggested_momentum": dx.suggest_momentum(120)}
+    noise = found["batch_noise"]
+    assert set(noise.numbers) == {"noise_sd", "batch_size", "variance_bias"} and noise.numbers["batch_size"] == 32
+    assert noise.title == "Noise and bias of small batches" and noise.numbers["noise_sd"] == pytest.approx(ev.noise)
+    without = _by_key(diagnose(_own({"final": {"val": 0.3, "test": 0.3}}, fit=math.nan)))["accuracy"]
+    assert without.detail.endswith("No training images were evaluated.") and "fit reported" not in without.detail
+
+
+def test_stale_initial_values_need_bn_and_a_step():
+    assert "stale_initial_values" not in _by_key(diagnose(_data(steps=0, layers=[_trace(steps=(0,) * 5)])))
+    one = _by_key(diagnose(_data(steps=1, layers=[_trace(steps=(0, 1, 1, 1, 1))])))["stale_initial_values"]
+    assert one.numbers["steps"] == 1 and one.numbers["init_weight"] == pytest.approx(0.99)
