@@ -669,3 +669,30 @@ def test_stale_initial_values_need_bn_and_a_step():
     assert "stale_initial_values" not in _by_key(diagnose(_data(steps=0, layers=[_trace(steps=(0,) * 5)])))
     one = _by_key(diagnose(_data(steps=1, layers=[_trace(steps=(0, 1, 1, 1, 1))])))["stale_initial_values"]
     assert one.numbers["steps"] == 1 and one.numbers["init_weight"] == pytest.approx(0.99)
+
+
+def test_decisions_at_exactly_their_thresholds():
+    """0.1625 − 0.0625 is exactly 0.1 and 0.1125 − 0.0625 exactly 0.05 in binary; 0.9 is the underfit line."""
+    exact = _data(preset="final", momentum=0.8, steps=600, train=0.1625, val=0.0625, inference=0.0625, recalibrated=0.0625, batchstats=0.0625,
+                  fit=0.1625)
+    assert diagnose(exact)[0].cause == "overfitting"
+    layers = [_without_batch_statistics(_trace())]
+    weak = dx.gather(_own({"final": {"val": 0.9, "test": 0.9, "fit": 0.9}}, layers=layers))
+    assert dx.decide(_own({"final": {}}, layers=layers), weak, {}) == "healthy"  # 0.9 is not below 0.9, and nothing is wrong
+    weaker = dataclasses.replace(weak, fit=0.89, val=0.89, test=0.89, inference=0.89)
+    assert dx.decide(_own({"final": {}}, layers=layers), weaker, {}) == "insufficient_evidence"
+    gap = dataclasses.replace(weak, fit=0.1125, val=0.0625, test=0.0625, inference=0.0625)
+    assert gap.trained_score - gap.inference == 0.05 and dx.decide(_own({"final": {}}, layers=layers), gap, {}) == "insufficient_evidence"
+
+
+def test_a_model_without_bn_can_still_have_a_shifted_test_set_and_needs_no_precisebn():
+    info = {"input_shift": {"first_bn_input": {}, "pixels": {"test": 0.8, "val": 0.05}}, "data": {"val": 400, "test": 400}}
+    config = preset_config("final")
+    config = config.replace(arch=dataclasses.replace(config.arch, norm="none"))
+    data = _data(preset="final", train=0.97, val=0.95, inference=0.6, fit=0.97, info=info)
+    no_bn = dataclasses.replace(data, run=_run(config, info), layers={}, evaluations={"final": data.evaluations["final"]})
+    findings = diagnose(no_bn)
+    assert findings[0].cause == "test_shift" and "missing_evidence" not in _by_key(findings)
+    unfit = dataclasses.replace(no_bn, steps=no_bn.steps.iloc[0:0], evaluations={"final": Evaluation.from_dict({"accuracy": {"val": 0.9, "test": 0.9}})})
+    gaps = _by_key(diagnose(unfit))  # only the training images are missing: no BN, so no PreciseBN to miss
+    assert gaps["missing_evidence"].title == "What this run could not measure" and gaps["missing_evidence"].numbers == {"missing": 1}
