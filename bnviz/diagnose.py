@@ -245,7 +245,6 @@ class Evidence:
     metric: Metric = ACCURACY  # what the figures above are: accuracy, or −ln(loss) for targets that are not classes
     steps_known: bool = True  # False for a saved model whose step count nobody gave (bnviz inspect without --steps)
     batch_fit: str = ""  # the worst layer's moving statistics against the last training batches' own ("" unmeasured)
-    stale_fit: float = math.nan  # r² of the stale-values line, worst-off layer (see `fingerprint`)
 
     @property
     def lost_to_statistics(self) -> float:
@@ -323,7 +322,7 @@ def gather(data: RunData) -> Evidence | None:
         partial, split=split, inference=acc.get(split, nan), recalibrated=recal.get(split, nan), batchstats=acc.get(f"{split}_batchstats", nan),
         init_weight=float(init_weight(m, t)) if _has_bn(data) and t is not None else nan, non_iid_ratio=ratio, noise=moving_noise(data, m),
         stuck=stuck_layers(data), not_iid=batches_not_iid(data, ratio), train_batchstats=acc.get("train_batchstats", nan),
-        steps_known=t is not None, batch_fit=training_batch_fit(data), stale_fit=fingerprint(data)[1], variance_bias=variance_bias(data),
+        steps_known=t is not None, batch_fit=training_batch_fit(data), variance_bias=variance_bias(data),
     )
 
 
@@ -817,10 +816,10 @@ def decide(data: RunData, ev: Evidence, found: dict[str, Finding]) -> str:
         return "insufficient_evidence"
     if bn_fault:
         if not ev.steps_known:
-            return "stale_initial_values" if found.get("stale_initial_values", _NO).severity == "warning" else "statistics_off"
+            return "stale_initial_values" if _warns(found, "stale_initial_values") else "statistics_off"
         if ev.init_weight >= STALE_WEIGHT:
             return "stale_initial_values"
-        if found.get("dropout_before_bn", _NO).severity == "warning":
+        if _warns(found, "dropout_before_bn"):
             return "dropout_before_bn"
         return "batch_noise" if ev.noise >= NOISE_SD or ev.variance_bias >= LAYER_SCALE[0] else "lag"
     if ev.test_shifted:
@@ -828,7 +827,9 @@ def decide(data: RunData, ev: Evidence, found: dict[str, Finding]) -> str:
     return "overfitting" if ev.overfit_gap >= metric.overfit else "healthy"
 
 
-_NO = Finding("", "ok", "", "")
+def _warns(found: dict[str, Finding], key: str) -> bool:
+    """Is finding `key` there and a warning (the verdict sets severities above that later)?"""
+    return key in found and found[key].severity == "warning"
 
 VERDICTS: dict[str, str] = {
     "insufficient_evidence": "Not enough evidence to name a cause",

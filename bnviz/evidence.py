@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 import keras
 import numpy as np
 
-from bnviz.models import batch_norm_layers
 from bnviz.probe import StatelessForward, first_input, population_moments, private_copy
 from bnviz.records import SPLITS, Evaluation
 from bnviz.scoring import Task, batch_totals
+from bnviz.store import Store
 
 RECALIBRATION_BATCHES = 50  # ~1,600 images at batch 32: Wu & Johnson find 10³–10⁴ samples enough
 SHIFT_SAMPLES = 256  # images per split for the shift figures
@@ -42,22 +42,6 @@ def private_forward(model: keras.Model) -> StatelessForward:
     copy, forward = private_copy(model)
     copy.set_weights(model.get_weights())
     return forward
-
-
-def recalibrate_model(model: keras.Model, x: np.ndarray, batch_size: int, forward: StatelessForward | None = None) -> int:
-    """Assign every BN layer of `model` the population moments of its input over `x` (upstream
-    layers in training mode, as PreciseBN does); returns the number of BN layers. `forward` may be
-    one compiled for a model with the same weights (saves tracing)."""
-    bn_layers = batch_norm_layers(model)
-    moments = population_moments(forward or StatelessForward.of(model), x, batch_size, len(bn_layers))
-    _assign(bn_layers, moments)
-    return len(bn_layers)
-
-
-def _assign(bn_layers: list, moments: list[tuple[np.ndarray, np.ndarray]]) -> None:
-    for layer, (mean, var) in zip(bn_layers, moments, strict=True):
-        layer.moving_mean.assign(mean)
-        layer.moving_variance.assign(var)
 
 
 def evaluate_modes(forward: StatelessForward, splits: Splits, batch_size: int, seed: int, task: Task, modes: tuple[bool, ...] = (False, True)) -> dict:
@@ -91,10 +75,11 @@ def calibration_sample(x: np.ndarray, batch_size: int, batches: int, seed: int) 
 
 
 def recalibrated_evaluation(forward: StatelessForward, splits: Splits, batch_size: int, seed: int, task: Task, calibrate_on: str = "train",
-                            batches: int = RECALIBRATION_BATCHES) -> Evaluation | None:
+                            batches: int = RECALIBRATION_BATCHES, keep: bool = False) -> Evaluation | None:
     """Inference-mode accuracy and loss per split after PreciseBN over `calibrate_on`'s images,
-    assigned to `forward`'s own BN layers (a private copy's) and restored afterwards; None without
-    BN layers. EvidenceError when the run has no images of that split."""
+    assigned to `forward`'s own BN layers (a private copy's) and restored afterwards unless `keep`
+    (bnviz recalibrate, whose forward runs on the model it saves); None without BN layers.
+    EvidenceError when the run has no images of that split."""
     if not forward.bn_layers:
         return None
     if calibrate_on not in splits or not len(splits[calibrate_on][0]):
@@ -106,7 +91,7 @@ def recalibrated_evaluation(forward: StatelessForward, splits: Splits, batch_siz
     try:
         accuracy, loss = evaluate_modes(forward, splits, batch_size, seed, task, modes=(False,))[False]
     finally:
-        for i, (mean, var) in enumerate(kept):
+        for i, (mean, var) in enumerate(kept if not keep else ()):
             forward.assign_moving(i, mean, var)
     return Evaluation(accuracy, {}, loss, {}, batches=-(-len(sample) // batch_size), samples=len(sample), calibrated_on=calibrate_on)
 
@@ -134,7 +119,7 @@ def evaluate_run(forward: StatelessForward, splits: Splits, batch_size: int, see
     return RunEvidence(final, recalibrated, input_shift(forward, splits, batch_size, seed), missing)
 
 
-def store_evidence(store, run_id: str, evidence: RunEvidence) -> None:
+def store_evidence(store: Store, run_id: str, evidence: RunEvidence) -> None:
     """Write the evaluations ("final", "recalibrated") and the shift and what is missing into the run."""
     store.add_evaluation(run_id, "final", evidence.final)
     if evidence.recalibrated is not None:

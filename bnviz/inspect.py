@@ -85,8 +85,7 @@ def _record(store: Store, run_id: str, model: keras.Model, splits: Splits, probe
     maker = RecordMaker(model, probe, (xv[pick], yv[pick]), population, batch_size, task)
     store.add_records(run_id, (), [maker.make(Snapshot(0, 0, model.get_weights(), None))])
     progress("Evaluating in both BN modes, and after PreciseBN on the training images")
-    maker.copy.set_weights(model.get_weights())
-    store_evidence(store, run_id, evaluate_run(maker.forward, splits, batch_size, seed, task))
+    store_evidence(store, run_id, evaluate_run(maker.forward, splits, batch_size, seed, task))  # make() left the copy holding model's weights
     save_samples(samples_path(store.models_dir, run_id), splits)
     atomic_write(store.model_path(run_id), model.save)
     store.finish(run_id, RunStatus.DONE, model_path=str(store.model_path(run_id)))

@@ -90,7 +90,7 @@ def bn_layer_info(model: keras.Model) -> list[dict]:
     feeders, noisy, updates = _feeding_layers(model), _after_noise(model), updates_per_step(model)
     return [{"name": layer.name, "momentum": float(layer.momentum), "epsilon": float(layer.epsilon), "axis": int(layer.axis),
              "trainable": bool(layer.trainable), "synchronized": bool(getattr(layer, "synchronized", False)),
-             "after": feeders.get(id(layer), ""), "after_noise": id(layer) in noisy, "values_per_image": _values_per_image(layer),
+             "after": feeders.get(id(layer), ""), "after_noise": id(layer) in noisy, "values_per_image": values_per_image(layer),
              "updates_per_step": updates.get(id(layer), 1)}
             for layer in batch_norm_layers(model)]
 
@@ -107,19 +107,24 @@ def updates_per_step(model: keras.Model) -> dict[int, int]:
     return updates
 
 
-def _time_steps(wrapper: layers.TimeDistributed) -> int | None:
+def _input_shape(layer: layers.Layer) -> tuple | None:
+    """The layer's symbolic input shape; None for a layer called several times or never (a subclassed model's)."""
     try:
-        return wrapper.input.shape[1]
+        return tuple(layer.input.shape)
     except (AttributeError, ValueError):
         return None
 
 
-def _values_per_image(layer: layers.BatchNormalization) -> int | None:
+def _time_steps(wrapper: layers.TimeDistributed) -> int | None:
+    shape = _input_shape(wrapper)
+    return shape[1] if shape else None
+
+
+def values_per_image(layer: layers.BatchNormalization) -> int | None:
     """How many values of each channel one image gives the layer (1 after Dense, H·W after a conv);
     None where its input shape is not fixed. A batch of b images gives b times as many."""
-    try:
-        shape = tuple(layer.input.shape)
-    except (AttributeError, ValueError):  # called several times, or never
+    shape = _input_shape(layer)
+    if shape is None:
         return None
     dims = [d for i, d in enumerate(shape[1:], start=1) if i != layer.axis % len(shape)]
     return None if None in dims else math.prod(dims)

@@ -21,7 +21,7 @@ import numpy as np
 
 from bnviz.config import OWN_PRESET, ArchConfig, BNConfig, ProbeConfig, RunConfig
 from bnviz.models import batch_norm_layers
-from bnviz.probe import MultiInput, model_input
+from bnviz.probe import MultiInput, model_input, model_inputs
 from bnviz.scoring import Task, task_for
 
 SPLITS = ("train", "val", "test")
@@ -90,18 +90,12 @@ def _take(dataset, limit: int) -> tuple[np.ndarray, np.ndarray]:
 def own_config(model: keras.Model, name: str, batch_size: int, dataset: str = "", epochs: int = 1, probe: ProbeConfig | None = None) -> RunConfig:
     """A RunConfig for a model bnviz did not build (see the module docstring)."""
     bn = batch_norm_layers(model)
-    shape = _input_shape(model)  # the first input's
+    inputs = model_inputs(model)
+    shape = tuple(inputs[0].shape) if inputs else ()  # the first input's; a subclassed model has none
     arch = ArchConfig(blocks=(), rescale=1.0, zero_pad=0, dropout=0.0, norm="batch" if bn else "none",
                       bn=BNConfig(momentum=float(bn[0].momentum), epsilon=float(bn[0].epsilon)) if bn else BNConfig())
     return RunConfig(arch=arch, preset=OWN_PRESET, name=name or model.name, dataset=dataset, input_size=int(shape[1] or 0) if len(shape) == 4 else 0,
                      epochs=epochs, batch_size=batch_size, probe=probe or ProbeConfig())
-
-
-def _input_shape(model: keras.Model) -> tuple:
-    try:
-        return tuple(model.inputs[0].shape)
-    except (AttributeError, IndexError, TypeError):  # a subclassed model has no symbolic input
-        return ()
 
 
 def bn_notes(model: keras.Model) -> list[str]:

@@ -56,7 +56,7 @@ import tensorflow as tf
 from keras import layers
 
 from bnviz.config import ProbeConfig
-from bnviz.models import NOISE_LAYERS, batch_norm_layers, uncompiled_clone, updates_per_step  # NOISE_LAYERS: the tap skips them
+from bnviz.models import NOISE_LAYERS, batch_norm_layers, uncompiled_clone, updates_per_step, values_per_image  # NOISE_LAYERS: the tap skips them
 from bnviz.scoring import CLASSES, Task, scores
 from bnviz.stats import HISTOGRAM_VALUES, measures_population, probe_steps, recover_batch_moments, shared_histograms, thinning_stride
 from bnviz.store import ProbeLayer, ProbeRecord
@@ -129,17 +129,9 @@ def population_size(model: keras.Model, configured: int) -> int:
     """Images for the population statistics: `configured`, or more where a BN layer sees few values per
     image and channel (BN after Dense: one, so 128 images leave its variance ~12 % off), up to
     `MAX_POPULATION_SAMPLES`. Conv layers see H·W values per image and need no more."""
-    per_image = [math.prod(shape[1:-1]) for shape in (tuple(layer.input.shape) for layer in batch_norm_layers(model) if _built_input(layer))
-                 if None not in shape[1:-1]]
-    needed = math.ceil(POPULATION_VALUES / max(1, min(per_image))) if per_image else configured
+    per_image = [v for v in map(values_per_image, batch_norm_layers(model)) if v]
+    needed = math.ceil(POPULATION_VALUES / min(per_image)) if per_image else configured
     return max(configured, min(MAX_POPULATION_SAMPLES, needed))
-
-
-def _built_input(layer: layers.Layer) -> bool:
-    try:
-        return layer.input is not None
-    except (AttributeError, ValueError):  # a layer called several times or never has no single input
-        return False
 
 
 def _check_followable(model: keras.Model, where: str = "") -> None:
@@ -343,7 +335,7 @@ class InstrumentedTap:
         self.model, self.holder = model, holder
         self.bn_layers = batch_norm_layers(model)
         self.noise = [layer for layer in model._flatten_layers(include_self=False, recursive=True) if isinstance(layer, NOISE_LAYERS)]
-        self.inputs = _model_inputs(model)
+        self.inputs = model_inputs(model)
 
     @property
     def trainable_variables(self) -> list[keras.Variable]:
@@ -399,7 +391,8 @@ def _passing_through(noise: list[layers.Layer]):
     return _patched_calls({layer: lambda inputs, *args, **kwargs: inputs for layer in noise})
 
 
-def _model_inputs(model: keras.Model) -> list:
+def model_inputs(model: keras.Model) -> list:
+    """The model's symbolic inputs; none for a subclassed model."""
     try:
         return list(model.inputs or [])
     except AttributeError:  # a subclassed model has no symbolic inputs

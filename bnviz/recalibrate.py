@@ -15,7 +15,7 @@ from pathlib import Path
 
 from bnviz.config import OWN_PRESET, ConfigError
 from bnviz.data import load_dataset
-from bnviz.evidence import CALIBRATION_SPLITS, RECALIBRATION_BATCHES, Splits, calibration_sample, recalibrate_model, recalibrated_evaluation
+from bnviz.evidence import CALIBRATION_SPLITS, RECALIBRATION_BATCHES, Splits, recalibrated_evaluation
 from bnviz.jobs import JobFailed
 from bnviz.models import batch_norm_layers, load_model_safely
 from bnviz.own import atomic_write, load_samples, model_task, samples_path
@@ -53,8 +53,7 @@ def recalibrate(store: Store, run_id: str, batches: int = DEFAULT_BATCHES, progr
     forward = StatelessForward.of(model)
     count = -(-min(len(splits[calibrate_on][0]), batches * config.batch_size) // config.batch_size)
     progress(f"averaging BN statistics over {count} {calibrate_on} batches")
-    after = recalibrated_evaluation(forward, splits, config.batch_size, config.seed, task, calibrate_on, batches)
-    recalibrate_model(model, calibration_sample(splits[calibrate_on][0], config.batch_size, batches, config.seed), config.batch_size, forward)
+    after = recalibrated_evaluation(forward, splits, config.batch_size, config.seed, task, calibrate_on, batches, keep=True)  # into `model`
     store.add_evaluation(run_id, "precisebn", after)
     for path in filter(None, (store.models_dir / f"{run_id}-precisebn.keras", save)):
         atomic_write(Path(path), model.save)

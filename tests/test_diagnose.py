@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from bnviz import diagnose as dx
-from bnviz.diagnose import BN_CAUSES, CAUSES, as_text, diagnose, layer_figures, momentum_text
+from bnviz.diagnose import BN_CAUSES, CAUSES, Finding, as_text, diagnose, layer_figures, momentum_text
 from bnviz.presets import preset_config
 from bnviz.records import Evaluation
 from bnviz.store import LayerTrace, Run, RunData
@@ -488,14 +488,18 @@ def test_a_test_drop_is_beyond_chance_by_two_standard_errors(n_val, n_test, val,
     assert ev._beyond_chance(val, test) is beyond
 
 
-def test_a_saved_models_fingerprint_needs_one_weight_for_every_layer():
-    inspect = _run(preset_config("bn"), {"source": "inspect"})
+def _inspected_stale(*weights: float) -> tuple[Finding, Finding]:
+    """The verdict and the initial-values finding of a saved model whose layers carry the initial values with these weights."""
     evaluations = {"final": {"train": 0.5, "val": 0.5, "test": 0.5}, "recalibrated": {"train": 0.95, "val": 0.95, "test": 0.95}}
+    layers = [_stale_trace(w, f"norm{i}") for i, w in enumerate(weights, start=1)]
+    findings = diagnose(dataclasses.replace(_own(evaluations, layers=layers, steps=0), run=_run(preset_config("bn"), {"source": "inspect"})))
+    return findings[0], _by_key(findings)["stale_initial_values"]
 
+
+def test_a_saved_models_fingerprint_needs_one_weight_for_every_layer():
     def stale(*weights):
-        layers = [_stale_trace(w, f"norm{i}") for i, w in enumerate(weights, start=1)]
-        findings = diagnose(dataclasses.replace(_own(evaluations, layers=layers, steps=0), run=inspect))
-        return findings[0].cause, _by_key(findings)["stale_initial_values"]
+        top, finding = _inspected_stale(*weights)
+        return top.cause, finding
 
     cause, agree = stale(0.5, 0.64)  # spread 0.14 ≤ 0.3 × median 0.57
     assert cause == "stale_initial_values" and agree.numbers["fingerprint_weight"] == pytest.approx(0.57, abs=1e-4)
@@ -620,14 +624,7 @@ def test_the_statistics_cost_accuracy_from_exactly_the_warning_gap():
 
 
 def test_the_fingerprint_counts_weights_up_to_one_and_its_finding_says_so():
-    inspect = _run(preset_config("bn"), {"source": "inspect"})
-    evaluations = {"final": {"train": 0.5, "val": 0.5, "test": 0.5}, "recalibrated": {"train": 0.95, "val": 0.95, "test": 0.95}}
-
-    def stale(*weights):
-        layers = [_stale_trace(w, f"norm{i}") for i, w in enumerate(weights, start=1)]
-        findings = diagnose(dataclasses.replace(_own(evaluations, layers=layers, steps=0), run=inspect))
-        return findings[0], _by_key(findings)["stale_initial_values"]
-
+    stale = _inspected_stale
     top, finding = stale(0.6, 0.6)
     assert top.cause == "stale_initial_values" and finding.title == "Whether the statistics carry their initial values"
     assert "implies about 51 steps at momentum 0.99" in finding.detail and finding.detail.endswith("still carry their initial values.")
