@@ -13,6 +13,10 @@ import zipfile  # noqa: E402
 import pytest  # noqa: E402
 
 TINY = 20  # input size for training tests: seconds per run
+# One AppTest script run may take this long: a guard against a hung page, not a speed claim. The first
+# run of a test process imports TensorFlow and plotly; on a busy CI machine (a Ray cluster beside it)
+# that took over 30 s.
+APP_TIMEOUT_S = 120
 REQUIRE_TOOLS = os.environ.get("BNVIZ_REQUIRE_TOOLS") == "1"  # .ci/run sets it: CI installs every tool, so a missing one is a failure
 
 

@@ -31,10 +31,10 @@ from bnviz.presets import preset_config
 from bnviz.shapes import param_counts
 from bnviz.stats import probe_steps
 from bnviz.store import FINISHED, Store
+from tests.conftest import APP_TIMEOUT_S
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "app.py")
-RUN_TIMEOUT_S = 30  # per AppTest run (the default 3 s is too short for the first import)
 TRAIN_TIMEOUT_S = 180
 TINY = {"train_input_size": 20, "train_epochs": 1}
 
@@ -42,7 +42,7 @@ TINY = {"train_input_size": 20, "train_epochs": 1}
 # --- helpers -------------------------------------------------------------------------------------
 def open_app(page: str | None = None, state: dict | None = None, **query: str) -> AppTest:
     """The app on `page` (pages/<page>.py), with query parameters and session state set first."""
-    at = AppTest.from_file(APP, default_timeout=RUN_TIMEOUT_S)
+    at = AppTest.from_file(APP, default_timeout=APP_TIMEOUT_S)
     at.query_params.update(query)
     for key, value in (state or {}).items():
         at.session_state[key] = value
@@ -441,7 +441,7 @@ def test_export_offers_lazy_downloads(trained, deferred):
 NO_TF_SCRIPT = """
 import json, sys
 from streamlit.testing.v1 import AppTest
-at = AppTest.from_file(sys.argv[1], default_timeout=60).run()
+at = AppTest.from_file(sys.argv[1], default_timeout=int(sys.argv[2])).run()
 at.slider(key="train_input_size").set_value(24).run()
 at.radio(key="train_dataset").set_value("digits").run()
 for page in ("runs", "diagnose", "compare", "export"):
@@ -455,6 +455,6 @@ print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflo
 def test_the_server_process_never_imports_tensorflow(trained):
     home, _ = trained
     env = {**os.environ, "BNVIZ_HOME": str(home), "PYTHONPATH": str(ROOT)}
-    result = subprocess.run([sys.executable, "-c", NO_TF_SCRIPT, APP], cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
+    result = subprocess.run([sys.executable, "-c", NO_TF_SCRIPT, APP, str(APP_TIMEOUT_S)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads(result.stdout.strip().splitlines()[-1]) == []

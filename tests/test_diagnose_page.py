@@ -20,7 +20,8 @@ from bnviz.presets import preset_config
 from bnviz.records import Evaluation, RunStatus
 from bnviz.store import ProbeLayer, ProbeRecord, Store
 from pages.diagnose_panels import HISTORY_NOTE
-from tests.test_app import APP, RUN_TIMEOUT_S
+from tests.conftest import APP_TIMEOUT_S
+from tests.test_app import APP
 
 STEPS, TOTAL = 40, 120
 
@@ -76,7 +77,7 @@ def store(tmp_path, monkeypatch) -> Store:
 
 
 def _open(page: str, **query: str) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=RUN_TIMEOUT_S)
+    at = AppTest.from_file(APP, default_timeout=APP_TIMEOUT_S)
     at.query_params.update(query)
     at.run()
     at.switch_page(f"pages/{page}.py").run()

@@ -16,6 +16,7 @@ from bnviz.presets import preset_config
 from bnviz.records import Evaluation, JobStatus, RunStatus
 from bnviz.store import Store
 from bnviz.worker import drain_queue
+from tests.conftest import APP_TIMEOUT_S
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 
@@ -98,7 +99,7 @@ def test_runs_page_lists_jobs_with_status_progress_and_error(tmp_path, echo, mon
     run_id = store.create_run(preset_config("bn"), status="running")
     store.enqueue_job("echo", {"word": "that", "fail": True}, run_id)
     drain_queue(str(tmp_path))
-    at = AppTest.from_file(APP, default_timeout=30)
+    at = AppTest.from_file(APP, default_timeout=APP_TIMEOUT_S)
     at.run()
     at.switch_page("pages/runs.py").run()
     assert not at.exception, at.exception
@@ -119,7 +120,7 @@ def test_failed_recalibration_shows_its_reason_on_diagnose_after_a_restart(tmp_p
     drain_queue(str(tmp_path))
     job = store.get_job(job_id)
     assert job.status == JobStatus.FAILED and job.error == f"Run {run_id} has no finished model to recalibrate (status: done)."
-    at = AppTest.from_file(APP, default_timeout=60)
+    at = AppTest.from_file(APP, default_timeout=APP_TIMEOUT_S)
     at.query_params["run"] = run_id
     at.run()
     at.switch_page("pages/diagnose.py").run()
@@ -134,7 +135,7 @@ def test_a_queued_recalibration_can_be_cancelled_from_diagnose(tmp_path, monkeyp
     monkeypatch.setattr("bnviz.jobs.JobManager.pump", lambda self: None)  # no worker: the job stays queued
     store = Store(tmp_path)
     run_id = write_run(store, preset_config("bn", input_size=24), total_steps=40, steps_per_epoch=20)
-    at = AppTest.from_file(APP, default_timeout=60)
+    at = AppTest.from_file(APP, default_timeout=APP_TIMEOUT_S)
     at.query_params["run"] = run_id
     at.run()
     at.switch_page("pages/diagnose.py").run()

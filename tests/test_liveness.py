@@ -18,7 +18,7 @@ from streamlit.testing.v1 import AppTest
 from bnviz.presets import preset_config
 from bnviz.records import JobStatus, Owner, RunStatus, process_start
 from bnviz.store import Store, StoreUnreadable
-from tests.conftest import TINY
+from tests.conftest import APP_TIMEOUT_S, TINY
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "app.py")
@@ -106,7 +106,7 @@ def test_unusable_store_gives_one_line_exit_2_and_writes_nothing(tmp_path, case)
 def test_dashboard_on_a_corrupt_store_shows_the_message(tmp_path, monkeypatch):
     (tmp_path / "runs.sqlite").write_bytes(b"garbage" * 100)
     monkeypatch.setenv("BNVIZ_HOME", str(tmp_path))
-    at = AppTest.from_file(APP, default_timeout=30)
+    at = AppTest.from_file(APP, default_timeout=APP_TIMEOUT_S)
     at.run()
     assert not at.exception, at.exception
     assert any("not a readable bnviz run store" in e.value for e in at.error)

@@ -23,7 +23,7 @@ from bnviz.jobs import JobManager
 from bnviz.presets import preset_config
 from bnviz.records import JobStatus, RunStatus
 from bnviz.store import Store
-from tests.conftest import skip_missing_tool
+from tests.conftest import APP_TIMEOUT_S, skip_missing_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIO_SECONDS = 420
@@ -116,7 +116,7 @@ def test_runs_page_lists_ray_runs_with_their_node(cluster_run, monkeypatch):
     home, seen = cluster_run
     monkeypatch.setenv("BNVIZ_HOME", str(home))
     monkeypatch.delenv("BNVIZ_RAY_ADDRESS", raising=False)  # the page reads the store alone
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=30).run()
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=APP_TIMEOUT_S).run()
     at.switch_page("pages/runs.py").run()
     assert not at.exception, at.exception
     captions = " ".join(c.value for c in at.caption)
@@ -201,6 +201,6 @@ def test_dashboard_gives_one_clear_message_without_ray(monkeypatch, tmp_path, no
     monkeypatch.setenv("BNVIZ_RAY_ADDRESS", "auto")
     with pytest.raises(ConfigError) as expected:
         ray_address()
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=30).run()
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=APP_TIMEOUT_S).run()
     assert not at.exception, at.exception
     assert [e.value for e in at.error] == [str(expected.value)]

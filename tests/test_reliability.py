@@ -49,12 +49,11 @@ from bnviz.records import Owner
 from bnviz.shapes import activation_bytes
 from bnviz.store import FINISHED, Store, StoreError
 from tests.browser import CHROMIUM, chromium, free_port
-from tests.conftest import skip_missing_tool, zip_bytes
+from tests.conftest import APP_TIMEOUT_S, skip_missing_tool, zip_bytes
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "app.py")
 TINY = preset_config("bn").replace(input_size=16, epochs=1)  # 38 steps of batch 32 on the synthetic set: seconds
-APP_TIMEOUT_S = 30
 TRAIN_TIMEOUT_S = 240
 
 

@@ -13,6 +13,7 @@ from streamlit.testing.v1 import AppTest
 from bnviz.cli import _train_config, build_parser, main
 from bnviz.config import SETTINGS, ConfigError, RunConfig, validate, with_settings
 from bnviz.presets import preset_config
+from tests.conftest import APP_TIMEOUT_S
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 
@@ -79,7 +80,7 @@ def test_bad_config_files_exit_2_with_one_line(tmp_path, capsys, content, messag
 def test_train_page_advanced_bn_reaches_the_queued_config(tmp_path, monkeypatch):
     monkeypatch.setenv("BNVIZ_HOME", str(tmp_path))
     monkeypatch.setattr("bnviz.jobs.JobManager.pump", lambda self: None)  # queue only: no worker in this test
-    at = AppTest.from_file(APP, default_timeout=30)
+    at = AppTest.from_file(APP, default_timeout=APP_TIMEOUT_S)
     at.run()
     at.number_input(key="train_epsilon").set_value(0.0).run()
     assert [e.value for e in at.error] == ["epsilon must be > 0. Received: epsilon=0.0"]
