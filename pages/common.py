@@ -31,6 +31,7 @@ from bnviz.glossary import glossary_markdown
 from bnviz.jobs import JobManager
 from bnviz.records import ACTIVE, SPLITS, Evaluation, RunStatus
 from bnviz.store import Run, RunData, Store, StoreUnreadable, default_home, unique_labels
+from bnviz.summary import inspected
 
 STATUS_COLOURS = {RunStatus.QUEUED: "gray", RunStatus.RUNNING: "blue", RunStatus.DONE: "green", RunStatus.FAILED: "red",
                   RunStatus.CANCELLED: "orange", RunStatus.INTERRUPTED: "orange"}
@@ -287,11 +288,6 @@ def export_request(run_key: str, others_key: str, ids: Sequence[str]) -> None:
         st.session_state[run_key], st.session_state[others_key] = wanted[0], wanted[1:]
         st.session_state.pop("_run_seen", None)
         st.query_params.pop("run", None)
-
-
-def inspected(run: Run) -> bool:
-    """Whether the run is a saved model inspected after the fact: no training history (steps, fit, mᵗ over time)."""
-    return run.info.get("source") == "inspect"
 
 
 def own_model_text(run: Run) -> str | None:

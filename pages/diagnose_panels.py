@@ -4,23 +4,17 @@ from bnviz.diagnose, the one definition of each."""
 
 from __future__ import annotations
 
-import math
-
 import streamlit as st
 
 from bnviz import figures, levers
 from bnviz.config import OWN_PRESET
-from bnviz.diagnose import Evidence, Finding, LayerFigures, all_layer_figures, fingerprint, steps_known
-from bnviz.glossary import GLOSSARY
+from bnviz.diagnose import Evidence, Finding, steps_known
 from bnviz.records import ACTIVE, Evaluation, RunStatus
-from bnviz.stats import init_weight
 from bnviz.store import Run, RunData
+from bnviz.summary import headline_figures
 from pages import common
 
 SHOWS = {"critical": st.error, "warning": st.warning, "unknown": st.warning, "info": st.info, "ok": st.success}
-SCALE_HELP = GLOSSARY["scale error"] + " Against the input inference really feeds the layer (else the training-mode population)."
-FINGERPRINT_HELP = ("A saved model's training steps are unknown: w is the share of the initial values (0 and 1) that fits its moving "
-                    "statistics best, moving ≈ w·initial + (1 − w)·population (see the finding on initial values).")
 HISTORY_NOTE = ("A saved model has no training history: no curves over the steps, no fit accuracy, and mᵗ only from a step count you "
                 "give. What it has: the accuracy in both BN modes, each BN layer's moving statistics against this data's population, "
                 "the fingerprint of stale initial values, and what PreciseBN recovers.")
@@ -48,62 +42,11 @@ def _pending(run_id: str) -> None:
             "ends; this line refreshes itself and the page reloads when it exists.", icon=":material/hourglass_top:")
 
 
-def worst_layer(data: RunData) -> LayerFigures | None:
-    """The BN layer whose scale error is furthest from 1 (inference's figure where stored)."""
-    def off(f: LayerFigures) -> float:
-        s = f.infer_scale if math.isfinite(f.infer_scale) else f.own_scale
-        return max(s, 1 / s) if math.isfinite(s) and s > 0 else -1.0
-    layers = all_layer_figures(data) if data.layers else []
-    return max(layers, key=off, default=None)
-
-
-def _percent(value: float) -> str:
-    return f"{value:.1%}" if math.isfinite(value) else "–"
-
-
-def _shown(ev: Evidence | None, value: float) -> str:
-    """A score as the row shows it: accuracy in percent, else the loss itself; "–" where not measured."""
-    return ev.metric.show(value) if ev is not None and ev.metric.is_loss and math.isfinite(value) else _percent(value)
-
-
-def _last_fit(data: RunData) -> float:
-    """fit's accuracy at the last step row; NaN without one (a saved model, a loss-only model)."""
-    value = data.steps["accuracy"].iloc[-1] if len(data.steps) else None
-    return math.nan if value is None else float(value)
-
-
-def _initial_values(data: RunData, ev: Evidence | None) -> tuple[str, str, dict]:
-    """mᵗ after the steps taken (or the count the user gave); for a saved model without one, the w its
-    statistics' fingerprint fits."""
-    t = steps_known(data)
-    if t is None:
-        return "initial values left, w (fingerprint)", _percent(fingerprint(data)[0]), {"help": FINGERPRINT_HELP}
-    weight = ev.init_weight if ev else (float(init_weight(data.run.momentum, t)) if data.run.config.arch.norm == "batch" else math.nan)
-    return "initial values left, mᵗ", _percent(weight) if weight >= 0.001 or not math.isfinite(weight) else "< 0.1%", {"help": GLOSSARY["mᵗ"]}
-
-
-def _worst_scale(worst: LayerFigures) -> tuple[str, str, dict]:
-    """The worst layer's scale error, at inference where measured, else against the population."""
-    scale = worst.infer_scale if math.isfinite(worst.infer_scale) else worst.own_scale
-    where = "at inference" if math.isfinite(worst.infer_scale) else "vs the population"
-    return "worst scale error", f"{scale:.3g}×", {"delta": f"{worst.name}, {where}", "delta_color": "off", "delta_arrow": "off", "help": SCALE_HELP}
-
-
 def figures_row(data: RunData, ev: Evidence | None) -> None:
-    """Big figures: fit vs evaluate on the training images, held-out accuracy (the loss where targets
-    are not classes), the initial values left, worst scale error. A saved model has no fit to show."""
-    fit, train = (ev.fit, ev.train) if ev else (_last_fit(data), math.nan)
-    points = math.isfinite(train * fit) and not (ev and ev.metric.is_loss)
-    cells = [] if common.inspected(data.run) else [("train (fit)", _shown(ev, fit), {"help": GLOSSARY["train (fit)"]})]
-    cells.append(("train (evaluate)", _shown(ev, train), {"delta": f"{100 * (train - fit):+.1f} points vs fit" if points else None,
-                                                          "help": GLOSSARY["train (evaluate)"]}))
-    if ev:
-        cells.append((f"{ev.split} (evaluate)", _shown(ev, ev.inference), {"help": f"Held-out {ev.metric.name} in inference mode."}))
-    cells.append(_initial_values(data, ev))
-    if (worst := worst_layer(data)) is not None:
-        cells.append(_worst_scale(worst))
-    for col, (label, value, options) in zip(st.columns(5), cells, strict=False):
-        col.metric(label, value, **options)
+    """The big figures under the verdict (bnviz.summary.headline_figures), one metric each."""
+    for col, cell in zip(st.columns(5), headline_figures(data, ev), strict=False):
+        plain = {} if cell.signed else {"delta_color": "off", "delta_arrow": "off"}
+        col.metric(cell.label, cell.value, delta=cell.note, help=cell.help, **plain)
 
 
 def history_charts(data: RunData, scale: float) -> None:
