@@ -21,6 +21,10 @@ starts, and the verdict names what is missing instead of guessing. Keeping a sam
 `fit` feeds would mean retracing the user's train step (and, under XLA, changing it); bnviz does not.
 `batch_size` should be fit's: batch statistics are measured on batches of that size.
 
+In a Jupyter kernel the probe also shows a live panel under the cell and, when `fit` ends, the
+verdict and its charts there (bnviz.notebook); `display=False` turns that off, and outside a
+notebook it does nothing. `probe.run` is the run as a notebook object, `probe.recalibrate()` PreciseBN.
+
 Any model is followed: Sequential, Functional, nested, several inputs (pass the data as a list,
 as to `fit`), BN inside TimeDistributed, a custom layer or a subclassed model (see `probe.private_copy`).
 Inputs given as a dict get one warning when `fit` starts, and the model trains on unprobed. A fault inside the probe (a full disk, a store
@@ -41,6 +45,7 @@ import numpy as np
 from bnviz.config import ProbeConfig
 from bnviz.evidence import evaluate_run, private_forward, store_evidence
 from bnviz.models import bn_layer_info, layer_rows
+from bnviz.notebook import LivePanel, Recalibrated, RunView, in_notebook
 from bnviz.own import Splits, as_arrays, atomic_write, bn_notes, model_task, own_config, samples_path, save_samples
 from bnviz.probe import BNProbe, population_size
 from bnviz.records import RunStatus
@@ -57,7 +62,8 @@ class Probe(keras.callbacks.Callback):
     """Record what every BN layer of the user's model does during `fit` (see the module docstring)."""
 
     def __init__(self, name: str = "", test_data: object = None, validation_data: object = None, train_data: object = None,
-                 home: str | os.PathLike | None = None, batch_size: int = 32, probe: ProbeConfig | None = None, seed: int = 0):
+                 home: str | os.PathLike | None = None, batch_size: int = 32, probe: ProbeConfig | None = None, seed: int = 0,
+                 display: bool = True):
         super().__init__()
         if test_data is None and validation_data is None and train_data is None:
             raise ValueError("bnviz.Probe needs data to probe with: pass test_data=(x, y), validation_data= or train_data=.")
@@ -66,6 +72,8 @@ class Probe(keras.callbacks.Callback):
         self.data = {"train": train_data, "val": validation_data, "test": test_data}
         self.run_id: str | None = None
         self._parts: list[keras.callbacks.Callback] = []
+        self.display = display and in_notebook()  # in a notebook: the live panel, then the answer under the cell
+        self.panel: LivePanel | None = None
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         given = [v for v in self.data.values() if v is not None]
@@ -89,6 +97,9 @@ class Probe(keras.callbacks.Callback):
             part.set_model(self.model)
             part.set_params(self.params)
             part.on_train_begin(logs)
+        if self.display:
+            self.panel = LivePanel(self.store, self.run_id, self.total_steps, self.recorder.commit)
+            self.panel.start()
 
     def _guarded(self, step: Callable[..., None], *args: object) -> None:
         """Run a probe step; a fault in it stops the probe (the run is marked failed), never training."""
@@ -111,6 +122,7 @@ class Probe(keras.callbacks.Callback):
                 "data": {s: len(x) for s, (x, _) in splits.items()}, "task": self.task.kind, "loss_name": self.task.loss_name}
         self.run_id = self.store.create_run(config, status=RunStatus.RUNNING)
         self.store.start(self.run_id, os.getpid(), steps, steps * epochs, info)
+        self.total_steps = steps * epochs or None
         self.recorder = Recorder(self.store, self.run_id, stop_on_nan=False)
         self._parts = [self.recorder]
         self.bn_probe: BNProbe | None = None
@@ -141,12 +153,35 @@ class Probe(keras.callbacks.Callback):
         logs = dict(logs or {})
         logs.setdefault("accuracy", next((logs[k] for k in ACCURACY_KEYS if k in logs), math.nan))
         self._each("on_train_batch_end", batch, logs)
+        if self.panel is not None and self._parts:
+            self.panel.step()
 
     def on_train_end(self, logs: dict | None = None) -> None:
         self._each("on_train_end", logs)
         if self._parts:
             self._parts = []
             self._guarded(self._finish)  # the user's training is done and must not fail because of the probe
+        if self.panel is not None:
+            self.panel.refresh()
+            self._guarded(self._show_answer)
+
+    @property
+    def run(self) -> RunView:
+        """The run this probe records, as a notebook object (bnviz.notebook.RunView): it displays as
+        the top of its Diagnose page, and has .diagnose(), .figures and .recalibrate()."""
+        if self.run_id is None:
+            raise RuntimeError("This bnviz.Probe has recorded nothing yet: pass it to fit(callbacks=[probe]) first.")
+        return RunView(self.store, self.run_id)
+
+    def recalibrate(self, batches: int | None = None, calibrate_on: str = "train") -> Recalibrated:
+        """PreciseBN on the trained model (see RunView.recalibrate): the repaired model and its accuracy."""
+        return self.run.recalibrate(batches, calibrate_on)
+
+    def _show_answer(self) -> None:
+        """Under the cell that trained: the verdict, the figures, the two charts and the fix."""
+        from IPython.display import display
+
+        display(self.run)
 
     def _finish(self) -> None:
         recorder = self.recorder

@@ -317,7 +317,7 @@ def _text_section(heading: str, text: str, anchor: str) -> str:
     return f'<section><h2 id="{anchor}">{html.escape(str(heading))}</h2>{body}</section>'
 
 
-def _key_layer(data: RunData) -> str | None:
+def key_layer(data: RunData) -> str | None:
     """The BN layer a run's report shows: the first whose own figures are off (where the error
     starts), else the first."""
     layers = all_layer_figures(data) if data.layers else []
@@ -331,7 +331,7 @@ def _run_figures(data: RunData, with_theory: bool) -> list[go.Figure]:
     figs = [figures.training_curves(data)]
     if with_theory and data.run.config.arch.norm == "batch":
         figs.append(figures.ema_theory_figure(data.run.momentum, data.steps_trained))
-    if (layer := _key_layer(data)) is not None:
+    if (layer := key_layer(data)) is not None:
         figs += [figures.activation_histograms(data, layer), figures.drift_figure(data, layer)]
     return figs
 
@@ -355,17 +355,23 @@ def _run_section(data: RunData, anchor: str, label: str, with_theory: bool, coun
     return "<section>" + "".join(parts) + "</section>"
 
 
-def _comparison_section(runs: Sequence[RunData], counter: Iterator[int]) -> str:
-    """Figures across runs, when there are several; the mᵗ theory once, with every run's momentum."""
-    if len(runs) < 2:
-        return ""
-    common = [layer for layer in runs[0].layers if all(layer in d.layers for d in runs)]
+def comparison_figures(runs: Sequence[RunData]) -> list[go.Figure]:
+    """Figures across runs: final and probe accuracy, the drift of the first BN layer they share,
+    and the mᵗ theory once, with every run's momentum."""
+    common = [layer for layer in runs[0].layers if all(layer in d.layers for d in runs)] if runs else []
     figs = [figures.final_accuracy_figure(runs), figures.compare_accuracy_figure(runs)]
     figs += [figures.compare_drift_figure(runs, common[0])] if common else []
     bn = [d for d in runs if d.run.config.arch.norm == "batch"]
     if bn:
         figs.append(figures.ema_theory_figure(bn[0].run.momentum, bn[0].steps_trained, [d.run.momentum for d in bn[1:]] + [0.99, 0.9, 0.8]))
-    return '<section><h2 id="comparison">Comparison</h2>' + "".join(_figure_div(f, next(counter)) for f in figs) + "</section>"
+    return figs
+
+
+def _comparison_section(runs: Sequence[RunData], counter: Iterator[int]) -> str:
+    """The comparison, when there are several runs."""
+    if len(runs) < 2:
+        return ""
+    return '<section><h2 id="comparison">Comparison</h2>' + "".join(_figure_div(f, next(counter)) for f in comparison_figures(runs)) + "</section>"
 
 
 def html_report(runs: Sequence[RunData], title: str, sections: Sequence[tuple[str, str]] = ()) -> str:

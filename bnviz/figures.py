@@ -382,6 +382,42 @@ def training_curves(data: RunData, height: int = 620, scale: float = 1.0) -> go.
     return _style(fig, title, f"fit vs the probe batch in training and inference mode{last}", height=height, hovermode="x unified", scale=scale)
 
 
+def _live_score(data: RunData) -> tuple[str, str, str, str]:
+    """(fit column, probe training-mode column, probe inference column, axis title): accuracy, else
+    the loss where the run records no accuracy (targets that are not classes)."""
+    if len(data.steps) and data.steps["accuracy"].notna().any():
+        return "accuracy", "acc_train_mode", "acc_inference", "accuracy"
+    return "loss", "loss_train_mode", "loss_inference", "loss"
+
+
+def live_figure(data: RunData, total_steps: int | None = None, scale: float = 1.0) -> go.Figure:
+    """A training run as it goes, small enough to redraw every few seconds: fit's score and the probe
+    batch in both modes (left), mᵗ over the whole run with the current step marked (right)."""
+    step = data.steps_trained
+    fit_column, train_column, infer_column, axis = _live_score(data)
+    fig = make_subplots(rows=1, cols=2, column_widths=(0.6, 0.4), horizontal_spacing=0.1,
+                        subplot_titles=(f"{axis}: fit vs the probe batch", "initial values left, mᵗ"))
+    if len(data.steps):
+        fig.add_trace(_line(data.steps["step"], data.steps[fit_column], FIT_LABEL, FIT_COLOUR, width=1.5), row=1, col=1)
+    if len(data.probes):
+        for line in _mode_lines(data.probes["step"], data.probes[train_column], data.probes[infer_column], "probe, "):
+            fig.add_trace(line.update(mode="lines+markers"), row=1, col=1)
+    if axis == "accuracy":
+        _percent_axis(fig, row=1, col=1)
+    if data.run.config.arch.norm == "batch":
+        m = data.run.momentum
+        t = np.unique(np.linspace(0, max(total_steps or 0, step, 1), 200).round().astype(int))
+        fig.add_trace(_line(t, stats.init_weight(m, t), f"mᵗ at m = {m:g}", RUN_COLOURS[0], width=2), row=1, col=2)
+        fig.add_trace(go.Scatter(x=[step], y=[float(stats.init_weight(m, step))], mode="markers", marker=dict(size=10, color=RUN_COLOURS[0]),
+                                 name=f"now: {_share(float(stats.init_weight(m, step)))}"), row=1, col=2)
+        fig.update_yaxes(range=[0, 1.02], tickformat=".0%", row=1, col=2)
+    fig.update_xaxes(title_text="training step")
+    total = f"/{total_steps:,}" if total_steps else ""
+    last = "" if not len(data.probes) else f" · probe at step {int(data.probes['step'].iloc[-1])}: {_modes_text(data.probes.iloc[-1], ' vs ')}"
+    return _style(fig, f"bnviz · {_text(data.run.label)} · step {step:,}{total}", f"{len(data.probes)} probe records{last}",
+                  height=380, scale=scale, margin=dict(t=80, b=40))
+
+
 # --- several runs -----------------------------------------------------------------------------
 def _run_names(runs: Sequence[RunData]) -> dict[str, str]:
     """Run id → legend name: short and unique among `runs`, no hash id (the id goes in the hover)."""
