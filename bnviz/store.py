@@ -584,6 +584,7 @@ class Store:
                 "SELECT step, epoch, acc_train_mode, acc_inference, loss_train_mode, loss_inference FROM probes "
                 "WHERE run_id=? ORDER BY step", db, params=(run_id,))
             rows = db.execute("SELECT * FROM probe_layers WHERE run_id=? ORDER BY layer, step", (run_id,)).fetchall()
+        steps, probes = (frame.astype({c: float for c in frame.columns if c not in ("step", "epoch")}) for frame in (steps, probes))
         return RunData(run=run, steps=steps, probes=probes, layers=_layer_traces(rows), evaluations=self.evaluations(run_id))
 
 

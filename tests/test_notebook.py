@@ -232,3 +232,16 @@ def test_the_example_notebook_names_the_cause_and_survives_nbconvert(kernel_env)
     expected = sum(html_of(c).count("Plotly.newPlot") for c in nb.cells)
     drawn, divs = drawn_offline(page)
     assert divs == expected and drawn >= expected  # every figure drawn with no network: plotly.js is in the file
+
+
+def test_a_regression_run_displays_with_its_loss(tmp_path):
+    """Probe records of a model without accuracy store NULLs; the run still displays (it raised before)."""
+    x = np.random.default_rng(0).normal(size=(128, 6)).astype("float32")
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(8), keras.layers.BatchNormalization(), keras.layers.Dense(1)])
+    model.compile("adam", "mse")
+    probe = bnviz.Probe("regression", test_data=(x[:32], x[:32].sum(1)), train_data=(x, x.sum(1)), home=tmp_path)
+    model.fit(x, x.sum(1), epochs=1, batch_size=32, verbose=0, callbacks=[probe])
+    html = probe.run._repr_mimebundle_()["text/html"]
+    assert "Test mse" in html and html.count("Plotly.newPlot") == 2
+    live = notebook.figures.live_figure(probe.run.data, 4)
+    assert live.layout.title.text.endswith("step 4/4") and "loss" in live.layout.annotations[0].text
