@@ -102,6 +102,8 @@ class RunConfig:
     shuffle: bool = True  # batches drawn afresh each epoch; False feeds the images class by class, in file order (non-i.i.d. batches)
     optimizer: str = "adam"
     learning_rate: float = 1e-3
+    late_epochs: int = 0  # the last N epochs train at late_learning_rate (a restart, as cyclic schedules make); 0: none
+    late_learning_rate: float = 0.05
     seed: int = 0
     probe: ProbeConfig = field(default_factory=ProbeConfig)
 
@@ -209,6 +211,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("shuffle", ("shuffle",), bool, "Shuffle batches each epoch", "off: class by class, in file order: batches that are not i.i.d."),
     Setting("optimizer", ("optimizer",), str, "Optimizer", "", choices=OPTIMIZERS),
     Setting("learning_rate", ("learning_rate",), float, "Learning rate", "", 0, 10, open_low=True),
+    Setting("late_epochs", ("late_epochs",), int, "Epochs at the late learning rate",
+            "the last N epochs train at the late learning rate, a restart as cyclic schedules make (0: none)", 0, 500),
+    Setting("late_learning_rate", ("late_learning_rate",), float, "Late learning rate", "the rate of the last late_epochs epochs", 0, 10,
+            open_low=True),
     Setting("seed", ("seed",), int, "Seed", "data split, weights and batch order", 0, 2**31 - 1),
     Setting("probe", (*_PROBE, "enabled"), bool, "Probe", "record the BN statistics while training"),
     Setting("probe_every", (*_PROBE, "every"), int, "Probe every N steps",

@@ -116,6 +116,11 @@ def training_order(data: Dataset, shuffle: bool) -> tuple[np.ndarray, np.ndarray
     return data.x_train[order], data.y_train[order]
 
 
+def learning_rate_at(config: RunConfig, epoch: int, current: float | None = None) -> float:
+    """The learning rate of 0-based `epoch`: late_learning_rate for the last late_epochs epochs."""
+    return config.late_learning_rate if epoch >= config.epochs - config.late_epochs else config.learning_rate
+
+
 def execute_run(store: Store, run_id: str, on_step: Callable[[int, dict], None] | None = None) -> RunResult:
     """Train run `run_id` (already in the store) and record everything; never raises for faults
     inside training: the run ends done, failed or cancelled, and the result says which."""
@@ -133,6 +138,8 @@ def execute_run(store: Store, run_id: str, on_step: Callable[[int, dict], None] 
     recorder = Recorder(store, run_id, on_step)
     probe = BNProbe(config.probe, *probe_inputs(data, config), config.batch_size, recorder.add_probe, recorder.not_cancelled) if config.probe.enabled else None
     callbacks: list[keras.callbacks.Callback] = [recorder, probe] if probe else [recorder]
+    if config.late_epochs:
+        callbacks.append(keras.callbacks.LearningRateScheduler(functools.partial(learning_rate_at, config)))
     x_train, y_train = training_order(data, config.shuffle)
     model.fit(x_train, y_train, batch_size=config.batch_size, epochs=config.epochs, verbose=0, callbacks=callbacks, shuffle=config.shuffle)
     seconds = time.monotonic() - started
