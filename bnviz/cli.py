@@ -197,20 +197,24 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_story(args: argparse.Namespace) -> None:
-    from bnviz.story import CHAPTERS, RAW_SUFFIX, new_story_id, raw_configs, story_configs
+    from bnviz.story import CHAPTERS, chapter_configs, mechanisms_frame, new_story_id, story_key, story_sections
 
     store, started, story = Store(args.home), time.monotonic(), new_story_id()
     overrides = {k: getattr(args, k) for k in ("epochs", "input_size", "seed") if getattr(args, k) is not None}
-    configs = story_configs(dataset=_dataset_spec(args.dataset or "synthetic"), **overrides)
-    configs += raw_configs(dataset=configs[0].dataset, **overrides) if args.raw_pixels else []
-    names = [c.preset + (RAW_SUFFIX if c.arch.rescale == 1 else "") for c in configs]
-    results = list(zip(names, _run_all(store, configs, args, sweep=story), strict=True))
+    names = args.chapters or [c.preset for c in CHAPTERS] + (["raw"] if args.raw_pixels else [])
+    configs = chapter_configs(names, dataset=_dataset_spec(args.dataset or "synthetic"), **overrides)
+    results = _run_all(store, configs, args, sweep=story)
+    datas = {story_key(d.run): d for d in (store.load_run(r.run_id) for r in results)}
+    keys = list(datas)
     wall = time.monotonic() - started
     payload = {"story": story, "seconds": round(wall, 1),
-               "runs": [{"preset": n, "seed": SEED_RESULTS.get(n), **_result_payload(r)} for n, r in results]}
-    table = accuracy_table([(n, r.evaluation) for n, r in results if r.evaluation])
+               "runs": [{"preset": k, "seed": SEED_RESULTS.get(k), **_result_payload(r)} for k, r in zip(keys, results, strict=True)]}
+    table = accuracy_table([(k, r.evaluation) for k, r in zip(keys, results, strict=True) if r.evaluation])
     seed = "\n".join(f"  {c.preset}: " + " / ".join(f"{v:g}" for v in SEED_RESULTS[c.preset]) for c in CHAPTERS)
-    _emit(args, payload, f"{table}\n\nThe seed notebook (train / val / test):\n{seed}\n\nWall time: {wall:.1f} s")
+    chapters = "\n\n".join(f"{title}\n{text}" for title, text in story_sections(datas, names))
+    recap = mechanisms_frame(datas)
+    recap_text = f"\n\nTwo mechanisms, one symptom:\n{recap.to_string(float_format=lambda v: f'{v:.3g}')}" if len(recap) else ""
+    _emit(args, payload, f"{table}\n\nThe seed notebook (train / val / test):\n{seed}\n\n{chapters}{recap_text}\n\nWall time: {wall:.1f} s")
 
 
 def cmd_diagnose(args: argparse.Namespace) -> None:
@@ -364,6 +368,8 @@ def build_parser() -> argparse.ArgumentParser:
         sub.choices[name].add_argument("--ray", metavar="ADDRESS", help="train on the Ray cluster at ADDRESS (auto, host:port or ray://host:port) "
                                        "instead of in this process; runs land in the same store (pip install -r requirements-ray.txt)")
     _setting_options(sub.choices["story"], names=("epochs", "input_size", "seed"))
+    sub.choices["story"].add_argument("--chapters", nargs="+", metavar="CHAPTER", help="train and print these chapters only: initial, "
+                                      "more-layers, bn, final, raw, lag (default: the first four; lag is the long-run mechanism)")
     sub.choices["story"].add_argument("--raw-pixels", action="store_true",
                                       help="also train more-layers and bn on raw 0-255 pixels, as the seed notebook fed them (the Story's chapter 5)")
     for name in ("show", "diagnose", "recalibrate", "tensorboard"):

@@ -10,7 +10,24 @@ from bnviz import export, figures
 from bnviz.diagnose import diagnose
 from bnviz.presets import SEED_RESULTS
 from bnviz.records import RunStatus
-from bnviz.story import CHAPTERS, RAW_CHAPTER, RAW_PRESETS, RAW_SUFFIX, latest_story, new_story_id, raw_configs, story_configs
+from bnviz.story import (
+    CHAPTERS,
+    LAG_CHAPTER,
+    LAG_MOMENTA,
+    RAW_CHAPTER,
+    RAW_PRESETS,
+    RAW_SUFFIX,
+    lag_configs,
+    lag_key,
+    lag_numbers,
+    latest_story,
+    mean_gap,
+    mechanisms_frame,
+    new_story_id,
+    raw_configs,
+    story_configs,
+    story_sections,
+)
 from pages import common
 
 common.frame_if_run_alone()
@@ -32,7 +49,7 @@ if top[1].button("Run the story", type="primary", key="story_run", help="Queues 
 runs = latest_story(common.store())
 common.require(runs, "No story has run yet: press “Run the story” (about a minute) or run `python -m bnviz story`.")
 data = {preset: common.load_run(run) for preset, run in runs.items() if run.status == RunStatus.DONE}
-chapters = (*CHAPTERS, RAW_CHAPTER)
+chapters = (*CHAPTERS, RAW_CHAPTER, LAG_CHAPTER)
 common.url_choice("chapter", "story_chapter", {c.preset: i for i, c in enumerate(chapters)})
 short = scale > 1  # on a projector the numbers alone fit one row; the chapter's heading names it
 chapter = chapters[st.radio("Chapter", range(len(chapters)), format_func=lambda i: chapters[i].title.split(" · ")[0] if short else chapters[i].title,
@@ -40,28 +57,58 @@ chapter = chapters[st.radio("Chapter", range(len(chapters)), format_func=lambda 
 common.keep_in_url("chapter", chapter.preset)
 
 
-def raw_chapter() -> None:
-    """The raw-pixel chapter: more-layers and bn fed raw pixels beside their scaled twins, once trained;
-    until then a button that queues the raw pair into this story."""
-    keys = [key for preset in RAW_PRESETS for key in (preset, preset + RAW_SUFFIX)]
+def pair_or_stop(keys: list[str], own: list[str], pair: str, configs: list, help: str) -> list:
+    """The runs of `keys` once all are done; until then a button that queues `configs` (the chapter's
+    own runs, keys `own`) into this story, and a line that says how many are done, then the page stops."""
     done = [data[key] for key in keys if key in data]
     if len(done) < len(keys):
-        queued = any(preset + RAW_SUFFIX in runs for preset in RAW_PRESETS)
-        if not queued and st.button("Train the raw-pixel pair", key="story_raw_run", help="Queues more-layers and bn without the "
-                                    "Rescaling layer into this story (about half a minute)"):
-            for config in raw_configs():
+        if not any(key in runs for key in own) and st.button(f"Train the {pair}", key=f"story_{chapter.preset}_run", help=help):
+            for config in configs:
                 common.manager().submit(config, sweep=next(iter(runs.values())).sweep)
-            st.toast("Queued more-layers and bn on raw pixels.")
+            st.toast(f"Queued the {pair}.")
         st.info(f"{len(done)} of the {len(keys)} runs this chapter compares are done. It shows them once they are (rerun with R).")
         st.stop()
+    return done
+
+
+def raw_chapter() -> None:
+    """The raw-pixel chapter: more-layers and bn fed raw pixels beside their scaled twins."""
+    keys = [key for preset in RAW_PRESETS for key in (preset, preset + RAW_SUFFIX)]
+    done = pair_or_stop(keys, [p + RAW_SUFFIX for p in RAW_PRESETS], "raw-pixel pair", raw_configs(),
+                        "Queues more-layers and bn without the Rescaling layer into this story (about half a minute)")
     common.table(figures.percent_cells(figures.accuracy_frame(done)), key="story_raw_accuracy")
     common.chart(figures.final_accuracy_figure(done, scale=scale), key="story_chart")
 
 
+def lag_chapter() -> None:
+    """The lag chapter: its m = 0.99 run's numbers, the drift chart of the layer that trails most, and the
+    m = 0.8 twin beside it."""
+    keys = [lag_key(m) for m in LAG_MOMENTA]
+    lagged, fixed = pair_or_stop(keys, keys, "lag pair", lag_configs(),
+                                 "Queues the +BN model on raw pixels for 570 steps at m = 0.99 and 0.8 into this story (about half a minute)")
+    st.markdown(lag_numbers(lagged, fixed))
+    common.table(figures.percent_cells(figures.accuracy_frame([lagged, fixed])), key="story_lag_accuracy")
+    common.chart(figures.drift_figure(lagged, mean_gap(lagged)[0], scale=scale), key="story_chart")
+    common.chart(figures.final_accuracy_figure([lagged, fixed], scale=scale), key="story_lag_compare")
+
+
 st.header(chapter.title)
 st.markdown(chapter.text)
-if chapter is RAW_CHAPTER:
-    raw_chapter()
+def recap() -> None:
+    """Both mechanisms side by side, with the figures that tell them apart on a student's own run."""
+    frame = mechanisms_frame(data)
+    if len(frame):
+        st.subheader("Two mechanisms, one symptom")
+        st.caption("High mᵗ: the initial values are still there (chapter 3). mᵗ near 0 with a large trail: the average lags behind "
+                   "drifting statistics (chapter 6). Diagnose names each with the verdict in the last column.")
+        common.table(frame.style.format({"momentum m": "{:g}", "initial values left, mᵗ": "{:.2%}", "trail: drift × m/(1 − m) (SDs)": "{:.2f}",
+                                         "moving mean off (SDs)": "{:.2f}", "test (inference)": "{:.0%}", "test (PreciseBN)": "{:.0%}"},
+                                        na_rep="–"), key="story_recap")
+
+
+if chapter in (RAW_CHAPTER, LAG_CHAPTER):
+    raw_chapter() if chapter is RAW_CHAPTER else lag_chapter()
+    recap()
     st.stop()
 run = data.get(chapter.preset)
 if run is None:
@@ -80,6 +127,7 @@ elif chapter.chart == "compare":
 else:
     common.chart(figures.training_curves(run, scale=scale), key="story_chart")
 
+recap()
 if all(c.preset in data for c in CHAPTERS):
-    report = export.html_report(list(data.values()), "The BatchNorm story", [(c.title, c.text) for c in chapters])
+    report = export.html_report(list(data.values()), "The BatchNorm story", story_sections(data))
     st.download_button("Download the whole story (HTML)", report, "bnviz-story.html", "text/html", key="story_export")
