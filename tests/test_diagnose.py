@@ -693,3 +693,181 @@ def test_a_model_without_bn_can_still_have_a_shifted_test_set_and_needs_no_preci
     unfit = dataclasses.replace(no_bn, steps=no_bn.steps.iloc[0:0], evaluations={"final": Evaluation.from_dict({"accuracy": {"val": 0.9, "test": 0.9}})})
     gaps = _by_key(diagnose(unfit))  # only the training images are missing: no BN, so no PreciseBN to miss
     assert gaps["missing_evidence"].title == "What this run could not measure" and gaps["missing_evidence"].numbers == {"missing": 1}
+
+
+# --- each finding's numbers and decisions, at its thresholds -----------------------------------------
+def _evidence(data: RunData | None = None, **figures) -> dx.Evidence:
+    """The evidence of `data` (default: a run at m = 0.99) with some figures set by hand."""
+    return dataclasses.replace(dx.gather(data or _data()), **figures)
+
+
+def test_model_notes_are_the_run_notes_and_count_frozen_layers():
+    layers = [{"name": n, "momentum": 0.99, "epsilon": EPS, **trainable} for n, trainable in
+              (("a", {"trainable": False}), ("b", {"trainable": True}), ("c", {}), ("d", {"trainable": False}))]
+    data = _data(info={"notes": ["First note.", "Second."], "bn_layers": layers})
+    found = dx.model_notes(data, _evidence(data))
+    assert (found.key, found.severity, found.detail, found.remedies) == ("model_notes", "info", "First note. Second.", ())
+    assert found.numbers == {"frozen_bn_layers": 2}
+    assert dx.model_notes(_data(info={"bn_layers": layers}), _evidence()) is None
+
+
+ONE_SD = math.sqrt(1 + EPS)
+
+
+@pytest.mark.parametrize("mean, var, far", [(0.49 * ONE_SD, 1.0, False), (-0.51 * ONE_SD, 1.0, True), (0.0, 1.9, False), (0.0, 2.1, True),
+                                            (0.0, 0.52, False), (0.0, 0.48, True)])
+def test_data_regime_measures_the_first_layer_against_0_and_1(mean, var, far):
+    first, second = _trace("norm1", pop_mean=mean, pop_var=var), _trace("norm2", pop_mean=100.0, pop_var=1e-6)
+    data = _data(layers=[second, first], info={"layers": [{"name": "norm1"}, {"name": "norm2"}]})
+    found = dx.data_regime(data, _evidence(data))
+    offset, scale = abs(mean) / math.sqrt(var + EPS), math.sqrt((1 + EPS) / (var + EPS))
+    assert found.numbers == pytest.approx({"mean_offset_sd": offset, "variance": var, "initial_scale_error": scale, "far": float(far)}, rel=1e-5)
+    assert (found.key, found.severity, found.remedies) == ("data_regime", "info", ())
+    assert ("sits far from them" in found.detail) is far and f"a variance of {var:.3g}" in found.detail
+    assert dx.data_regime(_data(preset="more-layers"), _evidence(_data(preset="more-layers"))) is None
+
+
+@pytest.mark.parametrize("train, val, severity", [(0.99, 0.885, "warning"), (0.99, 0.5, "warning"), (0.99, 0.895, "ok"), (0.95, 0.99, "ok")])
+def test_overfitting_is_train_against_validation_at_ten_points(train, val, severity):
+    data = _data(train=train, val=val, inference=val)
+    found = dx.overfitting(data, _evidence(data))
+    assert found.numbers == pytest.approx({"gap": train - val}) and (found.key, found.severity) == ("overfitting", severity)
+    assert found.detail == f"Training accuracy {train:.2f} against validation {val:.2f} in inference mode; recalibrating leaves test at 0.95."
+    assert found.remedies == ("Add data augmentation, more data or regularisation, or use fewer parameters.",)
+
+
+def test_overfitting_without_validation_or_evaluate_uses_the_held_out_split_and_fit():
+    data = _data(inference=0.6, fit=0.95)
+    ev = _evidence(data, val=math.nan, train=math.nan, recalibrated=math.nan)
+    found = dx.overfitting(data, ev)
+    assert found.numbers["gap"] == pytest.approx(0.95 - 0.6) and found.severity == "warning"
+    assert found.detail == "Training accuracy 0.95 against test 0.60 in inference mode."
+    assert dx.overfitting(data, _evidence(data, val=math.nan, train=math.nan, fit=math.nan)) is None
+
+
+@pytest.mark.parametrize("fit, train, shown", [(0.99, 0.885, True), (0.99, 0.3, True), (0.99, 0.895, False), (0.99, 0.99, False), (0.5, 0.99, False)])
+def test_fit_vs_evaluate_needs_a_ten_point_gap(fit, train, shown):
+    data = _data(fit=fit, train=train)
+    found = dx.fit_vs_evaluate(data, _evidence(data))
+    assert (found is not None) is shown
+    if shown:
+        assert (found.key, found.severity, found.remedies) == ("fit_vs_evaluate", "info", ())
+        assert found.numbers == {"fit_accuracy": fit, "evaluate_accuracy": train}
+        assert f"fit reported accuracy {fit:.2f}" in found.detail and f"gives {train:.2f}" in found.detail
+
+
+@pytest.mark.parametrize("noise, bias, severity", [(0.19, math.nan, "ok"), (0.2, math.nan, "warning"), (0.21, math.nan, "warning"),
+                                                   (math.nan, 1.11, None), (math.nan, math.sqrt(2), "warning"), (0.05, math.sqrt(4 / 3), "warning")])
+def test_batch_noise_warns_from_02_sd_or_a_biased_variance(noise, bias, severity):
+    data = _data(batch_size=2)
+    found = dx.batch_noise(data, _evidence(data, noise=noise, variance_bias=bias))
+    if severity is None:
+        assert found is None
+        return
+    assert (found.key, found.severity) == ("batch_noise", severity)
+    assert found.numbers == pytest.approx({"noise_sd": noise, "batch_size": 2, "variance_bias": bias}, nan_ok=True)
+    assert found.remedies[0] == "Use a larger batch." and len(found.remedies) == 3
+    if math.isfinite(bias):
+        n = round(1 / (1 - bias**-2))
+        assert f"only {n} values per channel" in found.detail and f"{bias:.2f}× too small" in found.detail
+    assert (f"about {noise:.2f} population SDs" in found.detail) is math.isfinite(noise)
+
+
+def _after_dropout(scale: float, *, other: float = 1.0) -> RunData:
+    """norm1 and norm2 fed by Dropout: inference feeds norm1 a variance `scale`⁻² times its moving one."""
+    moving_var = 400.0
+    first = _trace("norm1", moving=(50.0,) * 5, moving_var=(moving_var,) * 5, infer=(50.0, (moving_var + EPS) / scale**2 - EPS))
+    second = _trace("norm2", moving=(50.0,) * 5, moving_var=(moving_var,) * 5, infer=(50.0, (moving_var + EPS) / other**2 - EPS))
+    bn = [{"name": "norm1", "after_noise": True, "momentum": 0.99, "epsilon": EPS}, {"name": "norm2", "after_noise": True, "momentum": 0.99, "epsilon": EPS}]
+    return _data(layers=[first, second], info={"bn_layers": bn})
+
+
+@pytest.mark.parametrize("scale, severity", [(1.11, "ok"), (1.13, "warning"), (1 / 1.11, "ok"), (1 / 1.13, "warning")])
+def test_dropout_before_bn_measures_the_variance_shift_at_12_percent(scale, severity):
+    data = _after_dropout(scale, other=1.05)
+    found = dx.dropout_before_bn(data, _evidence(data))
+    assert (found.key, found.severity) == ("dropout_before_bn", severity)
+    assert found.numbers == pytest.approx({"variance_shift_scale": scale, "layers_after_dropout": 2}, rel=1e-4)
+    assert found.detail.startswith("2 BN layer(s) come after Dropout or noise") and "norm1's moving variance" in found.detail
+    assert found.remedies[0] == "Move Dropout after the last BN layer, or remove it."
+
+
+def test_dropout_before_bn_names_the_layer_furthest_from_1_on_a_log_scale():
+    data = _after_dropout(1 / 1.3, other=1.25)  # 1/1.3 is further from 1 than 1.25
+    assert dx.dropout_before_bn(data, _evidence(data)).numbers["variance_shift_scale"] == pytest.approx(1 / 1.3, rel=1e-4)
+    data = _after_dropout(1 / 1.2, other=1.25)
+    assert dx.dropout_before_bn(data, _evidence(data)).numbers["variance_shift_scale"] == pytest.approx(1.25, rel=1e-4)
+
+
+def test_dropout_before_bn_from_layer_order_for_older_runs():
+    order = lambda *kinds: {"layers": [{"name": f"l{i}", "type": k} for i, k in enumerate(kinds)]}  # noqa: E731
+    found = dx.dropout_before_bn(_data(info=order("Conv2D", "Dropout", "BatchNormalization")), _evidence())
+    assert (found.key, found.severity, found.numbers) == ("dropout_before_bn", "warning", {})
+    assert dx.dropout_before_bn(_data(info=order("Conv2D", "BatchNormalization", "Dropout", "Dense")), _evidence()) is None
+    assert dx.dropout_before_bn(_data(info=order("Conv2D", "BatchNormalization")), _evidence()) is None
+
+
+@pytest.mark.parametrize("test_shift, val_shift, test, warning", [(0.9, 0.1, 0.4, True), (0.9, 0.1, 0.94, False), (math.nan, math.nan, 0.95, None)])
+def test_test_shift_reports_both_shifts_and_warns_when_test_alone_drops(test_shift, val_shift, test, warning):
+    info = {"input_shift": {"first_bn_input": {"test": test_shift, "val": val_shift}, "pixel_mean": {"train": 120.0, "test": 42.5}}}
+    data = _data(inference=test, val=0.95, train=0.97, recalibrated=0.95, info=info)
+    found = dx.test_shift(data, dx.gather(data))
+    if warning is None:
+        assert found is None
+        return
+    assert (found.key, found.severity) == ("test_shift", "warning" if warning else "ok")
+    assert found.numbers == {"test_shift": test_shift, "val_shift": val_shift}
+    assert f"sit {test_shift:.2f} SDs from the training inputs (validation: {val_shift:.2f})" in found.detail
+    assert "Mean pixel value: train 120.0, test 42.5." in found.detail and f"test {test:.2f}" in found.detail
+    assert found.remedies[0].startswith("Apply the same preprocessing")
+
+
+def _drifting(name: str, pop_means: tuple[float, ...], steps=(0, 30, 60, 90, 120), pop_var: float = 400.0) -> LayerTrace:
+    """A settled layer whose population mean moves record by record (the same in every channel)."""
+    settled = {key: values[-len(steps):] for key, values in SETTLED.items()}
+    trace = _trace(name, steps=steps, pop_var=pop_var, **settled)
+    return dataclasses.replace(trace, pop_mean=np.repeat(np.asarray(pop_means, np.float32)[:, None], CHANNELS, 1))
+
+
+def test_drift_speed_is_the_fastest_layer_between_its_last_two_records():
+    slow = _drifting("norm1", (50, 50, 50, 50, 52))  # 2 / 20 SDs over 30 steps
+    fast = _drifting("norm2", (50, 50, 50, 44, 50))  # 6 / 20 SDs over 30 steps: only the last two records count
+    data = _data(layers=[slow, fast])
+    assert dx.drift_speed(data) == pytest.approx(6 / math.sqrt(400 + EPS) / 30, rel=1e-5)
+    assert math.isnan(dx.drift_speed(_data(layers=[_drifting("norm1", (50, 60), steps=(0, 120))])))  # two records: no drift measured
+
+
+@pytest.mark.parametrize("late_move, severity", [(0.0024 * 30 * 20, "ok"), (0.0026 * 30 * 20, "warning")])
+def test_lag_is_drift_times_the_window_warning_from_a_quarter_sd(late_move, severity):
+    data = _data(layers=[_drifting("norm1", (50, 50, 50, 50, 50 + late_move))])
+    speed = late_move / math.sqrt(400 + EPS) / 30
+    found = dx.lag(data, _evidence(data))
+    assert (found.key, found.severity) == ("lag", severity)
+    assert found.numbers == pytest.approx({"drift_sd_per_step": speed, "lag_sd": speed * 99, "suggested_momentum": dx.lag_momentum(speed)}, rel=1e-4)
+    assert f"trails about m/(1−m) = 99 steps behind, so it lags by about {speed * 99:.2f} SDs" in found.detail
+    assert found.remedies[1].startswith(f"Use momentum {dx.lag_momentum(speed):g}")
+    assert dx.lag(_data(momentum=1.0, layers=[_drifting("norm1", (50, 50, 50, 50, 60))]), _evidence()) is None
+
+
+def test_never_moved_names_the_stuck_layers_and_why():
+    stuck = _trace("norm1", moving=(0.0,) * 5, moving_var=(1.0,) * 5)
+    moved = _trace("norm2", **SETTLED)
+    data = _data(momentum=1.0, layers=[stuck, moved])
+    found = dx.never_moved(data, dx.gather(data))
+    assert (found.key, found.severity, found.numbers) == ("never_moved", "warning", {"layers_stuck": 1})
+    assert found.detail.startswith("norm1 still hold their initial moving values after 120 steps. With momentum 1")
+    data = _data(momentum=0.99, layers=[stuck])
+    assert "custom training loop calls the model without training=True" in dx.never_moved(data, dx.gather(data)).detail
+    assert dx.never_moved(_data(layers=[moved]), dx.gather(_data(layers=[moved]))) is None
+
+
+@pytest.mark.parametrize("ratio, shuffle, severity", [(2.9, True, "ok"), (3.1, True, "warning"), (math.nan, False, "warning")])
+def test_non_iid_batches_reports_the_ratio(ratio, shuffle, severity):
+    data = _data(shuffle=shuffle)
+    found = dx.non_iid_batches(data, _evidence(data, non_iid_ratio=ratio, not_iid=severity == "warning"))
+    assert (found.key, found.severity) == ("non_iid_batches", severity)
+    assert found.numbers == pytest.approx({"ratio": ratio}, nan_ok=True)
+    assert ("trained without shuffling" in found.detail) is not shuffle
+    assert (f"{ratio:.1f}× as far from the population mean" in found.detail) is math.isfinite(ratio)
+    assert ("the weights learn to rely on them" in found.detail) is (severity == "warning")
+    assert dx.non_iid_batches(data, _evidence(data, non_iid_ratio=math.nan, not_iid=False)) is None
