@@ -74,14 +74,16 @@ class Probe(keras.callbacks.Callback):
         self._parts: list[keras.callbacks.Callback] = []
         self.display = display and in_notebook()  # in a notebook: the live panel, then the answer under the cell
         self.panel: LivePanel | None = None
+        self.unprobed = ""  # why fit went on unprobed, when it did
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         given = [v for v in self.data.values() if v is not None]
         if isinstance(self.model, keras.Sequential) and not getattr(self.model, "inputs", None):
             self.model.build((None, *as_arrays(given[0], 1)[0].shape[1:]))  # a Sequential without Input: give it its graph (no new weights)
         if any(isinstance(data, (tuple, list)) and len(data) >= 2 and isinstance(data[0], dict) for data in given):
-            warnings.warn("bnviz.Probe cannot follow this model: its inputs are given as a dict; pass them to the probe as a list in the "
-                          "model's input order. Training goes on unprobed.", stacklevel=2)
+            self.unprobed = ("bnviz.Probe cannot follow this model: its inputs are given as a dict; pass them to the probe as a list in the "
+                             "model's input order.")
+            warnings.warn(self.unprobed + " Training goes on unprobed.", stacklevel=2)
             return
         self._guarded(self._begin, logs)
 
@@ -170,7 +172,7 @@ class Probe(keras.callbacks.Callback):
         """The run this probe records, as a notebook object (bnviz.notebook.RunView): it displays as
         the top of its Diagnose page, and has .diagnose(), .figures and .recalibrate()."""
         if self.run_id is None:
-            raise RuntimeError("This bnviz.Probe has recorded nothing yet: pass it to fit(callbacks=[probe]) first.")
+            raise RuntimeError(self.unprobed or "This bnviz.Probe has recorded nothing yet: pass it to fit(callbacks=[probe]) first.")
         return RunView(self.store, self.run_id)
 
     def recalibrate(self, batches: int | None = None, calibrate_on: str = "train") -> Recalibrated:

@@ -306,6 +306,8 @@ def test_every_kind_of_model_trains_identically_and_is_followed_or_refused_in_on
         np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=f"{kind}: {a.path}")
     if case.refused:
         assert probe.run_id is None and len(said) == 1 and case.refused in said[0] and "unprobed" in said[0]
+        with pytest.raises(RuntimeError, match=case.refused):
+            probe.run  # noqa: B018  (the notebook object says why there is none)
         return
     assert not said, said
     data = Store(tmp_path).load_run(probe.run_id)
