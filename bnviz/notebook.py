@@ -30,11 +30,11 @@ import plotly.io as pio
 from plotly.offline import get_plotlyjs, get_plotlyjs_version
 
 from bnviz import figures
-from bnviz.diagnose import Finding, as_text, diagnose, gather, steps_known
+from bnviz.diagnose import Finding, as_text, diagnose, gather
 from bnviz.export import PLOT_CONFIG, comparison_figures, html_report, key_layer
 from bnviz.records import Evaluation
 from bnviz.store import RunData, Store, StoreError
-from bnviz.summary import Headline, fix_line, headline_figures, inspected
+from bnviz.summary import Headline, fix_line, headline_figures, history_figures
 
 LIVE_EVERY_S = 2.0  # the live panel redraws at most this often…
 LIVE_COST_SHARE = 0.02  # …and spends at most this share of the training time redrawing
@@ -113,15 +113,6 @@ def _headlines_html(cells: Sequence[Headline]) -> str:
     return f'<div style="display:flex;gap:8px;flex-wrap:wrap;margin:8px 0">{"".join(card(c) for c in cells)}</div>'
 
 
-def summary_figures(data: RunData) -> list[go.Figure]:
-    """The symptom (training curves) and the cause (mᵗ) as the Diagnose page draws them; a saved model
-    has no curves, and mᵗ only after the step count its user gave."""
-    figs = [] if inspected(data.run) else [figures.training_curves(data, height=420)]
-    if data.run.config.arch.norm == "batch" and (steps := steps_known(data)) is not None:
-        figs.append(figures.ema_theory_figure(data.run.momentum, steps, height=420))
-    return figs
-
-
 def summary_html(data: RunData, findings: Sequence[Finding]) -> str:
     """The top of the Diagnose page as one HTML block: the verdict, the figures row, the fix, the charts."""
     top = findings[0]
@@ -129,7 +120,7 @@ def summary_html(data: RunData, findings: Sequence[Finding]) -> str:
     parts = [plotlyjs_once(), f"<h3 style='margin:4px 0'>bnviz · {html.escape(data.run.label)}</h3>",
              finding_html(top), _headlines_html(headline_figures(data, gather(data)))]
     parts += [f"<p><b>Fix:</b> {_inline_code(fix)}</p>"] if fix else []
-    parts += [figure_html(f) for f in summary_figures(data)]
+    parts += [figure_html(f) for f in history_figures(data).values()]
     more = len(findings) - 1
     parts.append(f'<p style="color:#555;font-size:12px">run {html.escape(data.run.id)} · {data.run.status} · {more} more finding'
                  f'{"s" * (more != 1)}: <code>.diagnose()</code> · figures: <code>.figures</code> · PreciseBN: <code>.recalibrate()</code></p>')
@@ -185,8 +176,8 @@ class RunView:
     def figures(self) -> dict[str, go.Figure]:
         """The dashboard's figures of this run, by name; per-layer ones for the layer where the error starts."""
         data = self.data
-        shown = dict(zip(("training_curves", "initial_values") if not inspected(data.run) else ("initial_values",),
-                         summary_figures(data), strict=False))
+        names = {"curves": "training_curves", "theory": "initial_values"}
+        shown = {names[key]: fig for key, fig in history_figures(data).items()}
         if (layer := key_layer(data)) is not None:
             shown |= {"activations": figures.activation_histograms(data, layer), "drift": figures.drift_figure(data, layer),
                       "channel_gap": figures.channel_gap_figure(data, layer)}

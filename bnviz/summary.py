@@ -7,6 +7,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import plotly.graph_objects as go
+
+from bnviz import figures
 from bnviz.diagnose import BN_CAUSES, Evidence, Finding, LayerFigures, all_layer_figures, fingerprint, steps_known
 from bnviz.glossary import GLOSSARY
 from bnviz.stats import init_weight
@@ -91,6 +94,15 @@ def headline_figures(data: RunData, ev: Evidence | None) -> list[Headline]:
     if (worst := worst_layer(data)) is not None:
         cells.append(_worst_scale(worst))
     return cells
+
+
+def history_figures(data: RunData, height: int = 420, scale: float = 1.0) -> dict[str, go.Figure]:
+    """The symptom (training curves, "curves") and the cause (mᵗ over the steps, "theory"), as the top of
+    Diagnose draws them; a saved model has no curves, and mᵗ only after the step count its user gave."""
+    shown = {} if inspected(data.run) else {"curves": figures.training_curves(data, height=height, scale=scale)}
+    if data.run.config.arch.norm == "batch" and (steps := steps_known(data)) is not None:
+        shown["theory"] = figures.ema_theory_figure(data.run.momentum, steps, height=height, scale=scale)
+    return shown
 
 
 def fix_line(top: Finding, recalibrate_call: str = "run.recalibrate()") -> str | None:

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import streamlit as st
 
-from bnviz import figures, levers
+from bnviz import levers
 from bnviz.config import OWN_PRESET
-from bnviz.diagnose import Evidence, Finding, steps_known
+from bnviz.diagnose import Evidence, Finding
 from bnviz.records import ACTIVE, Evaluation, RunStatus
 from bnviz.store import Run, RunData
-from bnviz.summary import headline_figures
+from bnviz.summary import headline_figures, history_figures
 from pages import common
 
 SHOWS = {"critical": st.error, "warning": st.warning, "unknown": st.warning, "info": st.info, "ok": st.success}
@@ -50,17 +50,14 @@ def figures_row(data: RunData, ev: Evidence | None) -> None:
 
 
 def history_charts(data: RunData, scale: float) -> None:
-    """The symptom (training curves) beside the cause (mᵗ over the steps). A saved model has neither:
-    one caption says so, and mᵗ is drawn only after the step count its user gave."""
-    run, steps = data.run, steps_known(data)
-    charts = [] if common.inspected(run) else [(figures.training_curves(data, height=420, scale=scale), "diagnose_curves")]
-    if run.config.arch.norm == "batch" and steps is not None:
-        charts.append((figures.ema_theory_figure(run.momentum, steps, height=420, scale=scale), "diagnose_theory"))
-    if common.inspected(run):
+    """The symptom beside the cause (bnviz.summary.history_figures). A saved model has neither history
+    nor, without a step count, mᵗ: one caption says so."""
+    if common.inspected(data.run):
         st.caption(HISTORY_NOTE)
-    for col, (fig, key) in zip(common.side_by_side(2) if charts else [], charts, strict=False):
+    charts = history_figures(data, scale=scale)
+    for col, (key, fig) in zip(common.side_by_side(2) if charts else [], charts.items(), strict=False):
         with col:
-            common.chart(fig, key=key)
+            common.chart(fig, key=f"diagnose_{key}")
 
 
 def fix_it(run: Run, top: Finding) -> None:

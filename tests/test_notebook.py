@@ -20,6 +20,7 @@ from bench.notebook import execute_notebook
 from bnviz import notebook
 from bnviz.diagnose import as_text, diagnose
 from bnviz.store import StoreError
+from bnviz.summary import history_figures
 from tests.browser import CHROMIUM, chromium
 from tests.conftest import needs_tool
 
@@ -66,7 +67,7 @@ def test_a_run_displays_as_the_top_of_its_diagnose_page(stored, monkeypatch):
     first, second = run._repr_mimebundle_()["text/html"], run._repr_mimebundle_()["text/html"]
     top = diagnose(run.data)[0]
     assert top.title in first and "initial values left, mᵗ" in first and "train (evaluate)" in first
-    assert first.count("Plotly.newPlot") == len(notebook.summary_figures(run.data)) == 2
+    assert first.count("Plotly.newPlot") == len(history_figures(run.data)) == 2
     assert first.count("<script src=") == 0 and first.count("window.Plotly = Plotly") == 1  # plotly.js inline, once per kernel
     assert second.count("window.Plotly = Plotly") == 0 and second.count("Plotly.newPlot") == 2
     assert top.title in run._repr_mimebundle_()["text/plain"]
