@@ -92,8 +92,6 @@ def lag_chapter() -> None:
     common.chart(figures.final_accuracy_figure([lagged, fixed], scale=scale), key="story_lag_compare")
 
 
-st.header(chapter.title)
-st.markdown(chapter.text)
 def recap() -> None:
     """Both mechanisms side by side, with the figures that tell them apart on a student's own run."""
     frame = mechanisms_frame(data)
@@ -106,8 +104,13 @@ def recap() -> None:
                                         na_rep="–"), key="story_recap")
 
 
+st.header(chapter.title)
+st.markdown(chapter.text)
 if chapter in (RAW_CHAPTER, LAG_CHAPTER):
-    raw_chapter() if chapter is RAW_CHAPTER else lag_chapter()
+    if chapter is RAW_CHAPTER:
+        raw_chapter()
+    else:
+        lag_chapter()
     recap()
     st.stop()
 run = data.get(chapter.preset)
