@@ -13,8 +13,10 @@ from pathlib import Path
 
 from bench.util import quiet_tensorflow
 
-HEADER = ("| seed | m | mᵗ | trail (SDs) | moving mean off (SDs) | test: inference / batch stats / PreciseBN | fit | verdict | s |\n"
-          "|---|---|---|---|---|---|---|---|---|")
+HEADER = (
+    "| seed | m | mᵗ | trail (SDs) | moving mean off (SDs) | test: inference / batch stats / PreciseBN | fit | verdict | s |\n"
+    "|---|---|---|---|---|---|---|---|---|"
+)
 
 
 def run_pair(seed: int, home: Path) -> list[tuple[dict, str, float]]:
@@ -28,16 +30,17 @@ def run_pair(seed: int, home: Path) -> list[tuple[dict, str, float]]:
     for config in lag_configs(seed=seed):
         result = execute_run(store, store.create_run(config))
         data = store.load_run(result.run_id)
-        row = mechanism_row(data) | {"batch stats": data.evaluations["final"].accuracy_of("test_batchstats"),
-                                     "fit": data.evaluations["final"].fit_accuracy}
+        row = mechanism_row(data) | {"batch stats": data.evaluations["final"].accuracy_of("test_batchstats"), "fit": data.evaluations["final"].fit_accuracy}
         out.append((row, diagnose(data)[0].cause, result.seconds))
     return out
 
 
 def table_row(seed: int, row: dict, cause: str, seconds: float) -> str:
-    return (f"| {seed} | {row['momentum m']:g} | {row['initial values left, mᵗ']:.2g} | {row['trail: drift × m/(1 − m) (SDs)']:.2f} | "
-            f"{row['moving mean off (SDs)']:.2f} | {row['test (inference)']:.2f} / {row['batch stats']:.2f} / {row['test (PreciseBN)']:.2f} | "
-            f"{row['fit']:.2f} | `{cause}` | {seconds:.0f} |")
+    return (
+        f"| {seed} | {row['momentum m']:g} | {row['initial values left, mᵗ']:.2g} | {row['trail: drift × m/(1 − m) (SDs)']:.2f} | "
+        f"{row['moving mean off (SDs)']:.2f} | {row['test (inference)']:.2f} / {row['batch stats']:.2f} / {row['test (PreciseBN)']:.2f} | "
+        f"{row['fit']:.2f} | `{cause}` | {seconds:.0f} |"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -53,8 +56,10 @@ def main(argv: list[str] | None = None) -> None:
         for row, cause, seconds in pair:
             print(table_row(seed, row, cause, seconds), flush=True)
         held += [cause for _, cause, _ in pair] == ["lag", "healthy"]
-    print(f"\nThe pattern (m = 0.99: lag, m = 0.8: healthy) held in {held} of {len(args.seeds)} seeds; "
-          f"{time.perf_counter() - started:.0f} s for {2 * len(args.seeds)} runs.")
+    print(
+        f"\nThe pattern (m = 0.99: lag, m = 0.8: healthy) held in {held} of {len(args.seeds)} seeds; "
+        f"{time.perf_counter() - started:.0f} s for {2 * len(args.seeds)} runs."
+    )
 
 
 if __name__ == "__main__":

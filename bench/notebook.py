@@ -84,8 +84,13 @@ def run(rounds: int, epochs: int) -> dict:
     measured = json.loads(next(line for line in text.splitlines() if line.startswith("BENCH "))[6:])
     ratios = {key: [r["with"][key] / r["without"][key] for r in measured] for key in TIMES}
     share = median([r["with"]["panel_s"] / r["with"]["loop_s"] for r in measured])
-    return {"rounds": measured, "ratios": ratios, "median": {k: median(v) for k, v in ratios.items()}, "panel_share": share,
-            "wall_s": time.perf_counter() - started}
+    return {
+        "rounds": measured,
+        "ratios": ratios,
+        "median": {k: median(v) for k, v in ratios.items()},
+        "panel_share": share,
+        "wall_s": time.perf_counter() - started,
+    }
 
 
 def main() -> None:
@@ -97,10 +102,15 @@ def main() -> None:
     for i, r in enumerate(result["rounds"]):
         cells = ", ".join(f"{TIMES[k]} {r['without'][k]:.2f} → {r['with'][k]:.2f} s ({r['with'][k] / r['without'][k]:.3f}×)" for k in TIMES)
         print(f"round {i + 1}, {r['with']['updates']} redraws, {1000 * r['with']['panel_s']:.0f} ms drawing in the loop: {cells}")
-    print("median, probe + live panel over the probe alone: " + ", ".join(f"{TIMES[k]} {v:.3f}×" for k, v in result["median"].items())
-          + f" ({result['wall_s']:.0f} s in all)")
-    print(f"the panel's own drawing time inside the training loop: {result['panel_share']:.1%} of the loop (median), "
-          f"so {1 + result['panel_share']:.3f}× what the loop would take without it")
+    print(
+        "median, probe + live panel over the probe alone: "
+        + ", ".join(f"{TIMES[k]} {v:.3f}×" for k, v in result["median"].items())
+        + f" ({result['wall_s']:.0f} s in all)"
+    )
+    print(
+        f"the panel's own drawing time inside the training loop: {result['panel_share']:.1%} of the loop (median), "
+        f"so {1 + result['panel_share']:.3f}× what the loop would take without it"
+    )
 
 
 if __name__ == "__main__":

@@ -78,8 +78,10 @@ def _inline_code(text: str) -> str:
 
 def _box(severity: str, title: str, body: str) -> str:
     colour = SEVERITY_COLOURS.get(severity, "#444")
-    return (f'<div style="border-left:5px solid {colour};padding:6px 12px;margin:6px 0;background:#fafafa">'
-            f'<b style="color:{colour}">{html.escape(title)}</b><div>{body}</div></div>')
+    return (
+        f'<div style="border-left:5px solid {colour};padding:6px 12px;margin:6px 0;background:#fafafa">'
+        f'<b style="color:{colour}">{html.escape(title)}</b><div>{body}</div></div>'
+    )
 
 
 def finding_html(finding: Finding) -> str:
@@ -106,10 +108,14 @@ class Findings(list):
 
 def _headlines_html(cells: Sequence[Headline]) -> str:
     """The big figures in a row of cards, each with its tooltip."""
+
     def card(c: Headline) -> str:
         note = f'<div style="font-size:12px;color:#555">{html.escape(c.note)}</div>' if c.note else ""
-        return (f'<div title="{html.escape(c.help)}" style="flex:1;min-width:130px;padding:6px 10px;border:1px solid #ddd;border-radius:6px">'
-                f'<div style="font-size:12px;color:#555">{html.escape(c.label)}</div><div style="font-size:24px">{html.escape(c.value)}</div>{note}</div>')
+        return (
+            f'<div title="{html.escape(c.help)}" style="flex:1;min-width:130px;padding:6px 10px;border:1px solid #ddd;border-radius:6px">'
+            f'<div style="font-size:12px;color:#555">{html.escape(c.label)}</div><div style="font-size:24px">{html.escape(c.value)}</div>{note}</div>'
+        )
+
     return f'<div style="display:flex;gap:8px;flex-wrap:wrap;margin:8px 0">{"".join(card(c) for c in cells)}</div>'
 
 
@@ -117,13 +123,19 @@ def summary_html(data: RunData, findings: Sequence[Finding]) -> str:
     """The top of the Diagnose page as one HTML block: the verdict, the figures row, the fix, the charts."""
     top = findings[0]
     fix = fix_line(top, f'bnviz.load("{data.run.id}").recalibrate()')
-    parts = [plotlyjs_once(), f"<h3 style='margin:4px 0'>bnviz · {html.escape(data.run.label)}</h3>",
-             finding_html(top), _headlines_html(headline_figures(data, gather(data)))]
+    parts = [
+        plotlyjs_once(),
+        f"<h3 style='margin:4px 0'>bnviz · {html.escape(data.run.label)}</h3>",
+        finding_html(top),
+        _headlines_html(headline_figures(data, gather(data))),
+    ]
     parts += [f"<p><b>Fix:</b> {_inline_code(fix)}</p>"] if fix else []
     parts += [figure_html(f) for f in history_figures(data).values()]
     more = len(findings) - 1
-    parts.append(f'<p style="color:#555;font-size:12px">run {html.escape(data.run.id)} · {data.run.status} · {more} more finding'
-                 f'{"s" * (more != 1)}: <code>.diagnose()</code> · figures: <code>.figures</code> · PreciseBN: <code>.recalibrate()</code></p>')
+    parts.append(
+        f'<p style="color:#555;font-size:12px">run {html.escape(data.run.id)} · {data.run.status} · {more} more finding'
+        f"{'s' * (more != 1)}: <code>.diagnose()</code> · figures: <code>.figures</code> · PreciseBN: <code>.recalibrate()</code></p>"
+    )
     return "<div>" + "".join(parts) + "</div>"
 
 
@@ -150,9 +162,11 @@ class Recalibrated:
 
     def _repr_html_(self) -> str:
         rows = "".join(f"<tr><td>{a}</td><td>{b}</td><td>{c}</td></tr>" for a, b, c in self._rows())
-        return (f"<p>PreciseBN on {html.escape(self.after.calibrated_on or 'train')} images, {self.after.batches} batches; "
-                f"the model is <code>.model</code>, saved at <code>{html.escape(str(self.path))}</code>.</p>"
-                f"<table><tr><th></th><th>before</th><th>after</th></tr>{rows}</table>")
+        return (
+            f"<p>PreciseBN on {html.escape(self.after.calibrated_on or 'train')} images, {self.after.batches} batches; "
+            f"the model is <code>.model</code>, saved at <code>{html.escape(str(self.path))}</code>.</p>"
+            f"<table><tr><th></th><th>before</th><th>after</th></tr>{rows}</table>"
+        )
 
     def __repr__(self) -> str:
         return "Recalibrated(" + ", ".join(f"{a}: {b} → {c}" for a, b, c in self._rows()) + f", path={str(self.path)!r})"
@@ -179,8 +193,11 @@ class RunView:
         names = {"curves": "training_curves", "theory": "initial_values"}
         shown = {names[key]: fig for key, fig in history_figures(data).items()}
         if (layer := key_layer(data)) is not None:
-            shown |= {"activations": figures.activation_histograms(data, layer), "drift": figures.drift_figure(data, layer),
-                      "channel_gap": figures.channel_gap_figure(data, layer)}
+            shown |= {
+                "activations": figures.activation_histograms(data, layer),
+                "drift": figures.drift_figure(data, layer),
+                "channel_gap": figures.channel_gap_figure(data, layer),
+            }
         return shown
 
     def recalibrate(self, batches: int | None = None, calibrate_on: str = "train", save: str | Path | None = None) -> Recalibrated:

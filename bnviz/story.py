@@ -178,12 +178,12 @@ def mean_gap(data: RunData) -> tuple[str, float]:
 def mechanism_row(data: RunData) -> dict[str, object]:
     """One run's figures that tell the two mechanisms apart: how much of the initial values is left
     (mᵗ), how far the average trails drifting statistics (drift per step × m/(1 − m)), how far the
-    moving mean ended from the population, and what inference and PreciseBN score."""
+    moving mean ended from the population, and what inference and PreciseBN score (the recap adds the verdict)."""
     m, t = data.run.momentum, data.steps_trained
     speed = drift_speed(data)
     return {"steps t": t, "momentum m": m, "initial values left, mᵗ": float(init_weight(m, t)),
             "trail: drift × m/(1 − m) (SDs)": speed * m / (1 - m) if m < 1 else math.nan, "moving mean off (SDs)": mean_gap(data)[1],
-            "test (inference)": _test(data), "test (PreciseBN)": _test(data, "recalibrated"), "verdict": VERDICTS.get(diagnose(data)[0].cause, "–")}
+            "test (inference)": _test(data), "test (PreciseBN)": _test(data, "recalibrated")}
 
 
 MECHANISMS = {"bn": "3 · initial values (short run)", "final": "4 · the fix, m = 0.8", lag_key(0.99): "6 · lag (long run)",
@@ -192,7 +192,8 @@ MECHANISMS = {"bn": "3 · initial values (short run)", "final": "4 · the fix, m
 
 def mechanisms_frame(datas: dict[str, RunData]) -> pd.DataFrame:
     """The recap: chapter 3's and chapter 6's runs and their m = 0.8 twins, side by side (the runs there are)."""
-    rows = {label: mechanism_row(datas[key]) for key, label in MECHANISMS.items() if key in datas}
+    rows = {label: mechanism_row(datas[key]) | {"verdict": VERDICTS.get(diagnose(datas[key])[0].cause, "–")}
+            for key, label in MECHANISMS.items() if key in datas}
     return pd.DataFrame.from_dict(rows, orient="index")
 
 

@@ -16,8 +16,10 @@ from bnviz.stats import init_weight
 from bnviz.store import Run, RunData
 
 SCALE_HELP = GLOSSARY["scale error"] + " Against the input inference really feeds the layer (else the training-mode population)."
-FINGERPRINT_HELP = ("A saved model's training steps are unknown: w is the share of the initial values (0 and 1) that fits its moving "
-                    "statistics best, moving ≈ w·initial + (1 − w)·population (see the finding on initial values).")
+FINGERPRINT_HELP = (
+    "A saved model's training steps are unknown: w is the share of the initial values (0 and 1) that fits its moving "
+    "statistics best, moving ≈ w·initial + (1 − w)·population (see the finding on initial values)."
+)
 RETRAIN_CAUSES = ("non_iid_batches", "dropout_before_bn")  # fixed by changing how the model trains, not by new statistics
 
 
@@ -40,9 +42,11 @@ def inspected(run: Run) -> bool:
 
 def worst_layer(data: RunData) -> LayerFigures | None:
     """The BN layer whose scale error is furthest from 1 (inference's figure where stored)."""
+
     def off(f: LayerFigures) -> float:
         s = f.infer_scale if math.isfinite(f.infer_scale) else f.own_scale
         return max(s, 1 / s) if math.isfinite(s) and s > 0 else -1.0
+
     layers = all_layer_figures(data) if data.layers else []
     return max(layers, key=off, default=None)
 
@@ -86,8 +90,11 @@ def headline_figures(data: RunData, ev: Evidence | None) -> list[Headline]:
     fit, train = (ev.fit, ev.train) if ev else (_last_fit(data), math.nan)
     points = math.isfinite(train * fit) and not (ev and ev.metric.is_loss)
     cells = [] if inspected(data.run) else [Headline("train (fit)", _shown(ev, fit), help=GLOSSARY["train (fit)"])]
-    cells.append(Headline("train (evaluate)", _shown(ev, train), f"{100 * (train - fit):+.1f} points vs fit" if points else None,
-                          GLOSSARY["train (evaluate)"], signed=True))
+    cells.append(
+        Headline(
+            "train (evaluate)", _shown(ev, train), f"{100 * (train - fit):+.1f} points vs fit" if points else None, GLOSSARY["train (evaluate)"], signed=True
+        )
+    )
     if ev:
         cells.append(Headline(f"{ev.split} (evaluate)", _shown(ev, ev.inference), help=f"Held-out {ev.metric.name} in inference mode."))
     cells.append(_initial_values(data, ev))
