@@ -24,7 +24,7 @@ def run_pair(seed: int, home: Path) -> list[tuple[dict, str, float]]:
     from bnviz.diagnose import diagnose
     from bnviz.store import Store
     from bnviz.story import lag_configs, mechanism_row
-    from bnviz.train import execute_run
+    from bnviz.tf.train import execute_run
 
     store, out = Store(home), []
     for config in lag_configs(seed=seed):

@@ -7,7 +7,7 @@ import numpy as np
 
 
 def population_moments_numpy(forward, x: np.ndarray, batch_size: int, n_layers: int, training: bool = True) -> list[tuple[np.ndarray, np.ndarray]]:
-    """bnviz.probe.population_moments before the benchmark: every output of every batch copied out,
+    """bnviz.tf.probe.population_moments before the benchmark: every output of every batch copied out,
     then E[x²] − E[x]² accumulated in float64 numpy (`training` picks the BN mode, as the current one)."""
     sums, squares, counts = [0.0] * n_layers, [0.0] * n_layers, [0] * n_layers
     for start in range(0, len(x), batch_size):

@@ -24,12 +24,12 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 TARGETS = (
     "bnviz.stats.*",  # EMA theory, recovered batch moments and their error bound, schedules, histograms, gaps
-    "bnviz.recalibrate.x_recalibrate__*",  # PreciseBN (not recalibrate_job, the job plumbing around it)
-    "bnviz.probe.x_population_moments*",  # the probe's moment functions, not its callback plumbing
-    "bnviz.probe.x_batch_moments*",
-    "bnviz.probe.x_pooled_moments*",
-    "bnviz.probe.xǁStatelessForwardǁ_input_moments*",
-    "bnviz.probe.xǁStatelessForwardǁinput_moments*",
+    "bnviz.tf.recalibrate.x_recalibrate__*",  # PreciseBN (not recalibrate_job, the job plumbing around it)
+    "bnviz.tf.probe.x_population_moments*",  # the probe's moment functions, not its callback plumbing
+    "bnviz.tf.probe.x_batch_moments*",
+    "bnviz.tf.probe.x_pooled_moments*",
+    "bnviz.tf.probe.xǁStatelessForwardǁ_input_moments*",
+    "bnviz.tf.probe.xǁStatelessForwardǁinput_moments*",
     "bnviz.diagnose.*",  # the verdict, its thresholds and every finding's figures
 )
 KILLED = ("killed", "timeout")  # a mutant that makes the tests hang is caught too (mutmut's own score counts it)

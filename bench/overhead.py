@@ -82,10 +82,10 @@ def fit_once(setup: Setup, kind: str, config=None) -> dict:
     "probed" or "tensorboard"; see the module docstring."""
     import keras
 
-    from bnviz.models import compile_model
-    from bnviz.probe import BNProbe
     from bnviz.store import Store
-    from bnviz.train import Recorder, probe_inputs
+    from bnviz.tf.models import compile_model
+    from bnviz.tf.probe import BNProbe
+    from bnviz.tf.train import Recorder, probe_inputs
 
     config = config or setup.config
     data, batch = setup.data, config.batch_size
@@ -197,11 +197,11 @@ def record_breakdown(setup: Setup, repeat: int) -> dict:
     import keras
     import numpy as np
 
-    from bnviz.models import compile_model
-    from bnviz.probe import RecordMaker, Snapshot, population_moments
     from bnviz.stats import shared_histograms
     from bnviz.store import Store
-    from bnviz.train import Recorder, probe_inputs
+    from bnviz.tf.models import compile_model
+    from bnviz.tf.probe import RecordMaker, Snapshot, population_moments
+    from bnviz.tf.train import Recorder, probe_inputs
 
     config, data = setup.config, setup.data
     keras.utils.set_random_seed(config.seed)
@@ -276,8 +276,8 @@ def population_error(setup: Setup) -> dict:
     import keras
     import numpy as np
 
-    from bnviz.models import batch_norm_layers, compile_model
-    from bnviz.probe import StatelessForward, batch_mean_spread, batch_moments, pooled_moments, tap_model
+    from bnviz.tf.models import batch_norm_layers, compile_model
+    from bnviz.tf.probe import StatelessForward, batch_mean_spread, batch_moments, pooled_moments, tap_model
 
     config, data, batch = setup.config, setup.data, setup.config.batch_size
     keras.utils.set_random_seed(config.seed)

@@ -17,8 +17,8 @@ from bench.util import quiet_tensorflow
 
 def _scenarios(digits: dict) -> list[tuple[str, str, str, Callable]]:
     """(name, how it is built, the right cause, run(home, seed) -> (data, findings))."""
-    from bnviz.inspect import inspect_model
     from bnviz.store import Store
+    from bnviz.tf.inspect import inspect_model
     from tests import test_own_models as bank
 
     def probe(**kwargs):

@@ -73,7 +73,7 @@ def attempt(variant: str, seed: int, epochs: int, learning_rate: float, dead: bo
     """The four presets on raw pixels: test accuracy in inference mode, bn's last fit accuracy, seconds."""
     import keras
 
-    from bnviz.models import compile_model
+    from bnviz.tf.models import compile_model
 
     data, started = dataset(variant, seed), time.monotonic()
     out: dict = {"data": variant, "seed": seed, "epochs": epochs, "learning_rate": learning_rate,

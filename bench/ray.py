@@ -96,7 +96,7 @@ def traffic(home: str, record, calls: int = 40) -> dict:
 def calls_per_run(store, run_id: str) -> dict:
     """How many store writes and polls a run makes through the proxy (from its stored rows and the
     Recorder's intervals)."""
-    from bnviz.train import CANCEL_POLL_SECONDS, COMMIT_SECONDS
+    from bnviz.tf.train import CANCEL_POLL_SECONDS, COMMIT_SECONDS
 
     run = store.get_run(run_id)
     probes = len(store.load_run(run_id).probes)

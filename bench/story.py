@@ -2,7 +2,7 @@
 process) end to end, and where its time goes.
 
 The section process runs the real command (`bnviz.cli.main(["story", ...])`) after wrapping, from
-outside, the pieces `bnviz.train.execute_run` calls, so nothing in bnviz changes for the
+outside, the pieces `bnviz.tf.train.execute_run` calls, so nothing in bnviz changes for the
 measurement: data loading, model build, `fit` (and inside it the probe's hooks, which include writing its
 records, and the Recorder's per-step hooks), the evaluation in both BN modes and the model save. The parent process times the
 whole process, Python start and TensorFlow import included, as a user running the command sees it.
@@ -23,7 +23,7 @@ PHASES = ("data", "build", "fit", "probe", "recorder", "evaluate", "save")  # pr
 
 def _instrument(log: list[dict]) -> None:
     """Wrap what execute_run calls; each run appends one dict of seconds per phase to `log`."""
-    import bnviz.train as train
+    import bnviz.tf.train as train
 
     def clocked(name, fn):
         def wrapper(*args, **kwargs):
@@ -63,7 +63,7 @@ def _instrument(log: list[dict]) -> None:
 def run(quick: bool, reps: int) -> dict:
     quiet_tensorflow()
     start = time.perf_counter()
-    import bnviz.train  # noqa: F401  (TensorFlow and Keras, as the story command imports them)
+    import bnviz.tf.train  # noqa: F401  (TensorFlow and Keras, as the story command imports them)
     from bnviz.cli import main
 
     import_s = time.perf_counter() - start

@@ -127,7 +127,7 @@ def _run_in_process(store: Store, config: RunConfig, quiet: bool, sweep: str | N
     dashboard's job manager never picks it up."""
     from tqdm import tqdm
 
-    from bnviz.train import execute_run
+    from bnviz.tf.train import execute_run
 
     run_id = store.create_run(config, status=RunStatus.RUNNING, sweep=sweep)
     store.start(run_id, os.getpid(), 0, 0, {})
@@ -165,7 +165,7 @@ def _run_all(store: Store, configs: list[RunConfig], args: argparse.Namespace, s
 
 def _stored_result(store: Store, run_id: str):
     """A finished run's RunResult, read back from the store."""
-    from bnviz.train import RunResult
+    from bnviz.tf.train import RunResult
 
     run = store.get_run(run_id)
     seconds = run.info.get("seconds") or ((run.finished or 0) - (run.started or run.finished or 0))
@@ -226,7 +226,7 @@ def cmd_diagnose(args: argparse.Namespace) -> None:
 
 
 def cmd_recalibrate(args: argparse.Namespace) -> None:
-    from bnviz.recalibrate import recalibrate
+    from bnviz.tf.recalibrate import recalibrate
 
     result = recalibrate(Store(args.home), args.run, args.batches, save=args.save, calibrate_on=args.calibrate_on)
     after = result["after"]
@@ -243,7 +243,7 @@ def cmd_recalibrate(args: argparse.Namespace) -> None:
 
 def cmd_inspect(args: argparse.Namespace) -> None:
     from bnviz.diagnose import as_text, diagnose
-    from bnviz.inspect import inspect_model
+    from bnviz.tf.inspect import inspect_model
 
     store = Store(args.home)
     run_id = inspect_model(store, args.model, args.data, args.test, args.name, args.batch_size, steps=args.steps,
@@ -279,7 +279,7 @@ def cmd_sweep(args: argparse.Namespace) -> None:
 
 
 def cmd_tensorboard(args: argparse.Namespace) -> None:
-    from bnviz.tbexport import write_events
+    from bnviz.tf.tbexport import write_events
 
     store = Store(args.home)
     folder = write_events(store.load_run(store.get_run(args.run).id), Path(args.logdir))
@@ -287,7 +287,7 @@ def cmd_tensorboard(args: argparse.Namespace) -> None:
 
 
 def cmd_summary(args: argparse.Namespace) -> None:
-    from bnviz.models import build_model, layer_rows
+    from bnviz.tf.models import build_model, layer_rows
 
     config = validate(preset_config(args.preset, input_size=args.input_size))
     model = build_model(config.arch, config.input_size)

@@ -71,7 +71,7 @@ NO_BUDGET_LIMIT = 100.0  # the probe budget's top: every record at its step
 
 @dataclass(frozen=True)
 class ProbeConfig:
-    """What the probe records and how often (see bnviz.probe)."""
+    """What the probe records and how often (see bnviz.tf.probe)."""
 
     enabled: bool = True
     every: int = 0  # steps between probes; 0 = geometric through the first epoch (dense early, where mᵗ moves); epoch ends always

@@ -1,4 +1,4 @@
-"""Executors: who runs the jobs queued in the store. Local worker processes (`bnviz.worker`, the
+"""Executors: who runs the jobs queued in the store. Local worker processes (`bnviz.tf.worker`, the
 embedded default) or a Ray cluster (`BNVIZ_RAY_ADDRESS` for the dashboard, `--ray` on the CLI),
 whose driver (`bnviz.rayexec`) runs train jobs as Ray tasks and leaves the other kinds, which
 read saved model files, to local workers. Both only start processes that drain the queue, so
@@ -82,7 +82,7 @@ class LocalExecutor:
         threads = max(1, (os.cpu_count() or 2) // self.max_workers)
         kinds = ["--kinds", ",".join(self.kinds)] if self.kinds else []
         for _ in range(min(queued, self.max_workers - len(self._procs) - len(busy - elsewhere - mine - {None}))):
-            self._procs.append(spawn_module(store, "worker", ["bnviz.worker", "--threads", str(threads), *kinds]))
+            self._procs.append(spawn_module(store, "worker", ["bnviz.tf.worker", "--threads", str(threads), *kinds]))
 
     def active(self) -> int:
         return sum(1 for p in self._procs if p.poll() is None)

@@ -2,7 +2,7 @@
 `max_workers` worker processes draining the queue, or a Ray driver for the train jobs when given
 a Ray address (`bnviz.executors`). One per dashboard server; thread-safe; never imports
 TensorFlow, Ray, nor the handlers: `JOB_HANDLERS` names them by dotted path, and only the
-worker (`bnviz.worker`) imports the one a job needs.
+worker (`bnviz.tf.worker`) imports the one a job needs.
 
 A handler is `handler(store, job, progress) -> None`: `progress(text)` stores a one-line progress
 text; raising `JobCancelled` ends the job cancelled, any other exception ends it failed with the
@@ -27,9 +27,9 @@ from bnviz.store import Store, check_run_id
 
 MEMORY_FRACTION = 0.5  # refuse a run whose estimated training memory exceeds this share of free memory
 JOB_HANDLERS = {
-    "train": "bnviz.train:train_job",
-    "recalibrate": "bnviz.recalibrate:recalibrate_job",
-    "inspect": "bnviz.inspect:inspect_job",
+    "train": "bnviz.tf.train:train_job",
+    "recalibrate": "bnviz.tf.recalibrate:recalibrate_job",
+    "inspect": "bnviz.tf.inspect:inspect_job",
 }
 Handler = Callable[[Store, Job, Callable[[str], None]], None]
 

@@ -203,8 +203,8 @@ class RunView:
     def recalibrate(self, batches: int | None = None, calibrate_on: str = "train", save: str | Path | None = None) -> Recalibrated:
         """PreciseBN now, in this process: new BN statistics over `batches` batches of `calibrate_on`'s
         images, weights untouched; returns the repaired model and its accuracy."""
-        from bnviz.models import load_model_safely
-        from bnviz.recalibrate import DEFAULT_BATCHES, recalibrate
+        from bnviz.tf.models import load_model_safely
+        from bnviz.tf.recalibrate import DEFAULT_BATCHES, recalibrate
 
         result = recalibrate(self.store, self.id, batches or DEFAULT_BATCHES, save=save, calibrate_on=calibrate_on)
         path = self.store.models_dir / f"{self.id}-precisebn.keras"

@@ -111,7 +111,7 @@ def node_info() -> dict:
 
 def train_task(writer: ray.actor.ActorHandle, job: Job, data: bytes | None) -> str:
     """A Ray task: run one claimed train job on this node as a local worker would, through a proxy."""
-    from bnviz.worker import run_job
+    from bnviz.tf.worker import run_job
 
     proxy = StoreProxy(writer, node_info())
     try:

@@ -31,7 +31,7 @@ def _norm_params(arch: ArchConfig, channels: int) -> tuple[int, int]:
 
 
 def layer_table(arch: ArchConfig, input_size: int, channels: int = 3, num_classes: int = 6) -> list[LayerRow]:
-    """One row per Keras layer that `bnviz.models.build_model` creates, in order."""
+    """One row per Keras layer that `bnviz.tf.models.build_model` creates, in order."""
     size, rows = input_size, []
     if arch.rescale != 1:
         rows.append(LayerRow("rescaling", "Rescaling", (size, size, channels), 0, 0))
@@ -69,7 +69,7 @@ def param_counts(arch: ArchConfig, input_size: int, channels: int = 3, num_class
 
 def param_totals(layers: Iterable[tuple[int, int]]) -> dict[str, int]:
     """Total, trainable and non-trainable counts from per-layer (trainable, non-trainable) pairs,
-    from this module's layer table or a built model's (bnviz.models.layer_rows)."""
+    from this module's layer table or a built model's (bnviz.tf.models.layer_rows)."""
     pairs = list(layers)
     trainable, frozen = sum(t for t, _ in pairs), sum(f for _, f in pairs)
     return {"total": trainable + frozen, "trainable": trainable, "non_trainable": frozen}

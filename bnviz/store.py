@@ -4,7 +4,7 @@ It is the only channel between background work and the dashboard. Every write is
 transaction, so a worker killed mid-run leaves every record up to its last commit.
 
 Jobs (the one background channel): `enqueue_job(kind, args, run_id)` queues a job; worker
-processes (`bnviz.worker`) claim the oldest queued job of any kind (`claim_job`) and run the
+processes (`bnviz.tf.worker`) claim the oldest queued job of any kind (`claim_job`) and run the
 handler that `bnviz.jobs.JOB_HANDLERS` names for its kind, reporting a one-line `progress` text
 and, on failure, an `error` text; `get_job` / `list_jobs` read them back as `Job` records. A
 queued run always has its "train" job (`create_run` adds it in the same transaction).
@@ -18,7 +18,7 @@ bnviz store raises `StoreUnreadable` and nothing is written.
 
 Data contract (arrays are little-endian float32 blobs, histogram counts int32):
 - runs: one row per run (config JSON, status, timings, owner host/pid/start, error, model path,
-  info JSON: "params" {total, trainable, non_trainable}, "layers" (bnviz.models.layer_rows),
+  info JSON: "params" {total, trainable, non_trainable}, "layers" (bnviz.tf.models.layer_rows),
   "data" (Dataset.summary), "data_shift", and once done "seconds" and "steps").
 - jobs: one row per background job (kind, args JSON, run id, status, progress, error, owner).
 - steps: per training step, loss and accuracy as `fit` reports them (running epoch means).

@@ -2,7 +2,7 @@
 server); a worker loads it in Keras safe mode, evaluates it in both BN modes, records every BN layer
 and diagnoses it. The result says what a post-mortem can tell, and PreciseBN runs from here, with the
 recalibrated model's download. This process never loads the model: the "inspect" job runs in a
-worker (bnviz.inspect.inspect_job)."""
+worker (bnviz.tf.inspect.inspect_job)."""
 
 from __future__ import annotations
 

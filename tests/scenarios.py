@@ -24,7 +24,7 @@ from bnviz.diagnose import CAUSES, Finding, diagnose
 from bnviz.presets import preset_config
 from bnviz.records import RunStatus
 from bnviz.store import RunData, Store
-from bnviz.train import execute_run
+from bnviz.tf.train import execute_run
 
 SIZE = 16  # the smallest input bnviz accepts: every run takes seconds
 SEEDS = (0, 1, 2)  # the seeds each recipe was checked on (bench); the tests train seed 0

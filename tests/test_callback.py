@@ -180,7 +180,7 @@ def test_a_model_compiled_with_an_unregistered_loss_and_optimizer_is_probed(tiny
 
 
 def test_a_fault_in_the_probe_stops_the_probe_not_training(tiny_data, tmp_path, monkeypatch):
-    from bnviz.probe import RecordMaker
+    from bnviz.tf.probe import RecordMaker
 
     def fail(self, snapshot, population=True, inference=True):
         raise OSError("No space left on device")
@@ -204,7 +204,7 @@ def test_a_model_with_two_inputs_is_followed_and_its_samples_kept_per_input(tmp_
     from keras import layers
 
     import bnviz
-    from bnviz.own import load_samples, samples_path
+    from bnviz.tf.own import load_samples, samples_path
 
     a, b = keras.Input((4,)), keras.Input((3,))
     model = keras.Model([a, b], layers.Dense(2, activation="softmax")(layers.BatchNormalization()(layers.Concatenate()([a, b]))))

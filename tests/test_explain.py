@@ -29,7 +29,7 @@ def table_with(shown, column: str):
 
 
 def _train(store: Store, config, sweep: str | None = None) -> str:
-    from bnviz.train import execute_run
+    from bnviz.tf.train import execute_run
 
     run_id = store.create_run(config, status="running", sweep=sweep)
     assert execute_run(store, run_id).status == "done"
@@ -58,7 +58,7 @@ def app_home(explained, monkeypatch):
 def test_precisebn_recovers_the_collapse_on_the_embedded_default(tmp_path):
     """The bn preset at its defaults collapses in inference mode; recalibration without retraining
     brings test accuracy back to the batch-statistics accuracy (README: 0.27 → 0.99)."""
-    from bnviz.recalibrate import recalibrate
+    from bnviz.tf.recalibrate import recalibrate
 
     store = Store(tmp_path)
     run_id = _train(store, preset_config("bn", probe=ProbeConfig(enabled=False)))

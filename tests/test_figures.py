@@ -266,7 +266,7 @@ def tiny_run(tmp_path_factory) -> RunData:
     loaded from there by every module that asks again (training takes ~10 s)."""
     from bnviz.presets import preset_config
     from bnviz.store import Store
-    from bnviz.train import execute_run
+    from bnviz.tf.train import execute_run
 
     store = Store(tmp_path_factory.getbasetemp() / "tiny-bn-run")
     done = store.list_runs(status=["done"])

@@ -152,7 +152,7 @@ def test_files_over_the_upload_cap_are_refused(saved, tmp_path, capsys, monkeypa
 
 def test_inspect_runs_as_a_job_of_the_worker(saved, tmp_path):
     """The "inspect" job kind: the run names its job; a bad input fails the job with the one-line message."""
-    from bnviz.worker import run_job
+    from bnviz.tf.worker import run_job
 
     folder, _ = saved
     store = Store(tmp_path)
@@ -166,14 +166,14 @@ def test_inspect_runs_as_a_job_of_the_worker(saved, tmp_path):
 
 
 def test_a_failure_while_recording_leaves_no_run_and_no_file(saved, tmp_path, monkeypatch):
-    import bnviz.inspect
-    from bnviz.inspect import inspect_model
+    import bnviz.tf.inspect
+    from bnviz.tf.inspect import inspect_model
 
     def fail(*args, **kwargs):
         raise MemoryError("out of memory while saving")
 
     folder, _ = saved
-    monkeypatch.setattr(bnviz.inspect, "atomic_write", fail)  # after the records and samples, before the model is saved
+    monkeypatch.setattr(bnviz.tf.inspect, "atomic_write", fail)  # after the records and samples, before the model is saved
     with pytest.raises(MemoryError):
         inspect_model(Store(tmp_path), folder / "model.keras", folder / "dir")
     assert Store(tmp_path).list_runs() == [] and not list((tmp_path / "models").iterdir())

@@ -15,7 +15,7 @@ from bnviz import jobs
 from bnviz.presets import preset_config
 from bnviz.records import Evaluation, JobStatus, RunStatus
 from bnviz.store import Store
-from bnviz.worker import drain_queue
+from bnviz.tf.worker import drain_queue
 from tests.conftest import APP_TIMEOUT_S
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")

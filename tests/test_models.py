@@ -18,7 +18,7 @@ def _keras_counts(model) -> tuple[int, int]:
 
 @pytest.mark.parametrize("name", list(PRESETS))
 def test_presets_match_seed_parameter_counts_at_224(name):
-    from bnviz.models import build_model
+    from bnviz.tf.models import build_model
 
     model = build_model(PRESETS[name](), 224)
     assert _keras_counts(model) == SEED_COUNTS[name]
@@ -36,7 +36,7 @@ CUSTOM = [
 
 @pytest.mark.parametrize("arch", CUSTOM)
 def test_shape_table_agrees_with_keras(arch):
-    from bnviz.models import build_model, layer_rows
+    from bnviz.tf.models import build_model, layer_rows
 
     model = build_model(arch, 32)
     predicted = layer_table(arch, 32)
@@ -47,7 +47,7 @@ def test_shape_table_agrees_with_keras(arch):
 
 
 def test_bn_layers_carry_every_config_parameter():
-    from bnviz.models import batch_norm_layers, build_model
+    from bnviz.tf.models import batch_norm_layers, build_model
 
     bn = BNConfig(momentum=0.7, epsilon=1e-5, center=False, moving_variance_initializer="zeros")
     model = build_model(ArchConfig(bn=bn), 32)
@@ -58,7 +58,7 @@ def test_bn_layers_carry_every_config_parameter():
 
 
 def test_bn_placement_before_puts_norm_between_conv_and_relu():
-    from bnviz.models import build_model
+    from bnviz.tf.models import build_model
 
     model = build_model(ArchConfig(bn=BNConfig(placement="before")), 32)
     names = [layer.name for layer in model.layers]
@@ -73,7 +73,7 @@ def test_feature_map_that_vanishes_is_refused():
 
 def test_bn_layer_info_describes_each_bn_layer_of_a_template_model():
     """What a run records in info["bn_layers"] (the diagnosis reads momentum and epsilon per layer)."""
-    from bnviz.models import bn_layer_info, build_model
+    from bnviz.tf.models import bn_layer_info, build_model
 
     arch = ArchConfig(blocks=(ConvBlock(4), ConvBlock(4)), bn=BNConfig(momentum=0.8, epsilon=0.01))
     assert bn_layer_info(build_model(arch, 32)) == [

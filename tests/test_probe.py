@@ -15,8 +15,8 @@ def _fit(data, probe: bool, epochs: int = 2, momentum: float = 0.9, budget: floa
     import keras
     import tensorflow as tf
 
-    from bnviz.models import compile_model
-    from bnviz.probe import BNProbe
+    from bnviz.tf.models import compile_model
+    from bnviz.tf.probe import BNProbe
 
     tf.config.experimental.enable_op_determinism()
     probe_config = ProbeConfig(every=2, probe_batch=16, population_samples=32, budget=budget, population_every=population_every)
@@ -83,20 +83,20 @@ def test_default_budget_paces_records_live_over_the_run(tiny_data, probed):
 def test_histograms_from_outputs_thinned_in_the_graph_equal_those_of_the_whole_outputs(tiny_data, probed):
     """`StatelessForward.probe` strides each BN output inside the graph as `shared_histograms` would:
     the histograms and probabilities are those of the full outputs (cap lowered so thinning happens)."""
-    import bnviz.probe
-    from bnviz.probe import StatelessForward, tap_model
+    import bnviz.tf.probe
     from bnviz.stats import shared_histograms
+    from bnviz.tf.probe import StatelessForward, tap_model
 
     model, _ = probed
     x = tiny_data.x_val[:16]
     forward = StatelessForward(tap_model(model)[0])
     full = forward(x, training=True)
-    original = bnviz.probe.HISTOGRAM_VALUES
+    original = bnviz.tf.probe.HISTOGRAM_VALUES
     try:
-        bnviz.probe.HISTOGRAM_VALUES = 500
+        bnviz.tf.probe.HISTOGRAM_VALUES = 500
         probs, thinned = forward.probe(x, training=True)
     finally:
-        bnviz.probe.HISTOGRAM_VALUES = original
+        bnviz.tf.probe.HISTOGRAM_VALUES = original
     np.testing.assert_allclose(probs, full[0], rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(forward.probabilities(x, training=True), full[0], rtol=1e-5, atol=1e-7)
     for i, values in enumerate(thinned):
@@ -114,8 +114,8 @@ def test_the_stride_found_in_the_graph_is_the_one_numpy_thins_with(channels):
     factors included: 2310 = 2·3·5·7·11)."""
     import tensorflow as tf
 
-    from bnviz.probe import _thin_in_graph
     from bnviz.stats import _thin
+    from bnviz.tf.probe import _thin_in_graph
 
     for rows in (1, 7, 333, 5000):
         values = np.arange(rows * channels, dtype=np.float32).reshape(rows, channels)
@@ -166,7 +166,7 @@ def test_a_run_stopped_early_still_ends_on_a_record_that_measured_the_population
 
 
 def test_the_runs_end_reuses_the_probes_passes_holding_the_trained_weights(tiny_data, probed):
-    from bnviz.probe import StatelessForward, tap_model
+    from bnviz.tf.probe import StatelessForward, tap_model
 
     model, _ = probed
     shared, fresh = model.probe.forward_for(model), StatelessForward(tap_model(model)[0])
@@ -185,9 +185,9 @@ def test_a_cancelled_run_skips_the_records_left_for_the_end(tiny_data):
 
 
 def test_snapshots_beyond_the_memory_cap_are_made_at_once(tiny_data, monkeypatch):
-    import bnviz.probe
+    import bnviz.tf.probe
 
-    monkeypatch.setattr(bnviz.probe, "MAX_PENDING_BYTES", 1)  # every snapshot is over it
+    monkeypatch.setattr(bnviz.tf.probe, "MAX_PENDING_BYTES", 1)  # every snapshot is over it
     model, records = _fit(tiny_data, probe=True, epochs=1, budget=0.0)
     assert model.probe.live_records == len(records) > 2 and model.probe.pending_bytes == 0
 
@@ -218,7 +218,7 @@ def test_a_population_sample_of_a_quarter_sits_well_within_the_diagnosis_thresho
     within 0.25 SD (the smallest gap the diagnosis reports), and the error bars a record carries
     (iid_mean_sd/√batches) of the right size: the median channel's error within 1.5 of its bars
     (0.67 for an exact normal standard error; four batch means make the bars rough)."""
-    from bnviz.probe import StatelessForward, batch_mean_spread, batch_moments, pooled_moments, tap_model
+    from bnviz.tf.probe import StatelessForward, batch_mean_spread, batch_moments, pooled_moments, tap_model
 
     model, _ = probed
     forward = StatelessForward(tap_model(model)[0])
@@ -234,7 +234,7 @@ def test_population_statistics_match_numpy(tiny_data, probed):
     """Layer 1's input is conv1's ReLU output: no BN upstream, so numpy can check it exactly."""
     import keras
 
-    from bnviz.probe import StatelessForward, population_moments, tap_model
+    from bnviz.tf.probe import StatelessForward, population_moments, tap_model
 
     model, _ = probed
     x = tiny_data.x_train[:32]
@@ -247,7 +247,7 @@ def test_population_statistics_match_numpy(tiny_data, probed):
 
 def test_population_statistics_of_deeper_layers_match_numpy(tiny_data, probed):
     """Deeper layers have smaller feature maps: each layer's moments must use its own count."""
-    from bnviz.probe import StatelessForward, population_moments, tap_model
+    from bnviz.tf.probe import StatelessForward, population_moments, tap_model
 
     model, _ = probed
     x = tiny_data.x_train[:16]
@@ -262,7 +262,7 @@ def test_population_statistics_of_deeper_layers_match_numpy(tiny_data, probed):
 
 def test_inference_histogram_uses_moving_statistics(tiny_data, probed):
     """Probe accuracies in inference mode equal model.evaluate on the probe batch."""
-    from bnviz.probe import BNProbe
+    from bnviz.tf.probe import BNProbe
 
     model, _ = probed
     x, y = tiny_data.x_val[:16], tiny_data.y_val[:16]

@@ -39,7 +39,7 @@ class NumpyForward:
 
 
 def test_pooling_weighs_uneven_batches_by_count_and_keeps_the_between_batch_variance():
-    from bnviz.probe import population_moments
+    from bnviz.tf.probe import population_moments
 
     x = uneven()  # batches of 7, 7, 7, 7 and a short 2
     for (mean, var), reference in zip(population_moments(NumpyForward(), x, 7, 2), (x, x[:, ::2, ::2]), strict=True):
@@ -56,7 +56,7 @@ def test_population_moments_of_a_real_model_on_uneven_batches_match_numpy():
     normalised per batch (ε = 1e-3), so numpy can rebuild it batch by batch, short batch included."""
     import keras
 
-    from bnviz.probe import StatelessForward, population_moments, tap_model
+    from bnviz.tf.probe import StatelessForward, population_moments, tap_model
 
     x = uneven(size=6)
     inputs = keras.Input(x.shape[1:])
@@ -84,10 +84,10 @@ def test_precisebn_assigns_the_numpy_moments_of_the_images_it_drew(tmp_path):
     import keras
 
     from bnviz.data import load_dataset
-    from bnviz.models import load_model_safely
-    from bnviz.recalibrate import recalibrate
     from bnviz.store import Store
-    from bnviz.train import execute_run
+    from bnviz.tf.models import load_model_safely
+    from bnviz.tf.recalibrate import recalibrate
+    from bnviz.tf.train import execute_run
 
     store = Store(tmp_path)
     config = preset_config("bn", input_size=TINY, epochs=1, seed=1, probe=ProbeConfig(enabled=False))
@@ -114,8 +114,8 @@ def test_precisebn_refuses_what_it_cannot_recalibrate(tmp_path):
     import keras
 
     from bnviz.config import ConfigError
-    from bnviz.recalibrate import recalibrate
     from bnviz.store import Store, StoreError
+    from bnviz.tf.recalibrate import recalibrate
 
     store = Store(tmp_path)
     queued, no_model, no_bn = (store.create_run(preset_config("bn")) for _ in range(3))
@@ -186,8 +186,8 @@ def fit_recording_true_batch_moments(data, momentum: float) -> tuple[list, dict[
     import keras
     import tensorflow as tf
 
-    from bnviz.models import compile_model
-    from bnviz.probe import BNProbe, StatelessForward, tap_model
+    from bnviz.tf.models import compile_model
+    from bnviz.tf.probe import BNProbe, StatelessForward, tap_model
 
     class TrueMoments(keras.callbacks.Callback):
         def on_train_begin(self, logs=None):

@@ -109,7 +109,7 @@ def worker_pids(home: Path) -> list[int]:
     needle = str(home).encode()
     pids = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()]
     matched = {pid: parent_pid(pid) for pid in pids
-               if b"bnviz.worker" in (cmd := proc_cmdline(pid)) and needle in cmd and process_alive(pid)}
+               if b"bnviz.tf.worker" in (cmd := proc_cmdline(pid)) and needle in cmd and process_alive(pid)}
     return sorted(pid for pid, parent in matched.items() if parent is not None and parent not in matched)
 
 
@@ -328,7 +328,7 @@ def test_keras_files_with_code_are_refused(tmp_path):
 
     import keras
 
-    from bnviz.models import load_model_safely
+    from bnviz.tf.models import load_model_safely
 
     marker = tmp_path / "lambda-ran"
     target = str(marker)  # the closure is saved with the lambda: a plain string

@@ -29,7 +29,7 @@ from bnviz.story import (
     story_configs,
     story_key,
 )
-from bnviz.train import learning_rate_at
+from bnviz.tf.train import learning_rate_at
 from tests.test_app import charts, open_app
 from tests.test_browser_classroom import _story
 from tests.test_diagnose_page import _finish

@@ -297,7 +297,7 @@ def _sliced(x, index):
 
 @pytest.mark.parametrize("kind", list(ZOO))
 def test_every_kind_of_model_trains_identically_and_is_followed_or_refused_in_one_sentence(kind, tmp_path):
-    from bnviz.models import batch_norm_layers
+    from bnviz.tf.models import batch_norm_layers
 
     case = ZOO[kind]
     probed, probe, said = _fit(case, tmp_path)

@@ -1,7 +1,7 @@
 """A worker process: claims queued jobs of any kind from the store one at a time and runs each
 with the handler `bnviz.jobs.JOB_HANDLERS` names for its kind.
 
-Started by `bnviz.jobs.JobManager` as `python -m bnviz.worker --home DIR`; it exits when the
+Started by `bnviz.jobs.JobManager` as `python -m bnviz.tf.worker --home DIR`; it exits when the
 queue is empty. It writes only to the store, so the dashboard process never imports TensorFlow.
 """
 
@@ -56,7 +56,7 @@ def drain_queue(home: str, threads: int = 0, kinds: tuple[str, ...] = ()) -> int
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bnviz.worker", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m bnviz.tf.worker", description=__doc__)
     parser.add_argument("--home", required=True)
     parser.add_argument("--threads", type=int, default=0, help="TensorFlow intra-op threads (0: all cores)")
     parser.add_argument("--kinds", default="", help="comma-separated job kinds to take (default: every kind)")

@@ -20,9 +20,9 @@ import keras
 import numpy as np
 
 from bnviz.config import OWN_PRESET, ArchConfig, BNConfig, ProbeConfig, RunConfig
-from bnviz.models import batch_norm_layers
-from bnviz.probe import MultiInput, model_input, model_inputs
 from bnviz.scoring import Task, task_for
+from bnviz.tf.models import batch_norm_layers
+from bnviz.tf.probe import MultiInput, model_input, model_inputs
 
 SPLITS = ("train", "val", "test")
 SAMPLE_BYTES = 64 * 2**20  # images kept per run for PreciseBN (train first); the rest are dropped

@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 import keras
 import numpy as np
 
-from bnviz.probe import StatelessForward, first_input, population_moments, private_copy
 from bnviz.records import SPLITS, Evaluation
 from bnviz.scoring import Task, batch_totals
 from bnviz.store import Store
+from bnviz.tf.probe import StatelessForward, first_input, population_moments, private_copy
 
 RECALIBRATION_BATCHES = 50  # ~1,600 images at batch 32: Wu & Johnson find 10³–10⁴ samples enough
 SHIFT_SAMPLES = 256  # images per split for the shift figures

@@ -28,13 +28,13 @@ import numpy as np
 from bnviz import forms
 from bnviz.config import MAX_INPUT_SIZE, MIN_INPUT_SIZE, ProbeConfig
 from bnviz.data import DataError, Dataset, extract_zip, from_folder
-from bnviz.evidence import evaluate_run, store_evidence
 from bnviz.jobs import JobFailed
-from bnviz.models import bn_layer_info, layer_rows, load_model_safely
-from bnviz.own import Splits, atomic_write, bn_notes, model_task, own_config, samples_path, save_samples
-from bnviz.probe import RecordMaker, Snapshot, population_size
 from bnviz.records import Job, RunStatus
 from bnviz.store import Store
+from bnviz.tf.evidence import evaluate_run, store_evidence
+from bnviz.tf.models import bn_layer_info, layer_rows, load_model_safely
+from bnviz.tf.own import Splits, atomic_write, bn_notes, model_task, own_config, samples_path, save_samples
+from bnviz.tf.probe import RecordMaker, Snapshot, population_size
 
 DEFAULT_SIZE = 64  # for a model whose input takes any image size
 HISTORY_NOTE = ("Inspected from a saved model: its training history is unknown (how many steps, which batches, whether the momentum "

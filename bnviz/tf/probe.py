@@ -56,10 +56,10 @@ import tensorflow as tf
 from keras import layers
 
 from bnviz.config import ProbeConfig
-from bnviz.models import NOISE_LAYERS, batch_norm_layers, uncompiled_clone, updates_per_step, values_per_image  # NOISE_LAYERS: the tap skips them
 from bnviz.scoring import CLASSES, Task, scores
 from bnviz.stats import HISTOGRAM_VALUES, measures_population, probe_steps, recover_batch_moments, shared_histograms, thinning_stride
 from bnviz.store import ProbeLayer, ProbeRecord
+from bnviz.tf.models import NOISE_LAYERS, batch_norm_layers, uncompiled_clone, updates_per_step, values_per_image  # NOISE_LAYERS: the tap skips them
 
 CLASS_TASK = Task(CLASSES)
 MAX_PENDING_BYTES = 256 * 2**20  # snapshots waiting beyond this are made at once, over budget, to bound memory

@@ -43,14 +43,14 @@ import keras
 import numpy as np
 
 from bnviz.config import ProbeConfig
-from bnviz.evidence import evaluate_run, private_forward, store_evidence
-from bnviz.models import bn_layer_info, layer_rows
 from bnviz.notebook import LivePanel, Recalibrated, RunView, in_notebook
-from bnviz.own import Splits, as_arrays, atomic_write, bn_notes, model_task, own_config, samples_path, save_samples
-from bnviz.probe import BNProbe, population_size
 from bnviz.records import RunStatus
 from bnviz.store import Store
-from bnviz.train import Recorder
+from bnviz.tf.evidence import evaluate_run, private_forward, store_evidence
+from bnviz.tf.models import bn_layer_info, layer_rows
+from bnviz.tf.own import Splits, as_arrays, atomic_write, bn_notes, model_task, own_config, samples_path, save_samples
+from bnviz.tf.probe import BNProbe, population_size
+from bnviz.tf.train import Recorder
 
 NO_TRAIN_DATA = ("bnviz.Probe got no train_data: Keras shows callbacks neither fit's training data nor its validation_data, so PreciseBN and "
                  "the training population cannot be measured and the verdict will say so; pass train_data=(x[:512], y[:512]) to have them.")
