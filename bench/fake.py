@@ -14,9 +14,10 @@ import os
 import numpy as np
 
 from bnviz.config import RunConfig
+from bnviz.records import ProbeLayer, ProbeRecord
 from bnviz.shapes import layer_table
 from bnviz.stats import probe_steps
-from bnviz.store import Evaluation, ProbeLayer, ProbeRecord, Store
+from bnviz.store import Evaluation, Store
 
 
 def bn_channels(config: RunConfig) -> list[tuple[str, int]]:

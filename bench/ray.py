@@ -49,7 +49,7 @@ def sweep(store, address: str | None, configs: list) -> dict:
 
 def probe_record(store, run_id: str):
     """One real probe record of a finished run, as the probe hands it to the store."""
-    from bnviz.store import ProbeLayer, ProbeRecord
+    from bnviz.records import ProbeLayer, ProbeRecord
 
     data = store.load_run(run_id)
     row = data.probes.iloc[-1]

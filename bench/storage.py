@@ -40,7 +40,7 @@ def _config(layers: int = 3, channels: int | None = None, every: int = 0, bins: 
 
 def _payload(record) -> int:
     """Bytes of the values of one probe record: 7 float32 arrays and 2 int32 histograms per layer."""
-    from bnviz.store import HIST_ARRAYS, LAYER_ARRAYS
+    from bnviz.records import HIST_ARRAYS, LAYER_ARRAYS
 
     per_layer = sum(getattr(lay, a).nbytes for lay in record.layers for a in (*LAYER_ARRAYS, *HIST_ARRAYS))
     return per_layer + 4 * 8 + 2 * 8

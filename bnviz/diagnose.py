@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from bnviz.records import Evaluation
+from bnviz.records import Evaluation, LayerTrace, RunData
 from bnviz.stats import (
     ema_window,
     half_life,
@@ -45,7 +45,6 @@ from bnviz.stats import (
     suggest_momentum,
     torch_momentum,
 )
-from bnviz.store import LayerTrace, RunData
 
 SEVERITIES = ("critical", "warning", "unknown", "info", "ok")  # unknown: not enough evidence to name a cause
 CAUSES = ("pending", "insufficient_evidence", "stale_initial_values", "lag", "statistics_off", "non_iid_batches", "batch_noise",

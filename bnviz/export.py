@@ -36,7 +36,8 @@ from plotly.offline import get_plotlyjs
 
 from bnviz import figures
 from bnviz.diagnose import all_layer_figures, diagnose
-from bnviz.store import RunData, unique_labels
+from bnviz.labels import unique_labels
+from bnviz.records import RunData
 
 STATIC_FORMATS = ("png", "svg", "pdf")
 FORMATS = (*STATIC_FORMATS, "html")

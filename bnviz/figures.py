@@ -23,7 +23,8 @@ from plotly.subplots import make_subplots
 
 from bnviz import stats
 from bnviz.diagnose import layer_figures
-from bnviz.store import LayerTrace, RunData, unique_labels
+from bnviz.labels import unique_labels
+from bnviz.records import LayerTrace, RunData
 
 # Okabe–Ito colours (safe for the common colour-vision deficiencies).
 TRAIN_COLOUR = "#D55E00"  # vermillion: training mode, batch statistics

@@ -12,8 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from bnviz.config import OWN_PRESET, RunConfig
+from bnviz.records import Run
 from bnviz.stats import steps_to_forget, suggest_momentum, torch_momentum
-from bnviz.store import Run
 
 MAX_EPOCHS = 60  # "train longer" never queues more than this
 

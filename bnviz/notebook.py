@@ -32,8 +32,8 @@ from plotly.offline import get_plotlyjs, get_plotlyjs_version
 from bnviz import figures
 from bnviz.diagnose import Finding, as_text, diagnose, gather
 from bnviz.export import PLOT_CONFIG, comparison_figures, html_report, key_layer
-from bnviz.records import Evaluation
-from bnviz.store import RunData, Store, StoreError
+from bnviz.records import Evaluation, RunData
+from bnviz.store import Store, StoreError
 from bnviz.summary import Headline, fix_line, headline_figures, history_figures
 
 LIVE_EVERY_S = 2.0  # the live panel redraws at most this often…

@@ -34,8 +34,8 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from bnviz.data import BUILTIN_DATASETS
 from bnviz.executors import PROJECT_ROOT, RAY_KINDS, RAY_RETRY_SECONDS
-from bnviz.records import ACTIVE, Job, JobStatus, RunStatus
-from bnviz.store import Run, Store
+from bnviz.records import ACTIVE, Job, JobStatus, Run, RunStatus
+from bnviz.store import Store
 
 CONNECT_SECONDS = 60
 DATA_MB = float(os.environ.get("BNVIZ_RAY_DATA_MB", "200"))

@@ -1,4 +1,5 @@
-"""Typed records the store hands out: run and job status, a job's owner, an evaluation, progress.
+"""Typed records the store hands out: a run and everything recorded about it (`Run`, `RunData`, a
+probe record and its per-layer arrays), run and job status, a job's owner, an evaluation, progress.
 
 Statuses are `StrEnum`s, so the strings stored in SQLite (and printed by the CLI) stay as they
 were: `RunStatus.DONE == "done"`. Nothing here imports TensorFlow or the store.
@@ -6,13 +7,19 @@ were: `RunStatus.DONE == "done"`. Nothing here imports TensorFlow or the store.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from bnviz.config import RunConfig
 
 SPLITS = ("train", "val", "test")
 
@@ -178,3 +185,142 @@ class Progress:
     @property
     def fraction(self) -> float:
         return min(1.0, self.step / self.total_steps) if self.total_steps else 0.0
+
+
+# A probe record's per-layer arrays, as the store keeps them: float32 statistics, then int32 histogram counts.
+LAYER_ARRAYS = ("moving_mean", "moving_var", "batch_mean", "batch_var", "pop_mean", "pop_var", "hist_edges", "infer_mean", "infer_var", "iid_mean_sd")
+HIST_ARRAYS = ("hist_train", "hist_infer")
+
+
+@dataclass(frozen=True)
+class Run:
+    id: str
+    name: str
+    preset: str
+    config: RunConfig
+    status: RunStatus
+    created: float
+    started: float | None
+    finished: float | None
+    heartbeat: float | None
+    pid: int | None
+    error: str | None
+    steps_per_epoch: int | None
+    total_steps: int | None
+    cancel_requested: bool
+    sweep: str | None
+    parent: str | None
+    model_path: str | None
+    info: dict  # see the module docstring
+    host: str | None = None
+    pid_start: float | None = None
+
+    @property
+    def owner(self) -> Owner | None:
+        """The process executing the run (None before one claims it)."""
+        return Owner(self.host or "", self.pid, self.pid_start) if self.pid else None
+
+    @property
+    def trained_on(self) -> str:
+        """Where the run trained: its Ray node (host and node id, `info["node"]`), else the host of
+        the process that ran it; empty before one took it."""
+        node = self.info.get("node")
+        if node:
+            return f"{node.get('host', '?')} (Ray node {str(node.get('node_id', '?'))[:8]})"
+        return self.host or ""
+
+    @property
+    def momentum(self) -> float:
+        return self.config.arch.bn.momentum
+
+    @property
+    def bn_momentum(self) -> float | None:
+        """The BN momentum to show: None for a model without BatchNormalization, whose config still
+        carries the default momentum that no layer uses."""
+        return self.momentum if self.config.arch.norm == "batch" else None
+
+    @property
+    def label(self) -> str:
+        """Short human label: the name, with the momentum when the model has BN and the name does not
+        already say it. Not unique: `unique_labels` tells runs with the same label apart."""
+        base, m = self.name or self.preset or "custom", f"m={self.momentum:g}"
+        return base if self.config.arch.norm != "batch" or m in base.replace(" ", "") else f"{base} {m}"
+
+
+@dataclass(frozen=True)
+class ProbeLayer:
+    """One BN layer at one probe step (see the module docstring)."""
+
+    layer: str
+    moving_mean: np.ndarray
+    moving_var: np.ndarray
+    batch_mean: np.ndarray
+    batch_var: np.ndarray
+    pop_mean: np.ndarray
+    pop_var: np.ndarray
+    hist_edges: np.ndarray
+    hist_train: np.ndarray
+    hist_infer: np.ndarray
+    infer_mean: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))  # empty in stores written before they existed
+    infer_var: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    iid_mean_sd: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+
+
+@dataclass(frozen=True)
+class ProbeRecord:
+    step: int
+    epoch: int
+    acc_train_mode: float
+    acc_inference: float
+    loss_train_mode: float
+    loss_inference: float
+    layers: tuple[ProbeLayer, ...]
+
+
+@dataclass(frozen=True)
+class LayerTrace(ProbeLayer):
+    """One BN layer over all probe steps: each array gains a leading probe axis, so arrays are
+    shaped (probes, channels) or (probes, bins); `steps` names the probe steps."""
+
+    steps: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=int))
+
+    def measured(self) -> LayerTrace:
+        """The records that measured the population, as one trace: every `population_every`-th and
+        the last (see `ProbeConfig`); the records between carry NaN in the population fields. Only
+        the last one measured it in inference mode too (`infer_mean`/`infer_var`)."""
+        keep = ~np.isnan(self.pop_var).all(axis=1) if self.pop_var.ndim == 2 else np.ones(len(self.steps), bool)
+        keep[-1:] = True  # the last record always measured it, even where a diverged run made it NaN
+        if keep.all():
+            return self
+        arrays = {name: getattr(self, name)[keep] for name in (*LAYER_ARRAYS, *HIST_ARRAYS) if getattr(self, name).size}
+        return dataclasses.replace(self, steps=self.steps[keep], **arrays)
+
+
+@dataclass(frozen=True)
+class RunData:
+    """Everything stored about one run, as figures and the diagnosis consume it."""
+
+    run: Run
+    steps: pd.DataFrame  # step, epoch, loss, accuracy
+    probes: pd.DataFrame  # step, epoch, acc_train_mode, acc_inference, loss_train_mode, loss_inference
+    layers: dict[str, LayerTrace] = field(default_factory=dict)
+    evaluations: dict[str, Evaluation] = field(default_factory=dict)
+
+    def bn_arguments(self, layer: str) -> dict:
+        """A BN layer's recorded arguments (momentum, epsilon, …: `info["bn_layers"]`, written for
+        models of any origin), else those of the run's config."""
+        recorded = {row["name"]: row for row in self.run.info.get("bn_layers", [])}
+        bn = self.run.config.arch.bn
+        return recorded.get(layer) or (next(iter(recorded.values())) if recorded else {"momentum": bn.momentum, "epsilon": bn.epsilon})
+
+    def epsilon(self, layer: str) -> float:
+        """The ε that `layer` normalises with: it divides by √(variance + ε)."""
+        return float(self.bn_arguments(layer)["epsilon"])
+
+    @property
+    def steps_trained(self) -> int:
+        """Training steps the run has actually taken: its last step row, else its last probe record
+        (records are only made for steps taken), else 0."""
+        if len(self.steps):
+            return int(self.steps["step"].max())
+        return int(self.probes["step"].max()) if len(self.probes) else 0

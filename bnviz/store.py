@@ -41,7 +41,6 @@ Data contract (arrays are little-endian float32 blobs, histogram counts int32):
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import re
@@ -50,21 +49,33 @@ import time
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from bnviz.config import RunConfig
-from bnviz.records import ACTIVE, FINISHED, Evaluation, Job, JobStatus, Owner, Progress, RunStatus, process_start
+from bnviz.records import (
+    ACTIVE,
+    FINISHED,
+    HIST_ARRAYS,
+    LAYER_ARRAYS,
+    Evaluation,
+    Job,
+    JobStatus,
+    LayerTrace,
+    Owner,
+    ProbeRecord,
+    Progress,
+    Run,
+    RunData,
+    RunStatus,
+    process_start,
+)
 from bnviz.stats import probe_steps
 
 __all__ = ["ACTIVE", "FINISHED", "Evaluation", "Job", "JobStatus", "Owner", "Progress", "RunStatus", "Store", "StoreError", "StoreUnreadable"]
 RUN_ID = re.compile(r"^[0-9]{8}-[0-9]{6}-[0-9a-f]{6}$")
-LAYER_ARRAYS = ("moving_mean", "moving_var", "batch_mean", "batch_var", "pop_mean", "pop_var", "hist_edges", "infer_mean", "infer_var", "iid_mean_sd")
-HIST_ARRAYS = ("hist_train", "hist_infer")
-
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     id TEXT PRIMARY KEY, name TEXT NOT NULL, preset TEXT NOT NULL, config TEXT NOT NULL,
@@ -129,189 +140,6 @@ def check_run_id(run_id: str) -> str:
     if not isinstance(run_id, str) or not RUN_ID.match(run_id):
         raise StoreError(f"Malformed run id. Received: {run_id!r}")
     return run_id
-
-
-@dataclass(frozen=True)
-class Run:
-    id: str
-    name: str
-    preset: str
-    config: RunConfig
-    status: RunStatus
-    created: float
-    started: float | None
-    finished: float | None
-    heartbeat: float | None
-    pid: int | None
-    error: str | None
-    steps_per_epoch: int | None
-    total_steps: int | None
-    cancel_requested: bool
-    sweep: str | None
-    parent: str | None
-    model_path: str | None
-    info: dict  # see the module docstring
-    host: str | None = None
-    pid_start: float | None = None
-
-    @property
-    def owner(self) -> Owner | None:
-        """The process executing the run (None before one claims it)."""
-        return Owner(self.host or "", self.pid, self.pid_start) if self.pid else None
-
-    @property
-    def trained_on(self) -> str:
-        """Where the run trained: its Ray node (host and node id, `info["node"]`), else the host of
-        the process that ran it; empty before one took it."""
-        node = self.info.get("node")
-        if node:
-            return f"{node.get('host', '?')} (Ray node {str(node.get('node_id', '?'))[:8]})"
-        return self.host or ""
-
-    @property
-    def momentum(self) -> float:
-        return self.config.arch.bn.momentum
-
-    @property
-    def bn_momentum(self) -> float | None:
-        """The BN momentum to show: None for a model without BatchNormalization, whose config still
-        carries the default momentum that no layer uses."""
-        return self.momentum if self.config.arch.norm == "batch" else None
-
-    @property
-    def label(self) -> str:
-        """Short human label: the name, with the momentum when the model has BN and the name does not
-        already say it. Not unique: `unique_labels` tells runs with the same label apart."""
-        base, m = self.name or self.preset or "custom", f"m={self.momentum:g}"
-        return base if self.config.arch.norm != "batch" or m in base.replace(" ", "") else f"{base} {m}"
-
-
-def _leaves(value: object, path: str = "") -> dict[str, object]:
-    """A nested dict's leaves by their last key ('seed', 'momentum'), for telling configs apart."""
-    if not isinstance(value, dict):
-        return {path: value}
-    return {k: v for key, item in value.items() for k, v in _leaves(item, key).items()}
-
-
-def _without(config: RunConfig, *names: str) -> dict:
-    leaves = _leaves(dataclasses.asdict(config))
-    return {k: v for k, v in leaves.items() if k not in names}
-
-
-def pair_of_interest(runs: Sequence[Run]) -> list[str]:
-    """Ids of the newest done run and the run it is best compared with: its parent (a what-if copy's
-    original), else a run identical but for the seed, else the next newest done run (runs come
-    newest first). Fewer ids when there are fewer runs."""
-    done = [r for r in runs if r.status == RunStatus.DONE] or list(runs)
-    if not done:
-        return []
-    last, ids = done[0], {r.id for r in runs}
-    if last.parent in ids:
-        return [last.id, last.parent]
-    same = _without(last.config, "name", "seed")
-    twin = next((r for r in done[1:] if _without(r.config, "name", "seed") == same), None)
-    return [last.id, twin.id] if twin else [r.id for r in done[:2]]
-
-
-def unique_labels(runs: Sequence[Run]) -> dict[str, str]:
-    """Run id → label, unique among `runs`: runs sharing a label gain the settings that differ between
-    them ('bn m=0.99 seed=1'), else their order of creation ('bn m=0.99 #2'). Ids stay out of labels."""
-    groups: dict[str, list[Run]] = {}
-    for run in runs:
-        groups.setdefault(run.label, []).append(run)
-    labels = {}
-    for label, group in groups.items():
-        if len(group) == 1:
-            labels[group[0].id] = label
-            continue
-        leaves = [_leaves(dataclasses.asdict(r.config)) for r in group]
-        differ = [k for k in leaves[0] if k != "name" and len({repr(leaf.get(k)) for leaf in leaves}) > 1][:2]
-        for run, leaf in zip(group, leaves, strict=True):
-            labels[run.id] = label + "".join(f" {k}={leaf[k]:g}" if isinstance(leaf[k], float) else f" {k}={leaf[k]}" for k in differ)
-    for group in groups.values():
-        clash = [r for r in group if sum(labels[r.id] == labels[o.id] for o in group) > 1]
-        for n, run in enumerate(sorted(clash, key=lambda r: r.created), start=1):
-            labels[run.id] += f" #{n}"
-    return labels
-
-
-@dataclass(frozen=True)
-class ProbeLayer:
-    """One BN layer at one probe step (see the module docstring)."""
-
-    layer: str
-    moving_mean: np.ndarray
-    moving_var: np.ndarray
-    batch_mean: np.ndarray
-    batch_var: np.ndarray
-    pop_mean: np.ndarray
-    pop_var: np.ndarray
-    hist_edges: np.ndarray
-    hist_train: np.ndarray
-    hist_infer: np.ndarray
-    infer_mean: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))  # empty in stores written before they existed
-    infer_var: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
-    iid_mean_sd: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
-
-
-@dataclass(frozen=True)
-class ProbeRecord:
-    step: int
-    epoch: int
-    acc_train_mode: float
-    acc_inference: float
-    loss_train_mode: float
-    loss_inference: float
-    layers: tuple[ProbeLayer, ...]
-
-
-@dataclass(frozen=True)
-class LayerTrace(ProbeLayer):
-    """One BN layer over all probe steps: each array gains a leading probe axis, so arrays are
-    shaped (probes, channels) or (probes, bins); `steps` names the probe steps."""
-
-    steps: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=int))
-
-    def measured(self) -> LayerTrace:
-        """The records that measured the population, as one trace: every `population_every`-th and
-        the last (see `ProbeConfig`); the records between carry NaN in the population fields. Only
-        the last one measured it in inference mode too (`infer_mean`/`infer_var`)."""
-        keep = ~np.isnan(self.pop_var).all(axis=1) if self.pop_var.ndim == 2 else np.ones(len(self.steps), bool)
-        keep[-1:] = True  # the last record always measured it, even where a diverged run made it NaN
-        if keep.all():
-            return self
-        arrays = {name: getattr(self, name)[keep] for name in (*LAYER_ARRAYS, *HIST_ARRAYS) if getattr(self, name).size}
-        return dataclasses.replace(self, steps=self.steps[keep], **arrays)
-
-
-@dataclass(frozen=True)
-class RunData:
-    """Everything stored about one run, as figures and the diagnosis consume it."""
-
-    run: Run
-    steps: pd.DataFrame  # step, epoch, loss, accuracy
-    probes: pd.DataFrame  # step, epoch, acc_train_mode, acc_inference, loss_train_mode, loss_inference
-    layers: dict[str, LayerTrace] = field(default_factory=dict)
-    evaluations: dict[str, Evaluation] = field(default_factory=dict)
-
-    def bn_arguments(self, layer: str) -> dict:
-        """A BN layer's recorded arguments (momentum, epsilon, …: `info["bn_layers"]`, written for
-        models of any origin), else those of the run's config."""
-        recorded = {row["name"]: row for row in self.run.info.get("bn_layers", [])}
-        bn = self.run.config.arch.bn
-        return recorded.get(layer) or (next(iter(recorded.values())) if recorded else {"momentum": bn.momentum, "epsilon": bn.epsilon})
-
-    def epsilon(self, layer: str) -> float:
-        """The ε that `layer` normalises with: it divides by √(variance + ε)."""
-        return float(self.bn_arguments(layer)["epsilon"])
-
-    @property
-    def steps_trained(self) -> int:
-        """Training steps the run has actually taken: its last step row, else its last probe record
-        (records are only made for steps taken), else 0."""
-        if len(self.steps):
-            return int(self.steps["step"].max())
-        return int(self.probes["step"].max()) if len(self.probes) else 0
 
 
 def _blob(array: np.ndarray, dtype: str = "<f4") -> bytes:

@@ -14,8 +14,9 @@ import pandas as pd
 from bnviz.config import ConfigError, RunConfig, validate, with_settings
 from bnviz.diagnose import GAP_WARNING, VERDICTS, all_layer_figures, diagnose, drift_speed
 from bnviz.presets import PRESETS, preset_config
+from bnviz.records import Run, RunData
 from bnviz.stats import ema_window, init_weight, steps_to_forget
-from bnviz.store import Run, RunData, Store
+from bnviz.store import Store
 
 STORY_PREFIX = "story-"
 

@@ -12,8 +12,8 @@ import plotly.graph_objects as go
 from bnviz import figures
 from bnviz.diagnose import BN_CAUSES, Evidence, Finding, LayerFigures, all_layer_figures, fingerprint, steps_known
 from bnviz.glossary import GLOSSARY
+from bnviz.records import Run, RunData
 from bnviz.stats import init_weight
-from bnviz.store import Run, RunData
 
 SCALE_HELP = GLOSSARY["scale error"] + " Against the input inference really feeds the layer (else the training-mode population)."
 FINGERPRINT_HELP = (

@@ -29,8 +29,9 @@ from bnviz.figures import PRESENTATION_SCALE
 from bnviz.forms import FolderScan, scan_folder
 from bnviz.glossary import glossary_markdown
 from bnviz.jobs import JobManager
-from bnviz.records import ACTIVE, SPLITS, Evaluation, RunStatus
-from bnviz.store import Run, RunData, Store, StoreUnreadable, default_home, unique_labels
+from bnviz.labels import unique_labels
+from bnviz.records import ACTIVE, SPLITS, Evaluation, Run, RunData, RunStatus
+from bnviz.store import Store, StoreUnreadable, default_home
 from bnviz.summary import inspected
 
 STATUS_COLOURS = {RunStatus.QUEUED: "gray", RunStatus.RUNNING: "blue", RunStatus.DONE: "green", RunStatus.FAILED: "red",

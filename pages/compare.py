@@ -6,7 +6,7 @@ from __future__ import annotations
 import streamlit as st
 
 from bnviz import figures
-from bnviz.store import pair_of_interest
+from bnviz.labels import pair_of_interest
 from pages import common
 
 common.frame_if_run_alone()

@@ -9,8 +9,7 @@ import streamlit as st
 from bnviz import levers
 from bnviz.config import OWN_PRESET
 from bnviz.diagnose import Evidence, Finding
-from bnviz.records import ACTIVE, Evaluation, RunStatus
-from bnviz.store import Run, RunData
+from bnviz.records import ACTIVE, Evaluation, Run, RunData, RunStatus
 from bnviz.summary import headline_figures, history_figures
 from pages import common
 

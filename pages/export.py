@@ -10,8 +10,8 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from bnviz import export, figures
+from bnviz.labels import unique_labels
 from bnviz.records import RunStatus
-from bnviz.store import unique_labels
 from pages import common
 
 common.frame_if_run_alone()

@@ -9,8 +9,8 @@ import time
 
 import streamlit as st
 
-from bnviz.records import RunStatus
-from bnviz.store import Run, unique_labels
+from bnviz.labels import unique_labels
+from bnviz.records import Run, RunStatus
 from pages import common
 
 common.frame_if_run_alone()

@@ -22,8 +22,8 @@ from bnviz.config import RunConfig
 from bnviz.data import Dataset, digits, synthetic
 from bnviz.diagnose import CAUSES, Finding, diagnose
 from bnviz.presets import preset_config
-from bnviz.records import RunStatus
-from bnviz.store import RunData, Store
+from bnviz.records import RunData, RunStatus
+from bnviz.store import Store
 from bnviz.tf.train import execute_run
 
 SIZE = 16  # the smallest input bnviz accepts: every run takes seconds

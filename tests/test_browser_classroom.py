@@ -12,7 +12,8 @@ import pytest
 from playwright.sync_api import expect
 
 from bnviz.presets import PRESETS, preset_config
-from bnviz.store import ProbeRecord, Store
+from bnviz.records import ProbeRecord
+from bnviz.store import Store
 from tests.browser import CHROMIUM, chromium, streamlit_server
 from tests.conftest import needs_tool
 from tests.test_browser import ARTIFACTS, screenshot_on_failure

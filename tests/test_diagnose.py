@@ -13,8 +13,7 @@ import pytest
 from bnviz import diagnose as dx
 from bnviz.diagnose import BN_CAUSES, CAUSES, Finding, as_text, diagnose, layer_figures, momentum_text
 from bnviz.presets import preset_config
-from bnviz.records import Evaluation
-from bnviz.store import LayerTrace, Run, RunData
+from bnviz.records import Evaluation, LayerTrace, Run, RunData
 
 EPS = 1e-3
 CHANNELS = 4

@@ -17,8 +17,8 @@ from streamlit.testing.v1 import AppTest
 
 from bnviz.config import OWN_PRESET
 from bnviz.presets import preset_config
-from bnviz.records import Evaluation, RunStatus
-from bnviz.store import ProbeLayer, ProbeRecord, Store
+from bnviz.records import Evaluation, ProbeLayer, ProbeRecord, RunStatus
+from bnviz.store import Store
 from pages.diagnose_panels import HISTORY_NOTE
 from tests.conftest import APP_TIMEOUT_S
 from tests.test_app import APP

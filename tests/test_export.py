@@ -14,7 +14,7 @@ import pytest
 
 from bnviz import export as E
 from bnviz import figures as F
-from bnviz.store import RunData
+from bnviz.records import RunData
 from tests.conftest import needs_tool
 from tests.test_figures import empty_data, make_data, tiny_run
 

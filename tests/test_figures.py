@@ -9,7 +9,8 @@ import pytest
 
 from bnviz import figures as F
 from bnviz.config import RunConfig
-from bnviz.store import Evaluation, LayerTrace, Run, RunData
+from bnviz.records import LayerTrace, Run, RunData
+from bnviz.store import Evaluation
 
 STEPS = np.array([0, 10, 20])
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from bnviz.config import RunConfig
+from bnviz.labels import pair_of_interest, unique_labels
 from bnviz.presets import preset_config
-from bnviz.store import Run, pair_of_interest, unique_labels
+from bnviz.records import Run
 
 
 def _run(run_id: str, name: str = "", created: float = 0.0, parent: str | None = None, status: str = "done", **changes) -> Run:

@@ -9,8 +9,8 @@ import pytest
 from bnviz.config import validate
 from bnviz.levers import LEVERS, options
 from bnviz.presets import preset_config
+from bnviz.records import Run
 from bnviz.stats import init_weight
-from bnviz.store import Run
 
 
 def _run(config, total_steps=120) -> Run:

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from bnviz.presets import preset_config
-from bnviz.records import Owner, process_start
-from bnviz.store import Evaluation, ProbeLayer, ProbeRecord, Store, StoreError, check_run_id
+from bnviz.records import Owner, ProbeLayer, ProbeRecord, process_start
+from bnviz.store import Evaluation, Store, StoreError, check_run_id
 
 
 def _record(step: int, channels: int = 4, bins: int = 5) -> ProbeRecord:

@@ -56,9 +56,9 @@ import tensorflow as tf
 from keras import layers
 
 from bnviz.config import ProbeConfig
+from bnviz.records import ProbeLayer, ProbeRecord
 from bnviz.scoring import CLASSES, Task, scores
 from bnviz.stats import HISTOGRAM_VALUES, measures_population, probe_steps, recover_batch_moments, shared_histograms, thinning_stride
-from bnviz.store import ProbeLayer, ProbeRecord
 from bnviz.tf.models import NOISE_LAYERS, batch_norm_layers, uncompiled_clone, updates_per_step, values_per_image  # NOISE_LAYERS: the tap skips them
 
 CLASS_TASK = Task(CLASSES)

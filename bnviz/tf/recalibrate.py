@@ -16,8 +16,8 @@ from pathlib import Path
 from bnviz.config import OWN_PRESET, ConfigError
 from bnviz.data import load_dataset
 from bnviz.jobs import JobFailed
-from bnviz.records import Evaluation, Job, RunStatus
-from bnviz.store import Run, Store, StoreError
+from bnviz.records import Evaluation, Job, Run, RunStatus
+from bnviz.store import Store, StoreError
 from bnviz.tf.evidence import CALIBRATION_SPLITS, RECALIBRATION_BATCHES, Splits, recalibrated_evaluation
 from bnviz.tf.models import batch_norm_layers, load_model_safely
 from bnviz.tf.own import atomic_write, load_samples, model_task, samples_path

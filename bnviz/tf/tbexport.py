@@ -12,8 +12,8 @@ import numpy as np
 import tensorflow as tf
 from tensorboard.plugins.histogram import metadata as histogram_metadata
 
+from bnviz.records import RunData
 from bnviz.stats import init_weight, scale_error, standardized_gap
-from bnviz.store import RunData
 
 
 def _histogram(tag: str, edges: np.ndarray, counts: np.ndarray, step: int, description: str) -> None:

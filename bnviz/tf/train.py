@@ -17,9 +17,9 @@ import numpy as np
 from bnviz.config import RunConfig, check_batch_size, validate
 from bnviz.data import BUILTIN_DATASETS, Dataset, load_dataset
 from bnviz.jobs import JobCancelled, JobFailed
-from bnviz.records import Evaluation, Job, RunStatus
+from bnviz.records import Evaluation, Job, ProbeRecord, RunStatus
 from bnviz.shapes import param_totals
-from bnviz.store import ProbeRecord, Store
+from bnviz.store import Store
 from bnviz.tf.evidence import evaluate_run, private_forward, store_evidence
 from bnviz.tf.models import bn_layer_info, compile_model, layer_rows
 from bnviz.tf.probe import CLASS_TASK, BNProbe
