@@ -20,7 +20,6 @@ import plotly.graph_objects as go
 import streamlit as st
 from pandas.io.formats.style import Styler
 from streamlit.navigation.page import StreamlitPage
-from streamlit.runtime.pages_manager import PagesManager
 
 from bnviz.config import SETTING, ConfigError
 from bnviz.diagnose import Finding, diagnose
@@ -118,12 +117,21 @@ def table(frame: object, key: str) -> None:
         st.dataframe(frame, key=key)
 
 
+def legacy_multipage_mode() -> bool:
+    """Is Streamlit running page files by themselves (its pages/-folder mode)? Streamlit has no public
+    API for it: this is the one place that reads its internal `PagesManager` (tests/test_framework_seams.py
+    fails with this function's name when an upgrade moves it)."""
+    from streamlit.runtime.pages_manager import PagesManager
+
+    return bool(PagesManager.uses_pages_directory)
+
+
 def frame_if_run_alone() -> None:
     """Draw the frame when Streamlit ran this page file by itself. A pages/ folder beside app.py makes
     Streamlit start in its legacy multipage mode, where a deep link (/diagnose?run=...) on a fresh
     server, and every AppTest run, executes the page file directly instead of app.py; st.navigation
     then switches the server to the app.py navigation for good. So do what app.py does, and stop."""
-    if PagesManager.uses_pages_directory:
+    if legacy_multipage_mode():
         frame().run()
         st.stop()
 

@@ -8,6 +8,7 @@ import keras
 from keras import layers
 
 from bnviz.config import ArchConfig, RunConfig
+from bnviz.tf.keras_internals import all_layers, first_parent
 
 
 def _norm_layer(arch: ArchConfig, index: int) -> layers.Layer:
@@ -81,7 +82,7 @@ def uncompiled_clone(model: keras.Model) -> keras.Model:
 
 def batch_norm_layers(model: keras.Model) -> list[layers.BatchNormalization]:
     """Every BN layer of `model`, nested models and layers included, in a fixed order."""
-    return [layer for layer in model._flatten_layers(include_self=False, recursive=True) if isinstance(layer, layers.BatchNormalization)]
+    return [layer for layer in all_layers(model) if isinstance(layer, layers.BatchNormalization)]
 
 
 def bn_layer_info(model: keras.Model) -> list[dict]:
@@ -100,7 +101,7 @@ def updates_per_step(model: keras.Model) -> dict[int, int]:
     inside TimeDistributed over T steps is called once per time step, so it updates T times and its
     momentum per training step is mᵀ. Layers not listed update once."""
     updates = {}
-    for wrapper in model._flatten_layers(include_self=False, recursive=True):
+    for wrapper in all_layers(model):
         if isinstance(wrapper, layers.TimeDistributed):
             steps = _time_steps(wrapper)
             updates.update({id(bn): steps for bn in batch_norm_layers(wrapper)} if steps else {})
@@ -138,7 +139,7 @@ def _after_noise(model: keras.Model) -> set[int]:
     """BN layers that come after a Dropout or noise layer in the model's layer order (its construction
     order, which follows the graph): in training they see the noisy input's variance, at inference not."""
     seen_noise, after = False, set()
-    for layer in model._flatten_layers(include_self=False, recursive=True):
+    for layer in all_layers(model):
         seen_noise = seen_noise or isinstance(layer, NOISE_LAYERS)
         if seen_noise and isinstance(layer, layers.BatchNormalization):
             after.add(id(layer))
@@ -148,10 +149,10 @@ def _after_noise(model: keras.Model) -> set[int]:
 def _feeding_layers(model: keras.Model) -> dict[int, str]:
     """Class name of the layer whose output each layer consumes first (Input when fed by the model input)."""
     feeders: dict[int, str] = {}
-    for layer in model._flatten_layers(include_self=False, recursive=True):
-        for node in getattr(layer, "_inbound_nodes", [])[:1]:
-            for parent in node.parent_nodes[:1]:
-                feeders[id(layer)] = type(parent.operation).__name__
+    for layer in all_layers(model):
+        parent = first_parent(layer)
+        if parent is not None:
+            feeders[id(layer)] = type(parent).__name__
     return feeders
 
 

@@ -59,6 +59,7 @@ from bnviz.config import ProbeConfig
 from bnviz.records import ProbeLayer, ProbeRecord
 from bnviz.scoring import CLASSES, Task, scores
 from bnviz.stats import HISTOGRAM_VALUES, measures_population, probe_steps, recover_batch_moments, shared_histograms, thinning_stride
+from bnviz.tf.keras_internals import all_layers, has_graph, run_through_graph
 from bnviz.tf.models import NOISE_LAYERS, batch_norm_layers, uncompiled_clone, updates_per_step, values_per_image  # NOISE_LAYERS: the tap skips them
 
 CLASS_TASK = Task(CLASSES)
@@ -136,7 +137,7 @@ def population_size(model: keras.Model, configured: int) -> int:
 
 def _check_followable(model: keras.Model, where: str = "") -> None:
     """Raise `Unfollowable` unless `model` is a built Sequential or Functional model (nested ones with one input)."""
-    if not (isinstance(model, keras.Sequential) or hasattr(model, "_run_through_graph")):
+    if not (isinstance(model, keras.Sequential) or has_graph(model)):
         raise Unfollowable(f"{where}{type(model).__name__} is a subclassed model without a traceable graph (build it with the Functional or Sequential API).")
     count = len(getattr(model, "inputs", None) or [])
     if count == 0 or (where and count != 1):
@@ -164,7 +165,7 @@ def _inline(model: keras.Model, x, taps: dict[int, tuple]):
         for layer in model.layers:
             x = call(layer, x)
         return x
-    return model._run_through_graph(x, call_fn=call)  # Keras' own graph walk (as clone_model uses it) with our call
+    return run_through_graph(model, x, call)
 
 
 def _time_distributed(wrapper: layers.TimeDistributed, x, call):
@@ -334,7 +335,7 @@ class InstrumentedTap:
     def __init__(self, model: keras.Model, holder: ShadowCopy | keras.Model):
         self.model, self.holder = model, holder
         self.bn_layers = batch_norm_layers(model)
-        self.noise = [layer for layer in model._flatten_layers(include_self=False, recursive=True) if isinstance(layer, NOISE_LAYERS)]
+        self.noise = [layer for layer in all_layers(model) if isinstance(layer, NOISE_LAYERS)]
         self.inputs = model_inputs(model)
 
     @property
