@@ -10,9 +10,36 @@ import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
-NORMALIZATIONS = ("none", "batch", "layer", "group")
+
+class Norm(StrEnum):
+    """The normalisation after each conv, with the questions the rest of bnviz asks of it. A `StrEnum`,
+    so configs stay plain JSON ("batch") and `Norm.BATCH == "batch"`."""
+
+    NONE = "none"
+    BATCH = "batch"
+    LAYER = "layer"
+    GROUP = "group"
+
+    @property
+    def has_moving_stats(self) -> bool:
+        """Does inference use statistics kept from training (BN's moving mean and variance), the ones
+        that can go stale? Layer and group normalisation compute theirs from each input."""
+        return self is Norm.BATCH
+
+    @property
+    def normalizes(self) -> bool:
+        return self is not Norm.NONE
+
+    @property
+    def keras_layer(self) -> str:
+        """The Keras layer's class name ("" for none)."""
+        return f"{self.value.capitalize()}Normalization" if self.normalizes else ""
+
+
+NORMALIZATIONS = tuple(Norm)
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
 INITIALIZERS = ("zeros", "ones", "glorot_uniform", "he_normal", "random_normal", "random_uniform")
 MIN_INPUT_SIZE, MAX_INPUT_SIZE = 16, 224
@@ -52,6 +79,14 @@ class BNConfig:
     moving_variance_initializer: str = "ones"
     placement: str = "after"  # "after" the ReLU (the seed) or "before" it (the paper)
 
+    def keras_arguments(self) -> dict[str, Any]:
+        """The `keras.layers.BatchNormalization` arguments: every field but where the layer sits."""
+        return {name: value for name, value in dataclasses.asdict(self).items() if name not in BN_PLACEMENT_FIELDS}
+
+
+BN_PLACEMENT_FIELDS = ("placement",)
+BN_ARGUMENTS = tuple(f.name for f in dataclasses.fields(BNConfig) if f.name not in BN_PLACEMENT_FIELDS)  # momentum, epsilon, center, ...
+
 
 @dataclass(frozen=True)
 class ArchConfig:
@@ -60,10 +95,19 @@ class ArchConfig:
     blocks: tuple[ConvBlock, ...] = (ConvBlock(16), ConvBlock(32, pool_stride=1), ConvBlock(16))
     rescale: float = 1 / 255  # a parameter-free Rescaling layer first; 1.0 feeds raw pixels, as the seed notebook did
     zero_pad: int = 1  # the seed starts with ZeroPadding2D()
-    norm: str = "batch"  # none | batch | layer | group (the last two keep no running statistics)
+    norm: Norm = Norm.BATCH  # only batch keeps moving statistics (Norm.has_moving_stats)
     bn: BNConfig = field(default_factory=BNConfig)
     dropout: float = 0.5  # before the Dense head; 0 removes the layer
     group_count: int = 4  # groups for GroupNormalization
+
+    def __post_init__(self) -> None:
+        if isinstance(self.norm, str) and self.norm in NORMALIZATIONS:  # from JSON or a widget: the enum, so its questions can be asked
+            object.__setattr__(self, "norm", Norm(self.norm))
+
+    @property
+    def has_moving_stats(self) -> bool:
+        """Does this model keep BN moving statistics (the ones inference can get wrong)?"""
+        return isinstance(self.norm, Norm) and self.norm.has_moving_stats
 
 
 NO_BUDGET_LIMIT = 100.0  # the probe budget's top: every record at its step
@@ -232,6 +276,7 @@ SETTINGS: tuple[Setting, ...] = (
 )
 SETTING = {s.name: s for s in SETTINGS}
 FILTERS_RANGE, BLOCKS_RANGE = (1, 512), (1, 6)
+BLOCK_RANGES = {"filters": FILTERS_RANGE, "kernel": (1, 11), "pool": (1, 4), "pool_stride": (1, 4)}  # pool_stride None: = pool
 
 
 def with_settings(config: RunConfig, **values: Any) -> RunConfig:
@@ -269,12 +314,13 @@ def validate(config: RunConfig) -> RunConfig:
         problem = setting.problem(setting.get(config))
         _check(problem is None, problem or "", setting.name)
     blocks = config.arch.blocks
-    _check(BLOCKS_RANGE[0] <= len(blocks) <= BLOCKS_RANGE[1], f"blocks must number 1 to 6. Received: {len(blocks)} blocks", "filters")
-    for i, b in enumerate(blocks):
-        _check(FILTERS_RANGE[0] <= b.filters <= FILTERS_RANGE[1], f"block {i + 1}: filters must be in [1, 512]. Received: filters={b.filters}", "filters")
-        _check(1 <= b.kernel <= 11, f"block {i + 1}: kernel must be in [1, 11]. Received: kernel={b.kernel}")
-        _check(1 <= b.pool <= 4, f"block {i + 1}: pool must be in [1, 4]. Received: pool={b.pool}")
-        _check(b.pool_stride is None or 1 <= b.pool_stride <= 4, f"block {i + 1}: pool_stride must be in [1, 4]. Received: pool_stride={b.pool_stride}")
+    low, high = BLOCKS_RANGE
+    _check(low <= len(blocks) <= high, f"blocks must number {low} to {high}. Received: {len(blocks)} blocks", "filters")
+    for i, block in enumerate(blocks):
+        for name, (low, high) in BLOCK_RANGES.items():
+            value = getattr(block, name)
+            _check(value is None or low <= value <= high, f"block {i + 1}: {name} must be in [{low}, {high}]. Received: {name}={value}",
+                   "filters" if name == "filters" else "")
     return config
 
 

@@ -132,7 +132,7 @@ def _recalibrated(data: RunData) -> Evaluation | None:
 
 
 def _has_bn(data: RunData) -> bool:
-    return bool(data.layers) or bool(data.run.info.get("bn_layers")) or data.run.config.arch.norm == "batch"
+    return bool(data.layers) or bool(data.run.info.get("bn_layers")) or data.run.config.arch.has_moving_stats
 
 
 def _momentum(data: RunData) -> float:

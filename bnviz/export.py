@@ -330,7 +330,7 @@ def _run_figures(data: RunData, with_theory: bool) -> list[go.Figure]:
     """One run's figures, none repeated elsewhere: training curves, the mᵗ theory unless the
     comparison shows it for every run, and histograms and drift of the layer where the error starts."""
     figs = [figures.training_curves(data)]
-    if with_theory and data.run.config.arch.norm == "batch":
+    if with_theory and data.run.config.arch.has_moving_stats:
         figs.append(figures.ema_theory_figure(data.run.momentum, data.steps_trained))
     if (layer := key_layer(data)) is not None:
         figs += [figures.activation_histograms(data, layer), figures.drift_figure(data, layer)]
@@ -362,7 +362,7 @@ def comparison_figures(runs: Sequence[RunData]) -> list[go.Figure]:
     common = [layer for layer in runs[0].layers if all(layer in d.layers for d in runs)] if runs else []
     figs = [figures.final_accuracy_figure(runs), figures.compare_accuracy_figure(runs)]
     figs += [figures.compare_drift_figure(runs, common[0])] if common else []
-    bn = [d for d in runs if d.run.config.arch.norm == "batch"]
+    bn = [d for d in runs if d.run.config.arch.has_moving_stats]
     if bn:
         figs.append(figures.ema_theory_figure(bn[0].run.momentum, bn[0].steps_trained, [d.run.momentum for d in bn[1:]] + [0.99, 0.9, 0.8]))
     return figs

@@ -405,7 +405,7 @@ def live_figure(data: RunData, total_steps: int | None = None, scale: float = 1.
             fig.add_trace(line.update(mode="lines+markers"), row=1, col=1)
     if axis == "accuracy":
         _percent_axis(fig, row=1, col=1)
-    if data.run.config.arch.norm == "batch":
+    if data.run.config.arch.has_moving_stats:
         m = data.run.momentum
         t = np.unique(np.linspace(0, max(total_steps or 0, step, 1), 200).round().astype(int))
         fig.add_trace(_line(t, stats.init_weight(m, t), f"mᵗ at m = {m:g}", RUN_COLOURS[0], width=2), row=1, col=2)

@@ -17,12 +17,14 @@ from typing import Any
 from bnviz import stats
 from bnviz.config import (
     BLOCKS_RANGE,
+    BN_ARGUMENTS,
     FILTERS_RANGE,
     MAX_INPUT_SIZE,
     MIN_INPUT_SIZE,
     NO_BUDGET_LIMIT,
     SETTING,
     ArchConfig,
+    Norm,
     RunConfig,
     with_filters,
     with_settings,
@@ -39,11 +41,9 @@ MOMENTUM_STEPS = (
 BATCH_SIZES = (4, 8, 16, 32, 64, 128, 256, 512)
 LEARNING_RATES = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
 PROBE_BUDGETS = (0.0, 0.01, 0.03, 0.1, 0.3, 1.0, 100.0)  # share of training time the probe may take in the loop
-NORM_LABELS = {
-    "batch": "BatchNormalization (moving statistics)",
-    "none": "no normalisation",
-    "layer": "LayerNormalization (no moving statistics)",
-    "group": "GroupNormalization (no moving statistics)",
+NORM_LABELS = {  # BN first: the model the story is about
+    norm: f"{norm.keras_layer} ({'' if norm.has_moving_stats else 'no '}moving statistics)" if norm.normalizes else "no normalisation"
+    for norm in sorted(Norm, key=lambda norm: not norm.has_moving_stats)
 }
 MAX_UPLOAD_BYTES = 200 * 2**20  # as the dashboard's server.maxUploadSize (.streamlit/config.toml)
 PLACEMENT_LABELS = {"after": "after the ReLU (the seed)", "before": "before the ReLU (the paper)"}
@@ -105,7 +105,7 @@ def run_name(preset: str, arch: ArchConfig) -> tuple[str, str]:
 
 # The Train page's settings that map one to one onto the table (widget key: "train_" + name).
 FORM_SETTINGS = ("epochs", "batch_size", "learning_rate", "seed", "input_size", "optimizer", "shuffle", "probe_every", "probe_budget",
-                 "epsilon", "center", "scale", "beta_initializer", "gamma_initializer", "moving_mean_initializer", "moving_variance_initializer")
+                 *(name for name in BN_ARGUMENTS if name != "momentum"))  # momentum: the slider and its exact twin (ArchForm)
 
 
 def form_config(preset: str, form: ArchForm, values: dict[str, Any], name: str, dataset: str) -> RunConfig:

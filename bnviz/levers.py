@@ -101,7 +101,7 @@ def options(run: Run, cause: str = "", suggested: float | None = None) -> list[t
     describes it, and retraining it takes the user's own script."""
     if run.config.preset == OWN_PRESET:
         return []
-    has_bn = run.config.arch.norm == "batch"
+    has_bn = run.config.arch.has_moving_stats
     keys = dict.fromkeys(CAUSE_LEVERS.get(cause, ()) + GENERIC_LEVERS)
     chosen = []
     for key in keys:

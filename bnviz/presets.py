@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 
-from bnviz.config import ArchConfig, BNConfig, ConfigError, ConvBlock, RunConfig
+from bnviz.config import ArchConfig, BNConfig, ConfigError, ConvBlock, Norm, RunConfig
 
 TWO_BLOCKS = (ConvBlock(16), ConvBlock(32, pool_stride=1))
 THREE_BLOCKS = (*TWO_BLOCKS, ConvBlock(16))
@@ -13,22 +13,22 @@ THREE_BLOCKS = (*TWO_BLOCKS, ConvBlock(16))
 
 def initial() -> ArchConfig:
     """ZeroPad, Conv16, MaxPool2, Conv32, MaxPool(2, stride 1), Flatten, Dropout, Dense6."""
-    return ArchConfig(blocks=TWO_BLOCKS, norm="none")
+    return ArchConfig(blocks=TWO_BLOCKS, norm=Norm.NONE)
 
 
 def more_layers() -> ArchConfig:
     """`initial` plus Conv16 and MaxPool2: fewer parameters, better generalisation."""
-    return ArchConfig(blocks=THREE_BLOCKS, norm="none")
+    return ArchConfig(blocks=THREE_BLOCKS, norm=Norm.NONE)
 
 
 def bn() -> ArchConfig:
     """`more-layers` with BatchNormalization(momentum=0.99) after each ReLU conv: the collapse."""
-    return ArchConfig(blocks=THREE_BLOCKS, norm="batch", bn=BNConfig(momentum=0.99))
+    return ArchConfig(blocks=THREE_BLOCKS, norm=Norm.BATCH, bn=BNConfig(momentum=0.99))
 
 
 def final() -> ArchConfig:
     """`bn` with momentum 0.8 and no Dropout: the fix."""
-    return ArchConfig(blocks=THREE_BLOCKS, norm="batch", bn=BNConfig(momentum=0.8), dropout=0.0)
+    return ArchConfig(blocks=THREE_BLOCKS, norm=Norm.BATCH, bn=BNConfig(momentum=0.8), dropout=0.0)
 
 
 PRESETS: dict[str, Callable[[], ArchConfig]] = {

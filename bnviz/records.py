@@ -237,14 +237,14 @@ class Run:
     def bn_momentum(self) -> float | None:
         """The BN momentum to show: None for a model without BatchNormalization, whose config still
         carries the default momentum that no layer uses."""
-        return self.momentum if self.config.arch.norm == "batch" else None
+        return self.momentum if self.config.arch.has_moving_stats else None
 
     @property
     def label(self) -> str:
         """Short human label: the name, with the momentum when the model has BN and the name does not
         already say it. Not unique: `unique_labels` tells runs with the same label apart."""
         base, m = self.name or self.preset or "custom", f"m={self.momentum:g}"
-        return base if self.config.arch.norm != "batch" or m in base.replace(" ", "") else f"{base} {m}"
+        return base if not self.config.arch.has_moving_stats or m in base.replace(" ", "") else f"{base} {m}"
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from bnviz.config import ArchConfig, ConfigError
+from bnviz.config import ArchConfig, ConfigError, Norm
 
 
 @dataclass(frozen=True)
@@ -22,12 +22,10 @@ class LayerRow:
 
 
 def _norm_params(arch: ArchConfig, channels: int) -> tuple[int, int]:
-    if arch.norm == "batch":
+    if arch.has_moving_stats:
         per_channel = int(arch.bn.center) + int(arch.bn.scale)
         return per_channel * channels, 2 * channels
-    if arch.norm in ("layer", "group"):
-        return 2 * channels, 0
-    return 0, 0
+    return (2 * channels, 0) if Norm(arch.norm).normalizes else (0, 0)
 
 
 def layer_table(arch: ArchConfig, input_size: int, channels: int = 3, num_classes: int = 6) -> list[LayerRow]:
@@ -46,7 +44,7 @@ def layer_table(arch: ArchConfig, input_size: int, channels: int = 3, num_classe
         channels = block.filters
         if arch.norm != "none":
             trainable, frozen = _norm_params(arch, channels)
-            rows.append(LayerRow(f"norm{i}", arch.norm.capitalize() + "Normalization", (size, size, channels), trainable, frozen))
+            rows.append(LayerRow(f"norm{i}", Norm(arch.norm).keras_layer, (size, size, channels), trainable, frozen))
             if arch.bn.placement == "before":
                 rows.append(LayerRow(f"relu{i}", "Activation", (size, size, channels), 0, 0))
         stride = block.pool_stride or block.pool

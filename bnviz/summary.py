@@ -72,7 +72,7 @@ def _initial_values(data: RunData, ev: Evidence | None) -> Headline:
     t = steps_known(data)
     if t is None:
         return Headline("initial values left, w (fingerprint)", percent(fingerprint(data)[0]), help=FINGERPRINT_HELP)
-    weight = ev.init_weight if ev else (float(init_weight(data.run.momentum, t)) if data.run.config.arch.norm == "batch" else math.nan)
+    weight = ev.init_weight if ev else (float(init_weight(data.run.momentum, t)) if data.run.config.arch.has_moving_stats else math.nan)
     shown = percent(weight) if weight >= 0.001 or not math.isfinite(weight) else "< 0.1%"
     return Headline("initial values left, mᵗ", shown, help=GLOSSARY["mᵗ"])
 
@@ -107,7 +107,7 @@ def history_figures(data: RunData, height: int = 420, scale: float = 1.0) -> dic
     """The symptom (training curves, "curves") and the cause (mᵗ over the steps, "theory"), as the top of
     Diagnose draws them; a saved model has no curves, and mᵗ only after the step count its user gave."""
     shown = {} if inspected(data.run) else {"curves": figures.training_curves(data, height=height, scale=scale)}
-    if data.run.config.arch.norm == "batch" and (steps := steps_known(data)) is not None:
+    if data.run.config.arch.has_moving_stats and (steps := steps_known(data)) is not None:
         shown["theory"] = figures.ema_theory_figure(data.run.momentum, steps, height=height, scale=scale)
     return shown
 

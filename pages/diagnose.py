@@ -28,7 +28,7 @@ data = common.load_run(run)
 cfg, steps = run.config, data.steps_trained
 epochs = f"{cfg.epochs} epoch{'s' * (cfg.epochs != 1)}"
 st.caption(f"{run.status} · " + (common.own_model_text(run) or f"{cfg.arch.norm} normalisation"
-           + (f" · momentum {run.momentum:g}" if cfg.arch.norm == "batch" else "")
+           + (f" · momentum {run.momentum:g}" if cfg.arch.has_moving_stats else "")
            + f" · {steps:,} steps · {epochs} of batch {cfg.batch_size} · {cfg.input_size}px · data: {cfg.dataset}"))
 if run.error:
     st.warning(run.error)
@@ -39,7 +39,7 @@ diagnose_panels.figures_row(data, gather(data))
 diagnose_panels.history_charts(data, scale)
 
 more = diagnose_panels.why(top, more)
-if run.status == RunStatus.DONE and cfg.arch.norm == "batch":
+if run.status == RunStatus.DONE and cfg.arch.has_moving_stats:
     diagnose_panels.fix_it(run, top)
 
 st.subheader(f"{common.score_title(run)}: inference mode vs batch statistics")
@@ -58,7 +58,7 @@ else:
 
 layers = list(data.layers)
 if not layers:
-    if run.status == RunStatus.RUNNING and cfg.arch.norm == "batch" and cfg.probe.enabled:
+    if run.status == RunStatus.RUNNING and cfg.arch.has_moving_stats and cfg.probe.enabled:
         st.info(f"No probe record yet. To keep training at full speed the probe spends at most {cfg.probe.budget:.0%} of the "
                 "training time on records; the rest are made when training ends (a few seconds for a short run).")
     else:

@@ -31,7 +31,7 @@ if not static_ok:
     st.warning(f"PNG, SVG and PDF are not available here: {reason}. Standalone HTML works.")
 
 charts: dict[str, Callable[[], go.Figure]] = {"Training curves": lambda: figures.training_curves(data)}
-if run.config.arch.norm == "batch":
+if run.config.arch.has_moving_stats:
     charts["EMA theory"] = lambda: figures.ema_theory_figure(run.momentum, data.steps_trained)
 for layer in data.layers:
     charts[f"Activation histograms · {layer}"] = lambda layer=layer: figures.activation_histograms(data, layer)

@@ -86,7 +86,7 @@ def result(job: Job) -> None:
     st.caption(diagnose_panels.HISTORY_NOTE)
     common.table(common.styled(run, common.modes_table(run, data.evaluations["final"])), key="inspect_accuracy")
     common.show_findings(data)
-    if run.config.arch.norm == "batch":
+    if run.config.arch.has_moving_stats:
         st.subheader("Recalibrate (PreciseBN)")
         diagnose_panels.precisebn(run, "inspect")
     st.page_link(common.PAGE_FILES["diagnose"], label="Every chart on the Diagnose page", icon=":material/troubleshoot:",

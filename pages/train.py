@@ -10,7 +10,7 @@ import pandas as pd
 import streamlit as st
 
 from bnviz import forms
-from bnviz.config import SETTING, check_batch_size, validate
+from bnviz.config import BLOCKS_RANGE, BN_ARGUMENTS, FILTERS_RANGE, SETTING, Norm, check_batch_size, validate
 from bnviz.jobs import check_memory
 from bnviz.presets import PRESETS, SEED_RESULTS
 from bnviz.shapes import layer_table, param_counts
@@ -20,7 +20,7 @@ from pages import common, data_source
 common.frame_if_run_alone()
 
 ss, KEEP = st.session_state, "session"  # persist_state: the form survives page switches
-ADVANCED_BN = ("epsilon", "center", "scale", "beta_initializer", "gamma_initializer", "moving_mean_initializer", "moving_variance_initializer")
+ADVANCED_BN = tuple(name for name in BN_ARGUMENTS if name != "momentum")  # momentum has its own slider
 
 
 def load_preset() -> None:
@@ -105,14 +105,14 @@ with model_col:
     st.selectbox("Start from the seed model", list(PRESETS), key="train_preset", on_change=load_preset, persist_state=KEEP)
     slot["preset"] = st.empty()
     st.caption("Seed notebook: train {:.0%} · val {:.0%} · test {:.0%}".format(*SEED_RESULTS[ss.train_preset]))
-    st.number_input("Conv blocks (Conv → norm → MaxPool)", 1, 6, key="train_blocks", persist_state=KEEP)
-    filters = tuple(c.number_input(f"Filters {i + 1}", 1, 512, key=f"train_filters_{i}", persist_state=KEEP)
+    st.number_input("Conv blocks (Conv → norm → MaxPool)", *BLOCKS_RANGE, key="train_blocks", persist_state=KEEP)
+    filters = tuple(c.number_input(f"Filters {i + 1}", *FILTERS_RANGE, key=f"train_filters_{i}", persist_state=KEEP)
                     for i, c in enumerate(st.columns(ss.train_blocks)))
     slot["filters"] = st.empty()
-    st.selectbox("Normalisation", list(forms.NORM_LABELS), format_func=forms.NORM_LABELS.get, key="train_norm", persist_state=KEEP)
+    st.selectbox(SETTING["norm"].label, list(forms.NORM_LABELS), format_func=forms.NORM_LABELS.get, key="train_norm", persist_state=KEEP)
     slot["norm"] = st.empty()
-    uses_bn = ss.train_norm == "batch"
-    st.radio("BN placement", list(forms.PLACEMENT_LABELS), format_func=forms.PLACEMENT_LABELS.get, key="train_placement",
+    uses_bn = Norm(ss.train_norm).has_moving_stats
+    st.radio(SETTING["placement"].label, list(forms.PLACEMENT_LABELS), format_func=forms.PLACEMENT_LABELS.get, key="train_placement",
              horizontal=True, disabled=not uses_bn, persist_state=KEEP)
     slot["placement"] = st.empty()
     st.slider(SETTING["dropout"].label, 0.0, forms.DROPOUT_MAX, step=forms.DROPOUT_STEP, key="train_dropout", persist_state=KEEP)
@@ -124,17 +124,17 @@ with model_col:
 
 with train_col:
     st.subheader("Training")
-    st.select_slider("BN momentum m: moving = m·moving + (1 − m)·batch", forms.MOMENTUM_STEPS, key="train_momentum_scale",
+    st.select_slider(SETTING["momentum"].label, forms.MOMENTUM_STEPS, key="train_momentum_scale",
                      on_change=momentum_slid, disabled=not uses_bn, persist_state=KEEP)
-    st.number_input("Exact momentum (Keras convention; PyTorch's momentum is 1 − m)", step=0.001, format="%.4f",
+    st.number_input(f"Exact momentum ({SETTING['momentum'].help})", step=0.001, format="%.4f",
                     key="train_momentum", on_change=momentum_typed, disabled=not uses_bn, persist_state=KEEP)
     slot["momentum"] = st.empty()
     forecast = st.container()
-    st.select_slider("Batch size", forms.BATCH_SIZES, key="train_batch_size", persist_state=KEEP)
+    st.select_slider(SETTING["batch_size"].label, forms.BATCH_SIZES, key="train_batch_size", persist_state=KEEP)
     slot["batch_size"] = st.empty()
     common.setting_widget("epochs", "train_epochs")
     slot["epochs"] = st.empty()
-    st.select_slider("Learning rate", forms.LEARNING_RATES, format_func="{:g}".format, key="train_learning_rate", persist_state=KEEP)
+    st.select_slider(SETTING["learning_rate"].label, forms.LEARNING_RATES, format_func="{:g}".format, key="train_learning_rate", persist_state=KEEP)
     slot["learning_rate"] = st.empty()
     st.slider(SETTING["input_size"].label, int(SETTING["input_size"].low), int(SETTING["input_size"].high), step=forms.INPUT_SIZE_STEP, key="train_input_size",
               persist_state=KEEP)

@@ -48,3 +48,14 @@ def test_validate_names_field_and_value(change, message):
 def test_momentum_bounds_are_allowed():
     for m in (0.0, 1.0):
         assert validate(preset_config("bn").with_momentum(m)).arch.bn.momentum == m
+
+
+def test_only_batch_normalisation_keeps_moving_statistics_and_configs_stay_plain_json():
+    from bnviz.config import Norm
+
+    assert [n for n in Norm if n.has_moving_stats] == [Norm.BATCH]
+    assert [n.keras_layer for n in Norm] == ["", "BatchNormalization", "LayerNormalization", "GroupNormalization"]
+    config = RunConfig(arch=ArchConfig(norm="group"))
+    assert config.arch.norm is Norm.GROUP and not config.arch.has_moving_stats
+    assert '"norm": "group"' in config.to_json() and RunConfig.from_json(config.to_json()) == config
+    assert not ArchConfig(norm="nonsense").has_moving_stats  # validate() names it; the question does not raise

@@ -83,3 +83,18 @@ def test_bn_layer_info_describes_each_bn_layer_of_a_template_model():
     before = ArchConfig(blocks=(ConvBlock(4),), bn=BNConfig(placement="before"), norm="batch")
     assert [layer["after"] for layer in bn_layer_info(build_model(before, 32))] == ["Conv2D"]
     assert bn_layer_info(build_model(ArchConfig(norm="none"), 32)) == []
+
+
+def test_every_bn_setting_is_a_keras_batch_normalization_argument():
+    """BNConfig is the one list of BN arguments: the layer is built from it, so each must be one Keras accepts."""
+    import inspect
+
+    import keras
+
+    from bnviz.config import BN_ARGUMENTS
+    from bnviz.tf.models import build_model
+
+    accepted = inspect.signature(keras.layers.BatchNormalization).parameters
+    assert set(BN_ARGUMENTS) <= set(accepted) and "placement" not in BN_ARGUMENTS
+    layer = build_model(ArchConfig(blocks=(ConvBlock(4),), bn=BNConfig(momentum=0.7, epsilon=0.02, center=False)), 16, 3).get_layer("norm1")
+    assert (layer.momentum, layer.epsilon, layer.center) == (0.7, 0.02, False)

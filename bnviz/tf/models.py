@@ -7,37 +7,26 @@ import math
 import keras
 from keras import layers
 
-from bnviz.config import ArchConfig, RunConfig
+from bnviz.config import ArchConfig, Norm, RunConfig
 from bnviz.tf.keras_internals import all_layers, first_parent
 
 
 def _norm_layer(arch: ArchConfig, index: int) -> layers.Layer:
     name = f"norm{index}"
-    if arch.norm == "layer":
+    if arch.norm == Norm.LAYER:
         return layers.LayerNormalization(name=name)
-    if arch.norm == "group":
+    if arch.norm == Norm.GROUP:
         return layers.GroupNormalization(groups=arch.group_count, name=name)
-    bn = arch.bn
-    return layers.BatchNormalization(
-        momentum=bn.momentum,
-        epsilon=bn.epsilon,
-        center=bn.center,
-        scale=bn.scale,
-        beta_initializer=bn.beta_initializer,
-        gamma_initializer=bn.gamma_initializer,
-        moving_mean_initializer=bn.moving_mean_initializer,
-        moving_variance_initializer=bn.moving_variance_initializer,
-        name=name,
-    )
+    return layers.BatchNormalization(**arch.bn.keras_arguments(), name=name)
 
 
 def _block(x, arch: ArchConfig, index: int):
     block = arch.blocks[index - 1]
-    norm_first = arch.norm != "none" and arch.bn.placement == "before"
+    norm_first = Norm(arch.norm).normalizes and arch.bn.placement == "before"
     x = layers.Conv2D(block.filters, block.kernel, activation=None if norm_first else "relu", name=f"conv{index}")(x)
     if norm_first:
         x = layers.Activation("relu", name=f"relu{index}")(_norm_layer(arch, index)(x))
-    elif arch.norm != "none":
+    elif Norm(arch.norm).normalizes:
         x = _norm_layer(arch, index)(x)
     return layers.MaxPooling2D(block.pool, strides=block.pool_stride or block.pool, name=f"pool{index}")(x)
 

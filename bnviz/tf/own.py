@@ -19,7 +19,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from bnviz.config import OWN_PRESET, ArchConfig, BNConfig, ProbeConfig, RunConfig
+from bnviz.config import OWN_PRESET, ArchConfig, BNConfig, Norm, ProbeConfig, RunConfig
 from bnviz.scoring import Task, task_for
 from bnviz.tf.models import batch_norm_layers
 from bnviz.tf.probe import MultiInput, model_input, model_inputs
@@ -92,7 +92,7 @@ def own_config(model: keras.Model, name: str, batch_size: int, dataset: str = ""
     bn = batch_norm_layers(model)
     inputs = model_inputs(model)
     shape = tuple(inputs[0].shape) if inputs else ()  # the first input's; a subclassed model has none
-    arch = ArchConfig(blocks=(), rescale=1.0, zero_pad=0, dropout=0.0, norm="batch" if bn else "none",
+    arch = ArchConfig(blocks=(), rescale=1.0, zero_pad=0, dropout=0.0, norm=Norm.BATCH if bn else Norm.NONE,
                       bn=BNConfig(momentum=float(bn[0].momentum), epsilon=float(bn[0].epsilon)) if bn else BNConfig())
     return RunConfig(arch=arch, preset=OWN_PRESET, name=name or model.name, dataset=dataset, input_size=int(shape[1] or 0) if len(shape) == 4 else 0,
                      epochs=epochs, batch_size=batch_size, probe=probe or ProbeConfig())
