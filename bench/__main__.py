@@ -49,8 +49,21 @@ def spawn(name: str, args: argparse.Namespace) -> dict:
     """Run section `name` in a fresh process; its result plus the process wall time and the load."""
     with tempfile.TemporaryDirectory(prefix="bnviz-bench-") as tmp:
         out = Path(tmp) / f"{name}.json"
-        cmd = [sys.executable, "-m", "bench", "--section", name, "--section-out", str(out), "--reps", str(args.reps),
-               "--sweep-reps", str(args.sweep_reps), "--story-reps", str(args.story_reps)] + (["--quick"] if args.quick else [])
+        cmd = [
+            sys.executable,
+            "-m",
+            "bench",
+            "--section",
+            name,
+            "--section-out",
+            str(out),
+            "--reps",
+            str(args.reps),
+            "--sweep-reps",
+            str(args.sweep_reps),
+            "--story-reps",
+            str(args.story_reps),
+        ] + (["--quick"] if args.quick else [])
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
         env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         before = load_average()
@@ -67,12 +80,15 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smoke mode: tiny sizes, one repetition (numbers are not measurements)")
     parser.add_argument("--reps", type=int, default=5, help="alternating repetitions of the main comparisons (default 5)")
-    parser.add_argument("--sweep-reps", type=int, default=3,
-                        help="alternating repetitions of each sweep point and of the whole command (default 3; the long run gets one less, 224² one)")
+    parser.add_argument(
+        "--sweep-reps",
+        type=int,
+        default=3,
+        help="alternating repetitions of each sweep point and of the whole command (default 3; the long run gets one less, 224² one)",
+    )
     parser.add_argument("--story-reps", type=int, default=1, help="runs of the whole story; the median is reported (default 1)")
     parser.add_argument("--sections", default=",".join(DEFAULT_SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)} (default: all but threads)")
-    parser.add_argument("--jobs", type=int, default=0,
-                        help="sections run at once (default 1; 2 with --quick, whose numbers are not measurements anyway)")
+    parser.add_argument("--jobs", type=int, default=0, help="sections run at once (default 1; 2 with --quick, whose numbers are not measurements anyway)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON results file (default bench/results/latest.json)")
     parser.add_argument("--section", help=argparse.SUPPRESS)
     parser.add_argument("--section-out", type=Path, help=argparse.SUPPRESS)
@@ -95,10 +111,18 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     started = time.perf_counter()
     results = {
-        "meta": {"command": " ".join(["python -m bench", *(argv if argv is not None else sys.argv[1:])]), "quick": args.quick,
-                 "reps": args.reps, "sweep_reps": args.sweep_reps, "story_reps": args.story_reps, "cpus": os.cpu_count(),
-                 "python": platform.python_version(), "machine": platform.machine(), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
-                 "load_average_start": load_average()},
+        "meta": {
+            "command": " ".join(["python -m bench", *(argv if argv is not None else sys.argv[1:])]),
+            "quick": args.quick,
+            "reps": args.reps,
+            "sweep_reps": args.sweep_reps,
+            "story_reps": args.story_reps,
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "machine": platform.machine(),
+            "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "load_average_start": load_average(),
+        },
         "sections": {},
     }
     print(f"[bench] sections: {', '.join(args.chosen)} ({args.jobs} at a time)", file=sys.stderr, flush=True)

@@ -52,9 +52,13 @@ def command(quick: bool, reps: int) -> dict:
             samples[name].append(time.perf_counter() - start)
             after = resource.getrusage(resource.RUSAGE_CHILDREN)
             cpu[name].append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
-    return {"command": "python -m bnviz train --preset bn" + (" " + " ".join(extra) if extra else ""),
-            "wall_s": {n: spread(v) for n, v in samples.items()}, "cpu_s": {n: spread(v) for n, v in cpu.items()},
-            "ratio": spread(ratios(samples, "no probe")["probed"]), "ratio_cpu": spread(ratios(cpu, "no probe")["probed"])}
+    return {
+        "command": "python -m bnviz train --preset bn" + (" " + " ".join(extra) if extra else ""),
+        "wall_s": {n: spread(v) for n, v in samples.items()},
+        "cpu_s": {n: spread(v) for n, v in cpu.items()},
+        "ratio": spread(ratios(samples, "no probe")["probed"]),
+        "ratio_cpu": spread(ratios(cpu, "no probe")["probed"]),
+    }
 
 
 # --- a long run -------------------------------------------------------------------------------
@@ -81,8 +85,11 @@ def scale_child(preset: str, kind: str, size: int, home: str) -> dict:
     from bnviz.presets import preset_config
 
     config = preset_config(preset, input_size=size, epochs=3 if size == SCALE_SIZE else 1)
-    data = (load_dataset(config.dataset, size, config.seed) if size == SCALE_SIZE
-            else synthetic(size, config.seed, train_per_class=32, val_per_class=24, test_per_class=8))
+    data = (
+        load_dataset(config.dataset, size, config.seed)
+        if size == SCALE_SIZE
+        else synthetic(size, config.seed, train_per_class=32, val_per_class=24, test_per_class=8)
+    )
     result = fit_once(Setup(data, config, Path(home)), kind, config)
     return {**result, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "data_mb": data.x_train.nbytes / 2**20}
 
@@ -110,10 +117,16 @@ def _scale_row(runs: dict[str, list[dict]]) -> dict:
     plain, probed = runs["plain"], runs["probed"]
     train = {k: [r["train_s"] for r in v] for k, v in runs.items()}
     total = {k: [r["fit_s"] for r in v] for k, v in runs.items()}
-    return {"steps": plain[0]["steps"], "records": probed[0]["records"], "live_records": median([r["live_records"] for r in probed]),
-            "ms_per_step": {k: 1000 * median(v) / plain[0]["steps"] for k, v in train.items()},
-            "ratio": spread(ratios(train, "plain")["probed"]), "ratio_total": spread(ratios(total, "plain")["probed"]),
-            "peak_rss_mb": {k: max(r["peak_rss_mb"] for r in v) for k, v in runs.items()}, "data_mb": plain[0]["data_mb"]}
+    return {
+        "steps": plain[0]["steps"],
+        "records": probed[0]["records"],
+        "live_records": median([r["live_records"] for r in probed]),
+        "ms_per_step": {k: 1000 * median(v) / plain[0]["steps"] for k, v in train.items()},
+        "ratio": spread(ratios(train, "plain")["probed"]),
+        "ratio_total": spread(ratios(total, "plain")["probed"]),
+        "peak_rss_mb": {k: max(r["peak_rss_mb"] for r in v) for k, v in runs.items()},
+        "data_mb": plain[0]["data_mb"],
+    }
 
 
 def run(name: str, quick: bool, reps: int) -> dict:

@@ -41,19 +41,30 @@ def records(config: RunConfig, total_steps: int, steps_per_epoch: int, seed: int
             jitter = rng.normal(1.0, 0.05, c).astype(np.float32)
             moving_mean, moving_var = (1 - w) * pop_mean, w + (1 - w) * pop_var
             edges = np.linspace(-3 - 10 * w, 3 + 10 * w, bins + 1, dtype=np.float32)
-            lays.append(ProbeLayer(
-                name, moving_mean, moving_var, pop_mean * jitter, pop_var * jitter, pop_mean, pop_var, edges,
-                rng.integers(0, 5000, bins, dtype=np.int32), rng.integers(0, 5000, bins, dtype=np.int32)))
+            lays.append(
+                ProbeLayer(
+                    name,
+                    moving_mean,
+                    moving_var,
+                    pop_mean * jitter,
+                    pop_var * jitter,
+                    pop_mean,
+                    pop_var,
+                    edges,
+                    rng.integers(0, 5000, bins, dtype=np.int32),
+                    rng.integers(0, 5000, bins, dtype=np.int32),
+                )
+            )
         acc = 1 / 6 + (5 / 6) * (1 - math.exp(-step / 50))
-        out.append(ProbeRecord(step, step // steps_per_epoch + (step % steps_per_epoch > 0), acc, acc * (1 - 0.6 * w),
-                               1.0 - 0.8 * acc, 1.2 - 0.5 * acc, tuple(lays)))
+        out.append(
+            ProbeRecord(step, step // steps_per_epoch + (step % steps_per_epoch > 0), acc, acc * (1 - 0.6 * w), 1.0 - 0.8 * acc, 1.2 - 0.5 * acc, tuple(lays))
+        )
     return out
 
 
 def step_rows(total_steps: int, steps_per_epoch: int) -> list[tuple[int, int, float, float]]:
     """(step, epoch, loss, accuracy) rows: a falling loss and a rising accuracy."""
-    return [(s, (s - 1) // steps_per_epoch + 1, 1.8 * math.exp(-s / 80) + 0.05, 1 - 0.8 * math.exp(-s / 60))
-            for s in range(1, total_steps + 1)]
+    return [(s, (s - 1) // steps_per_epoch + 1, 1.8 * math.exp(-s / 80) + 0.05, 1 - 0.8 * math.exp(-s / 60)) for s in range(1, total_steps + 1)]
 
 
 def evaluation(config: RunConfig) -> dict:
@@ -64,12 +75,14 @@ def evaluation(config: RunConfig) -> dict:
     return {"accuracy": accuracy, "loss": {k: 1 - v for k, v in accuracy.items()}}
 
 
-def write_run(store: Store, config: RunConfig, total_steps: int, steps_per_epoch: int, sweep: str | None = None,
-              status: str = "done", chunk: int = 200) -> str:
+def write_run(store: Store, config: RunConfig, total_steps: int, steps_per_epoch: int, sweep: str | None = None, status: str = "done", chunk: int = 200) -> str:
     """A run with `total_steps` steps of records, committed in chunks as a Recorder would."""
     run_id = store.create_run(config, status="running", sweep=sweep)
-    info = {"params": {"total": 0, "trainable": 0, "non_trainable": 0}, "layers": [],
-            "data": {"name": "synthetic", "classes": ["a", "b", "c", "d", "e", "f"], "train": steps_per_epoch * config.batch_size}}
+    info = {
+        "params": {"total": 0, "trainable": 0, "non_trainable": 0},
+        "layers": [],
+        "data": {"name": "synthetic", "classes": ["a", "b", "c", "d", "e", "f"], "train": steps_per_epoch * config.batch_size},
+    }
     store.start(run_id, os.getpid(), steps_per_epoch, total_steps, info)
     steps, probes = step_rows(total_steps, steps_per_epoch), records(config, total_steps, steps_per_epoch)
     for i in range(0, max(len(steps), len(probes)), chunk):

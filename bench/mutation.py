@@ -87,9 +87,18 @@ def summary(found: dict[str, str], seconds: float) -> dict:
     texts_total = len(text) + sum(1 for n, s in found.items() if s in KILLED and text_only(diff(n)))
     decisive = len(found) - texts_total
     timeouts = sorted(n for n, s in found.items() if s == "timeout")  # on a loaded machine a killing test can time out too: retest them
-    return {"seconds": round(seconds), "mutants": len(found), "killed": killed, "kill_rate": round(killed / max(1, len(found)), 3),
-            "decisive_mutants": decisive, "decisive_kill_rate": round((decisive - (len(survivors) - len(text))) / max(1, decisive), 3),
-            "counts": counts, "text_survivors": text, "survivors": survivors, "timeouts": timeouts}
+    return {
+        "seconds": round(seconds),
+        "mutants": len(found),
+        "killed": killed,
+        "kill_rate": round(killed / max(1, len(found)), 3),
+        "decisive_mutants": decisive,
+        "decisive_kill_rate": round((decisive - (len(survivors) - len(text))) / max(1, decisive), 3),
+        "counts": counts,
+        "text_survivors": text,
+        "survivors": survivors,
+        "timeouts": timeouts,
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -114,8 +123,10 @@ def main(argv: list[str] | None = None) -> None:
         mutmut("run", "--max-children", str(args.max_children), *args.targets, log=log)
     result = summary(statuses(tuple(args.targets)), time.monotonic() - started)
     (RESULTS / "mutation.json").write_text(json.dumps(result, indent=1, ensure_ascii=False))
-    print(f"{result['killed']} of {result['mutants']} mutants killed ({result['kill_rate']:.0%}) in {result['seconds']} s; {result['counts']}; "
-          f"of the {result['decisive_mutants']} that change a number or a decision, {result['decisive_kill_rate']:.0%} killed")
+    print(
+        f"{result['killed']} of {result['mutants']} mutants killed ({result['kill_rate']:.0%}) in {result['seconds']} s; {result['counts']}; "
+        f"of the {result['decisive_mutants']} that change a number or a decision, {result['decisive_kill_rate']:.0%} killed"
+    )
     for name, survivor in result["survivors"].items():
         kind = "message text" if name in result["text_survivors"] else "NUMBER OR DECISION"
         print(f"\n{survivor['status']} ({kind}): {name}\n{survivor['diff']}")

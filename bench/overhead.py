@@ -122,9 +122,17 @@ def fit_once(setup: Setup, kind: str, config=None) -> dict:
         store.finish(run_id, "done")  # untimed: the Diagnose page then shows a finished run
     # the last callback's on_train_begin runs after every other one's (setup done); the first one's
     # on_train_end runs before the probe makes the records it left for the end (training done)
-    return {"train_s": first.ended - start, "fit_s": fit_s, "cpu_s": first.ended_cpu - cpu, "cpu_total_s": cpu_s,
-            "setup_s": last.began - start, "steps": last.steps,
-            "records": len(records), "live_records": probe.live_records if probe else 0, "run_id": run_id}
+    return {
+        "train_s": first.ended - start,
+        "fit_s": fit_s,
+        "cpu_s": first.ended_cpu - cpu,
+        "cpu_total_s": cpu_s,
+        "setup_s": last.began - start,
+        "steps": last.steps,
+        "records": len(records),
+        "live_records": probe.live_records if probe else 0,
+        "run_id": run_id,
+    }
 
 
 def make_clock():
@@ -234,8 +242,9 @@ def record_breakdown(setup: Setup, repeat: int) -> dict:
         # alternatives, measured in the same process
         "alt: probe batch forward, every output copied out (before)": lambda: fwd(x, training=True),
         "alt: population moments, numpy per batch": lambda: population_moments_numpy(fwd, pop, config.batch_size, n),
-        "alt: histograms of the whole outputs, max_values 200,000": lambda: [shared_histograms(full_train[1 + n + i], full_infer[1 + n + i],
-                                                                                             config.probe.bins, 200_000) for i in range(n)],
+        "alt: histograms of the whole outputs, max_values 200,000": lambda: [
+            shared_histograms(full_train[1 + n + i], full_infer[1 + n + i], config.probe.bins, 200_000) for i in range(n)
+        ],
     }
     wall: dict[str, list[float]] = {name: [] for name in pieces}
     cpu: dict[str, list[float]] = {name: [] for name in pieces}
@@ -247,8 +256,14 @@ def record_breakdown(setup: Setup, repeat: int) -> dict:
         wall[name].append(time.perf_counter() - start)
         cpu[name].append(time.process_time() - start_cpu)
     sizes = {i: int(np.prod(full_train[1 + n + i].shape)) for i in range(n)}
-    return {"ms": {name: 1000 * median(v) for name, v in wall.items()}, "cpu_ms": {name: 1000 * median(v) for name, v in cpu.items()},
-            "bn_layers": n, "probe_batch": len(x), "population_samples": len(pop), "bn_output_values": sizes}
+    return {
+        "ms": {name: 1000 * median(v) for name, v in wall.items()},
+        "cpu_ms": {name: 1000 * median(v) for name, v in cpu.items()},
+        "bn_layers": n,
+        "probe_batch": len(x),
+        "population_samples": len(pop),
+        "bn_output_values": sizes,
+    }
 
 
 def probe_cpu_estimate(breakdown: dict, records: int, population_every: int) -> dict:
@@ -297,9 +312,11 @@ def population_error(setup: Setup) -> dict:
             var_err.append(np.abs(var / np.maximum(ref_var, 1e-12) - 1))
             bar.append(batch_mean_spread(layer) / np.sqrt(len(layer)) / sd)
         mean_err, var_err, bar = (np.concatenate(v) for v in (mean_err, var_err, bar))
-        out[str(size)] = {"mean_err_sd": {"median": float(np.median(mean_err)), "max": float(mean_err.max())},
-                          "var_err_rel": {"median": float(np.median(var_err)), "max": float(var_err.max())},
-                          "error_bar_sd": {"median": float(np.nanmedian(bar)) if np.isfinite(bar).any() else None}}
+        out[str(size)] = {
+            "mean_err_sd": {"median": float(np.median(mean_err)), "max": float(mean_err.max())},
+            "var_err_rel": {"median": float(np.median(var_err)), "max": float(var_err.max())},
+            "error_bar_sd": {"median": float(np.nanmedian(bar)) if np.isfinite(bar).any() else None},
+        }
     return {"reference_images": min(REFERENCE_POPULATION, len(order)), "sizes": out}
 
 
@@ -348,11 +365,16 @@ def run(quick: bool, reps: int, sweep_reps: int) -> dict:
         setup = make_setup(quick, Path(tmp))
         base = setup.config
         out: dict = {
-            "model": f"{base.preset} preset, {base.input_size} px, batch {base.batch_size}, {base.epochs} epochs, "
-                     f"{len(setup.data.x_train)} training images",
+            "model": f"{base.preset} preset, {base.input_size} px, batch {base.batch_size}, {base.epochs} epochs, {len(setup.data.x_train)} training images",
             "steps": setup.steps,
-            "default_probe": {"every": base.probe.every, "probe_batch": base.probe.probe_batch, "population_samples": base.probe.population_samples,
-                              "population_every": base.probe.population_every, "bins": base.probe.bins, "budget": base.probe.budget},
+            "default_probe": {
+                "every": base.probe.every,
+                "probe_batch": base.probe.probe_batch,
+                "population_samples": base.probe.population_samples,
+                "population_every": base.probe.population_every,
+                "bins": base.probe.bins,
+                "budget": base.probe.budget,
+            },
             "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
             "timing": "whole fit after a warm-up fit that traces the train function; see bench/overhead.py",
         }
@@ -361,13 +383,24 @@ def run(quick: bool, reps: int, sweep_reps: int) -> dict:
             in_loop = base.replace(probe=replace(base.probe, budget=100.0))
             deferred = base.replace(probe=replace(base.probe, budget=0.0))
             before = base.replace(probe=replace(base.probe, population_every=1))
-            out["main"] = compare(setup, {"plain": ("plain", base), "recorder only": ("recorded", base), "probed": ("probed", base),
-                                          "probed, all at their step": ("probed", in_loop), "probed, all after training": ("probed", deferred),
-                                          "probed, population at every record (before)": ("probed", before), "tensorboard": ("tensorboard", base)}, reps)
+            out["main"] = compare(
+                setup,
+                {
+                    "plain": ("plain", base),
+                    "recorder only": ("recorded", base),
+                    "probed": ("probed", base),
+                    "probed, all at their step": ("probed", in_loop),
+                    "probed, all after training": ("probed", deferred),
+                    "probed, population at every record (before)": ("probed", before),
+                    "tensorboard": ("tensorboard", base),
+                },
+                reps,
+            )
         with stopwatch(phases, "intervals"):
             variants = {"plain": ("plain", base)}
-            variants |= {f"every={e}" if e else "geometric": ("probed", base.replace(probe=replace(base.probe, every=e)))
-                         for e in ((5,) if quick else INTERVALS)}
+            variants |= {
+                f"every={e}" if e else "geometric": ("probed", base.replace(probe=replace(base.probe, every=e))) for e in ((5,) if quick else INTERVALS)
+            }
             out["intervals"] = compare(setup, variants, sweep_reps)
         with stopwatch(phases, "bn_layers"):
             rows = {}
@@ -377,8 +410,10 @@ def run(quick: bool, reps: int, sweep_reps: int) -> dict:
             out["bn_layers"] = rows
         with stopwatch(phases, "probe_sizes"):
             variants = {"plain": ("plain", base)}
-            variants |= {f"{b}/{p}": ("probed", base.replace(probe=ProbeConfig(probe_batch=b, population_samples=p)))
-                         for b, p in (PROBE_SIZES[:1] if quick else PROBE_SIZES)}
+            variants |= {
+                f"{b}/{p}": ("probed", base.replace(probe=ProbeConfig(probe_batch=b, population_samples=p)))
+                for b, p in (PROBE_SIZES[:1] if quick else PROBE_SIZES)
+            }
             out["probe_sizes"] = compare(setup, variants, sweep_reps)
         with stopwatch(phases, "record_breakdown"):
             out["record_breakdown"] = record_breakdown(setup, 3 if quick else 7)

@@ -30,6 +30,7 @@ def _scenarios(digits: dict) -> list[tuple[str, str, str, Callable]]:
             images = bank.save_images(home / "images", *digits["train"])
             test = bank.save_images(home / "test", digits["test"][0] * test_scale, digits["test"][1]) if test_scale else None
             return bank.inspected(home, inspect_model(Store(home / "home"), model, images, test))
+
         return run
 
     return [

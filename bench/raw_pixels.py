@@ -26,6 +26,7 @@ Renderer = Callable[[np.random.Generator, np.ndarray, int], np.ndarray]
 def photo(exposure: tuple[float, float], contrast: tuple[float, float], cast: tuple[float, float], noise: float = 8.0) -> Renderer:
     """Images like photographs: per image a colour cast (each channel's mean), an exposure and a contrast
     applied to the class's mask, so the per-channel mean is large and varies from scene to scene."""
+
     def render(rng: np.random.Generator, labels: np.ndarray, size: int) -> np.ndarray:
         coords = (np.arange(size, dtype=np.float32) + 0.5) / size
         y, x = coords[None, :, None], coords[None, None, :]
@@ -38,6 +39,7 @@ def photo(exposure: tuple[float, float], contrast: tuple[float, float], cast: tu
         images = rng.uniform(*exposure, (n, 1, 1, 1)) * mean * (1 + rng.uniform(*contrast, (n, 1, 1, 1)) * (1 - 2 * mask[..., None]))
         images += rng.normal(0, noise, images.shape)
         return np.clip(images, 0, 255).astype(np.float32)
+
     return render
 
 
@@ -76,8 +78,14 @@ def attempt(variant: str, seed: int, epochs: int, learning_rate: float, dead: bo
     from bnviz.tf.models import compile_model
 
     data, started = dataset(variant, seed), time.monotonic()
-    out: dict = {"data": variant, "seed": seed, "epochs": epochs, "learning_rate": learning_rate,
-                 "pixel_mean": round(float(data.x_train.mean()), 1), "pixel_std": round(float(data.x_train.std()), 1)}
+    out: dict = {
+        "data": variant,
+        "seed": seed,
+        "epochs": epochs,
+        "learning_rate": learning_rate,
+        "pixel_mean": round(float(data.x_train.mean()), 1),
+        "pixel_std": round(float(data.x_train.std()), 1),
+    }
     for preset in PRESETS:
         keras.utils.set_random_seed(seed)
         model = compile_model(with_settings(preset_config(preset, seed=seed, epochs=epochs, learning_rate=learning_rate), rescale=1.0), 3, 6)

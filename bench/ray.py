@@ -41,10 +41,15 @@ def sweep(store, address: str | None, configs: list) -> dict:
     jobs = {j.run_id: j for j in store.list_jobs(kinds=["train"])}
     train = [r.info["seconds"] for r in runs]
     overhead = [r.finished - jobs[r.id].started - r.info["seconds"] for r in runs]  # claimed → finished, beyond training itself
-    return {"wall_s": max(r.finished for r in runs) - started, "startup_s": min(jobs[i].started for i in ids) - started,
-            "train_s": median(train), "overhead_s": median(overhead),
-            "overhead_first_s": overhead[0], "nodes": len({(r.info.get("node") or {}).get("node_id", r.host) for r in runs}),
-            "ids": ids}
+    return {
+        "wall_s": max(r.finished for r in runs) - started,
+        "startup_s": min(jobs[i].started for i in ids) - started,
+        "train_s": median(train),
+        "overhead_s": median(overhead),
+        "overhead_first_s": overhead[0],
+        "nodes": len({(r.info.get("node") or {}).get("node_id", r.host) for r in runs}),
+        "ids": ids,
+    }
 
 
 def probe_record(store, run_id: str):
@@ -53,10 +58,10 @@ def probe_record(store, run_id: str):
 
     data = store.load_run(run_id)
     row = data.probes.iloc[-1]
-    layers = tuple(ProbeLayer(name, **{f: getattr(t, f)[-1] for f in ProbeLayer.__dataclass_fields__ if f != "layer"})
-                   for name, t in data.layers.items())
-    return ProbeRecord(int(row.step), int(row.epoch), float(row.acc_train_mode), float(row.acc_inference), float(row.loss_train_mode),
-                       float(row.loss_inference), layers)
+    layers = tuple(ProbeLayer(name, **{f: getattr(t, f)[-1] for f in ProbeLayer.__dataclass_fields__ if f != "layer"}) for name, t in data.layers.items())
+    return ProbeRecord(
+        int(row.step), int(row.epoch), float(row.acc_train_mode), float(row.acc_inference), float(row.loss_train_mode), float(row.loss_inference), layers
+    )
 
 
 def traffic(home: str, record, calls: int = 40) -> dict:
@@ -71,9 +76,11 @@ def traffic(home: str, record, calls: int = 40) -> dict:
 
     def timings(store) -> dict:
         out = {}
-        for name, call in (("cancel_requested", lambda: store.cancel_requested(run_id)),
-                           ("add_records(probe record)", lambda: store.add_records(run_id, (), [record])),
-                           ("add_records(20 steps)", lambda: store.add_records(run_id, [(s, 1, 0.5, 0.5) for s in range(20)]))):
+        for name, call in (
+            ("cancel_requested", lambda: store.cancel_requested(run_id)),
+            ("add_records(probe record)", lambda: store.add_records(run_id, (), [record])),
+            ("add_records(20 steps)", lambda: store.add_records(run_id, [(s, 1, 0.5, 0.5) for s in range(20)])),
+        ):
             times = []
             for _ in range(calls):
                 began = time.perf_counter()
@@ -89,8 +96,11 @@ def traffic(home: str, record, calls: int = 40) -> dict:
     remote = ray.remote(num_cpus=1)(lambda: timings(StoreProxy(writer, {})))
     proxied = ray.get(remote.options(scheduling_strategy=NodeAffinitySchedulingStrategy(other, soft=False)).remote())
     ray.shutdown()
-    return {"direct_ms": timings(Store(home)), "proxy_ms": proxied, "record_kb": sum(a.nbytes for lay in record.layers for a in vars(lay).values()
-                                                                                     if hasattr(a, "nbytes")) / 1024}
+    return {
+        "direct_ms": timings(Store(home)),
+        "proxy_ms": proxied,
+        "record_kb": sum(a.nbytes for lay in record.layers for a in vars(lay).values() if hasattr(a, "nbytes")) / 1024,
+    }
 
 
 def calls_per_run(store, run_id: str) -> dict:
@@ -110,8 +120,10 @@ def measure(args: argparse.Namespace) -> dict:
     from bnviz.presets import preset_config
     from bnviz.store import Store
 
-    configs = [preset_config("bn", input_size=args.input_size, epochs=args.epochs).with_momentum(m).replace(name=f"bench m={m:g}", seed=i)
-               for i, m in enumerate([0.5, 0.8, 0.9, 0.95, 0.99, 0.995, 0.999, 0.9999][: args.runs])]
+    configs = [
+        preset_config("bn", input_size=args.input_size, epochs=args.epochs).with_momentum(m).replace(name=f"bench m={m:g}", seed=i)
+        for i, m in enumerate([0.5, 0.8, 0.9, 0.95, 0.99, 0.995, 0.999, 0.9999][: args.runs])
+    ]
     tmp = Path(tempfile.mkdtemp(prefix="bnviz-bench-ray-"))
     try:
         result = {"runs": len(configs), "input_size": args.input_size, "epochs": args.epochs, "cpus": os.cpu_count(), "load_before": load_average()}
@@ -148,25 +160,29 @@ def projection(r: dict) -> dict:
     local_wall = local["startup_s"] + r["runs"] * per_run_local
     ray_start = ray["startup_s"] + ray["overhead_first_s"] - ray["overhead_s"]
     ray_wall = {n: ray_start + math.ceil(r["runs"] / n) * per_run_ray for n in (1, 2, 4, 8)}
-    return {"record_traffic_s": record_s, "scheduling_s": ray["overhead_s"] - local["overhead_s"],
-            "ratio": {n: local_wall / wall for n, wall in ray_wall.items()}}
+    return {
+        "record_traffic_s": record_s,
+        "scheduling_s": ray["overhead_s"] - local["overhead_s"],
+        "ratio": {n: local_wall / wall for n, wall in ray_wall.items()},
+    }
 
 
 def render(r: dict) -> str:
     p = r["projection"]
-    lines = [f"Sweep of {r['runs']} runs (bn preset, {r['input_size']} px, {r['epochs']} epochs) on {r['cpus']} cores, "
-             f"load {r['load_before']} → {r['load_after']}",
-             f"  local, 1 worker:      {r['local']['wall_s']:.1f} s wall (median run trains {r['local']['train_s']:.1f} s, "
-             f"overhead {r['local']['overhead_s']:.2f} s/run; {r['local']['startup_s']:.1f} s until the first run started)",
-             f"  Ray, 2 nodes × 1 CPU: {r['ray']['wall_s']:.1f} s wall on {r['ray']['nodes']} nodes (median run trains {r['ray']['train_s']:.1f} s, "
-             f"overhead {r['ray']['overhead_s']:.2f} s/run, first {r['ray']['overhead_first_s']:.1f} s; {r['ray']['startup_s']:.1f} s until the first "
-             f"run was claimed); cluster start {r['cluster_start_s']:.1f} s, not counted",
-             f"  measured ratio local / Ray: {r['local']['wall_s'] / r['ray']['wall_s']:.2f}×",
-             "  store calls, ms (direct → through the proxy from the other node): "
-             + ", ".join(f"{k} {r['traffic']['direct_ms'][k]:.2f} → {r['traffic']['proxy_ms'][k]:.2f}" for k in r["traffic"]["direct_ms"]),
-             f"  one probe record: {r['traffic']['record_kb']:.0f} KiB; per run {r['calls_per_run']}",
-             f"  per-run overhead on Ray: scheduling + worker {p['scheduling_s']:.2f} s, record traffic {p['record_traffic_s']:.2f} s",
-             "  projected ratio with N nodes like this machine's: " + ", ".join(f"{n}: {v:.2f}×" for n, v in p["ratio"].items())]
+    lines = [
+        f"Sweep of {r['runs']} runs (bn preset, {r['input_size']} px, {r['epochs']} epochs) on {r['cpus']} cores, load {r['load_before']} → {r['load_after']}",
+        f"  local, 1 worker:      {r['local']['wall_s']:.1f} s wall (median run trains {r['local']['train_s']:.1f} s, "
+        f"overhead {r['local']['overhead_s']:.2f} s/run; {r['local']['startup_s']:.1f} s until the first run started)",
+        f"  Ray, 2 nodes × 1 CPU: {r['ray']['wall_s']:.1f} s wall on {r['ray']['nodes']} nodes (median run trains {r['ray']['train_s']:.1f} s, "
+        f"overhead {r['ray']['overhead_s']:.2f} s/run, first {r['ray']['overhead_first_s']:.1f} s; {r['ray']['startup_s']:.1f} s until the first "
+        f"run was claimed); cluster start {r['cluster_start_s']:.1f} s, not counted",
+        f"  measured ratio local / Ray: {r['local']['wall_s'] / r['ray']['wall_s']:.2f}×",
+        "  store calls, ms (direct → through the proxy from the other node): "
+        + ", ".join(f"{k} {r['traffic']['direct_ms'][k]:.2f} → {r['traffic']['proxy_ms'][k]:.2f}" for k in r["traffic"]["direct_ms"]),
+        f"  one probe record: {r['traffic']['record_kb']:.0f} KiB; per run {r['calls_per_run']}",
+        f"  per-run overhead on Ray: scheduling + worker {p['scheduling_s']:.2f} s, record traffic {p['record_traffic_s']:.2f} s",
+        "  projected ratio with N nodes like this machine's: " + ", ".join(f"{n}: {v:.2f}×" for n, v in p["ratio"].items()),
+    ]
     return "\n".join(lines)
 
 

@@ -41,8 +41,10 @@ def readme_table(results: list[tuple[Scenario, int, Outcome]]) -> str:
     return "\n".join(rows)
 
 
-SEED_HEADER = ("| Scenario | Seed | Test: inference / recalibrated / batch stats | Val | Train: inference / fit | Verdict | Other causes blamed "
-               "| Failed claims | s |\n|---|---|---|---|---|---|---|---|---|")
+SEED_HEADER = (
+    "| Scenario | Seed | Test: inference / recalibrated / batch stats | Val | Train: inference / fit | Verdict | Other causes blamed "
+    "| Failed claims | s |\n|---|---|---|---|---|---|---|---|---|"
+)
 
 
 def seed_row(scenario: Scenario, seed: int, outcome: Outcome) -> str:
@@ -50,9 +52,11 @@ def seed_row(scenario: Scenario, seed: int, outcome: Outcome) -> str:
     from tests.scenarios import failed_claims
 
     failed = "; ".join(failed_claims(scenario, outcome)) or "none"
-    return (f"| {scenario.name} | {seed} | {_cells(outcome)} | {outcome.accuracy('val'):.2f} | "
-            f"{outcome.accuracy('train'):.2f} / {outcome.accuracy('train', 'fit'):.2f} | {_verdict(scenario, outcome)} | "
-            f"{', '.join(outcome.blamed()) or 'none'} | {failed} | {outcome.seconds:.1f} |")
+    return (
+        f"| {scenario.name} | {seed} | {_cells(outcome)} | {outcome.accuracy('val'):.2f} | "
+        f"{outcome.accuracy('train'):.2f} / {outcome.accuracy('train', 'fit'):.2f} | {_verdict(scenario, outcome)} | "
+        f"{', '.join(outcome.blamed()) or 'none'} | {failed} | {outcome.seconds:.1f} |"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -71,8 +75,10 @@ def main(argv: list[str] | None = None) -> None:
             with tempfile.TemporaryDirectory(prefix="bnviz-scenario-") as home:
                 results.append((scenario, seed, run(scenario, Path(home), seed)))
             print(seed_row(*results[-1]), flush=True)
-    print(f"\n{readme_table(results)}\n\nTotal {time.perf_counter() - start:.0f} s wall, "
-          f"{time.process_time() - cpu:.0f} s CPU (all threads) for {len(results)} runs.")
+    print(
+        f"\n{readme_table(results)}\n\nTotal {time.perf_counter() - start:.0f} s wall, "
+        f"{time.process_time() - cpu:.0f} s CPU (all threads) for {len(results)} runs."
+    )
 
 
 if __name__ == "__main__":

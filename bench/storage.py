@@ -58,8 +58,14 @@ def bytes_per_record(home: Path, config, count: int) -> dict:
         store.add_records(run_id, (), records[i : i + 50])
     used = _file_bytes(store.path) - empty
     layers = fake.bn_channels(config)
-    return {"layers": len(layers), "channels": [c for _, c in layers], "bins": config.probe.bins, "records": len(records),
-            "bytes_per_record": used / len(records), "payload_per_record": _payload(records[0])}
+    return {
+        "layers": len(layers),
+        "channels": [c for _, c in layers],
+        "bins": config.probe.bins,
+        "records": len(records),
+        "bytes_per_record": used / len(records),
+        "payload_per_record": _payload(records[0]),
+    }
 
 
 def bytes_per_run(home: Path, total_steps: int, every: int) -> dict:
@@ -74,8 +80,15 @@ def bytes_per_run(home: Path, total_steps: int, every: int) -> dict:
     used = _file_bytes(store.path) - empty
     with sqlite3.connect(store.path) as db:
         probes = db.execute("SELECT COUNT(*) FROM probes WHERE run_id=?", (run_id,)).fetchone()[0]
-    return {"steps": total_steps, "schedule": f"every={every}" if every else "geometric", "records": probes, "bytes": used,
-            "write_s": write_s, "run_id": run_id, "home": str(home)}
+    return {
+        "steps": total_steps,
+        "schedule": f"every={every}" if every else "geometric",
+        "records": probes,
+        "bytes": used,
+        "write_s": write_s,
+        "run_id": run_id,
+        "home": str(home),
+    }
 
 
 def bytes_per_step_row(home: Path, total_steps: int) -> float:

@@ -32,6 +32,7 @@ def _instrument(log: list[dict]) -> None:
                 return fn(*args, **kwargs)
             finally:
                 log[-1][name] = log[-1].get(name, 0.0) + time.perf_counter() - start
+
         return wrapper
 
     execute_run, compile_model = train.execute_run, train.compile_model
@@ -85,9 +86,18 @@ def run(quick: bool, reps: int) -> dict:
         phases = {k: phases.get(k, 0.0) for k in PHASES}
         phases["train_steps"] = phases["fit"] - phases["probe"] - phases["recorder"]
         acc = run["accuracy"]
-        runs.append({"preset": run["preset"], "steps": run["steps"], "seconds": run["seconds"], "phases_s": phases,
-                     "test": acc.get("test"), "test_batchstats": acc.get("test_batchstats"), "train": acc.get("train"),
-                     "seed_train_val_test": run["seed"]})
+        runs.append(
+            {
+                "preset": run["preset"],
+                "steps": run["steps"],
+                "seconds": run["seconds"],
+                "phases_s": phases,
+                "test": acc.get("test"),
+                "test_batchstats": acc.get("test_batchstats"),
+                "train": acc.get("train"),
+                "seed_train_val_test": run["seed"],
+            }
+        )
     by = {r["preset"]: r for r in runs}
     return {
         "command": "python -m bnviz story" + (" " + " ".join(args) if args else ""),
@@ -99,4 +109,3 @@ def run(quick: bool, reps: int) -> dict:
         "collapse": {"bn_test": by["bn"]["test"], "bn_test_batchstats": by["bn"]["test_batchstats"], "final_test": by["final"]["test"]},
         "target_s": 60,
     }
-

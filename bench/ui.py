@@ -77,8 +77,12 @@ def first_renders(home: Path, reps: int) -> dict:
         pages[page].append(time.perf_counter() - t1)
         frame.append(t1 - t0)
         _check(at, page)
-    return {"cold_process_first_run_s": cold, "app_frame_s": spread(frame), "pages_s": {p: spread(v) for p, v in pages.items()},
-            "story_html_report_s": story_report(home, reps)}
+    return {
+        "cold_process_first_run_s": cold,
+        "app_frame_s": spread(frame),
+        "pages_s": {p: spread(v) for p, v in pages.items()},
+        "story_html_report_s": story_report(home, reps),
+    }
 
 
 def story_report(home: Path, reps: int) -> float:
@@ -140,9 +144,13 @@ def reruns_while_training(home: Path, quick: bool, reruns: int) -> dict:
         t0 = time.perf_counter()
         views[page].run()
         idle[page].append(time.perf_counter() - t0)
-    return {"run": f"{config.preset} {config.input_size} px (worker trains it on the same cores)",
-            "training_steps_during_reruns": progress.step - steps_before, "still_running_at_end": still_running,
-            "while_training_s": {p: spread(v) for p, v in live.items()}, "idle_s": {p: spread(v) for p, v in idle.items()}}
+    return {
+        "run": f"{config.preset} {config.input_size} px (worker trains it on the same cores)",
+        "training_steps_during_reruns": progress.step - steps_before,
+        "still_running_at_end": still_running,
+        "while_training_s": {p: spread(v) for p, v in live.items()},
+        "idle_s": {p: spread(v) for p, v in idle.items()},
+    }
 
 
 def _open_pages(url: str, pages: tuple[str, ...], run_id: str) -> dict[str, float]:

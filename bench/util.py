@@ -27,8 +27,7 @@ def median(values: Sequence[float]) -> float:
 
 def spread(values: Sequence[float]) -> dict[str, float]:
     """Median, min and max of a sample, plus the sample itself (seconds or ratios)."""
-    return {"median": median(values), "min": float(min(values)), "max": float(max(values)), "n": len(values),
-            "values": [round(v, 6) for v in values]}
+    return {"median": median(values), "min": float(min(values)), "max": float(max(values)), "n": len(values), "values": [round(v, 6) for v in values]}
 
 
 def ratios(samples: dict[str, list[float]], base: str) -> dict[str, list[float]]:

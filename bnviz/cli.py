@@ -54,8 +54,10 @@ def _fmt(value: object) -> str:
 # --- commands that need no TensorFlow ---------------------------------------------------------
 def cmd_presets(args: argparse.Namespace) -> None:
     rows = [{"preset": name, **param_counts(build(), args.input_size), "seed_train_val_test": SEED_RESULTS[name]} for name, build in PRESETS.items()]
-    text = _table([[r["preset"], r["total"], r["trainable"], r["non_trainable"], " / ".join(f"{v:g}" for v in r["seed_train_val_test"])] for r in rows],
-                  ["preset", "params", "trainable", "non-trainable", "seed train/val/test"])
+    text = _table(
+        [[r["preset"], r["total"], r["trainable"], r["non_trainable"], " / ".join(f"{v:g}" for v in r["seed_train_val_test"])] for r in rows],
+        ["preset", "params", "trainable", "non-trainable", "seed train/val/test"],
+    )
     _emit(args, {"input_size": args.input_size, "presets": rows}, f"Presets at {args.input_size}×{args.input_size}×3:\n{text}")
 
 
@@ -70,9 +72,16 @@ def cmd_show(args: argparse.Namespace) -> None:
     store = Store(args.home)
     run = store.get_run(args.run)
     evaluations, progress = store.evaluations(run.id), store.progress(run.id)
-    payload = {"id": run.id, "name": run.name, "status": run.status, "error": run.error, "config": json.loads(run.config.to_json()),
-               "progress": {**asdict(progress), "fraction": progress.fraction},
-               "evaluations": {name: ev.to_dict() for name, ev in evaluations.items()}, "model_path": run.model_path}
+    payload = {
+        "id": run.id,
+        "name": run.name,
+        "status": run.status,
+        "error": run.error,
+        "config": json.loads(run.config.to_json()),
+        "progress": {**asdict(progress), "fraction": progress.fraction},
+        "evaluations": {name: ev.to_dict() for name, ev in evaluations.items()},
+        "model_path": run.model_path,
+    }
     lines = [f"{run.label}: {run.status}" + (f" ({run.error})" if run.error else "")]
     if "final" in evaluations:
         lines.append(accuracy_table([(run.name or run.id, evaluations["final"])]))
@@ -169,14 +178,29 @@ def _stored_result(store: Store, run_id: str):
 
     run = store.get_run(run_id)
     seconds = run.info.get("seconds") or ((run.finished or 0) - (run.started or run.finished or 0))
-    return RunResult(run_id, run.status, run.info.get("steps") or store.progress(run_id).step or 0, seconds, run.model_path,
-                     store.evaluations(run_id).get("final"), run.error)
+    return RunResult(
+        run_id,
+        run.status,
+        run.info.get("steps") or store.progress(run_id).step or 0,
+        seconds,
+        run.model_path,
+        store.evaluations(run_id).get("final"),
+        run.error,
+    )
 
 
 def _result_payload(result) -> dict:
     evaluation = result.evaluation.to_dict() if result.evaluation else {}
-    return {"run_id": result.run_id, "status": result.status, "model_path": result.model_path, "steps": result.steps,
-            "seconds": round(result.seconds, 2), "accuracy": evaluation.get("accuracy", {}), "loss": evaluation.get("loss", {}), "error": result.error}
+    return {
+        "run_id": result.run_id,
+        "status": result.status,
+        "model_path": result.model_path,
+        "steps": result.steps,
+        "seconds": round(result.seconds, 2),
+        "accuracy": evaluation.get("accuracy", {}),
+        "loss": evaluation.get("loss", {}),
+        "error": result.error,
+    }
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -207,8 +231,11 @@ def cmd_story(args: argparse.Namespace) -> None:
     datas = {story_key(d.run): d for d in (store.load_run(r.run_id) for r in results)}
     keys = list(datas)
     wall = time.monotonic() - started
-    payload = {"story": story, "seconds": round(wall, 1),
-               "runs": [{"preset": k, "seed": SEED_RESULTS.get(k), **_result_payload(r)} for k, r in zip(keys, results, strict=True)]}
+    payload = {
+        "story": story,
+        "seconds": round(wall, 1),
+        "runs": [{"preset": k, "seed": SEED_RESULTS.get(k), **_result_payload(r)} for k, r in zip(keys, results, strict=True)],
+    }
     table = accuracy_table([(k, r.evaluation) for k, r in zip(keys, results, strict=True) if r.evaluation])
     seed = "\n".join(f"  {c.preset}: " + " / ".join(f"{v:g}" for v in SEED_RESULTS[c.preset]) for c in CHAPTERS)
     chapters = "\n\n".join(f"{title}\n{text}" for title, text in story_sections(datas, names))
@@ -234,11 +261,18 @@ def cmd_recalibrate(args: argparse.Namespace) -> None:
     label = f"after PreciseBN on {after.calibrated_on}" + (" (transductive)" if transductive else "")
     rows = [(name, ev) for name, ev in (("before (moving statistics)", result["before"]), (label, after)) if ev]
     saved = f"\nSaved the recalibrated model to {args.save}" if args.save else ""
-    warning = (f"\nTransductive: calibrated on the {after.calibrated_on} images and scored on them, so its {after.calibrated_on} figures are no "
-               "evidence that the weights are fine." if transductive else "")
+    warning = (
+        f"\nTransductive: calibrated on the {after.calibrated_on} images and scored on them, so its {after.calibrated_on} figures are no "
+        "evidence that the weights are fine."
+        if transductive
+        else ""
+    )
     payload = {"run_id": args.run, **{k: ev.to_dict() if ev else None for k, ev in result.items()}, "saved": args.save, "transductive": transductive}
-    _emit(args, payload, f"Recalibrated {args.run} over {after.batches} batches ({after.samples} {after.calibrated_on} images):\n"
-                         f"{accuracy_table(rows)}{warning}{saved}")
+    _emit(
+        args,
+        payload,
+        f"Recalibrated {args.run} over {after.batches} batches ({after.samples} {after.calibrated_on} images):\n{accuracy_table(rows)}{warning}{saved}",
+    )
 
 
 def cmd_inspect(args: argparse.Namespace) -> None:
@@ -246,15 +280,32 @@ def cmd_inspect(args: argparse.Namespace) -> None:
     from bnviz.tf.inspect import inspect_model
 
     store = Store(args.home)
-    run_id = inspect_model(store, args.model, args.data, args.test, args.name, args.batch_size, steps=args.steps,
-                           progress=lambda text: None if args.json else print(text + " …", file=sys.stderr))
+    run_id = inspect_model(
+        store,
+        args.model,
+        args.data,
+        args.test,
+        args.name,
+        args.batch_size,
+        steps=args.steps,
+        progress=lambda text: None if args.json else print(text + " …", file=sys.stderr),
+    )
     data = store.load_run(run_id)
     findings = diagnose(data)
-    payload = {"run_id": run_id, "model_path": data.run.model_path, "evaluation": data.evaluations["final"].to_dict(), "bn_layers": data.run.info["bn_layers"],
-               "findings": [asdict(f) for f in findings]}
+    payload = {
+        "run_id": run_id,
+        "model_path": data.run.model_path,
+        "evaluation": data.evaluations["final"].to_dict(),
+        "bn_layers": data.run.info["bn_layers"],
+        "findings": [asdict(f) for f in findings],
+    }
     table = accuracy_table([(data.run.name, data.evaluations["final"])])
-    _emit(args, payload, f"Run {run_id} ({len(data.run.info['bn_layers'])} BN layers)\n{table}\n\n{as_text(findings)}\n\n"
-                         f"Recalibrate: bnviz recalibrate {run_id} --save fixed.keras")
+    _emit(
+        args,
+        payload,
+        f"Run {run_id} ({len(data.run.info['bn_layers'])} BN layers)\n{table}\n\n{as_text(findings)}\n\n"
+        f"Recalibrate: bnviz recalibrate {run_id} --save fixed.keras",
+    )
 
 
 def cmd_sweep(args: argparse.Namespace) -> None:
@@ -272,8 +323,11 @@ def cmd_sweep(args: argparse.Namespace) -> None:
         results = [(m, b, i, None) for (m, b), i in zip(grid, ids, strict=True)]
     else:
         results = [(m, b, r.run_id, r.evaluation) for (m, b), r in zip(grid, _run_all(store, configs, args, sweep=sweep), strict=True)]
-    payload = {"sweep": sweep, "seconds": round(time.monotonic() - started, 1), "runs": [
-        {"momentum": m, "batch_size": b, "run_id": r, "accuracy": ev.accuracies() if ev else None} for m, b, r, ev in results]}
+    payload = {
+        "sweep": sweep,
+        "seconds": round(time.monotonic() - started, 1),
+        "runs": [{"momentum": m, "batch_size": b, "run_id": r, "accuracy": ev.accuracies() if ev else None} for m, b, r, ev in results],
+    }
     rows = [[m, b, r, *((ev.accuracy_of(k) if ev else "queued") for k in ("test", "test_batchstats"))] for m, b, r, ev in results]
     _emit(args, payload, f"Sweep {sweep}:\n" + _table(rows, ["momentum", "batch", "run", "test", "test (batch stats)"]))
 
@@ -314,8 +368,9 @@ def _setting_options(parser: argparse.ArgumentParser, names: tuple[str, ...] | N
             if s.kind is bool:
                 parser.add_argument(s.flag, dest=s.name, action=argparse.BooleanOptionalAction, help=text)
             else:
-                parser.add_argument(s.flag, dest=s.name, type=s.kind, choices=s.choices or None,
-                                    help=text + ("" if s.choices else f" ({s.range_text}; default {s.default:g})"))
+                parser.add_argument(
+                    s.flag, dest=s.name, type=s.kind, choices=s.choices or None, help=text + ("" if s.choices else f" ({s.range_text}; default {s.default:g})")
+                )
     parser.add_argument("--dataset", help="synthetic | digits | a folder of class sub-folders (default: synthetic)")
 
 
@@ -365,19 +420,32 @@ def build_parser() -> argparse.ArgumentParser:
     sub.choices["summary"].add_argument("--preset", required=True)
     _training_options(sub.choices["train"])
     for name in ("train", "story", "sweep"):
-        sub.choices[name].add_argument("--ray", metavar="ADDRESS", help="train on the Ray cluster at ADDRESS (auto, host:port or ray://host:port) "
-                                       "instead of in this process; runs land in the same store (pip install -r requirements-ray.txt)")
+        sub.choices[name].add_argument(
+            "--ray",
+            metavar="ADDRESS",
+            help="train on the Ray cluster at ADDRESS (auto, host:port or ray://host:port) "
+            "instead of in this process; runs land in the same store (pip install -r requirements-ray.txt)",
+        )
     _setting_options(sub.choices["story"], names=("epochs", "input_size", "seed"))
-    sub.choices["story"].add_argument("--chapters", nargs="+", metavar="CHAPTER", help="train and print these chapters only: initial, "
-                                      "more-layers, bn, final, raw, lag (default: the first four; lag is the long-run mechanism)")
-    sub.choices["story"].add_argument("--raw-pixels", action="store_true",
-                                      help="also train more-layers and bn on raw 0-255 pixels, as the seed notebook fed them (the Story's chapter 5)")
+    sub.choices["story"].add_argument(
+        "--chapters",
+        nargs="+",
+        metavar="CHAPTER",
+        help="train and print these chapters only: initial, more-layers, bn, final, raw, lag (default: the first four; lag is the long-run mechanism)",
+    )
+    sub.choices["story"].add_argument(
+        "--raw-pixels", action="store_true", help="also train more-layers and bn on raw 0-255 pixels, as the seed notebook fed them (the Story's chapter 5)"
+    )
     for name in ("show", "diagnose", "recalibrate", "tensorboard"):
         sub.choices[name].add_argument("run")
     sub.choices["recalibrate"].add_argument("--batches", type=int, default=50, help="training batches to average over")
     sub.choices["recalibrate"].add_argument("--save", help="also write the recalibrated model to this .keras file")
-    sub.choices["recalibrate"].add_argument("--calibrate-on", default="train", choices=("train", "val", "test"),
-                                            help="the split whose images PreciseBN averages over (train; val or test score transductively)")
+    sub.choices["recalibrate"].add_argument(
+        "--calibrate-on",
+        default="train",
+        choices=("train", "val", "test"),
+        help="the split whose images PreciseBN averages over (train; val or test score transductively)",
+    )
     sub.choices["tensorboard"].add_argument("--logdir", required=True)
     inspect = sub.choices["inspect"]
     inspect.add_argument("model", help="a .keras file (loaded in safe mode: no Lambda or custom code runs)")
@@ -389,12 +457,11 @@ def build_parser() -> argparse.ArgumentParser:
     sweep = sub.choices["sweep"]
     sweep.add_argument("--momentum", dest="momenta", type=_floats, required=True, help="comma-separated, e.g. 0.5,0.8,0.9,0.99")
     sweep.add_argument("--batch-size", dest="batch_sizes", type=_ints, help="comma-separated, e.g. 16,32,64")
-    sweep.add_argument("--queue", action="store_true",
-                       help="queue for the dashboard's workers instead of training here (with --ray: for a Ray driver in the background)")
+    sweep.add_argument(
+        "--queue", action="store_true", help="queue for the dashboard's workers instead of training here (with --ray: for a Ray driver in the background)"
+    )
     _training_options(sweep, skip=("momentum", "batch_size"))
     return parser
-
-
 
 
 def main(argv: list[str] | None = None) -> None:

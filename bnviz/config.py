@@ -239,10 +239,22 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("scale", (*_BN, "scale"), bool, "BN scale (learn γ)", "multiply by a learned scale γ after normalising"),
     Setting("beta_initializer", (*_BN, "beta_initializer"), str, "β initializer", _INIT_HELP.format("β"), choices=INITIALIZERS),
     Setting("gamma_initializer", (*_BN, "gamma_initializer"), str, "γ initializer", _INIT_HELP.format("γ"), choices=INITIALIZERS),
-    Setting("moving_mean_initializer", (*_BN, "moving_mean_initializer"), str, "Moving mean initializer",
-            "the mean inference uses before the moving average has seen data", choices=INITIALIZERS),
-    Setting("moving_variance_initializer", (*_BN, "moving_variance_initializer"), str, "Moving variance initializer",
-            "the variance inference uses before the moving average has seen data", choices=INITIALIZERS),
+    Setting(
+        "moving_mean_initializer",
+        (*_BN, "moving_mean_initializer"),
+        str,
+        "Moving mean initializer",
+        "the mean inference uses before the moving average has seen data",
+        choices=INITIALIZERS,
+    ),
+    Setting(
+        "moving_variance_initializer",
+        (*_BN, "moving_variance_initializer"),
+        str,
+        "Moving variance initializer",
+        "the variance inference uses before the moving average has seen data",
+        choices=INITIALIZERS,
+    ),
     Setting("placement", (*_BN, "placement"), str, "BN placement", "after the ReLU (the seed) or before it (the paper)", choices=("after", "before")),
     Setting("norm", (*_ARCH, "norm"), str, "Normalisation", "layer and group normalisation keep no moving statistics", choices=NORMALIZATIONS),
     Setting("dropout", (*_ARCH, "dropout"), float, "Dropout before the Dense head", "0 removes the layer", 0, 1, open_high=True),
@@ -255,23 +267,49 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("shuffle", ("shuffle",), bool, "Shuffle batches each epoch", "off: class by class, in file order: batches that are not i.i.d."),
     Setting("optimizer", ("optimizer",), str, "Optimizer", "", choices=OPTIMIZERS),
     Setting("learning_rate", ("learning_rate",), float, "Learning rate", "", 0, 10, open_low=True),
-    Setting("late_epochs", ("late_epochs",), int, "Epochs at the late learning rate",
-            "the last N epochs train at the late learning rate, a restart as cyclic schedules make (0: none)", 0, 500),
-    Setting("late_learning_rate", ("late_learning_rate",), float, "Late learning rate", "the rate of the last late_epochs epochs", 0, 10,
-            open_low=True),
+    Setting(
+        "late_epochs",
+        ("late_epochs",),
+        int,
+        "Epochs at the late learning rate",
+        "the last N epochs train at the late learning rate, a restart as cyclic schedules make (0: none)",
+        0,
+        500,
+    ),
+    Setting("late_learning_rate", ("late_learning_rate",), float, "Late learning rate", "the rate of the last late_epochs epochs", 0, 10, open_low=True),
     Setting("seed", ("seed",), int, "Seed", "data split, weights and batch order", 0, 2**31 - 1),
     Setting("probe", (*_PROBE, "enabled"), bool, "Probe", "record the BN statistics while training"),
-    Setting("probe_every", (*_PROBE, "every"), int, "Probe every N steps",
-            "0: geometric through the first epoch, dense early where mᵗ moves fastest; epoch ends always", 0, 100_000),
-    Setting("probe_budget", (*_PROBE, "budget"), float, "Time the probe may take inside training",
-            "a share of training time. Each record runs the probe batch and the population sample forward from a weight snapshot; "
-            "records are made as training goes, paced evenly over the steps, or sooner within this share (live charts); "
-            "0 makes every record when training ends, so training itself runs at full speed", 0, NO_BUDGET_LIMIT),
+    Setting(
+        "probe_every",
+        (*_PROBE, "every"),
+        int,
+        "Probe every N steps",
+        "0: geometric through the first epoch, dense early where mᵗ moves fastest; epoch ends always",
+        0,
+        100_000,
+    ),
+    Setting(
+        "probe_budget",
+        (*_PROBE, "budget"),
+        float,
+        "Time the probe may take inside training",
+        "a share of training time. Each record runs the probe batch and the population sample forward from a weight snapshot; "
+        "records are made as training goes, paced evenly over the steps, or sooner within this share (live charts); "
+        "0 makes every record when training ends, so training itself runs at full speed",
+        0,
+        NO_BUDGET_LIMIT,
+    ),
     Setting("probe_batch", (*_PROBE, "probe_batch"), int, "Probe batch", "fixed validation images for histograms and two-mode accuracy", 8, 2048),
-    Setting("population_samples", (*_PROBE, "population_samples"), int, "Population samples",
-            "fixed training images for the population statistics", 8, 20000),
-    Setting("population_every", (*_PROBE, "population_every"), int, "Measure the population every N records",
-            "the population sample runs forward at every N-th record and the last; 1 measures it at every record (~2× the probe's work)", 1, 10_000),
+    Setting("population_samples", (*_PROBE, "population_samples"), int, "Population samples", "fixed training images for the population statistics", 8, 20000),
+    Setting(
+        "population_every",
+        (*_PROBE, "population_every"),
+        int,
+        "Measure the population every N records",
+        "the population sample runs forward at every N-th record and the last; 1 measures it at every record (~2× the probe's work)",
+        1,
+        10_000,
+    ),
     Setting("bins", (*_PROBE, "bins"), int, "Histogram bins", "", 4, 200),
 )
 SETTING = {s.name: s for s in SETTINGS}
@@ -319,8 +357,11 @@ def validate(config: RunConfig) -> RunConfig:
     for i, block in enumerate(blocks):
         for name, (low, high) in BLOCK_RANGES.items():
             value = getattr(block, name)
-            _check(value is None or low <= value <= high, f"block {i + 1}: {name} must be in [{low}, {high}]. Received: {name}={value}",
-                   "filters" if name == "filters" else "")
+            _check(
+                value is None or low <= value <= high,
+                f"block {i + 1}: {name} must be in [{low}, {high}]. Received: {name}={value}",
+                "filters" if name == "filters" else "",
+            )
     return config
 
 

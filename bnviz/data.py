@@ -254,10 +254,15 @@ class BuiltinDataset:
 
 
 BUILTIN_DATASETS = {
-    "synthetic": BuiltinDataset(synthetic, "Embedded synthetic scenes (6 classes, no download)", len(SYNTHETIC_CLASSES),
-                                len(SYNTHETIC_CLASSES) * inspect.signature(synthetic).parameters["train_per_class"].default),
-    "digits": BuiltinDataset(digits, "Handwritten digits (scikit-learn, 10 classes)", 10,
-                             round(1797 * 0.7)),  # scikit-learn's 1797 digits, 15 % val and 15 % test held out
+    "synthetic": BuiltinDataset(
+        synthetic,
+        "Embedded synthetic scenes (6 classes, no download)",
+        len(SYNTHETIC_CLASSES),
+        len(SYNTHETIC_CLASSES) * inspect.signature(synthetic).parameters["train_per_class"].default,
+    ),
+    "digits": BuiltinDataset(
+        digits, "Handwritten digits (scikit-learn, 10 classes)", 10, round(1797 * 0.7)
+    ),  # scikit-learn's 1797 digits, 15 % val and 15 % test held out
 }
 
 

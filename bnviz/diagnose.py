@@ -47,8 +47,20 @@ from bnviz.stats import (
 )
 
 SEVERITIES = ("critical", "warning", "unknown", "info", "ok")  # unknown: not enough evidence to name a cause
-CAUSES = ("pending", "insufficient_evidence", "stale_initial_values", "lag", "statistics_off", "non_iid_batches", "batch_noise",
-          "dropout_before_bn", "never_moved", "test_shift", "overfitting", "healthy")
+CAUSES = (
+    "pending",
+    "insufficient_evidence",
+    "stale_initial_values",
+    "lag",
+    "statistics_off",
+    "non_iid_batches",
+    "batch_noise",
+    "dropout_before_bn",
+    "never_moved",
+    "test_shift",
+    "overfitting",
+    "healthy",
+)
 BN_CAUSES = ("stale_initial_values", "lag", "statistics_off", "non_iid_batches", "batch_noise", "dropout_before_bn", "never_moved")
 GAP_CRITICAL, GAP_WARNING = 0.15, 0.05  # accuracy lost to the moving statistics (recalibrated − inference)
 STALE_WEIGHT = 0.05  # mᵗ above which the initial values still weigh enough to be the cause
@@ -195,8 +207,9 @@ def layer_figures(trace: LayerTrace, epsilon: float, i: int = -1) -> LayerFigure
         infer_scale = float(np.median(scale_error(trace.moving_var[i], trace.infer_var[i], epsilon)))
     else:
         infer_gap = infer_scale = math.nan
-    return LayerFigures(trace.layer, int(trace.steps[i]), float(np.median(own_gap)), float(np.median(own_scale)), infer_gap, infer_scale,
-                        int(trace.moving_mean.shape[1]))
+    return LayerFigures(
+        trace.layer, int(trace.steps[i]), float(np.median(own_gap)), float(np.median(own_scale)), infer_gap, infer_scale, int(trace.moving_mean.shape[1])
+    )
 
 
 def all_layer_figures(data: RunData) -> list[LayerFigures]:
@@ -260,8 +273,11 @@ class Evidence:
         measured at the input (the shift) or shown by the test set's own batch statistics recovering it."""
         below = self.test < self.val - self.metric.warning and self._beyond_chance(self.val, self.test)
         measured = self.test_shift >= SHIFT_MIN and self.test_shift >= 3 * larger(self.val_shift, 0.0)
-        recovered = (self.test_batchstats >= self.val - self.metric.warning and not self.val_shift >= SHIFT_MIN
-                     and not self.val_batchstats - self.val >= self.metric.warning)  # batch statistics help the test split alone
+        recovered = (
+            self.test_batchstats >= self.val - self.metric.warning
+            and not self.val_shift >= SHIFT_MIN
+            and not self.val_batchstats - self.val >= self.metric.warning
+        )  # batch statistics help the test split alone
         generalises = self.trained_score - self.val < self.metric.overfit and self.test < self.val - self.metric.overfit  # only test drops
         return below and (measured or recovered or generalises)
 
@@ -312,16 +328,43 @@ def gather(data: RunData) -> Evidence | None:
     nan = math.nan
     test_shift, val_shift = _shift(data, "test"), _shift(data, "val")
     fit = acc.get("fit", _fit_score(data, metric))
-    partial = Evidence("test", acc.get("test", nan), nan, nan, acc.get("train", nan), fit, acc.get("val", nan), acc.get("test", nan), test_shift,
-                       val_shift, nan, nan, nan, (), test_batchstats=acc.get("test_batchstats", nan), val_batchstats=acc.get("val_batchstats", nan),
-                       metric=metric, counts=data.run.info.get("data", {}))
+    partial = Evidence(
+        "test",
+        acc.get("test", nan),
+        nan,
+        nan,
+        acc.get("train", nan),
+        fit,
+        acc.get("val", nan),
+        acc.get("test", nan),
+        test_shift,
+        val_shift,
+        nan,
+        nan,
+        nan,
+        (),
+        test_batchstats=acc.get("test_batchstats", nan),
+        val_batchstats=acc.get("val_batchstats", nan),
+        metric=metric,
+        counts=data.run.info.get("data", {}),
+    )
     split = "val" if partial.test_shifted or not math.isfinite(partial.test) else "test"
     m, t, ratio = _momentum(data), steps_known(data), non_iid_ratio(data)
     return dataclasses.replace(
-        partial, split=split, inference=acc.get(split, nan), recalibrated=recal.get(split, nan), batchstats=acc.get(f"{split}_batchstats", nan),
-        init_weight=float(init_weight(m, t)) if _has_bn(data) and t is not None else nan, non_iid_ratio=ratio, noise=moving_noise(data, m),
-        stuck=stuck_layers(data), not_iid=batches_not_iid(data, ratio), train_batchstats=acc.get("train_batchstats", nan),
-        steps_known=t is not None, batch_fit=training_batch_fit(data), variance_bias=variance_bias(data),
+        partial,
+        split=split,
+        inference=acc.get(split, nan),
+        recalibrated=recal.get(split, nan),
+        batchstats=acc.get(f"{split}_batchstats", nan),
+        init_weight=float(init_weight(m, t)) if _has_bn(data) and t is not None else nan,
+        non_iid_ratio=ratio,
+        noise=moving_noise(data, m),
+        stuck=stuck_layers(data),
+        not_iid=batches_not_iid(data, ratio),
+        train_batchstats=acc.get("train_batchstats", nan),
+        steps_known=t is not None,
+        batch_fit=training_batch_fit(data),
+        variance_bias=variance_bias(data),
     )
 
 
@@ -351,8 +394,11 @@ def _followable(data: RunData) -> set[str]:
     fed through Dropout or noise (whose variance shift the tap's population does not include), and
     their moving statistics moved (a layer called with training=False in fit never updates them)."""
     rows = {row["name"]: row for row in data.run.info.get("bn_layers", [])}
-    return {name for name in data.layers if rows.get(name, {}).get("trainable", True) and not rows.get(name, {}).get("after_noise", False)
-            and name not in stuck_layers(data)}
+    return {
+        name
+        for name in data.layers
+        if rows.get(name, {}).get("trainable", True) and not rows.get(name, {}).get("after_noise", False) and name not in stuck_layers(data)
+    }
 
 
 def training_batch_fit(data: RunData) -> str:
@@ -463,8 +509,13 @@ def stuck_layers(data: RunData) -> tuple[str, ...]:
         return ()
     stuck, frozen = [], set(frozen_layers(data))
     for name, trace in data.layers.items():
-        if name not in frozen and len(trace.steps) >= 2 and trace.steps[0] == 0 and np.array_equal(trace.moving_mean[-1], trace.moving_mean[0]) \
-                and np.array_equal(trace.moving_var[-1], trace.moving_var[0]):
+        if (
+            name not in frozen
+            and len(trace.steps) >= 2
+            and trace.steps[0] == 0
+            and np.array_equal(trace.moving_mean[-1], trace.moving_mean[0])
+            and np.array_equal(trace.moving_var[-1], trace.moving_var[0])
+        ):
             stuck.append(name)
     return tuple(stuck)
 
@@ -477,13 +528,21 @@ def accuracy_evidence(data: RunData, ev: Evidence) -> Finding:
     if math.isfinite(ev.recalibrated):
         parts.append(f"{show(ev.recalibrated)} after recalibrating the statistics on training batches (PreciseBN, no retraining)")
     if math.isfinite(ev.batchstats):
-        parts.append(f"{show(ev.batchstats)} when BN normalises each {ev.split} batch with its own statistics (this adapts to the "
-                     f"{ev.split} data itself, so it is no proof that the weights are fine)")
+        parts.append(
+            f"{show(ev.batchstats)} when BN normalises each {ev.split} batch with its own statistics (this adapts to the "
+            f"{ev.split} data itself, so it is no proof that the weights are fine)"
+        )
     training = [f"{show(ev.train)} with evaluate"] if math.isfinite(ev.train) else []
     training += [f"{show(ev.fit)} as fit reported it (batch statistics)"] if math.isfinite(ev.fit) else []
     detail = "; ".join(parts) + (f". Training images: {', '.join(training)}." if training else ". No training images were evaluated.")
-    numbers = {"inference": ev.inference, "recalibrated": ev.recalibrated, "batchstats": ev.batchstats, "train": ev.train, "fit": ev.fit,
-               "lost_to_statistics": ev.lost_to_statistics}
+    numbers = {
+        "inference": ev.inference,
+        "recalibrated": ev.recalibrated,
+        "batchstats": ev.batchstats,
+        "train": ev.train,
+        "fit": ev.fit,
+        "lost_to_statistics": ev.lost_to_statistics,
+    }
     return Finding("accuracy", "info", f"{name.capitalize()} in both BN modes", detail, (), numbers)
 
 
@@ -497,20 +556,34 @@ def stale_initial_values(data: RunData, ev: Evidence) -> Finding | None:
         return _fingerprint_finding(data, m)
     weight, window = float(init_weight(m, t)), ema_window(m)
     suggested = suggest_momentum(t)
-    numbers = {"momentum": m, "steps": t, "init_weight": weight, "window": window, "half_life": half_life(m), "steps_to_1pct": steps_to_forget(m),
-               "suggested_momentum": suggested}
-    start = ("initial values (mean 0, variance 1)" if started_fresh(data) else
-             "values they held when this fit began (it continued training a model whose statistics were already set)")
-    text = (f"After {t} steps with {momentum_text(m)}, the moving mean and variance still carry {weight:.0%} of the "
-            f"{start}: weight mᵗ = {m:g}^{t}. The average spans about {window:.0f} batches "
-            f"(half-life {half_life(m):.0f} steps); the initial weight drops below 1 % only after {steps_to_forget(m):.0f} steps.")
+    numbers = {
+        "momentum": m,
+        "steps": t,
+        "init_weight": weight,
+        "window": window,
+        "half_life": half_life(m),
+        "steps_to_1pct": steps_to_forget(m),
+        "suggested_momentum": suggested,
+    }
+    start = (
+        "initial values (mean 0, variance 1)"
+        if started_fresh(data)
+        else "values they held when this fit began (it continued training a model whose statistics were already set)"
+    )
+    text = (
+        f"After {t} steps with {momentum_text(m)}, the moving mean and variance still carry {weight:.0%} of the "
+        f"{start}: weight mᵗ = {m:g}^{t}. The average spans about {window:.0f} batches "
+        f"(half-life {half_life(m):.0f} steps); the initial weight drops below 1 % only after {steps_to_forget(m):.0f} steps."
+    )
     remedies = ["Recalibrate the BN statistics (PreciseBN) now: no retraining."]
     if suggested < m:
-        remedies.append(f"Lower the momentum to {suggested:g} (PyTorch: {torch_momentum(suggested):g}) or less: "
-                        f"its initial weight after {t} steps is below 1 %.")
+        remedies.append(
+            f"Lower the momentum to {suggested:g} (PyTorch: {torch_momentum(suggested):g}) or less: its initial weight after {t} steps is below 1 %."
+        )
     remedies.append(f"Train for at least {steps_to_forget(m):.0f} steps at {momentum_text(m)}.")
-    return Finding("stale_initial_values", "warning" if weight >= STALE_WEIGHT else "ok", "What the moving averages still remember",
-                   text, tuple(remedies), numbers)
+    return Finding(
+        "stale_initial_values", "warning" if weight >= STALE_WEIGHT else "ok", "What the moving averages still remember", text, tuple(remedies), numbers
+    )
 
 
 def _fingerprint_finding(data: RunData, m: float) -> Finding | None:
@@ -521,15 +594,29 @@ def _fingerprint_finding(data: RunData, m: float) -> Finding | None:
     steps = implied_steps(w, m)
     fits = r2 >= FINGERPRINT_FIT and STALE_WEIGHT <= w <= 1 and spread <= max(0.1, 0.3 * w)  # one w, shared by every layer
     implied = f"about {steps:.0f} steps at {momentum_text(m)} (t = ln w / ln m)" if math.isfinite(steps) else "no step count (w is outside (0, 1))"
-    text = (f"Fitting moving ≈ w·initial + (1 − w)·population to every channel's mean and variance gives w = {w:.2f} (median over layers, "
-            f"spread {spread:.2f}), which implies {implied}; the line explains {max(r2, 0.0):.0%} of the error of the layer furthest off. ")
-    text += ("The moving statistics still carry their initial values." if fits else
-             "That is not the fingerprint of initial values: the statistics are off for another reason (lag behind drifting weights, or batches "
-             "unlike the data). Give the step count with --steps N if you know it.")
-    remedies = ("Recalibrate the BN statistics (PreciseBN) now: no retraining.",) + ((
-        f"Lower the momentum to {suggest_momentum(round(steps)):g} or train longer."),) if fits and math.isfinite(steps) else ()
-    return Finding("stale_initial_values", "warning" if fits else "ok", "Whether the statistics carry their initial values", text, remedies,
-                   {"momentum": m, "fingerprint_weight": w, "fingerprint_r2": r2, "fingerprint_spread": spread, "implied_steps": steps})
+    text = (
+        f"Fitting moving ≈ w·initial + (1 − w)·population to every channel's mean and variance gives w = {w:.2f} (median over layers, "
+        f"spread {spread:.2f}), which implies {implied}; the line explains {max(r2, 0.0):.0%} of the error of the layer furthest off. "
+    )
+    text += (
+        "The moving statistics still carry their initial values."
+        if fits
+        else "That is not the fingerprint of initial values: the statistics are off for another reason (lag behind drifting weights, or batches "
+        "unlike the data). Give the step count with --steps N if you know it."
+    )
+    remedies = (
+        ("Recalibrate the BN statistics (PreciseBN) now: no retraining.",) + ((f"Lower the momentum to {suggest_momentum(round(steps)):g} or train longer."),)
+        if fits and math.isfinite(steps)
+        else ()
+    )
+    return Finding(
+        "stale_initial_values",
+        "warning" if fits else "ok",
+        "Whether the statistics carry their initial values",
+        text,
+        remedies,
+        {"momentum": m, "fingerprint_weight": w, "fingerprint_r2": r2, "fingerprint_spread": spread, "implied_steps": steps},
+    )
 
 
 def layer_statistics(data: RunData, ev: Evidence | None = None) -> list[Finding]:
@@ -543,19 +630,37 @@ def layer_statistics(data: RunData, ev: Evidence | None = None) -> list[Finding]
 
 def _layer_finding(f: LayerFigures, first_wrong: bool, when: str) -> Finding:
     if math.isfinite(f.infer_scale):
-        truth = (f"In inference mode (every layer above using its moving statistics) its input's mean is {f.infer_mean_gap:.2f} SDs from "
-                 f"the moving mean, and inference {scale_text(f.infer_scale)}.")
+        truth = (
+            f"In inference mode (every layer above using its moving statistics) its input's mean is {f.infer_mean_gap:.2f} SDs from "
+            f"the moving mean, and inference {scale_text(f.infer_scale)}."
+        )
     else:
         truth = "This run was recorded before bnviz measured inference-mode inputs."
-    own = (f"Against the training-mode population (as if every layer above were right) the moving mean is {f.own_mean_gap:.2f} SDs off "
-           f"and the layer {scale_text(f.own_scale)}." if math.isfinite(f.own_mean_gap) else "The training-mode population was not measured.")
+    own = (
+        f"Against the training-mode population (as if every layer above were right) the moving mean is {f.own_mean_gap:.2f} SDs off "
+        f"and the layer {scale_text(f.own_scale)}."
+        if math.isfinite(f.own_mean_gap)
+        else "The training-mode population was not measured."
+    )
     lead = f"{f.name} goes wrong first: its own moving statistics are off. " if first_wrong else ""
     severity = f.severity if math.isfinite(f.infer_scale) else f.own_severity
-    numbers = {"mean_gap_sd": f.infer_mean_gap, "scale_error": f.infer_scale, "own_mean_gap_sd": f.own_mean_gap, "own_scale_error": f.own_scale,
-               "step": f.step, "first_wrong": float(first_wrong)}
+    numbers = {
+        "mean_gap_sd": f.infer_mean_gap,
+        "scale_error": f.infer_scale,
+        "own_mean_gap_sd": f.own_mean_gap,
+        "own_scale_error": f.own_scale,
+        "step": f.step,
+        "first_wrong": float(first_wrong),
+    }
     remedies = ("Recalibrate (PreciseBN) to replace the moving values by the population statistics.",) if severity in ("critical", "warning") else ()
-    return Finding(f"layer_{f.name}", severity, f"{f.name}: moving statistics at inference",
-                   f"{lead}{when}: {truth} {own} (ε included; medians over {f.channels} channels.)", remedies, numbers)
+    return Finding(
+        f"layer_{f.name}",
+        severity,
+        f"{f.name}: moving statistics at inference",
+        f"{lead}{when}: {truth} {own} (ε included; medians over {f.channels} channels.)",
+        remedies,
+        numbers,
+    )
 
 
 def lag(data: RunData, ev: Evidence) -> Finding | None:
@@ -566,14 +671,22 @@ def lag(data: RunData, ev: Evidence) -> Finding | None:
         return None
     lag_sd = speed * m / (1 - m)
     target = lag_momentum(speed)
-    text = (f"The population mean of the BN inputs moves {speed:.3g} SDs per step late in training (median over channels, fastest layer). "
-            f"A moving average with {momentum_text(m)} trails about m/(1−m) = {m / (1 - m):.0f} steps behind, so it lags by about "
-            f"{lag_sd:.2f} SDs.")
+    text = (
+        f"The population mean of the BN inputs moves {speed:.3g} SDs per step late in training (median over channels, fastest layer). "
+        f"A moving average with {momentum_text(m)} trails about m/(1−m) = {m / (1 - m):.0f} steps behind, so it lags by about "
+        f"{lag_sd:.2f} SDs."
+    )
     remedies = ["Recalibrate (PreciseBN) after training: it uses the final weights only."]
     if target < m:
         remedies.append(f"Use momentum {target:g} (PyTorch: {torch_momentum(target):g}): its window fits this drift (lag ≤ 0.1 SD).")
-    return Finding("lag", "warning" if lag_sd >= 0.25 else "ok", "How far the moving average trails drifting statistics", text,
-                   tuple(remedies), {"drift_sd_per_step": speed, "lag_sd": lag_sd, "suggested_momentum": target})
+    return Finding(
+        "lag",
+        "warning" if lag_sd >= 0.25 else "ok",
+        "How far the moving average trails drifting statistics",
+        text,
+        tuple(remedies),
+        {"drift_sd_per_step": speed, "lag_sd": lag_sd, "suggested_momentum": target},
+    )
 
 
 def drift_speed(data: RunData) -> float:
@@ -593,13 +706,23 @@ def non_iid_batches(data: RunData, ev: Evidence) -> Finding | None:
         return None
     unshuffled = "The run trained without shuffling (class by class). " if not data.run.config.shuffle else ""
     severity = "warning" if ev.not_iid else "ok"
-    measured = (f"Training batches' means sit {ev.non_iid_ratio:.1f}× as far from the population mean as i.i.d. batches of "
-                f"{data.run.config.batch_size} would (about 1 for shuffled data)." if math.isfinite(ev.non_iid_ratio) else "")
+    measured = (
+        f"Training batches' means sit {ev.non_iid_ratio:.1f}× as far from the population mean as i.i.d. batches of "
+        f"{data.run.config.batch_size} would (about 1 for shuffled data)."
+        if math.isfinite(ev.non_iid_ratio)
+        else ""
+    )
     text = unshuffled + measured
     if severity == "warning":
         text += " Batch statistics then describe one batch's classes, not the data, and the weights learn to rely on them."
-    return Finding("non_iid_batches", severity, "Whether training batches are i.i.d.", text,
-                   ("Shuffle the training data every epoch (fit(shuffle=True), or Dataset.shuffle before batch).",), {"ratio": ev.non_iid_ratio})
+    return Finding(
+        "non_iid_batches",
+        severity,
+        "Whether training batches are i.i.d.",
+        text,
+        ("Shuffle the training data every epoch (fit(shuffle=True), or Dataset.shuffle before batch).",),
+        {"ratio": ev.non_iid_ratio},
+    )
 
 
 def batch_noise(data: RunData, ev: Evidence) -> Finding | None:
@@ -609,16 +732,27 @@ def batch_noise(data: RunData, ev: Evidence) -> Finding | None:
     if not (math.isfinite(ev.noise) or biased):
         return None
     b, m = data.run.config.batch_size, _momentum(data)
-    text = (f"At batch size {b}, with {momentum_text(m)}, the moving mean itself varies by about {ev.noise:.2f} population SDs from "
-            "batch to batch (an i.i.d. batch mean's standard error × √((1−m)/(1+m)), worst layer)." if math.isfinite(ev.noise) else "")
+    text = (
+        f"At batch size {b}, with {momentum_text(m)}, the moving mean itself varies by about {ev.noise:.2f} population SDs from "
+        "batch to batch (an i.i.d. batch mean's standard error × √((1−m)/(1+m)), worst layer)."
+        if math.isfinite(ev.noise)
+        else ""
+    )
     if biased:
         n = round(1 / (1 - ev.variance_bias**-2))  # inverts √(n/(n−1))
-        text += (f" A batch of {b} gives one layer only {n} values per channel: its training-mode variance is the biased (n − 1)/n "
-                 f"estimate, which the moving variance inherits, so inference divides by a standard deviation {ev.variance_bias:.2f}× too small.")
+        text += (
+            f" A batch of {b} gives one layer only {n} values per channel: its training-mode variance is the biased (n − 1)/n "
+            f"estimate, which the moving variance inherits, so inference divides by a standard deviation {ev.variance_bias:.2f}× too small."
+        )
     warn = ev.noise >= NOISE_SD or biased
-    return Finding("batch_noise", "warning" if warn else "ok", "Noise and bias of small batches", text.strip(),
-                   ("Use a larger batch.", "Use a larger momentum (0.9–0.99) so the average spans more batches.",
-                    "Recalibrate (PreciseBN) over many batches."), {"noise_sd": ev.noise, "batch_size": b, "variance_bias": ev.variance_bias})
+    return Finding(
+        "batch_noise",
+        "warning" if warn else "ok",
+        "Noise and bias of small batches",
+        text.strip(),
+        ("Use a larger batch.", "Use a larger momentum (0.9–0.99) so the average spans more batches.", "Recalibrate (PreciseBN) over many batches."),
+        {"noise_sd": ev.noise, "batch_size": b, "variance_bias": ev.variance_bias},
+    )
 
 
 def never_moved(data: RunData, ev: Evidence) -> Finding | None:
@@ -628,25 +762,43 @@ def never_moved(data: RunData, ev: Evidence) -> Finding | None:
     if not ev.stuck:
         return _frozen_finding(data, ev, frozen) if frozen else None
     m = _momentum(data)
-    why = (f"With {momentum_text(m)} the moving statistics never change." if m >= 1 else
-           "In Keras this happens when a custom training loop calls the model without training=True, or when the model calls the layer "
-           "with training=False (as the fine-tuning guide does with its base model).")
-    return Finding("never_moved", "warning", "The moving statistics never moved",
-                   f"{', '.join(ev.stuck)} still hold their initial moving values after {data.steps_trained} steps. {why}",
-                   ("Use momentum 0.9–0.99; call the model with training=True in custom loops; or recalibrate BN (PreciseBN).",),
-                   {"layers_stuck": len(ev.stuck)})
+    why = (
+        f"With {momentum_text(m)} the moving statistics never change."
+        if m >= 1
+        else "In Keras this happens when a custom training loop calls the model without training=True, or when the model calls the layer "
+        "with training=False (as the fine-tuning guide does with its base model)."
+    )
+    return Finding(
+        "never_moved",
+        "warning",
+        "The moving statistics never moved",
+        f"{', '.join(ev.stuck)} still hold their initial moving values after {data.steps_trained} steps. {why}",
+        ("Use momentum 0.9–0.99; call the model with training=True in custom loops; or recalibrate BN (PreciseBN).",),
+        {"layers_stuck": len(ev.stuck)},
+    )
 
 
 def _frozen_finding(data: RunData, ev: Evidence, frozen: tuple[str, ...]) -> Finding:
     """Frozen BN keeps the statistics it was given, as intended; whether they fit this data is the question."""
     off = [f.name for f in all_layer_figures(data) if f.name in frozen and f.own_severity in ("critical", "warning")]
-    text = (f"{len(frozen)} BN layer(s) are frozen (trainable=False): in Keras 3 they normalise with their moving statistics in fit too "
-            "and never update them, as intended when fine-tuning. ")
-    text += (f"{len(off)} of them ({', '.join(off[:5])}{'…' if len(off) > 5 else ''}) hold statistics that do not fit this data's population: "
-             "the pretrained statistics belong to other data." if off else "Their statistics fit this data's population.")
-    return Finding("frozen_layers", "warning" if off else "ok", "Frozen BN layers", text,
-                   ("Recalibrate the frozen layers' statistics on this data (PreciseBN), or unfreeze BN for a few epochs.",) if off else (),
-                   {"frozen": len(frozen), "frozen_off": len(off)})
+    text = (
+        f"{len(frozen)} BN layer(s) are frozen (trainable=False): in Keras 3 they normalise with their moving statistics in fit too "
+        "and never update them, as intended when fine-tuning. "
+    )
+    text += (
+        f"{len(off)} of them ({', '.join(off[:5])}{'…' if len(off) > 5 else ''}) hold statistics that do not fit this data's population: "
+        "the pretrained statistics belong to other data."
+        if off
+        else "Their statistics fit this data's population."
+    )
+    return Finding(
+        "frozen_layers",
+        "warning" if off else "ok",
+        "Frozen BN layers",
+        text,
+        ("Recalibrate the frozen layers' statistics on this data (PreciseBN), or unfreeze BN for a few epochs.",) if off else (),
+        {"frozen": len(frozen), "frozen_off": len(off)},
+    )
 
 
 def dropout_before_bn(data: RunData, ev: Evidence) -> Finding | None:
@@ -661,12 +813,19 @@ def dropout_before_bn(data: RunData, ev: Evidence) -> Finding | None:
         return None
     worst = max(figures, key=lambda f: abs(math.log(f.infer_scale)) if f.infer_scale > 0 else math.inf)
     shifted = not 1 / LAYER_SCALE[0] < worst.infer_scale < LAYER_SCALE[0]
-    text = (f"{len(figures)} BN layer(s) come after Dropout or noise, active in training only. The variance shift, measured: "
-            f"{worst.name}'s moving variance, learnt with Dropout on, makes inference divide by a standard deviation {worst.infer_scale:.3g}× "
-            f"that of the input it receives with Dropout off" + (" (the shift matters)." if shifted else " (within 12 %: the shift is small)."))
-    return Finding("dropout_before_bn", "warning" if shifted else "ok", "Dropout before BatchNormalization", text,
-                   ("Move Dropout after the last BN layer, or remove it.", "Recalibrate (PreciseBN) with Dropout off."),
-                   {"variance_shift_scale": worst.infer_scale, "layers_after_dropout": len(figures)})
+    text = (
+        f"{len(figures)} BN layer(s) come after Dropout or noise, active in training only. The variance shift, measured: "
+        f"{worst.name}'s moving variance, learnt with Dropout on, makes inference divide by a standard deviation {worst.infer_scale:.3g}× "
+        f"that of the input it receives with Dropout off" + (" (the shift matters)." if shifted else " (within 12 %: the shift is small).")
+    )
+    return Finding(
+        "dropout_before_bn",
+        "warning" if shifted else "ok",
+        "Dropout before BatchNormalization",
+        text,
+        ("Move Dropout after the last BN layer, or remove it.", "Recalibrate (PreciseBN) with Dropout off."),
+        {"variance_shift_scale": worst.infer_scale, "layers_after_dropout": len(figures)},
+    )
 
 
 def _dropout_by_layer_order(data: RunData) -> Finding | None:
@@ -675,10 +834,15 @@ def _dropout_by_layer_order(data: RunData) -> Finding | None:
     first_dropout = next((i for i, kind in enumerate(kinds) if kind == "Dropout"), None)
     if first_dropout is None or "BatchNormalization" not in kinds[first_dropout + 1 :]:
         return None
-    return Finding("dropout_before_bn", "warning", "Dropout comes before BatchNormalization",
-                   "A Dropout layer feeds a BN layer: in training BN sees the variance with dropout, at inference without it "
-                   "(the variance shift), so the moving variance does not fit inference.",
-                   ("Move Dropout after the last BN layer, or remove it.",), {})
+    return Finding(
+        "dropout_before_bn",
+        "warning",
+        "Dropout comes before BatchNormalization",
+        "A Dropout layer feeds a BN layer: in training BN sees the variance with dropout, at inference without it "
+        "(the variance shift), so the moving variance does not fit inference.",
+        ("Move Dropout after the last BN layer, or remove it.",),
+        {},
+    )
 
 
 def test_shift(data: RunData, ev: Evidence) -> Finding | None:
@@ -688,17 +852,28 @@ def test_shift(data: RunData, ev: Evidence) -> Finding | None:
     name, show = ev.metric.name, ev.metric.show
     pixels = data.run.info.get("input_shift", {}).get("pixel_mean", {})
     means = f" Mean pixel value: train {pixels['train']:.1f}, test {pixels['test']:.1f}." if {"train", "test"} <= set(pixels) else ""
-    text = (f"The test inputs sit {ev.test_shift:.2f} SDs from the training inputs (validation: {ev.val_shift:.2f}), measured at the first BN "
-            f"layer's input.{means} " if math.isfinite(ev.test_shift) else "")
+    text = (
+        f"The test inputs sit {ev.test_shift:.2f} SDs from the training inputs (validation: {ev.val_shift:.2f}), measured at the first BN "
+        f"layer's input.{means} "
+        if math.isfinite(ev.test_shift)
+        else ""
+    )
     text += f"Validation {name} {show(ev.val)}, test {show(ev.test)}"
     if math.isfinite(ev.test_batchstats):
         text += f"; with the test set's own batch statistics test gets {show(ev.test_batchstats)}"
     text += "."
     severity = "warning" if ev.test_shifted else "ok"
-    return Finding("test_shift", severity, "Whether the test data resemble the training data", text,
-                   ("Apply the same preprocessing to test images as to training images (scaling, colour, resizing).",
-                    "Check where the test images come from (camera, format, source)."),
-                   {"test_shift": ev.test_shift, "val_shift": ev.val_shift})
+    return Finding(
+        "test_shift",
+        severity,
+        "Whether the test data resemble the training data",
+        text,
+        (
+            "Apply the same preprocessing to test images as to training images (scaling, colour, resizing).",
+            "Check where the test images come from (camera, format, source).",
+        ),
+        {"test_shift": ev.test_shift, "val_shift": ev.val_shift},
+    )
 
 
 def overfitting(data: RunData, ev: Evidence) -> Finding | None:
@@ -708,10 +883,17 @@ def overfitting(data: RunData, ev: Evidence) -> Finding | None:
     held = "validation" if math.isfinite(ev.val) else ev.split
     show = ev.metric.show
     train = ev.train if math.isfinite(ev.train) else ev.fit
-    text = (f"Training {ev.metric.name} {show(train)} against {held} {show(train - gap)} in inference mode"
-            + (f"; recalibrating leaves {ev.split} at {show(ev.recalibrated)}." if math.isfinite(ev.recalibrated) else "."))
-    return Finding("overfitting", "warning" if gap >= ev.metric.overfit else "ok", "Training vs held-out", text,
-                   ("Add data augmentation, more data or regularisation, or use fewer parameters.",), {"gap": gap})
+    text = f"Training {ev.metric.name} {show(train)} against {held} {show(train - gap)} in inference mode" + (
+        f"; recalibrating leaves {ev.split} at {show(ev.recalibrated)}." if math.isfinite(ev.recalibrated) else "."
+    )
+    return Finding(
+        "overfitting",
+        "warning" if gap >= ev.metric.overfit else "ok",
+        "Training vs held-out",
+        text,
+        ("Add data augmentation, more data or regularisation, or use fewer parameters.",),
+        {"gap": gap},
+    )
 
 
 def fit_vs_evaluate(data: RunData, ev: Evidence) -> Finding | None:
@@ -720,10 +902,15 @@ def fit_vs_evaluate(data: RunData, ev: Evidence) -> Finding | None:
     if not math.isfinite(gap) or gap < 2 * ev.metric.warning:
         return None
     name, show = ev.metric.name, ev.metric.show
-    return Finding("fit_vs_evaluate", "info", "fit and evaluate disagree on the same training images",
-                   f"fit reported {name} {show(ev.fit)} during the last epoch, but evaluate on the same training images gives {show(ev.train)}. "
-                   "fit normalises each batch with its own statistics; evaluate uses the moving statistics.", (),
-                   {"fit_accuracy": ev.fit, "evaluate_accuracy": ev.train})
+    return Finding(
+        "fit_vs_evaluate",
+        "info",
+        "fit and evaluate disagree on the same training images",
+        f"fit reported {name} {show(ev.fit)} during the last epoch, but evaluate on the same training images gives {show(ev.train)}. "
+        "fit normalises each batch with its own statistics; evaluate uses the moving statistics.",
+        (),
+        {"fit_accuracy": ev.fit, "evaluate_accuracy": ev.train},
+    )
 
 
 def data_regime(data: RunData, ev: Evidence) -> Finding | None:
@@ -737,13 +924,24 @@ def data_regime(data: RunData, ev: Evidence) -> Finding | None:
     variance = float(np.median(trace.pop_var[-1]))
     scale = float(np.median(scale_error(np.ones_like(trace.pop_var[-1]), trace.pop_var[-1], eps)))
     far = offset > 0.5 or not 1 / LAYER_SCALE[1] <= scale <= LAYER_SCALE[1]
-    detail = (f"The first BN layer's input has a population mean {offset:.2f} SDs from 0 and a variance of {variance:.3g} (medians over "
-              f"channels), against the initial moving values 0 and 1: normalising with the initial values {scale_text(scale)}. The moving "
-              "statistics are off by about mᵗ·(initial − population), so ")
-    detail += ("this run's data sits far from them: while the initial values linger, inference normalises with a mean and a variance "
-               "that belong to no data." if far else "this run's data sits close to them: lingering initial values cost little.")
-    return Finding("data_regime", "info", "How far the data sits from the initial moving values", detail, (),
-                   {"mean_offset_sd": offset, "variance": variance, "initial_scale_error": scale, "far": float(far)})
+    detail = (
+        f"The first BN layer's input has a population mean {offset:.2f} SDs from 0 and a variance of {variance:.3g} (medians over "
+        f"channels), against the initial moving values 0 and 1: normalising with the initial values {scale_text(scale)}. The moving "
+        "statistics are off by about mᵗ·(initial − population), so "
+    )
+    detail += (
+        "this run's data sits far from them: while the initial values linger, inference normalises with a mean and a variance that belong to no data."
+        if far
+        else "this run's data sits close to them: lingering initial values cost little."
+    )
+    return Finding(
+        "data_regime",
+        "info",
+        "How far the data sits from the initial moving values",
+        detail,
+        (),
+        {"mean_offset_sd": offset, "variance": variance, "initial_scale_error": scale, "far": float(far)},
+    )
 
 
 def model_notes(data: RunData, ev: Evidence) -> Finding | None:
@@ -767,9 +965,11 @@ def missing_evidence(data: RunData, ev: Evidence) -> Finding | None:
     if not math.isfinite(ev.inference):
         gaps.append("no held-out data: pass validation_data= or test_data= to bnviz.Probe (or --test to bnviz inspect)")
     if _has_bn(data) and not math.isfinite(ev.recalibrated):
-        gaps.append("no PreciseBN on training images, so how much the moving statistics cost is " +
-                    ("estimated from the training batches the probe saw" if ev.batch_fit else "not measured") +
-                    f": pass train_data= to bnviz.Probe, or run bnviz recalibrate {data.run.id} (--calibrate-on val scores transductively)")
+        gaps.append(
+            "no PreciseBN on training images, so how much the moving statistics cost is "
+            + ("estimated from the training batches the probe saw" if ev.batch_fit else "not measured")
+            + f": pass train_data= to bnviz.Probe, or run bnviz recalibrate {data.run.id} (--calibrate-on val scores transductively)"
+        )
     if not math.isfinite(ev.train) and not math.isfinite(ev.fit):
         gaps.append("no training images were evaluated, so overfitting cannot be told from a BN fault")
     if not gaps:
@@ -778,9 +978,19 @@ def missing_evidence(data: RunData, ev: Evidence) -> Finding | None:
 
 
 CHECKS: tuple[Callable[[RunData, Evidence], Finding | None], ...] = (
-    accuracy_evidence, missing_evidence, stale_initial_values, lag, non_iid_batches, batch_noise, never_moved, dropout_before_bn, test_shift,
+    accuracy_evidence,
+    missing_evidence,
+    stale_initial_values,
+    lag,
+    non_iid_batches,
+    batch_noise,
+    never_moved,
+    dropout_before_bn,
+    test_shift,
     overfitting,
-    fit_vs_evaluate, data_regime, model_notes,
+    fit_vs_evaluate,
+    data_regime,
+    model_notes,
 )
 
 
@@ -830,6 +1040,7 @@ def _warns(found: dict[str, Finding], key: str) -> bool:
     """Is finding `key` there and a warning (the verdict sets severities above that later)?"""
     return key in found and found[key].severity == "warning"
 
+
 VERDICTS: dict[str, str] = {
     "insufficient_evidence": "Not enough evidence to name a cause",
     "stale_initial_values": "The moving statistics still carry their initial values",
@@ -861,8 +1072,10 @@ def verdict(data: RunData, ev: Evidence | None, found: dict[str, Finding]) -> Fi
     if cause == "insufficient_evidence":
         remedies = (found["missing_evidence"].detail,) if "missing_evidence" in found else ()
     elif cause == "statistics_off":
-        remedies = ("Recalibrate the BN statistics (PreciseBN) now: no retraining.",
-                    "If it was trained long at a high learning rate, a smaller momentum (0.9) follows drifting statistics faster.")
+        remedies = (
+            "Recalibrate the BN statistics (PreciseBN) now: no retraining.",
+            "If it was trained long at a high learning rate, a smaller momentum (0.9) follows drifting statistics faster.",
+        )
     numbers = {"accuracy_drop": drop}
     if cause in found and "suggested_momentum" in found[cause].numbers:
         numbers["suggested_momentum"] = found[cause].numbers["suggested_momentum"]
@@ -879,21 +1092,28 @@ def _verdict_detail(cause: str, ev: Evidence, has_bn: bool, found: dict[str, Fin
         seen = f" against {trained} (fit, batch statistics)" if math.isfinite(ev.trained_score) else ""
         return (f"{held[:-1]}{seen}. bnviz will not guess a cause without the measurement that decides it. {what}").strip()
     if cause == "non_iid_batches":
-        return (f"{held} Each training batch held one or two classes, so BN normalised away what told the classes apart and the "
-                f"weights learned around it ({trained}): recalibrating cannot undo that; shuffle and retrain.")
+        return (
+            f"{held} Each training batch held one or two classes, so BN normalised away what told the classes apart and the "
+            f"weights learned around it ({trained}): recalibrating cannot undo that; shuffle and retrain."
+        )
     if cause == "statistics_off":
         off = found.get("stale_initial_values")
         why = f" {off.detail}" if off else ""
         return f"{held} The weights are fine: the statistics BN normalises with at inference are off.{why}"
     if cause in BN_CAUSES:
-        basis = "" if math.isfinite(ev.recalibrated) or math.isfinite(ev.train_batchstats) else (
-            " (Measured against the training batches the probe saw, which the moving statistics do not fit.)")
+        basis = (
+            ""
+            if math.isfinite(ev.recalibrated) or math.isfinite(ev.train_batchstats)
+            else (" (Measured against the training batches the probe saw, which the moving statistics do not fit.)")
+        )
         return f"{held} The weights are fine: what inference gets wrong is the statistics BN normalises with. See the finding below.{basis}"
     if cause == "test_shift":
         measured = f", and the test inputs sit {ev.test_shift:.2f} SDs from the training inputs" if math.isfinite(ev.test_shift) else ""
-        recovered = (f"; the test set's own batch statistics give {show(ev.test_batchstats)}" if math.isfinite(ev.test_batchstats) else "")
-        return (f"Validation {name} is {show(ev.val)} but test {name} {show(ev.test)}{measured}{recovered}. The test data differ from what the "
-                "model trained on; recalibrating BN on training data cannot fix this.")
+        recovered = f"; the test set's own batch statistics give {show(ev.test_batchstats)}" if math.isfinite(ev.test_batchstats) else ""
+        return (
+            f"Validation {name} is {show(ev.val)} but test {name} {show(ev.test)}{measured}{recovered}. The test data differ from what the "
+            "model trained on; recalibrating BN on training data cannot fix this."
+        )
     if cause == "overfitting":
         same = " Recalibrating on training data does not close the gap." if math.isfinite(ev.recalibrated) else ""
         return f"{held} Training {name} {show(ev.train if math.isfinite(ev.train) else ev.fit)}: the model does not generalise.{same}"
@@ -902,8 +1122,11 @@ def _verdict_detail(cause: str, ev: Evidence, has_bn: bool, found: dict[str, Fin
         return f"{held} This model has no BatchNormalization layer: training and inference differ only by Dropout.{weak}"
     basis = "Recalibrating BN changes little" if math.isfinite(ev.lost_to_statistics) else "Inference does as well as fit on the training batches"
     off = [f.name for f in all_layer_figures(data) if f.own_severity in ("critical", "warning")] if data is not None else []
-    fits = (f", although the moving statistics of {', '.join(off[:3])}{'…' if len(off) > 3 else ''} are off (see below): this network's "
-            "predictions tolerate it" if off or ev.variance_bias >= LAYER_SCALE[0] else ": the moving statistics fit the data")
+    fits = (
+        f", although the moving statistics of {', '.join(off[:3])}{'…' if len(off) > 3 else ''} are off (see below): this network's predictions tolerate it"
+        if off or ev.variance_bias >= LAYER_SCALE[0]
+        else ": the moving statistics fit the data"
+    )
     return f"{held} {basis}{fits}.{weak}"
 
 
@@ -914,8 +1137,10 @@ def compounding(data: RunData) -> str:
     if first is None:
         return ""
     chain = ", ".join(f"{f.name} {f.infer_scale:.3g}×" for f in figures)
-    return (f" The error starts at {first.name} and carries through the network: at inference each BN layer divides by a standard "
-            f"deviation this many times that of the input it actually receives (1 is right): {chain}.")
+    return (
+        f" The error starts at {first.name} and carries through the network: at inference each BN layer divides by a standard "
+        f"deviation this many times that of the input it actually receives (1 is right): {chain}."
+    )
 
 
 def _pending(data: RunData) -> Finding:
@@ -923,10 +1148,24 @@ def _pending(data: RunData) -> Finding:
     if run.status in ("queued", "running"):
         step = data.steps_trained
         total = f"/{run.total_steps}" if run.total_steps else ""
-        return Finding("verdict", "info", f"Verdict pending — step {step}{total}",
-                       "The verdict needs the final evaluation, made when training ends; the records below are live.", (), {}, "pending")
-    return Finding("verdict", "info", "No verdict: the run has no final evaluation",
-                   f"The run ended {run.status} before its evaluation; the records below are what it stored.", (), {}, "pending")
+        return Finding(
+            "verdict",
+            "info",
+            f"Verdict pending — step {step}{total}",
+            "The verdict needs the final evaluation, made when training ends; the records below are live.",
+            (),
+            {},
+            "pending",
+        )
+    return Finding(
+        "verdict",
+        "info",
+        "No verdict: the run has no final evaluation",
+        f"The run ended {run.status} before its evaluation; the records below are what it stored.",
+        (),
+        {},
+        "pending",
+    )
 
 
 def reconcile(findings: list[Finding], top: Finding) -> list[Finding]:

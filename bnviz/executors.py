@@ -34,8 +34,10 @@ def ray_address(value: str | None = None) -> str | None:
     if not address:
         return None
     if importlib.util.find_spec("ray") is None:
-        raise ConfigError(f"The Ray executor was asked for ({RAY_ENV} or --ray = {address!r}) but Ray is not installed: "
-                          f"pip install -r requirements-ray.txt, or unset {RAY_ENV} to train in local worker processes.")
+        raise ConfigError(
+            f"The Ray executor was asked for ({RAY_ENV} or --ray = {address!r}) but Ray is not installed: "
+            f"pip install -r requirements-ray.txt, or unset {RAY_ENV} to train in local worker processes."
+        )
     return address
 
 
@@ -48,7 +50,12 @@ def spawn_module(store: Store, log_name: str, module_args: list[str]) -> subproc
     with open(logs / f"{log_name}-{time.strftime('%Y%m%d-%H%M%S')}.log", "ab") as log:
         return subprocess.Popen(
             [sys.executable, "-m", *module_args, "--home", str(store.home)],
-            cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            cwd=PROJECT_ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
 
 

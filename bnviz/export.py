@@ -301,8 +301,10 @@ def _packed_plotlyjs() -> str:
 def _figure_div(fig: go.Figure, index: int) -> str:
     """One figure: an empty div and its JSON, drawn by the report's loader ('</' escaped in the JSON)."""
     spec = fig.to_json().replace("</", "<\\/")
-    return (f'<div class="figure"><div id="figure-{index}"></div>'
-            f'<script type="application/json" class="figure-spec" data-target="figure-{index}">{spec}</script></div>')
+    return (
+        f'<div class="figure"><div id="figure-{index}"></div>'
+        f'<script type="application/json" class="figure-spec" data-target="figure-{index}">{spec}</script></div>'
+    )
 
 
 def _table_html(frame: pd.DataFrame) -> str:
@@ -339,9 +341,11 @@ def _run_figures(data: RunData, with_theory: bool) -> list[go.Figure]:
 
 def _findings_html(data: RunData) -> str:
     """The run's diagnosis: the verdict, then every finding, severity first."""
-    items = "".join(f"<li><b>[{f.severity}] {html.escape(f.title)}</b><br>{html.escape(f.detail)}"
-                    + "".join(f"<br>→ {html.escape(r)}" for r in f.remedies) + "</li>" for f in diagnose(data))
-    return f"<h3>Findings</h3><ul class=\"findings\">{items}</ul>"
+    items = "".join(
+        f"<li><b>[{f.severity}] {html.escape(f.title)}</b><br>{html.escape(f.detail)}" + "".join(f"<br>→ {html.escape(r)}" for r in f.remedies) + "</li>"
+        for f in diagnose(data)
+    )
+    return f'<h3>Findings</h3><ul class="findings">{items}</ul>'
 
 
 def _run_section(data: RunData, anchor: str, label: str, with_theory: bool, counter: Iterator[int]) -> str:

@@ -77,9 +77,13 @@ def scale_text(fig: go.Figure, scale: float) -> go.Figure:
     if scale == 1:
         return fig
     margin = TEMPLATE.layout.margin
-    fig.update_layout(font_size=BASE_FONT * scale, title_font_size=TITLE_FONT * scale, title_subtitle_font_size=BASE_FONT * scale,
-                      legend_font_size=LEGEND_FONT * scale,
-                      margin=dict(l=margin.l * scale, r=margin.r * scale, t=margin.t * scale, b=margin.b * scale))
+    fig.update_layout(
+        font_size=BASE_FONT * scale,
+        title_font_size=TITLE_FONT * scale,
+        title_subtitle_font_size=BASE_FONT * scale,
+        legend_font_size=LEGEND_FONT * scale,
+        margin=dict(l=margin.l * scale, r=margin.r * scale, t=margin.t * scale, b=margin.b * scale),
+    )
     if fig.layout.height:
         fig.update_layout(height=round(fig.layout.height * scale))
     for note in fig.layout.annotations:
@@ -266,9 +270,11 @@ def drift_figure(data: RunData, layer: str, channel: int | None = None, scale: f
     _log_axis(fig, 2, "variance")
     fig.update_xaxes(title_text="training step" if data.run.info.get("source") != "inspect" else "the saved model (one record)", row=2, col=1)
     gap, scale_error = own_gap_series(data, layer)
-    subtitle = (f"momentum {data.run.momentum:g}: after t steps the initial values (0 and 1) still weigh {data.run.momentum:g}ᵗ · "
-                f"{_when(data, int(trace.steps[-1]))}, against the population: mean gap {gap[-1]:.3g} SDs, scale error {scale_error[-1]:.3g}× "
-                "(medians over channels)")
+    subtitle = (
+        f"momentum {data.run.momentum:g}: after t steps the initial values (0 and 1) still weigh {data.run.momentum:g}ᵗ · "
+        f"{_when(data, int(trace.steps[-1]))}, against the population: mean gap {gap[-1]:.3g} SDs, scale error {scale_error[-1]:.3g}× "
+        "(medians over channels)"
+    )
     measured = len(trace.measured().steps)
     if measured < len(trace.steps):
         subtitle += f" · population measured at {measured} of {len(trace.steps)} probe steps"
@@ -312,14 +318,11 @@ def ema_theory_figure(momentum: float, steps_trained: int, compare: Sequence[flo
             line=dict(color=RUN_COLOURS[0] if this else next(colours), width=4.5 if this else 2, dash="solid" if this else "dash"),
         )
     remaining = float(stats.init_weight(momentum, steps_trained))
-    fig.add_scatter(
-        x=[steps_trained], y=[remaining], mode="markers", marker=dict(size=11, color=RUN_COLOURS[0]), showlegend=False, hoverinfo="skip"
-    )
+    fig.add_scatter(x=[steps_trained], y=[remaining], mode="markers", marker=dict(size=11, color=RUN_COLOURS[0]), showlegend=False, hoverinfo="skip")
     fig.add_vline(
         x=steps_trained,
         line=dict(color="#666666", dash="dot"),
-        annotation=dict(text=f"after {steps_trained} steps: {_share(remaining)} left", xanchor="left",
-                        yanchor="top", y=0.97, bgcolor="rgba(255,255,255,0.8)"),
+        annotation=dict(text=f"after {steps_trained} steps: {_share(remaining)} left", xanchor="left", yanchor="top", y=0.97, bgcolor="rgba(255,255,255,0.8)"),
     )
     fig.add_hline(y=0.01, line=dict(color="#999999", width=1, dash="dot"), annotation=dict(text="1 %", xanchor="right", x=1))
     fig.update_xaxes(title_text="training steps t (moving-average updates)")
@@ -360,9 +363,7 @@ def training_curves(data: RunData, height: int = 620, scale: float = 1.0) -> go.
     title = "The symptom: fit climbs, inference stays behind"
     if not len(data.steps) and not len(data.probes):
         return empty_figure(title, "No training steps recorded yet", scale=scale)
-    fig = make_subplots(
-        rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.1, row_heights=(0.4, 0.6), subplot_titles=("loss", "accuracy")
-    )
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.1, row_heights=(0.4, 0.6), subplot_titles=("loss", "accuracy"))
     if len(data.steps):
         for row, column in ((1, "loss"), (2, "accuracy")):
             fit = _line(data.steps["step"], data.steps[column], FIT_LABEL, FIT_COLOUR, width=2, legendgroup="fit", showlegend=row == 1)
@@ -371,9 +372,7 @@ def training_curves(data: RunData, height: int = 620, scale: float = 1.0) -> go.
         for line in _mode_lines(data.probes["step"], data.probes["acc_train_mode"], data.probes["acc_inference"], "probe accuracy, "):
             fig.add_trace(line, row=2, col=1)
     if (chance := _chance(data)) is not None:
-        fig.add_hline(
-            y=chance, line=dict(color="#999999", width=1, dash="dot"), annotation=dict(text="chance", xanchor="right", x=1), row=2, col=1
-        )
+        fig.add_hline(y=chance, line=dict(color="#999999", width=1, dash="dot"), annotation=dict(text="chance", xanchor="right", x=1), row=2, col=1)
     fig.update_traces(marker=dict(size=4))
     fig.update_yaxes(title_text="cross-entropy", row=1, col=1)
     _percent_axis(fig, row=2, col=1)
@@ -396,8 +395,9 @@ def live_figure(data: RunData, total_steps: int | None = None, scale: float = 1.
     batch in both modes (left), mᵗ over the whole run with the current step marked (right)."""
     step = data.steps_trained
     fit_column, train_column, infer_column, axis = _live_score(data)
-    fig = make_subplots(rows=1, cols=2, column_widths=(0.6, 0.4), horizontal_spacing=0.1,
-                        subplot_titles=(f"{axis}: fit vs the probe batch", "initial values left, mᵗ"))
+    fig = make_subplots(
+        rows=1, cols=2, column_widths=(0.6, 0.4), horizontal_spacing=0.1, subplot_titles=(f"{axis}: fit vs the probe batch", "initial values left, mᵗ")
+    )
     if len(data.steps):
         fig.add_trace(_line(data.steps["step"], data.steps[fit_column], FIT_LABEL, FIT_COLOUR, width=1.5), row=1, col=1)
     if len(data.probes):
@@ -409,14 +409,29 @@ def live_figure(data: RunData, total_steps: int | None = None, scale: float = 1.
         m = data.run.momentum
         t = np.unique(np.linspace(0, max(total_steps or 0, step, 1), 200).round().astype(int))
         fig.add_trace(_line(t, stats.init_weight(m, t), f"mᵗ at m = {m:g}", RUN_COLOURS[0], width=2), row=1, col=2)
-        fig.add_trace(go.Scatter(x=[step], y=[float(stats.init_weight(m, step))], mode="markers", marker=dict(size=10, color=RUN_COLOURS[0]),
-                                 name=f"now: {_share(float(stats.init_weight(m, step)))}"), row=1, col=2)
+        fig.add_trace(
+            go.Scatter(
+                x=[step],
+                y=[float(stats.init_weight(m, step))],
+                mode="markers",
+                marker=dict(size=10, color=RUN_COLOURS[0]),
+                name=f"now: {_share(float(stats.init_weight(m, step)))}",
+            ),
+            row=1,
+            col=2,
+        )
         fig.update_yaxes(range=[0, 1.02], tickformat=".0%", row=1, col=2)
     fig.update_xaxes(title_text="training step")
     total = f"/{total_steps:,}" if total_steps else ""
     last = "" if not len(data.probes) else f" · probe at step {int(data.probes['step'].iloc[-1])}: {_modes_text(data.probes.iloc[-1], ' vs ')}"
-    return _style(fig, f"bnviz · {_text(data.run.label)} · step {step:,}{total}", f"{len(data.probes)} probe records{last}",
-                  height=380, scale=scale, margin=dict(t=80, b=40))
+    return _style(
+        fig,
+        f"bnviz · {_text(data.run.label)} · step {step:,}{total}",
+        f"{len(data.probes)} probe records{last}",
+        height=380,
+        scale=scale,
+        margin=dict(t=80, b=40),
+    )
 
 
 # --- several runs -----------------------------------------------------------------------------
@@ -533,8 +548,7 @@ def final_accuracy_figure(runs: Sequence[RunData], scale: float = 1.0) -> go.Fig
             )
     # The legend says what the colours and hatching mean; always shown, in the template's place below the plot (a legend
     # above it, at container y > 1, is drawn off the chart by the browser), two entries per row.
-    fig.update_layout(barmode="group", bargroupgap=0.08, hovermode="closest", showlegend=True,
-                      legend=dict(entrywidthmode="fraction", entrywidth=0.5))
+    fig.update_layout(barmode="group", bargroupgap=0.08, hovermode="closest", showlegend=True, legend=dict(entrywidthmode="fraction", entrywidth=0.5))
     _percent_axis(fig, title="accuracy")
     return _style(fig, title, "hatched: validation set · plain: test set", height=520, scale=scale)
 
@@ -542,8 +556,15 @@ def final_accuracy_figure(runs: Sequence[RunData], scale: float = 1.0) -> go.Fig
 # --- sweeps -----------------------------------------------------------------------------------
 def _sweep_frame(runs: Sequence[RunData]) -> pd.DataFrame:
     """One row per finished run of a sweep: momentum, batch size, test accuracy in both modes."""
-    rows = [{"momentum": d.run.momentum, "batch_size": d.run.config.batch_size, "inference": _accuracy(d, "final", "test"),
-             "batchstats": _accuracy(d, "final", "test_batchstats")} for d in runs]
+    rows = [
+        {
+            "momentum": d.run.momentum,
+            "batch_size": d.run.config.batch_size,
+            "inference": _accuracy(d, "final", "test"),
+            "batchstats": _accuracy(d, "final", "test_batchstats"),
+        }
+        for d in runs
+    ]
     frame = pd.DataFrame(rows, columns=["momentum", "batch_size", "inference", "batchstats"])
     return frame.dropna(subset=["inference"]).sort_values(["batch_size", "momentum"])
 
@@ -581,9 +602,19 @@ def sweep_heatmap(runs: Sequence[RunData], scale: float = 1.0) -> go.Figure:
     if frame.empty or frame["batch_size"].nunique() < 2:
         return empty_figure(title, "A heatmap needs finished runs with at least two batch sizes", scale=scale)
     grid = frame.pivot_table(index="batch_size", columns="momentum", values="inference", aggfunc="mean")
-    fig = go.Figure(go.Heatmap(z=grid.values, x=[f"{m:g}" for m in grid.columns], y=[str(b) for b in grid.index], zmin=0, zmax=1,
-                               colorscale="Cividis", colorbar=dict(title="test acc", tickformat=".0%"),
-                               text=[[f"{v:.0%}" if np.isfinite(v) else "" for v in row] for row in grid.values], texttemplate="%{text}"))
+    fig = go.Figure(
+        go.Heatmap(
+            z=grid.values,
+            x=[f"{m:g}" for m in grid.columns],
+            y=[str(b) for b in grid.index],
+            zmin=0,
+            zmax=1,
+            colorscale="Cividis",
+            colorbar=dict(title="test acc", tickformat=".0%"),
+            text=[[f"{v:.0%}" if np.isfinite(v) else "" for v in row] for row in grid.values],
+            texttemplate="%{text}",
+        )
+    )
     fig.update_xaxes(title_text="BN momentum m", type="category")
     fig.update_yaxes(title_text="batch size", type="category")
     return _style(fig, title, scale=scale)

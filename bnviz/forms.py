@@ -35,8 +35,31 @@ from bnviz.presets import PRESETS
 # Momentum choices for the slider: coarse far from 1, dense near 1, where the number of steps the
 # moving average needs grows fastest (0.99: 458 steps to forget its initial values; 0.999: 4603).
 MOMENTUM_STEPS = (
-    0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.92, 0.94, 0.95, 0.96, 0.97, 0.98,
-    0.985, 0.99, 0.993, 0.995, 0.997, 0.998, 0.999,
+    0.0,
+    0.1,
+    0.2,
+    0.3,
+    0.4,
+    0.5,
+    0.6,
+    0.7,
+    0.75,
+    0.8,
+    0.85,
+    0.9,
+    0.92,
+    0.94,
+    0.95,
+    0.96,
+    0.97,
+    0.98,
+    0.985,
+    0.99,
+    0.993,
+    0.995,
+    0.997,
+    0.998,
+    0.999,
 )
 BATCH_SIZES = (4, 8, 16, 32, 64, 128, 256, 512)
 LEARNING_RATES = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
@@ -104,8 +127,18 @@ def run_name(preset: str, arch: ArchConfig) -> tuple[str, str]:
 
 
 # The Train page's settings that map one to one onto the table (widget key: "train_" + name).
-FORM_SETTINGS = ("epochs", "batch_size", "learning_rate", "seed", "input_size", "optimizer", "shuffle", "probe_every", "probe_budget",
-                 *(name for name in BN_ARGUMENTS if name != "momentum"))  # momentum: the slider and its exact twin (ArchForm)
+FORM_SETTINGS = (
+    "epochs",
+    "batch_size",
+    "learning_rate",
+    "seed",
+    "input_size",
+    "optimizer",
+    "shuffle",
+    "probe_every",
+    "probe_budget",
+    *(name for name in BN_ARGUMENTS if name != "momentum"),
+)  # momentum: the slider and its exact twin (ArchForm)
 
 
 def form_config(preset: str, form: ArchForm, values: dict[str, Any], name: str, dataset: str) -> RunConfig:
@@ -119,8 +152,10 @@ def form_config(preset: str, form: ArchForm, values: dict[str, Any], name: str, 
 
 def outlook_text(momentum: float, out: dict[str, float]) -> str:
     """What the moving statistics will still hold of their initial values, in one paragraph."""
-    text = (f"With momentum {momentum:g} the moving average spans about {out['window']:.3g} batches and halves the weight of its "
-            f"initial values every {out['half_life']:.2g} steps. After ≈ {out['steps']:,} steps they still weigh {out['remaining']:.1%}")
+    text = (
+        f"With momentum {momentum:g} the moving average spans about {out['window']:.3g} batches and halves the weight of its "
+        f"initial values every {out['half_life']:.2g} steps. After ≈ {out['steps']:,} steps they still weigh {out['remaining']:.1%}"
+    )
     if out["remaining"] > 0.01:
         return text + f": inference will use statistics that are partly not data. A momentum ≤ {out['suggested']:g} forgets them to below 1 %."
     return text + "."
@@ -153,8 +188,13 @@ def momentum_outlook(momentum: float, steps: int) -> dict[str, float]:
 DROPOUT_MAX, DROPOUT_STEP, INPUT_SIZE_STEP = 0.9, 0.05, 4  # the Train page's dropout and input-size sliders
 DROPOUTS = tuple(round(DROPOUT_STEP * i, 2) for i in range(round(DROPOUT_MAX / DROPOUT_STEP) + 1))  # 0 to 0.9
 INPUT_SIZES = tuple(range(MIN_INPUT_SIZE, MAX_INPUT_SIZE + 1, INPUT_SIZE_STEP))
-WIDGET_STEPS: dict[str, tuple] = {"batch_size": BATCH_SIZES, "learning_rate": LEARNING_RATES, "probe_budget": PROBE_BUDGETS,
-                                  "dropout": DROPOUTS, "input_size": INPUT_SIZES}  # values the form's sliders can hold
+WIDGET_STEPS: dict[str, tuple] = {
+    "batch_size": BATCH_SIZES,
+    "learning_rate": LEARNING_RATES,
+    "probe_budget": PROBE_BUDGETS,
+    "dropout": DROPOUTS,
+    "input_size": INPUT_SIZES,
+}  # values the form's sliders can hold
 LINK_SETTINGS = ("norm", "placement", "dropout", "momentum", *FORM_SETTINGS)
 LINK_FIELDS = ("preset", "filters", *LINK_SETTINGS, "raw_pixels", "dataset", "folder", "name")
 LINKABLE_SOURCES = (*BUILTIN_DATASETS, "folder")  # an uploaded zip lives in one browser session only
@@ -162,12 +202,14 @@ LINKABLE_SOURCES = (*BUILTIN_DATASETS, "folder")  # an uploaded zip lives in one
 
 def link_query(values: dict[str, Any]) -> dict[str, str]:
     """The query parameters for the form's `values` (by LINK_FIELDS name; filters a tuple of ints)."""
+
     def text(value: Any) -> str:
         if isinstance(value, bool):
             return "true" if value else "false"
         if isinstance(value, float):
             return format(value, ".12g")
         return ",".join(str(v) for v in value) if isinstance(value, tuple) else str(value)
+
     return {name: text(values[name]) for name in LINK_FIELDS if name in values and (name != "folder" or values.get("dataset") == "folder")}
 
 

@@ -105,8 +105,7 @@ class StoreProxy:
 
 def node_info() -> dict:
     """The node running this task: host name, IP, Ray node id and the worker's pid."""
-    return {"host": socket.gethostname(), "ip": ray.util.get_node_ip_address(), "node_id": ray.get_runtime_context().get_node_id(),
-            "pid": os.getpid()}
+    return {"host": socket.gethostname(), "ip": ray.util.get_node_ip_address(), "node_id": ray.get_runtime_context().get_node_id(), "pid": os.getpid()}
 
 
 def train_task(writer: ray.actor.ActorHandle, job: Job, data: bytes | None) -> str:
@@ -129,8 +128,10 @@ def pack_folder(folder: str, cap_mb: float = DATA_MB) -> bytes:
     files = [p for p in Path(folder).rglob("*") if p.is_file()]
     size = sum(p.stat().st_size for p in files)
     if size > cap_mb * 2**20:
-        raise DataTooLarge(f"The data folder {folder} holds {size / 2**20:.1f} MB; Ray runs carry at most {cap_mb:g} MB of data "
-                           "through the object store (BNVIZ_RAY_DATA_MB). Use a smaller folder or train locally (unset BNVIZ_RAY_ADDRESS).")
+        raise DataTooLarge(
+            f"The data folder {folder} holds {size / 2**20:.1f} MB; Ray runs carry at most {cap_mb:g} MB of data "
+            "through the object store (BNVIZ_RAY_DATA_MB). Use a smaller folder or train locally (unset BNVIZ_RAY_ADDRESS)."
+        )
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as zf:  # images are compressed already
         for path in files:

@@ -143,9 +143,17 @@ class Evaluation:
         acc, loss = data.get("accuracy", {}), data.get("loss", {})
         batch = {s: acc[f"{s}_batchstats"] for s in SPLITS if f"{s}_batchstats" in acc}
         batch_loss = {s: loss[f"{s}_batchstats"] for s in SPLITS if f"{s}_batchstats" in loss}
-        return cls(_split_map(acc), _split_map(batch), _split_map(loss), _split_map(batch_loss),
-                   float(acc.get("fit", math.nan)), data.get("batches"), data.get("samples"), data.get("calibrated_on"),
-                   float(loss.get("fit", math.nan)))
+        return cls(
+            _split_map(acc),
+            _split_map(batch),
+            _split_map(loss),
+            _split_map(batch_loss),
+            float(acc.get("fit", math.nan)),
+            data.get("batches"),
+            data.get("samples"),
+            data.get("calibrated_on"),
+            float(loss.get("fit", math.nan)),
+        )
 
 
 # --- jobs and progress ----------------------------------------------------------------------------

@@ -105,7 +105,7 @@ def shared_histograms(train: np.ndarray, infer: np.ndarray, bins: int, max_value
     a, b = _thin(train, max_values), _thin(infer, max_values)
     both = np.concatenate([a, b])
     both = both[np.isfinite(both)]
-    lo, hi = (np.percentile(both, [0.5, 99.5]) if both.size else (0.0, 0.0))
+    lo, hi = np.percentile(both, [0.5, 99.5]) if both.size else (0.0, 0.0)
     if not hi > lo:
         lo, hi = lo - 0.5, hi + 0.5
     edges = np.linspace(lo, hi, bins + 1)

@@ -165,8 +165,9 @@ class Store:
         try:
             self._open()
         except sqlite3.DatabaseError as exc:
-            raise StoreUnreadable(f"{self.path} is not a readable bnviz run store ({exc}); nothing was changed. "
-                                  "Move it aside or choose another folder with --home or BNVIZ_HOME.") from None
+            raise StoreUnreadable(
+                f"{self.path} is not a readable bnviz run store ({exc}); nothing was changed. Move it aside or choose another folder with --home or BNVIZ_HOME."
+            ) from None
         self.models_dir.mkdir(exist_ok=True)
 
     def _open(self) -> None:
@@ -219,8 +220,17 @@ class Store:
         with self._transaction() as db:
             db.execute(
                 "INSERT INTO runs (id, name, preset, config, status, created, sweep, parent, host, pid, pid_start) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                (run_id, config.name, config.preset, config.to_json(), status.value, time.time(), sweep, parent,
-                 *((owner.host, owner.pid, owner.started) if mine else (None, None, None))),
+                (
+                    run_id,
+                    config.name,
+                    config.preset,
+                    config.to_json(),
+                    status.value,
+                    time.time(),
+                    sweep,
+                    parent,
+                    *((owner.host, owner.pid, owner.started) if mine else (None, None, None)),
+                ),
             )
             if status == RunStatus.QUEUED:
                 _insert_job(db, "train", {}, run_id)
@@ -297,14 +307,18 @@ class Store:
         """Mark running runs and jobs whose owner process is gone as interrupted (records kept);
         returns their ids. Every reader calls it, so nothing stays "running" for a dead process."""
         with self._connect() as db:
-            rows = db.execute("SELECT 'runs' AS tab, id, host, pid, pid_start FROM runs WHERE status='running' UNION ALL "
-                              "SELECT 'jobs', id, host, pid, pid_start FROM jobs WHERE status='running'").fetchall()
+            rows = db.execute(
+                "SELECT 'runs' AS tab, id, host, pid, pid_start FROM runs WHERE status='running' UNION ALL "
+                "SELECT 'jobs', id, host, pid, pid_start FROM jobs WHERE status='running'"
+            ).fetchall()
         gone = [(r["tab"], r["id"], _owner(r)) for r in rows if not (r["pid"] and _owner(r).alive())]
         if gone:
             with self._transaction() as db:
                 for table, row_id, owner in gone:
-                    db.execute(f"UPDATE {table} SET status='interrupted', finished=?, error=COALESCE(error, ?) WHERE id=? AND status='running'",
-                               (time.time(), GONE.format(owner=_describe(owner)), row_id))
+                    db.execute(
+                        f"UPDATE {table} SET status='interrupted', finished=?, error=COALESCE(error, ?) WHERE id=? AND status='running'",
+                        (time.time(), GONE.format(owner=_describe(owner)), row_id),
+                    )
         return [row_id for _, row_id, _ in gone]
 
     def delete_run(self, run_id: str) -> None:
@@ -332,11 +346,14 @@ class Store:
             row = db.execute(f"SELECT id, kind, run_id FROM jobs WHERE status='queued'{only} ORDER BY created, id LIMIT 1", list(kinds or ())).fetchone()
             if row is None:
                 return None
-            db.execute("UPDATE jobs SET status='running', started=?, host=?, pid=?, pid_start=? WHERE id=?",
-                       (now, owner.host, owner.pid, owner.started, row["id"]))
+            db.execute(
+                "UPDATE jobs SET status='running', started=?, host=?, pid=?, pid_start=? WHERE id=?", (now, owner.host, owner.pid, owner.started, row["id"])
+            )
             if row["kind"] == "train" and row["run_id"]:
-                db.execute("UPDATE runs SET status='running', host=?, pid=?, pid_start=?, started=?, heartbeat=? WHERE id=? AND status='queued'",
-                           (owner.host, owner.pid, owner.started, now, now, row["run_id"]))
+                db.execute(
+                    "UPDATE runs SET status='running', host=?, pid=?, pid_start=?, started=?, heartbeat=? WHERE id=? AND status='queued'",
+                    (owner.host, owner.pid, owner.started, now, now, row["run_id"]),
+                )
         return self.get_job(row["id"])
 
     def set_job_progress(self, job_id: str, text: str) -> None:
@@ -376,8 +393,7 @@ class Store:
                     f"INSERT OR REPLACE INTO probe_layers (run_id, step, layer, {', '.join(LAYER_ARRAYS + HIST_ARRAYS)}) "
                     f"VALUES ({', '.join('?' * (3 + len(LAYER_ARRAYS) + len(HIST_ARRAYS)))})",
                     [
-                        (run_id, p.step, lay.layer, *(_blob(getattr(lay, a)) for a in LAYER_ARRAYS),
-                         *(_blob(getattr(lay, a), "<i4") for a in HIST_ARRAYS))
+                        (run_id, p.step, lay.layer, *(_blob(getattr(lay, a)) for a in LAYER_ARRAYS), *(_blob(getattr(lay, a), "<i4") for a in HIST_ARRAYS))
                         for lay in p.layers
                     ],
                 )
@@ -385,8 +401,7 @@ class Store:
 
     def add_evaluation(self, run_id: str, name: str, evaluation: Evaluation) -> None:
         with self._transaction() as db:
-            db.execute("INSERT OR REPLACE INTO evaluations VALUES (?,?,?,?)",
-                       (check_run_id(run_id), name, time.time(), json.dumps(evaluation.to_dict())))
+            db.execute("INSERT OR REPLACE INTO evaluations VALUES (?,?,?,?)", (check_run_id(run_id), name, time.time(), json.dumps(evaluation.to_dict())))
 
     def evaluations(self, run_id: str) -> dict[str, Evaluation]:
         with self._connect() as db:
@@ -409,8 +424,10 @@ class Store:
         with self._connect() as db:
             steps = pd.read_sql_query("SELECT step, epoch, loss, accuracy FROM steps WHERE run_id=? ORDER BY step", db, params=(run_id,))
             probes = pd.read_sql_query(
-                "SELECT step, epoch, acc_train_mode, acc_inference, loss_train_mode, loss_inference FROM probes "
-                "WHERE run_id=? ORDER BY step", db, params=(run_id,))
+                "SELECT step, epoch, acc_train_mode, acc_inference, loss_train_mode, loss_inference FROM probes WHERE run_id=? ORDER BY step",
+                db,
+                params=(run_id,),
+            )
             rows = db.execute("SELECT * FROM probe_layers WHERE run_id=? ORDER BY layer, step", (run_id,)).fetchall()
         steps, probes = (frame.astype({c: float for c in frame.columns if c not in ("step", "epoch")}) for frame in (steps, probes))
         return RunData(run=run, steps=steps, probes=probes, layers=_layer_traces(rows), evaluations=self.evaluations(run_id))
@@ -439,8 +456,10 @@ def _run_from_row(row: sqlite3.Row) -> Run:
 
 def _insert_job(db: sqlite3.Connection, kind: str, args: dict, run_id: str | None) -> str:
     job_id = new_run_id()
-    db.execute("INSERT INTO jobs (id, kind, args, run_id, status, created) VALUES (?,?,?,?,?,?)",
-               (job_id, kind, json.dumps(args), run_id, JobStatus.QUEUED.value, time.time()))
+    db.execute(
+        "INSERT INTO jobs (id, kind, args, run_id, status, created) VALUES (?,?,?,?,?,?)",
+        (job_id, kind, json.dumps(args), run_id, JobStatus.QUEUED.value, time.time()),
+    )
     return job_id
 
 
@@ -453,6 +472,17 @@ def _describe(owner: Owner) -> str:
 
 
 def _job_from_row(row: sqlite3.Row) -> Job:
-    return Job(id=row["id"], kind=row["kind"], args=json.loads(row["args"]), run_id=row["run_id"], status=JobStatus(row["status"]),
-               progress=row["progress"], error=row["error"], created=row["created"], started=row["started"], finished=row["finished"],
-               owner=_owner(row) if row["pid"] else None, cancel_requested=bool(row["cancel_requested"]))
+    return Job(
+        id=row["id"],
+        kind=row["kind"],
+        args=json.loads(row["args"]),
+        run_id=row["run_id"],
+        status=JobStatus(row["status"]),
+        progress=row["progress"],
+        error=row["error"],
+        created=row["created"],
+        started=row["started"],
+        finished=row["finished"],
+        owner=_owner(row) if row["pid"] else None,
+        cancel_requested=bool(row["cancel_requested"]),
+    )

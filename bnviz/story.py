@@ -30,30 +30,42 @@ class Chapter:
 
 
 CHAPTERS = (
-    Chapter("initial", "1 · A first CNN learns",
-            "Two conv blocks, Flatten, Dropout and a Dense layer. Almost all of its 2.3 M parameters sit in "
-            "the Dense layer behind a stride-1 pooling. It learns and generalises: the seed notebook had 0.83 / 0.88 / 0.83.",
-            "curves"),
-    Chapter("more-layers", "2 · One more block: fewer parameters, better accuracy",
-            "A third Conv16 + MaxPool block shrinks the feature map eight-fold, so the Dense layer and the model shrink to "
-            "279,382 parameters, and accuracy rises (seed: 0.97 / 0.97 / 0.98).",
-            "curves"),
-    Chapter("bn", "3 · Add BatchNormalization: train 0.99, test collapses",
-            "BatchNormalization after each ReLU conv, Keras's default momentum 0.99. Training accuracy climbs, yet evaluate "
-            "on validation and test data collapses (seed: 0.99 / 0.44 / 0.46). It is not overfitting: recalibrating the BN "
-            "statistics on training batches (PreciseBN, no retraining, no test data) gives the test accuracy back. "
-            "Inference normalises with the moving mean and variance, "
-            "which start at 0 and 1 and after t steps still carry 0.99ᵗ of those values — about a third after 100 steps. "
-            "The first BN layer's inputs vary far less than 1, so the lingering initial variance makes inference divide by a "
-            "standard deviation many times too large and squash the activations. Compare the two histograms: same layer, "
-            "same images, two different normalisations. This is the short-run mechanism, and Diagnose names it so: "
-            f"“{VERDICTS['stale_initial_values']}”. Chapter 6 shows the long-run one.",
-            "histograms"),
-    Chapter("final", "4 · Momentum 0.8: the fix",
-            "With momentum 0.8 (PyTorch's momentum=0.2) the moving average spans about 5 batches and forgets its initial "
-            "values within about 21 steps, so inference uses the statistics of the data (seed: 1 / 0.99 / 0.99; Dropout "
-            "was removed too). Another fix needs no retraining: recalibrate the statistics after training (PreciseBN).",
-            "compare"),
+    Chapter(
+        "initial",
+        "1 · A first CNN learns",
+        "Two conv blocks, Flatten, Dropout and a Dense layer. Almost all of its 2.3 M parameters sit in "
+        "the Dense layer behind a stride-1 pooling. It learns and generalises: the seed notebook had 0.83 / 0.88 / 0.83.",
+        "curves",
+    ),
+    Chapter(
+        "more-layers",
+        "2 · One more block: fewer parameters, better accuracy",
+        "A third Conv16 + MaxPool block shrinks the feature map eight-fold, so the Dense layer and the model shrink to "
+        "279,382 parameters, and accuracy rises (seed: 0.97 / 0.97 / 0.98).",
+        "curves",
+    ),
+    Chapter(
+        "bn",
+        "3 · Add BatchNormalization: train 0.99, test collapses",
+        "BatchNormalization after each ReLU conv, Keras's default momentum 0.99. Training accuracy climbs, yet evaluate "
+        "on validation and test data collapses (seed: 0.99 / 0.44 / 0.46). It is not overfitting: recalibrating the BN "
+        "statistics on training batches (PreciseBN, no retraining, no test data) gives the test accuracy back. "
+        "Inference normalises with the moving mean and variance, "
+        "which start at 0 and 1 and after t steps still carry 0.99ᵗ of those values — about a third after 100 steps. "
+        "The first BN layer's inputs vary far less than 1, so the lingering initial variance makes inference divide by a "
+        "standard deviation many times too large and squash the activations. Compare the two histograms: same layer, "
+        "same images, two different normalisations. This is the short-run mechanism, and Diagnose names it so: "
+        f"“{VERDICTS['stale_initial_values']}”. Chapter 6 shows the long-run one.",
+        "histograms",
+    ),
+    Chapter(
+        "final",
+        "4 · Momentum 0.8: the fix",
+        "With momentum 0.8 (PyTorch's momentum=0.2) the moving average spans about 5 batches and forgets its initial "
+        "values within about 21 steps, so inference uses the statistics of the data (seed: 1 / 0.99 / 0.99; Dropout "
+        "was removed too). Another fix needs no retraining: recalibrate the statistics after training (PreciseBN).",
+        "compare",
+    ),
 )
 
 
@@ -63,7 +75,8 @@ CHAPTERS = (
 RAW_PRESETS = ("more-layers", "bn")
 RAW_SUFFIX = " raw"  # latest_story's key for a preset trained on raw pixels
 RAW_CHAPTER = Chapter(
-    "raw", "5 · The notebook's raw pixels",
+    "raw",
+    "5 · The notebook's raw pixels",
     "The seed notebook fed its models raw 0–255 pixels; bnviz's presets put a parameter-free Rescaling(1/255) first. Raw "
     "pixels change both halves of the story. Without BN every activation is 255 times larger, so the first predictions are "
     "wildly over-confident and Adam's first steps can switch a whole layer off: on the embedded data `more-layers` ended with "
@@ -72,7 +85,8 @@ RAW_CHAPTER = Chapter(
     "hardly matters: `bn` tested at 0.86–0.92 instead of collapsing. The seed collapsed on photographs after far more steps "
     "(about 439 per epoch), where the initial values are long forgotten and lag is the likelier cause (chapter 6). Train "
     "the raw pair to see it beside the scaled models.",
-    "raw")
+    "raw",
+)
 
 
 # The notebook's own collapse most likely came after thousands of steps: lag, not initial values. This chapter trains
@@ -85,7 +99,8 @@ RAW_CHAPTER = Chapter(
 LAG_MOMENTA = (0.99, 0.8)
 LAG_RECIPE = {"input_size": 16, "epochs": 15, "late_epochs": 2, "late_learning_rate": 0.05}
 LAG_CHAPTER = Chapter(
-    "lag", "6 · Lag: the notebook's likelier story",
+    "lag",
+    "6 · Lag: the notebook's likelier story",
     "Chapter 3's mechanism needs few steps. The seed notebook trained its photographs for several epochs of about 439 "
     "steps: after 1,000 steps 0.99ᵗ is below 0.005 % and the initial values are gone, yet inference can still collapse. "
     "The moving average is a window of about 1/(1 − m) = 100 steps, so it describes the weights of about m/(1 − m) = 99 "
@@ -94,7 +109,8 @@ LAG_CHAPTER = Chapter(
     f"“{VERDICTS['lag']}”. Here the +BN model trains on raw pixels for many steps, the last epochs at a high learning "
     "rate (a restart, as cyclic schedules make) so that the statistics drift fast, once at m = 0.99 and once at 0.8 — "
     "the same weights, since momentum changes only the moving statistics.",
-    "lag")
+    "lag",
+)
 
 
 def lag_configs(**overrides: object) -> list[RunConfig]:
@@ -156,10 +172,12 @@ def latest_story(store: Store) -> dict[str, Run]:
 def primer(momentum: float = 0.99, steps: int = 100) -> str:
     """The landing page's two sentences on the problem; the share left is computed, never typed in."""
     left = float(init_weight(momentum, steps))
-    return (f"BatchNormalization keeps running averages of each layer's mean and variance during training and uses them, instead of "
-            f"the batch's own statistics, at test time. They start at 0 and 1, and at momentum m = {momentum:g} the starting values "
-            f"still make up {momentum:g}^{steps} ≈ {left:.0%} of them after {steps} steps: a model can fit its "
-            "training data well and still test near chance.")
+    return (
+        f"BatchNormalization keeps running averages of each layer's mean and variance during training and uses them, instead of "
+        f"the batch's own statistics, at test time. They start at 0 and 1, and at momentum m = {momentum:g} the starting values "
+        f"still make up {momentum:g}^{steps} ≈ {left:.0%} of them after {steps} steps: a model can fit its "
+        "training data well and still test near chance."
+    )
 
 
 # --- the two mechanisms, measured on the story's runs ------------------------------------------------
@@ -182,19 +200,30 @@ def mechanism_row(data: RunData) -> dict[str, object]:
     moving mean ended from the population, and what inference and PreciseBN score (the recap adds the verdict)."""
     m, t = data.run.momentum, data.steps_trained
     speed = drift_speed(data)
-    return {"steps t": t, "momentum m": m, "initial values left, mᵗ": float(init_weight(m, t)),
-            "trail: drift × m/(1 − m) (SDs)": speed * m / (1 - m) if m < 1 else math.nan, "moving mean off (SDs)": mean_gap(data)[1],
-            "test (inference)": _test(data), "test (PreciseBN)": _test(data, "recalibrated")}
+    return {
+        "steps t": t,
+        "momentum m": m,
+        "initial values left, mᵗ": float(init_weight(m, t)),
+        "trail: drift × m/(1 − m) (SDs)": speed * m / (1 - m) if m < 1 else math.nan,
+        "moving mean off (SDs)": mean_gap(data)[1],
+        "test (inference)": _test(data),
+        "test (PreciseBN)": _test(data, "recalibrated"),
+    }
 
 
-MECHANISMS = {"bn": "3 · initial values (short run)", "final": "4 · the fix, m = 0.8", lag_key(0.99): "6 · lag (long run)",
-              lag_key(0.8): "6 · the same, m = 0.8"}
+MECHANISMS = {
+    "bn": "3 · initial values (short run)",
+    "final": "4 · the fix, m = 0.8",
+    lag_key(0.99): "6 · lag (long run)",
+    lag_key(0.8): "6 · the same, m = 0.8",
+}
 
 
 def mechanisms_frame(datas: dict[str, RunData]) -> pd.DataFrame:
     """The recap: chapter 3's and chapter 6's runs and their m = 0.8 twins, side by side (the runs there are)."""
-    rows = {label: mechanism_row(datas[key]) | {"verdict": VERDICTS.get(diagnose(datas[key])[0].cause, "–")}
-            for key, label in MECHANISMS.items() if key in datas}
+    rows = {
+        label: mechanism_row(datas[key]) | {"verdict": VERDICTS.get(diagnose(datas[key])[0].cause, "–")} for key, label in MECHANISMS.items() if key in datas
+    }
     return pd.DataFrame.from_dict(rows, orient="index")
 
 
@@ -202,23 +231,31 @@ def lag_numbers(lagged: RunData, fixed: RunData | None) -> str:
     """The lag chapter's paragraph of numbers, read from its m = 0.99 run and its m = 0.8 twin."""
     row, config = mechanism_row(lagged), lagged.run.config
     layer, gap = mean_gap(lagged)
-    text = (f"In this run: {row['steps t']:,} steps, so mᵗ = {row['initial values left, mᵗ']:.2%}: the initial values are gone. In its last "
-            f"{config.late_epochs} epochs at learning rate {config.late_learning_rate:g} the batch statistics moved "
-            f"{drift_speed(lagged):.3g} population SDs per step, and a window of 1/(1 − m) = {ema_window(lagged.run.momentum):.0f} "
-            f"steps trails them by about {row['trail: drift × m/(1 − m) (SDs)']:.2f} SDs: at the end {layer}'s moving mean sits "
-            f"{gap:.2f} SDs from the population mean. Test accuracy {row['test (inference)']:.0%} in inference mode, "
-            f"{_test(lagged, mode='_batchstats'):.0%} with batch statistics and {row['test (PreciseBN)']:.0%} after PreciseBN "
-            "(no retraining).")
+    text = (
+        f"In this run: {row['steps t']:,} steps, so mᵗ = {row['initial values left, mᵗ']:.2%}: the initial values are gone. In its last "
+        f"{config.late_epochs} epochs at learning rate {config.late_learning_rate:g} the batch statistics moved "
+        f"{drift_speed(lagged):.3g} population SDs per step, and a window of 1/(1 − m) = {ema_window(lagged.run.momentum):.0f} "
+        f"steps trails them by about {row['trail: drift × m/(1 − m) (SDs)']:.2f} SDs: at the end {layer}'s moving mean sits "
+        f"{gap:.2f} SDs from the population mean. Test accuracy {row['test (inference)']:.0%} in inference mode, "
+        f"{_test(lagged, mode='_batchstats'):.0%} with batch statistics and {row['test (PreciseBN)']:.0%} after PreciseBN "
+        "(no retraining)."
+    )
     if fixed is not None:
         twin = mechanism_row(fixed)
-        text += (f" At m = 0.8 the same weights score {twin['test (inference)']:.0%} in inference mode; the moving mean ends "
-                 f"{twin['moving mean off (SDs)']:.2f} SDs off.")
+        text += (
+            f" At m = 0.8 the same weights score {twin['test (inference)']:.0%} in inference mode; the moving mean ends "
+            f"{twin['moving mean off (SDs)']:.2f} SDs off."
+        )
         if twin["test (PreciseBN)"] - twin["test (inference)"] >= GAP_WARNING:
-            text += (" Even so it loses some accuracy here: at this learning rate the last few batches' statistics differ from step to "
-                     "step, and a 5-step window follows their noise; PreciseBN, over 50 batches with the final weights, does not.")
+            text += (
+                " Even so it loses some accuracy here: at this learning rate the last few batches' statistics differ from step to "
+                "step, and a 5-step window follows their noise; PreciseBN, over 50 batches with the final weights, does not."
+            )
     forget, trail = steps_to_forget(0.8), 0.8 / 0.2
-    return text + (f" Momentum 0.8 fixes both mechanisms: a {ema_window(0.8):.0f}-step window forgets the initial values in about "
-                   f"{forget:.0f} steps and trails drift by about {trail:.0f} steps, not {0.99 / 0.01:.0f}.")
+    return text + (
+        f" Momentum 0.8 fixes both mechanisms: a {ema_window(0.8):.0f}-step window forgets the initial values in about "
+        f"{forget:.0f} steps and trails drift by about {trail:.0f} steps, not {0.99 / 0.01:.0f}."
+    )
 
 
 def story_sections(datas: dict[str, RunData], names: Collection[str] | None = None) -> list[tuple[str, str]]:

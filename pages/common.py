@@ -33,8 +33,14 @@ from bnviz.records import ACTIVE, SPLITS, Evaluation, Run, RunData, RunStatus
 from bnviz.store import Store, StoreUnreadable, default_home
 from bnviz.summary import inspected
 
-STATUS_COLOURS = {RunStatus.QUEUED: "gray", RunStatus.RUNNING: "blue", RunStatus.DONE: "green", RunStatus.FAILED: "red",
-                  RunStatus.CANCELLED: "orange", RunStatus.INTERRUPTED: "orange"}
+STATUS_COLOURS = {
+    RunStatus.QUEUED: "gray",
+    RunStatus.RUNNING: "blue",
+    RunStatus.DONE: "green",
+    RunStatus.FAILED: "red",
+    RunStatus.CANCELLED: "orange",
+    RunStatus.INTERRUPTED: "orange",
+}
 PAGE_FILES = {name: f"pages/{name}.py" for name in ("train", "runs", "diagnose", "inspect", "compare", "sweep", "story", "export")}
 PLOT_CONFIG = {"displaylogo": False}
 COMPACT_CSS = "<style>.block-container {padding-top: 2.5rem !important;}</style>"  # the answer, not blank space, on the first screen
@@ -55,8 +61,16 @@ LAYOUT_PARAM = "layout"  # ?layout=presentation opens any page in the presentati
 
 
 # --- the frame: page config, navigation, sidebar ----------------------------------------------------
-PAGES = (("train", "Train", "model_training"), ("story", "Story", "school"), ("runs", "Runs", "list"), ("diagnose", "Diagnose", "troubleshoot"),
-         ("inspect", "Inspect", "search"), ("compare", "Compare", "compare"), ("sweep", "Sweep", "tune"), ("export", "Export", "download"))
+PAGES = (
+    ("train", "Train", "model_training"),
+    ("story", "Story", "school"),
+    ("runs", "Runs", "list"),
+    ("diagnose", "Diagnose", "troubleshoot"),
+    ("inspect", "Inspect", "search"),
+    ("compare", "Compare", "compare"),
+    ("sweep", "Sweep", "tune"),
+    ("export", "Export", "download"),
+)
 
 
 def frame() -> StreamlitPage:
@@ -87,9 +101,13 @@ def presentation_toggle() -> None:
     if wanted is not None and wanted != st.session_state.get("_layout_seen"):
         st.session_state["_layout_seen"] = wanted
         st.session_state["presentation"] = wanted == "presentation"
-    on = st.toggle("Presentation layout", key="presentation", persist_state="session",
-                   help="For a projector (1280×720): text, charts, tables and metrics about twice their size, on Story, Diagnose "
-                        "and Compare. Kept in the page's address, so a link opens in it.")
+    on = st.toggle(
+        "Presentation layout",
+        key="presentation",
+        persist_state="session",
+        help="For a projector (1280×720): text, charts, tables and metrics about twice their size, on Story, Diagnose "
+        "and Compare. Kept in the page's address, so a link opens in it.",
+    )
     if on:
         st.html(PRESENTATION_CSS)
         st.query_params[LAYOUT_PARAM] = "presentation"
@@ -368,8 +386,9 @@ def score_text(run: Run, value: float | None, places: int = 1) -> str:
 def score_table(run: Run, rows: dict[str, tuple[Evaluation, str]]) -> pd.DataFrame:
     """A row per label, a column per split: the row's evaluation's figures with its key suffix ('' or
     '_batchstats'); NaN where not measured."""
-    return pd.DataFrame([[scores(run, ev).get(s + suffix, math.nan) for s in SPLITS] for ev, suffix in rows.values()],
-                        index=list(rows), columns=list(SPLITS), dtype=float)
+    return pd.DataFrame(
+        [[scores(run, ev).get(s + suffix, math.nan) for s in SPLITS] for ev, suffix in rows.values()], index=list(rows), columns=list(SPLITS), dtype=float
+    )
 
 
 def modes_table(run: Run, evaluation: Evaluation) -> pd.DataFrame:
@@ -435,4 +454,3 @@ def _watch(active: dict[str, str]) -> None:
 
 def home_path() -> Path:
     return store().home
-

@@ -14,13 +14,20 @@ common.frame_if_run_alone()
 scale = common.scale()
 st.title("Compare runs")
 runs = common.store().list_runs()
-common.require(runs, "No run yet. Queue some on the Train page, e.g. the bn and final presets.", link="train",
-               link_label="Train a model")
-picked = common.pick_runs("compare_runs", runs, default=pair_of_interest(runs), label="Runs to compare (at first: the newest run and "
-                          "its parent, a what-if copy's original, or its seed twin)")
+common.require(runs, "No run yet. Queue some on the Train page, e.g. the bn and final presets.", link="train", link_label="Train a model")
+picked = common.pick_runs(
+    "compare_runs",
+    runs,
+    default=pair_of_interest(runs),
+    label="Runs to compare (at first: the newest run and its parent, a what-if copy's original, or its seed twin)",
+)
 common.require(picked, "Pick one or more runs to compare.")
-st.page_link(common.PAGE_FILES["export"], label="Export these runs: charts and a report", icon=":material/download:",
-             query_params={"runs": ",".join(r.id for r in picked)})
+st.page_link(
+    common.PAGE_FILES["export"],
+    label="Export these runs: charts and a report",
+    icon=":material/download:",
+    query_params={"runs": ",".join(r.id for r in picked)},
+)
 common.refresh_while_active(picked)
 datas = [common.load_run(r) for r in picked]
 

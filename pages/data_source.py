@@ -17,8 +17,12 @@ def folder_or_zip(source: str) -> tuple[FolderScan | None, str, bool]:
     """The widgets for a "folder" or "zip" source; returns (scan, error, blocked): blocked while
     nothing is entered yet, error a one-line reason the data cannot be used."""
     if source == "folder":
-        st.text_input("Folder path (one sub-folder per class, or train/ and test/ with those)", key="train_folder",
-                      placeholder="/data/intel-images/seg_train", persist_state="session")
+        st.text_input(
+            "Folder path (one sub-folder per class, or train/ and test/ with those)",
+            key="train_folder",
+            placeholder="/data/intel-images/seg_train",
+            persist_state="session",
+        )
         if not ss.train_folder.strip():
             return None, "", True
         try:

@@ -27,9 +27,15 @@ with pick_col:
 data = common.load_run(run)
 cfg, steps = run.config, data.steps_trained
 epochs = f"{cfg.epochs} epoch{'s' * (cfg.epochs != 1)}"
-st.caption(f"{run.status} · " + (common.own_model_text(run) or f"{cfg.arch.norm} normalisation"
-           + (f" · momentum {run.momentum:g}" if cfg.arch.has_moving_stats else "")
-           + f" · {steps:,} steps · {epochs} of batch {cfg.batch_size} · {cfg.input_size}px · data: {cfg.dataset}"))
+st.caption(
+    f"{run.status} · "
+    + (
+        common.own_model_text(run)
+        or f"{cfg.arch.norm} normalisation"
+        + (f" · momentum {run.momentum:g}" if cfg.arch.has_moving_stats else "")
+        + f" · {steps:,} steps · {epochs} of batch {cfg.batch_size} · {cfg.input_size}px · data: {cfg.dataset}"
+    )
+)
 if run.error:
     st.warning(run.error)
 
@@ -52,15 +58,19 @@ else:
         table.loc[f"seed notebook, {cfg.preset} (inference)"] = SEED_RESULTS[cfg.preset]
     with table_col:
         common.table(common.styled(run, table), key="diagnose_accuracy")
-    note_col.caption("Inference mode is what `evaluate` and `predict` use: BN normalises with its moving statistics. Training "
-                     "mode normalises each batch with its own statistics. When training mode scores far higher, the weights are "
-                     "fine and the moving statistics are wrong.")
+    note_col.caption(
+        "Inference mode is what `evaluate` and `predict` use: BN normalises with its moving statistics. Training "
+        "mode normalises each batch with its own statistics. When training mode scores far higher, the weights are "
+        "fine and the moving statistics are wrong."
+    )
 
 layers = list(data.layers)
 if not layers:
     if run.status == RunStatus.RUNNING and cfg.arch.has_moving_stats and cfg.probe.enabled:
-        st.info(f"No probe record yet. To keep training at full speed the probe spends at most {cfg.probe.budget:.0%} of the "
-                "training time on records; the rest are made when training ends (a few seconds for a short run).")
+        st.info(
+            f"No probe record yet. To keep training at full speed the probe spends at most {cfg.probe.budget:.0%} of the "
+            "training time on records; the rest are made when training ends (a few seconds for a short run)."
+        )
     else:
         st.info("No BatchNormalization probe records: the run has no BN layer, or ran with the probe off.")
 else:
@@ -78,8 +88,9 @@ else:
     channels = data.layers[layer].moving_mean.shape[1]
     options = [None, *range(channels)]
     common.ensure_choice("diagnose_channel", options, None)
-    channel = st.columns([1, 3])[0].selectbox("Channel", options, key="diagnose_channel",
-                                              format_func=lambda c: "mean over channels" if c is None else f"channel {c}")
+    channel = st.columns([1, 3])[0].selectbox(
+        "Channel", options, key="diagnose_channel", format_func=lambda c: "mean over channels" if c is None else f"channel {c}"
+    )
     common.chart(figures.drift_figure(data, layer, channel, scale=scale), key="diagnose_drift")
     common.chart(figures.channel_gap_figure(data, layer, scale=scale), key="diagnose_gap")
 
@@ -90,7 +101,5 @@ others = [r for r in runs if r.id != run.id and r.status == RunStatus.DONE]
 if others:
     st.subheader("Compare with another run")
     common.ensure_choice("diagnose_compare_with", [r.id for r in others], others[0].id)
-    other = st.selectbox("Other run", [r.id for r in others], key="diagnose_compare_with",
-                         format_func=common.run_labels(runs).get)
-    st.page_link(common.PAGE_FILES["compare"], label="Open both in Compare", icon=":material/compare:",
-                 query_params={"runs": f"{run.id},{other}"})
+    other = st.selectbox("Other run", [r.id for r in others], key="diagnose_compare_with", format_func=common.run_labels(runs).get)
+    st.page_link(common.PAGE_FILES["compare"], label="Open both in Compare", icon=":material/compare:", query_params={"runs": f"{run.id},{other}"})

@@ -14,9 +14,11 @@ from bnviz.summary import headline_figures, history_figures
 from pages import common
 
 SHOWS = {"critical": st.error, "warning": st.warning, "unknown": st.warning, "info": st.info, "ok": st.success}
-HISTORY_NOTE = ("A saved model has no training history: no curves over the steps, no fit accuracy, and mᵗ only from a step count you "
-                "give. What it has: the accuracy in both BN modes, each BN layer's moving statistics against this data's population, "
-                "the fingerprint of stale initial values, and what PreciseBN recovers.")
+HISTORY_NOTE = (
+    "A saved model has no training history: no curves over the steps, no fit accuracy, and mᵗ only from a step count you "
+    "give. What it has: the accuracy in both BN modes, each BN layer's moving statistics against this data's population, "
+    "the fingerprint of stale initial values, and what PreciseBN recovers."
+)
 
 
 def verdict(run: Run, top: Finding) -> None:
@@ -37,8 +39,11 @@ def _pending(run_id: str) -> None:
         st.rerun()
     progress = common.store().progress(run_id)
     total = f"/{progress.total_steps}" if progress.total_steps else ""
-    st.info(f"**Verdict pending — step {progress.step}{total}**\n\nThe verdict needs the final evaluation, made when training "
-            "ends; this line refreshes itself and the page reloads when it exists.", icon=":material/hourglass_top:")
+    st.info(
+        f"**Verdict pending — step {progress.step}{total}**\n\nThe verdict needs the final evaluation, made when training "
+        "ends; this line refreshes itself and the page reloads when it exists.",
+        icon=":material/hourglass_top:",
+    )
 
 
 def figures_row(data: RunData, ev: Evidence | None) -> None:
@@ -66,14 +71,15 @@ def fix_it(run: Run, top: Finding) -> None:
         st.markdown(f"- {remedy}")
     recal_col, lever_col = st.columns(2, gap="large")
     with recal_col:
-        st.markdown("**Recalibrate (PreciseBN)**: recompute each BN layer's statistics over training batches with the "
-                    "weights frozen. No retraining.")
+        st.markdown("**Recalibrate (PreciseBN)**: recompute each BN layer's statistics over training batches with the weights frozen. No retraining.")
         precisebn(run, "diagnose")
     with lever_col:
         st.markdown("**What if…** queue a copy of this run with one change, then compare the two.")
         if run.config.preset == OWN_PRESET:
-            st.caption("This is your own model (from `bnviz.Probe` or `bnviz inspect`): bnviz cannot retrain it. Change the momentum "
-                       "of its BN layers in your script and train again with `bnviz.Probe`; PreciseBN here needs no retraining.")
+            st.caption(
+                "This is your own model (from `bnviz.Probe` or `bnviz inspect`): bnviz cannot retrain it. Change the momentum "
+                "of its BN layers in your script and train again with `bnviz.Probe`; PreciseBN here needs no retraining."
+            )
         for lever, config in levers.options(run, top.cause, top.numbers.get("suggested_momentum")):
             if st.button(f"{lever.label} → {config.name.split(' · ')[-1]}", key=f"diagnose_lever_{lever.key}"):
                 st.session_state["compare_open"] = [run.id, common.manager().submit(config, parent=run.id)]
@@ -84,8 +90,12 @@ def precisebn(run: Run, page: str) -> None:
     """PreciseBN for a finished run, on Diagnose and Inspect (widget keys start with `page`): the
     button that queues it in a worker, the job's state, then the before/after table and the download."""
     batches = st.number_input("Training batches", 1, 1000, 50, key=f"{page}_batches")
-    if st.button("Recalibrate", key=f"{page}_recalibrate", icon=":material/tune:",
-                 help="Recompute every BN layer's statistics over the training images with the weights frozen; no retraining."):
+    if st.button(
+        "Recalibrate",
+        key=f"{page}_recalibrate",
+        icon=":material/tune:",
+        help="Recompute every BN layer's statistics over the training images with the weights frozen; no retraining.",
+    ):
         common.manager().recalibrate(run.id, int(batches))
     _recalibration_job(run.id, page)
     evaluations = common.store().evaluations(run.id)
@@ -113,20 +123,30 @@ def precisebn_label(after: Evaluation) -> str:
 
 def _before_after(run: Run, before: Evaluation, after: Evaluation, page: str) -> None:
     """Inference mode before and after PreciseBN, batch statistics for reference, every split."""
-    table = common.score_table(run, {"before (moving statistics)": (before, ""), precisebn_label(after): (after, ""),
-                                     "batch statistics (for reference)": (before, "_batchstats")})
+    table = common.score_table(
+        run, {"before (moving statistics)": (before, ""), precisebn_label(after): (after, ""), "batch statistics (for reference)": (before, "_batchstats")}
+    )
     common.table(common.styled(run, table), key=f"{page}_precisebn")
     if (after.calibrated_on or "train") != "train":
-        st.warning(f"Transductive: calibrated on the {after.calibrated_on} images and scored on them, so its {after.calibrated_on} "
-                   "figures are no evidence that the weights are fine.")
+        st.warning(
+            f"Transductive: calibrated on the {after.calibrated_on} images and scored on them, so its {after.calibrated_on} "
+            "figures are no evidence that the weights are fine."
+        )
 
 
 def _download(run_id: str, page: str) -> None:
     """The recalibrated model's download, once the worker has saved it."""
     fixed = common.store().models_dir / f"{run_id}-precisebn.keras"
     if fixed.exists():
-        st.download_button("Download the recalibrated model (.keras)", fixed.read_bytes, file_name=fixed.name, mime="application/octet-stream",
-                           key=f"{page}_download_precisebn", on_click="ignore", icon=":material/download:")
+        st.download_button(
+            "Download the recalibrated model (.keras)",
+            fixed.read_bytes,
+            file_name=fixed.name,
+            mime="application/octet-stream",
+            key=f"{page}_download_precisebn",
+            on_click="ignore",
+            icon=":material/download:",
+        )
 
 
 def why(top: Finding, findings: list[Finding]) -> list[Finding]:
@@ -149,4 +169,3 @@ def secondary(findings: list[Finding]) -> None:
         with st.expander(f"{len(findings)} more finding{'s' * (len(findings) > 1)} ({major} critical or warning)", expanded=False):
             for finding in findings:
                 SHOWS[finding.severity](f"**{finding.title}**\n\n{common.finding_text(finding)}")
-

@@ -22,8 +22,12 @@ common.require(runs, "No run has started yet. Queue one on the Train page.", lin
 common.export_request("export_run", "export_others", [r.id for r in runs])
 run = common.pick_run("export_run", runs, default=common.newest_done(runs)[0])
 data = common.load_run(run)
-others = st.multiselect("Compare with (adds comparison charts and report sections)", [r.id for r in runs if r.id != run.id],
-                        key="export_others", format_func=common.run_labels(runs).get)
+others = st.multiselect(
+    "Compare with (adds comparison charts and report sections)",
+    [r.id for r in runs if r.id != run.id],
+    key="export_others",
+    format_func=common.run_labels(runs).get,
+)
 st.query_params["runs"] = st.session_state["_runs_seen"] = ",".join([run.id, *others])
 datas = [data, *(common.load_run(r) for r in runs if r.id in others)]
 static_ok, reason = export.static_export_available()
@@ -48,29 +52,68 @@ st.caption("PNG, SVG and PDF are static images; HTML is the interactive chart in
 common.ensure_choice("export_chart", list(charts), next(iter(charts)))
 chart_col, size_col = st.columns([2, 1])
 name = chart_col.selectbox("Chart", list(charts), key="export_chart")
-preset = size_col.radio("Size and fonts", list(export.SIZE_PRESETS), key="export_size", horizontal=True,
-                        help="screen: as shown here · presentation: 1280×720, the projector's size, text twice the screen's (26 px) as in the "
-                             "presentation layout · slide: 1600×900, 24 px text · paper: 700×440, 10 px text")
+preset = size_col.radio(
+    "Size and fonts",
+    list(export.SIZE_PRESETS),
+    key="export_size",
+    horizontal=True,
+    help="screen: as shown here · presentation: 1280×720, the projector's size, text twice the screen's (26 px) as in the "
+    "presentation layout · slide: 1600×900, 24 px text · paper: 700×440, 10 px text",
+)
 stem = re.sub(r"[^A-Za-z0-9]+", "-", f"{run.name or 'run'}-{run.id[-6:]}-{name}").strip("-").lower()
 for col, fmt in zip(st.columns(len(export.FORMATS)), export.FORMATS, strict=True):
-    col.download_button(f"{fmt.upper()}", lambda fmt=fmt, build=charts[name]: export.figure_bytes(build(), fmt, preset), file_name=f"{stem}.{fmt}",
-                        mime=export.MIME_TYPES[fmt], key=f"export_{fmt}", on_click="ignore", icon=":material/download:",
-                        disabled=fmt in export.STATIC_FORMATS and not static_ok, width="stretch")
+    col.download_button(
+        f"{fmt.upper()}",
+        lambda fmt=fmt, build=charts[name]: export.figure_bytes(build(), fmt, preset),
+        file_name=f"{stem}.{fmt}",
+        mime=export.MIME_TYPES[fmt],
+        key=f"export_{fmt}",
+        on_click="ignore",
+        icon=":material/download:",
+        disabled=fmt in export.STATIC_FORMATS and not static_ok,
+        width="stretch",
+    )
 with st.expander("Preview", expanded=False):
     common.chart(export.sized(charts[name](), preset), key="export_preview")
 
 st.subheader("Run data")
 csv_col, probes_col = st.columns(2)
-csv_col.download_button("Metrics per step (CSV)", lambda: export.run_csv(data), file_name=f"{run.id}-steps.csv", mime="text/csv",
-                        key="export_run_csv", on_click="ignore", icon=":material/table:", width="stretch")
-probes_col.download_button("BN statistics per probe (CSV)", lambda: export.probes_csv(data), file_name=f"{run.id}-probes.csv",
-                           mime="text/csv", key="export_probes_csv", on_click="ignore", icon=":material/table:", width="stretch")
+csv_col.download_button(
+    "Metrics per step (CSV)",
+    lambda: export.run_csv(data),
+    file_name=f"{run.id}-steps.csv",
+    mime="text/csv",
+    key="export_run_csv",
+    on_click="ignore",
+    icon=":material/table:",
+    width="stretch",
+)
+probes_col.download_button(
+    "BN statistics per probe (CSV)",
+    lambda: export.probes_csv(data),
+    file_name=f"{run.id}-probes.csv",
+    mime="text/csv",
+    key="export_probes_csv",
+    on_click="ignore",
+    icon=":material/table:",
+    width="stretch",
+)
 
 st.subheader("Report")
-st.caption("One HTML file with a contents list, the accuracy table, each run's findings and its charts"
-           + (", and the comparison" if len(datas) > 1 else "") + "; no chart twice. It works offline.")
+st.caption(
+    "One HTML file with a contents list, the accuracy table, each run's findings and its charts"
+    + (", and the comparison" if len(datas) > 1 else "")
+    + "; no chart twice. It works offline."
+)
 default_title = f"bnviz report: {', '.join(unique_labels([d.run for d in datas]).values())}"
 title = st.text_input("Report title", key="export_title", placeholder=default_title).strip() or default_title
-st.download_button("HTML report (one file)", lambda: export.html_report(datas, title).encode("utf-8"),
-                   file_name=f"bnviz-report-{run.id}.html", mime="text/html", key="export_report", on_click="ignore",
-                   icon=":material/description:", type="primary")
+st.download_button(
+    "HTML report (one file)",
+    lambda: export.html_report(datas, title).encode("utf-8"),
+    file_name=f"bnviz-report-{run.id}.html",
+    mime="text/html",
+    key="export_report",
+    on_click="ignore",
+    icon=":material/description:",
+    type="primary",
+)

@@ -21,20 +21,34 @@ common.frame_if_run_alone()
 ss = st.session_state
 
 st.title("Inspect a saved model")
-st.caption("For a model you trained yourself: bnviz loads it in Keras safe mode (no Lambda or custom code runs), evaluates it "
-           "with moving statistics and with batch statistics, records every BatchNormalization layer once and explains the gap. "
-           f"Files up to {forms.MAX_UPLOAD_BYTES // 2**20} MB. From a terminal: `bnviz inspect model.keras --data images.zip`.")
-source = st.radio("Files", ["upload", "server"], horizontal=True, key="inspect_source",
-                  format_func={"upload": "Upload a .keras file and a zip", "server": "Files on this server"}.get)
+st.caption(
+    "For a model you trained yourself: bnviz loads it in Keras safe mode (no Lambda or custom code runs), evaluates it "
+    "with moving statistics and with batch statistics, records every BatchNormalization layer once and explains the gap. "
+    f"Files up to {forms.MAX_UPLOAD_BYTES // 2**20} MB. From a terminal: `bnviz inspect model.keras --data images.zip`."
+)
+source = st.radio(
+    "Files",
+    ["upload", "server"],
+    horizontal=True,
+    key="inspect_source",
+    format_func={"upload": "Upload a .keras file and a zip", "server": "Files on this server"}.get,
+)
 
 
 def job_args() -> dict | None:
     """The job's arguments: the files from the chosen source, a name and the training steps if known; None until complete."""
     left, right = st.columns(2, gap="large")
     name = left.text_input("Name", key="inspect_name", placeholder="my-resnet")
-    steps = left.number_input("Training steps (if you know them)", min_value=0, value=None, step=1, key="inspect_steps", placeholder="unknown",
-                              help="Moving-average updates the model took in training (one per batch). With it the diagnosis weighs the "
-                                   "initial values by mᵗ; without it, by the fingerprint they leave in the statistics.")
+    steps = left.number_input(
+        "Training steps (if you know them)",
+        min_value=0,
+        value=None,
+        step=1,
+        key="inspect_steps",
+        placeholder="unknown",
+        help="Moving-average updates the model took in training (one per batch). With it the diagnosis weighs the "
+        "initial values by mᵗ; without it, by the fingerprint they leave in the statistics.",
+    )
     files = server_files(left, right) if source == "server" else uploaded_files(left, right)
     if files is None:
         return None
@@ -89,8 +103,7 @@ def result(job: Job) -> None:
     if run.config.arch.has_moving_stats:
         st.subheader("Recalibrate (PreciseBN)")
         diagnose_panels.precisebn(run, "inspect")
-    st.page_link(common.PAGE_FILES["diagnose"], label="Every chart on the Diagnose page", icon=":material/troubleshoot:",
-                 query_params={"run": run.id})
+    st.page_link(common.PAGE_FILES["diagnose"], label="Every chart on the Diagnose page", icon=":material/troubleshoot:", query_params={"run": run.id})
 
 
 job = common.store().get_job(job_id)

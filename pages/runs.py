@@ -77,9 +77,15 @@ def show(run: Run, label: str) -> None:
             cfg = run.config
             st.markdown(f"**{label}** {common.status_badge(run.status)} `{run.id}`")
             where = f" · trained on {run.trained_on}" if run.trained_on and run.status != RunStatus.QUEUED else ""
-            st.caption(f"{when}{where} · " + (common.own_model_text(run) or f"{cfg.dataset if len(cfg.dataset) < 40 else '…' + cfg.dataset[-38:]} · "
-                       f"{cfg.input_size}px · {cfg.epochs} epoch{'s' * (cfg.epochs != 1)} · batch {cfg.batch_size} · {cfg.arch.norm} norm"
-                       + (f" · momentum {run.bn_momentum:g}" if run.bn_momentum is not None else " · momentum –")))
+            st.caption(
+                f"{when}{where} · "
+                + (
+                    common.own_model_text(run)
+                    or f"{cfg.dataset if len(cfg.dataset) < 40 else '…' + cfg.dataset[-38:]} · "
+                    f"{cfg.input_size}px · {cfg.epochs} epoch{'s' * (cfg.epochs != 1)} · batch {cfg.batch_size} · {cfg.arch.norm} norm"
+                    + (f" · momentum {run.bn_momentum:g}" if run.bn_momentum is not None else " · momentum –")
+                )
+            )
             if run.status == RunStatus.RUNNING:
                 progress_line(run)
             elif run.status == RunStatus.QUEUED and (waiting := [j.progress for j in store.list_jobs(run_id=run.id, kinds=["train"]) if j.progress]):
@@ -90,14 +96,18 @@ def show(run: Run, label: str) -> None:
                 st.caption(run.error)
         with actions:
             if run.status.active:
-                st.button("Cancel", key=f"runs_cancel_{run.id}", disabled=run.cancel_requested, help="Stops at the next step",
-                          on_click=cancel, args=(run,))
+                st.button("Cancel", key=f"runs_cancel_{run.id}", disabled=run.cancel_requested, help="Stops at the next step", on_click=cancel, args=(run,))
             else:
-                st.button("Delete", key=f"runs_delete_{run.id}", help="Removes the run's records and model file",
-                          on_click=delete, args=(run,))
-            st.download_button("Config", run.config.to_json(), file_name=f"bnviz-{run.id}.json", mime="application/json",
-                               key=f"runs_config_{run.id}", icon=":material/download:",
-                               help="This run's settings as JSON: python -m bnviz train --config FILE.json reproduces it")
+                st.button("Delete", key=f"runs_delete_{run.id}", help="Removes the run's records and model file", on_click=delete, args=(run,))
+            st.download_button(
+                "Config",
+                run.config.to_json(),
+                file_name=f"bnviz-{run.id}.json",
+                mime="application/json",
+                key=f"runs_config_{run.id}",
+                icon=":material/download:",
+                help="This run's settings as JSON: python -m bnviz train --config FILE.json reproduces it",
+            )
             if run.status != RunStatus.QUEUED:
                 st.page_link(common.PAGE_FILES["diagnose"], label="Diagnose", icon=":material/troubleshoot:", query_params={"run": run.id})
 
@@ -118,10 +128,18 @@ def jobs_table() -> None:
     jobs = store.list_jobs()[:SHOWN]
     if jobs:
         st.subheader("Background jobs")
-        st.dataframe({"kind": [j.kind for j in jobs], "run": [j.run_id or "" for j in jobs], "status": [str(j.status) for j in jobs],
-                      "progress": [j.progress for j in jobs], "error": [j.error or "" for j in jobs],
-                      "queued": [time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(j.created)) for j in jobs]},
-                     hide_index=True, key="runs_jobs")
+        st.dataframe(
+            {
+                "kind": [j.kind for j in jobs],
+                "run": [j.run_id or "" for j in jobs],
+                "status": [str(j.status) for j in jobs],
+                "progress": [j.progress for j in jobs],
+                "error": [j.error or "" for j in jobs],
+                "queued": [time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(j.created)) for j in jobs],
+            },
+            hide_index=True,
+            key="runs_jobs",
+        )
 
 
 st.fragment(board, run_every=POLL_ACTIVE_S if ss.runs_active else POLL_IDLE_S)()
@@ -133,5 +151,6 @@ if len(done) >= 2:
     st.subheader("Compare runs")
     labels = common.run_labels(done)
     picked = st.multiselect("Runs to compare", list(labels), default=list(labels)[:2], format_func=labels.get, key="runs_compare")
-    st.page_link(common.PAGE_FILES["compare"], label="Open these in Compare", icon=":material/compare:",
-                 query_params={"runs": ",".join(picked)}, disabled=not picked)
+    st.page_link(
+        common.PAGE_FILES["compare"], label="Open these in Compare", icon=":material/compare:", query_params={"runs": ",".join(picked)}, disabled=not picked
+    )

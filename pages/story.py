@@ -37,9 +37,11 @@ scale = common.scale()
 st.title("The BatchNorm story")
 top = st.columns([3, 1])
 if scale == 1:  # the presentation layout keeps the first screen for the chapter itself
-    top[0].caption("A course notebook: a CNN learns, gains a block, gains BatchNormalization and collapses at test time, then is fixed "
-                   "by one number. Each chapter shows its model's accuracy in both BN modes and the chart that explains it. For a "
-                   "projector, switch on the presentation layout in the sidebar; the address keeps the chapter and the layout.")
+    top[0].caption(
+        "A course notebook: a CNN learns, gains a block, gains BatchNormalization and collapses at test time, then is fixed "
+        "by one number. Each chapter shows its model's accuracy in both BN modes and the chart that explains it. For a "
+        "projector, switch on the presentation layout in the sidebar; the address keeps the chapter and the layout."
+    )
 if top[1].button("Run the story", type="primary", key="story_run", help="Queues the four seed models at the default settings"):
     story = new_story_id()
     for config in story_configs():
@@ -52,8 +54,15 @@ data = {preset: common.load_run(run) for preset, run in runs.items() if run.stat
 chapters = (*CHAPTERS, RAW_CHAPTER, LAG_CHAPTER)
 common.url_choice("chapter", "story_chapter", {c.preset: i for i, c in enumerate(chapters)})
 short = scale > 1  # on a projector the numbers alone fit one row; the chapter's heading names it
-chapter = chapters[st.radio("Chapter", range(len(chapters)), format_func=lambda i: chapters[i].title.split(" · ")[0] if short else chapters[i].title,
-                            horizontal=True, key="story_chapter")]
+chapter = chapters[
+    st.radio(
+        "Chapter",
+        range(len(chapters)),
+        format_func=lambda i: chapters[i].title.split(" · ")[0] if short else chapters[i].title,
+        horizontal=True,
+        key="story_chapter",
+    )
+]
 common.keep_in_url("chapter", chapter.preset)
 
 
@@ -74,8 +83,13 @@ def pair_or_stop(keys: list[str], own: list[str], pair: str, configs: list, help
 def raw_chapter() -> None:
     """The raw-pixel chapter: more-layers and bn fed raw pixels beside their scaled twins."""
     keys = [key for preset in RAW_PRESETS for key in (preset, preset + RAW_SUFFIX)]
-    done = pair_or_stop(keys, [p + RAW_SUFFIX for p in RAW_PRESETS], "raw-pixel pair", raw_configs(),
-                        "Queues more-layers and bn without the Rescaling layer into this story (about half a minute)")
+    done = pair_or_stop(
+        keys,
+        [p + RAW_SUFFIX for p in RAW_PRESETS],
+        "raw-pixel pair",
+        raw_configs(),
+        "Queues more-layers and bn without the Rescaling layer into this story (about half a minute)",
+    )
     common.table(figures.percent_cells(figures.accuracy_frame(done)), key="story_raw_accuracy")
     common.chart(figures.final_accuracy_figure(done, scale=scale), key="story_chart")
 
@@ -84,8 +98,9 @@ def lag_chapter() -> None:
     """The lag chapter: its m = 0.99 run's numbers, the drift chart of the layer that trails most, and the
     m = 0.8 twin beside it."""
     keys = [lag_key(m) for m in LAG_MOMENTA]
-    lagged, fixed = pair_or_stop(keys, keys, "lag pair", lag_configs(),
-                                 "Queues the +BN model on raw pixels for 570 steps at m = 0.99 and 0.8 into this story (about half a minute)")
+    lagged, fixed = pair_or_stop(
+        keys, keys, "lag pair", lag_configs(), "Queues the +BN model on raw pixels for 570 steps at m = 0.99 and 0.8 into this story (about half a minute)"
+    )
     st.markdown(lag_numbers(lagged, fixed))
     common.table(figures.percent_cells(figures.accuracy_frame([lagged, fixed])), key="story_lag_accuracy")
     common.chart(figures.drift_figure(lagged, mean_gap(lagged)[0], scale=scale), key="story_chart")
@@ -97,11 +112,24 @@ def recap() -> None:
     frame = mechanisms_frame(data)
     if len(frame):
         st.subheader("Two mechanisms, one symptom")
-        st.caption("High mᵗ: the initial values are still there (chapter 3). mᵗ near 0 with a large trail: the average lags behind "
-                   "drifting statistics (chapter 6). Diagnose names each with the verdict in the last column.")
-        common.table(frame.style.format({"momentum m": "{:g}", "initial values left, mᵗ": "{:.2%}", "trail: drift × m/(1 − m) (SDs)": "{:.2f}",
-                                         "moving mean off (SDs)": "{:.2f}", "test (inference)": "{:.0%}", "test (PreciseBN)": "{:.0%}"},
-                                        na_rep="–"), key="story_recap")
+        st.caption(
+            "High mᵗ: the initial values are still there (chapter 3). mᵗ near 0 with a large trail: the average lags behind "
+            "drifting statistics (chapter 6). Diagnose names each with the verdict in the last column."
+        )
+        common.table(
+            frame.style.format(
+                {
+                    "momentum m": "{:g}",
+                    "initial values left, mᵗ": "{:.2%}",
+                    "trail: drift × m/(1 − m) (SDs)": "{:.2f}",
+                    "moving mean off (SDs)": "{:.2f}",
+                    "test (inference)": "{:.0%}",
+                    "test (PreciseBN)": "{:.0%}",
+                },
+                na_rep="–",
+            ),
+            key="story_recap",
+        )
 
 
 st.header(chapter.title)

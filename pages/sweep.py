@@ -42,9 +42,14 @@ shown = st.selectbox("Sweep", sweeps, key="sweep_shown")
 runs = common.store().list_runs(sweep=shown)
 done = [common.load_run(r) for r in runs if r.status == RunStatus.DONE]
 st.caption(f"{len(done)} of {len(runs)} runs done")
-x_axis = st.radio("Horizontal axis", figures.SWEEP_AXES, key="sweep_x_axis", horizontal=True,
-                  format_func={"momentum": "momentum m", "window": "EMA window 1/(1 − m), log scale"}.get,
-                  help="The window spreads 0.9, 0.99 and 0.999 (10, 100, 1000 steps) evenly; momentum 1 has no window and is left out")
+x_axis = st.radio(
+    "Horizontal axis",
+    figures.SWEEP_AXES,
+    key="sweep_x_axis",
+    horizontal=True,
+    format_func={"momentum": "momentum m", "window": "EMA window 1/(1 − m), log scale"}.get,
+    help="The window spreads 0.9, 0.99 and 0.999 (10, 100, 1000 steps) evenly; momentum 1 has no window and is left out",
+)
 common.chart(figures.sweep_figure(done, x_axis), key="sweep_chart")
 if len({r.config.batch_size for r in runs}) > 1:
     common.chart(figures.sweep_heatmap(done), key="sweep_heatmap")

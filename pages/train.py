@@ -78,16 +78,17 @@ def copy_link(source: str) -> None:
     url = (st.context.url or "").split("?")[0] + "?" + urlencode(forms.link_query(values))
     with queue_slot.popover("Copy link", icon=":material/link:", use_container_width=True):
         st.code(url, language=None, wrap_lines=True)
-        st.caption("This address opens the Train page with these settings (copy it with the icon at its right)."
-                   + ("" if source in forms.LINKABLE_SOURCES else " An uploaded zip cannot travel in a link: the data set is left out."))
+        st.caption(
+            "This address opens the Train page with these settings (copy it with the icon at its right)."
+            + ("" if source in forms.LINKABLE_SOURCES else " An uploaded zip cannot travel in a link: the data set is left out.")
+        )
 
 
 if "train_preset" not in ss:
     ss.train_preset = "bn"
     load_preset()
 common.defaults({f"train_{name}": SETTING[name].default for name in forms.FORM_SETTINGS})
-common.defaults({"train_name": "", "train_dataset": "synthetic", "train_folder": "", "train_raw_pixels": False,
-                 **{f"train_filters_{i}": 16 for i in range(6)}})
+common.defaults({"train_name": "", "train_dataset": "synthetic", "train_folder": "", "train_raw_pixels": False, **{f"train_filters_{i}": 16 for i in range(6)}})
 apply_link()
 errors, slot = {}, {}
 
@@ -97,8 +98,9 @@ st.markdown(primer())
 path = st.columns([1, 1, 2])
 path[0].page_link(common.PAGE_FILES["story"], label="The Story: four models", icon=":material/school:")
 path[1].page_link(common.PAGE_FILES["diagnose"], label="Diagnose a run", icon=":material/troubleshoot:")
-path[2].caption("Or train your own: start from a seed model, change what you like and queue it (top right). Training runs in a "
-                "worker process; follow it on the Runs page.")
+path[2].caption(
+    "Or train your own: start from a seed model, change what you like and queue it (top right). Training runs in a worker process; follow it on the Runs page."
+)
 model_col, train_col, data_col = st.columns(3, gap="large")
 with model_col:
     st.subheader("Model")
@@ -106,14 +108,22 @@ with model_col:
     slot["preset"] = st.empty()
     st.caption("Seed notebook: train {:.0%} · val {:.0%} · test {:.0%}".format(*SEED_RESULTS[ss.train_preset]))
     st.number_input("Conv blocks (Conv → norm → MaxPool)", *BLOCKS_RANGE, key="train_blocks", persist_state=KEEP)
-    filters = tuple(c.number_input(f"Filters {i + 1}", *FILTERS_RANGE, key=f"train_filters_{i}", persist_state=KEEP)
-                    for i, c in enumerate(st.columns(ss.train_blocks)))
+    filters = tuple(
+        c.number_input(f"Filters {i + 1}", *FILTERS_RANGE, key=f"train_filters_{i}", persist_state=KEEP) for i, c in enumerate(st.columns(ss.train_blocks))
+    )
     slot["filters"] = st.empty()
     st.selectbox(SETTING["norm"].label, list(forms.NORM_LABELS), format_func=forms.NORM_LABELS.get, key="train_norm", persist_state=KEEP)
     slot["norm"] = st.empty()
     uses_bn = Norm(ss.train_norm).has_moving_stats
-    st.radio(SETTING["placement"].label, list(forms.PLACEMENT_LABELS), format_func=forms.PLACEMENT_LABELS.get, key="train_placement",
-             horizontal=True, disabled=not uses_bn, persist_state=KEEP)
+    st.radio(
+        SETTING["placement"].label,
+        list(forms.PLACEMENT_LABELS),
+        format_func=forms.PLACEMENT_LABELS.get,
+        key="train_placement",
+        horizontal=True,
+        disabled=not uses_bn,
+        persist_state=KEEP,
+    )
     slot["placement"] = st.empty()
     st.slider(SETTING["dropout"].label, 0.0, forms.DROPOUT_MAX, step=forms.DROPOUT_STEP, key="train_dropout", persist_state=KEEP)
     slot["dropout"] = st.empty()
@@ -124,10 +134,18 @@ with model_col:
 
 with train_col:
     st.subheader("Training")
-    st.select_slider(SETTING["momentum"].label, forms.MOMENTUM_STEPS, key="train_momentum_scale",
-                     on_change=momentum_slid, disabled=not uses_bn, persist_state=KEEP)
-    st.number_input(f"Exact momentum ({SETTING['momentum'].help})", step=0.001, format="%.4f",
-                    key="train_momentum", on_change=momentum_typed, disabled=not uses_bn, persist_state=KEEP)
+    st.select_slider(
+        SETTING["momentum"].label, forms.MOMENTUM_STEPS, key="train_momentum_scale", on_change=momentum_slid, disabled=not uses_bn, persist_state=KEEP
+    )
+    st.number_input(
+        f"Exact momentum ({SETTING['momentum'].help})",
+        step=0.001,
+        format="%.4f",
+        key="train_momentum",
+        on_change=momentum_typed,
+        disabled=not uses_bn,
+        persist_state=KEEP,
+    )
     slot["momentum"] = st.empty()
     forecast = st.container()
     st.select_slider(SETTING["batch_size"].label, forms.BATCH_SIZES, key="train_batch_size", persist_state=KEEP)
@@ -136,8 +154,14 @@ with train_col:
     slot["epochs"] = st.empty()
     st.select_slider(SETTING["learning_rate"].label, forms.LEARNING_RATES, format_func="{:g}".format, key="train_learning_rate", persist_state=KEEP)
     slot["learning_rate"] = st.empty()
-    st.slider(SETTING["input_size"].label, int(SETTING["input_size"].low), int(SETTING["input_size"].high), step=forms.INPUT_SIZE_STEP, key="train_input_size",
-              persist_state=KEEP)
+    st.slider(
+        SETTING["input_size"].label,
+        int(SETTING["input_size"].low),
+        int(SETTING["input_size"].high),
+        step=forms.INPUT_SIZE_STEP,
+        key="train_input_size",
+        persist_state=KEEP,
+    )
     slot["input_size"] = st.empty()
     left, right = st.columns(2)
     common.setting_widget("optimizer", "train_optimizer", left)
@@ -148,8 +172,14 @@ with train_col:
     with st.expander("Probe: what is recorded, and when"):
         common.setting_widget("probe_every", "train_probe_every")
         slot["probe_every"] = st.empty()
-        st.select_slider(SETTING["probe_budget"].label, forms.PROBE_BUDGETS, format_func=forms.probe_budget_label,
-                         key="train_probe_budget", persist_state=KEEP, help=SETTING["probe_budget"].help)
+        st.select_slider(
+            SETTING["probe_budget"].label,
+            forms.PROBE_BUDGETS,
+            format_func=forms.probe_budget_label,
+            key="train_probe_budget",
+            persist_state=KEEP,
+            help=SETTING["probe_budget"].help,
+        )
         slot["probe_budget"] = st.empty()
 
 with data_col:
@@ -159,9 +189,12 @@ with data_col:
     if error:
         errors["dataset"] = error
     slot["dataset"] = st.empty()
-    st.checkbox("Feed raw 0–255 pixels (as the seed notebook did; no Rescaling layer)", key="train_raw_pixels", persist_state=KEEP,
-                help="The presets scale pixels to 0–1 inside the model. On the embedded data, raw pixels keep the models without BN "
-                     "from training in so few steps.")
+    st.checkbox(
+        "Feed raw 0–255 pixels (as the seed notebook did; no Rescaling layer)",
+        key="train_raw_pixels",
+        persist_state=KEEP,
+        help="The presets scale pixels to 0–1 inside the model. On the embedded data, raw pixels keep the models without BN from training in so few steps.",
+    )
     slot["raw_pixels"] = st.empty()
     if scan:
         st.caption(f"{len(scan.classes)} classes ({', '.join(scan.classes)}) · {scan.files} files · {scan.layout} · `{scan.path}`")
@@ -169,8 +202,7 @@ with data_col:
 
 momentum = ss.train_momentum if ss.train_momentum is not None else math.nan
 form = forms.ArchForm(filters, ss.train_norm, ss.train_placement, float(ss.train_dropout), momentum, ss.train_raw_pixels)
-config = forms.form_config(ss.train_preset, form, {name: ss[f"train_{name}"] for name in forms.FORM_SETTINGS}, ss.train_name,
-                           scan.path if scan else source)
+config = forms.form_config(ss.train_preset, form, {name: ss[f"train_{name}"] for name in forms.FORM_SETTINGS}, ss.train_name, scan.path if scan else source)
 arch, counts = config.arch, None
 try:
     counts = param_counts(arch, config.input_size, num_classes=forms.num_classes(source, scan))
@@ -194,14 +226,21 @@ if steps:
     cols[2].metric("Training steps", f"≈ {steps:,}", help="Moving-average updates: one per training batch")
 if steps and uses_bn and math.isfinite(momentum) and 0 <= momentum <= 1:
     out = forms.momentum_outlook(momentum, steps)
-    forecast.metric("Initial values 0 / 1 left at the end, mᵗ", f"{out['remaining']:.1%}",
-                    help="mᵗ: the weight the moving statistics still give their initial mean 0 and variance 1 after t steps")
+    forecast.metric(
+        "Initial values 0 / 1 left at the end, mᵗ",
+        f"{out['remaining']:.1%}",
+        help="mᵗ: the weight the moving statistics still give their initial mean 0 and variance 1 after t steps",
+    )
     forecast.caption(forms.outlook_text(momentum, out))
 if counts:
     with st.expander("Layers and output shapes"):
         rows = layer_table(arch, config.input_size, num_classes=forms.num_classes(source, scan))
-        st.dataframe(pd.DataFrame([{"layer": r.name, "type": r.kind, "output": str(r.output_shape), "trainable": r.trainable,
-                                    "non-trainable": r.non_trainable} for r in rows]), hide_index=True)
+        st.dataframe(
+            pd.DataFrame(
+                [{"layer": r.name, "type": r.kind, "output": str(r.output_shape), "trainable": r.trainable, "non-trainable": r.non_trainable} for r in rows]
+            ),
+            hide_index=True,
+        )
 
 if queue_slot.button("Queue run", type="primary", key="train_queue", disabled=bool(errors) or blocked, use_container_width=True):
     try:

@@ -70,11 +70,18 @@ def sweep(store: Store, manager: JobManager) -> dict:
 
     finished = wait_until(manager, lambda: not store.list_jobs(status=list(ACTIVE)), each=sample)
     runs = [store.get_run(i) for i in ids]
-    return {"finished": finished, "ids": ids, "status": [str(r.status) for r in runs], "errors": [r.error for r in runs],
-            "nodes": [r.info.get("node", {}).get("node_id") for r in runs], "live": live[-6:],
-            "steps": [len(store.load_run(i).steps) for i in ids], "total": [r.total_steps for r in runs],
-            "models": [bool(r.model_path and Path(r.model_path).is_file()) for r in runs],
-            "evaluations": [sorted(store.evaluations(i)) for i in ids]}
+    return {
+        "finished": finished,
+        "ids": ids,
+        "status": [str(r.status) for r in runs],
+        "errors": [r.error for r in runs],
+        "nodes": [r.info.get("node", {}).get("node_id") for r in runs],
+        "live": live[-6:],
+        "steps": [len(store.load_run(i).steps) for i in ids],
+        "total": [r.total_steps for r in runs],
+        "models": [bool(r.model_path and Path(r.model_path).is_file()) for r in runs],
+        "evaluations": [sorted(store.evaluations(i)) for i in ids],
+    }
 
 
 def image_folder(root: Path, per_class: int = 16) -> Path:
@@ -94,13 +101,38 @@ def image_folder(root: Path, per_class: int = 16) -> Path:
 def cli_train(home: str, address: str) -> dict:
     """`bnviz train --ray` on a data folder: this process drives the cluster, the folder travels zipped."""
     folder = image_folder(Path(home).parent / "cli-data")
-    command = [sys.executable, "-m", "bnviz", "train", "--ray", address, "--home", home, "--json", "--dataset", str(folder),
-               "--input-size", "20", "--epochs", "1", "--batch-size", "8", "--name", "ray cli"]
+    command = [
+        sys.executable,
+        "-m",
+        "bnviz",
+        "train",
+        "--ray",
+        address,
+        "--home",
+        home,
+        "--json",
+        "--dataset",
+        str(folder),
+        "--input-size",
+        "20",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--name",
+        "ray cli",
+    ]
     proc = subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT)
     payload = json.loads(proc.stdout) if proc.returncode == 0 else {"stderr": proc.stderr[-3000:]}
     run = Store(home).get_run(payload["run_id"]) if "run_id" in payload else None
-    return {"returncode": proc.returncode, "payload": payload, "node": run.info.get("node") if run else None,
-            "dataset": run.config.dataset if run else None, "folder": str(folder), "data": run.info.get("data") if run else None}
+    return {
+        "returncode": proc.returncode,
+        "payload": payload,
+        "node": run.info.get("node") if run else None,
+        "dataset": run.config.dataset if run else None,
+        "folder": str(folder),
+        "data": run.info.get("data") if run else None,
+    }
 
 
 def faults(store: Store, manager: JobManager) -> dict:
@@ -116,8 +148,13 @@ def faults(store: Store, manager: JobManager) -> dict:
     out = {"stepping": both_stepping, "ended": ended, "steps_at_kill": steps_at_kill}
     for name, run_id in (("cancel", cancel), ("kill", kill)):
         run = store.get_run(run_id)
-        out[name] = {"status": str(run.status), "error": run.error, "steps": len(store.load_run(run_id).steps), "total": run.total_steps,
-                     "jobs": [(str(j.status), j.error) for j in store.list_jobs(run_id=run_id)]}
+        out[name] = {
+            "status": str(run.status),
+            "error": run.error,
+            "steps": len(store.load_run(run_id).steps),
+            "total": run.total_steps,
+            "jobs": [(str(j.status), j.error) for j in store.list_jobs(run_id=run_id)],
+        }
     return out
 
 
@@ -133,8 +170,14 @@ def lost_node(store: Store, manager: JobManager, cluster) -> dict:
     manager.cancel(survivor)
     wait_until(manager, lambda: not store.list_jobs(status=list(ACTIVE)), seconds=60)
     run = store.get_run(lost)
-    return {"stepping": stepping, "ended": gone, "status": str(run.status), "error": run.error, "steps": len(store.load_run(lost).steps),
-            "survivor": str(store.get_run(survivor).status)}
+    return {
+        "stepping": stepping,
+        "ended": gone,
+        "status": str(run.status),
+        "error": run.error,
+        "steps": len(store.load_run(lost).steps),
+        "survivor": str(store.get_run(survivor).status),
+    }
 
 
 def main(home: str, out: str) -> None:
@@ -145,8 +188,12 @@ def main(home: str, out: str) -> None:
         if set(addresses) == {"127.0.0.1"} and len(addresses) == 2:
             store = Store(home)
             manager = JobManager(store, ray_address=cluster.address)
-            for name, scenario in (("sweep", lambda: sweep(store, manager)), ("cli", lambda: cli_train(home, cluster.address)),
-                                   ("faults", lambda: faults(store, manager)), ("lost_node", lambda: lost_node(store, manager, cluster))):
+            for name, scenario in (
+                ("sweep", lambda: sweep(store, manager)),
+                ("cli", lambda: cli_train(home, cluster.address)),
+                ("faults", lambda: faults(store, manager)),
+                ("lost_node", lambda: lost_node(store, manager, cluster)),
+            ):
                 began = time.monotonic()
                 result[name] = scenario()
                 result[f"{name}_seconds"] = round(time.monotonic() - began, 1)

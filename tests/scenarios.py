@@ -178,41 +178,91 @@ def _moving_values_initial(outcome: Outcome) -> bool:
 
 
 SCENARIOS: tuple[Scenario, ...] = (
-    Scenario("healthy", "healthy", "`final` preset (m = 0.8), 3 epochs on synthetic images", healthy, (
-        ("test accuracy >= 0.85", lambda o: o.accuracy("test") >= 0.85),
-        ("recalibration changes test accuracy by < 0.05", lambda o: abs(_gain(o)) < 0.05),
-        ("train - val < 0.1", lambda o: o.accuracy("train") - o.accuracy("val") < 0.1),
-    )),
-    Scenario("stale initial values", "stale_initial_values", "`bn` preset (m = 0.99), 1 epoch (38 steps: mᵗ = 0.68)", stale, (
-        ("mᵗ >= 0.5", lambda o: _init_weight(o) >= 0.5),
-        ("recalibrated test >= inference test + 0.25", lambda o: _gain(o) >= 0.25),
-    )),
-    Scenario("lag", "lag", "`bn` preset at m = 0.995, Adam lr 0.1, 25 epochs (950 steps: mᵗ = 0.009)", lag, (
-        ("mᵗ < 0.01", lambda o: _init_weight(o) < 0.01),
-        ("recalibrated test >= inference test + 0.07", lambda o: _gain(o) >= 0.07),
-    )),
-    Scenario("non-i.i.d. batches", "non_iid_batches", "`final` preset, `shuffle=False` (class-sorted batches), 3 epochs", non_iid, (
-        ("mᵗ < 0.01", lambda o: _init_weight(o) < 0.01),
-        ("train accuracy < 0.7 in every mode (the same recipe shuffled, `healthy`, trains to > 0.9)",
-         lambda o: max(o.accuracy("train", mode) for mode in ("inference", "batchstats", "fit", "recalibrated")) < 0.7),
-        ("recalibration changes test accuracy by < 0.05", lambda o: abs(_gain(o)) < 0.05),
-    )),
-    Scenario("batch noise", "batch_noise", "`final` preset at m = 0.1, batch size 4, 1 epoch", noisy_batches, (
-        ("mᵗ < 0.01", lambda o: _init_weight(o) < 0.01),
-        ("recalibrated test >= inference test + 0.07", lambda o: _gain(o) >= 0.07),
-    )),
-    Scenario("never moved", "never_moved", "`final` preset at m = 1.0, 2 epochs", frozen, (
-        ("moving statistics still 0 and 1", _moving_values_initial),
-        ("recalibrated test >= inference test + 0.3", lambda o: _gain(o) >= 0.3),
-    )),
-    Scenario("test shift", "test_shift", f"digits in train/ + test/ folders, test images alone × {DARKEN}; `final` preset, 3 epochs", shifted_test, (
-        ("val accuracy >= 0.9", lambda o: o.accuracy("val") >= 0.9),
-        ("test accuracy <= val - 0.3", lambda o: o.accuracy("test") <= o.accuracy("val") - 0.3),
-        ("recalibration changes test accuracy by < 0.05", lambda o: abs(_gain(o)) < 0.05),
-    )),
-    Scenario("overfitting", "overfitting", f"{FEW} synthetic images per class (batch 8, 60 epochs), `final` preset", few_images, (
-        ("train accuracy >= 0.9 in both modes", lambda o: min(o.accuracy("train"), o.accuracy("train", "batchstats")) >= 0.9),
-        ("test <= train - 0.3 in both modes", lambda o: max(o.accuracy("test"), o.accuracy("test", "batchstats")) <= o.accuracy("train") - 0.3),
-        ("recalibration changes test accuracy by < 0.05", lambda o: abs(_gain(o)) < 0.05),
-    )),
+    Scenario(
+        "healthy",
+        "healthy",
+        "`final` preset (m = 0.8), 3 epochs on synthetic images",
+        healthy,
+        (
+            ("test accuracy >= 0.85", lambda o: o.accuracy("test") >= 0.85),
+            ("recalibration changes test accuracy by < 0.05", lambda o: abs(_gain(o)) < 0.05),
+            ("train - val < 0.1", lambda o: o.accuracy("train") - o.accuracy("val") < 0.1),
+        ),
+    ),
+    Scenario(
+        "stale initial values",
+        "stale_initial_values",
+        "`bn` preset (m = 0.99), 1 epoch (38 steps: mᵗ = 0.68)",
+        stale,
+        (
+            ("mᵗ >= 0.5", lambda o: _init_weight(o) >= 0.5),
+            ("recalibrated test >= inference test + 0.25", lambda o: _gain(o) >= 0.25),
+        ),
+    ),
+    Scenario(
+        "lag",
+        "lag",
+        "`bn` preset at m = 0.995, Adam lr 0.1, 25 epochs (950 steps: mᵗ = 0.009)",
+        lag,
+        (
+            ("mᵗ < 0.01", lambda o: _init_weight(o) < 0.01),
+            ("recalibrated test >= inference test + 0.07", lambda o: _gain(o) >= 0.07),
+        ),
+    ),
+    Scenario(
+        "non-i.i.d. batches",
+        "non_iid_batches",
+        "`final` preset, `shuffle=False` (class-sorted batches), 3 epochs",
+        non_iid,
+        (
+            ("mᵗ < 0.01", lambda o: _init_weight(o) < 0.01),
+            (
+                "train accuracy < 0.7 in every mode (the same recipe shuffled, `healthy`, trains to > 0.9)",
+                lambda o: max(o.accuracy("train", mode) for mode in ("inference", "batchstats", "fit", "recalibrated")) < 0.7,
+            ),
+            ("recalibration changes test accuracy by < 0.05", lambda o: abs(_gain(o)) < 0.05),
+        ),
+    ),
+    Scenario(
+        "batch noise",
+        "batch_noise",
+        "`final` preset at m = 0.1, batch size 4, 1 epoch",
+        noisy_batches,
+        (
+            ("mᵗ < 0.01", lambda o: _init_weight(o) < 0.01),
+            ("recalibrated test >= inference test + 0.07", lambda o: _gain(o) >= 0.07),
+        ),
+    ),
+    Scenario(
+        "never moved",
+        "never_moved",
+        "`final` preset at m = 1.0, 2 epochs",
+        frozen,
+        (
+            ("moving statistics still 0 and 1", _moving_values_initial),
+            ("recalibrated test >= inference test + 0.3", lambda o: _gain(o) >= 0.3),
+        ),
+    ),
+    Scenario(
+        "test shift",
+        "test_shift",
+        f"digits in train/ + test/ folders, test images alone × {DARKEN}; `final` preset, 3 epochs",
+        shifted_test,
+        (
+            ("val accuracy >= 0.9", lambda o: o.accuracy("val") >= 0.9),
+            ("test accuracy <= val - 0.3", lambda o: o.accuracy("test") <= o.accuracy("val") - 0.3),
+            ("recalibration changes test accuracy by < 0.05", lambda o: abs(_gain(o)) < 0.05),
+        ),
+    ),
+    Scenario(
+        "overfitting",
+        "overfitting",
+        f"{FEW} synthetic images per class (batch 8, 60 epochs), `final` preset",
+        few_images,
+        (
+            ("train accuracy >= 0.9 in both modes", lambda o: min(o.accuracy("train"), o.accuracy("train", "batchstats")) >= 0.9),
+            ("test <= train - 0.3 in both modes", lambda o: max(o.accuracy("test"), o.accuracy("test", "batchstats")) <= o.accuracy("train") - 0.3),
+            ("recalibration changes test accuracy by < 0.05", lambda o: abs(_gain(o)) < 0.05),
+        ),
+    ),
 )

@@ -127,8 +127,8 @@ def test_train_page_shows_live_param_counts_and_loads_presets(home):
     at = open_app()
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Parameters"] == f"{param_counts(preset_config('bn').arch, 64)['total']:,}"
-    assert metrics["Initial values 0 / 1 left at the end, mᵗ"] == f"{0.99 ** 114:.1%}"  # 38 steps × 3 epochs
-    assert f"0.99^100 ≈ {0.99 ** 100:.0%}" in at.markdown[0].value  # the primer computes its number
+    assert metrics["Initial values 0 / 1 left at the end, mᵗ"] == f"{0.99**114:.1%}"  # 38 steps × 3 epochs
+    assert f"0.99^100 ≈ {0.99**100:.0%}" in at.markdown[0].value  # the primer computes its number
     at.slider(key="train_input_size").set_value(32).run()
     at.number_input(key="train_blocks").set_value(4).run()
     at.number_input(key="train_filters_3").set_value(8).run()
@@ -276,8 +276,7 @@ def test_runs_page_shows_progress_and_cancels(home):
         at = open_app("diagnose", run=running)  # a run with steps but no probes or evaluation yet
         PENDING = "**Verdict pending — step 20/20**\n\nThe verdict needs the final evaluation, made when training ends; this line refreshes"
         assert not at.exception and at.selectbox(key="diagnose_run").value == running
-        assert [i.value.split(" itself")[0].split(":")[0].split(".")[0] for i in at.info] == [PENDING, "No final evaluation yet",
-                                                                                             "No probe record yet"]
+        assert [i.value.split(" itself")[0].split(":")[0].split(".")[0] for i in at.info] == [PENDING, "No final evaluation yet", "No probe record yet"]
         assert not at.error and not at.success  # no verdict guessed before the evaluation (a green "not the cause" was shown once)
         assert list(charts(at)) == ["diagnose_curves", "diagnose_theory"]  # the symptom, then the cause
     finally:

@@ -35,8 +35,7 @@ def test_quick_bench_writes_every_section(tmp_path):
     out = tmp_path / "latest.json"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("BNVIZ_HOME", None)
-    done = subprocess.run([sys.executable, "-m", "bench", "--quick", "--out", str(out)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=580)
+    done = subprocess.run([sys.executable, "-m", "bench", "--quick", "--out", str(out)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=580)
     assert done.returncode == 0, done.stderr[-4000:]
     assert "| variant" in done.stdout and str(out) in done.stdout  # the printed tables
     sections = json.loads(out.read_text())["sections"]

@@ -30,8 +30,11 @@ def _story(store: Store) -> dict[str, str]:
     for preset in PRESETS:
         run_id = ids[preset] = store.create_run(preset_config(preset), sweep="story-20260101-000000")
         store.start(run_id, os.getpid(), 10, 30, {})
-        store.add_records(run_id, steps=[(s, 1, 2.0 / s, min(0.99, s / 30)) for s in range(1, 31)],
-                          probes=[ProbeRecord(s, 1, min(0.99, s / 30), 0.2, 0.1, 3.0, ()) for s in (0, 15, 30)])
+        store.add_records(
+            run_id,
+            steps=[(s, 1, 2.0 / s, min(0.99, s / 30)) for s in range(1, 31)],
+            probes=[ProbeRecord(s, 1, min(0.99, s / 30), 0.2, 0.1, 3.0, ()) for s in (0, 15, 30)],
+        )
         _finish(store, run_id)
     return ids
 
@@ -45,8 +48,12 @@ def _px(page, selector: str) -> float:
 def _story_sizes(page, url: str, query: str) -> dict[str, float]:
     page.goto(f"{url}/story?chapter=initial{query}")
     page.locator('[data-testid="stPlotlyChart"] .main-svg').first.wait_for(timeout=60_000)
-    return {"chart title": _px(page, CHART_TITLE), "axis title": _px(page, '[data-testid="stPlotlyChart"] .ytitle'),
-            "prose": _px(page, 'p:has-text("Two conv blocks")'), "h2": _px(page, "h2")}
+    return {
+        "chart title": _px(page, CHART_TITLE),
+        "axis title": _px(page, '[data-testid="stPlotlyChart"] .ytitle'),
+        "prose": _px(page, 'p:has-text("Two conv blocks")'),
+        "h2": _px(page, "h2"),
+    }
 
 
 @pytest.mark.slow  # ~45 s: one server, seven page loads
@@ -82,4 +89,3 @@ def test_presentation_layout_and_train_links_in_a_browser(tmp_path):
             assert "momentum=" not in page.url  # applied, then cleared from the address
             assert page.locator('[data-testid="stAlert"]').count() == 0  # no error: every value came back
             page.screenshot(path=str(ARTIFACTS / "classroom-train-link-1280x720.png"))
-

@@ -75,7 +75,10 @@ def test_probe_callback_records_every_bn_layer_like_a_bnviz_run(tiny_data, probe
     data = store.load_run(run.id)
     assert (run.status, run.preset, run.info["source"]) == ("done", "own", "callback")
     assert [(layer["name"], layer["after"], layer["momentum"]) for layer in run.info["bn_layers"]] == [
-        ("res_bn_a", "Conv2D", 0.99), ("res_bn_b", "Conv2D", 0.99), ("dense_bn", "Dense", 0.9)]
+        ("res_bn_a", "Conv2D", 0.99),
+        ("res_bn_b", "Conv2D", 0.99),
+        ("dense_bn", "Dense", 0.9),
+    ]
     assert [layer["synchronized"] for layer in run.info["bn_layers"]] == [False, False, True]
     assert set(data.layers) == {"res_bn_a", "res_bn_b", "dense_bn"} and len(data.steps) == 18
     assert data.layers["dense_bn"].moving_mean.shape == (len(data.probes), 8)
@@ -140,8 +143,9 @@ def sequential_without_input(num_classes: int):
     import keras
     from keras import layers
 
-    model = keras.Sequential([layers.Conv2D(4, 3), layers.BatchNormalization(), layers.Flatten(), layers.Dropout(0.2),
-                              layers.Dense(num_classes, activation="softmax")])
+    model = keras.Sequential(
+        [layers.Conv2D(4, 3), layers.BatchNormalization(), layers.Flatten(), layers.Dropout(0.2), layers.Dense(num_classes, activation="softmax")]
+    )
     model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
     return model
 
@@ -188,15 +192,17 @@ def test_a_fault_in_the_probe_stops_the_probe_not_training(tiny_data, tmp_path, 
     monkeypatch.setattr(RecordMaker, "make", fail)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        model, probe = _fit(tiny_data, tmp_path, sequential_without_input, validation_data=(tiny_data.x_val, tiny_data.y_val),
-                            train_data=(tiny_data.x_train, tiny_data.y_train))
+        model, probe = _fit(
+            tiny_data, tmp_path, sequential_without_input, validation_data=(tiny_data.x_val, tiny_data.y_val), train_data=(tiny_data.x_train, tiny_data.y_train)
+        )
     plain, _ = _fit(tiny_data, None, sequential_without_input)
     for a, b in zip(plain.weights, model.weights, strict=True):  # all 18 steps trained, as without the probe
         np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
     run = Store(tmp_path).get_run(probe.run_id)
     assert probe.recorder.step < 18 and run.status == "failed" and run.error == "The probe stopped: OSError: No space left on device"
     assert [str(w.message) for w in caught if "bnviz" in str(w.message)] == [
-        "bnviz.Probe stopped recording (OSError: No space left on device); training goes on."]
+        "bnviz.Probe stopped recording (OSError: No space left on device); training goes on."
+    ]
 
 
 def test_a_model_with_two_inputs_is_followed_and_its_samples_kept_per_input(tmp_path):
@@ -262,8 +268,12 @@ def test_a_user_script_then_diagnose_and_recalibrate_through_the_cli(tmp_path):
 def test_pip_installs_the_package_with_a_bnviz_command(tmp_path):
     source, target = tmp_path / "src", tmp_path / "site"  # a copy: building writes build/ and *.egg-info beside the sources
     shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".*", "tests", "bench", "pages", "bnviz-runs", "build", "*.egg-info", "__pycache__"))
-    out = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target", str(target), str(source)],
-                         capture_output=True, text=True, timeout=240)
+    out = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target", str(target), str(source)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert out.returncode == 0, out.stderr
     metadata = next(target.glob("bnviz-*.dist-info")) / "METADATA"
     assert "Requires-Dist: keras==3.15.*" in metadata.read_text()

@@ -87,4 +87,3 @@ def test_default_worker_cap_is_one_and_a_surviving_worker_drains_the_queue_alone
         time.sleep(0.2)
     runs = [store.get_run(i) for i in ids]
     assert [r.status for r in runs] == ["done"] * 3 and {r.pid for r in runs} == {worker.pid}, runs
-

@@ -20,15 +20,25 @@ CHANNELS = 4
 
 
 def _run(config, info=None, status="done", total=120) -> Run:
-    return Run("20260101-000000-abcdef", config.name, config.preset, config, status, 0.0, 0.0, 1.0, 1.0, 1, None, 40, total,
-               False, None, None, None, info or {})
+    return Run(
+        "20260101-000000-abcdef", config.name, config.preset, config, status, 0.0, 0.0, 1.0, 1.0, 1, None, 40, total, False, None, None, None, info or {}
+    )
 
 
 SETTLED = {"moving": (0.0, 45.0, 49.0, 50.0, 50.0), "moving_var": (1.0, 350.0, 390.0, 400.0, 400.0)}  # converged, not stuck
 
 
-def _trace(name="norm1", steps=(0, 30, 60, 90, 120), moving=(0.0, 10, 20, 30, 35), moving_var=(1.0, 20, 50, 100, 150), pop_mean=50.0,
-           pop_var=400.0, infer=None, iid_sd=None, batch_offset=0.0) -> LayerTrace:
+def _trace(
+    name="norm1",
+    steps=(0, 30, 60, 90, 120),
+    moving=(0.0, 10, 20, 30, 35),
+    moving_var=(1.0, 20, 50, 100, 150),
+    pop_mean=50.0,
+    pop_var=400.0,
+    infer=None,
+    iid_sd=None,
+    batch_offset=0.0,
+) -> LayerTrace:
     """Per-channel constant traces; `infer` = (mean, var) in inference mode (default: the population's),
     `iid_sd` the i.i.d. batch-mean SD (default 0.1 population SD), batches `batch_offset` i.i.d. SDs off."""
     n = len(steps)
@@ -38,21 +48,57 @@ def _trace(name="norm1", steps=(0, 30, 60, 90, 120), moving=(0.0, 10, 20, 30, 35
     batch = full(pop_mean + batch_offset * iid)
     batch[0] = np.nan
     infer_mean, infer_var = infer if infer is not None else (pop_mean, pop_var)
-    return LayerTrace(name, per_step(moving), per_step(moving_var), batch, full(pop_var), full(pop_mean), full(pop_var),
-                      np.zeros((n, 6), np.float32), np.zeros((n, 5), np.int32), np.zeros((n, 5), np.int32),
-                      full(infer_mean), full(infer_var), full(iid), steps=np.array(steps))
+    return LayerTrace(
+        name,
+        per_step(moving),
+        per_step(moving_var),
+        batch,
+        full(pop_var),
+        full(pop_mean),
+        full(pop_var),
+        np.zeros((n, 6), np.float32),
+        np.zeros((n, 5), np.int32),
+        np.zeros((n, 5), np.int32),
+        full(infer_mean),
+        full(infer_var),
+        full(iid),
+        steps=np.array(steps),
+    )
 
 
-def _data(preset="bn", momentum=0.99, steps=120, inference=0.3, recalibrated=0.95, batchstats=0.95, train=None, val=None, fit=0.99,
-          layers=None, info=None, status="done", shuffle=True, batch_size=32, final=True) -> RunData:
+def _data(
+    preset="bn",
+    momentum=0.99,
+    steps=120,
+    inference=0.3,
+    recalibrated=0.95,
+    batchstats=0.95,
+    train=None,
+    val=None,
+    fit=0.99,
+    layers=None,
+    info=None,
+    status="done",
+    shuffle=True,
+    batch_size=32,
+    final=True,
+) -> RunData:
     config = preset_config(preset).with_momentum(momentum).replace(shuffle=shuffle, batch_size=batch_size)
     train = inference if train is None else train
     val = inference if val is None else val
-    acc = {"train": train, "val": val, "test": inference, "fit": fit,
-           "train_batchstats": batchstats, "val_batchstats": batchstats, "test_batchstats": batchstats}
+    acc = {
+        "train": train,
+        "val": val,
+        "test": inference,
+        "fit": fit,
+        "train_batchstats": batchstats,
+        "val_batchstats": batchstats,
+        "test_batchstats": batchstats,
+    }
     step_frame = pd.DataFrame({"step": range(1, steps + 1), "epoch": 1, "loss": 0.1, "accuracy": fit})
-    probes = pd.DataFrame({"step": [0, steps], "epoch": 1, "acc_train_mode": batchstats, "acc_inference": inference,
-                           "loss_train_mode": 0.1, "loss_inference": 2.0})
+    probes = pd.DataFrame(
+        {"step": [0, steps], "epoch": 1, "acc_train_mode": batchstats, "acc_inference": inference, "loss_train_mode": 0.1, "loss_inference": 2.0}
+    )
     if layers is None:
         layers = [_trace(steps=(0, steps // 4, steps // 2, 3 * steps // 4, steps))] if config.arch.norm == "batch" else []
     evaluations = {}
@@ -133,9 +179,15 @@ def test_stale_collapse_names_the_cause_with_its_numbers():
     _assert_consistent(findings)
 
 
-@pytest.mark.parametrize("recalibrated, cause, severity", [
-    (0.349, "healthy", "ok"), (0.351, "stale_initial_values", "warning"), (0.449, "stale_initial_values", "warning"),
-    (0.451, "stale_initial_values", "critical")])
+@pytest.mark.parametrize(
+    "recalibrated, cause, severity",
+    [
+        (0.349, "healthy", "ok"),
+        (0.351, "stale_initial_values", "warning"),
+        (0.449, "stale_initial_values", "warning"),
+        (0.451, "stale_initial_values", "critical"),
+    ],
+)
 def test_lost_accuracy_thresholds(recalibrated, cause, severity):
     findings = diagnose(_data(inference=0.3, recalibrated=recalibrated, fit=0.3, train=0.3))
     assert (findings[0].cause, findings[0].severity) == (cause, severity)
@@ -175,9 +227,14 @@ def test_non_iid_ratio_threshold_for_models_trained_elsewhere(offset, cause):
     _assert_consistent(findings)
 
 
-@pytest.mark.parametrize("offset, shuffle, cause", [
-    (5.0, True, "stale_initial_values"),  # bnviz shuffled this run itself: noisy batch means are not a composition problem
-    (1.4 * 0.6745, False, "stale_initial_values"), (1.6 * 0.6745, False, "non_iid_batches")])
+@pytest.mark.parametrize(
+    "offset, shuffle, cause",
+    [
+        (5.0, True, "stale_initial_values"),  # bnviz shuffled this run itself: noisy batch means are not a composition problem
+        (1.4 * 0.6745, False, "stale_initial_values"),
+        (1.6 * 0.6745, False, "non_iid_batches"),
+    ],
+)
 def test_bnviz_runs_are_non_iid_only_when_unshuffled_and_measurably_so(offset, shuffle, cause):
     findings = diagnose(_data(layers=[_trace(batch_offset=offset)], shuffle=shuffle))
     assert findings[0].cause == cause
@@ -197,19 +254,38 @@ def test_batch_noise_threshold(noise, cause):
 
 
 def _shift_info(test, val=0.05):
-    return {"input_shift": {"first_bn_input": {"test": test, "val": val}, "pixels": {"test": test, "val": val},
-                            "pixel_mean": {"train": 110.0, "val": 111.0, "test": 60.0}}}
+    return {
+        "input_shift": {
+            "first_bn_input": {"test": test, "val": val},
+            "pixels": {"test": test, "val": val},
+            "pixel_mean": {"train": 110.0, "val": 111.0, "test": 60.0},
+        }
+    }
 
 
-@pytest.mark.parametrize("test, val_acc, cause", [
-    (0.29, 0.85, "overfitting"), (0.31, 0.85, "test_shift"), (0.29, 0.99, "test_shift"), (0.31, 0.54, "overfitting"), (0.6, 0.99, "test_shift")])
+@pytest.mark.parametrize(
+    "test, val_acc, cause",
+    [(0.29, 0.85, "overfitting"), (0.31, 0.85, "test_shift"), (0.29, 0.99, "test_shift"), (0.31, 0.54, "overfitting"), (0.6, 0.99, "test_shift")],
+)
 def test_test_shift_thresholds(test, val_acc, cause):
     """Shifted when the test inputs sit ≥ 0.3 training SDs off (3× validation's) and test accuracy is
     more than 0.05 below validation; recalibration does not help, so BN is not blamed. A drop of the
     test split alone (validation as good as training) is a shift whatever the input measure says:
     overfitting needs train ≫ validation."""
-    findings = diagnose(_data("final", 0.8, inference=0.5, recalibrated=0.51, batchstats=0.9, train=0.99, val=val_acc, fit=0.99,
-                              info=_shift_info(test), layers=[_trace(**SETTLED)]))
+    findings = diagnose(
+        _data(
+            "final",
+            0.8,
+            inference=0.5,
+            recalibrated=0.51,
+            batchstats=0.9,
+            train=0.99,
+            val=val_acc,
+            fit=0.99,
+            info=_shift_info(test),
+            layers=[_trace(**SETTLED)],
+        )
+    )
     assert findings[0].cause == cause
     _assert_consistent(findings)
     if cause == "test_shift":
@@ -234,25 +310,41 @@ def test_bn_evidence_comes_from_validation_when_the_test_set_is_shifted():
 
 @pytest.mark.parametrize("test_acc, cause", [(0.91, "healthy"), (0.89, "overfitting")])
 def test_overfitting_threshold(test_acc, cause):
-    findings = diagnose(_data("final", 0.8, inference=test_acc, recalibrated=test_acc, batchstats=test_acc, train=1.0, fit=1.0,
-                              layers=[_trace(**SETTLED)]))
+    findings = diagnose(_data("final", 0.8, inference=test_acc, recalibrated=test_acc, batchstats=test_acc, train=1.0, fit=1.0, layers=[_trace(**SETTLED)]))
     assert findings[0].cause == cause and ("BN is not the cause" in findings[0].title) == (cause == "overfitting")
     _assert_consistent(findings)
 
 
 def test_non_iid_batches_that_left_the_model_weak_are_named_without_an_accuracy_gap():
-    weak = _data("final", 0.8, inference=0.5, recalibrated=0.52, batchstats=0.5, train=0.52, fit=0.35, shuffle=False,
-                 layers=[_trace(batch_offset=3.0 * 0.6745, **SETTLED)])
+    weak = _data(
+        "final",
+        0.8,
+        inference=0.5,
+        recalibrated=0.52,
+        batchstats=0.5,
+        train=0.52,
+        fit=0.35,
+        shuffle=False,
+        layers=[_trace(batch_offset=3.0 * 0.6745, **SETTLED)],
+    )
     assert diagnose(weak)[0].cause == "non_iid_batches"
-    strong = _data("final", 0.8, inference=0.95, recalibrated=0.95, batchstats=0.95, train=0.97, fit=0.96, shuffle=False,
-                   layers=[_trace(batch_offset=3.0 * 0.6745, **SETTLED)])
+    strong = _data(
+        "final",
+        0.8,
+        inference=0.95,
+        recalibrated=0.95,
+        batchstats=0.95,
+        train=0.97,
+        fit=0.96,
+        shuffle=False,
+        layers=[_trace(batch_offset=3.0 * 0.6745, **SETTLED)],
+    )
     findings = diagnose(strong)
     assert findings[0].cause == "healthy" and _by_key(findings)["non_iid_batches"].severity == "info"
 
 
 def test_healthy_run_stays_quiet():
-    findings = diagnose(_data("final", 0.8, inference=0.97, recalibrated=0.97, batchstats=0.97, train=0.99, fit=0.99,
-                              layers=[_trace(**SETTLED)]))
+    findings = diagnose(_data("final", 0.8, inference=0.97, recalibrated=0.97, batchstats=0.97, train=0.99, fit=0.99, layers=[_trace(**SETTLED)]))
     assert findings[0].cause == "healthy" and findings[0].severity == "ok"
     assert all(f.severity in ("info", "ok") for f in findings[1:]), [(f.key, f.severity) for f in findings]
 
@@ -308,8 +400,9 @@ def test_a_running_run_gets_a_pending_verdict_not_a_guess():
 
 
 def test_runs_recorded_before_inference_arrays_existed_still_diagnose():
-    trace = dataclasses.replace(_trace(), infer_mean=np.zeros((5, 0), np.float32), infer_var=np.zeros((5, 0), np.float32),
-                                iid_mean_sd=np.zeros((5, 0), np.float32))
+    trace = dataclasses.replace(
+        _trace(), infer_mean=np.zeros((5, 0), np.float32), infer_var=np.zeros((5, 0), np.float32), iid_mean_sd=np.zeros((5, 0), np.float32)
+    )
     findings = diagnose(_data(layers=[trace]))
     assert findings[0].cause == "stale_initial_values" and "before bnviz measured" in _by_key(findings)["layer_norm1"].detail
 
@@ -339,8 +432,17 @@ def test_text_rendering_and_momentum_conventions():
 
 def test_thresholds_are_the_documented_ones():
     """The numbers the README's table and the boundary tests above rely on."""
-    assert (dx.GAP_WARNING, dx.GAP_CRITICAL, dx.STALE_WEIGHT, dx.NON_IID_RATIO, dx.UNSHUFFLED_RATIO, dx.NOISE_SD, dx.SHIFT_MIN, dx.OVERFIT_GAP,
-            dx.UNDERFIT) == (0.05, 0.15, 0.05, 3.0, 1.5, 0.2, 0.3, 0.1, 0.9)
+    assert (
+        dx.GAP_WARNING,
+        dx.GAP_CRITICAL,
+        dx.STALE_WEIGHT,
+        dx.NON_IID_RATIO,
+        dx.UNSHUFFLED_RATIO,
+        dx.NOISE_SD,
+        dx.SHIFT_MIN,
+        dx.OVERFIT_GAP,
+        dx.UNDERFIT,
+    ) == (0.05, 0.15, 0.05, 3.0, 1.5, 0.2, 0.3, 0.1, 0.9)
 
 
 # --- the evidence helpers, each against a hand-computed reference (mutation survivors) -------------
@@ -384,8 +486,7 @@ def test_late_records_are_the_second_half_without_step_zero():
 # --- what a run of the user's own model may lack ----------------------------------------------------
 def _own(evaluations: dict, layers=None, info=None, steps=120, fit=0.99, batch_size=32) -> RunData:
     """A bnviz.Probe run with only the given evaluations ({name: accuracy dict}) and no step metrics but fit's."""
-    data = _data(layers=layers if layers is not None else [_trace()], info={"source": "callback", **(info or {})}, steps=steps, fit=fit,
-                 batch_size=batch_size)
+    data = _data(layers=layers if layers is not None else [_trace()], info={"source": "callback", **(info or {})}, steps=steps, fit=fit, batch_size=batch_size)
     evaluations = {name: Evaluation.from_dict(value if "accuracy" in value else {"accuracy": value}) for name, value in evaluations.items()}
     return dataclasses.replace(data, evaluations=evaluations)
 
@@ -416,11 +517,16 @@ def test_without_training_images_the_training_batches_the_probe_saw_decide():
 
 def test_targets_that_are_not_classes_are_judged_on_the_loss():
     """Losses 0.5 in inference, 0.1 recalibrated: a 5× loss is critical (2× is the line); 1.2× is within 1.25×."""
+
     def run(inference_loss):
         losses = {"train": 0.1, "val": inference_loss, "test": inference_loss, "fit": 0.1}
         nan = {k: math.nan for k in losses}
-        return _own({"final": {"accuracy": nan, "loss": losses}, "recalibrated": {"accuracy": nan, "loss": {"train": 0.1, "val": 0.1, "test": 0.1}}},
-                    info={"task": "values", "loss_name": "mae"}, steps=1000)
+        return _own(
+            {"final": {"accuracy": nan, "loss": losses}, "recalibrated": {"accuracy": nan, "loss": {"train": 0.1, "val": 0.1, "test": 0.1}}},
+            info={"task": "values", "loss_name": "mae"},
+            steps=1000,
+        )
+
     findings = diagnose(run(0.5))
     assert findings[0].cause in BN_CAUSES and findings[0].severity == "critical"
     assert findings[0].numbers["accuracy_drop"] == pytest.approx(math.log(5)) and "Test mae is 0.5" in findings[0].detail
@@ -475,13 +581,17 @@ def test_a_probe_joining_a_later_fit_weighs_the_values_that_fit_began_with():
 
 
 # --- boundaries of the new figures (these tests drive the mutation run) ------------------------------
-@pytest.mark.parametrize("n_val, n_test, val, test, beyond", [
-    (100, 100, 0.9, 0.80, False),  # p = 0.85: 2 SE = 0.101 > 0.10
-    (100, 100, 0.9, 0.79, True),  # p = 0.845: 2 SE = 0.1024 < 0.11
-    (50, 200, 0.9, 0.78, False),  # p = 0.804: 2 SE = 0.1256 > 0.12 (the smaller split weighs more)
-    (200, 50, 0.9, 0.78, True),  # p = 0.876: 2 SE = 0.1042 < 0.12
-    (None, 100, 0.9, 0.1, True), (100, None, 0.9, 0.1, True),  # a split of unknown size: no chance test
-])
+@pytest.mark.parametrize(
+    "n_val, n_test, val, test, beyond",
+    [
+        (100, 100, 0.9, 0.80, False),  # p = 0.85: 2 SE = 0.101 > 0.10
+        (100, 100, 0.9, 0.79, True),  # p = 0.845: 2 SE = 0.1024 < 0.11
+        (50, 200, 0.9, 0.78, False),  # p = 0.804: 2 SE = 0.1256 > 0.12 (the smaller split weighs more)
+        (200, 50, 0.9, 0.78, True),  # p = 0.876: 2 SE = 0.1042 < 0.12
+        (None, 100, 0.9, 0.1, True),
+        (100, None, 0.9, 0.1, True),  # a split of unknown size: no chance test
+    ],
+)
 def test_a_test_drop_is_beyond_chance_by_two_standard_errors(n_val, n_test, val, test, beyond):
     ev = dx.gather(_own({"final": {"val": val, "test": test}}, info={"data": {"val": n_val, "test": n_test}}))
     assert ev._beyond_chance(val, test) is beyond
@@ -567,8 +677,11 @@ def test_missing_evidence_names_each_gap():
 
 
 def test_a_pending_verdict_is_a_plain_info_finding_with_nothing_to_do():
-    for status, total, title in (("queued", 0, "Verdict pending — step 0"), ("running", 40, "Verdict pending — step 40/40"),
-                                 ("failed", 40, "No verdict: the run has no final evaluation")):
+    for status, total, title in (
+        ("queued", 0, "Verdict pending — step 0"),
+        ("running", 40, "Verdict pending — step 40/40"),
+        ("failed", 40, "No verdict: the run has no final evaluation"),
+    ):
         run = _run(preset_config("bn"), None, status, total)
         data = dataclasses.replace(_data(status=status, final=False, steps=40 if status == "running" else 0), run=run)
         top = diagnose(data)[0]
@@ -609,8 +722,15 @@ def test_frozen_layers_off_are_only_the_frozen_ones():
     many = _by_key(diagnose(_own({"final": {"train": 0.9, "val": 0.9, "test": 0.9, "fit": 0.9}}, layers=six, info=rows)))["frozen_layers"]
     assert many.numbers == {"frozen": 6, "frozen_off": 6} and "(norm1, norm2, norm3, norm4, norm5…)" in many.detail and many.remedies
     warned = _trace("norm1", moving=(44.0,) * 5, moving_var=(400.0,) * 5)  # 6/20 = 0.3 SD: a warning
-    one = _by_key(diagnose(_own({"final": {"train": 0.9, "val": 0.9, "test": 0.9, "fit": 0.9}}, layers=[warned],
-                                info={"bn_layers": [{"name": "norm1", "trainable": False, **ROW}]})))["frozen_layers"]
+    one = _by_key(
+        diagnose(
+            _own(
+                {"final": {"train": 0.9, "val": 0.9, "test": 0.9, "fit": 0.9}},
+                layers=[warned],
+                info={"bn_layers": [{"name": "norm1", "trainable": False, **ROW}]},
+            )
+        )
+    )["frozen_layers"]
     assert one.numbers["frozen_off"] == 1
 
 
@@ -647,13 +767,25 @@ def test_each_findings_numbers_are_the_evidence_it_was_built_from():
     ev, found = dx.gather(data), _by_key(diagnose(data))
     accuracy = found["accuracy"]
     assert (accuracy.title, accuracy.remedies) == ("Accuracy in both BN modes", ())
-    assert accuracy.numbers == {"inference": ev.inference, "recalibrated": ev.recalibrated, "batchstats": ev.batchstats, "train": ev.train,
-                                "fit": ev.fit, "lost_to_statistics": pytest.approx(0.65)}
+    assert accuracy.numbers == {
+        "inference": ev.inference,
+        "recalibrated": ev.recalibrated,
+        "batchstats": ev.batchstats,
+        "train": ev.train,
+        "fit": ev.fit,
+        "lost_to_statistics": pytest.approx(0.65),
+    }
     assert accuracy.detail.endswith("Training images: 0.30 with evaluate, 0.99 as fit reported it (batch statistics).")
     stale = found["stale_initial_values"]
-    assert stale.numbers == {"momentum": 0.99, "steps": 120, "init_weight": pytest.approx(0.99**120), "window": pytest.approx(100),
-                             "half_life": pytest.approx(dx.half_life(0.99)), "steps_to_1pct": dx.steps_to_forget(0.99),
-                             "suggested_momentum": dx.suggest_momentum(120)}
+    assert stale.numbers == {
+        "momentum": 0.99,
+        "steps": 120,
+        "init_weight": pytest.approx(0.99**120),
+        "window": pytest.approx(100),
+        "half_life": pytest.approx(dx.half_life(0.99)),
+        "steps_to_1pct": dx.steps_to_forget(0.99),
+        "suggested_momentum": dx.suggest_momentum(120),
+    }
     noise = found["batch_noise"]
     assert set(noise.numbers) == {"noise_sd", "batch_size", "variance_bias"} and noise.numbers["batch_size"] == 32
     assert noise.title == "Noise and bias of small batches" and noise.numbers["noise_sd"] == pytest.approx(ev.noise)
@@ -669,8 +801,7 @@ def test_stale_initial_values_need_bn_and_a_step():
 
 def test_decisions_at_exactly_their_thresholds():
     """0.1625 − 0.0625 is exactly 0.1 and 0.1125 − 0.0625 exactly 0.05 in binary; 0.9 is the underfit line."""
-    exact = _data(preset="final", momentum=0.8, steps=600, train=0.1625, val=0.0625, inference=0.0625, recalibrated=0.0625, batchstats=0.0625,
-                  fit=0.1625)
+    exact = _data(preset="final", momentum=0.8, steps=600, train=0.1625, val=0.0625, inference=0.0625, recalibrated=0.0625, batchstats=0.0625, fit=0.1625)
     assert diagnose(exact)[0].cause == "overfitting"
     layers = [_without_batch_statistics(_trace())]
     weak = dx.gather(_own({"final": {"val": 0.9, "test": 0.9, "fit": 0.9}}, layers=layers))
@@ -701,8 +832,10 @@ def _evidence(data: RunData | None = None, **figures) -> dx.Evidence:
 
 
 def test_model_notes_are_the_run_notes_and_count_frozen_layers():
-    layers = [{"name": n, "momentum": 0.99, "epsilon": EPS, **trainable} for n, trainable in
-              (("a", {"trainable": False}), ("b", {"trainable": True}), ("c", {}), ("d", {"trainable": False}))]
+    layers = [
+        {"name": n, "momentum": 0.99, "epsilon": EPS, **trainable}
+        for n, trainable in (("a", {"trainable": False}), ("b", {"trainable": True}), ("c", {}), ("d", {"trainable": False}))
+    ]
     data = _data(info={"notes": ["First note.", "Second."], "bn_layers": layers})
     found = dx.model_notes(data, _evidence(data))
     assert (found.key, found.severity, found.detail, found.remedies) == ("model_notes", "info", "First note. Second.", ())
@@ -713,8 +846,9 @@ def test_model_notes_are_the_run_notes_and_count_frozen_layers():
 ONE_SD = math.sqrt(1 + EPS)
 
 
-@pytest.mark.parametrize("mean, var, far", [(0.49 * ONE_SD, 1.0, False), (-0.51 * ONE_SD, 1.0, True), (0.0, 1.9, False), (0.0, 2.1, True),
-                                            (0.0, 0.52, False), (0.0, 0.48, True)])
+@pytest.mark.parametrize(
+    "mean, var, far", [(0.49 * ONE_SD, 1.0, False), (-0.51 * ONE_SD, 1.0, True), (0.0, 1.9, False), (0.0, 2.1, True), (0.0, 0.52, False), (0.0, 0.48, True)]
+)
 def test_data_regime_measures_the_first_layer_against_0_and_1(mean, var, far):
     first, second = _trace("norm1", pop_mean=mean, pop_var=var), _trace("norm2", pop_mean=100.0, pop_var=1e-6)
     data = _data(layers=[second, first], info={"layers": [{"name": "norm1"}, {"name": "norm2"}]})
@@ -755,8 +889,17 @@ def test_fit_vs_evaluate_needs_a_ten_point_gap(fit, train, shown):
         assert f"fit reported accuracy {fit:.2f}" in found.detail and f"gives {train:.2f}" in found.detail
 
 
-@pytest.mark.parametrize("noise, bias, severity", [(0.19, math.nan, "ok"), (0.2, math.nan, "warning"), (0.21, math.nan, "warning"),
-                                                   (math.nan, 1.11, None), (math.nan, math.sqrt(2), "warning"), (0.05, math.sqrt(4 / 3), "warning")])
+@pytest.mark.parametrize(
+    "noise, bias, severity",
+    [
+        (0.19, math.nan, "ok"),
+        (0.2, math.nan, "warning"),
+        (0.21, math.nan, "warning"),
+        (math.nan, 1.11, None),
+        (math.nan, math.sqrt(2), "warning"),
+        (0.05, math.sqrt(4 / 3), "warning"),
+    ],
+)
 def test_batch_noise_warns_from_02_sd_or_a_biased_variance(noise, bias, severity):
     data = _data(batch_size=2)
     found = dx.batch_noise(data, _evidence(data, noise=noise, variance_bias=bias))
@@ -823,7 +966,7 @@ def test_test_shift_reports_both_shifts_and_warns_when_test_alone_drops(test_shi
 
 def _drifting(name: str, pop_means: tuple[float, ...], steps=(0, 30, 60, 90, 120), pop_var: float = 400.0) -> LayerTrace:
     """A settled layer whose population mean moves record by record (the same in every channel)."""
-    settled = {key: values[-len(steps):] for key, values in SETTLED.items()}
+    settled = {key: values[-len(steps) :] for key, values in SETTLED.items()}
     trace = _trace(name, steps=steps, pop_var=pop_var, **settled)
     return dataclasses.replace(trace, pop_mean=np.repeat(np.asarray(pop_means, np.float32)[:, None], CHANNELS, 1))
 

@@ -31,8 +31,11 @@ def _started(store: Store, name: str, **changes) -> str:
     records where inference stays at chance."""
     run_id = store.create_run(preset_config("bn").replace(name=name, **changes))
     store.start(run_id, os.getpid(), 40, TOTAL, {})
-    store.add_records(run_id, steps=[(s, 1, 2.0 / s, min(0.99, s / STEPS)) for s in range(1, STEPS + 1)],
-                      probes=[ProbeRecord(s, 1, min(0.99, s / STEPS), 0.1, 0.1, 3.0, ()) for s in (0, STEPS // 2, STEPS)])
+    store.add_records(
+        run_id,
+        steps=[(s, 1, 2.0 / s, min(0.99, s / STEPS)) for s in range(1, STEPS + 1)],
+        probes=[ProbeRecord(s, 1, min(0.99, s / STEPS), 0.1, 0.1, 3.0, ()) for s in (0, STEPS // 2, STEPS)],
+    )
     return run_id
 
 
@@ -58,8 +61,18 @@ def inspected(store: Store, name: str = "saved", **info) -> str:
     rng = np.random.default_rng(0)
     pop_mean, pop_var = rng.normal(0, 2, 8).astype(np.float32), rng.uniform(3, 6, 8).astype(np.float32)
     counts = rng.integers(0, 9, 10, dtype=np.int32)
-    layer = ProbeLayer("norm1", (1 - STALE_W) * pop_mean, STALE_W + (1 - STALE_W) * pop_var, pop_mean, pop_var, pop_mean, pop_var,
-                       np.linspace(-3, 3, 11, dtype=np.float32), counts, counts[::-1].copy())
+    layer = ProbeLayer(
+        "norm1",
+        (1 - STALE_W) * pop_mean,
+        STALE_W + (1 - STALE_W) * pop_var,
+        pop_mean,
+        pop_var,
+        pop_mean,
+        pop_var,
+        np.linspace(-3, 3, 11, dtype=np.float32),
+        counts,
+        counts[::-1].copy(),
+    )
     run_id = store.create_run(preset_config("bn").replace(name=name, preset=OWN_PRESET), status=RunStatus.RUNNING)
     bn = {"name": "norm1", "momentum": 0.99, "epsilon": 1e-3, "axis": -1, "trainable": True}
     store.start(run_id, os.getpid(), 0, 0, {"source": "inspect", "bn_layers": [bn], **info})
@@ -119,7 +132,9 @@ def test_compare_opens_on_the_seed_twin_and_exports_the_pair_in_one_click(store)
     at = _open("compare")
     assert at.multiselect(key="compare_runs").value == [newest, first]
     assert sorted(at.multiselect(key="compare_runs").format_func(i) for i in (newest, first)) == [
-        "twin m=0.99 batch_size=32 seed=0", "twin m=0.99 batch_size=32 seed=1"]  # the third run has batch 64
+        "twin m=0.99 batch_size=32 seed=0",
+        "twin m=0.99 batch_size=32 seed=1",
+    ]  # the third run has batch 64
     link = [p.proto for p in at.get("page_link") if p.proto.label.startswith("Export these runs")][0]
     assert link.query_string == f"runs={newest}%2C{first}"
     at = _open("export", runs=f"{newest},{first}")

@@ -147,7 +147,7 @@ def test_story_page_walks_the_four_chapters(app_home):
         at.radio(key="story_chapter").set_value(index).run()
         assert not at.exception and at.header[0].value == chapter.title
         table = table_with(at, "seed notebook")
-        assert table.loc["test (evaluate)", "bnviz"] == f'{Store(home).evaluations(ids[chapter.preset])["final"].accuracy["test"]:.0%}'
+        assert table.loc["test (evaluate)", "bnviz"] == f"{Store(home).evaluations(ids[chapter.preset])['final'].accuracy['test']:.0%}"
         fit = Store(home).evaluations(ids[chapter.preset])["final"].fit_accuracy
         assert table.loc["train (fit)"].tolist() == [f"{fit:.0%}", f"{SEED_RESULTS[chapter.preset][0]:.0%}"]
         assert table.loc["train (evaluate)", "seed notebook"] == "–"  # the seed has no such figure: a dash, never "None"

@@ -27,7 +27,7 @@ PACKED = 'id="plotlyjs-gzip"'  # the report's one compressed plotly.js
 def unpacked_plotlyjs(page: str) -> str:
     """The report's plotly.js, decompressed as its loader does in the browser."""
     start = page.index(PACKED) + len(PACKED) + 1
-    return gzip.decompress(base64.b64decode(page[start:page.index("</script>", start)])).decode("utf-8")
+    return gzip.decompress(base64.b64decode(page[start : page.index("</script>", start)])).decode("utf-8")
 
 
 def small_figure(title: str = "a small figure") -> go.Figure:
@@ -147,7 +147,7 @@ def test_report_escapes_names_and_inlines_plotly_once():
 def test_report_has_contents_findings_for_every_run_and_no_chart_twice():
     runs = [make_data("a", run_id="20260101-000000-aaaaaa"), make_data("a", 0.8, "20260101-000000-bbbbbb")]
     page = E.html_report(runs, "two runs")
-    contents = page[page.index("<nav>"):page.index("</nav>")]
+    contents = page[page.index("<nav>") : page.index("</nav>")]
     for anchor, label in (("comparison", "Comparison"), ("run-1", "a m=0.99"), ("run-2", "a m=0.8")):
         assert f'<a href="#{anchor}">{label}</a>' in contents and f'id="{anchor}"' in page
     assert page.count("<h3>Findings</h3>") == 2 and page.count("Verdict") >= 2

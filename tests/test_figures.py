@@ -59,9 +59,7 @@ def make_layer(name: str = "norm1") -> LayerTrace:
 
 
 def make_data(name: str = "synthetic", momentum: float = 0.99, run_id: str = "20260101-000000-abcdef", evaluated: bool = True) -> RunData:
-    steps = pd.DataFrame(
-        {"step": np.arange(1, 21), "epoch": np.repeat([1, 2], 10), "loss": np.linspace(2, 0.5, 20), "accuracy": np.linspace(0.3, 0.99, 20)}
-    )
+    steps = pd.DataFrame({"step": np.arange(1, 21), "epoch": np.repeat([1, 2], 10), "loss": np.linspace(2, 0.5, 20), "accuracy": np.linspace(0.3, 0.99, 20)})
     probes = pd.DataFrame(
         {
             "step": STEPS,
@@ -74,9 +72,7 @@ def make_data(name: str = "synthetic", momentum: float = 0.99, run_id: str = "20
     )
     accuracy = {"train": 0.5, "val": 0.44, "test": 0.46, "train_batchstats": 0.99, "val_batchstats": 0.97, "test_batchstats": 0.98}
     evaluations = {"final": Evaluation.from_dict({"accuracy": accuracy, "loss": {}})} if evaluated else {}
-    return RunData(
-        run=make_run(name, momentum, run_id), steps=steps, probes=probes, layers={"norm1": make_layer()}, evaluations=evaluations
-    )
+    return RunData(run=make_run(name, momentum, run_id), steps=steps, probes=probes, layers={"norm1": make_layer()}, evaluations=evaluations)
 
 
 def empty_data() -> RunData:
@@ -152,9 +148,7 @@ def test_ema_theory_curve_is_m_to_the_t_with_both_conventions_in_the_legend():
     bold = curves[0]
     np.testing.assert_allclose(bold.y, 0.99 ** np.asarray(bold.x))
     assert bold.line.width > curves[1].line.width
-    assert (
-        "this run" in bold.name and "PyTorch momentum 0.01" in bold.name and "window 100 steps" in bold.name and "half-life 69" in bold.name
-    )
+    assert "this run" in bold.name and "PyTorch momentum 0.01" in bold.name and "window 100 steps" in bold.name and "half-life 69" in bold.name
     assert "PyTorch momentum 0.2" in curves[2].name and "window 5 steps" in curves[2].name
     assert fig.layout.shapes[0].x0 == 40
     assert "66.9%" in annotations(fig)  # 0.99 ** 40 = 0.669
@@ -252,9 +246,7 @@ def test_empty_frames_and_layers_without_probes():
     assert F.accuracy_frame([]).empty
     data = make_data()
     trace = data.layers["norm1"]
-    no_probes = LayerTrace(
-        trace.layer, STEPS[:0], *(np.zeros((0, 2)) for _ in range(6)), np.zeros((0, 5)), np.zeros((0, 4)), np.zeros((0, 4))
-    )
+    no_probes = LayerTrace(trace.layer, STEPS[:0], *(np.zeros((0, 2)) for _ in range(6)), np.zeros((0, 5)), np.zeros((0, 4)), np.zeros((0, 4)))
     data = RunData(data.run, data.steps, data.probes.iloc[:0], {"norm1": no_probes})
     assert "No probe records yet" in annotations(F.activation_histograms(data, "norm1"))
     assert "No probe records yet" in annotations(F.channel_gap_figure(data, "norm1"))
@@ -316,8 +308,11 @@ def test_every_figure_builds_from_a_real_run(real_run):
 def text_sizes(fig: go.Figure) -> dict[str, float]:
     """The font sizes a figure's reader sees, the template's where the figure sets none."""
     layout, template = fig.layout, F.TEMPLATE.layout
-    sizes = {"text": layout.font.size or template.font.size, "title": layout.title.font.size or template.title.font.size,
-             "legend": layout.legend.font.size or template.legend.font.size}
+    sizes = {
+        "text": layout.font.size or template.font.size,
+        "title": layout.title.font.size or template.title.font.size,
+        "legend": layout.legend.font.size or template.legend.font.size,
+    }
     sizes |= {f"annotation {i}": note.font.size or sizes["text"] for i, note in enumerate(layout.annotations)}
     return sizes
 

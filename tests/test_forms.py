@@ -58,7 +58,7 @@ def test_estimated_steps_and_outlook_match_the_background_table():
     assert out["remaining"] == pytest.approx(0.99**40) and round(out["remaining"], 2) == 0.67
     assert out["window"] == pytest.approx(100) and round(out["half_life"]) == 69
     assert out["forget"] == 459  # ceil(ln 0.01 / ln 0.99) = ceil(458.2)
-    assert 0.99 ** 40 > 0.01 > out["suggested"] ** 40
+    assert 0.99**40 > 0.01 > out["suggested"] ** 40
     assert forms.estimated_steps(config, None) is None
 
 
@@ -151,16 +151,36 @@ def test_raw_pixels_removes_the_rescaling_layer_only():
 
 
 def test_link_round_trips_every_field_and_reports_bad_values_by_field():
-    values = {"preset": "final", "filters": (16, 24, 16), "norm": "batch", "placement": "before", "dropout": 0.15000000000000002,
-              "momentum": 0.9995, "raw_pixels": True, "dataset": "folder", "folder": "/data/x y", "name": "a&b=c",
-              **{name: SETTING[name].default for name in forms.FORM_SETTINGS}}
+    values = {
+        "preset": "final",
+        "filters": (16, 24, 16),
+        "norm": "batch",
+        "placement": "before",
+        "dropout": 0.15000000000000002,
+        "momentum": 0.9995,
+        "raw_pixels": True,
+        "dataset": "folder",
+        "folder": "/data/x y",
+        "name": "a&b=c",
+        **{name: SETTING[name].default for name in forms.FORM_SETTINGS},
+    }
     query = forms.link_query(values)
     parsed, problems = forms.parse_link(query)
     assert not problems and set(parsed) == set(forms.LINK_FIELDS)
     assert parsed == {**values, "dropout": pytest.approx(0.15)}
     assert "folder" not in forms.link_query({**values, "dataset": "synthetic"})  # a folder path only travels with the folder source
-    bad = {"batch_size": "48", "learning_rate": "0.0002", "momentum": "nan", "epochs": "2.5", "shuffle": "maybe", "dataset": "zip",
-           "filters": "16,,32", "input_size": "65", "norm": "<script>", "preset": "x" * 100}
+    bad = {
+        "batch_size": "48",
+        "learning_rate": "0.0002",
+        "momentum": "nan",
+        "epochs": "2.5",
+        "shuffle": "maybe",
+        "dataset": "zip",
+        "filters": "16,,32",
+        "input_size": "65",
+        "norm": "<script>",
+        "preset": "x" * 100,
+    }
     parsed, problems = forms.parse_link(bad)
     assert parsed == {} and set(problems) == set(bad)
     assert problems["momentum"] == "momentum must be in [0, 1]. Received: momentum=nan"

@@ -41,8 +41,12 @@ def private(name: str) -> bool:
 
 def seam_lines(tree: ast.AST, functions: set[str]) -> set[int]:
     """The lines of the pinned functions in a seam file."""
-    return {line for node in ast.walk(tree) if isinstance(node, ast.FunctionDef) and node.name in functions
-            for line in range(node.lineno, (node.end_lineno or node.lineno) + 1)}
+    return {
+        line
+        for node in ast.walk(tree)
+        if isinstance(node, ast.FunctionDef) and node.name in functions
+        for line in range(node.lineno, (node.end_lineno or node.lineno) + 1)
+    }
 
 
 def product_files() -> list[Path]:

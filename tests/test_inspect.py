@@ -84,8 +84,18 @@ def test_inspect_a_folder_with_a_separate_test_folder_and_a_model_without_bn(tin
     inputs = keras.Input((TINY, TINY, 3))
     plain = keras.Model(inputs, layers.Dense(tiny_data.num_classes, activation="softmax")(layers.Flatten()(inputs)))
     plain.save(tmp_path / "plain.keras")
-    code, out, err = run_cli(capsys, "inspect", str(tmp_path / "plain.keras"), "--data", str(folder / "dir"), "--test", str(folder / "data.zip"),
-                             "--home", str(tmp_path / "home"), "--json")
+    code, out, err = run_cli(
+        capsys,
+        "inspect",
+        str(tmp_path / "plain.keras"),
+        "--data",
+        str(folder / "dir"),
+        "--test",
+        str(folder / "data.zip"),
+        "--home",
+        str(tmp_path / "home"),
+        "--json",
+    )
     assert code == 0, err
     result = json.loads(out)
     assert result["bn_layers"] == [] and any("no BatchNormalization layer" in f["detail"] for f in result["findings"])

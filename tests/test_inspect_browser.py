@@ -28,8 +28,9 @@ def test_upload_a_model_and_a_zip_and_see_the_diagnosis(tmp_path, tiny_data):
             inputs.nth(0).set_input_files(str(model))
             inputs.nth(1).set_input_files(str(images))
             button = page.get_by_role("button", name="Inspect", exact=True)
-            page.wait_for_function("() => [...document.querySelectorAll('button')].some(b => b.innerText.trim().endsWith('Inspect') && !b.disabled)",
-                                   timeout=60_000)
+            page.wait_for_function(
+                "() => [...document.querySelectorAll('button')].some(b => b.innerText.trim().endsWith('Inspect') && !b.disabled)", timeout=60_000
+            )
             button.click()
             page.get_by_text("3 BatchNormalization layers").wait_for(timeout=180_000)
             page.get_by_text("Findings", exact=True).wait_for(timeout=30_000)

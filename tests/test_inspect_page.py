@@ -93,8 +93,7 @@ def test_a_file_that_is_not_a_model_fails_its_job_with_one_line(home, upload):
     submit(at, ("notes.keras", b"just text"), ("images.zip", upload["images.zip"]))
     wait_jobs(home)
     at.run()
-    assert errors(at) == ["Inspection failed: notes.keras is not a Keras model file: a .keras file is a zip holding config.json "
-                          "(File is not a zip file)."]
+    assert errors(at) == ["Inspection failed: notes.keras is not a Keras model file: a .keras file is a zip holding config.json (File is not a zip file)."]
     assert Store(home).list_runs() == []
 
 

@@ -82,10 +82,12 @@ def test_statuses_are_stored_as_the_same_strings(tmp_path):
 
 
 def test_evaluation_round_trips_through_the_stored_json():
-    stored = {"accuracy": {"train": 0.5, "val": 0.4, "test": 0.46, "train_batchstats": 0.99, "val_batchstats": 0.97,
-                           "test_batchstats": 0.98, "fit": 0.99},
-              "loss": {"train": 2.0, "val": 2.1, "test": 2.2, "train_batchstats": 0.1, "val_batchstats": 0.2, "test_batchstats": 0.3},
-              "batches": 30, "samples": 960}
+    stored = {
+        "accuracy": {"train": 0.5, "val": 0.4, "test": 0.46, "train_batchstats": 0.99, "val_batchstats": 0.97, "test_batchstats": 0.98, "fit": 0.99},
+        "loss": {"train": 2.0, "val": 2.1, "test": 2.2, "train_batchstats": 0.1, "val_batchstats": 0.2, "test_batchstats": 0.3},
+        "batches": 30,
+        "samples": 960,
+    }
     ev = Evaluation.from_dict(stored)
     assert ev.accuracy["test"] == 0.46 and ev.accuracy_batchstats["test"] == 0.98 and ev.loss_batchstats["val"] == 0.2
     assert ev.fit_accuracy == 0.99 and ev.batches == 30 and ev.to_dict() == stored
@@ -104,8 +106,7 @@ def test_runs_page_lists_jobs_with_status_progress_and_error(tmp_path, echo, mon
     at.switch_page("pages/runs.py").run()
     assert not at.exception, at.exception
     (table,) = [d.value for d in at.dataframe if "kind" in d.value.columns]
-    assert table.iloc[0][["kind", "run", "status", "progress", "error"]].tolist() == [
-        "echo", run_id, "failed", "working on that", "ValueError: cannot do that"]
+    assert table.iloc[0][["kind", "run", "status", "progress", "error"]].tolist() == ["echo", run_id, "failed", "working on that", "ValueError: cannot do that"]
 
 
 def test_failed_recalibration_shows_its_reason_on_diagnose_after_a_restart(tmp_path, monkeypatch):

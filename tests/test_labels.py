@@ -20,11 +20,15 @@ def test_a_name_that_says_its_momentum_is_not_repeated_and_has_no_id():
 
 
 def test_same_labels_gain_what_differs_else_their_order():
-    runs = [_run("a", "bn m=0.99 b=32", 1.0, seed=0), _run("b", "bn m=0.99 b=32", 2.0, seed=1), _run("c", created=4.0),
-            _run("d", created=3.0), _run("e", "other")]
+    runs = [
+        _run("a", "bn m=0.99 b=32", 1.0, seed=0),
+        _run("b", "bn m=0.99 b=32", 2.0, seed=1),
+        _run("c", created=4.0),
+        _run("d", created=3.0),
+        _run("e", "other"),
+    ]
     labels = unique_labels(runs)
-    assert labels == {"a": "bn m=0.99 b=32 seed=0", "b": "bn m=0.99 b=32 seed=1", "c": "bn m=0.99 #2", "d": "bn m=0.99 #1",
-                      "e": "other m=0.99"}
+    assert labels == {"a": "bn m=0.99 b=32 seed=0", "b": "bn m=0.99 b=32 seed=1", "c": "bn m=0.99 #2", "d": "bn m=0.99 #1", "e": "other m=0.99"}
     assert len(set(labels.values())) == len(runs)
 
 

@@ -14,15 +14,36 @@ from bnviz.stats import init_weight
 
 
 def _run(config, total_steps=120) -> Run:
-    return Run("20260101-000000-abcdef", config.name, config.preset, config, "done", 0, 0, 1, 1, 1, None, total_steps // config.epochs,
-               total_steps, False, None, None, None, {})
+    return Run(
+        "20260101-000000-abcdef",
+        config.name,
+        config.preset,
+        config,
+        "done",
+        0,
+        0,
+        1,
+        1,
+        1,
+        None,
+        total_steps // config.epochs,
+        total_steps,
+        False,
+        None,
+        None,
+        None,
+        {},
+    )
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    """A nested dict's leaves keyed by their dotted path."""
+    leaves = {f"{prefix}{k}": v for k, v in d.items() if not isinstance(v, dict)}
+    return leaves | {x: y for k, v in d.items() if isinstance(v, dict) for x, y in _flat(v, f"{prefix}{k}.").items()}
 
 
 def _diff(a, b) -> set[str]:
-    da, db = dataclasses.asdict(a), dataclasses.asdict(b)
-    flat = lambda d, p="": {f"{p}{k}": v for k, v in d.items() if not isinstance(v, dict)} | {  # noqa: E731
-        x: y for k, v in d.items() if isinstance(v, dict) for x, y in flat(v, f"{p}{k}.").items()}
-    fa, fb = flat(da), flat(db)
+    fa, fb = _flat(dataclasses.asdict(a)), _flat(dataclasses.asdict(b))
     return {k for k in fa if fa[k] != fb[k]} - {"name"}
 
 
@@ -35,8 +56,10 @@ def test_lower_momentum_forgets_the_initial_values():
     assert "PyTorch" in config.name
 
 
-@pytest.mark.parametrize("key, field, value", [("double_batch", "batch_size", 64), ("remove_bn", "arch.norm", "none"),
-                                              ("group_norm", "arch.norm", "group"), ("layer_norm", "arch.norm", "layer")])
+@pytest.mark.parametrize(
+    "key, field, value",
+    [("double_batch", "batch_size", 64), ("remove_bn", "arch.norm", "none"), ("group_norm", "arch.norm", "group"), ("layer_norm", "arch.norm", "layer")],
+)
 def test_single_change_levers(key, field, value):
     run = _run(preset_config("bn"))
     config = validate(LEVERS[key].apply(run, None))

@@ -26,8 +26,7 @@ ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "KERAS_BACKEND": "tensorflow",
 
 
 def bnviz(*args: str, home: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "bnviz", *args, "--home", str(home)], capture_output=True, text=True,
-                          env=ENV, cwd=ROOT, timeout=300)
+    return subprocess.run([sys.executable, "-m", "bnviz", *args, "--home", str(home)], capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=300)
 
 
 def gone_pid() -> int:
@@ -43,8 +42,13 @@ def steps_stored(home: Path) -> bool:
 
 
 def test_sigkilled_cli_training_reads_as_interrupted_with_its_records(tmp_path):
-    proc = subprocess.Popen([sys.executable, "-m", "bnviz", "train", "--epochs", "200", "--input-size", str(TINY), "--no-probe",
-                             "--home", str(tmp_path)], env=ENV, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bnviz", "train", "--epochs", "200", "--input-size", str(TINY), "--no-probe", "--home", str(tmp_path)],
+        env=ENV,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 300
         while not steps_stored(tmp_path):

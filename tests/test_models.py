@@ -77,9 +77,20 @@ def test_bn_layer_info_describes_each_bn_layer_of_a_template_model():
 
     arch = ArchConfig(blocks=(ConvBlock(4), ConvBlock(4)), bn=BNConfig(momentum=0.8, epsilon=0.01))
     assert bn_layer_info(build_model(arch, 32)) == [
-        {"name": f"norm{i}", "momentum": 0.8, "epsilon": 0.01, "axis": -1, "trainable": True, "synchronized": False, "after": "Conv2D",
-         "after_noise": False, "values_per_image": values, "updates_per_step": 1}
-        for i, values in ((1, 32 * 32), (2, 14 * 14))]  # H·W of each conv output (zero padding 1 on 32²)
+        {
+            "name": f"norm{i}",
+            "momentum": 0.8,
+            "epsilon": 0.01,
+            "axis": -1,
+            "trainable": True,
+            "synchronized": False,
+            "after": "Conv2D",
+            "after_noise": False,
+            "values_per_image": values,
+            "updates_per_step": 1,
+        }
+        for i, values in ((1, 32 * 32), (2, 14 * 14))
+    ]  # H·W of each conv output (zero padding 1 on 32²)
     before = ArchConfig(blocks=(ConvBlock(4),), bn=BNConfig(placement="before"), norm="batch")
     assert [layer["after"] for layer in bn_layer_info(build_model(before, 32))] == ["Conv2D"]
     assert bn_layer_info(build_model(ArchConfig(norm="none"), 32)) == []

@@ -58,8 +58,17 @@ def notebook_model(momentum: float, dense_bn: bool = False, bn: bool = True):
     return keras.Model(inputs, layers.Dense(6, activation="softmax")(x))
 
 
-def probe_run(home: Path, digits: dict, momentum: float, epochs: int, splits=("train", "val", "test"), batch_size: int = 32,
-              test_scale: float = 1.0, seed: int = 0, **model_args):
+def probe_run(
+    home: Path,
+    digits: dict,
+    momentum: float,
+    epochs: int,
+    splits=("train", "val", "test"),
+    batch_size: int = 32,
+    test_scale: float = 1.0,
+    seed: int = 0,
+    **model_args,
+):
     """Train the user's model with bnviz.Probe given `splits`; returns (model, run data, findings, bnviz warnings)."""
     import keras
 

@@ -10,8 +10,9 @@ from bnviz.presets import preset_config
 from tests.conftest import TINY
 
 
-def _fit(data, probe: bool, epochs: int = 2, momentum: float = 0.9, budget: float = 0.03, keep_going=lambda: True, population_every: int = 4,
-         extra_callbacks=()):
+def _fit(
+    data, probe: bool, epochs: int = 2, momentum: float = 0.9, budget: float = 0.03, keep_going=lambda: True, population_every: int = 4, extra_callbacks=()
+):
     import keras
     import tensorflow as tf
 
@@ -143,8 +144,17 @@ def test_the_population_is_measured_at_every_fourth_record_and_the_last(tiny_dat
         for i, (light, full) in enumerate(zip(records, every, strict=True)):
             assert (light.step, light.acc_train_mode, light.acc_inference) == (full.step, full.acc_train_mode, full.acc_inference)
             for a, b in zip(light.layers, full.layers, strict=True):
-                for field in ("moving_mean", "moving_var", "batch_mean", "batch_var", "hist_train", "hist_infer", "infer_mean", "infer_var",
-                              *TRAINING_POPULATION):
+                for field in (
+                    "moving_mean",
+                    "moving_var",
+                    "batch_mean",
+                    "batch_var",
+                    "hist_train",
+                    "hist_infer",
+                    "infer_mean",
+                    "infer_var",
+                    *TRAINING_POPULATION,
+                ):
                     skipped = field in TRAINING_POPULATION and i not in _measured(records)
                     expected = np.full_like(getattr(b, field), np.nan) if skipped else getattr(b, field)
                     np.testing.assert_allclose(getattr(a, field), expected, rtol=1e-5, atol=1e-6, err_msg=f"step {light.step} {a.layer} {field}")

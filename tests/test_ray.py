@@ -44,8 +44,9 @@ def cluster_run(tmp_path_factory) -> tuple[Path, dict]:
     if not (shutil.which("unshare") and shutil.which("ip")):
         skip_missing_tool("unshare and ip are needed to keep the test cluster on loopback")
     home, out = tmp_path_factory.mktemp("ray-home"), tmp_path_factory.mktemp("ray-out") / "result.json"
-    proc = subprocess.run(namespace_command([sys.executable, "-m", "tests.ray_cluster", str(home), str(out)]), cwd=ROOT,
-                          capture_output=True, text=True, timeout=SCENARIO_SECONDS)
+    proc = subprocess.run(
+        namespace_command([sys.executable, "-m", "tests.ray_cluster", str(home), str(out)]), cwd=ROOT, capture_output=True, text=True, timeout=SCENARIO_SECONDS
+    )
     assert out.is_file(), f"the scenarios wrote nothing (exit {proc.returncode}):\n{proc.stderr[-4000:]}"
     return home, json.loads(out.read_text())
 
@@ -183,9 +184,11 @@ def test_cli_ray_without_ray_installed_exits_2_with_one_line(tmp_path, no_ray, c
     with pytest.raises(SystemExit) as exit_code:
         main(["train", "--ray", "auto", "--home", str(tmp_path)])
     assert exit_code.value.code == 2
-    assert capsys.readouterr().err.strip().splitlines() == ["bnviz train: error: The Ray executor was asked for (BNVIZ_RAY_ADDRESS or --ray = 'auto') "
-                                                            "but Ray is not installed: pip install -r requirements-ray.txt, or unset "
-                                                            "BNVIZ_RAY_ADDRESS to train in local worker processes."]
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "bnviz train: error: The Ray executor was asked for (BNVIZ_RAY_ADDRESS or --ray = 'auto') "
+        "but Ray is not installed: pip install -r requirements-ray.txt, or unset "
+        "BNVIZ_RAY_ADDRESS to train in local worker processes."
+    ]
 
 
 def test_ray_address_without_ray_installed_says_how(monkeypatch, no_ray):

@@ -67,8 +67,7 @@ def image_bytes(mode: str = "RGB", size: tuple[int, int] = (12, 12), value: int 
 
 
 def class_zip(classes: dict[str, int], top: str = "pets") -> bytes:
-    return zip_bytes({f"{top}/{c}/{i}.png": image_bytes(value=30 * i + 100 * k)
-                      for k, (c, n) in enumerate(classes.items()) for i in range(n)})
+    return zip_bytes({f"{top}/{c}/{i}.png": image_bytes(value=30 * i + 100 * k) for k, (c, n) in enumerate(classes.items()) for i in range(n)})
 
 
 def write_tree(root: Path, entries: dict[str, bytes]) -> Path:
@@ -108,8 +107,7 @@ def worker_pids(home: Path) -> list[int]:
     exec (h5py's import runs `uname -p`) still shows the worker's command line; it is not a worker."""
     needle = str(home).encode()
     pids = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()]
-    matched = {pid: parent_pid(pid) for pid in pids
-               if b"bnviz.tf.worker" in (cmd := proc_cmdline(pid)) and needle in cmd and process_alive(pid)}
+    matched = {pid: parent_pid(pid) for pid in pids if b"bnviz.tf.worker" in (cmd := proc_cmdline(pid)) and needle in cmd and process_alive(pid)}
     return sorted(pid for pid, parent in matched.items() if parent is not None and parent not in matched)
 
 
@@ -225,8 +223,11 @@ def test_out_of_memory_is_refused_up_front_with_numbers(tmp_path):
         manager.submit(huge)
     assert manager.store.list_runs() == []
     needed = activation_bytes(TINY.arch, TINY.input_size, TINY.probe.probe_batch)  # the probe batch is the larger one
-    with pytest.raises(ConfigError, match=rf"needs about {needed / 2**20:.1f} MiB for one batch of 32 at 16×16; "
-                                          rf"{needed / 2**21:.1f} MiB is available"):
+    with pytest.raises(
+        ConfigError,
+        match=rf"needs about {needed / 2**20:.1f} MiB for one batch of 32 at 16×16; "
+        rf"{needed / 2**21:.1f} MiB is available",
+    ):
         check_memory(TINY, available=needed)  # a machine with half the memory this run needs
     check_memory(TINY)  # a tiny run passes on this one
 
@@ -270,15 +271,17 @@ def _declared_size(data: bytes, size: int) -> bytes:
 
 BAD_ZIPS = {
     "not a zip": (b"%PDF-1.4 this is no zip", r"^Not a zip file"),
-    "zip slip": (zip_bytes({"pets/cats/0.png": image_bytes(), "../../escaped.png": image_bytes()}),
-                 r"^Unsafe path in zip: '\.\./\.\./escaped\.png'"),
-    "absolute path": (zip_bytes({"pets/cats/0.png": image_bytes(), "/tmp/escaped.png": image_bytes()}),
-                      r"^Unsafe path in zip: '/tmp/escaped\.png'"),
-    "zip bomb": (_declared_size(zip_bytes({"pets/cats/0.bin": b"\0" * 1000, "pets/dogs/0.bin": b"\0" * 1000}), 400 * 2**20),
-                 r"^Zip expands to more than 500 MB"),
+    "zip slip": (zip_bytes({"pets/cats/0.png": image_bytes(), "../../escaped.png": image_bytes()}), r"^Unsafe path in zip: '\.\./\.\./escaped\.png'"),
+    "absolute path": (zip_bytes({"pets/cats/0.png": image_bytes(), "/tmp/escaped.png": image_bytes()}), r"^Unsafe path in zip: '/tmp/escaped\.png'"),
+    "zip bomb": (
+        _declared_size(zip_bytes({"pets/cats/0.bin": b"\0" * 1000, "pets/dogs/0.bin": b"\0" * 1000}), 400 * 2**20),
+        r"^Zip expands to more than 500 MB",
+    ),
     "one class": (class_zip({"cats": 5}), r"pets needs at least 2 class sub-folders \(one per class\); found 1$"),
-    "an empty class": (zip_bytes({**{f"pets/cats/{i}.png": image_bytes() for i in range(3)}, "pets/dogs/.DS_Store": b"\0"}),
-                       r"^Class folder .*/pets/dogs is empty$"),
+    "an empty class": (
+        zip_bytes({**{f"pets/cats/{i}.png": image_bytes() for i in range(3)}, "pets/dogs/.DS_Store": b"\0"}),
+        r"^Class folder .*/pets/dogs is empty$",
+    ),
 }
 
 
@@ -373,16 +376,23 @@ def faults(tmp_path_factory):
     store = Store(home)
     manager = JobManager(store, max_workers=1)
     good = [f"mixed/{c}/{i}.png" for c in ("cats", "dogs") for i in range(6)]
-    mixed = forms.extract_upload(home, "mixed.zip", zip_bytes({
-        **{name: image_bytes(value=40 * i) for i, name in enumerate(good)},
-        "mixed/cats/gray.jpg": image_bytes("L", (50, 30), fmt="JPEG"),
-        "mixed/cats/alpha.png": image_bytes("RGBA", (9, 21)),
-        "mixed/dogs/palette.gif": image_bytes("P", (33, 17), fmt="GIF"),
-        "mixed/dogs/broken.jpg": b"\xff\xd8\xff\xe0 not really a jpeg",
-        "mixed/dogs/notes.txt": b"hello",
-    }))
-    junk = write_tree(home / "junk", {**{f"{c}/{i}.png": image_bytes() for c in ("a", "b") for i in range(3)},
-                                      **{f"a/bad{i}.png": b"garbage" for i in range(4)}})
+    mixed = forms.extract_upload(
+        home,
+        "mixed.zip",
+        zip_bytes(
+            {
+                **{name: image_bytes(value=40 * i) for i, name in enumerate(good)},
+                "mixed/cats/gray.jpg": image_bytes("L", (50, 30), fmt="JPEG"),
+                "mixed/cats/alpha.png": image_bytes("RGBA", (9, 21)),
+                "mixed/dogs/palette.gif": image_bytes("P", (33, 17), fmt="GIF"),
+                "mixed/dogs/broken.jpg": b"\xff\xd8\xff\xe0 not really a jpeg",
+                "mixed/dogs/notes.txt": b"hello",
+            }
+        ),
+    )
+    junk = write_tree(
+        home / "junk", {**{f"{c}/{i}.png": image_bytes() for c in ("a", "b") for i in range(3)}, **{f"a/bad{i}.png": b"garbage" for i in range(4)}}
+    )
     small = write_tree(home / "small", {f"{c}/{i}.png": image_bytes(value=50 * i) for c in ("a", "b") for i in range(4)})
     ids = {}
     try:
@@ -391,8 +401,11 @@ def faults(tmp_path_factory):
         ids["mixed"] = manager.submit(TINY.replace(name="mixed", dataset=mixed.path, batch_size=4))
         ids["junk"] = manager.submit(TINY.replace(name="junk", dataset=str(junk), batch_size=4))
         ids["small"] = manager.submit(TINY.replace(name="small", dataset=str(small), batch_size=8))  # passes submit: size unknown
-        wait_for(lambda: len(store.load_run(ids["long"]).steps) >= 5 and len(store.load_run(ids["long"]).probes) >= 2,
-                 TRAIN_TIMEOUT_S, "the long run to commit records")
+        wait_for(
+            lambda: len(store.load_run(ids["long"]).steps) >= 5 and len(store.load_run(ids["long"]).probes) >= 2,
+            TRAIN_TIMEOUT_S,
+            "the long run to commit records",
+        )
         pid = store.get_run(ids["long"]).pid
         (worker,) = [p for p in manager.executors[0]._procs if p.pid == pid]
         assert worker_pids(home) == [pid]
@@ -430,8 +443,7 @@ def test_killed_worker_leaves_an_interrupted_run_with_every_committed_record(fau
 
 def test_the_queue_behind_a_killed_worker_runs_to_the_end(faults):
     runs = {r.name: r for r in Store(faults.home).list_runs()}
-    assert {name: r.status for name, r in runs.items()} == {
-        "long": "interrupted", "nan": "failed", "mixed": "done", "junk": "failed", "small": "failed"}
+    assert {name: r.status for name, r in runs.items()} == {"long": "interrupted", "nan": "failed", "mixed": "done", "junk": "failed", "small": "failed"}
     assert "database is locked" not in logs(faults.home)
 
 
@@ -512,9 +524,15 @@ class Server:
         env = {**os.environ, "BNVIZ_HOME": str(home), "BNVIZ_MAX_WORKERS": str(workers), "PYTHONPATH": str(ROOT)}
         env = {k: v for k, v in env.items() if not k.startswith("STREAMLIT_")}
         with open(self.log, "wb") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(self.port)],
-                                         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         start_new_session=True)
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(self.port)],
+                cwd=ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
 
     def wait_ready(self) -> Server:
         wait_for(lambda: health(self.port) == "ok" or self.proc.poll() is not None, 60, "the server's health check")
@@ -586,8 +604,9 @@ def assert_no_exception(page) -> None:
 def test_restart_keeps_every_run_and_resumes_the_queue(tmp_path, servers, browser):
     home = tmp_path / "home"
     store = Store(home)
-    ids = {name: store.create_run(TINY.replace(name=name, epochs=epochs))
-           for name, epochs in (("orphan", 60), ("survivor", 60), ("queued-1", 1), ("queued-2", 1))}
+    ids = {
+        name: store.create_run(TINY.replace(name=name, epochs=epochs)) for name, epochs in (("orphan", 60), ("survivor", 60), ("queued-1", 1), ("queued-2", 1))
+    }
     first = servers(home, workers=2)
     page = open_page(browser, first.url + "/runs", "Runs")  # the first session creates the job manager
     wait_for(lambda: all(len(store.load_run(ids[n]).steps) >= 3 for n in ("orphan", "survivor")), TRAIN_TIMEOUT_S, "two running runs")
@@ -611,8 +630,7 @@ def test_restart_keeps_every_run_and_resumes_the_queue(tmp_path, servers, browse
     page.locator(f".st-key-runs_cancel_{ids['survivor']}[data-stale=false] button").first.click()  # the fragment may hold a stale copy
     wait_for(lambda: store.cancel_requested(ids["survivor"]), 30, "the Cancel click to reach the store")
     runs = wait_finished(store, ids.values())
-    assert {n: runs[i].status for n, i in ids.items()} == {
-        "orphan": "interrupted", "survivor": "cancelled", "queued-1": "done", "queued-2": "done"}
+    assert {n: runs[i].status for n, i in ids.items()} == {"orphan": "interrupted", "survivor": "cancelled", "queued-1": "done", "queued-2": "done"}
     orphan = store.load_run(ids["orphan"])
     assert orphan.steps.equals(kept.steps) and orphan.probes.equals(kept.probes)  # every committed record, untouched
     page.wait_for_function("ids => ids.every(id => document.body.innerText.includes(id))", arg=list(ids.values()))
@@ -707,13 +725,14 @@ def test_ten_sessions_queue_and_follow_tiny_runs(shared_server, browser):
         for page in pages:
             page.context.close()
     mine = {r.id: r for r in store.list_runs() if r.id not in existing}
-    print(f"\nload: {SESSIONS} sessions, {len(mine)} runs ({sum(r.status == 'done' for r in mine.values())} done), "
-          f"max concurrent workers {sampler.max_workers} (cap 2), max running runs {sampler.max_running}, "
-          f"peak RSS server + workers {sampler.peak_rss / 2**20:.0f} MiB, wall {wall:.1f} s (pages open {opened:.1f} s, "
-          f"all queued {all_queued:.1f} s, all done {trained:.1f} s), load average {os.getloadavg()[0]:.1f}")
+    print(
+        f"\nload: {SESSIONS} sessions, {len(mine)} runs ({sum(r.status == 'done' for r in mine.values())} done), "
+        f"max concurrent workers {sampler.max_workers} (cap 2), max running runs {sampler.max_running}, "
+        f"peak RSS server + workers {sampler.peak_rss / 2**20:.0f} MiB, wall {wall:.1f} s (pages open {opened:.1f} s, "
+        f"all queued {all_queued:.1f} s, all done {trained:.1f} s), load average {os.getloadavg()[0]:.1f}"
+    )
     assert len(set(queued)) == SESSIONS and set(mine) == set(queued)  # one run per session, none lost or doubled
-    assert all(runs[i].status == "done" and (runs[i].config.input_size, runs[i].config.epochs, runs[i].config.batch_size) == (16, 1, 512)
-               for i in queued)
+    assert all(runs[i].status == "done" and (runs[i].config.input_size, runs[i].config.epochs, runs[i].config.batch_size) == (16, 1, 512) for i in queued)
     assert 1 <= sampler.max_workers <= 2 and sampler.max_running <= 2
     assert sampler.peak_rss < 3 * 2**30  # README: 2.1 GiB measured; a regression of 40 % fails
     assert "database is locked" not in logs(shared_server.home) + shared_server.log.read_text()
@@ -767,7 +786,8 @@ def test_uploads_need_the_xsrf_token_and_respect_the_size_cap(shared_server, bro
         page.get_by_text("Upload a zip of class sub-folders").click()
         with page.expect_request(lambda r: "/_stcore/upload_file/" in r.url and r.method == "PUT") as upload:
             page.locator(".st-key-train_zip input[type=file]").set_input_files(
-                files=[{"name": "pets.zip", "mimeType": "application/zip", "buffer": class_zip({"cats": 6, "dogs": 6})}])
+                files=[{"name": "pets.zip", "mimeType": "application/zip", "buffer": class_zip({"cats": 6, "dogs": 6})}]
+            )
         page.get_by_text("2 classes (cats, dogs) · 12 files", exact=False).wait_for()
         assert_no_exception(page)
         path = upload.value.url.removeprefix(shared_server.url)
@@ -779,7 +799,8 @@ def test_uploads_need_the_xsrf_token_and_respect_the_size_cap(shared_server, bro
         assert _put(shared_server.port, path, {**forged, "Content-Length": too_big}) == 403
         assert _put(shared_server.port, path, {**header, "Content-Length": too_big}) == 413  # the right token, over the cap
         assert (shared_server.home / "uploads").is_dir() and all(
-            p.resolve().is_relative_to(shared_server.home / "uploads") for p in (shared_server.home / "uploads").rglob("*"))
+            p.resolve().is_relative_to(shared_server.home / "uploads") for p in (shared_server.home / "uploads").rglob("*")
+        )
     finally:
         page.context.close()
 
@@ -799,8 +820,11 @@ def test_no_shell_commands_are_built_anywhere():
                 found.append(f"{path.name}:{node.lineno} {name}(shell=...)")
             if re.fullmatch(r"os\.(system|popen|exec\w*|spawn\w*)|subprocess\.(getoutput|getstatusoutput)", name):
                 found.append(f"{path.name}:{node.lineno} {name}")
-            if re.fullmatch(r"subprocess\.(Popen|run|call|check_call|check_output)", name) and node.args and \
-                    isinstance(node.args[0], (ast.Constant, ast.JoinedStr, ast.BinOp)):
+            if (
+                re.fullmatch(r"subprocess\.(Popen|run|call|check_call|check_output)", name)
+                and node.args
+                and isinstance(node.args[0], (ast.Constant, ast.JoinedStr, ast.BinOp))
+            ):
                 found.append(f"{path.name}:{node.lineno} {name} with a string command")
     assert found == []
     assert len(SOURCES) > 20

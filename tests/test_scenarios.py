@@ -15,10 +15,12 @@ from bnviz.data import digits, from_folder
 from bnviz.diagnose import CAUSES
 from tests.scenarios import DARKEN, SCENARIOS, SIZE, Outcome, Scenario, failed_claims, run_by_name, write_folder
 
-NOT_BUILDABLE = {"pending": "a run without a final evaluation, not a regime",
-                 "dropout_before_bn": "the model template puts Dropout after the last BN layer only",
-                 "insufficient_evidence": "bnviz's own runs have every split; tests/test_own_models.py builds it through bnviz.Probe",
-                 "statistics_off": "named for saved models only (no step count); tests/test_own_models.py builds it through bnviz inspect"}
+NOT_BUILDABLE = {
+    "pending": "a run without a final evaluation, not a regime",
+    "dropout_before_bn": "the model template puts Dropout after the last BN layer only",
+    "insufficient_evidence": "bnviz's own runs have every split; tests/test_own_models.py builds it through bnviz.Probe",
+    "statistics_off": "named for saved models only (no step count); tests/test_own_models.py builds it through bnviz inspect",
+}
 
 
 @pytest.fixture(scope="module")

@@ -13,19 +13,22 @@ from bnviz.scoring import BINARY, CLASSES, VALUES, batch_totals, scores, task_fo
 RNG = np.random.default_rng(0)
 
 
-@pytest.mark.parametrize("output_shape, targets, kind", [
-    ((None, 6), RNG.integers(0, 6, 20), CLASSES),
-    ((None, 6), RNG.integers(0, 6, (20, 1)), CLASSES),
-    ((None, 3), np.eye(3)[RNG.integers(0, 3, 20)], CLASSES),  # one-hot
-    ((None, 3), np.eye(3)[RNG.integers(0, 3, 20)] * 0.9 + 0.1 / 3, CLASSES),  # label smoothing
-    ((None, 8, 8, 4), RNG.integers(0, 4, (20, 8, 8)), CLASSES),  # a per-pixel sparse mask
-    ((None, 1), RNG.integers(0, 2, 20).astype("float32"), BINARY),
-    ((None,), RNG.integers(0, 2, 20), BINARY),
-    ((None, 8, 8, 1), RNG.integers(0, 2, (20, 8, 8, 1)).astype("float32"), BINARY),  # a binary mask
-    ((None, 1), RNG.normal(0, 1, (20, 1)), VALUES),  # regression
-    ((None, 6), RNG.integers(0, 9, 20), VALUES),  # labels beyond the output units are not this model's classes
-    ((None, 8, 8, 3), RNG.normal(0, 1, (20, 8, 8, 3)), VALUES),  # an image target
-])
+@pytest.mark.parametrize(
+    "output_shape, targets, kind",
+    [
+        ((None, 6), RNG.integers(0, 6, 20), CLASSES),
+        ((None, 6), RNG.integers(0, 6, (20, 1)), CLASSES),
+        ((None, 3), np.eye(3)[RNG.integers(0, 3, 20)], CLASSES),  # one-hot
+        ((None, 3), np.eye(3)[RNG.integers(0, 3, 20)] * 0.9 + 0.1 / 3, CLASSES),  # label smoothing
+        ((None, 8, 8, 4), RNG.integers(0, 4, (20, 8, 8)), CLASSES),  # a per-pixel sparse mask
+        ((None, 1), RNG.integers(0, 2, 20).astype("float32"), BINARY),
+        ((None,), RNG.integers(0, 2, 20), BINARY),
+        ((None, 8, 8, 1), RNG.integers(0, 2, (20, 8, 8, 1)).astype("float32"), BINARY),  # a binary mask
+        ((None, 1), RNG.normal(0, 1, (20, 1)), VALUES),  # regression
+        ((None, 6), RNG.integers(0, 9, 20), VALUES),  # labels beyond the output units are not this model's classes
+        ((None, 8, 8, 3), RNG.normal(0, 1, (20, 8, 8, 3)), VALUES),  # an image target
+    ],
+)
 def test_the_task_follows_the_targets_and_the_output_shape(output_shape, targets, kind):
     assert task_for(output_shape, targets).kind == kind
 

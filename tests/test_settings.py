@@ -65,8 +65,9 @@ def test_config_file_reproduces_a_run_and_flags_still_apply(tmp_path):
     assert changed.epochs == 7 and [b.filters for b in changed.arch.blocks] == [8, 8] and changed.arch.bn.epsilon == 0.01
 
 
-@pytest.mark.parametrize("content, message", [(None, "Cannot read the config file"), ("{not json", "is not JSON"),
-                                              ('{"epochz": 3}', "Unknown configuration field")])
+@pytest.mark.parametrize(
+    "content, message", [(None, "Cannot read the config file"), ("{not json", "is not JSON"), ('{"epochz": 3}', "Unknown configuration field")]
+)
 def test_bad_config_files_exit_2_with_one_line(tmp_path, capsys, content, message):
     path = tmp_path / "run.json"
     if content is not None:
@@ -93,8 +94,7 @@ def test_train_page_advanced_bn_reaches_the_queued_config(tmp_path, monkeypatch)
     from bnviz.store import Store
 
     (run,) = Store(tmp_path).list_runs()
-    assert (run.config.arch.bn.epsilon, run.config.arch.bn.moving_variance_initializer, run.config.shuffle, run.config.epochs) == (
-        0.01, "zeros", False, 200)
+    assert (run.config.arch.bn.epsilon, run.config.arch.bn.moving_variance_initializer, run.config.shuffle, run.config.epochs) == (0.01, "zeros", False, 200)
     assert json.loads(run.config.to_json())["shuffle"] is False
     # The page's job thread outlives the test and pumps with the real pump once monkeypatch restores it:
     # a queued run would start a worker training 200 epochs beside the rest of the suite.

@@ -72,7 +72,11 @@ def test_chapters_pick_their_runs_and_unknown_ones_are_named():
     assert lagged.with_momentum(0.8) == fixed and lagged.arch.rescale == 1.0
     assert (lagged.input_size, lagged.epochs, lagged.late_epochs) == (LAG_RECIPE["input_size"], LAG_RECIPE["epochs"], LAG_RECIPE["late_epochs"])
     assert [learning_rate_at(lagged, e) for e in (0, lagged.epochs - 3, lagged.epochs - 2, lagged.epochs - 1)] == [
-        lagged.learning_rate, lagged.learning_rate, lagged.late_learning_rate, lagged.late_learning_rate]
+        lagged.learning_rate,
+        lagged.learning_rate,
+        lagged.late_learning_rate,
+        lagged.late_learning_rate,
+    ]
     assert [c.preset for c in chapter_configs(["lag", "bn"])] == ["bn", "bn", "bn"]  # story order: chapter 3, then the lag pair
     assert [c.name for c in chapter_configs(["raw"])] == ["more-layers", "bn", "more-layers (raw pixels)", "bn (raw pixels)"]
     with pytest.raises(ConfigError, match="Unknown chapter 'lga'.*lag"):

@@ -51,56 +51,93 @@ def conv_classifier():
     import keras
     from keras import layers
 
-    return _compile(keras.Sequential([keras.Input((8, 8, 3)), layers.Conv2D(8, 3), layers.BatchNormalization(momentum=M), layers.ReLU(),
-                                      layers.GlobalAveragePooling2D(), layers.Dense(2, activation="softmax")]))
+    return _compile(
+        keras.Sequential(
+            [
+                keras.Input((8, 8, 3)),
+                layers.Conv2D(8, 3),
+                layers.BatchNormalization(momentum=M),
+                layers.ReLU(),
+                layers.GlobalAveragePooling2D(),
+                layers.Dense(2, activation="softmax"),
+            ]
+        )
+    )
 
 
 def sequential_without_input():
     import keras
     from keras import layers
 
-    return _compile(keras.Sequential([layers.Conv2D(8, 3), layers.BatchNormalization(momentum=M), layers.ReLU(), layers.GlobalAveragePooling2D(),
-                                      layers.Dense(2, activation="softmax")]))
+    return _compile(
+        keras.Sequential(
+            [layers.Conv2D(8, 3), layers.BatchNormalization(momentum=M), layers.ReLU(), layers.GlobalAveragePooling2D(), layers.Dense(2, activation="softmax")]
+        )
+    )
 
 
 def conv1d():
     import keras
     from keras import layers
 
-    return _compile(keras.Sequential([keras.Input((16, 4)), layers.Conv1D(8, 3), layers.BatchNormalization(momentum=M), layers.ReLU(),
-                                      layers.GlobalAveragePooling1D(), layers.Dense(2, activation="softmax")]))
+    return _compile(
+        keras.Sequential(
+            [
+                keras.Input((16, 4)),
+                layers.Conv1D(8, 3),
+                layers.BatchNormalization(momentum=M),
+                layers.ReLU(),
+                layers.GlobalAveragePooling1D(),
+                layers.Dense(2, activation="softmax"),
+            ]
+        )
+    )
 
 
 def dense_mlp():
     import keras
     from keras import layers
 
-    return _compile(keras.Sequential([keras.Input((10,)), layers.Dense(16), layers.BatchNormalization(momentum=M), layers.ReLU(),
-                                      layers.Dense(2, activation="softmax")]))
+    return _compile(
+        keras.Sequential([keras.Input((10,)), layers.Dense(16), layers.BatchNormalization(momentum=M), layers.ReLU(), layers.Dense(2, activation="softmax")])
+    )
 
 
 def regression_mlp():
     import keras
     from keras import layers
 
-    return _compile(keras.Sequential([keras.Input((10,)), layers.Dense(16), layers.BatchNormalization(momentum=M), layers.ReLU(), layers.Dense(1)]),
-                    "mse", ())
+    return _compile(keras.Sequential([keras.Input((10,)), layers.Dense(16), layers.BatchNormalization(momentum=M), layers.ReLU(), layers.Dense(1)]), "mse", ())
 
 
 def binary_sigmoid():
     import keras
     from keras import layers
 
-    return _compile(keras.Sequential([keras.Input((8, 8, 3)), layers.Conv2D(8, 3), layers.BatchNormalization(momentum=M), layers.ReLU(),
-                                      layers.GlobalAveragePooling2D(), layers.Dense(1, activation="sigmoid")]), "binary_crossentropy")
+    return _compile(
+        keras.Sequential(
+            [
+                keras.Input((8, 8, 3)),
+                layers.Conv2D(8, 3),
+                layers.BatchNormalization(momentum=M),
+                layers.ReLU(),
+                layers.GlobalAveragePooling2D(),
+                layers.Dense(1, activation="sigmoid"),
+            ]
+        ),
+        "binary_crossentropy",
+    )
 
 
 def binary_logit():
     import keras
     from keras import layers
 
-    return _compile(keras.Sequential([keras.Input((10,)), layers.Dense(16), layers.BatchNormalization(momentum=M), layers.ReLU(), layers.Dense(1)]),
-                    keras.losses.BinaryCrossentropy(from_logits=True), [keras.metrics.BinaryAccuracy(threshold=0.0)])
+    return _compile(
+        keras.Sequential([keras.Input((10,)), layers.Dense(16), layers.BatchNormalization(momentum=M), layers.ReLU(), layers.Dense(1)]),
+        keras.losses.BinaryCrossentropy(from_logits=True),
+        [keras.metrics.BinaryAccuracy(threshold=0.0)],
+    )
 
 
 def unet_mask():
@@ -138,32 +175,49 @@ def dropout_before_bn():
     import keras
     from keras import layers
 
-    return _compile(keras.Sequential([keras.Input((10,)), layers.Dense(32, activation="relu"), layers.Dropout(0.3),
-                                      layers.BatchNormalization(momentum=M), layers.Dense(2, activation="softmax")]))
+    return _compile(
+        keras.Sequential(
+            [
+                keras.Input((10,)),
+                layers.Dense(32, activation="relu"),
+                layers.Dropout(0.3),
+                layers.BatchNormalization(momentum=M),
+                layers.Dense(2, activation="softmax"),
+            ]
+        )
+    )
 
 
 def bn_on_the_input():
     import keras
     from keras import layers
 
-    return _compile(keras.Sequential([keras.Input((10,)), layers.BatchNormalization(momentum=M), layers.Dense(16, activation="relu"),
-                                      layers.Dense(2, activation="softmax")]))
+    return _compile(
+        keras.Sequential(
+            [keras.Input((10,)), layers.BatchNormalization(momentum=M), layers.Dense(16, activation="relu"), layers.Dense(2, activation="softmax")]
+        )
+    )
 
 
 def time_distributed():
     import keras
     from keras import layers
 
-    return _compile(keras.Sequential([keras.Input((5, 6)), layers.TimeDistributed(layers.BatchNormalization(momentum=M)), layers.LSTM(8),
-                                      layers.Dense(2, activation="softmax")]))
+    return _compile(
+        keras.Sequential(
+            [keras.Input((5, 6)), layers.TimeDistributed(layers.BatchNormalization(momentum=M)), layers.LSTM(8), layers.Dense(2, activation="softmax")]
+        )
+    )
 
 
 def one_hot():
     import keras
     from keras import layers
 
-    return _compile(keras.Sequential([keras.Input((10,)), layers.Dense(16), layers.BatchNormalization(momentum=M), layers.ReLU(),
-                                      layers.Dense(2, activation="softmax")]), "categorical_crossentropy")
+    return _compile(
+        keras.Sequential([keras.Input((10,)), layers.Dense(16), layers.BatchNormalization(momentum=M), layers.ReLU(), layers.Dense(2, activation="softmax")]),
+        "categorical_crossentropy",
+    )
 
 
 def frozen_base():
@@ -171,8 +225,9 @@ def frozen_base():
     import keras
     from keras import layers
 
-    base = keras.Sequential([keras.Input((8, 8, 3)), layers.Conv2D(8, 3), layers.BatchNormalization(momentum=M), layers.ReLU(),
-                             layers.GlobalAveragePooling2D()], name="base")
+    base = keras.Sequential(
+        [keras.Input((8, 8, 3)), layers.Conv2D(8, 3), layers.BatchNormalization(momentum=M), layers.ReLU(), layers.GlobalAveragePooling2D()], name="base"
+    )
     base.trainable = False
     inputs = keras.Input((8, 8, 3))
     return _compile(keras.Model(inputs, layers.Dense(2, activation="softmax")(base(inputs, training=False))))

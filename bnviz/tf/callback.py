@@ -52,8 +52,10 @@ from bnviz.tf.own import Splits, as_arrays, atomic_write, bn_notes, model_task, 
 from bnviz.tf.probe import BNProbe, population_size
 from bnviz.tf.train import Recorder
 
-NO_TRAIN_DATA = ("bnviz.Probe got no train_data: Keras shows callbacks neither fit's training data nor its validation_data, so PreciseBN and "
-                 "the training population cannot be measured and the verdict will say so; pass train_data=(x[:512], y[:512]) to have them.")
+NO_TRAIN_DATA = (
+    "bnviz.Probe got no train_data: Keras shows callbacks neither fit's training data nor its validation_data, so PreciseBN and "
+    "the training population cannot be measured and the verdict will say so; pass train_data=(x[:512], y[:512]) to have them."
+)
 ACCURACY_KEYS = ("accuracy", "acc", "sparse_categorical_accuracy", "categorical_accuracy")
 MAX_EVAL_SAMPLES = 20000  # per split, for the final evaluation
 
@@ -61,9 +63,18 @@ MAX_EVAL_SAMPLES = 20000  # per split, for the final evaluation
 class Probe(keras.callbacks.Callback):
     """Record what every BN layer of the user's model does during `fit` (see the module docstring)."""
 
-    def __init__(self, name: str = "", test_data: object = None, validation_data: object = None, train_data: object = None,
-                 home: str | os.PathLike | None = None, batch_size: int = 32, probe: ProbeConfig | None = None, seed: int = 0,
-                 display: bool = True):
+    def __init__(
+        self,
+        name: str = "",
+        test_data: object = None,
+        validation_data: object = None,
+        train_data: object = None,
+        home: str | os.PathLike | None = None,
+        batch_size: int = 32,
+        probe: ProbeConfig | None = None,
+        seed: int = 0,
+        display: bool = True,
+    ):
         super().__init__()
         if test_data is None and validation_data is None and train_data is None:
             raise ValueError("bnviz.Probe needs data to probe with: pass test_data=(x, y), validation_data= or train_data=.")
@@ -81,8 +92,7 @@ class Probe(keras.callbacks.Callback):
         if isinstance(self.model, keras.Sequential) and not getattr(self.model, "inputs", None):
             self.model.build((None, *as_arrays(given[0], 1)[0].shape[1:]))  # a Sequential without Input: give it its graph (no new weights)
         if any(isinstance(data, (tuple, list)) and len(data) >= 2 and isinstance(data[0], dict) for data in given):
-            self.unprobed = ("bnviz.Probe cannot follow this model: its inputs are given as a dict; pass them to the probe as a list in the "
-                             "model's input order.")
+            self.unprobed = "bnviz.Probe cannot follow this model: its inputs are given as a dict; pass them to the probe as a list in the model's input order."
             warnings.warn(self.unprobed + " Training goes on unprobed.", stacklevel=2)
             return
         self._guarded(self._begin, logs)
@@ -119,9 +129,18 @@ class Probe(keras.callbacks.Callback):
         config = own_config(self.model, self.name, self.batch_size, "", epochs, self.config)
         probe_split = next(s for s in ("val", "test", "train") if s in splits)
         population_split = next(s for s in ("train", "val", "test") if s in splits)
-        info = {"source": "callback", "bn_layers": bn_layer_info(self.model), "layers": layer_rows(self.model), "notes": bn_notes(self.model),
-                "params": {"total": int(self.model.count_params())}, "probe_data": probe_split, "population_data": population_split,
-                "data": {s: len(x) for s, (x, _) in splits.items()}, "task": self.task.kind, "loss_name": self.task.loss_name}
+        info = {
+            "source": "callback",
+            "bn_layers": bn_layer_info(self.model),
+            "layers": layer_rows(self.model),
+            "notes": bn_notes(self.model),
+            "params": {"total": int(self.model.count_params())},
+            "probe_data": probe_split,
+            "population_data": population_split,
+            "data": {s: len(x) for s, (x, _) in splits.items()},
+            "task": self.task.kind,
+            "loss_name": self.task.loss_name,
+        }
         self.run_id = self.store.create_run(config, status=RunStatus.RUNNING)
         self.store.start(self.run_id, os.getpid(), steps, steps * epochs, info)
         self.total_steps = steps * epochs or None
@@ -134,8 +153,9 @@ class Probe(keras.callbacks.Callback):
             pick = rng.permutation(len(xp))[: self.config.probe_batch]
             sample = population_size(self.model, self.config.population_samples)
             population = splits[population_split][0][rng.permutation(len(splits[population_split][0]))[:sample]]
-            self.bn_probe = BNProbe(self.config, (xp[pick], yp[pick]), population, self.batch_size, self.recorder.add_probe, self.recorder.not_cancelled,
-                                    self.task)
+            self.bn_probe = BNProbe(
+                self.config, (xp[pick], yp[pick]), population, self.batch_size, self.recorder.add_probe, self.recorder.not_cancelled, self.task
+            )
             self._parts.append(self.bn_probe)
 
     def _each(self, hook: str, *args: object) -> None:

@@ -54,15 +54,18 @@ def evaluate_modes(forward: StatelessForward, splits: Splits, batch_size: int, s
         x, y = splits[split]
         order = np.random.default_rng(seed).permutation(len(x))
         for training, (accuracy, loss) in result.items():
-            totals = [batch_totals(forward.probabilities(x[index], training), y[index], task)
-                      for index in (order[i : i + batch_size] for i in range(0, len(x), batch_size))]
+            totals = [
+                batch_totals(forward.probabilities(x[index], training), y[index], task)
+                for index in (order[i : i + batch_size] for i in range(0, len(x), batch_size))
+            ]
             correct, losses, count = (sum(column) for column in zip(*totals, strict=True))
             accuracy[split], loss[split] = correct / count, losses / count
     return result
 
 
-def final_evaluation(forward: StatelessForward, splits: Splits, batch_size: int, seed: int, task: Task,
-                     fit_accuracy: float = math.nan, fit_loss: float = math.nan) -> Evaluation:
+def final_evaluation(
+    forward: StatelessForward, splits: Splits, batch_size: int, seed: int, task: Task, fit_accuracy: float = math.nan, fit_loss: float = math.nan
+) -> Evaluation:
     """Both BN modes on every split the run has (see `evaluate_modes`), with what fit reported."""
     modes = evaluate_modes(forward, splits, batch_size, seed, task)
     (acc, loss), (acc_batch, loss_batch) = modes[False], modes[True]
@@ -74,8 +77,16 @@ def calibration_sample(x: np.ndarray, batch_size: int, batches: int, seed: int) 
     return x[np.random.default_rng(seed + 2).permutation(len(x))[: batches * batch_size]]
 
 
-def recalibrated_evaluation(forward: StatelessForward, splits: Splits, batch_size: int, seed: int, task: Task, calibrate_on: str = "train",
-                            batches: int = RECALIBRATION_BATCHES, keep: bool = False) -> Evaluation | None:
+def recalibrated_evaluation(
+    forward: StatelessForward,
+    splits: Splits,
+    batch_size: int,
+    seed: int,
+    task: Task,
+    calibrate_on: str = "train",
+    batches: int = RECALIBRATION_BATCHES,
+    keep: bool = False,
+) -> Evaluation | None:
     """Inference-mode accuracy and loss per split after PreciseBN over `calibrate_on`'s images,
     assigned to `forward`'s own BN layers (a private copy's) and restored afterwards unless `keep`
     (bnviz recalibrate, whose forward runs on the model it saves); None without BN layers.
@@ -106,8 +117,9 @@ class RunEvidence:
     missing: dict[str, str] = field(default_factory=dict)
 
 
-def evaluate_run(forward: StatelessForward, splits: Splits, batch_size: int, seed: int, task: Task, fit_accuracy: float = math.nan,
-                 fit_loss: float = math.nan) -> RunEvidence:
+def evaluate_run(
+    forward: StatelessForward, splits: Splits, batch_size: int, seed: int, task: Task, fit_accuracy: float = math.nan, fit_loss: float = math.nan
+) -> RunEvidence:
     """The one evaluation every kind of run gets: both BN modes, PreciseBN on training images, the
     input shift. `forward` holds the run's final weights on a private copy."""
     final = final_evaluation(forward, splits, batch_size, seed, task, fit_accuracy, fit_loss)
@@ -153,8 +165,12 @@ def input_shift(forward: StatelessForward | None, splits: Splits, batch_size: in
     rng = np.random.default_rng(seed + 3)
     sample = {name: x[rng.permutation(len(x))[:SHIFT_SAMPLES]] for name, (x, _) in splits.items() if len(x) and np.ndim(first_input(x)) >= 2}
     reference = next((name for name in ("train", "val") if name in sample), None)
-    result: dict = {"reference": reference, "pixel_mean": {name: float(np.mean(first_input(x))) for name, x in sample.items()}, "pixels": {},
-                    "first_bn_input": {}}
+    result: dict = {
+        "reference": reference,
+        "pixel_mean": {name: float(np.mean(first_input(x))) for name, x in sample.items()},
+        "pixels": {},
+        "first_bn_input": {},
+    }
     if reference is None:
         return result
     pixels = {name: pixel_moments(first_input(x)) for name, x in sample.items()}

@@ -37,20 +37,31 @@ from bnviz.tf.own import Splits, atomic_write, bn_notes, model_task, own_config,
 from bnviz.tf.probe import RecordMaker, Snapshot, population_size
 
 DEFAULT_SIZE = 64  # for a model whose input takes any image size
-HISTORY_NOTE = ("Inspected from a saved model: its training history is unknown (how many steps, which batches, whether the momentum "
-                "changed), and fit's own accuracy is not known. Stale initial values leave a fingerprint the statistics themselves show "
-                "(every channel's moving mean and variance the same mix w·initial + (1 − w)·population), from which the number of "
-                "steps is estimated; lag and batch effects do not fit that line. What holds without a history: the accuracy in both BN "
-                "modes, how far each layer's moving statistics sit from this data's population statistics, and what PreciseBN recovers.")
+HISTORY_NOTE = (
+    "Inspected from a saved model: its training history is unknown (how many steps, which batches, whether the momentum "
+    "changed), and fit's own accuracy is not known. Stale initial values leave a fingerprint the statistics themselves show "
+    "(every channel's moving mean and variance the same mix w·initial + (1 − w)·population), from which the number of "
+    "steps is estimated; lag and batch effects do not fit that line. What holds without a history: the accuracy in both BN "
+    "modes, how far each layer's moving statistics sit from this data's population statistics, and what PreciseBN recovers."
+)
 
 
 class InspectError(DataError):
     """A bad model or data input; the message is one line that says what was received."""
 
 
-def inspect_model(store: Store, model_path: str | Path, data: str | Path, test: str | Path | None = None, name: str = "",
-                  batch_size: int = 32, seed: int = 0, progress: Callable[[str], None] = lambda text: None, job_id: str | None = None,
-                  steps: int | None = None) -> str:
+def inspect_model(
+    store: Store,
+    model_path: str | Path,
+    data: str | Path,
+    test: str | Path | None = None,
+    name: str = "",
+    batch_size: int = 32,
+    seed: int = 0,
+    progress: Callable[[str], None] = lambda text: None,
+    job_id: str | None = None,
+    steps: int | None = None,
+) -> str:
     """Inspect a saved model on an image folder or zip; returns the new run's id. `steps`, when the
     user knows how many training steps the model took, lets the diagnosis weigh the initial values."""
     if steps is not None and steps < 1:
@@ -72,10 +83,18 @@ def inspect_model(store: Store, model_path: str | Path, data: str | Path, test: 
     return run_id
 
 
-def _record(store: Store, run_id: str, model: keras.Model, splits: Splits, probe: ProbeConfig, batch_size: int, seed: int,
-            progress: Callable[[str], None], extra: dict) -> None:
-    info = {**extra, "source": "inspect", "bn_layers": bn_layer_info(model), "layers": layer_rows(model), "notes": [HISTORY_NOTE, *bn_notes(model)],
-            "params": {"total": int(model.count_params())}, "data": {s: len(x) for s, (x, _) in splits.items()}}
+def _record(
+    store: Store, run_id: str, model: keras.Model, splits: Splits, probe: ProbeConfig, batch_size: int, seed: int, progress: Callable[[str], None], extra: dict
+) -> None:
+    info = {
+        **extra,
+        "source": "inspect",
+        "bn_layers": bn_layer_info(model),
+        "layers": layer_rows(model),
+        "notes": [HISTORY_NOTE, *bn_notes(model)],
+        "params": {"total": int(model.count_params())},
+        "data": {s: len(x) for s, (x, _) in splits.items()},
+    }
     task = model_task(model, splits["train"][1])
     store.start(run_id, os.getpid(), 0, 0, info | {"task": task.kind, "loss_name": task.loss_name})
     progress("Recording every BN layer")
@@ -103,8 +122,10 @@ def load_checked(path: str | Path) -> keras.Model:
         raise InspectError(f"{path.name} is not a Keras model file: a .keras file is a zip holding config.json ({exc}).") from exc
     refused = list(_refused_layers(config))
     if refused:
-        raise InspectError("Keras safe mode refuses to load " + "; ".join(refused) + ". Rebuild the model with built-in layers, or inspect it in "
-                           "your own script with bnviz.Probe.")
+        raise InspectError(
+            "Keras safe mode refuses to load " + "; ".join(refused) + ". Rebuild the model with built-in layers, or inspect it in "
+            "your own script with bnviz.Probe."
+        )
     try:
         model = load_model_safely(str(path))
     except Exception as exc:
@@ -149,8 +170,10 @@ def _input_size(model: keras.Model) -> int:
     if shape is None or len(shape) != 3 or shape[-1] != 3 or shape[0] != shape[1]:
         got = f"{len(model.inputs)} inputs" if shape is None else f"input shape {shape}"
         side = shape[0] if shape and len(shape) == 3 and shape[0] else DEFAULT_SIZE
-        raise InspectError(f"The model takes {got}; the data's images are read as ({side}, {side}, 3) (RGB, resized to a square): "
-                           "inspect needs a model with one input shaped (size, size, 3).")
+        raise InspectError(
+            f"The model takes {got}; the data's images are read as ({side}, {side}, 3) (RGB, resized to a square): "
+            "inspect needs a model with one input shaped (size, size, 3)."
+        )
     size = shape[0] or DEFAULT_SIZE
     if not MIN_INPUT_SIZE <= size <= MAX_INPUT_SIZE:
         raise InspectError(f"The model takes {size}×{size} images; bnviz reads images at {MIN_INPUT_SIZE} to {MAX_INPUT_SIZE} px.")
@@ -161,8 +184,10 @@ def _check_outputs(model: keras.Model, dataset: Dataset) -> None:
     """One output head with a unit per class, or one unit for two classes (a binary classifier)."""
     outputs = model.outputs[0].shape[-1] if len(model.outputs) == 1 else None
     if outputs != dataset.num_classes and not (outputs == 1 and dataset.num_classes == 2):
-        raise InspectError(f"The model has {outputs if outputs is not None else len(model.outputs)} {'outputs' if outputs is not None else 'output heads'}; "
-                           f"the data has {dataset.num_classes} classes ({', '.join(dataset.class_names)}).")
+        raise InspectError(
+            f"The model has {outputs if outputs is not None else len(model.outputs)} {'outputs' if outputs is not None else 'output heads'}; "
+            f"the data has {dataset.num_classes} classes ({', '.join(dataset.class_names)})."
+        )
 
 
 # --- the data ----------------------------------------------------------------------------------
@@ -200,8 +225,9 @@ def inspect_job(store: Store, job: Job, progress: Callable[[str], None]) -> None
     this machine and, optionally, the training steps the user knows; the run it creates carries the job id in its info (`info["job"]`)."""
     args = job.args
     try:
-        run_id = inspect_model(store, args["model"], args["data"], args.get("test"), args.get("name", ""), progress=progress, job_id=job.id,
-                               steps=args.get("steps"))
+        run_id = inspect_model(
+            store, args["model"], args["data"], args.get("test"), args.get("name", ""), progress=progress, job_id=job.id, steps=args.get("steps")
+        )
     except (InspectError, KeyError) as exc:
         raise JobFailed(str(exc) if isinstance(exc, InspectError) else f"inspect job without {exc} argument") from exc
     progress(f"done: run {run_id}")

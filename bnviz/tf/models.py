@@ -78,11 +78,21 @@ def bn_layer_info(model: keras.Model) -> list[dict]:
     """The run info's `bn_layers`: each BN layer's settings and the type of the layer feeding it,
     which the diagnosis reads per layer (runs not built from bnviz's template differ per layer)."""
     feeders, noisy, updates = _feeding_layers(model), _after_noise(model), updates_per_step(model)
-    return [{"name": layer.name, "momentum": float(layer.momentum), "epsilon": float(layer.epsilon), "axis": int(layer.axis),
-             "trainable": bool(layer.trainable), "synchronized": bool(getattr(layer, "synchronized", False)),
-             "after": feeders.get(id(layer), ""), "after_noise": id(layer) in noisy, "values_per_image": values_per_image(layer),
-             "updates_per_step": updates.get(id(layer), 1)}
-            for layer in batch_norm_layers(model)]
+    return [
+        {
+            "name": layer.name,
+            "momentum": float(layer.momentum),
+            "epsilon": float(layer.epsilon),
+            "axis": int(layer.axis),
+            "trainable": bool(layer.trainable),
+            "synchronized": bool(getattr(layer, "synchronized", False)),
+            "after": feeders.get(id(layer), ""),
+            "after_noise": id(layer) in noisy,
+            "values_per_image": values_per_image(layer),
+            "updates_per_step": updates.get(id(layer), 1),
+        }
+        for layer in batch_norm_layers(model)
+    ]
 
 
 def updates_per_step(model: keras.Model) -> dict[int, int]:
@@ -120,8 +130,15 @@ def values_per_image(layer: layers.BatchNormalization) -> int | None:
     return None if None in dims else math.prod(dims)
 
 
-NOISE_LAYERS = (layers.Dropout, layers.SpatialDropout1D, layers.SpatialDropout2D, layers.SpatialDropout3D, layers.GaussianDropout,
-                layers.GaussianNoise, layers.AlphaDropout)  # active in training mode only
+NOISE_LAYERS = (
+    layers.Dropout,
+    layers.SpatialDropout1D,
+    layers.SpatialDropout2D,
+    layers.SpatialDropout3D,
+    layers.GaussianDropout,
+    layers.GaussianNoise,
+    layers.AlphaDropout,
+)  # active in training mode only
 
 
 def _after_noise(model: keras.Model) -> set[int]:
@@ -151,8 +168,7 @@ def layer_rows(model: keras.Model) -> list[dict]:
     for layer in (layer for layer in model.layers if not isinstance(layer, layers.InputLayer)):  # a Sequential lists none
         trainable = sum(int(v.numpy().size) for v in layer.trainable_weights)
         frozen = sum(int(v.numpy().size) for v in layer.non_trainable_weights)
-        rows.append({"name": layer.name, "type": type(layer).__name__, "output_shape": _output_shape(layer),
-                     "trainable": trainable, "non_trainable": frozen})
+        rows.append({"name": layer.name, "type": type(layer).__name__, "output_shape": _output_shape(layer), "trainable": trainable, "non_trainable": frozen})
     return rows
 
 

@@ -26,10 +26,12 @@ from bnviz.tf.probe import MultiInput, model_input, model_inputs
 
 SPLITS = ("train", "val", "test")
 SAMPLE_BYTES = 64 * 2**20  # images kept per run for PreciseBN (train first); the rest are dropped
-FROZEN_NOTE = ("{names}: trainable=False. In Keras 3 a frozen BatchNormalization layer always normalises with its moving statistics, "
-               "in fit too (as in tf.keras since TF 2.0), and never updates them: they stay what the pretrained model learnt, "
-               "whether or not they fit this data. Its 'batch statistics' equal its moving statistics, and training mode shows no "
-               "train/test gap for it; PreciseBN replaces them with this data's population statistics.")
+FROZEN_NOTE = (
+    "{names}: trainable=False. In Keras 3 a frozen BatchNormalization layer always normalises with its moving statistics, "
+    "in fit too (as in tf.keras since TF 2.0), and never updates them: they stay what the pretrained model learnt, "
+    "whether or not they fit this data. Its 'batch statistics' equal its moving statistics, and training mode shows no "
+    "train/test gap for it; PreciseBN replaces them with this data's population statistics."
+)
 
 Splits = dict[str, tuple[np.ndarray, np.ndarray]]
 
@@ -92,10 +94,24 @@ def own_config(model: keras.Model, name: str, batch_size: int, dataset: str = ""
     bn = batch_norm_layers(model)
     inputs = model_inputs(model)
     shape = tuple(inputs[0].shape) if inputs else ()  # the first input's; a subclassed model has none
-    arch = ArchConfig(blocks=(), rescale=1.0, zero_pad=0, dropout=0.0, norm=Norm.BATCH if bn else Norm.NONE,
-                      bn=BNConfig(momentum=float(bn[0].momentum), epsilon=float(bn[0].epsilon)) if bn else BNConfig())
-    return RunConfig(arch=arch, preset=OWN_PRESET, name=name or model.name, dataset=dataset, input_size=int(shape[1] or 0) if len(shape) == 4 else 0,
-                     epochs=epochs, batch_size=batch_size, probe=probe or ProbeConfig())
+    arch = ArchConfig(
+        blocks=(),
+        rescale=1.0,
+        zero_pad=0,
+        dropout=0.0,
+        norm=Norm.BATCH if bn else Norm.NONE,
+        bn=BNConfig(momentum=float(bn[0].momentum), epsilon=float(bn[0].epsilon)) if bn else BNConfig(),
+    )
+    return RunConfig(
+        arch=arch,
+        preset=OWN_PRESET,
+        name=name or model.name,
+        dataset=dataset,
+        input_size=int(shape[1] or 0) if len(shape) == 4 else 0,
+        epochs=epochs,
+        batch_size=batch_size,
+        probe=probe or ProbeConfig(),
+    )
 
 
 def bn_notes(model: keras.Model) -> list[str]:

@@ -66,7 +66,6 @@ CLASS_TASK = Task(CLASSES)
 MAX_PENDING_BYTES = 256 * 2**20  # snapshots waiting beyond this are made at once, over budget, to bound memory
 
 
-
 @dataclass(frozen=True)
 class MultiInput:
     """The inputs of a model with several, sliced together: `len()` counts samples and `[index]`
@@ -354,8 +353,11 @@ class InstrumentedTap:
         if missing:
             raise Unfollowable(f"BatchNormalization layer(s) {', '.join(missing)} did not run in the model's forward pass.")
         taps = [seen[id(layer)] for layer in self.bn_layers]
-        return [output, *(_channels_last(i, layer.axis) for (i, _), layer in zip(taps, self.bn_layers, strict=True)),
-                *(_channels_last(o, layer.axis) for (_, o), layer in zip(taps, self.bn_layers, strict=True))], None
+        return [
+            output,
+            *(_channels_last(i, layer.axis) for (i, _), layer in zip(taps, self.bn_layers, strict=True)),
+            *(_channels_last(o, layer.axis) for (_, o), layer in zip(taps, self.bn_layers, strict=True)),
+        ], None
 
 
 @contextlib.contextmanager
@@ -382,6 +384,7 @@ def _reporting(bn_layers: list[layers.BatchNormalization], seen: dict[int, tuple
             output = call(inputs, *args, **kwargs)
             seen.setdefault(id(layer), (inputs, output))
             return output
+
         return report
 
     return _patched_calls({layer: reporter(layer, layer.call) for layer in bn_layers})
@@ -474,8 +477,15 @@ class RecordMaker:
     """Turns snapshots into `ProbeRecord`s on a private copy of the model, so a record can be made
     after training has moved on (or finished) without touching the trained model."""
 
-    def __init__(self, model: keras.Model, config: ProbeConfig, probe_data: tuple[np.ndarray, np.ndarray], population: np.ndarray, batch_size: int,
-                 task: Task = CLASS_TASK):
+    def __init__(
+        self,
+        model: keras.Model,
+        config: ProbeConfig,
+        probe_data: tuple[np.ndarray, np.ndarray],
+        population: np.ndarray,
+        batch_size: int,
+        task: Task = CLASS_TASK,
+    ):
         self.copy, self.forward = private_copy(model)
         self.bn_layers = self.forward.bn_layers
         self.config, self.batch_size, self.task = config, batch_size, task
@@ -500,8 +510,11 @@ class RecordMaker:
             batch_mean, batch_var = snapshot.batch_stats[i] if snapshot.batch_stats else (nan, nan)
             edges, hist_train, hist_infer = shared_histograms(train_out[i], infer_out[i], self.config.bins)
             pop_mean, pop_var, infer_mean, infer_var, spread = population[i] if population else (nan,) * 5
-            records.append(ProbeLayer(layer.name, moving_mean, moving_var, batch_mean, batch_var, pop_mean, pop_var, edges, hist_train, hist_infer,
-                                      infer_mean, infer_var, spread))
+            records.append(
+                ProbeLayer(
+                    layer.name, moving_mean, moving_var, batch_mean, batch_var, pop_mean, pop_var, edges, hist_train, hist_infer, infer_mean, infer_var, spread
+                )
+            )
         return ProbeRecord(snapshot.step, snapshot.epoch, acc_train, acc_infer, loss_train, loss_infer, tuple(records))
 
     def _population(self, snapshot: Snapshot, inference: bool) -> list[tuple[np.ndarray, ...]]:

@@ -26,8 +26,14 @@ from bnviz.tf.probe import StatelessForward
 DEFAULT_BATCHES = RECALIBRATION_BATCHES
 
 
-def recalibrate(store: Store, run_id: str, batches: int = DEFAULT_BATCHES, progress: Callable[[str], None] = lambda text: None,
-                save: str | Path | None = None, calibrate_on: str = "train") -> dict[str, Evaluation | None]:
+def recalibrate(
+    store: Store,
+    run_id: str,
+    batches: int = DEFAULT_BATCHES,
+    progress: Callable[[str], None] = lambda text: None,
+    save: str | Path | None = None,
+    calibrate_on: str = "train",
+) -> dict[str, Evaluation | None]:
     """Recalibrate a finished run's model over `calibrate_on`'s images (training images unless the
     user names another split); returns {"before": ..., "after": ...} evaluations. The recalibrated
     model goes beside the run's model, and to `save` (a .keras path) when given."""
@@ -47,8 +53,10 @@ def recalibrate(store: Store, run_id: str, batches: int = DEFAULT_BATCHES, progr
     splits = _run_splits(store, run)
     if calibrate_on not in splits:
         hint = "Give bnviz.Probe train_data= next time, or name" if calibrate_on == "train" else "Name"
-        raise StoreError(f"Run {run_id} kept no {calibrate_on} images to recalibrate on (it has: {', '.join(splits) or 'none'}). {hint} "
-                         "a split it has with --calibrate-on (a held-out split then scores transductively).")
+        raise StoreError(
+            f"Run {run_id} kept no {calibrate_on} images to recalibrate on (it has: {', '.join(splits) or 'none'}). {hint} "
+            "a split it has with --calibrate-on (a held-out split then scores transductively)."
+        )
     task = model_task(model, splits[calibrate_on][1])
     forward = StatelessForward.of(model)
     count = -(-min(len(splits[calibrate_on][0]), batches * config.batch_size) // config.batch_size)

@@ -193,5 +193,3 @@ def _dataset(config: RunConfig) -> Dataset:
 @functools.lru_cache(maxsize=1)
 def _builtin_dataset(name: str, input_size: int, seed: int) -> Dataset:
     return load_dataset(name, input_size, seed)  # callers only read the arrays
-
-
