@@ -124,9 +124,8 @@ class ProbeConfig:
     probe_batch: int = 32
     population_samples: int = 128  # fixed training images for the PreciseBN-style population stats (4 batches of 32)
     # A probe record runs 2 × probe_batch images forward, + 2 × population_samples where it measures the population
-    # (~3 training steps at 32/128, ~⅔ of one without the population). The
-    # diagnosis' thresholds (0.25 and 1 population SD) are far above the sampling error of 128 images: python -m bench
-    # measured |Δmean| ≤ 0.034 SD (median 0.010) against 1,024 images on the bn preset.
+    # (~3 training steps at 32/128, ~⅔ of one without the population). 128 images suffice because the diagnosis'
+    # thresholds (0.25 and 1 population SD) sit far above their sampling error (`python -m bench` measures it).
     population_every: int = 4  # the population is measured at every k-th record and the last (in inference mode at the last); NaN between
     bins: int = 40  # histogram bins, shared by train mode and inference mode
     budget: float = 0.03  # records are made in the loop paced evenly over the steps, or sooner within this share of training time; 0: all at the end

@@ -94,8 +94,7 @@ RAW_CHAPTER = Chapter(
 # 100) at a learning rate 50× higher, a restart as cyclic schedules make, so that the weights, and so the batch
 # statistics, move fast to the end; once at m = 0.99 and once at 0.8. What differs from the notebook: 16-pixel images of
 # the embedded data (half a minute, not hours), and the restart: the notebook's constant rate drifts chaotically on
-# this data (lag in 2 of 4 seeds with a 3-epoch restart, none at lr 0.001). README, "The Story's lag chapter", has the
-# seeds (`python -m bench.lag_chapter`).
+# this data, so lag would come and go with the seed (`python -m bench.lag_chapter` measures the recipe over seeds).
 LAG_MOMENTA = (0.99, 0.8)
 LAG_RECIPE = {"input_size": 16, "epochs": 15, "late_epochs": 2, "late_learning_rate": 0.05}
 LAG_CHAPTER = Chapter(

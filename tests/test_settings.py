@@ -37,6 +37,27 @@ def test_every_setting_defaults_to_the_dataclass_and_validates():
         assert setting.get(with_settings(config, **{setting.name: value})) == value
 
 
+def test_every_dataclass_field_a_user_sets_is_one_setting_of_its_type():
+    """The table and the dataclasses cannot drift apart: every BN argument and every scalar field of the
+    architecture, the run and the probe has exactly one setting, of the field's own type."""
+    import dataclasses
+    import typing
+
+    from bnviz.config import ArchConfig, BNConfig, ProbeConfig
+
+    paths = [s.path for s in SETTINGS]
+    assert len(paths) == len(set(paths))
+    expected = set()
+    for prefix, cls in ((("arch", "bn"), BNConfig), (("arch",), ArchConfig), ((), RunConfig), (("probe",), ProbeConfig)):
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if hints[f.name] in (int, float, str, bool) or (isinstance(hints[f.name], type) and issubclass(hints[f.name], str)):
+                expected.add((*prefix, f.name))
+    assert expected - {("preset",), ("name",), ("dataset",)} == set(paths)
+    for setting in SETTINGS:
+        assert isinstance(setting.default, setting.kind), setting.name
+
+
 @pytest.mark.parametrize("setting", SETTINGS, ids=lambda s: s.name)
 def test_every_setting_has_a_cli_flag_that_reaches_the_config(setting):
     value = sample(setting)
