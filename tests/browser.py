@@ -13,8 +13,15 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
+from tests.conftest import needs_tool
+
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
+# A module of tests in a real browser: marked `browser` (CI runs it, the fast lane does not), and
+# failing rather than skipping when Chromium is missing under BNVIZ_REQUIRE_TOOLS=1 (CI installs it).
+BROWSER_MODULE = [pytest.mark.browser, needs_tool(Path(CHROMIUM).exists(), "Debian's chromium is not installed (.ci/run installs it)")]
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",

@@ -9,6 +9,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import io  # noqa: E402
 import zipfile  # noqa: E402
+from collections.abc import Callable  # noqa: E402
 
 import pytest  # noqa: E402
 
@@ -26,6 +27,21 @@ def needs_tool(available: bool, reason: str) -> pytest.MarkDecorator:
     if available:
         return pytest.mark.skipif(False, reason=reason)
     return pytest.mark.missing_tool(reason) if REQUIRE_TOOLS else pytest.mark.skip(reason=reason)
+
+
+def browser_test(available: bool, reason: str) -> Callable[[Callable], Callable]:
+    """`needs_tool` for a test that drives Chromium (a page in a real browser, or kaleido's static
+    export), marked `browser`: seconds each, so the fast lane leaves them to CI."""
+    skip = needs_tool(available, reason)
+    return lambda test: pytest.mark.browser(skip(test))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that drives a browser or starts a Ray cluster is also `slow`: `-m "not slow"`, the
+    lane a developer runs every hour, leaves it out; `-m browser` or `-m cluster` picks those alone."""
+    for item in items:
+        if item.get_closest_marker("browser") or item.get_closest_marker("cluster"):
+            item.add_marker(pytest.mark.slow)
 
 
 def skip_missing_tool(reason: str) -> None:

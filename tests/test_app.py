@@ -247,6 +247,7 @@ def test_zip_upload_is_extracted_into_home_uploads(home):
 
 
 # --- Runs ----------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_runs_page_shows_progress_and_cancels(home):
     store = Store(home)
     dummy = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "bnviz-test-worker"])
@@ -292,6 +293,7 @@ def test_pages_say_what_is_missing_when_there_are_no_runs(home):
 
 
 # --- Diagnose ------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_diagnose_shows_the_run_with_its_stored_numbers(trained):
     home, ids = trained
     store, run_id = Store(home), ids["collapse"]
@@ -343,6 +345,7 @@ def test_diagnose_shows_the_run_with_its_stored_numbers(trained):
     assert not at.exception
 
 
+@pytest.mark.slow
 def test_diagnose_defaults_to_the_newest_done_run_and_opens_on_request(trained):
     _, ids = trained
     assert open_app("diagnose").selectbox(key="diagnose_run").value == ids["fixed"]
@@ -354,6 +357,7 @@ def test_diagnose_defaults_to_the_newest_done_run_and_opens_on_request(trained):
 
 
 # --- Compare -------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_compare_overlays_two_runs(trained):
     home, ids = trained
     store = Store(home)
@@ -380,6 +384,7 @@ def test_compare_overlays_two_runs(trained):
     assert not projected.dataframe and list(projected.table[0].value.index) == labels  # an HTML table the layout's CSS enlarges
 
 
+@pytest.mark.slow
 def test_compare_defaults_and_session_preselection(trained):
     _, ids = trained
     assert open_app("compare").multiselect(key="compare_runs").value == [ids["fixed"], ids["collapse"]]
@@ -404,6 +409,7 @@ def deferred(monkeypatch) -> dict[str, object]:
     return captured
 
 
+@pytest.mark.slow
 def test_export_offers_lazy_downloads(trained, deferred):
     home, ids = trained
     store, run_id = Store(home), ids["collapse"]
@@ -451,6 +457,7 @@ print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflo
 """
 
 
+@pytest.mark.slow
 def test_the_server_process_never_imports_tensorflow(trained):
     home, _ = trained
     env = {**os.environ, "BNVIZ_HOME": str(home), "PYTHONPATH": str(ROOT)}

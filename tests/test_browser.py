@@ -10,10 +10,9 @@ from pathlib import Path
 import pytest
 
 from bnviz.store import FINISHED, Store
-from tests.browser import CHROMIUM, chromium, streamlit_server
-from tests.conftest import needs_tool
+from tests.browser import BROWSER_MODULE, chromium, streamlit_server
 
-pytestmark = needs_tool(Path(CHROMIUM).exists(), "Debian's chromium is not installed (.ci/run installs it)")
+pytestmark = BROWSER_MODULE
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
 CHART = '[data-testid="stPlotlyChart"] .main-svg'
 

@@ -6,7 +6,6 @@ value marked beside its widget. The runs are written straight into the store (no
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect
@@ -14,12 +13,11 @@ from playwright.sync_api import expect
 from bnviz.presets import PRESETS, preset_config
 from bnviz.records import ProbeRecord
 from bnviz.store import Store
-from tests.browser import CHROMIUM, chromium, streamlit_server
-from tests.conftest import needs_tool
+from tests.browser import BROWSER_MODULE, chromium, streamlit_server
 from tests.test_browser import ARTIFACTS, screenshot_on_failure
 from tests.test_diagnose_page import _finish
 
-pytestmark = needs_tool(Path(CHROMIUM).exists(), "Debian's chromium is not installed (.ci/run installs it)")
+pytestmark = BROWSER_MODULE
 CHART_TITLE = '[data-testid="stPlotlyChart"] .gtitle'
 PIXELS = "e => parseFloat(getComputedStyle(e).fontSize)"
 

@@ -4,18 +4,14 @@ Queue button do too. The run is written straight into the store (no training), s
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import pytest
-
 from bnviz import export
 from bnviz.store import Store
-from tests.browser import CHROMIUM, chromium, streamlit_server
+from tests.browser import BROWSER_MODULE, chromium, streamlit_server
 from tests.test_browser import ARTIFACTS, screenshot_on_failure
 from tests.test_diagnose_page import _finished
 from tests.test_figures import make_data
 
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed (.ci/run installs it)")
+pytestmark = BROWSER_MODULE
 VIEWPORTS = ((1440, 900), (1280, 720))
 
 

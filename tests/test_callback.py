@@ -61,6 +61,7 @@ def probed(tiny_data, tmp_path_factory):
     return model, probe, Store(home)
 
 
+@pytest.mark.slow
 def test_probe_callback_does_not_change_training(tiny_data, probed):
     plain, _ = _fit(tiny_data, None)
     model, probe, _ = probed
@@ -150,6 +151,7 @@ def sequential_without_input(num_classes: int):
     return model
 
 
+@pytest.mark.slow
 def test_a_sequential_model_without_input_is_probed_and_trains_identically(tiny_data, tmp_path):
     plain, _ = _fit(tiny_data, None, sequential_without_input)
     model, probe = _fit(tiny_data, tmp_path, sequential_without_input, validation_data=(tiny_data.x_val, tiny_data.y_val))
@@ -183,6 +185,7 @@ def test_a_model_compiled_with_an_unregistered_loss_and_optimizer_is_probed(tiny
     model.evaluate(tiny_data.x_val, tiny_data.y_val, verbose=0)
 
 
+@pytest.mark.slow
 def test_a_fault_in_the_probe_stops_the_probe_not_training(tiny_data, tmp_path, monkeypatch):
     from bnviz.tf.probe import RecordMaker
 
@@ -247,6 +250,7 @@ def _cli(*args: str, cwd: Path, env: dict) -> dict:
     return json.loads(out.stdout)
 
 
+@pytest.mark.slow
 def test_a_user_script_then_diagnose_and_recalibrate_through_the_cli(tmp_path):
     """The callback from a script in another folder (./bnviz-runs by default), then the CLI on its run."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
@@ -265,6 +269,7 @@ def test_a_user_script_then_diagnose_and_recalibrate_through_the_cli(tmp_path):
     assert (tmp_path / "bnviz-runs" / "runs.sqlite").exists()
 
 
+@pytest.mark.slow
 def test_pip_installs_the_package_with_a_bnviz_command(tmp_path):
     source, target = tmp_path / "src", tmp_path / "site"  # a copy: building writes build/ and *.egg-info beside the sources
     shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".*", "tests", "bench", "pages", "bnviz-runs", "build", "*.egg-info", "__pycache__"))

@@ -31,6 +31,7 @@ def assert_collapse_and_fix(acc: dict[str, dict], collapse_below: float, fixed_a
     assert final["test"] >= fixed_above and abs(final["test"] - final["test_batchstats"]) <= 0.1, final
 
 
+@pytest.mark.slow
 def test_story_command_shows_the_collapse_and_the_fix_on_tiny_images(tmp_path):
     """1 epoch (38 steps) at 20 px: 0.99³⁸ = 0.68 of the initial values linger, so bn collapses harder."""
     acc = story(tmp_path, "--input-size", str(TINY), "--epochs", "1", "--raw-pixels")
@@ -57,6 +58,7 @@ def norm1_population_variance(home: Path, *args: str) -> float:
     return float(np.median(data.layers["norm1"].pop_var[-1]))
 
 
+@pytest.mark.slow
 def test_raw_pixels_feed_the_first_bn_layer_variances_far_above_one(tmp_path):
     """README: scaled to 0–1 the first BN input's variance is ≈ 0.001 (so the lingering initial
     variance of 1 squashes it); with `--raw-pixels` it varies far more than 1."""
@@ -67,6 +69,7 @@ def test_raw_pixels_feed_the_first_bn_layer_variances_far_above_one(tmp_path):
     assert run.config.arch.rescale == 1.0 and Store(tmp_path / "scaled").list_runs()[0].config.arch.rescale == 1 / 255
 
 
+@pytest.mark.slow
 def test_default_worker_cap_is_one_and_a_surviving_worker_drains_the_queue_alone(tmp_path, monkeypatch):
     """README: at most BNVIZ_MAX_WORKERS (default 1) workers train at once; a worker keeps draining
     the queue by itself once the server that started it is gone."""

@@ -20,6 +20,7 @@ def bnviz(*args: str, home: Path | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "bnviz", *args], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
 
 
+@pytest.mark.slow
 def test_summary_reports_seed_counts():
     out = bnviz("summary", "--preset", "bn", "--input-size", "224", "--json")
     assert out.returncode == 0, out.stderr
@@ -53,6 +54,7 @@ def test_bad_arguments_exit_2_with_one_line(tmp_path, args, message):
     assert message in lines[-1] and "Traceback" not in out.stderr
 
 
+@pytest.mark.slow
 def test_folder_with_one_class_is_refused(tmp_path):
     from PIL import Image
 
@@ -63,6 +65,7 @@ def test_folder_with_one_class_is_refused(tmp_path):
     assert out.returncode == 2 and "class" in out.stderr.lower() and "Traceback" not in out.stderr
 
 
+@pytest.mark.slow
 def test_train_stores_run_and_prints_json(tmp_path):
     out = bnviz("train", "--preset", "bn", "--input-size", "16", "--epochs", "1", "--seed", "1", "--json", home=tmp_path)
     assert out.returncode == 0, out.stderr

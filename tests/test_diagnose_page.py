@@ -125,6 +125,7 @@ def test_the_first_screen_is_verdict_figures_then_symptom_and_cause(store):
     assert charts[:2] == ["diagnose_curves", "diagnose_theory"]
 
 
+@pytest.mark.slow
 def test_compare_opens_on_the_seed_twin_and_exports_the_pair_in_one_click(store):
     first = _finished(store, "twin", seed=0)
     _finished(store, "twin", batch_size=64)
@@ -146,6 +147,7 @@ def _chart_keys(at: AppTest) -> list[str]:
     return [c.proto.id.rsplit("-", 1)[-1] for c in at.get("plotly_chart")]
 
 
+@pytest.mark.slow
 def test_an_inspected_model_shows_its_statistics_and_no_training_history(store):
     at = _open("diagnose", run=inspected(store))
     assert _chart_keys(at) == ["diagnose_histograms", "diagnose_drift", "diagnose_gap"]  # no curves or mᵗ over steps it never logged
@@ -158,6 +160,7 @@ def test_an_inspected_model_shows_its_statistics_and_no_training_history(store):
     assert "Moving statistics vs the population" in [h.value for h in at.subheader]
 
 
+@pytest.mark.slow
 def test_an_inspected_model_with_a_known_step_count_gets_its_m_to_the_t(store):
     at = _open("diagnose", run=inspected(store, known_steps=100))
     assert _chart_keys(at) == ["diagnose_theory", "diagnose_histograms", "diagnose_drift", "diagnose_gap"]
@@ -171,6 +174,7 @@ def _precisebn_table(at: AppTest):
     return table
 
 
+@pytest.mark.slow
 def test_precisebn_says_which_images_it_averaged_over_and_when_that_is_transductive(store):
     run_id = _finished(store, "done")
     after = {"accuracy": {"train": 0.96, "val": 0.95, "test": 0.97}, "batches": 5}
@@ -185,6 +189,7 @@ def test_precisebn_says_which_images_it_averaged_over_and_when_that_is_transduct
     assert any(w.value.startswith("Transductive: calibrated on the test images") for w in at.warning)
 
 
+@pytest.mark.slow
 def test_a_run_whose_targets_are_not_classes_shows_its_loss_and_never_nan(store):
     run_id = store.create_run(preset_config("bn").replace(name="regression"), status=RunStatus.RUNNING)
     store.start(run_id, os.getpid(), 40, STEPS, {"task": "values", "loss_name": "mse"})

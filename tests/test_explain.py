@@ -17,6 +17,7 @@ from bnviz.story import CHAPTERS, new_story_id
 from tests.test_app import charts, open_app, trace, values
 from tests.test_cli import bnviz
 
+pytestmark = pytest.mark.slow  # every test here trains runs end to end (a module fixture, workers, the CLI)
 TINY = {"input_size": 20, "epochs": 1, "probe": ProbeConfig(probe_batch=32, population_samples=64)}
 
 

@@ -15,11 +15,11 @@ import pytest
 from bnviz import export as E
 from bnviz import figures as F
 from bnviz.records import RunData
-from tests.conftest import needs_tool
+from tests.conftest import browser_test
 from tests.test_figures import empty_data, make_data, tiny_run
 
 AVAILABLE, REASON = E.static_export_available()
-needs_browser = needs_tool(AVAILABLE, f"static export unavailable here: {REASON}")
+needs_browser = browser_test(AVAILABLE, f"static export unavailable here: {REASON}")
 PLOTLYJS_BANNER = "* plotly.js v"  # the first lines of the inlined bundle
 PACKED = 'id="plotlyjs-gzip"'  # the report's one compressed plotly.js
 
@@ -96,7 +96,7 @@ def test_without_a_browser_static_export_is_refused_and_html_still_works(browser
     assert b"plotly" in E.figure_bytes(small_figure(), "html")
 
 
-@needs_tool(AVAILABLE, f"needs kaleido (the failure comes from starting it): {REASON}")
+@browser_test(AVAILABLE, f"needs kaleido (the failure comes from starting it): {REASON}")
 def test_a_browser_that_fails_to_start_is_reported_not_hung_on(browser_path):
     browser_path("/bin/false")
     with pytest.raises(E.ExportError, match="could not be started"):
@@ -177,6 +177,7 @@ def real_run(tmp_path_factory) -> RunData:
     return tiny_run(tmp_path_factory)
 
 
+@pytest.mark.slow
 def test_exports_of_a_real_run(real_run):
     steps = pd.read_csv(io.BytesIO(E.run_csv(real_run)))
     assert steps["probe_acc_inference"].notna().sum() == len(real_run.probes)

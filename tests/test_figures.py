@@ -276,6 +276,7 @@ def real_run(tmp_path_factory) -> RunData:
     return tiny_run(tmp_path_factory)
 
 
+@pytest.mark.slow
 def test_every_figure_builds_from_a_real_run(real_run):
     assert real_run.layers, "the bn preset should record its BN layers"
     for layer, trace in real_run.layers.items():

@@ -56,6 +56,7 @@ def saved(tiny_data, tmp_path_factory):
     return folder, model
 
 
+@pytest.mark.slow
 def test_inspect_records_every_bn_layer_and_says_the_history_is_unknown(saved, tmp_path, capsys):
     folder, model = saved
     code, out, err = run_cli(capsys, "inspect", str(folder / "model.keras"), "--data", str(folder / "data.zip"), "--home", str(tmp_path), "--json")

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import pytest
-
-from tests.browser import CHROMIUM, chromium, streamlit_server
+from tests.browser import BROWSER_MODULE, chromium, streamlit_server
 from tests.test_browser import ARTIFACTS, screenshot_on_failure
 
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed (.ci/run installs it)")
+pytestmark = BROWSER_MODULE
 
 
 def test_upload_a_model_and_a_zip_and_see_the_diagnosis(tmp_path, tiny_data):

@@ -63,6 +63,7 @@ def submit(at, model: tuple[str, bytes], data: tuple[str, bytes]):
     return at
 
 
+@pytest.mark.slow
 def test_an_uploaded_model_is_inspected_in_a_worker_and_diagnosed(home, upload):
     at = open_app("inspect")
     assert at.button(key="inspect_submit").disabled and any("Nothing inspected yet" in i.value for i in at.info)
@@ -88,6 +89,7 @@ def test_an_uploaded_model_is_inspected_in_a_worker_and_diagnosed(home, upload):
     assert at.caption[0].value.startswith("done · a saved model, inspected (training history unknown) · 3 BN layers")
 
 
+@pytest.mark.slow
 def test_a_file_that_is_not_a_model_fails_its_job_with_one_line(home, upload):
     at = open_app("inspect")
     submit(at, ("notes.keras", b"just text"), ("images.zip", upload["images.zip"]))
@@ -97,6 +99,7 @@ def test_a_file_that_is_not_a_model_fails_its_job_with_one_line(home, upload):
     assert Store(home).list_runs() == []
 
 
+@pytest.mark.slow
 def test_the_training_steps_the_user_knows_go_into_the_job(home, monkeypatch):
     monkeypatch.setattr("bnviz.jobs.JobManager.pump", lambda self: None)  # no worker: the job stays queued, its args as submitted
     model, images = home / "mine.keras", home / "images.zip"

@@ -129,6 +129,7 @@ def test_failed_recalibration_shows_its_reason_on_diagnose_after_a_restart(tmp_p
     assert f"Recalibration failed: {job.error}" in [e.value for e in at.error]
 
 
+@pytest.mark.slow
 def test_a_queued_recalibration_can_be_cancelled_from_diagnose(tmp_path, monkeypatch):
     from bench.fake import write_run
 

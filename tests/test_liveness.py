@@ -41,6 +41,7 @@ def steps_stored(home: Path) -> bool:
     return bool(runs) and len(Store(home).load_run(runs[0].id).steps) > 0
 
 
+@pytest.mark.slow
 def test_sigkilled_cli_training_reads_as_interrupted_with_its_records(tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-m", "bnviz", "train", "--epochs", "200", "--input-size", str(TINY), "--no-probe", "--home", str(tmp_path)],

@@ -61,6 +61,7 @@ def stored(tmp_path_factory):
 
 
 # --- outside a kernel -----------------------------------------------------------------------------
+@pytest.mark.slow
 def test_outside_a_notebook_the_probe_shows_nothing(stored):
     _, probes = stored
     assert not notebook.in_notebook()

@@ -46,6 +46,7 @@ def plain(tiny_data):
     return _fit(tiny_data, probe=False)[0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fixture", ["probed", "probed_live"])
 def test_probe_does_not_change_training(plain, fixture, request):
     """Neither snapshots (budget 0) nor records made inside the training loop (budget 100) change
@@ -70,6 +71,7 @@ def test_records_made_after_training_equal_records_made_live(probed, probed_live
                 np.testing.assert_allclose(getattr(la, field), getattr(lb, field), rtol=1e-5, atol=1e-6, err_msg=f"step {a.step} {la.layer} {field}")
 
 
+@pytest.mark.slow
 def test_default_budget_paces_records_live_over_the_run(tiny_data, probed):
     """Budget 3 %: after a share f of the steps a share f of the records is made, so all but the last
     step's are made while training runs, and they equal the deferred ones."""
@@ -131,6 +133,7 @@ def _measured(records, field: str = "pop_var") -> list[int]:
     return [i for i, r in enumerate(records) if np.isfinite(getattr(r.layers[0], field)).all()]
 
 
+@pytest.mark.slow
 def test_the_population_is_measured_at_every_fourth_record_and_the_last(tiny_data, probed, probed_live):
     """population_every 4 (the default): records 0, 4, 8 … and the last run the population sample
     forward in training mode, the last one in inference mode too; those between carry NaN there, and
@@ -160,6 +163,7 @@ def test_the_population_is_measured_at_every_fourth_record_and_the_last(tiny_dat
                     np.testing.assert_allclose(getattr(a, field), expected, rtol=1e-5, atol=1e-6, err_msg=f"step {light.step} {a.layer} {field}")
 
 
+@pytest.mark.slow
 def test_a_run_stopped_early_still_ends_on_a_record_that_measured_the_population(tiny_data):
     """Training stopped by another callback after step 5 (between scheduled steps): the newest snapshot
     waited for the end of training, so the run's last record (step 4, a light one by the count) is the
@@ -189,11 +193,13 @@ def test_the_runs_end_reuses_the_probes_passes_holding_the_trained_weights(tiny_
             np.testing.assert_allclose(v1, v2, rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.slow
 def test_a_cancelled_run_skips_the_records_left_for_the_end(tiny_data):
     _, records = _fit(tiny_data, probe=True, epochs=1, budget=0.0, keep_going=lambda: False)
     assert records == []
 
 
+@pytest.mark.slow
 def test_snapshots_beyond_the_memory_cap_are_made_at_once(tiny_data, monkeypatch):
     import bnviz.tf.probe
 

@@ -27,7 +27,7 @@ from tests.conftest import APP_TIMEOUT_S, skip_missing_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIO_SECONDS = 420
-CLUSTER = pytest.mark.slow  # the module's one cluster: 60 s on a quiet machine, 140 s on 2 busy cores
+CLUSTER = pytest.mark.cluster  # the module's one cluster: 60 s on a quiet machine, 140 s on 2 busy cores
 
 
 def namespace_command(script: list[str]) -> list[str]:

@@ -77,6 +77,7 @@ def test_population_moments_of_a_real_model_on_uneven_batches_match_numpy():
         np.testing.assert_allclose(var, ref_var, rtol=5e-4)  # float32 batch means near 0.5 are quantised to 6e-8: 1e-4 of a 1e-6 variance
 
 
+@pytest.mark.slow
 def test_precisebn_assigns_the_numpy_moments_of_the_images_it_drew(tmp_path):
     """`recalibrate` over all 1,200 images at batch 32 ends on a short batch of 16, over 5 batches it
     draws 160 of them by the run's seed; either way norm1's new moving statistics must be the moments
@@ -208,6 +209,7 @@ def fit_recording_true_batch_moments(data, momentum: float) -> tuple[list, dict[
     return records, truth
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("momentum", [0.5, 0.9, 0.99, 0.999])
 def test_recovered_batch_moments_are_the_trained_batch_moments(tiny_data, momentum):
     """Every recovered mean is within its rounding bound of the true batch mean; every variance kept

@@ -173,6 +173,7 @@ def column_errors(at: AppTest, kind: str, key: str) -> list[str]:
 
 
 # === 1. Bad input ========================================================================================
+@pytest.mark.slow
 def test_bad_numbers_are_refused_beside_their_widget_and_the_form_is_kept(home):
     at = open_app()
     at.text_input(key="train_name").set_value("keep me").run()
@@ -242,6 +243,7 @@ def test_out_of_memory_is_shown_on_the_train_page_before_queuing(home):
     assert [e for e in errors(at) if re.match(r"This model needs about \d+\.\d GiB for one batch of 512 at 224×224", e)]
 
 
+@pytest.mark.slow
 def test_batch_larger_than_the_data_set_is_refused_before_queuing(home):
     at = open_app()
     at.radio(key="train_dataset").set_value("zip").run()
@@ -285,6 +287,7 @@ BAD_ZIPS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", list(BAD_ZIPS))
 def test_bad_uploads_are_refused_with_one_line_and_leave_nothing(home, tmp_path, case):
     content, pattern = BAD_ZIPS[case]
@@ -425,6 +428,7 @@ def faults(tmp_path_factory):
             proc.wait()
 
 
+@pytest.mark.slow
 def test_killed_worker_leaves_an_interrupted_run_with_every_committed_record(faults):
     store = Store(faults.home)
     run = store.get_run(faults.ids["long"])
@@ -441,12 +445,14 @@ def test_killed_worker_leaves_an_interrupted_run_with_every_committed_record(fau
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
 
+@pytest.mark.slow
 def test_the_queue_behind_a_killed_worker_runs_to_the_end(faults):
     runs = {r.name: r for r in Store(faults.home).list_runs()}
     assert {name: r.status for name, r in runs.items()} == {"long": "interrupted", "nan": "failed", "mixed": "done", "junk": "failed", "small": "failed"}
     assert "database is locked" not in logs(faults.home)
 
 
+@pytest.mark.slow
 def test_nan_loss_fails_the_run_with_step_and_reason_and_keeps_its_records(faults):
     store = Store(faults.home)
     data = store.load_run(faults.ids["nan"])
@@ -458,6 +464,7 @@ def test_nan_loss_fails_the_run_with_step_and_reason_and_keeps_its_records(fault
     assert data.run.model_path is None and "final" not in data.evaluations
 
 
+@pytest.mark.slow
 def test_unreadable_and_mixed_images_are_skipped_counted_or_refused(faults):
     store = Store(faults.home)
     mixed = store.get_run(faults.ids["mixed"])
@@ -470,6 +477,7 @@ def test_unreadable_and_mixed_images_are_skipped_counted_or_refused(faults):
     assert store.load_run(small.id).steps.empty and store.load_run(junk.id).steps.empty
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the NaN run's statistics overflow: that is what it is for
 def test_every_page_opens_on_every_faulty_run(faults, monkeypatch):
     monkeypatch.setenv("BNVIZ_HOME", str(faults.home))
@@ -487,6 +495,7 @@ def test_every_page_opens_on_every_faulty_run(faults, monkeypatch):
     assert not at.exception
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("page", ["diagnose", "export"])
 @pytest.mark.parametrize("bad", ["../x", "/etc/passwd", "20261129-103640-f8d32a/../x"])
 def test_run_query_parameters_with_paths_only_warn(faults, monkeypatch, page, bad):
@@ -497,6 +506,7 @@ def test_run_query_parameters_with_paths_only_warn(faults, monkeypatch, page, ba
     assert at.selectbox(key=f"{page}_run").value in faults.ids.values()
 
 
+@pytest.mark.slow
 def test_compare_query_parameter_with_paths_only_warns(faults, monkeypatch):
     monkeypatch.setenv("BNVIZ_HOME", str(faults.home))
     at = open_app("compare", runs=f"../x,{faults.ids['mixed']}")
@@ -601,6 +611,7 @@ def assert_no_exception(page) -> None:
     assert shown.count() == 0, shown.first.inner_text()
 
 
+@pytest.mark.slow
 def test_restart_keeps_every_run_and_resumes_the_queue(tmp_path, servers, browser):
     home = tmp_path / "home"
     store = Store(home)
@@ -780,6 +791,7 @@ def _put(port: int, path: str, headers: dict[str, str]) -> int:
         connection.close()
 
 
+@pytest.mark.slow
 def test_uploads_need_the_xsrf_token_and_respect_the_size_cap(shared_server, browser):
     page = open_page(browser, shared_server.url, "Train a model")
     try:

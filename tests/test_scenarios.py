@@ -15,6 +15,7 @@ from bnviz.data import digits, from_folder
 from bnviz.diagnose import CAUSES
 from tests.scenarios import DARKEN, SCENARIOS, SIZE, Outcome, Scenario, failed_claims, run_by_name, write_folder
 
+pytestmark = pytest.mark.slow  # the whole bank trains, one regime per test
 NOT_BUILDABLE = {
     "pending": "a run without a final evaluation, not a regime",
     "dropout_before_bn": "the model template puts Dropout after the last BN layer only",

@@ -99,6 +99,7 @@ def test_bad_config_files_exit_2_with_one_line(tmp_path, capsys, content, messag
     assert info.value.code == 2 and message in err and len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_train_page_advanced_bn_reaches_the_queued_config(tmp_path, monkeypatch):
     monkeypatch.setenv("BNVIZ_HOME", str(tmp_path))
     monkeypatch.setattr("bnviz.jobs.JobManager.pump", lambda self: None)  # queue only: no worker in this test

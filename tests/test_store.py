@@ -107,6 +107,7 @@ def _hammer(home: str, run_id: str, offset: int) -> None:
         store.list_runs()
 
 
+@pytest.mark.slow
 def test_concurrent_writers_and_readers_do_not_lock(tmp_path):
     store = Store(tmp_path)
     run_id = store.create_run(preset_config("bn"), status="running")

@@ -41,6 +41,7 @@ def store(tmp_path, monkeypatch) -> Store:
     return Store(tmp_path)
 
 
+@pytest.mark.slow
 def test_raw_chapter_offers_the_pair_then_compares_it(store):
     _story(store)
     at = open_app("story", chapter="raw")
