@@ -26,6 +26,8 @@ Results: a table on stdout and `bench/results/latest.json` (git-ignored). `--qui
 mode with tiny sizes (tests/test_bench.py runs it); its numbers are not measurements.
 
 `python -m bench.scenarios` stands apart: it trains the scenario bank (tests/scenarios.py) and
-prints the README's "What bnviz diagnoses" table. So does `python -m bench.ray`: a sweep on one
-local worker against a 2-node Ray cluster on this machine (README "Scaling out").
+prints the "What bnviz diagnoses" table of docs/diagnoses.md. So does `python -m bench.ray`: a sweep on one
+local worker against a 2-node Ray cluster on this machine (docs/scaling-out.md). With `--docs`, each
+script that measures a table in docs/ writes it between that file's markers (bench/docs.py);
+`python -m bench.screenshot` regenerates docs/diagnose.png.
 """

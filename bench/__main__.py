@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from bench import report
+from bench.docs import write_generated
 from bench.util import ROOT, load_average
 
 SECTIONS = ("story", "ui", "store", "command", "overhead", "long", "scale", "threads")  # the short ones first
@@ -90,6 +91,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--sections", default=",".join(DEFAULT_SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)} (default: all but threads)")
     parser.add_argument("--jobs", type=int, default=0, help="sections run at once (default 1; 2 with --quick, whose numbers are not measurements anyway)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON results file (default bench/results/latest.json)")
+    parser.add_argument("--docs", action="store_true", help="also write the tables into docs/performance.md (between its markers)")
     parser.add_argument("--section", help=argparse.SUPPRESS)
     parser.add_argument("--section-out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -135,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     args.out.write_text(json.dumps(results, indent=1, default=float))
     print(report.render(results))
     print(f"\nJSON: {args.out}")
+    if args.docs:
+        print(f"wrote {write_generated('performance.md', 'bench', report.render(results))}")
     failed = [n for n, s in results["sections"].items() if "error" in s]
     for name in failed:
         print(f"\n[bench] section {name} failed:\n{results['sections'][name]['error']}", file=sys.stderr)

@@ -4,7 +4,7 @@ mutmut (configured in pyproject.toml, `[tool.mutmut]`) plants one small change a
 a constant, a comparison) in the functions below and runs the fast reference tests that reach them
 (tests/test_stats.py, tests/test_reference.py without its training-loop tests). A mutant the tests
 miss "survives": each survivor is listed with its diff, to be killed by a test or explained as
-equivalent (README, Testing). Too slow for every CI run (minutes on 2 cores); run it after changing
+equivalent (docs/testing.md; `--docs` writes the summary there). Too slow for every CI run (minutes on 2 cores); run it after changing
 the maths. Results: bench/results/mutation.json, mutmut's log in bench/results/mutation.log.
 """
 
@@ -19,6 +19,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from bench.docs import fenced, write_generated
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -107,6 +109,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--targets", nargs="+", default=list(TARGETS), help="mutant name patterns (default: the maths)")
     parser.add_argument("--survivors", action="store_true", help="retest every mutant not yet killed (after adding tests)")
     parser.add_argument("--report", action="store_true", help="only summarise the verdicts mutmut has stored so far")
+    parser.add_argument("--docs", action="store_true", help="also write the summary into docs/testing.md (between its markers)")
     args = parser.parse_args(argv)
     RESULTS.mkdir(parents=True, exist_ok=True)
     log = RESULTS / "mutation.log"
@@ -123,13 +126,17 @@ def main(argv: list[str] | None = None) -> None:
         mutmut("run", "--max-children", str(args.max_children), *args.targets, log=log)
     result = summary(statuses(tuple(args.targets)), time.monotonic() - started)
     (RESULTS / "mutation.json").write_text(json.dumps(result, indent=1, ensure_ascii=False))
-    print(
+    lines = [
         f"{result['killed']} of {result['mutants']} mutants killed ({result['kill_rate']:.0%}) in {result['seconds']} s; {result['counts']}; "
         f"of the {result['decisive_mutants']} that change a number or a decision, {result['decisive_kill_rate']:.0%} killed"
-    )
+    ]
     for name, survivor in result["survivors"].items():
         kind = "message text" if name in result["text_survivors"] else "NUMBER OR DECISION"
-        print(f"\n{survivor['status']} ({kind}): {name}\n{survivor['diff']}")
+        lines.append(f"\n{survivor['status']} ({kind}): {name}\n{survivor['diff']}")
+    text = "\n".join(lines)
+    print(text)
+    if args.docs:
+        print(f"wrote {write_generated('testing.md', 'bench.mutation', fenced(text))}")
 
 
 if __name__ == "__main__":

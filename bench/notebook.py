@@ -17,6 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.docs import fenced, write_generated
 from bench.util import ROOT, median
 
 TIMES = {"loop_s": "training loop (wall)", "loop_cpu_s": "training loop (CPU)", "fit_s": "whole fit, the answer displayed at its end"}
@@ -93,24 +94,29 @@ def run(rounds: int, epochs: int) -> dict:
     }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--epochs", type=int, default=8)
-    args = parser.parse_args()
-    result = run(args.rounds, args.epochs)
+    parser.add_argument("--docs", action="store_true", help="also write the report into docs/notebook.md (between its markers)")
+    args = parser.parse_args(argv)
+    result, lines = run(args.rounds, args.epochs), []
     for i, r in enumerate(result["rounds"]):
         cells = ", ".join(f"{TIMES[k]} {r['without'][k]:.2f} → {r['with'][k]:.2f} s ({r['with'][k] / r['without'][k]:.3f}×)" for k in TIMES)
-        print(f"round {i + 1}, {r['with']['updates']} redraws, {1000 * r['with']['panel_s']:.0f} ms drawing in the loop: {cells}")
-    print(
+        lines.append(f"round {i + 1}, {r['with']['updates']} redraws, {1000 * r['with']['panel_s']:.0f} ms drawing in the loop: {cells}")
+    lines.append(
         "median, probe + live panel over the probe alone: "
         + ", ".join(f"{TIMES[k]} {v:.3f}×" for k, v in result["median"].items())
         + f" ({result['wall_s']:.0f} s in all)"
     )
-    print(
+    lines.append(
         f"the panel's own drawing time inside the training loop: {result['panel_share']:.1%} of the loop (median), "
         f"so {1 + result['panel_share']:.3f}× what the loop would take without it"
     )
+    text = "\n".join(lines)
+    print(text)
+    if args.docs:
+        print(f"wrote {write_generated('notebook.md', 'bench.notebook', fenced(text))}")
 
 
 if __name__ == "__main__":

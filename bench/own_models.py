@@ -1,6 +1,6 @@
 """`python -m bench.own_models [--seeds 0 1 2]`: the own-model bank (tests/test_own_models.py) over
 several seeds, through the user's path (`bnviz.Probe` in a plain `fit`, `bnviz inspect` of a saved
-model), printing the Markdown table for the README section "What bnviz diagnoses in your own model":
+model), printing the Markdown table of docs/own-models.md, "What bnviz diagnoses in your own model" (`--docs` writes it there):
 per scenario the test accuracy in inference mode / after PreciseBN on training images / with the test
 set's batch statistics, and the verdict per seed against the cause it was built for."""
 
@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from bench.docs import write_generated
 from bench.util import quiet_tensorflow
 
 
@@ -56,6 +57,7 @@ def _cells(data) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--docs", action="store_true", help="also write the table into docs/own-models.md (between its markers)")
     args = parser.parse_args(argv)
     quiet_tensorflow()
     from tests.test_own_models import load_digits_splits
@@ -73,9 +75,11 @@ def main(argv: list[str] | None = None) -> None:
         rows.append(f"| {name} | {how} | {cells[0]} | {marks} |")
         print(rows[-1], flush=True)
     print(f"\n{right} of {total} verdicts name the built cause ({time.perf_counter() - started:.0f} s, seeds {' '.join(map(str, args.seeds))}).\n")
-    print("| Scenario | How it is built | Test accuracy: inference / recalibrated / batch statistics (first seed) | Verdict per seed |")
-    print("|---|---|---|---|")
-    print("\n".join(rows))
+    header = "| Scenario | How it is built | Test accuracy: inference / recalibrated / batch statistics (first seed) | Verdict per seed |\n|---|---|---|---|"
+    table = "\n".join([header, *rows])
+    print(table)
+    if args.docs:
+        print(f"wrote {write_generated('own-models.md', 'bench.own_models', table)}")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 """`python -m bench.raw_pixels`: the attempts at the notebook's exact models (raw 0–255 input, no
-Rescaling layer) that the README reports. The four presets train on raw pixels, on the embedded data
+Rescaling layer) that docs/story.md reports (`--docs` writes the printed lines there). The four presets train on raw pixels, on the embedded data
 and on photo-like variants of it (a large positive mean per channel, scene-level exposure and
 contrast), for several seeds; one JSON line per (data, seed). `--dead` adds, for `more-layers`, the
 share of each conv layer's ReLU channels that are zero for every test image after training.
@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from bench.docs import fenced, write_generated
 from bnviz import data as D
 from bnviz.config import with_settings
 from bnviz.presets import PRESETS, preset_config
@@ -96,17 +97,23 @@ def attempt(variant: str, seed: int, epochs: int, learning_rate: float, dead: bo
     return out | {"seconds": round(time.monotonic() - started, 1)}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="embedded,photo,photo-narrow,photo-wide", help=f"comma-separated: {', '.join(VARIANTS)}")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--dead", action="store_true", help="also measure more-layers' dead ReLU channels")
-    args = parser.parse_args()
+    parser.add_argument("--docs", action="store_true", help="also write the JSON lines into docs/story.md (between its markers)")
+    args = parser.parse_args(argv)
+    lines = []
     for variant in args.data.split(","):
         for seed in (int(s) for s in args.seeds.split(",")):
-            print(json.dumps(attempt(variant, seed, args.epochs, args.learning_rate, args.dead)), flush=True)
+            lines.append(json.dumps(attempt(variant, seed, args.epochs, args.learning_rate, args.dead)))
+            print(lines[-1], flush=True)
+    if args.docs:
+        text = "\n".join(lines)
+        print(f"wrote {write_generated('story.md', 'bench.raw_pixels', fenced(text))}")
 
 
 if __name__ == "__main__":

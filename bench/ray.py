@@ -22,6 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.docs import fenced, write_generated
 from bench.util import ROOT, load_average, median
 
 NETNS_ENV = "BNVIZ_BENCH_NETNS"
@@ -193,11 +194,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "ray.json")
     parser.add_argument("--report", type=Path, help="print the report of an earlier results file (its projection recomputed) and exit")
+    parser.add_argument("--docs", action="store_true", help="also write the report into docs/scaling-out.md (between its markers)")
     args = parser.parse_args(argv)
     if args.report:
         result = json.loads(args.report.read_text())
-        print(render({**result, "projection": projection(result)}))
-        return 0
+        text = render({**result, "projection": projection(result)})
+        print(text)
+        return write_docs(text) if args.docs else 0
     if os.environ.get(NETNS_ENV) != "1":  # Ray must bind loopback only: run again in a network namespace of our own
         script = 'ip link set lo up && exec "$@"'
         command = ["unshare", "-n" if os.geteuid() == 0 else "-rn", "sh", "-c", script, "sh", sys.executable, "-m", "bench.ray", *sys.argv[1:]]
@@ -207,6 +210,11 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1, default=float))
     print(render(result))
+    return write_docs(render(result)) if args.docs else 0
+
+
+def write_docs(report: str) -> int:
+    print(f"wrote {write_generated('scaling-out.md', 'bench.ray', fenced(report))}")
     return 0
 
 

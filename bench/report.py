@@ -1,5 +1,5 @@
-"""The benchmark's printed report: Markdown tables from the results dictionary (paste-able into
-README.md)."""
+"""The benchmark's printed report: Markdown tables from the results dictionary (`python -m bench --docs`
+writes them into docs/performance.md)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """`python -m bench.scenarios [--seeds 0 1 2] [--only CAUSE ...]`: train every scenario of the bank (tests/scenarios.py)
-through the real path (store, `execute_run`, `diagnose`) and print the Markdown table for the README
-section "What bnviz diagnoses": how each scenario is built, its measured test accuracy in inference
+through the real path (store, `execute_run`, `diagnose`) and print the Markdown table of docs/diagnoses.md
+(`--docs` writes it there): how each scenario is built, its measured test accuracy in inference
 mode, after recalibration (PreciseBN on training batches) and with batch statistics on test batches,
 and the verdict. Before it, a per-seed table, a row as each run ends: the numbers, the verdict, the
 causes other findings blame, the claims the raw numbers did not bear out and the training time.
@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from bench.docs import write_generated
 from bench.util import quiet_tensorflow
 
 if TYPE_CHECKING:
@@ -63,6 +64,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--only", nargs="*", default=None, help="scenario causes to run (default: all)")
+    parser.add_argument("--docs", action="store_true", help="also write the table into docs/diagnoses.md (between its markers)")
     args = parser.parse_args(argv)
     quiet_tensorflow()
     from tests.scenarios import SCENARIOS, run
@@ -79,6 +81,8 @@ def main(argv: list[str] | None = None) -> None:
         f"\n{readme_table(results)}\n\nTotal {time.perf_counter() - start:.0f} s wall, "
         f"{time.process_time() - cpu:.0f} s CPU (all threads) for {len(results)} runs."
     )
+    if args.docs:
+        print(f"wrote {write_generated('diagnoses.md', 'bench.scenarios', readme_table(results))}")
 
 
 if __name__ == "__main__":
