@@ -1013,3 +1013,226 @@ def test_non_iid_batches_reports_the_ratio(ratio, shuffle, severity):
     assert (f"{ratio:.1f}× as far from the population mean" in found.detail) is math.isfinite(ratio)
     assert ("the weights learn to rely on them" in found.detail) is (severity == "warning")
     assert dx.non_iid_batches(data, _evidence(data, non_iid_ratio=math.nan, not_iid=False)) is None
+
+
+# --- the verdict, clause by clause: each part of its sentence, its numbers and its remedies ----------
+def _collapsed(**changes) -> dx.Evidence:
+    """A collapsed run's evidence: 0.3 in inference mode, 0.9 recalibrated, fit 0.98."""
+    base = {
+        "split": "test",
+        "inference": 0.3,
+        "recalibrated": 0.9,
+        "batchstats": 0.9,
+        "train": 0.3,
+        "fit": 0.98,
+        "val": 0.3,
+        "test": 0.3,
+        "test_shift": 0.1,
+        "val_shift": 0.1,
+        "init_weight": 0.3,
+        "non_iid_ratio": 1.0,
+        "noise": 0.01,
+        "stuck": (),
+    }
+    return dx.Evidence(**{**base, **changes})
+
+
+def _finding(key: str, detail: str = "", remedies: tuple[str, ...] = (), **numbers: float) -> Finding:
+    return Finding(key, "warning", key, detail, remedies, numbers, key)
+
+
+NAN = math.nan
+
+
+def test_the_held_out_sentence_says_what_recalibrating_gives_only_when_it_was_measured():
+    assert "(recalibrating on training batches gives 0.90)" in dx._verdict_detail("lag", _collapsed(), True, {})
+    assert "recalibrating on training batches" not in dx._verdict_detail("lag", _collapsed(recalibrated=NAN), True, {})
+
+
+def test_not_enough_evidence_names_what_is_missing_and_what_fit_saw():
+    missing = {"missing_evidence": _finding("missing_evidence", "Pass train_data=(x, y).")}
+    detail = dx._verdict_detail("insufficient_evidence", _collapsed(recalibrated=NAN), True, missing)
+    assert detail.startswith("Test accuracy is 0.30 in inference mode against accuracy 0.98 on the training images (fit, batch statistics).")
+    assert detail.endswith("decides it. Pass train_data=(x, y).")
+    alone = dx._verdict_detail("insufficient_evidence", _collapsed(recalibrated=NAN, fit=NAN, train=NAN), True, {})
+    assert alone == "Test accuracy is 0.30 in inference mode. bnviz will not guess a cause without the measurement that decides it."
+
+
+def test_statistics_off_adds_why_only_when_a_stale_finding_says_it():
+    base = "The weights are fine: the statistics BN normalises with at inference are off."
+    assert dx._verdict_detail("statistics_off", _collapsed(), True, {}).endswith(base)
+    stale = {"stale_initial_values": _finding("stale_initial_values", "Not the initial values: 4 SD off.")}
+    assert dx._verdict_detail("statistics_off", _collapsed(), True, stale).endswith(base + " Not the initial values: 4 SD off.")
+
+
+@pytest.mark.parametrize("recalibrated, train_batchstats, says_basis", [(0.9, NAN, False), (NAN, 0.95, False), (NAN, NAN, True)])
+def test_a_bn_cause_says_it_was_measured_on_the_probes_batches_only_when_nothing_else_was(recalibrated, train_batchstats, says_basis):
+    detail = dx._verdict_detail("stale_initial_values", _collapsed(recalibrated=recalibrated, train_batchstats=train_batchstats), True, {})
+    assert ("Measured against the training batches the probe saw" in detail) == says_basis
+    assert detail.endswith(".)" if says_basis else "See the finding below.")
+
+
+def test_a_test_shift_gives_the_shift_and_the_test_sets_own_statistics_when_measured():
+    ev = _collapsed(val=0.95, test=0.4, test_shift=2.5, test_batchstats=0.9)
+    detail = dx._verdict_detail("test_shift", ev, True, {})
+    assert detail.startswith(
+        "Validation accuracy is 0.95 but test accuracy 0.40, and the test inputs sit 2.50 SDs from the training inputs; "
+        "the test set's own batch statistics give 0.90. The test data differ"
+    )
+    bare = dx._verdict_detail("test_shift", dataclasses.replace(ev, test_shift=NAN, test_batchstats=NAN), True, {})
+    assert bare.startswith("Validation accuracy is 0.95 but test accuracy 0.40. The test data differ")
+
+
+def test_overfitting_shows_training_accuracy_and_says_recalibrating_does_not_help_only_when_measured():
+    detail = dx._verdict_detail("overfitting", _collapsed(train=0.99, inference=0.6, recalibrated=0.61), True, {})
+    assert "Training accuracy 0.99: the model does not generalise. Recalibrating on training data does not close the gap." in detail
+    detail = dx._verdict_detail("overfitting", _collapsed(train=NAN, fit=0.97, inference=0.6, recalibrated=NAN), True, {})
+    assert detail.endswith("Training accuracy 0.97: the model does not generalise.")
+
+
+def test_a_healthy_verdict_says_why_and_whether_the_model_is_weak():
+    ok = _collapsed(inference=0.95, recalibrated=0.95, fit=0.97, train=0.96)
+    assert dx._verdict_detail("healthy", ok, True, {}).endswith("Recalibrating BN changes little: the moving statistics fit the data.")
+    weak = dx._verdict_detail("healthy", dataclasses.replace(ok, fit=0.5, train=0.5, recalibrated=NAN), True, {})
+    assert weak.endswith(
+        "Inference does as well as fit on the training batches: the moving statistics fit the data. The model itself is weak: "
+        "accuracy 0.50 on the training images."
+    )
+    assert "has no BatchNormalization layer" in dx._verdict_detail("healthy", ok, False, {})
+    assert "although the moving statistics of" in dx._verdict_detail("healthy", dataclasses.replace(ok, variance_bias=1.2), True, {})
+
+
+@pytest.fixture
+def deciding(monkeypatch):
+    """verdict() with the cause chosen by the test, so each part of its assembly can be checked alone."""
+
+    def decide_as(cause: str):
+        monkeypatch.setattr(dx, "decide", lambda data, ev, found: cause)
+
+    return decide_as
+
+
+def test_the_verdicts_drop_is_what_statistics_cost_for_a_bn_cause_else_the_gap_to_training(deciding):
+    data = _data()
+    deciding("stale_initial_values")
+    assert dx.verdict(data, _collapsed(inference=0.3, recalibrated=0.9), {}).numbers["accuracy_drop"] == pytest.approx(0.6)
+    assert dx.verdict(data, _collapsed(recalibrated=NAN, train_batchstats=NAN, fit=0.98, val=0.5), {}).numbers["accuracy_drop"] == pytest.approx(0.68)
+    deciding("overfitting")
+    assert dx.verdict(data, _collapsed(inference=0.3, recalibrated=0.35, fit=0.7, val=0.8), {}).numbers["accuracy_drop"] == pytest.approx(0.5)
+    assert dx.verdict(data, _collapsed(inference=0.3, recalibrated=0.35, fit=0.9, val=0.8), {}).numbers["accuracy_drop"] == pytest.approx(0.6)
+
+
+def test_the_verdict_is_critical_from_the_critical_drop_on(deciding):
+    deciding("lag")
+    assert dx.verdict(_data(), _collapsed(inference=0.0, recalibrated=dx.GAP_CRITICAL), {}).severity == "critical"
+    assert dx.verdict(_data(), _collapsed(inference=0.0, recalibrated=dx.GAP_CRITICAL - 0.01), {}).severity == "warning"
+
+
+def test_only_a_bn_cause_tells_where_the_error_starts_and_healthy_names_the_layers_it_tolerates(deciding):
+    data = _data()  # norm1's moving statistics are far off
+    deciding("lag")
+    assert "The error starts at norm1" in dx.verdict(data, _collapsed(), {}).detail
+    deciding("overfitting")
+    assert "The error starts at" not in dx.verdict(data, _collapsed(), {}).detail
+    deciding("healthy")
+    assert "although the moving statistics of norm1 are off" in dx.verdict(data, _collapsed(inference=0.95, recalibrated=0.95), {}).detail
+
+
+def test_the_verdicts_remedies_are_its_causes_or_what_to_pass(deciding):
+    data = _data()
+    lag = {"lag": _finding("lag", remedies=("Lower the momentum.",), suggested_momentum=0.9)}
+    deciding("lag")
+    top = dx.verdict(data, _collapsed(), lag)
+    assert top.remedies == ("Lower the momentum.",) and top.numbers["suggested_momentum"] == 0.9
+    assert dx.verdict(data, _collapsed(), {}).remedies == ()
+    deciding("insufficient_evidence")
+    assert dx.verdict(data, _collapsed(), {}).remedies == () and dx.verdict(data, _collapsed(), {}).severity == "unknown"
+    missing = {"missing_evidence": _finding("missing_evidence", "Pass train_data.")}
+    assert dx.verdict(data, _collapsed(), missing).remedies == ("Pass train_data.",)
+    deciding("statistics_off")
+    assert dx.verdict(data, _collapsed(), lag).remedies[0] == "Recalibrate the BN statistics (PreciseBN) now: no retraining."
+
+
+def _figures(name="norm2", own=(0.5, 1.3), infer=(2.0, 3.0)) -> dx.LayerFigures:
+    return dx.LayerFigures(name, 120, own[0], own[1], infer[0], infer[1], CHANNELS)
+
+
+def test_a_layer_finding_carries_its_figures_and_a_remedy_only_when_off():
+    f = _figures()
+    finding = dx._layer_finding(f, True, "At step 120")
+    assert finding.key == "layer_norm2" and finding.title == "norm2: moving statistics at inference" and finding.severity == "critical"
+    assert finding.numbers == {"mean_gap_sd": 2.0, "scale_error": 3.0, "own_mean_gap_sd": 0.5, "own_scale_error": 1.3, "step": 120, "first_wrong": 1.0}
+    assert finding.detail.startswith("norm2 goes wrong first: its own moving statistics are off. At step 120: In inference mode")
+    assert finding.remedies == ("Recalibrate (PreciseBN) to replace the moving values by the population statistics.",)
+    fine = dx._layer_finding(_figures(own=(0.1, 1.01), infer=(0.1, 1.01)), False, "At step 120")
+    assert fine.severity == "ok" and fine.remedies == () and fine.detail.startswith("At step 120: In inference mode")
+    assert fine.numbers["first_wrong"] == 0.0
+
+
+def test_a_layer_recorded_without_inference_inputs_is_judged_on_its_own_statistics():
+    older = dx._layer_finding(_figures(own=(0.6, 1.0), infer=(NAN, NAN)), False, "At step 120")
+    assert older.severity == "warning" and "recorded before bnviz measured inference-mode inputs" in older.detail
+    unmeasured = dx._layer_finding(_figures(own=(NAN, NAN), infer=(0.1, 1.0)), False, "At step 120")
+    assert unmeasured.severity == "ok" and "The training-mode population was not measured." in unmeasured.detail
+
+
+def _population_path(name: str, steps: tuple[int, ...], means: tuple[float, ...], variances: tuple[float, ...]) -> LayerTrace:
+    n = len(steps)
+    trace = _trace(name, steps=steps, moving=(0.0,) * n, moving_var=(1.0,) * n)
+    column = lambda values: np.asarray(values, np.float32).reshape(n, 1).repeat(CHANNELS, 1)  # noqa: E731
+    return dataclasses.replace(trace, pop_mean=column(means), pop_var=column(variances))
+
+
+def test_drift_speed_is_the_last_two_measured_records_change_per_step_in_population_sds():
+    layer = _population_path("norm1", (0, 10, 30), (0.0, 0.5, 0.2), (0.5, 0.009, 0.015))
+    expected = abs(0.2 - 0.5) / math.sqrt(0.015 + EPS) / 20
+    assert dx.drift_speed(_data(layers=[layer])) == pytest.approx(expected, rel=1e-5)
+    too_short = _population_path("norm1", (0, 30), (0.0, 0.2), (0.015, 0.015))
+    assert math.isnan(dx.drift_speed(_data(layers=[too_short])))
+    repeated = _population_path("norm1", (0, 10, 30, 30), (0.0, 0.1, 0.2, 0.3), (0.015,) * 4)
+    assert math.isnan(dx.drift_speed(_data(layers=[repeated])))
+    assert dx.drift_speed(_data(layers=[too_short, _population_path("norm2", (0, 10, 30), (0.0, 0.5, 0.2), (0.5, 0.009, 0.015))])) == pytest.approx(
+        expected, rel=1e-5
+    )
+
+
+def test_the_cause_is_decided_at_each_threshold_itself():
+    bn, plain = _data(), _data(preset="more-layers")
+    gap = {"val": 0.0, "inference": 0.0, "test": 0.0, "recalibrated": NAN}
+    assert dx.decide(plain, _collapsed(train=dx.OVERFIT_GAP, **gap), {}) == "overfitting"
+    assert dx.decide(plain, _collapsed(train=dx.OVERFIT_GAP * 0.99, **gap), {}) == "healthy"
+    strict = dx.Metric(warning=0.25, underfit=0.5)  # thresholds a score difference can meet exactly
+    stuck = {"fit": 1.0, "train": 1.0, "stuck": ("norm1",), "recalibrated": NAN, "metric": strict}
+    assert dx.decide(bn, _collapsed(inference=0.75, val=0.75, **stuck), {}) == "never_moved"
+    assert dx.decide(bn, _collapsed(inference=0.76, val=0.76, **stuck), {}) != "never_moved"
+    lost = {"inference": 0.3, "recalibrated": 0.9}
+    assert dx.decide(bn, _collapsed(init_weight=dx.STALE_WEIGHT, **lost), {}) == "stale_initial_values"
+    assert dx.decide(bn, _collapsed(init_weight=dx.STALE_WEIGHT * 0.99, **lost), {}) == "lag"
+    assert dx.decide(bn, _collapsed(init_weight=0.0, noise=dx.NOISE_SD, **lost), {}) == "batch_noise"
+    assert dx.decide(bn, _collapsed(init_weight=0.0, noise=0.0, variance_bias=dx.LAYER_SCALE[0], **lost), {}) == "batch_noise"
+    assert dx.decide(bn, _collapsed(init_weight=0.0, noise=0.0, variance_bias=1.2, **lost), {}) == "batch_noise"
+    assert dx.decide(bn, _collapsed(init_weight=0.0, noise=0.0, variance_bias=1.1, **lost), {}) == "lag"
+
+
+def test_the_initial_values_finding_is_a_warning_from_the_stale_weight_on_and_says_what_to_change():
+    ev = _collapsed()
+    found = dx.stale_initial_values(_data(momentum=0.99, steps=120), ev)
+    suggested = dx.suggest_momentum(120)
+    assert found.title == "What the moving averages still remember" and found.severity == "warning"
+    assert found.remedies == (
+        "Recalibrate the BN statistics (PreciseBN) now: no retraining.",
+        f"Lower the momentum to {suggested:g} (PyTorch: {dx.torch_momentum(suggested):g}) or less: its initial weight after 120 steps is below 1 %.",
+        f"Train for at least {dx.steps_to_forget(0.99):.0f} steps at {momentum_text(0.99)}.",
+    )
+    already = dx.stale_initial_values(_data(momentum=suggested, steps=120), ev)
+    assert not any(r.startswith("Lower the momentum") for r in already.remedies) and len(already.remedies) == 2
+    at_threshold = dx.stale_initial_values(_data(momentum=dx.STALE_WEIGHT, steps=1), ev)
+    assert at_threshold.numbers["init_weight"] == dx.STALE_WEIGHT and at_threshold.severity == "warning"
+    assert dx.stale_initial_values(_data(momentum=0.04, steps=1), ev).severity == "ok"
+
+
+def test_a_fit_that_continued_a_trained_model_names_the_values_it_began_with():
+    continued = _trace(moving=(5.0, 10, 20, 30, 35), moving_var=(2.0, 20, 50, 100, 150))
+    text = dx.stale_initial_values(_data(layers=[continued]), _collapsed()).detail
+    assert "values they held when this fit began" in text and "(mean 0, variance 1)" not in text
+    assert "initial values (mean 0, variance 1)" in dx.stale_initial_values(_data(), _collapsed()).detail
