@@ -1236,3 +1236,28 @@ def test_a_fit_that_continued_a_trained_model_names_the_values_it_began_with():
     text = dx.stale_initial_values(_data(layers=[continued]), _collapsed()).detail
     assert "values they held when this fit began" in text and "(mean 0, variance 1)" not in text
     assert "initial values (mean 0, variance 1)" in dx.stale_initial_values(_data(), _collapsed()).detail
+
+
+def test_an_older_run_with_dropout_listed_before_bn_gets_the_whole_finding():
+    info = {"layers": [{"name": "d", "type": "Dropout"}, {"name": "norm1", "type": "BatchNormalization"}]}
+    found = dx._dropout_by_layer_order(_data(info=info))
+    assert (found.key, found.severity, found.title) == ("dropout_before_bn", "warning", "Dropout comes before BatchNormalization")
+    assert found.detail.startswith("A Dropout layer feeds a BN layer: in training BN sees the variance with dropout")
+    assert found.remedies == ("Move Dropout after the last BN layer, or remove it.",) and found.numbers == {}
+    after = {"layers": [{"name": "norm1", "type": "BatchNormalization"}, {"name": "d", "type": "Dropout"}]}
+    assert dx._dropout_by_layer_order(_data(info=after)) is None
+
+
+def test_the_test_shift_finding_states_the_shift_the_pixels_and_the_test_sets_own_statistics():
+    ev = _collapsed(val=0.95, test=0.4, test_shift=2.5, val_shift=0.1, test_batchstats=0.9)
+    pixels = {"input_shift": {"pixel_mean": {"train": 120.0, "test": 60.0}}}
+    found = dx.test_shift(_data(info=pixels), ev)
+    assert found.title == "Whether the test data resemble the training data" and found.numbers == {"test_shift": 2.5, "val_shift": 0.1}
+    assert found.detail == (
+        "The test inputs sit 2.50 SDs from the training inputs (validation: 0.10), measured at the first BN layer's input. Mean pixel value: "
+        "train 120.0, test 60.0. Validation accuracy 0.95, test 0.40; with the test set's own batch statistics test gets 0.90."
+    )
+    bare = dx.test_shift(_data(), dataclasses.replace(ev, test_shift=NAN, test_batchstats=NAN))  # no input_shift recorded at all
+    assert bare.detail == "Validation accuracy 0.95, test 0.40."
+    unmeasured = dx.test_shift(_data(), dataclasses.replace(ev, test_batchstats=NAN))
+    assert unmeasured.detail.startswith("The test inputs sit 2.50 SDs") and "Mean pixel value" not in unmeasured.detail
