@@ -11,12 +11,24 @@ import pandas as pd
 import pytest
 
 from bnviz import diagnose as dx
-from bnviz.diagnose import BN_CAUSES, CAUSES, Finding, as_text, diagnose, layer_figures, momentum_text
+from bnviz.diagnose import BN_CAUSES, CAUSES, SEVERITIES, Finding, as_text, layer_figures, momentum_text
 from bnviz.presets import preset_config
 from bnviz.records import Evaluation, LayerTrace, Run, RunData
 
 EPS = 1e-3
 CHANNELS = 4
+
+
+def diagnose(data: RunData, *args, **kwargs) -> list[Finding]:
+    """bnviz's diagnosis, each finding held to the form every page and the CLI rely on: a title, a
+    sentence without "nan" or "None", remedies as sentences, numbers by name, a known severity."""
+    findings = dx.diagnose(data, *args, **kwargs)
+    for f in findings:
+        assert f.severity in SEVERITIES and (f.cause in CAUSES or f.cause == ""), f
+        for text in (f.key, f.title, f.detail, *f.remedies):
+            assert isinstance(text, str) and text.strip() and "nan" not in text.split() and "None" not in text, (f.key, text)
+        assert isinstance(f.remedies, tuple) and isinstance(f.numbers, dict) and all(isinstance(k, str) for k in f.numbers), f.key
+    return findings
 
 
 def _run(config, info=None, status="done", total=120) -> Run:
@@ -1261,3 +1273,62 @@ def test_the_test_shift_finding_states_the_shift_the_pixels_and_the_test_sets_ow
     assert bare.detail == "Validation accuracy 0.95, test 0.40."
     unmeasured = dx.test_shift(_data(), dataclasses.replace(ev, test_batchstats=NAN))
     assert unmeasured.detail.startswith("The test inputs sit 2.50 SDs") and "Mean pixel value" not in unmeasured.detail
+
+
+def test_findings_hold_their_thresholds_themselves():
+    plain = _data(preset="more-layers")
+    at = {"val": 0.0, "inference": 0.0, "test": 0.0}
+    assert dx.overfitting(plain, _collapsed(train=dx.OVERFIT_GAP, **at)).severity == "warning"
+    assert dx.overfitting(plain, _collapsed(train=dx.OVERFIT_GAP * 0.99, **at)).severity == "ok"
+    assert dx.overfitting(plain, _collapsed(train=0.9, val=0.5)).title == "Training vs held-out"
+    assert dx.fit_vs_evaluate(plain, _collapsed(fit=2 * dx.GAP_WARNING, train=0.0)) is not None
+    assert dx.fit_vs_evaluate(plain, _collapsed(fit=2 * dx.GAP_WARNING * 0.99, train=0.0)) is None
+    assert dx.fit_vs_evaluate(plain, _collapsed(fit=0.99, train=0.5)).title == "fit and evaluate disagree on the same training images"
+    assert dx.batch_noise(_data(), _collapsed(noise=NAN, variance_bias=dx.LAYER_SCALE[0])) is not None
+    assert dx.batch_noise(_data(), _collapsed(noise=NAN, variance_bias=dx.LAYER_SCALE[0] * 0.99)) is None
+
+
+def test_lag_is_a_warning_from_a_quarter_sd_on_and_suggests_a_momentum_only_below_the_runs(monkeypatch):
+    m = 0.5  # m/(1 − m) = 1: a drift of 0.25 SD per step lags by exactly 0.25 SD
+    monkeypatch.setattr(dx, "drift_speed", lambda data: 0.25)
+    found = dx.lag(_data(momentum=m), _collapsed())
+    assert found.numbers["lag_sd"] == 0.25 and found.severity == "warning" and found.title == "How far the moving average trails drifting statistics"
+    assert any(r.startswith("Use momentum") for r in found.remedies)
+    target = found.numbers["suggested_momentum"]
+    same = dx.lag(_data(momentum=target), _collapsed())
+    assert same.numbers["suggested_momentum"] == target and not any(r.startswith("Use momentum") for r in same.remedies)
+    monkeypatch.setattr(dx, "drift_speed", lambda data: 0.24)
+    assert dx.lag(_data(momentum=m), _collapsed()).severity == "ok"
+
+
+def test_notes_count_the_frozen_layers_of_a_model_bnviz_did_not_build():
+    rows = [{"name": "a", "trainable": False}, {"name": "b", "trainable": True}, {"name": "c"}]
+    notes = dx.model_notes(_data(info={"notes": ["It was loaded from a file."], "bn_layers": rows}), _collapsed())
+    assert (notes.title, notes.detail, notes.numbers) == ("About this model", "It was loaded from a file.", {"frozen_bn_layers": 1})
+    assert dx.model_notes(_data(info={"notes": ["A note."]}), _collapsed()).numbers == {"frozen_bn_layers": 0}
+
+
+def test_the_non_iid_finding_says_how_the_run_was_fed_and_how_to_fix_it():
+    found = dx.non_iid_batches(_data(shuffle=False, batch_size=16), _collapsed(non_iid_ratio=4.0, not_iid=True))
+    assert found.title == "Whether training batches are i.i.d." and found.numbers == {"ratio": 4.0}
+    assert found.detail.startswith("The run trained without shuffling (class by class). Training batches' means sit 4.0× as far")
+    assert "i.i.d. batches of 16 would" in found.detail
+    assert found.remedies == ("Shuffle the training data every epoch (fit(shuffle=True), or Dataset.shuffle before batch).",)
+    shuffled = dx.non_iid_batches(_data(), _collapsed(non_iid_ratio=1.0))
+    assert shuffled.severity == "ok" and shuffled.detail.startswith("Training batches' means sit 1.0×")
+    unmeasured = dx.non_iid_batches(_data(shuffle=False), _collapsed(non_iid_ratio=NAN, not_iid=True))
+    assert unmeasured.detail.startswith("The run trained without shuffling (class by class). ") and "Training batches' means" not in unmeasured.detail
+
+
+def test_a_shifted_test_set_keeps_its_warning_beside_a_bn_cause_and_the_causes_finding_takes_the_verdicts_severity():
+    top = Finding("verdict", "critical", "v", "d", (), {}, "lag")
+    findings = [_finding("lag"), _finding("test_shift"), _finding("overfitting"), _finding("layer_norm1")]
+    kept = {f.key: f.severity for f in dx.reconcile(findings, top)}
+    assert kept == {"lag": "critical", "test_shift": "warning", "overfitting": "info", "layer_norm1": "warning"}
+    healthy = dataclasses.replace(top, cause="healthy", severity="ok")
+    assert {f.key: f.severity for f in dx.reconcile(findings, healthy)} == {
+        "lag": "info",
+        "test_shift": "info",
+        "overfitting": "info",
+        "layer_norm1": "info",
+    }
