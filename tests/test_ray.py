@@ -27,7 +27,12 @@ from tests.conftest import APP_TIMEOUT_S, skip_missing_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIO_SECONDS = 420
-CLUSTER = pytest.mark.cluster  # the module's one cluster: 60 s on a quiet machine, 140 s on 2 busy cores
+
+
+def cluster_test(test):
+    """The module's one cluster (60 s on a quiet machine, 140 s on 2 busy cores): marked `cluster`, and
+    allowed the scenarios' own limit plus a minute, not pytest's default 300 s for one test."""
+    return pytest.mark.cluster(pytest.mark.timeout(SCENARIO_SECONDS + 60)(test))
 
 
 def namespace_command(script: list[str]) -> list[str]:
@@ -56,12 +61,12 @@ def seen(cluster_run) -> dict:
     return cluster_run[1]
 
 
-@CLUSTER
+@cluster_test
 def test_cluster_talks_over_loopback_only(seen):
     assert seen["addresses"] == ["127.0.0.1", "127.0.0.1"], seen
 
 
-@CLUSTER
+@cluster_test
 def test_sweep_spreads_over_both_nodes_and_lands_complete(seen):
     sweep = seen["sweep"]
     assert sweep["finished"] and sweep["status"] == ["done"] * 4, (sweep, seen["driver_log"])
@@ -71,13 +76,13 @@ def test_sweep_spreads_over_both_nodes_and_lands_complete(seen):
     assert all({"final", "recalibrated"} <= set(names) for names in sweep["evaluations"])
 
 
-@CLUSTER
+@cluster_test
 def test_progress_is_live_while_a_ray_run_trains(seen):
     mid_run = [s for s in seen["sweep"]["live"] if 0 < s["step"] < s["total"]]
     assert mid_run, seen["sweep"]["live"]
 
 
-@CLUSTER
+@cluster_test
 def test_cli_trains_on_ray_with_a_data_folder_that_travels(seen):
     cli = seen["cli"]
     assert cli["returncode"] == 0 and cli["payload"]["status"] == RunStatus.DONE, cli
@@ -87,7 +92,7 @@ def test_cli_trains_on_ray_with_a_data_folder_that_travels(seen):
     assert Path(cli["payload"]["model_path"]).is_file()
 
 
-@CLUSTER
+@cluster_test
 def test_cancel_stops_a_ray_run_at_the_next_step(seen):
     cancel = seen["faults"]["cancel"]
     assert cancel["status"] == RunStatus.CANCELLED, (cancel, seen["driver_log"])
@@ -95,7 +100,7 @@ def test_cancel_stops_a_ray_run_at_the_next_step(seen):
     assert cancel["jobs"][0][0] == JobStatus.CANCELLED
 
 
-@CLUSTER
+@cluster_test
 def test_a_killed_ray_worker_leaves_its_run_interrupted_with_its_records(seen):
     kill = seen["faults"]["kill"]
     assert kill["status"] == RunStatus.INTERRUPTED, (kill, seen["driver_log"])
@@ -104,7 +109,7 @@ def test_a_killed_ray_worker_leaves_its_run_interrupted_with_its_records(seen):
     assert kill["jobs"][0][0] == JobStatus.INTERRUPTED
 
 
-@CLUSTER
+@cluster_test
 def test_a_lost_node_leaves_its_run_interrupted_with_its_records(seen):
     lost = seen["lost_node"]
     assert lost["status"] == RunStatus.INTERRUPTED and lost["steps"] >= 5, (lost, seen["driver_log"])
@@ -112,7 +117,7 @@ def test_a_lost_node_leaves_its_run_interrupted_with_its_records(seen):
     assert lost["survivor"] == RunStatus.CANCELLED  # the other node's run went on until cancelled
 
 
-@CLUSTER
+@cluster_test
 def test_runs_page_lists_ray_runs_with_their_node(cluster_run, monkeypatch):
     home, seen = cluster_run
     monkeypatch.setenv("BNVIZ_HOME", str(home))
