@@ -1332,3 +1332,52 @@ def test_a_shifted_test_set_keeps_its_warning_beside_a_bn_cause_and_the_causes_f
         "overfitting": "info",
         "layer_norm1": "info",
     }
+
+
+@pytest.mark.parametrize(
+    "gap, scale, severity",
+    [
+        (dx.LAYER_GAP[1], 1.0, "warning"),  # at a threshold, not beyond it
+        (dx.LAYER_GAP[0], 1.0, "ok"),
+        (0.0, dx.LAYER_SCALE[1], "warning"),
+        (0.0, dx.LAYER_SCALE[0], "ok"),
+        (0.0, 1 / dx.LAYER_SCALE[1] * 0.99, "critical"),
+        (0.0, 0.0, "critical"),  # a zero moving variance: infinitely off, not a division by zero
+        (NAN, 1.0, "info"),
+    ],
+)
+def test_a_layer_is_off_only_beyond_each_threshold(gap, scale, severity):
+    assert dx._layer_severity(gap, scale) == severity
+
+
+def test_the_momentum_per_step_is_the_first_layers_to_the_power_of_its_updates():
+    rows = [{"name": "norm2", "momentum": 0.5, "epsilon": EPS}, {"name": "norm1", "momentum": 0.9, "epsilon": EPS, "updates_per_step": 3}]
+    layers = [_trace("norm1"), _trace("norm2")]
+    info = {"bn_layers": rows, "layers": [{"name": "norm1"}, {"name": "norm2"}]}
+    assert dx._momentum(_data(layers=layers, info=info)) == pytest.approx(0.9**3)
+    assert dx._momentum(_data(momentum=0.8, layers=[])) == pytest.approx(0.8)  # no records yet: the config's
+
+
+def test_only_trainable_layers_fed_without_noise_whose_statistics_moved_are_followed():
+    rows = [{"name": "frozen", "trainable": False}, {"name": "noisy", "after_noise": True}, {"name": "plain"}]
+    stuck = _trace("stuck", moving=(0.0,) * 5, moving_var=(1.0,) * 5)
+    layers = [_trace("frozen"), _trace("noisy"), _trace("plain"), _trace("free"), stuck]
+    assert dx._followable(_data(layers=layers, info={"bn_layers": rows})) == {"plain", "free"}
+
+
+def test_a_run_has_bn_when_it_recorded_layers_listed_them_or_was_built_with_them():
+    plain = _data(preset="more-layers")
+    assert not dx._has_bn(plain)
+    assert dx._has_bn(dataclasses.replace(plain, layers={"norm1": _trace()}))
+    assert dx._has_bn(dataclasses.replace(plain, run=dataclasses.replace(plain.run, info={"bn_layers": [{"name": "b"}]})))
+    assert dx._has_bn(_data(layers=[]))
+
+
+def test_a_users_own_precisebn_counts_only_when_it_averaged_training_images():
+    data = _data(final=True)
+    own = Evaluation.from_dict({"accuracy": {"test": 0.97}, "calibrated_on": "train"})
+    transductive = Evaluation.from_dict({"accuracy": {"test": 0.99}, "calibrated_on": "test"})
+    only_user = dataclasses.replace(data, evaluations={"final": data.evaluations["final"], "precisebn": own})
+    assert dx._recalibrated(only_user) is own
+    held_out = dataclasses.replace(data, evaluations={"final": data.evaluations["final"], "precisebn": transductive})
+    assert dx._recalibrated(held_out) is None
