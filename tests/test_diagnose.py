@@ -1381,3 +1381,32 @@ def test_a_users_own_precisebn_counts_only_when_it_averaged_training_images():
     assert dx._recalibrated(only_user) is own
     held_out = dataclasses.replace(data, evaluations={"final": data.evaluations["final"], "precisebn": transductive})
     assert dx._recalibrated(held_out) is None
+
+
+def test_layer_figures_use_the_layers_own_epsilon_step_and_channel_count():
+    trace = _trace(moving=(0.0, 0.1, 0.2, 0.3, 0.3), moving_var=(1.0,) * 5, pop_mean=0.0, pop_var=0.01)
+    fig = layer_figures(trace, 0.5)
+    assert fig.step == 120 and isinstance(fig.step, int) and fig.channels == CHANNELS
+    assert fig.own_mean_gap == pytest.approx(0.3 / math.sqrt(0.01 + 0.5), rel=1e-5)
+
+
+def test_scale_errors_in_words():
+    assert dx.scale_text(0.0).endswith("(non-finite statistics)")
+    assert dx.scale_text(1.001) == "divides by the right standard deviation (within 0.5 %)"
+    assert dx.scale_text(1.5) == "divides by a standard deviation 1.5× too large, squashing the output"
+    assert dx.scale_text(0.5) == "divides by a standard deviation 2× too small, blowing the output up"
+
+
+def test_the_variance_bias_is_that_of_the_fewest_values_a_batch_gives_a_channel():
+    rows = [{"name": "conv_bn", "values_per_image": 64}, {"name": "dense_bn", "values_per_image": 1}, {"name": "unknown"}]
+    assert dx.variance_bias(_data(batch_size=4, info={"bn_layers": rows})) == pytest.approx(math.sqrt(4 / 3))
+    assert math.isnan(dx.variance_bias(_data(batch_size=1, info={"bn_layers": rows[1:2]})))  # one value: no variance at all
+    assert math.isnan(dx.variance_bias(_data(info={"bn_layers": rows[2:]})))
+
+
+def test_the_moving_noise_is_the_worst_layers_and_skips_layers_that_did_not_measure_it():
+    unmeasured = dataclasses.replace(_trace("norm1"), iid_mean_sd=np.zeros((0, CHANNELS), np.float32))
+    measured = _trace("norm2", pop_var=0.25, iid_sd=0.05)  # a batch mean's SD of 0.1 population SD
+    m = 0.9
+    assert dx.moving_noise(_data(layers=[unmeasured, measured]), m) == pytest.approx(0.1 * math.sqrt((1 - m) / (1 + m)), rel=1e-5)
+    assert math.isnan(dx.moving_noise(_data(layers=[unmeasured]), m))
