@@ -11,6 +11,8 @@ the maths. Results: bench/results/mutation.json, mutmut's log in bench/results/m
 from __future__ import annotations
 
 import argparse
+import ast
+import difflib
 import fnmatch
 import json
 import re
@@ -18,6 +20,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 from bench.docs import fenced, write_generated
@@ -52,10 +55,31 @@ def statuses(targets: tuple[str, ...]) -> dict[str, str]:
     return {name: status for name, status in lines if any(fnmatch.fnmatch(name, t) for t in targets)}
 
 
-def diff(name: str) -> str:
-    """The changed lines of one mutant."""
-    lines = mutmut("show", name).splitlines()
-    return "\n".join(line for line in lines if line[:1] in "+-" and line[:3] not in ("+++", "---"))
+def mutant_diffs(names: Iterable[str]) -> dict[str, str]:
+    """The changed lines of each mutant, read from the mutated sources mutmut wrote (mutants/<module>.py
+    holds every mutant of a function beside its original): one parse per module instead of one
+    `mutmut show` process per mutant, which took most of an hour for the 2,545 mutants of diagnose.py."""
+    bodies: dict[str, dict[str, list[str]]] = {}
+    diffs = {}
+    for name in names:
+        module, function = name.split(".x", 1)[0], "x" + name.split(".x", 1)[1]
+        if module not in bodies:
+            bodies[module] = _function_bodies(ROOT / "mutants" / (module.replace(".", "/") + ".py"))
+        original, mutated = bodies[module].get(function.rsplit("__mutmut_", 1)[0] + "__mutmut_orig"), bodies[module].get(function)
+        lines = difflib.unified_diff(original or [], mutated or [], lineterm="", n=0)
+        diffs[name] = "\n".join(line for line in lines if line[:1] in "+-" and line[:3] not in ("+++", "---"))
+    return diffs
+
+
+def _function_bodies(path: Path) -> dict[str, list[str]]:
+    """Each mutmut function of a mutated source by name, its lines without the `def` line (whose name differs)."""
+    source = path.read_text()
+    lines = source.splitlines()
+    return {
+        node.name: lines[node.lineno : node.end_lineno]
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and "__mutmut_" in node.name
+    }
 
 
 STRING = re.compile(r"""(?P<q>["'])(?:\\.|(?!(?P=q)).)*(?P=q)""")  # one string literal, f-string parts included
@@ -84,9 +108,10 @@ def summary(found: dict[str, str], seconds: float) -> dict:
     for status in found.values():
         counts[status] = counts.get(status, 0) + 1
     killed = sum(counts.get(s, 0) for s in KILLED)
-    survivors = {name: {"status": found[name], "diff": diff(name)} for name in sorted(n for n, s in found.items() if s not in KILLED)}
+    diffs = mutant_diffs(found)
+    survivors = {name: {"status": found[name], "diff": diffs[name]} for name in sorted(n for n, s in found.items() if s not in KILLED)}
     text = sorted(name for name, survivor in survivors.items() if text_only(survivor["diff"]))
-    texts_total = len(text) + sum(1 for n, s in found.items() if s in KILLED and text_only(diff(n)))
+    texts_total = len(text) + sum(1 for n, s in found.items() if s in KILLED and text_only(diffs[n]))
     decisive = len(found) - texts_total
     timeouts = sorted(n for n, s in found.items() if s == "timeout")  # on a loaded machine a killing test can time out too: retest them
     return {
@@ -95,7 +120,7 @@ def summary(found: dict[str, str], seconds: float) -> dict:
         "killed": killed,
         "kill_rate": round(killed / max(1, len(found)), 3),
         "decisive_mutants": decisive,
-        "decisive_kill_rate": round((decisive - (len(survivors) - len(text))) / max(1, decisive), 3),
+        "decisive_kill_rate": round((decisive - (len(survivors) - len(text))) / max(1, decisive), 4),
         "counts": counts,
         "text_survivors": text,
         "survivors": survivors,
@@ -124,11 +149,13 @@ def main(argv: list[str] | None = None) -> None:
         log.unlink(missing_ok=True)
         shutil.rmtree(ROOT / "mutants", ignore_errors=True)  # a fresh run: mutmut would otherwise reuse old verdicts
         mutmut("run", "--max-children", str(args.max_children), *args.targets, log=log)
-    result = summary(statuses(tuple(args.targets)), time.monotonic() - started)
+    elapsed = previous["seconds"] if args.report else time.monotonic() - started  # a report reads verdicts; its own time is not the run's
+    result = summary(statuses(tuple(args.targets)), elapsed)
     (RESULTS / "mutation.json").write_text(json.dumps(result, indent=1, ensure_ascii=False))
+    took = f" in {result['seconds']} s" if result["seconds"] else " (run time not recorded)"
     lines = [
-        f"{result['killed']} of {result['mutants']} mutants killed ({result['kill_rate']:.0%}) in {result['seconds']} s; {result['counts']}; "
-        f"of the {result['decisive_mutants']} that change a number or a decision, {result['decisive_kill_rate']:.0%} killed"
+        f"{result['killed']} of {result['mutants']} mutants killed ({result['kill_rate']:.1%}){took}; {result['counts']}; "
+        f"of the {result['decisive_mutants']} that change a number or a decision, {result['decisive_kill_rate']:.1%} killed"
     ]
     for name, survivor in result["survivors"].items():
         kind = "message text" if name in result["text_survivors"] else "NUMBER OR DECISION"
