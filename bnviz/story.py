@@ -69,9 +69,9 @@ CHAPTERS = (
 )
 
 
-# The seed notebook fed raw 0–255 pixels; bnviz's presets scale them first (README, "One deliberate difference"). This
+# The seed notebook fed raw 0–255 pixels; bnviz's presets scale them first (docs/story.md, "One deliberate difference"). This
 # chapter trains the two models that change most without that layer, beside their scaled twins. Its numbers come from
-# 3 seeds on the embedded data (README: "The notebook's exact models: attempts").
+# 3 seeds on the embedded data (docs/story.md: "The notebook's exact models: attempts").
 RAW_PRESETS = ("more-layers", "bn")
 RAW_SUFFIX = " raw"  # latest_story's key for a preset trained on raw pixels
 RAW_CHAPTER = Chapter(

@@ -3,7 +3,7 @@ cause is known, on 16-pixel images (seconds per run on 2 cores).
 
 Every scenario goes the way a user's run goes: `Store.create_run`, `train.execute_run`,
 `Store.load_run`, `diagnose`. A scenario states its cause, how it is built (one line for the
-README table "What bnviz diagnoses") and its *claims*: raw numbers that show the run really is what
+docs/diagnoses.md table "What bnviz diagnoses") and its *claims*: raw numbers that show the run really is what
 it says, independent of the diagnosis (a stale run's recalibrated accuracy far above its inference
 accuracy, a shifted test set that recalibration cannot rescue...). `tests/test_scenarios.py` checks
 the claims and the verdict; `python -m bench.scenarios` prints the table.
@@ -67,7 +67,7 @@ class Scenario:
 
     name: str
     cause: str  # the verdict's cause the diagnosis must name
-    how: str  # how it is built, for the README table
+    how: str  # how it is built, for the docs/diagnoses.md table
     build: Callable[[Path, int], RunConfig]
     claims: tuple[Claim, ...]
 

@@ -91,7 +91,7 @@ def test_quick_bench_writes_every_section(tmp_path):
 @pytest.mark.parametrize(("records", "population_every", "kinds"), [(16, 4, (11, 4, 1)), (8, 4, (5, 2, 1)), (5, 1, (0, 4, 1)), (1, 4, (0, 0, 1))])
 def test_the_probe_cpu_estimate_counts_each_kind_of_record(records, population_every, kinds):
     """Light records, records with the training-mode population (every k-th), and the last one,
-    as `BNProbe` makes them: the counts behind the README's "summed from the pieces" figure."""
+    as `BNProbe` makes them: the counts behind the "summed from the pieces" figure of `python -m bench` (docs/performance.md)."""
     cpu = {SETUP_PIECE: 1000.0, "snapshot (in the training loop)": 1.0, **dict(zip(RECORD_PIECES, (10.0, 100.0, 10_000.0), strict=True))}
     estimate = probe_cpu_estimate({"cpu_ms": cpu}, records, population_every)
     light, population, last = kinds

@@ -1,4 +1,4 @@
-"""The README's functional claims, each asserted with a tolerance that a wrong implementation breaks
+"""The functional claims of README.md and docs/, each asserted with a tolerance that a wrong implementation breaks
 (timings are not asserted: `python -m bench` prints them). Tests marked `slow` train at the README's
 own defaults (64 px, 3 epochs); the others check the same pattern on tiny images."""
 
@@ -60,7 +60,7 @@ def norm1_population_variance(home: Path, *args: str) -> float:
 
 @pytest.mark.slow
 def test_raw_pixels_feed_the_first_bn_layer_variances_far_above_one(tmp_path):
-    """README: scaled to 0–1 the first BN input's variance is ≈ 0.001 (so the lingering initial
+    """docs/story.md: scaled to 0–1 the first BN input's variance is ≈ 0.001 (so the lingering initial
     variance of 1 squashes it); with `--raw-pixels` it varies far more than 1."""
     scaled = norm1_population_variance(tmp_path / "scaled")
     raw = norm1_population_variance(tmp_path / "raw", "--raw-pixels")
@@ -71,7 +71,7 @@ def test_raw_pixels_feed_the_first_bn_layer_variances_far_above_one(tmp_path):
 
 @pytest.mark.slow
 def test_default_worker_cap_is_one_and_a_surviving_worker_drains_the_queue_alone(tmp_path, monkeypatch):
-    """README: at most BNVIZ_MAX_WORKERS (default 1) workers train at once; a worker keeps draining
+    """docs/reliability.md: at most BNVIZ_MAX_WORKERS (default 1) workers train at once; a worker keeps draining
     the queue by itself once the server that started it is gone."""
     from bnviz.jobs import JobManager
     from pages.common import worker_count

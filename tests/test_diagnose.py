@@ -443,7 +443,7 @@ def test_text_rendering_and_momentum_conventions():
 
 
 def test_thresholds_are_the_documented_ones():
-    """The numbers the README's table and the boundary tests above rely on."""
+    """The numbers the docs/diagnoses.md table and the boundary tests above rely on."""
     assert (
         dx.GAP_WARNING,
         dx.GAP_CRITICAL,

@@ -745,7 +745,7 @@ def test_ten_sessions_queue_and_follow_tiny_runs(shared_server, browser):
     assert len(set(queued)) == SESSIONS and set(mine) == set(queued)  # one run per session, none lost or doubled
     assert all(runs[i].status == "done" and (runs[i].config.input_size, runs[i].config.epochs, runs[i].config.batch_size) == (16, 1, 512) for i in queued)
     assert 1 <= sampler.max_workers <= 2 and sampler.max_running <= 2
-    assert sampler.peak_rss < 3 * 2**30  # README: 2.1 GiB measured; a regression of 40 % fails
+    assert sampler.peak_rss < 3 * 2**30  # docs/reliability.md: 2.1 GiB measured; a regression of 40 % fails
     assert "database is locked" not in logs(shared_server.home) + shared_server.log.read_text()
 
 

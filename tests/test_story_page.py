@@ -105,7 +105,7 @@ def test_the_lag_pair_lags_at_099_and_recovers_at_08(lag_story):
     assert lag_row["test (inference)"] <= test_batchstats - 0.1 and lag_row["test (inference)"] <= lag_row["test (PreciseBN)"] - 0.1
     assert lag_row["trail: drift × m/(1 − m) (SDs)"] > 10 * fixed_row["trail: drift × m/(1 − m) (SDs)"]
     # m = 0.8 tracks the drift: its moving mean ends far closer and it scores higher. Not always within 0.05 of PreciseBN:
-    # the restart's drift is chaotic, and under CI's load one seed-0 twin kept 0.82 against 0.98 (README, lag chapter).
+    # the restart's drift is chaotic, and under CI's load one seed-0 twin kept 0.82 against 0.98 (docs/story.md, lag chapter).
     assert fixed_row["moving mean off (SDs)"] <= lag_row["moving mean off (SDs)"] / 3
     assert fixed_row["test (inference)"] > lag_row["test (inference)"]
     assert diagnose(lagged)[0].cause == "lag"
