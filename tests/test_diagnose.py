@@ -976,11 +976,16 @@ def test_test_shift_reports_both_shifts_and_warns_when_test_alone_drops(test_shi
     assert found.remedies[0].startswith("Apply the same preprocessing")
 
 
-def _drifting(name: str, pop_means: tuple[float, ...], steps=(0, 30, 60, 90, 120), pop_var: float = 400.0) -> LayerTrace:
-    """A settled layer whose population mean moves record by record (the same in every channel)."""
+def _drifting(
+    name: str, pop_means: tuple[float, ...], steps=(0, 30, 60, 90, 120), pop_var: float = 400.0, pop_vars: tuple[float, ...] | None = None
+) -> LayerTrace:
+    """A settled layer whose population mean (and, given `pop_vars`, variance) moves record by record,
+    the same in every channel."""
     settled = {key: values[-len(steps) :] for key, values in SETTLED.items()}
     trace = _trace(name, steps=steps, pop_var=pop_var, **settled)
-    return dataclasses.replace(trace, pop_mean=np.repeat(np.asarray(pop_means, np.float32)[:, None], CHANNELS, 1))
+    per_record = lambda values: np.repeat(np.asarray(values, np.float32)[:, None], CHANNELS, 1)  # noqa: E731
+    trace = dataclasses.replace(trace, pop_mean=per_record(pop_means))
+    return trace if pop_vars is None else dataclasses.replace(trace, pop_var=per_record(pop_vars))
 
 
 def test_drift_speed_is_the_fastest_layer_between_its_last_two_records():
@@ -1188,22 +1193,15 @@ def test_a_layer_recorded_without_inference_inputs_is_judged_on_its_own_statisti
     assert unmeasured.severity == "ok" and "The training-mode population was not measured." in unmeasured.detail
 
 
-def _population_path(name: str, steps: tuple[int, ...], means: tuple[float, ...], variances: tuple[float, ...]) -> LayerTrace:
-    n = len(steps)
-    trace = _trace(name, steps=steps, moving=(0.0,) * n, moving_var=(1.0,) * n)
-    column = lambda values: np.asarray(values, np.float32).reshape(n, 1).repeat(CHANNELS, 1)  # noqa: E731
-    return dataclasses.replace(trace, pop_mean=column(means), pop_var=column(variances))
-
-
 def test_drift_speed_is_the_last_two_measured_records_change_per_step_in_population_sds():
-    layer = _population_path("norm1", (0, 10, 30), (0.0, 0.5, 0.2), (0.5, 0.009, 0.015))
+    layer = _drifting("norm1", (0.0, 0.5, 0.2), steps=(0, 10, 30), pop_vars=(0.5, 0.009, 0.015))
     expected = abs(0.2 - 0.5) / math.sqrt(0.015 + EPS) / 20
     assert dx.drift_speed(_data(layers=[layer])) == pytest.approx(expected, rel=1e-5)
-    too_short = _population_path("norm1", (0, 30), (0.0, 0.2), (0.015, 0.015))
+    too_short = _drifting("norm1", (0.0, 0.2), steps=(0, 30), pop_vars=(0.015, 0.015))
     assert math.isnan(dx.drift_speed(_data(layers=[too_short])))
-    repeated = _population_path("norm1", (0, 10, 30, 30), (0.0, 0.1, 0.2, 0.3), (0.015,) * 4)
+    repeated = _drifting("norm1", (0.0, 0.1, 0.2, 0.3), steps=(0, 10, 30, 30), pop_vars=(0.015,) * 4)
     assert math.isnan(dx.drift_speed(_data(layers=[repeated])))
-    assert dx.drift_speed(_data(layers=[too_short, _population_path("norm2", (0, 10, 30), (0.0, 0.5, 0.2), (0.5, 0.009, 0.015))])) == pytest.approx(
+    assert dx.drift_speed(_data(layers=[too_short, _drifting("norm2", (0.0, 0.5, 0.2), steps=(0, 10, 30), pop_vars=(0.5, 0.009, 0.015))])) == pytest.approx(
         expected, rel=1e-5
     )
 
