@@ -15,6 +15,7 @@ from __future__ import annotations
 import inspect
 import io
 import re
+import shutil
 import zipfile
 import zlib
 from collections.abc import Callable, Iterator
@@ -29,6 +30,10 @@ from bnviz.config import MAX_INPUT_SIZE, MIN_INPUT_SIZE
 SYNTHETIC_CLASSES = ("buildings", "forest", "glacier", "mountain", "sea", "street")
 IMAGE_SPLIT_DIRS = (("seg_train", "seg_test"), ("train", "test"))  # the Intel layout, and the usual one
 ZIP_SKIP_DIRS = ("__MACOSX",)  # macOS resource forks: would otherwise become a bogus class folder
+# The largest image decoded, checked from its header before decoding: 25 Mpx is 75 MB as RGB (a
+# 12000×12000 PNG of one colour zips to under 1 MB and took 1.5 GB to decode). JPEGs are checked
+# after PIL's draft mode picks a reduced decoding scale, so large photos still load.
+MAX_IMAGE_PIXELS = 25_000_000
 
 
 class DataError(ValueError):
@@ -304,14 +309,31 @@ def _hidden(path: Path, root: Path) -> bool:
 
 
 def _read_image(path: Path, size: int) -> np.ndarray | None:
-    """The file as a (size, size, 3) uint8 RGB array, or None if it is not a readable image."""
+    """The file as a (size, size, 3) uint8 RGB array, or None if it is not a readable image.
+    DataError, before decoding, for an image over MAX_IMAGE_PIXELS (after JPEG's reduced-scale draft)."""
     try:
-        with Image.open(path) as image:
+        with Image.open(path) as image:  # reads the header only: the size is known, nothing is decoded yet
             image.draft("RGB", (size, size))  # JPEG: decode at reduced scale, much faster for photos
+            _check_pixels(path, *image.size)
             rgb = image.convert("RGBA" if image.mode == "P" else image.mode).convert("RGB")
             return np.asarray(rgb.resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8)
-    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError):
+    except Image.DecompressionBombError as exc:  # PIL's own cap, at twice Image.MAX_IMAGE_PIXELS: refused by open
+        raise _too_large(path, f"over {2 * Image.MAX_IMAGE_PIXELS / 1e6:.0f} Mpx") from exc
+    except DataError:
+        raise
+    except (OSError, ValueError, SyntaxError, EOFError):
         return None
+
+
+def _check_pixels(path: Path, width: int, height: int) -> None:
+    """DataError naming the file and its size when decoding it would take more than MAX_IMAGE_PIXELS."""
+    if width * height > MAX_IMAGE_PIXELS:
+        raise _too_large(path, f"{width}×{height} pixels ({width * height / 1e6:.0f} Mpx)")
+
+
+def _too_large(path: Path, size: str) -> DataError:
+    """The refusal, naming the file by its class folder (a zip's extraction folder means nothing to its owner)."""
+    return DataError(f"{path.parent.name}/{path.name} is {size}; bnviz decodes images up to {MAX_IMAGE_PIXELS / 1e6:g} Mpx (bnviz.data.MAX_IMAGE_PIXELS): shrink it or remove it")
 
 
 def _find_split_dirs(path: Path) -> tuple[Path, Path] | None:
@@ -448,14 +470,39 @@ def _copy_capped(source: io.BufferedIOBase, target: Path, budget: int) -> int:
     return written
 
 
+def _check_clashes(entries: list[tuple[zipfile.ZipInfo, tuple[str, ...]]]) -> None:
+    """DataError when one name is both a file and a folder (`a/x` beside `a/x/` or `a/x/y`):
+    extraction could only fail half-way through."""
+    files = {parts for info, parts in entries if not info.is_dir()}
+    folders = {parts for info, parts in entries if info.is_dir()} | {parts[:i] for parts in files for i in range(1, len(parts))}
+    clash = min(files & folders, default=None)
+    if clash:
+        raise DataError(f"Zip holds both a file and a folder named {'/'.join(clash)!r}; rename one and zip it again")
+
+
+def _write_entries(zf: zipfile.ZipFile, files: list[tuple[zipfile.ZipInfo, tuple[str, ...]]], dest: Path, budget: int) -> None:
+    """Write each file below `dest`, counting the bytes written; any OSError is one-line DataError."""
+    for info, parts in files:
+        target = dest.joinpath(*parts)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with zf.open(info) as source:
+                budget -= _copy_capped(source, target, budget)
+        except (zipfile.BadZipFile, zlib.error, RuntimeError, NotImplementedError) as exc:
+            raise DataError(f"Cannot extract {info.filename!r}: {exc}") from exc
+        except OSError as exc:
+            raise DataError(f"Cannot extract {info.filename!r}: {exc.strerror or exc}") from exc
+
+
 def extract_zip(archive: bytes | Path, dest: Path, max_total_bytes: int = 500 * 2**20, max_files: int = 20000) -> Path:
     """Safely extract an uploaded zip of class sub-folders into `dest`; return the folder to load.
 
-    Refuses non-zips, entries escaping `dest` (zip slip), and zip bombs: the declared sizes and
-    the file count are checked first, and the bytes actually written are counted too, since the
-    declared sizes can lie. Symlinks and macOS `__MACOSX` entries are skipped. If the zip holds a
-    single top-level folder, that folder is returned. Use a fresh `dest`: a refused zip may leave
-    partial files there.
+    Refuses non-zips, entries escaping `dest` (zip slip), a name that is both a file and a folder,
+    and zip bombs: the declared sizes and the file count are checked first, and the bytes actually
+    written are counted too, since the declared sizes can lie. Symlinks and macOS `__MACOSX`
+    entries are skipped. If the zip holds a single top-level folder, that folder is returned.
+    `dest` must not exist yet: it is created, and removed again with everything in it when the zip
+    is refused or any write fails (a full disk), so a refused zip leaves nothing behind.
     """
     try:
         zf = zipfile.ZipFile(io.BytesIO(archive) if isinstance(archive, bytes) else archive)
@@ -464,20 +511,20 @@ def extract_zip(archive: bytes | Path, dest: Path, max_total_bytes: int = 500 * 
     with zf:
         entries = [(info, _safe_parts(info.filename)) for info in zf.infolist()]
         entries = [(i, p) for i, p in entries if p and p[0] not in ZIP_SKIP_DIRS and not _is_symlink(i)]
+        _check_clashes(entries)
         files = [(i, p) for i, p in entries if not i.is_dir()]
         if len(files) > max_files:
             raise DataError(f"Zip holds {len(files)} files; the limit is {max_files}")
         if sum(i.file_size for i, _ in files) > max_total_bytes:
             raise DataError(f"Zip expands to more than {max_total_bytes // 2**20} MB")
         dest = Path(dest)
-        dest.mkdir(parents=True, exist_ok=True)
-        budget = max_total_bytes
-        for info, parts in files:
-            target = dest.joinpath(*parts)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                with zf.open(info) as source:
-                    budget -= _copy_capped(source, target, budget)
-            except (zipfile.BadZipFile, zlib.error, RuntimeError, NotImplementedError, OSError) as exc:
-                raise DataError(f"Cannot extract {info.filename!r}: {exc}") from exc
+        try:
+            dest.mkdir(parents=True)
+        except OSError as exc:
+            raise DataError(f"Cannot extract into {dest}: {exc.strerror or exc}") from exc
+        try:
+            _write_entries(zf, files, dest, max_total_bytes)
+        except BaseException:
+            shutil.rmtree(dest, ignore_errors=True)
+            raise
     return _descend(dest)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import stat
 import subprocess
@@ -12,10 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageFile
 
+from bnviz import data
 from bnviz.data import SYNTHETIC_CLASSES, DataError, Dataset, _copy_capped, digits, extract_zip, from_folder, load_dataset, synthetic
-from tests.conftest import zip_bytes
+from tests.conftest import one_bit_png, zip_bytes
 
 SMALL = {"train_per_class": 4, "val_per_class": 2, "test_per_class": 3}
 
@@ -266,7 +268,7 @@ def test_extract_zip_refuses_entries_whose_declared_size_lies(tmp_path):
     data[22:26] = data[central + 24 : central + 28] = (10).to_bytes(4, "little")
     with pytest.raises(DataError, match="Cannot extract"):
         extract_zip(bytes(data), tmp_path / "out", max_total_bytes=100_000)
-    assert (tmp_path / "out" / "a" / "zeros.bin").stat().st_size <= 100_000
+    assert not (tmp_path / "out").exists()  # the partial folder is removed
 
 
 def test_copy_capped_counts_the_bytes_actually_written(tmp_path):
@@ -287,3 +289,86 @@ def test_extract_zip_skips_symlinks(tmp_path):
         zf.writestr("b/ok.png", _png(4))
     root = extract_zip(buffer.getvalue(), tmp_path / "out")
     assert not (root / "a" / "link.png").exists() and (root / "a" / "ok.png").exists()
+
+
+# --- archives that fail half-way, and images too large to decode ---------------------------------
+
+
+def _classes(**extra: bytes) -> dict[str, bytes]:
+    return {**{f"pets/{c}/{i}.png": _png(40 * i) for c in ("cats", "dogs") for i in range(3)}, **extra}
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"pets/dogs/x": b"a file", "pets/dogs/x/0.png": _png(1)},  # the file first: mkdir of its folder failed (FileExistsError)
+        {"pets/dogs/x/0.png": _png(1), "pets/dogs/x": b"a file"},  # the folder first: writing the file failed
+        {"pets/dogs/x": b"a file", "pets/dogs/x/": b""},  # an explicit folder entry
+    ],
+)
+def test_extract_zip_refuses_a_name_that_is_a_file_and_a_folder(tmp_path, extra):
+    with pytest.raises(DataError, match=r"^Zip holds both a file and a folder named 'pets/dogs/x'; rename one and zip it again$"):
+        extract_zip(zip_bytes(_classes(**extra)), tmp_path / "out")
+    assert list(tmp_path.iterdir()) == []  # refused before anything is written
+
+
+def test_any_os_error_while_extracting_is_one_line_and_removes_the_partial_folder(tmp_path, monkeypatch):
+    real, calls = data._copy_capped, []
+
+    def disk_full_on_the_third(source, target, budget):
+        calls.append(target)
+        if len(calls) == 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(source, target, budget)
+
+    monkeypatch.setattr(data, "_copy_capped", disk_full_on_the_third)
+    with pytest.raises(DataError, match=r"^Cannot extract 'pets/cats/2\.png': No space left on device$"):
+        extract_zip(zip_bytes(_classes()), tmp_path / "out")
+    assert calls[0].is_relative_to(tmp_path / "out") and not (tmp_path / "out").exists()
+
+
+def test_extract_zip_refuses_an_existing_destination_and_keeps_it(tmp_path):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "mine.txt").write_text("keep")
+    with pytest.raises(DataError, match="^Cannot extract into .*/out: File exists$"):
+        extract_zip(zip_bytes(_classes()), tmp_path / "out")
+    assert (tmp_path / "out" / "mine.txt").read_text() == "keep"
+
+
+@pytest.fixture
+def decoded_sizes(monkeypatch) -> list[tuple[int, int]]:
+    """The size of every image PIL decodes from here on."""
+    sizes, load = [], ImageFile.ImageFile.load
+
+    def spy(image):
+        sizes.append(image.size)
+        return load(image)
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", spy)
+    return sizes
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")  # PIL warns from 89 Mpx, refuses from 179 Mpx
+@pytest.mark.parametrize(
+    "size, shown",
+    [((12000, 12000), "12000×12000 pixels (144 Mpx)"), ((14000, 14000), "over 179 Mpx")],  # the second is past PIL's own bomb check
+)
+def test_an_image_over_the_pixel_cap_is_refused_from_its_header(tmp_path, decoded_sizes, size, shown):
+    content = one_bit_png(*size)
+    assert len(content) < 100_000
+    root = extract_zip(zip_bytes(_classes(**{"pets/dogs/huge.png": content})), tmp_path / "out")
+    with pytest.raises(DataError) as refused:
+        from_folder(root, 16)
+    message = str(refused.value)
+    assert message == f"dogs/huge.png is {shown}; bnviz decodes images up to 25 Mpx (bnviz.data.MAX_IMAGE_PIXELS): shrink it or remove it"
+    assert decoded_sizes and max(w * h for w, h in decoded_sizes) <= data.MAX_IMAGE_PIXELS  # the huge one was never decoded
+
+
+def test_a_large_jpeg_loads_at_a_reduced_scale_under_the_cap(tmp_path, decoded_sizes):
+    photo = io.BytesIO()
+    Image.new("L", (6000, 6000), 200).save(photo, "JPEG")  # 36 Mpx: over the cap at full size
+    root = extract_zip(zip_bytes(_classes(**{"pets/dogs/photo.jpg": photo.getvalue()})), tmp_path / "out")
+    d = from_folder(root, 16)
+    assert d.skipped == 0 and len(d.y_train) + len(d.y_val) + len(d.y_test) == 7
+    assert max(w * h for w, h in decoded_sizes) <= (6000 // 8) ** 2  # JPEG's draft mode decoded it at 1/8 scale
+    assert 200 in np.concatenate([d.x_train, d.x_val, d.x_test]).reshape(-1)

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from bnviz.store import Store
-from tests.conftest import TINY, zip_bytes
+from tests.conftest import TINY, one_bit_png, zip_bytes
 
 
 def run_cli(capsys, *args: str) -> tuple[int, str, str]:
@@ -149,6 +149,35 @@ def test_bad_models_get_one_clear_line_and_leave_nothing_behind(tiny_data, saved
     assert code == 2 and len(errors) == 1 and err.endswith(errors[0] + "\n") and "Traceback" not in err, err
     assert all(part in errors[0] for part in BAD[case]), err
     assert Store(home).list_runs() == [] and not list((home / "models").iterdir()) and not list((home / "uploads").glob("*"))
+
+
+@pytest.mark.slow
+def test_a_zip_with_a_file_and_a_folder_of_one_name_is_one_line_on_the_cli(tiny_data, saved, tmp_path):
+    """It traced back with FileExistsError: a real `bnviz inspect` process now exits 2 with one line and leaves no upload."""
+    from tests.test_cli import bnviz
+
+    folder, _ = saved
+    files = image_files(tiny_data)
+    clash = tmp_path / "clash.zip"
+    clash.write_bytes(zip_bytes({**files, "images/forest/x": b"a file", "images/forest/x/0.png": next(iter(files.values()))}))
+    out = bnviz("inspect", str(folder / "model.keras"), "--data", str(clash), home=tmp_path / "home")
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    assert out.stderr.strip().splitlines()[-1] == (
+        "bnviz inspect: error: clash.zip: Zip holds both a file and a folder named 'images/forest/x'; rename one and zip it again"
+    )
+    assert not list((tmp_path / "home").glob("uploads/*")) and Store(tmp_path / "home").list_runs() == []
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+def test_an_image_over_the_pixel_cap_is_refused_with_its_name(tiny_data, saved, tmp_path, capsys):
+    folder, _ = saved
+    (tmp_path / "huge.zip").write_bytes(zip_bytes({**image_files(tiny_data), "images/forest/huge.png": one_bit_png(12000, 12000)}))
+    code, _, err = run_cli(capsys, "inspect", str(folder / "model.keras"), "--data", str(tmp_path / "huge.zip"), "--home", str(tmp_path / "home"))
+    assert code == 2 and err.endswith(
+        "\nbnviz inspect: error: huge.zip: forest/huge.png is 12000×12000 pixels (144 Mpx); "
+        "bnviz decodes images up to 25 Mpx (bnviz.data.MAX_IMAGE_PIXELS): shrink it or remove it\n"
+    )
+    assert not list((tmp_path / "home").glob("uploads/*"))
 
 
 def test_files_over_the_upload_cap_are_refused(saved, tmp_path, capsys, monkeypatch):

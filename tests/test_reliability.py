@@ -280,6 +280,10 @@ BAD_ZIPS = {
         r"^Zip expands to more than 500 MB",
     ),
     "one class": (class_zip({"cats": 5}), r"pets needs at least 2 class sub-folders \(one per class\); found 1$"),
+    "a file and a folder of one name": (
+        zip_bytes({**{f"pets/cats/{i}.png": image_bytes() for i in range(3)}, "pets/dogs/x": b"a file", "pets/dogs/x/0.png": image_bytes()}),
+        r"^Zip holds both a file and a folder named 'pets/dogs/x'; rename one and zip it again$",
+    ),
     "an empty class": (
         zip_bytes({**{f"pets/cats/{i}.png": image_bytes() for i in range(3)}, "pets/dogs/.DS_Store": b"\0"}),
         r"^Class folder .*/pets/dogs is empty$",
