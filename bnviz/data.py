@@ -333,7 +333,8 @@ def _check_pixels(path: Path, width: int, height: int) -> None:
 
 def _too_large(path: Path, size: str) -> DataError:
     """The refusal, naming the file by its class folder (a zip's extraction folder means nothing to its owner)."""
-    return DataError(f"{path.parent.name}/{path.name} is {size}; bnviz decodes images up to {MAX_IMAGE_PIXELS / 1e6:g} Mpx (bnviz.data.MAX_IMAGE_PIXELS): shrink it or remove it")
+    cap = f"bnviz decodes images up to {MAX_IMAGE_PIXELS / 1e6:g} Mpx (bnviz.data.MAX_IMAGE_PIXELS)"
+    return DataError(f"{path.parent.name}/{path.name} is {size}; {cap}: shrink it or remove it")
 
 
 def _find_split_dirs(path: Path) -> tuple[Path, Path] | None:
