@@ -353,6 +353,18 @@ def cmd_summary(args: argparse.Namespace) -> None:
     _emit(args, payload, f"{text}\nTotal params: {counts['total']:,}  Trainable: {counts['trainable']:,}  Non-trainable: {counts['non_trainable']:,}")
 
 
+def cmd_gc(args: argparse.Namespace) -> None:
+    from bnviz.uploads import collect
+
+    report = collect(Store(args.home), days=args.days, dry_run=args.dry_run)
+    _emit(args, report.to_dict(), report.text())
+
+
+def _gc_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dry-run", action="store_true", help="list what would be removed, remove nothing")
+    parser.add_argument("--days", type=float, default=None, help="retention in days (default: $BNVIZ_UPLOAD_RETENTION_DAYS, else 7)")
+
+
 # --- argument parsing ---------------------------------------------------------------------------
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="machine-readable output")
@@ -410,6 +422,7 @@ def build_parser() -> argparse.ArgumentParser:
         "inspect": (cmd_inspect, "post-mortem of a saved .keras model on an image folder or zip: both BN modes, every BN layer, a diagnosis"),
         "sweep": (cmd_sweep, "train a grid of momentum (and batch size) values"),
         "tensorboard": (cmd_tensorboard, "write a run's probe data as TensorBoard event files"),
+        "gc": (cmd_gc, "remove uploads no run or active job uses that are older than the retention period"),
     }
     for name, (handler, help_text) in commands.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
@@ -461,6 +474,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--queue", action="store_true", help="queue for the dashboard's workers instead of training here (with --ray: for a Ray driver in the background)"
     )
     _training_options(sweep, skip=("momentum", "batch_size"))
+    _gc_options(sub.choices["gc"])
     return parser
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
+import os
 import re
 import shutil
 from pathlib import Path
@@ -31,6 +32,7 @@ from bnviz.config import (
 )
 from bnviz.data import BUILTIN_DATASETS, DataError, extract_zip, folder_layout
 from bnviz.presets import PRESETS
+from bnviz.uploads import uploads_dir
 
 # Momentum choices for the slider: coarse far from 1, dense near 1, where the number of steps the
 # moving average needs grows fastest (0.99: 458 steps to forget its initial values; 0.999: 4603).
@@ -311,7 +313,7 @@ def upload_folder(home: Path, file_name: str, content: bytes) -> Path:
     """Where an uploaded zip goes: home/uploads/<safe stem>-<content hash>, so the same upload
     lands in the same folder and is extracted only once."""
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(file_name).stem).strip("._")[:40] or "upload"
-    return Path(home) / "uploads" / f"{stem}-{hashlib.sha256(content).hexdigest()[:10]}"
+    return uploads_dir(home) / f"{stem}-{hashlib.sha256(content).hexdigest()[:10]}"
 
 
 def check_upload_size(file_name: str, size: int) -> None:
@@ -332,15 +334,18 @@ def save_upload(home: Path, file_name: str, content: bytes) -> Path:
         temp = path.with_name(f".tmp-{path.name}")
         temp.write_bytes(content)
         temp.replace(path)
+    os.utime(folder)  # uploaded again: its retention (bnviz.uploads) starts again
     return path
 
 
 def extract_upload(home: Path, file_name: str, content: bytes) -> FolderScan:
     """Extract an uploaded zip of class sub-folders (bnviz.data.extract_zip) once and scan it.
-    A refused zip leaves nothing behind."""
+    A refused zip leaves nothing behind; uploading it again restarts its retention (bnviz.uploads)."""
     dest = upload_folder(home, file_name, content)
     marker = dest / ".bnviz-extracted"
-    if not marker.exists():
+    if marker.exists():
+        os.utime(dest)
+    else:
         shutil.rmtree(dest, ignore_errors=True)
         try:
             extract_zip(content, dest)

@@ -24,7 +24,9 @@ from bnviz.executors import Executor, make_executors
 from bnviz.records import Job, JobStatus
 from bnviz.shapes import activation_bytes
 from bnviz.store import Store, check_run_id
+from bnviz.uploads import collect
 
+UPLOADS_EVERY_S = 3600.0  # how often the background loop removes expired uploads (bnviz.uploads): hourly is plenty for a retention in days
 MEMORY_FRACTION = 0.5  # refuse a run whose estimated training memory exceeds this share of free memory
 JOB_HANDLERS = {
     "train": "bnviz.tf.train:train_job",
@@ -94,6 +96,7 @@ class JobManager:
     executors: list[Executor] = field(init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
     _thread: threading.Thread | None = field(default=None, init=False, repr=False)
+    _uploads_due: float = field(default=0.0, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.executors = make_executors(self.max_workers, self.ray_address, tuple(JOB_HANDLERS))
@@ -141,9 +144,16 @@ class JobManager:
         while True:
             try:
                 self.pump()
+                self.collect_uploads_when_due()
             except Exception:  # a locked or missing store must not kill the loop; the next tick retries
                 pass
             time.sleep(self.poll_seconds)
+
+    def collect_uploads_when_due(self) -> None:
+        """Remove expired, unreferenced uploads (bnviz.uploads.collect) at most every UPLOADS_EVERY_S."""
+        if time.monotonic() >= self._uploads_due:
+            self._uploads_due = time.monotonic() + UPLOADS_EVERY_S
+            collect(self.store)
 
     def active_workers(self) -> int:
         with self._lock:

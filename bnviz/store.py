@@ -54,6 +54,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bnviz import uploads
 from bnviz.config import RunConfig
 from bnviz.records import (
     ACTIVE,
@@ -322,12 +323,15 @@ class Store:
         return [row_id for _, row_id, _ in gone]
 
     def delete_run(self, run_id: str) -> None:
+        """Remove the run's rows, its model files, and the uploads only it referred to (bnviz.uploads)."""
+        own_uploads = uploads.run_uploads(self, run_id)
         with self._transaction() as db:
             for table in ("steps", "probes", "probe_layers", "evaluations", "jobs"):
                 db.execute(f"DELETE FROM {table} WHERE run_id=?", (check_run_id(run_id),))
             db.execute("DELETE FROM runs WHERE id=?", (run_id,))
         for path in [self.model_path(run_id), *self.models_dir.glob(f"{run_id}-*")]:  # the model, its PreciseBN copy, kept samples
             path.unlink(missing_ok=True)
+        uploads.remove_unreferenced(self, own_uploads)
 
     # --- jobs -------------------------------------------------------------------------------
     def enqueue_job(self, kind: str, args: dict | None = None, run_id: str | None = None) -> str:

@@ -3,6 +3,8 @@ without decoding images (bnviz.forms.scan_folder)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import streamlit as st
 
 from bnviz import forms
@@ -34,7 +36,8 @@ def folder_or_zip(source: str) -> tuple[FolderScan | None, str, bool]:
     upload = st.file_uploader("Zip of class sub-folders", type=["zip"], key="train_zip")
     if upload is None:
         return None, "", True
-    if ss.get("train_zip_result", ("",))[0] != upload.file_id:  # extract each upload once
+    done = ss.get("train_zip_result", ("", "", ""))
+    if done[0] != upload.file_id or (done[1] and not Path(done[1]).is_dir()):  # extract each upload once, again if bnviz gc removed it
         try:
             ss.train_zip_result = (upload.file_id, forms.extract_upload(common.home_path(), upload.name, upload.getvalue()).path, "")
         except DataError as exc:

@@ -9,6 +9,7 @@ import time
 
 import streamlit as st
 
+from bnviz import uploads
 from bnviz.labels import unique_labels
 from bnviz.records import Run, RunStatus
 from pages import common
@@ -21,6 +22,7 @@ SHOWN = 25
 
 st.title("Runs")
 store = common.store()
+st.caption(uploads.usage_text(store.home))
 runs = store.list_runs()
 common.require(runs, "No runs yet. Queue one on the Train page.", link="train", link_label="Train a model")
 ss.runs_active = any(r.status.active for r in runs)

@@ -35,6 +35,7 @@ from bnviz.tf.evidence import evaluate_run, store_evidence
 from bnviz.tf.models import bn_layer_info, layer_rows, load_model_safely
 from bnviz.tf.own import Splits, atomic_write, bn_notes, model_task, own_config, samples_path, save_samples
 from bnviz.tf.probe import RecordMaker, Snapshot, population_size
+from bnviz.uploads import uploads_dir
 
 DEFAULT_SIZE = 64  # for a model whose input takes any image size
 HISTORY_NOTE = (
@@ -206,7 +207,7 @@ def _splits(store: Store, data: str | Path, test: str | Path | None, size: int, 
 def _load(store: Store, source: str | Path, size: int, seed: int, fractions: tuple[float, float] = (0.15, 0.15)) -> Dataset:
     """A folder, or a zip extracted to a scratch folder that is removed once its images are read."""
     source = Path(source)
-    scratch = store.home / "uploads" / uuid.uuid4().hex[:12] if source.is_file() else None
+    scratch = uploads_dir(store.home) / uuid.uuid4().hex[:12] if source.is_file() else None
     try:
         if scratch is None:
             return from_folder(source, size, seed, *fractions)
