@@ -5,6 +5,7 @@ writes fail with one line, runs end with a final status, `bnviz doctor` checks a
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -23,7 +24,7 @@ from bnviz.presets import preset_config
 from bnviz.records import ProbeLayer, ProbeRecord, RunStatus
 from bnviz.store import RESERVE_BYTES, Store, StoreFull
 from tests.conftest import APP_TIMEOUT_S
-from tests.test_liveness import gone_pid
+from tests.test_liveness import bnviz, gone_pid
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "app.py")
@@ -143,3 +144,76 @@ def test_a_full_disk_fails_writes_in_one_line_and_reads_go_on(disk, monkeypatch)
     Store(home).list_runs()
     with sqlite3.connect(home / "runs.sqlite") as db:  # once there is space, the reader's mark is written
         assert db.execute("SELECT status FROM runs WHERE id=?", (dead,)).fetchone()[0] == "interrupted"
+
+
+# === Damaged pages =====================================================================================
+PAGE = 4096
+
+
+@dataclass(frozen=True)
+class Damaged:
+    home: Path
+    lost: set[str]  # runs whose rows sat on an overwritten page
+    kept: set[str]
+    digest: str  # sha256 of runs.sqlite right after the damage
+
+
+def run_pages(path: Path, marker: bytes) -> list[int]:
+    """0-based numbers of the table leaf pages (type 13) that hold `marker`, page 1 (the header) left out."""
+    data = path.read_bytes()
+    return [n for n in range(1, len(data) // PAGE) if data[n * PAGE] == 13 and marker in data[n * PAGE : (n + 1) * PAGE]]
+
+
+@pytest.fixture(scope="module")
+def damaged(tmp_path_factory) -> Damaged:
+    """A real store of 40 runs with records, then the middle third of the pages holding run rows overwritten."""
+    home = tmp_path_factory.mktemp("damaged")
+    store = Store(home)
+    ids = [store.create_run(preset_config("bn").replace(name=f"damage-me-{i}"), status=RunStatus.RUNNING) for i in range(40)]
+    for run_id in ids:
+        store.add_records(run_id, steps=[(s, 1, 1.0, 0.5) for s in (1, 2, 3)], probes=[record(0)])
+        store.finish(run_id, RunStatus.DONE)
+    path = store.path
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    pages = run_pages(path, b"damage-me-")
+    hit = pages[len(pages) // 3 : 2 * len(pages) // 3]
+    data = bytearray(path.read_bytes())
+    for n in hit:
+        data[n * PAGE : (n + 1) * PAGE] = np.random.default_rng(n).integers(0, 256, PAGE, dtype=np.uint8).tobytes()
+    lost = {i for i in ids if any(i.encode() in path.read_bytes()[n * PAGE : (n + 1) * PAGE] for n in hit)}
+    path.write_bytes(bytes(data))
+    assert len(pages) >= 6 and lost and len(lost) < len(ids)
+    return Damaged(home, lost, set(ids) - lost, sha256(path))
+
+
+def test_damaged_store_gives_one_line_exit_2_on_list_and_show(damaged):
+    one_line(bnviz("list", home=damaged.home), UNREADABLE)
+    result = bnviz("show", sorted(damaged.lost)[0], home=damaged.home)
+    one_line(result, UNREADABLE)
+    assert "bnviz doctor" in result.stderr and sha256(damaged.home / "runs.sqlite") == damaged.digest
+
+
+@pytest.mark.parametrize("page", ["runs", "diagnose"])
+def test_damaged_store_pages_show_a_banner(damaged, monkeypatch, page):
+    monkeypatch.setenv("BNVIZ_HOME", str(damaged.home))
+    at = AppTest.from_file(APP, default_timeout=APP_TIMEOUT_S).run()
+    at.switch_page(f"pages/{page}.py").run()
+    assert not at.exception, at.exception
+    assert [e.value for e in at.error if UNREADABLE in e.value and "bnviz doctor" in e.value], [e.value for e in at.error]
+
+
+def test_doctor_checks_and_copies_every_readable_row_leaving_the_original(damaged, tmp_path):
+    checked = bnviz("doctor", "--json", home=damaged.home)
+    report = json.loads(checked.stdout)
+    assert checked.returncode == 1 and not report["ok"] and report["problems"] and report["recovered"] == []
+    copy = tmp_path / "copy"
+    recovered = bnviz("doctor", "--recover", str(copy), home=damaged.home)
+    assert recovered.returncode == 1 and "runs" in recovered.stdout and str(copy) in recovered.stdout, recovered.stderr
+    assert sha256(damaged.home / "runs.sqlite") == damaged.digest
+    store = Store(copy)
+    runs = {r.id: r for r in store.list_runs()}
+    assert set(runs) == damaged.kept and all(r.status == RunStatus.DONE for r in runs.values())
+    assert all(store.load_run(i).steps["step"].tolist() == [1, 2, 3] for i in damaged.kept)
+    assert bnviz("doctor", home=copy).returncode == 0
+    one_line(bnviz("doctor", "--recover", str(copy), home=damaged.home), "exists")
