@@ -49,6 +49,7 @@ Data contract (arrays are little-endian float32 blobs, histogram counts int32):
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
@@ -318,6 +319,18 @@ class Store:
     def full(self) -> str | None:
         """The one-line message for a full disk when less than FULL_BELOW is free, else None."""
         return full_message(self.home) if free_bytes(self.home) < FULL_BELOW else None
+
+    @contextmanager
+    def saving(self, path: Path) -> Iterator[None]:
+        """Write a file under the home (a model): on a full disk the half-written file is removed and
+        the error leaves as StoreFull, like a store write's."""
+        try:
+            yield
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC:
+                raise
+            path.unlink(missing_ok=True)
+            raise StoreFull(full_message(self.home)) from exc
 
     def model_path(self, run_id: str) -> Path:
         return self.models_dir / f"{check_run_id(run_id)}.keras"

@@ -23,7 +23,7 @@ from bnviz import store as store_module
 from bnviz.presets import preset_config
 from bnviz.records import ProbeLayer, ProbeRecord, RunStatus
 from bnviz.store import RESERVE_BYTES, Store, StoreFull
-from tests.conftest import APP_TIMEOUT_S
+from tests.conftest import APP_TIMEOUT_S, skip_missing_tool
 from tests.test_liveness import bnviz, gone_pid
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -146,6 +146,26 @@ def test_a_full_disk_fails_writes_in_one_line_and_reads_go_on(disk, monkeypatch)
         assert db.execute("SELECT status FROM runs WHERE id=?", (dead,)).fetchone()[0] == "interrupted"
 
 
+@pytest.mark.slow
+def test_train_on_a_filling_disk_ends_failed_in_one_line(disk):
+    """The CLI trains into a tmpfs with 96 KiB left: wherever the disk fills (records, the model file),
+    one line and exit 2, the run ends failed with that line, and list still works there."""
+    if not disk.mounted:
+        skip_missing_tool("mounting a tmpfs needs root (CI runs as root)")
+    home = disk.root / "home"
+    Store(home)
+    disk.fill()
+    (disk.root / "filler").unlink()
+    with open(disk.root / "filler", "wb") as filler:
+        filler.write(bytes(shutil.disk_usage(disk.root).free - 96 * 2**10))
+    trained = bnviz("train", "--input-size", "16", "--epochs", "1", "--json", home=home)  # --json: no progress bar on stderr
+    one_line(trained, FULL)
+    listed = bnviz("list", "--json", home=home)
+    runs = json.loads(listed.stdout)["runs"]
+    assert listed.returncode == 0 and [r["status"] for r in runs] == ["failed"], listed.stderr
+    assert FULL.search(Store(home).get_run(runs[0]["id"]).error or "")
+
+
 # === Damaged pages =====================================================================================
 PAGE = 4096
 
@@ -203,6 +223,7 @@ def test_damaged_store_pages_show_a_banner(damaged, monkeypatch, page):
     assert [e.value for e in at.error if UNREADABLE in e.value and "bnviz doctor" in e.value], [e.value for e in at.error]
 
 
+@pytest.mark.slow
 def test_doctor_checks_and_copies_every_readable_row_leaving_the_original(damaged, tmp_path):
     checked = bnviz("doctor", "--json", home=damaged.home)
     report = json.loads(checked.stdout)
