@@ -11,7 +11,7 @@ from pages import common
 
 
 def main() -> None:
-    common.frame().run()
+    common.run_page(common.frame())
 
 
 main()

@@ -354,6 +354,7 @@ def cmd_summary(args: argparse.Namespace) -> None:
 
 
 def cmd_gc(args: argparse.Namespace) -> None:
+    """Remove uploads no run or active job uses once they are older than the retention period."""
     from bnviz.uploads import collect
 
     report = collect(Store(args.home), days=args.days, dry_run=args.dry_run)
@@ -363,6 +364,30 @@ def cmd_gc(args: argparse.Namespace) -> None:
 def _gc_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dry-run", action="store_true", help="list what would be removed, remove nothing")
     parser.add_argument("--days", type=float, default=None, help="retention in days (default: $BNVIZ_UPLOAD_RETENTION_DAYS, else 7)")
+
+
+def cmd_doctor(args: argparse.Namespace) -> None:
+    """SQLite's integrity check of the store; with --recover, a new store holding every readable row.
+    Exits 1 when the check finds problems. The store file is opened read-only."""
+    from bnviz.doctor import integrity, recover
+    from bnviz.store import home_folder
+
+    path = home_folder(args.home) / "runs.sqlite"
+    if not path.is_file():
+        raise UsageError(f"No run store at {path}; choose its folder with --home or BNVIZ_HOME.")
+    problems = [] if (found := integrity(path)) == ["ok"] else found
+    copied = recover(path, home_folder(args.recover)) if args.recover else []
+    lines = [f"{path}: " + (f"{len(problems)} problem(s) found by SQLite's integrity check:" if problems else "SQLite's integrity check found no problem.")]
+    lines += [f"  {p}" for p in problems]
+    if copied:
+        rows = [[c.table, c.copied, c.unreadable if c.readable_schema else "table unreadable"] for c in copied]
+        lines += [_table(rows, ["table", "rows copied", "unreadable ids"]), f"New store in {home_folder(args.recover)}; {path} is unchanged."]
+    elif problems:
+        lines.append("Copy what is still readable into a new store: bnviz doctor --recover NEW_FOLDER")
+    payload = {"path": str(path), "ok": not problems, "problems": problems, "recovered": [asdict(c) for c in copied]}
+    _emit(args, payload, "\n".join(lines))
+    if problems:
+        sys.exit(1)
 
 
 # --- argument parsing ---------------------------------------------------------------------------
@@ -423,6 +448,7 @@ def build_parser() -> argparse.ArgumentParser:
         "sweep": (cmd_sweep, "train a grid of momentum (and batch size) values"),
         "tensorboard": (cmd_tensorboard, "write a run's probe data as TensorBoard event files"),
         "gc": (cmd_gc, "remove uploads no run or active job uses that are older than the retention period"),
+        "doctor": (cmd_doctor, "check the run store for damage (read-only); --recover copies what is readable into a new store"),
     }
     for name, (handler, help_text) in commands.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
@@ -460,6 +486,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="the split whose images PreciseBN averages over (train; val or test score transductively)",
     )
     sub.choices["tensorboard"].add_argument("--logdir", required=True)
+    sub.choices["doctor"].add_argument("--recover", metavar="FOLDER", help="copy every readable row into a new store in FOLDER (it must hold none yet)")
     inspect = sub.choices["inspect"]
     inspect.add_argument("model", help="a .keras file (loaded in safe mode: no Lambda or custom code runs)")
     inspect.add_argument("--data", required=True, help="a folder of class sub-folders, or a zip of one")

@@ -16,6 +16,13 @@ on the store's host (`bnviz.rayexec`), which marks it interrupted itself when it
 dies; `info["node"]` names the node. A home that is not a folder or a file that is not a
 bnviz store raises `StoreUnreadable` and nothing is written.
 
+Faults of the file system reach callers as one-line `StoreError`s, never as SQLite's own errors:
+every connection (`Store._connect`) turns a damaged file into `StoreUnreadable` (which points to
+`bnviz doctor`) and a full disk into `StoreFull` (with the megabytes left). Reads work on a full
+disk: marking dead owners is then left to a later reader, and readers show those rows as
+interrupted meanwhile. A final status is the one write that must land: `home/reserve` keeps
+`RESERVE_BYTES` set aside while there is space and is given up for it when the disk is full.
+
 Data contract (arrays are little-endian float32 blobs, histogram counts int32):
 - runs: one row per run (config JSON, status, timings, owner host/pid/start, error, model path,
   info JSON: "params" {total, trainable, non_trainable}, "layers" (bnviz.tf.models.layer_rows),
@@ -41,9 +48,12 @@ Data contract (arrays are little-endian float32 blobs, histogram counts int32):
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import re
+import shutil
 import sqlite3
 import time
 import uuid
@@ -75,7 +85,7 @@ from bnviz.records import (
 )
 from bnviz.stats import probe_steps
 
-__all__ = ["ACTIVE", "FINISHED", "Evaluation", "Job", "JobStatus", "Owner", "Progress", "RunStatus", "Store", "StoreError", "StoreUnreadable"]
+__all__ = ["ACTIVE", "FINISHED", "Evaluation", "Job", "JobStatus", "Owner", "Progress", "RunStatus", "Store", "StoreError", "StoreFull", "StoreUnreadable"]
 RUN_ID = re.compile(r"^[0-9]{8}-[0-9]{6}-[0-9a-f]{6}$")
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -117,6 +127,8 @@ ADDED_COLUMNS = {  # columns newer than the first stores; old rows read them as 
     "probe_layers": (("infer_mean", "BLOB"), ("infer_var", "BLOB"), ("iid_mean_sd", "BLOB")),
 }
 GONE = "The process running it ({owner}) is gone; every record up to its last commit is kept."
+FULL_BELOW = 2**20  # bytes: an I/O error with less free space than this on the store's disk is a full disk
+RESERVE_BYTES = 256 * 2**10  # home/reserve; a final status update needs about 3 WAL frames of 4 KiB
 
 
 class StoreError(LookupError):
@@ -127,9 +139,42 @@ class StoreUnreadable(StoreError):
     """The home folder or its runs.sqlite cannot be used; the message says which and why."""
 
 
+class StoreFull(StoreError):
+    """A write failed because the disk holding the store is full; the message says how full."""
+
+
+def unreadable_message(path: Path, error: object) -> str:
+    """The one line for a runs.sqlite that SQLite cannot read (a foreign or damaged file)."""
+    return (
+        f"{path} is not a readable bnviz run store ({error}); nothing was changed. Run `bnviz doctor` to check it and copy what is "
+        "still readable into a new store, or choose another folder with --home or BNVIZ_HOME."
+    )
+
+
+def free_bytes(folder: Path) -> int:
+    """Free space on the file system holding `folder` (0 where it cannot be read)."""
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return 0
+
+
+def full_message(home: Path) -> str:
+    """The one line for a write that failed on a full disk."""
+    return (
+        f"The disk holding BNVIZ_HOME ({home}) is full ({free_bytes(home) // 10**6} MB free); every record committed before is kept. "
+        "Free some space there, or choose another folder with --home or BNVIZ_HOME."
+    )
+
+
 def default_home() -> Path:
     """`BNVIZ_HOME`, else ./bnviz-runs."""
-    return Path(os.environ.get("BNVIZ_HOME", "bnviz-runs")).expanduser().resolve()
+    return home_folder()
+
+
+def home_folder(home: Path | str | None = None) -> Path:
+    """The runs folder: `home` (--home), else `BNVIZ_HOME`, else ./bnviz-runs, as an absolute path."""
+    return Path(home or os.environ.get("BNVIZ_HOME", "bnviz-runs")).expanduser().resolve()
 
 
 def new_run_id() -> str:
@@ -156,26 +201,22 @@ class Store:
     (each call opens its own short-lived connection)."""
 
     def __init__(self, home: Path | str | None = None):
-        self.home = Path(home).expanduser().resolve() if home else default_home()
+        self.home = home_folder(home)
         self.models_dir = self.home / "models"
         self.path = self.home / "runs.sqlite"
+        self.reserve = self.home / "reserve"
         try:
             self.home.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StoreUnreadable(f"Cannot use {self.home} as the runs folder: {exc.strerror or exc}.") from None
-        try:
-            self._open()
-        except sqlite3.DatabaseError as exc:
-            raise StoreUnreadable(
-                f"{self.path} is not a readable bnviz run store ({exc}); nothing was changed. Move it aside or choose another folder with --home or BNVIZ_HOME."
-            ) from None
+        self._open()
         self.models_dir.mkdir(exist_ok=True)
+        self._keep_reserve()
 
     def _open(self) -> None:
-        """Check the file is a store (reading first, so a foreign file is never written), then
-        create the tables and add the columns that newer versions added."""
+        """Check the file is a store (the connection reads first, so a foreign file is never written),
+        then create the tables and add the columns that newer versions added."""
         with self._connect() as db:
-            db.execute("SELECT name FROM sqlite_master LIMIT 1").fetchall()
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(SCHEMA)
             for table, columns in ADDED_COLUMNS.items():
@@ -188,26 +229,109 @@ class Store:
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
-        db.row_factory = sqlite3.Row
-        db.execute("PRAGMA busy_timeout=60000")
-        db.execute("PRAGMA synchronous=NORMAL")
+        """A short-lived connection; a SQLite error in it leaves as `StoreFull` or `StoreUnreadable`."""
         try:
-            yield db
-        finally:
+            db = self._connection()
+            try:
+                yield db
+            finally:
+                db.close()
+        except (sqlite3.DatabaseError, pd.errors.DatabaseError) as exc:
+            failure = self._failure(exc)
+            if failure is None:
+                raise
+            raise failure from exc
+
+    def _connection(self, shared_index: bool = True) -> sqlite3.Connection:
+        """Open runs.sqlite and read its schema. That first read maps the WAL index (runs.sqlite-shm),
+        which takes disk space; where there is none (a full disk, no process holding the store open),
+        reopen without one: as an immutable file when the WAL holds nothing (then no process can be
+        writing, nor start to without that space), else with the index in memory (exclusive locking
+        mode, which reads the WAL in), so a full disk can still be read."""
+        wal = Path(f"{self.path}-wal")
+        quiet = not shared_index and (not wal.exists() or wal.stat().st_size == 0)
+        target = f"{self.path.as_uri()}?immutable=1" if quiet else str(self.path)
+        db = sqlite3.connect(target, timeout=60, isolation_level=None, uri=quiet)
+        db.row_factory = sqlite3.Row
+        try:
+            if not shared_index and not quiet:
+                db.execute("PRAGMA locking_mode=EXCLUSIVE")  # before anything reads the file
+            db.execute("PRAGMA busy_timeout=60000")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("SELECT name FROM sqlite_master LIMIT 1").fetchall()
+        except sqlite3.OperationalError as exc:
             db.close()
+            if shared_index and exc.sqlite_errorcode == sqlite3.SQLITE_IOERR_SHMSIZE:
+                return self._connection(shared_index=False)
+            raise
+        return db
+
+    def _failure(self, exc: Exception) -> StoreError | None:
+        """What a SQLite error means to a user: a full disk, a file it cannot read, or (None) a bug or a
+        wait for a lock, shown as it is."""
+        error = exc.__cause__ if isinstance(exc, pd.errors.DatabaseError) else exc
+        if not isinstance(error, sqlite3.DatabaseError) or isinstance(error, (sqlite3.ProgrammingError, sqlite3.IntegrityError)):
+            return None
+        code = (error.sqlite_errorcode or 0) & 0xFF
+        if code == sqlite3.SQLITE_FULL or (code in (sqlite3.SQLITE_IOERR, sqlite3.SQLITE_READONLY) and free_bytes(self.home) < FULL_BELOW):
+            return StoreFull(full_message(self.home))
+        if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+            return None
+        return StoreUnreadable(unreadable_message(self.path, error))
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        """BEGIN IMMEDIATE takes the write lock up front, so writers queue instead of deadlocking."""
+        """BEGIN IMMEDIATE takes the write lock up front, so writers queue instead of deadlocking. A
+        failed statement or COMMIT (a full disk fails at COMMIT) rolls back where SQLite has not already."""
         with self._connect() as db:
             db.execute("BEGIN IMMEDIATE")
             try:
                 yield db
+                db.execute("COMMIT")
             except BaseException:
-                db.execute("ROLLBACK")
+                db.rollback()  # a no-op where SQLite rolled back by itself
                 raise
-            db.execute("COMMIT")
+
+    def _keep_reserve(self) -> None:
+        """Set RESERVE_BYTES aside in home/reserve while there is space (random bytes: a compressing
+        file system would store zeros in nothing); best effort, a full disk skips it."""
+        try:
+            with open(self.reserve, "xb") as file:
+                file.write(os.urandom(RESERVE_BYTES))
+        except FileExistsError:
+            pass
+        except OSError:
+            self.reserve.unlink(missing_ok=True)
+
+    def _final_write(self, sql: str, args: tuple) -> None:
+        """A final status, the one write that must land: on a full disk give up the reserve and try once
+        more, so that a run never stays "running" for a reason that can be named."""
+        try:
+            with self._transaction() as db:
+                db.execute(sql, args)
+        except StoreFull:
+            try:
+                self.reserve.unlink()
+            except FileNotFoundError:
+                raise StoreFull(full_message(self.home)) from None
+            with self._transaction() as db:
+                db.execute(sql, args)
+
+    def full(self) -> str | None:
+        """The one-line message for a full disk when less than FULL_BELOW is free, else None."""
+        return full_message(self.home) if free_bytes(self.home) < FULL_BELOW else None
+
+    @contextmanager
+    def saving(self, path: Path) -> Iterator[None]:
+        """Write a file under the home (a model): on a full disk the half-written file is removed and
+        the error leaves as StoreFull, like a store write's."""
+        try:
+            yield
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC:
+                raise
+            path.unlink(missing_ok=True)
+            raise StoreFull(full_message(self.home)) from exc
 
     def model_path(self, run_id: str) -> Path:
         return self.models_dir / f"{check_run_id(run_id)}.keras"
@@ -250,11 +374,10 @@ class Store:
     def finish(self, run_id: str, status: str, error: str | None = None, model_path: str | None = None) -> None:
         if status not in FINISHED:
             raise ValueError(f"Not a final status. Received: {status!r}")
-        with self._transaction() as db:
-            db.execute(
-                "UPDATE runs SET status=?, error=?, finished=?, model_path=COALESCE(?, model_path) WHERE id=?",
-                (RunStatus(status).value, error, time.time(), model_path, check_run_id(run_id)),
-            )
+        self._final_write(
+            "UPDATE runs SET status=?, error=?, finished=?, model_path=COALESCE(?, model_path) WHERE id=?",
+            (RunStatus(status).value, error, time.time(), model_path, check_run_id(run_id)),
+        )
 
     def update_info(self, run_id: str, **info: object) -> None:
         with self._transaction() as db:
@@ -283,44 +406,50 @@ class Store:
         """Runs, newest first, optionally filtered by status or sweep."""
         return [_run_from_row(r) for r in self._select("runs", status=status, sweep=[sweep] if sweep else None)]
 
-    def _one(self, table: str, row_id: str) -> sqlite3.Row:
+    def _one(self, table: str, row_id: str) -> sqlite3.Row | dict:
         """One row of `table` by id, read after marking dead owners; StoreError when there is none."""
-        self.reap()
+        gone = self._reap()
         with self._connect() as db:
             row = db.execute(f"SELECT * FROM {table} WHERE id=?", (row_id,)).fetchone()
         if row is None:
             raise StoreError(f"No {table[:-1]} {row_id!r} in {self.home}")
-        return row
+        return _as_reaped(table, row, gone)
 
     def _select(self, table: str, **filters: Sequence[str] | None) -> list[sqlite3.Row]:
         """Rows of `table`, newest first, read after marking dead owners; each filter given keeps the
         rows whose column holds one of its values."""
-        self.reap()
+        gone = self._reap()
         query, args = f"SELECT * FROM {table} WHERE 1=1", []
         for column, values in filters.items():
             if values:
                 query += f" AND {column} IN ({','.join('?' * len(values))})"
                 args += [str(v) for v in values]
         with self._connect() as db:
-            return db.execute(query + " ORDER BY created DESC, id DESC", args).fetchall()
+            rows = db.execute(query + " ORDER BY created DESC, id DESC", args).fetchall()
+        return [_as_reaped(table, row, gone) for row in rows]
 
     def reap(self) -> list[str]:
         """Mark running runs and jobs whose owner process is gone as interrupted (records kept);
         returns their ids. Every reader calls it, so nothing stays "running" for a dead process."""
+        return [row_id for _, row_id in self._reap()]
+
+    def _reap(self) -> dict[tuple[str, str], str]:
+        """(table, id) → error of each running row whose owner is gone, marked interrupted where the disk
+        allows; on a full disk the mark waits for a later reader, and `_as_reaped` shows it meanwhile."""
         with self._connect() as db:
             rows = db.execute(
                 "SELECT 'runs' AS tab, id, host, pid, pid_start FROM runs WHERE status='running' UNION ALL "
                 "SELECT 'jobs', id, host, pid, pid_start FROM jobs WHERE status='running'"
             ).fetchall()
-        gone = [(r["tab"], r["id"], _owner(r)) for r in rows if not (r["pid"] and _owner(r).alive())]
+        gone = {(r["tab"], r["id"]): GONE.format(owner=_describe(_owner(r))) for r in rows if not (r["pid"] and _owner(r).alive())}
         if gone:
-            with self._transaction() as db:
-                for table, row_id, owner in gone:
+            with contextlib.suppress(StoreFull), self._transaction() as db:
+                for (table, row_id), error in gone.items():
                     db.execute(
                         f"UPDATE {table} SET status='interrupted', finished=?, error=COALESCE(error, ?) WHERE id=? AND status='running'",
-                        (time.time(), GONE.format(owner=_describe(owner)), row_id),
+                        (time.time(), error, row_id),
                     )
-        return [row_id for _, row_id, _ in gone]
+        return gone
 
     def delete_run(self, run_id: str) -> None:
         """Remove the run's rows, its model files, and the uploads only it referred to (bnviz.uploads)."""
@@ -367,8 +496,7 @@ class Store:
     def finish_job(self, job_id: str, status: str, error: str | None = None) -> None:
         if status not in FINISHED:
             raise ValueError(f"Not a final status. Received: {status!r}")
-        with self._transaction() as db:
-            db.execute("UPDATE jobs SET status=?, error=?, finished=? WHERE id=?", (JobStatus(status).value, error, time.time(), job_id))
+        self._final_write("UPDATE jobs SET status=?, error=?, finished=? WHERE id=?", (JobStatus(status).value, error, time.time(), job_id))
 
     def cancel_job(self, job_id: str) -> None:
         """Ask a job to stop: a queued one is cancelled now; a running handler may poll `get_job`."""
@@ -449,7 +577,15 @@ def _layer_traces(rows: Sequence[sqlite3.Row]) -> dict[str, LayerTrace]:
     return traces
 
 
-def _run_from_row(row: sqlite3.Row) -> Run:
+def _as_reaped(table: str, row: sqlite3.Row, gone: dict[tuple[str, str], str]) -> sqlite3.Row | dict:
+    """The row as readers see it: still "running" for an owner that is gone (the mark could not be
+    written on a full disk), it reads as interrupted all the same."""
+    if row["status"] != "running" or (table, row["id"]) not in gone:
+        return row
+    return {**dict(row), "status": "interrupted", "error": row["error"] or gone[table, row["id"]]}
+
+
+def _run_from_row(row: sqlite3.Row | dict) -> Run:
     values = dict(row)
     values["config"] = RunConfig.from_json(values["config"])
     values["status"] = RunStatus(values["status"])
@@ -475,7 +611,7 @@ def _describe(owner: Owner) -> str:
     return f"pid {owner.pid} on {owner.host}" if owner.host and owner.pid else "no process recorded"
 
 
-def _job_from_row(row: sqlite3.Row) -> Job:
+def _job_from_row(row: sqlite3.Row | dict) -> Job:
     return Job(
         id=row["id"],
         kind=row["kind"],

@@ -30,7 +30,7 @@ from bnviz.glossary import glossary_markdown
 from bnviz.jobs import JobManager
 from bnviz.labels import unique_labels
 from bnviz.records import ACTIVE, SPLITS, Evaluation, Run, RunData, RunStatus
-from bnviz.store import Store, StoreUnreadable, default_home
+from bnviz.store import Store, StoreFull, StoreUnreadable, default_home
 from bnviz.summary import inspected
 
 STATUS_COLOURS = {
@@ -58,6 +58,7 @@ PRESENTATION_CSS = """<style>
 [data-testid="stMetricLabel"] :is(div, p), [data-testid="stMetricDelta"] :is(div, p) {white-space: normal !important; overflow: visible !important;}
 </style>"""
 LAYOUT_PARAM = "layout"  # ?layout=presentation opens any page in the presentation layout
+STORE_FAULTS = (StoreUnreadable, StoreFull)  # a damaged store file, a full disk: bnviz.store words each in one line
 
 
 # --- the frame: page config, navigation, sidebar ----------------------------------------------------
@@ -81,7 +82,7 @@ def frame() -> StreamlitPage:
     page = st.navigation([st.Page(PAGE_FILES[key], title=title, icon=f":material/{icon}:", default=key == "train") for key, title, icon in PAGES])
     try:
         runs = store().list_runs(status=list(ACTIVE))
-    except (StoreUnreadable, ConfigError) as exc:  # one clear message instead of a traceback; nothing is written
+    except (*STORE_FAULTS, ConfigError) as exc:  # one clear message instead of a traceback; nothing is written
         st.error(str(exc))
         st.stop()
     running = sum(r.status == RunStatus.RUNNING for r in runs)
@@ -92,6 +93,18 @@ def frame() -> StreamlitPage:
             st.markdown(glossary_markdown())
         presentation_toggle()
     return page
+
+
+def run_page(page: StreamlitPage) -> None:
+    """Run the chosen page under the store's banner: a full disk is named above the page, and a store
+    that fails mid-page (a damaged file, a write on a full disk) ends the page with its one line
+    instead of a traceback."""
+    if full := store().full():
+        st.warning(full, icon=":material/hard_drive:")
+    try:
+        page.run()
+    except STORE_FAULTS as exc:
+        st.error(str(exc), icon=":material/error:")
 
 
 def presentation_toggle() -> None:
@@ -150,7 +163,7 @@ def frame_if_run_alone() -> None:
     server, and every AppTest run, executes the page file directly instead of app.py; st.navigation
     then switches the server to the app.py navigation for good. So do what app.py does, and stop."""
     if legacy_multipage_mode():
-        frame().run()
+        run_page(frame())
         st.stop()
 
 

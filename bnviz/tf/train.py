@@ -155,7 +155,8 @@ def execute_run(store: Store, run_id: str, on_step: Callable[[int, dict], None] 
     store_evidence(store, run_id, evidence)
     evaluation = evidence.final
     path = store.model_path(run_id)
-    model.save(path)
+    with store.saving(path):
+        model.save(path)
     seconds = time.monotonic() - started
     store.update_info(run_id, seconds=seconds, steps=recorder.step)
     store.finish(run_id, RunStatus.DONE, model_path=str(path))
