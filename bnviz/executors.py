@@ -7,7 +7,9 @@ the pages never know which one runs; this module imports neither TensorFlow nor 
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
+import ipaddress
 import math
 import os
 import subprocess
@@ -25,11 +27,14 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 RAY_ENV = "BNVIZ_RAY_ADDRESS"
 RAY_KINDS = ("train",)  # what Ray runs; recalibrate and inspect read the store's model files, so they stay local
 RAY_RETRY_SECONDS = 30.0  # a driver that could not reach the cluster is started again after this long
+RAY_AUTH = "RAY_AUTH_MODE"  # Ray's own switch; "token" on every node and driver turns token authentication on
+RAY_MIN_VERSION = (2, 52)  # the first Ray with token authentication
 
 
 def ray_address(value: str | None = None) -> str | None:
     """The Ray address asked for (`value`, else BNVIZ_RAY_ADDRESS): `auto`, `host:port` or `ray://…`;
-    None for local workers. ConfigError, one clear line, when Ray is asked for but not installed."""
+    None for local workers. ConfigError, one clear line, when Ray is asked for but not installed, too
+    old for token authentication, or beyond loopback without it (`check_ray_auth`)."""
     address = (os.environ.get(RAY_ENV, "") if value is None else value).strip()
     if not address:
         return None
@@ -38,7 +43,34 @@ def ray_address(value: str | None = None) -> str | None:
             f"The Ray executor was asked for ({RAY_ENV} or --ray = {address!r}) but Ray is not installed: "
             f"pip install -r requirements-ray.txt, or unset {RAY_ENV} to train in local worker processes."
         )
+    version = importlib.metadata.version("ray")
+    if tuple(int(p) for p in version.split(".")[:2] if p.isdigit()) < RAY_MIN_VERSION:
+        raise ConfigError(f"Ray {version} has no token authentication (it needs 2.52 or later): pip install -r requirements-ray.txt.")
+    check_ray_auth(address)
     return address
+
+
+def is_loopback(address: str) -> bool:
+    """Is the head at `address` on this machine's loopback (127.0.0.0/8, ::1, localhost)? `auto` is
+    not: it finds whatever cluster this machine belongs to, whose head may listen on the network."""
+    host = address.removeprefix("ray://").rpartition(":")[0].strip("[]")
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_ray_auth(address: str, env: dict[str, str] | None = None) -> None:
+    """Refuse a cluster beyond loopback unless this process runs with Ray token authentication
+    (RAY_AUTH_MODE=token): without it anyone who reaches the head's ports runs code there, and the
+    head holds the store. The message leaves the address out, since the dashboard shows it to everyone."""
+    mode = (os.environ if env is None else env).get(RAY_AUTH, "").strip().lower()
+    if mode != "token" and not is_loopback(address):
+        raise ConfigError(
+            f"The Ray cluster in {RAY_ENV} or --ray is not on 127.0.0.1 and {RAY_AUTH} is {mode or 'unset'} here, "
+            f"so anyone who reaches it could run code on it: start every node and bnviz with {RAY_AUTH}=token "
+            "(ray get-auth-token --generate writes the token to ~/.ray/auth_token; copy it to each machine)."
+        )
 
 
 def spawn_module(store: Store, log_name: str, module_args: list[str]) -> subprocess.Popen:
@@ -122,7 +154,15 @@ class RayExecutor:
         return int(self._proc is not None and self._proc.poll() is None)
 
     def describe(self) -> str:
-        return f"Ray cluster at {self.address} (BNVIZ_RAY_ADDRESS)"
+        """That a cluster is in use and its driver's state, never its address: the sidebar shows
+        this to every viewer."""
+        if self.active():
+            state = "driver running"
+        elif time.monotonic() - self._failed_at < self.retry_seconds:
+            state = f"unreachable, retried every {self.retry_seconds:.0f} s"
+        else:
+            state = "idle"
+        return f"a Ray cluster (BNVIZ_RAY_ADDRESS), {state}"
 
 
 def make_executors(max_workers: int, address: str | None, kinds: tuple[str, ...]) -> list[Executor]:
