@@ -27,6 +27,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 RAY_ENV = "BNVIZ_RAY_ADDRESS"
 RAY_KINDS = ("train",)  # what Ray runs; recalibrate and inspect read the store's model files, so they stay local
 RAY_RETRY_SECONDS = 30.0  # a driver that could not reach the cluster is started again after this long
+LAUNCHER_ENV = "BNVIZ_LAUNCHER_PID"  # the process that started a worker: while it is the worker's parent, it starts the next one
 RAY_AUTH = "RAY_AUTH_MODE"  # Ray's own switch; "token" on every node and driver turns token authentication on
 RAY_MIN_VERSION = (2, 52)  # the first Ray with token authentication
 
@@ -73,12 +74,44 @@ def check_ray_auth(address: str, env: dict[str, str] | None = None) -> None:
         )
 
 
+def _positive(env: dict[str, str], key: str, kind: type, default: float) -> float:
+    """`env[key]` as a positive `kind` (`default` when unset); ConfigError, one line, otherwise."""
+    raw = env.get(key, "").strip()
+    try:
+        value = kind(raw) if raw else default
+    except ValueError:
+        value = 0
+    if not value > 0:  # NaN too
+        raise ConfigError(f"{key} must be a positive {'whole ' * (kind is int)}number. Received: {key}={raw!r}; unset it for the default, {default:g}.")
+    return value
+
+
+@dataclass(frozen=True)
+class WorkerLimits:
+    """When a local worker stops taking jobs and exits, so that the launcher starts a fresh one for
+    the rest of the queue: Keras/TensorFlow keep ~16 MB per run in a long-lived process (744 → 828 MB
+    over 5 runs), so a worker that drained a long queue alone would grow without bound."""
+
+    max_jobs: int = 20  # BNVIZ_WORKER_MAX_JOBS: 20 × ~16 MB ≈ 320 MB over a fresh worker, against one TF import (~4 s) per 20 runs
+    max_rss_mb: float = 2048.0  # BNVIZ_WORKER_MAX_RSS_MB: resident memory checked after each job; a fresh worker with a tiny run is ~750 MB
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> WorkerLimits:
+        """The limits from BNVIZ_WORKER_MAX_JOBS and BNVIZ_WORKER_MAX_RSS_MB, defaults where unset."""
+        env = os.environ if env is None else env
+        return cls(_positive(env, "BNVIZ_WORKER_MAX_JOBS", int, cls.max_jobs), _positive(env, "BNVIZ_WORKER_MAX_RSS_MB", float, cls.max_rss_mb))
+
+    def args(self) -> list[str]:
+        """The worker's command-line flags for these limits."""
+        return ["--max-jobs", str(self.max_jobs), "--max-rss-mb", f"{self.max_rss_mb:g}"]
+
+
 def spawn_module(store: Store, log_name: str, module_args: list[str]) -> subprocess.Popen:
     """`python -m MODULE_ARGS --home HOME` in its own session (it survives a dashboard restart),
-    output to home/logs; the arguments are a list, never a shell string."""
+    output to home/logs, this process's pid in LAUNCHER_ENV; the arguments are a list, never a shell string."""
     logs = store.home / "logs"
     logs.mkdir(exist_ok=True)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")])), LAUNCHER_ENV: str(os.getpid())}
     with open(logs / f"{log_name}-{time.strftime('%Y%m%d-%H%M%S')}.log", "ab") as log:
         return subprocess.Popen(
             [sys.executable, "-m", *module_args, "--home", str(store.home)],
@@ -103,10 +136,12 @@ class Executor(Protocol):
 
 @dataclass
 class LocalExecutor:
-    """Keeps up to `max_workers` worker processes draining the queue (jobs of `kinds`; all when empty)."""
+    """Keeps up to `max_workers` worker processes draining the queue (jobs of `kinds`; all when empty);
+    a worker that reached its `limits` exits, and the next pump starts a fresh one for the rest."""
 
     max_workers: int = 1
     kinds: tuple[str, ...] = ()
+    limits: WorkerLimits = field(default_factory=WorkerLimits.from_env)
     _procs: list[subprocess.Popen] = field(default_factory=list, init=False, repr=False)
 
     def pump(self, store: Store) -> None:
@@ -121,7 +156,7 @@ class LocalExecutor:
         threads = max(1, (os.cpu_count() or 2) // self.max_workers)
         kinds = ["--kinds", ",".join(self.kinds)] if self.kinds else []
         for _ in range(min(queued, self.max_workers - len(self._procs) - len(busy - elsewhere - mine - {None}))):
-            self._procs.append(spawn_module(store, "worker", ["bnviz.tf.worker", "--threads", str(threads), *kinds]))
+            self._procs.append(spawn_module(store, "worker", ["bnviz.tf.worker", "--threads", str(threads), *kinds, *self.limits.args()]))
 
     def active(self) -> int:
         return sum(1 for p in self._procs if p.poll() is None)
