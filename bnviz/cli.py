@@ -163,8 +163,9 @@ def _run_all(store: Store, configs: list[RunConfig], args: argparse.Namespace, s
     address = ray_address(args.ray or "")
     if not address:
         return [_run_in_process(store, c, args.json, sweep=sweep) for c in configs]
-    from bnviz.rayexec import run_queued
+    from bnviz.rayexec import connect, run_queued
 
+    connect(address)  # a refused token fails here, before any run is queued
     ids = [store.create_run(c, sweep=sweep) for c in configs]
     run_queued(store, address)
     while any(store.get_run(i).status.active for i in ids):  # a dashboard's worker may have taken some

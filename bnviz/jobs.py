@@ -55,15 +55,27 @@ def load_handler(kind: str) -> Handler:
         raise JobFailed(f"The {kind!r} job handler {JOB_HANDLERS[kind]} is not available in this installation ({exc}).") from None
 
 
-def available_memory() -> int:
-    """MemAvailable from /proc/meminfo in bytes (a large number where it cannot be read)."""
+def _proc_kib(path: str, key: str) -> int | None:
+    """The `key:` line of a /proc file in KiB (None where it cannot be read: not Linux)."""
     try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
+        for line in Path(path).read_text().splitlines():
+            if line.startswith(f"{key}:"):
+                return int(line.split()[1])
     except OSError:
         pass
-    return 1 << 40
+    return None
+
+
+def available_memory() -> int:
+    """MemAvailable from /proc/meminfo in bytes (a large number where it cannot be read)."""
+    kib = _proc_kib("/proc/meminfo", "MemAvailable")
+    return 1 << 40 if kib is None else kib * 1024
+
+
+def resident_mb() -> float:
+    """This process's resident memory now (VmRSS) in MiB; 0 where /proc is missing (not Linux),
+    where only the job count bounds a worker."""
+    return (_proc_kib("/proc/self/status", "VmRSS") or 0) / 1024
 
 
 def check_memory(config: RunConfig, available: int | None = None) -> None:

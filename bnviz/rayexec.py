@@ -30,10 +30,13 @@ import zipfile
 from pathlib import Path
 
 import ray
+from ray._private.authentication.authentication_token_setup import ensure_token_if_auth_enabled
+from ray._raylet import GcsClient
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from bnviz.config import ConfigError
 from bnviz.data import BUILTIN_DATASETS
-from bnviz.executors import PROJECT_ROOT, RAY_KINDS, RAY_RETRY_SECONDS
+from bnviz.executors import PROJECT_ROOT, RAY_AUTH, RAY_KINDS, RAY_RETRY_SECONDS
 from bnviz.records import ACTIVE, Job, JobStatus, Run, RunStatus
 from bnviz.store import Store
 
@@ -42,8 +45,16 @@ DATA_MB = float(os.environ.get("BNVIZ_RAY_DATA_MB", "200"))
 RUNTIME_ENV = {"py_modules": [str(PROJECT_ROOT / "bnviz")], "env_vars": {"KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "2"}}
 
 
-class DataTooLarge(ValueError):
-    """A data folder above the object-store cap: the message says how to proceed."""
+class DataRefused(ValueError):
+    """A data folder that cannot travel to the nodes: the message says why and how to proceed."""
+
+
+class DataTooLarge(DataRefused):
+    """A data folder above the object-store cap."""
+
+
+class ClusterRefused(ConfigError):
+    """This process has no token, or one the cluster refuses: one line saying what to set."""
 
 
 class StoreWriter:
@@ -124,8 +135,18 @@ def train_task(writer: ray.actor.ActorHandle, job: Job, data: bytes | None) -> s
 
 
 def pack_folder(folder: str, cap_mb: float = DATA_MB) -> bytes:
-    """A data folder as zip bytes for the object store; DataTooLarge above `cap_mb`."""
-    files = [p for p in Path(folder).rglob("*") if p.is_file()]
+    """A data folder as zip bytes for the object store; DataTooLarge above `cap_mb`, DataRefused when
+    a link in it leads outside it (packing would ship that file, whatever it is, to every node)."""
+    root = Path(folder).resolve()
+    entries = list(Path(folder).rglob("*"))
+    outside = [p for p in entries if p.is_symlink() and not p.resolve().is_relative_to(root)]
+    if outside:
+        raise DataRefused(
+            f"The data folder {folder} has {len(outside)} link{'s' * (len(outside) > 1)} leading outside it "
+            f"({outside[0].relative_to(folder)} -> {outside[0].resolve()}); Ray runs carry only files inside the folder: "
+            "copy those files in or remove the links."
+        )
+    files = [p for p in entries if p.is_file()]
     size = sum(p.stat().st_size for p in files)
     if size > cap_mb * 2**20:
         raise DataTooLarge(
@@ -142,8 +163,10 @@ def pack_folder(folder: str, cap_mb: float = DATA_MB) -> bytes:
 def connect(address: str) -> None:
     """Join the cluster at `address` with bnviz shipped to every node (TensorFlow and the rest of
     requirements.txt must be installed there). A head that does not answer fails in seconds, here,
-    instead of in ray.init, which waits minutes for a dead one; a hung join ends the process
-    after CONNECT_SECONDS (SIGALRM's default action), and the executor retries."""
+    instead of in ray.init, which waits minutes for a dead one; one that refuses this process's
+    token fails in under a second with ClusterRefused (ray.init would wait 20 s, then say only
+    "Failed to connect"); a hung join ends the process after CONNECT_SECONDS (SIGALRM's default
+    action), and the executor retries."""
     if ray.is_initialized():
         return
     host, _, port = address.removeprefix("ray://").rpartition(":")
@@ -151,16 +174,26 @@ def connect(address: str) -> None:
         socket.create_connection((host, int(port)), timeout=5).close()
     signal.alarm(CONNECT_SECONDS)
     try:
+        if host and not address.startswith("ray://"):  # ray.init's own first steps (private API), without its 20 s wait
+            ensure_token_if_auth_enabled(None, create_token_if_missing=False)  # a missing token, not GcsClient's abort
+            GcsClient(address=address)  # a refused token
         ray.init(address=address, runtime_env=RUNTIME_ENV, logging_level="WARNING", log_to_driver=False)
+    except ray.exceptions.AuthenticationError as exc:
+        raise ClusterRefused(
+            f"Ray token authentication failed ({exc.message.split('. ')[0].removeprefix('RPC error: ')}; "
+            f"{RAY_AUTH} is {os.environ.get(RAY_AUTH) or 'unset'} here): run bnviz with {RAY_AUTH}=token and the head's token "
+            "(its ~/.ray/auth_token, copied to this machine's ~/.ray/auth_token or named by RAY_AUTH_TOKEN_PATH)."
+        ) from None
     finally:
         signal.alarm(0)
 
 
-def say_waiting(store: Store, address: str, reason: BaseException | str) -> None:
-    """Tell every queued train job why it waits (connecting, or why the cluster cannot be reached)."""
-    reason = (str(reason).strip().splitlines() or [type(reason).__name__])[0][:200]
+def say_waiting(store: Store, reason: BaseException | str) -> None:
+    """Tell every queued train job why it waits (connecting, or why the cluster cannot be reached);
+    the Runs page shows it to everyone, so the cluster's address stays out."""
+    reason = (str(reason).strip().splitlines() or [type(reason).__name__])[0][:300]
     for job in store.list_jobs(kinds=RAY_KINDS, status=[JobStatus.QUEUED]):
-        store.set_job_progress(job.id, f"waiting for the Ray cluster at {address}: {reason} (retried every {RAY_RETRY_SECONDS:.0f} s)")
+        store.set_job_progress(job.id, f"waiting for the Ray cluster: {reason} (retried every {RAY_RETRY_SECONDS:.0f} s)")
 
 
 @dataclasses.dataclass
@@ -200,7 +233,7 @@ class Driver:
         try:
             if dataset not in BUILTIN_DATASETS and dataset not in self.packed:
                 self.packed[dataset] = ray.put(pack_folder(dataset))
-        except (DataTooLarge, OSError) as exc:
+        except (DataRefused, OSError) as exc:
             self.store.finish(job.run_id, RunStatus.FAILED, error=str(exc))
             self.store.finish_job(job.id, JobStatus.FAILED, str(exc))
             return True
@@ -241,11 +274,11 @@ def main() -> None:
     args = parser.parse_args()
     store = Store(args.home)
     started = time.monotonic()
-    say_waiting(store, args.address, "connecting")
+    say_waiting(store, "connecting")
     try:
         connect(args.address)
     except Exception as exc:  # unreachable cluster: say so on the queued jobs and let the executor retry
-        say_waiting(store, args.address, exc)
+        say_waiting(store, exc)
         print(f"Cannot reach the Ray cluster at {args.address} after {time.monotonic() - started:.0f} s: {exc}", file=sys.stderr)
         sys.exit(1)
     print(f"Ran {Driver(store).run()} train jobs on the Ray cluster at {args.address}", file=sys.stderr)

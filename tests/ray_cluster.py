@@ -1,18 +1,22 @@
 """The Ray scenarios of tests/test_ray.py, on a real two-node cluster (`ray.cluster_utils.Cluster`,
 1 CPU and a 150 MB object store per node). Run as `python -m tests.ray_cluster HOME OUT.json`
 inside a network namespace of its own (`unshare -rn`, loopback up), so that Ray binds 127.0.0.1
-and nothing else; it checks that before any job, then writes what it saw to OUT.json.
+and nothing else; it checks that before any job, then writes what it saw to OUT.json. The cluster
+and every bnviz process run with Ray token authentication (RAY_AUTH_MODE=token, the token in a
+file beside HOME named by RAY_AUTH_TOKEN_PATH), as docs/scaling-out.md tells users to.
 
 Scenarios, all on one cluster, through the dashboard's own JobManager (a Ray driver process)
 unless said: a sweep of 4 tiny runs (live progress sampled while they train); `bnviz train
 --ray` on a data folder; two long runs at once, one cancelled and one whose Ray worker process
-is killed; two long runs again, and the second node goes away.
+is killed; two long runs again, and the second node goes away; and `bnviz train --ray` without
+the token, which must be refused.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -27,6 +31,14 @@ from bnviz.store import Store
 NODE = {"num_cpus": 1, "object_store_memory": 150 * 2**20}
 TINY = preset_config("bn", input_size=20, epochs=2)
 TIMEOUT = 200.0
+
+
+def use_token(folder: Path) -> None:
+    """Token authentication for this process and all it starts (the nodes, the drivers, the CLI)."""
+    token = folder / "ray-auth-token"
+    token.write_text(secrets.token_hex(32))
+    token.chmod(0o600)
+    os.environ.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)})
 
 
 def start_cluster():
@@ -135,6 +147,14 @@ def cli_train(home: str, address: str) -> dict:
     }
 
 
+def no_token(home: str, address: str) -> dict:
+    """`bnviz train --ray` with neither the token nor the mode (and a HOME without ~/.ray): refused."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")} | {"HOME": str(Path(home).parent)}
+    command = [sys.executable, "-m", "bnviz", "train", "--ray", address, "--home", home, "--input-size", "20", "--epochs", "1", "--name", "no token"]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT, env=env)
+    return {"returncode": proc.returncode, "stderr": proc.stderr[-3000:], "runs": [r.name for r in Store(home).list_runs()]}
+
+
 def faults(store: Store, manager: JobManager) -> dict:
     """Two long runs at once: cancel one mid-run, kill the other's Ray worker process mid-run."""
     long = TINY.replace(epochs=60)
@@ -182,6 +202,7 @@ def lost_node(store: Store, manager: JobManager, cluster) -> dict:
 
 def main(home: str, out: str) -> None:
     started = time.monotonic()
+    use_token(Path(home).parent)
     cluster, addresses = start_cluster()
     result: dict = {"addresses": addresses, "cluster_seconds": round(time.monotonic() - started, 1)}
     try:
@@ -191,6 +212,7 @@ def main(home: str, out: str) -> None:
             for name, scenario in (
                 ("sweep", lambda: sweep(store, manager)),
                 ("cli", lambda: cli_train(home, cluster.address)),
+                ("no_token", lambda: no_token(home, cluster.address)),
                 ("faults", lambda: faults(store, manager)),
                 ("lost_node", lambda: lost_node(store, manager, cluster)),
             ):

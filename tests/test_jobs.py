@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sqlite3
 from pathlib import Path
 
@@ -12,6 +13,9 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from bnviz import jobs
+from bnviz.config import ConfigError
+from bnviz.executors import WorkerLimits
+from bnviz.jobs import resident_mb
 from bnviz.presets import preset_config
 from bnviz.records import Evaluation, JobStatus, RunStatus
 from bnviz.store import Store
@@ -149,3 +153,34 @@ def test_a_queued_recalibration_can_be_cancelled_from_diagnose(tmp_path, monkeyp
     assert store.get_job(job.id).status == JobStatus.CANCELLED
     assert "The last recalibration was cancelled before it ran." in [i.value for i in at.info]
     assert not any("Recalibration" in e.value for e in at.error)
+
+
+def test_a_worker_stops_after_max_jobs_and_leaves_the_rest_queued(tmp_path, echo, capsys):
+    store = Store(tmp_path)
+    ids = [store.enqueue_job("echo", {"word": str(i)}) for i in range(5)]
+    limits = WorkerLimits(max_jobs=2)
+    assert [drain_queue(str(tmp_path), limits=limits) for _ in range(4)] == [2, 2, 1, 0]  # each a worker's share
+    assert [store.get_job(i).status for i in ids] == [JobStatus.DONE] * 5
+    assert len(re.findall(r"bnviz worker \d+: 2 jobs, \d+ MB resident \(the limit of 2\); a fresh worker takes the rest", capsys.readouterr().err)) == 2
+
+
+def test_a_worker_above_its_memory_ceiling_stops_after_each_job(tmp_path, echo, capsys):
+    store = Store(tmp_path)
+    ids = [store.enqueue_job("echo", {"word": str(i)}) for i in range(3)]
+    assert resident_mb() > 1  # this test process: tens of MB
+    assert drain_queue(str(tmp_path), limits=WorkerLimits(max_rss_mb=1)) == 1
+    assert [store.get_job(i).status for i in ids] == [JobStatus.DONE, JobStatus.QUEUED, JobStatus.QUEUED]
+    assert re.search(r"bnviz worker \d+: 1 jobs, \d+ MB resident \(above 1 MB\); a fresh worker takes the rest", capsys.readouterr().err)
+
+
+def test_worker_limits_come_from_the_environment_and_bad_ones_are_refused(tmp_path, monkeypatch):
+    assert WorkerLimits.from_env({}) == WorkerLimits() == WorkerLimits(20, 2048.0)
+    assert WorkerLimits.from_env({"BNVIZ_WORKER_MAX_JOBS": "3", "BNVIZ_WORKER_MAX_RSS_MB": "900.5"}).args() == ["--max-jobs", "3", "--max-rss-mb", "900.5"]
+    for key, bad in (("BNVIZ_WORKER_MAX_JOBS", "0"), ("BNVIZ_WORKER_MAX_JOBS", "2.5"), ("BNVIZ_WORKER_MAX_RSS_MB", "nan"), ("BNVIZ_WORKER_MAX_RSS_MB", "-1")):
+        with pytest.raises(ConfigError, match=rf"^{key} must be a positive .*number. Received: {key}='{bad}'; unset it for the default"):
+            WorkerLimits.from_env({key: bad})
+    monkeypatch.setenv("BNVIZ_WORKER_MAX_JOBS", "3")
+    assert jobs.JobManager(Store(tmp_path)).executors[0].limits.max_jobs == 3  # what the launcher passes its workers
+    monkeypatch.setenv("BNVIZ_WORKER_MAX_JOBS", "lots")
+    with pytest.raises(ConfigError, match="BNVIZ_WORKER_MAX_JOBS"):
+        jobs.JobManager(Store(tmp_path))  # refused where the dashboard shows ConfigError in one line

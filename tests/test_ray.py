@@ -4,6 +4,7 @@ dashboard listing its runs, and the messages for a missing Ray or an unreachable
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import io
 import json
@@ -18,7 +19,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from bnviz.config import ConfigError
-from bnviz.executors import ray_address
+from bnviz.executors import check_ray_auth, is_loopback, ray_address
 from bnviz.jobs import JobManager
 from bnviz.presets import preset_config
 from bnviz.records import JobStatus, RunStatus
@@ -93,6 +94,16 @@ def test_cli_trains_on_ray_with_a_data_folder_that_travels(seen):
 
 
 @cluster_test
+def test_a_driver_without_the_token_is_refused_in_one_line_before_queuing(seen):
+    refused = seen["no_token"]
+    last = refused["stderr"].strip().splitlines()[-1]  # Ray's own log lines come before it
+    assert refused["returncode"] == 2, refused
+    assert last.startswith("bnviz train: error: Ray token authentication failed (InvalidAuthToken: Authentication token is missing or incorrect;")
+    assert "RAY_AUTH_MODE is unset here): run bnviz with RAY_AUTH_MODE=token and the head's token" in last
+    assert "no token" not in refused["runs"]  # nothing was queued
+
+
+@cluster_test
 def test_cancel_stops_a_ray_run_at_the_next_step(seen):
     cancel = seen["faults"]["cancel"]
     assert cancel["status"] == RunStatus.CANCELLED, (cancel, seen["driver_log"])
@@ -144,7 +155,8 @@ def test_queued_ray_runs_say_why_they_wait_when_the_cluster_is_gone(tmp_path):
     (job,) = store.list_jobs(run_id=run_id)
     assert driver.returncode == 1 and manager.active_workers() == 0
     assert job.status == JobStatus.QUEUED and store.get_run(run_id).status == RunStatus.QUEUED
-    assert job.progress.startswith("waiting for the Ray cluster at 127.0.0.1:1:") and "refused" in job.progress
+    assert job.progress.startswith("waiting for the Ray cluster: ") and "refused" in job.progress
+    assert "127.0.0.1:1" not in job.progress  # the Runs page shows it to everyone
 
 
 def test_with_ray_only_train_jobs_wait_for_the_cluster(tmp_path):
@@ -172,6 +184,90 @@ def test_a_data_folder_travels_zipped_up_to_the_cap(tmp_path):
         assert {n: zf.read(n) for n in zf.namelist()} == files
     with pytest.raises(DataTooLarge, match=r"holds 0.0 MB; Ray runs carry at most 0.005 MB .*BNVIZ_RAY_DATA_MB.*unset BNVIZ_RAY_ADDRESS"):
         pack_folder(str(tmp_path / "data"), cap_mb=0.005)
+
+
+def test_a_symlink_out_of_the_data_folder_is_refused_not_packed(tmp_path):
+    if importlib.util.find_spec("ray") is None:
+        skip_missing_tool("Ray is not installed (pip install -r requirements-ray.txt)")
+    from bnviz.rayexec import DataRefused, pack_folder
+
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not for the cluster")
+    (tmp_path / "data" / "cats").mkdir(parents=True)
+    (tmp_path / "data" / "cats" / "a.png").write_bytes(b"x" * 100)
+    (tmp_path / "data" / "cats" / "inside.png").symlink_to(tmp_path / "data" / "cats" / "a.png")  # stays inside: fine
+    with zipfile.ZipFile(io.BytesIO(pack_folder(str(tmp_path / "data")))) as zf:
+        assert sorted(zf.namelist()) == ["cats/a.png", "cats/inside.png"]
+    (tmp_path / "data" / "cats" / "b.png").symlink_to(secret)
+    with pytest.raises(DataRefused, match=rf"has 1 link leading outside it \(cats/b.png -> {secret}\); .*copy those files in or remove the links"):
+        pack_folder(str(tmp_path / "data"))
+
+
+@pytest.mark.parametrize(
+    ("address", "loopback"),
+    [
+        ("127.0.0.1:6379", True),
+        ("127.8.0.1:6379", True),
+        ("localhost:6379", True),
+        ("[::1]:6379", True),
+        ("ray://127.0.0.1:10001", True),
+        ("10.0.0.5:6379", False),
+        ("ray://head.example.org:10001", False),
+        ("auto", False),
+        ("[::]:6379", False),
+        ("0.0.0.0:6379", False),
+    ],
+)
+def test_only_loopback_counts_as_this_machine(address, loopback):
+    assert is_loopback(address) is loopback
+
+
+def test_a_cluster_beyond_loopback_without_token_auth_is_refused(monkeypatch):
+    for address in ("10.0.0.5:6379", "auto"):
+        for mode in ({}, {"RAY_AUTH_MODE": "disabled"}):
+            with pytest.raises(ConfigError) as refused:
+                check_ray_auth(address, mode)
+            assert str(refused.value).startswith("The Ray cluster in BNVIZ_RAY_ADDRESS or --ray is not on 127.0.0.1 and RAY_AUTH_MODE is ")
+            assert "start every node and bnviz with RAY_AUTH_MODE=token" in str(refused.value) and address not in str(refused.value)
+        check_ray_auth(address, {"RAY_AUTH_MODE": "token"})
+    check_ray_auth("127.0.0.1:6379", {})  # the test cluster's case: loopback needs no token here (the cluster may still ask for one)
+    monkeypatch.setenv("BNVIZ_RAY_ADDRESS", "10.0.0.5:6379")
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    with pytest.raises(ConfigError, match="RAY_AUTH_MODE is unset here"):
+        ray_address()  # the one gate of the dashboard and the CLI
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")
+    assert ray_address() == "10.0.0.5:6379"
+
+
+def test_ray_without_token_authentication_is_refused(monkeypatch):
+    if importlib.util.find_spec("ray") is None:
+        skip_missing_tool("Ray is not installed (pip install -r requirements-ray.txt)")
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: "2.51.1" if name == "ray" else "0")
+    with pytest.raises(ConfigError, match=r"^Ray 2.51.1 has no token authentication \(it needs 2.52 or later\)"):
+        ray_address("127.0.0.1:6379")
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: "2.52.0")
+    assert ray_address("127.0.0.1:6379") == "127.0.0.1:6379"
+
+
+def test_cli_refuses_a_remote_cluster_without_token_auth_exits_2(tmp_path, monkeypatch, capsys):
+    from bnviz.cli import main
+
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    with pytest.raises(SystemExit) as exit_code:
+        main(["train", "--ray", "10.0.0.5:6379", "--home", str(tmp_path)])
+    assert exit_code.value.code == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("bnviz train: error: The Ray cluster in BNVIZ_RAY_ADDRESS or --ray is not on 127.0.0.1")
+
+
+def test_sidebar_says_a_ray_cluster_is_used_without_its_address(monkeypatch, tmp_path):
+    monkeypatch.setenv("BNVIZ_HOME", str(tmp_path))
+    monkeypatch.setenv("BNVIZ_RAY_ADDRESS", "127.0.0.1:1")
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=APP_TIMEOUT_S).run()
+    assert not at.exception, at.exception
+    captions = [c.value for c in at.sidebar.caption]
+    assert "Runs train on: a Ray cluster (BNVIZ_RAY_ADDRESS), idle · 0 running · 0 queued" in captions, captions
+    assert not any("127.0.0.1:1" in c for c in captions)
 
 
 FIND_SPEC = importlib.util.find_spec

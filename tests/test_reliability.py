@@ -518,6 +518,59 @@ def test_compare_query_parameter_with_paths_only_warns(faults, monkeypatch):
     assert at.multiselect(key="compare_runs").value == [faults.ids["mixed"]]
 
 
+# === 2b. Bounded workers ==============================================================================
+def drain_with_limits(home: Path, runs: int, monkeypatch, **limits: str) -> tuple[Store, list[str]]:
+    """A launcher (one worker slot) drains `runs` tiny runs with worker limits from the environment,
+    as the dashboard's does; returns the store and the run ids, every run finished."""
+    for key, value in limits.items():
+        monkeypatch.setenv(key, value)
+    store = Store(home)
+    manager = JobManager(store, max_workers=1)
+    try:
+        ids = [manager.submit(TINY.replace(name=f"r{i}", seed=i)) for i in range(runs)]
+        assert manager.wait_idle(TRAIN_TIMEOUT_S * runs), logs(home)
+        return store, ids
+    finally:
+        kill_workers(home)
+
+
+@pytest.mark.slow
+def test_workers_are_recycled_after_max_jobs_and_the_queue_still_drains(tmp_path, monkeypatch):
+    store, ids = drain_with_limits(tmp_path, 4, monkeypatch, BNVIZ_WORKER_MAX_JOBS="2")
+    runs = [store.get_run(i) for i in ids]
+    assert [r.status for r in runs] == ["done"] * 4, [(r.status, r.error) for r in runs]
+    per_worker = [sum(r.pid == pid for r in runs) for pid in {r.pid for r in runs}]
+    assert sorted(per_worker) == [2, 2], per_worker  # two workers, two runs each
+    resident = [int(mb) for mb in re.findall(r"bnviz worker \d+: 2 jobs, (\d+) MB resident \(the limit of 2\)", logs(tmp_path))]
+    assert len(resident) == 2, logs(tmp_path)
+    print(f"resident after 2 tiny runs, per worker: {resident} MB")
+
+
+@pytest.mark.slow
+def test_a_worker_above_its_memory_ceiling_is_recycled_after_each_run(tmp_path, monkeypatch):
+    store, ids = drain_with_limits(tmp_path, 2, monkeypatch, BNVIZ_WORKER_MAX_RSS_MB="1")
+    runs = [store.get_run(i) for i in ids]
+    assert [r.status for r in runs] == ["done"] * 2 and len({r.pid for r in runs}) == 2, [(r.pid, r.error) for r in runs]
+    resident = [int(mb) for mb in re.findall(r"bnviz worker \d+: 1 jobs, (\d+) MB resident \(above 1 MB\)", logs(tmp_path))]
+    assert len(resident) == 2 and min(resident) > 100, resident  # TensorFlow's worker is hundreds of MB
+    print(f"resident after 1 tiny run, per worker: {resident} MB")
+
+
+@pytest.mark.slow
+def test_an_orphaned_worker_at_its_limit_starts_its_successor(tmp_path):
+    """With no launcher left (the dashboard stopped), a worker at its limit starts the next one itself."""
+    store = Store(tmp_path)
+    ids = [store.create_run(TINY.replace(name=f"r{i}", seed=i)) for i in range(2)]
+    worker = [sys.executable, "-m", "bnviz.tf.worker", "--home", str(tmp_path), "--max-jobs", "1"]
+    try:  # sh starts the worker in the background, naming itself its launcher as spawn_module does, and exits at once
+        launch = 'BNVIZ_LAUNCHER_PID=$$ "$@" >"$0" 2>&1 &'
+        subprocess.run(["sh", "-c", launch, str(tmp_path / "first-worker.log"), *worker], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, check=True)
+        runs = wait_finished(store, ids)
+    finally:
+        kill_workers(tmp_path)
+    assert [runs[i].status for i in ids] == ["done"] * 2 and len({runs[i].pid for i in ids}) == 2, logs(tmp_path)
+
+
 # === 3-5. Real servers ================================================================================
 def health(port: int) -> str:
     try:
