@@ -57,6 +57,10 @@ class ClusterRefused(ConfigError):
     """This process has no token, or one the cluster refuses: one line saying what to set."""
 
 
+class ClusterUnreachable(ConfigError):
+    """Nothing answers at the cluster's address: one line saying so (the driver retries)."""
+
+
 class StoreWriter:
     """The one process that writes the store for Ray tasks: an actor on the driver's node."""
 
@@ -171,7 +175,13 @@ def connect(address: str) -> None:
         return
     host, _, port = address.removeprefix("ray://").rpartition(":")
     if host and port.isdigit():
-        socket.create_connection((host, int(port)), timeout=5).close()
+        try:
+            socket.create_connection((host, int(port)), timeout=5).close()
+        except OSError as exc:
+            raise ClusterUnreachable(
+                f"No Ray cluster answers at the address given ({exc.strerror or type(exc).__name__}): start one there "
+                "(docs/scaling-out.md) or train locally without --ray / BNVIZ_RAY_ADDRESS."
+            ) from None
     signal.alarm(CONNECT_SECONDS)
     try:
         if host and not address.startswith("ray://"):  # ray.init's own first steps (private API), without its 20 s wait

@@ -24,6 +24,7 @@ from bnviz.jobs import JobManager
 from bnviz.presets import preset_config
 from bnviz.records import JobStatus, RunStatus
 from bnviz.store import Store
+from tests.browser import free_port
 from tests.conftest import APP_TIMEOUT_S, skip_missing_tool
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -258,6 +259,18 @@ def test_cli_refuses_a_remote_cluster_without_token_auth_exits_2(tmp_path, monke
     assert exit_code.value.code == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line.startswith("bnviz train: error: The Ray cluster in BNVIZ_RAY_ADDRESS or --ray is not on 127.0.0.1")
+
+
+def test_cli_with_no_cluster_at_the_address_exits_2_in_one_line_and_queues_nothing(tmp_path, capsys):
+    from bnviz.cli import main
+
+    with pytest.raises(SystemExit) as exit_code:
+        main(["train", "--ray", f"127.0.0.1:{free_port()}", "--home", str(tmp_path)])
+    assert exit_code.value.code == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("bnviz train: error: No Ray cluster answers at the address given (Connection refused)"), line
+    assert "127.0.0.1" not in line  # the waiting text reaches every viewer of the Runs page
+    assert Store(tmp_path).list_runs() == []
 
 
 def test_sidebar_says_a_ray_cluster_is_used_without_its_address(monkeypatch, tmp_path):
