@@ -1,6 +1,7 @@
 """Command line: `python -m bnviz COMMAND ...`; every command takes `--json`.
 
-Bad arguments print one line to stderr and exit with code 2, never a traceback.
+Bad arguments print one line to stderr and exit with code 2, never a traceback; they are checked
+before TensorFlow is imported, so no TensorFlow log line comes before that line.
 """
 
 from __future__ import annotations
@@ -10,14 +11,17 @@ import json
 import math
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any, NoReturn
 
-from bnviz.config import SETTINGS, ConfigError, RunConfig, validate, with_filters, with_settings
+from bnviz.config import FILTERS_RANGE, SETTING, SETTINGS, ConfigError, RunConfig, Setting, validate, with_filters, with_settings
 from bnviz.data import BUILTIN_DATASETS, DataError
 from bnviz.executors import ray_address
+from bnviz.jobs import recalibration_run
 from bnviz.presets import PRESETS, SEED_RESULTS, preset_config
 from bnviz.records import Evaluation, RunStatus
 from bnviz.shapes import param_counts, param_totals
@@ -120,6 +124,15 @@ def _config_file(path: str) -> RunConfig:
         raise UsageError(f"Cannot read the config file {path}: {exc.strerror or exc}") from None
     except json.JSONDecodeError as exc:
         raise UsageError(f"The config file {path} is not JSON: {exc}") from None
+
+
+def _writable_folder(path: Path, flag: str) -> None:
+    """UsageError unless `path` is (or can be made) a folder this process can write in."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=path).close()
+    except OSError as exc:
+        raise UsageError(f"{flag} must be a folder you can write in. Received: {path} ({exc.strerror or exc})") from None
 
 
 def _dataset_spec(spec: str) -> str:
@@ -254,6 +267,7 @@ def cmd_diagnose(args: argparse.Namespace) -> None:
 
 
 def cmd_recalibrate(args: argparse.Namespace) -> None:
+    recalibration_run(Store(args.home), args.run, args.batches, args.calibrate_on, args.save)  # before TensorFlow loads
     from bnviz.tf.recalibrate import recalibrate
 
     result = recalibrate(Store(args.home), args.run, args.batches, save=args.save, calibrate_on=args.calibrate_on)
@@ -277,6 +291,9 @@ def cmd_recalibrate(args: argparse.Namespace) -> None:
 
 
 def cmd_inspect(args: argparse.Namespace) -> None:
+    for flag, path in (("model", args.model), ("--data", args.data), ("--test", args.test)):
+        if path is not None and not Path(path).expanduser().exists():
+            raise UsageError(f"{flag}: no such file or folder. Received: {path}")
     from bnviz.diagnose import as_text, diagnose
     from bnviz.tf.inspect import inspect_model
 
@@ -334,17 +351,19 @@ def cmd_sweep(args: argparse.Namespace) -> None:
 
 
 def cmd_tensorboard(args: argparse.Namespace) -> None:
+    store = Store(args.home)
+    data = store.load_run(store.get_run(args.run).id)
+    _writable_folder(Path(args.logdir), "--logdir")
     from bnviz.tf.tbexport import write_events
 
-    store = Store(args.home)
-    folder = write_events(store.load_run(store.get_run(args.run).id), Path(args.logdir))
+    folder = write_events(data, Path(args.logdir))
     _emit(args, {"run_id": args.run, "logdir": str(folder)}, f"Wrote TensorBoard events to {folder}\nView: tensorboard --logdir {args.logdir}")
 
 
 def cmd_summary(args: argparse.Namespace) -> None:
+    config = validate(preset_config(args.preset, input_size=args.input_size))
     from bnviz.tf.models import build_model, layer_rows
 
-    config = validate(preset_config(args.preset, input_size=args.input_size))
     model = build_model(config.arch, config.input_size)
     rows = layer_rows(model)
     counts = param_totals((r["trainable"], r["non_trainable"]) for r in rows)
@@ -405,10 +424,10 @@ def _setting_options(parser: argparse.ArgumentParser, names: tuple[str, ...] | N
             text = f"{s.label}; {s.help}" if s.help else s.label
             if s.kind is bool:
                 parser.add_argument(s.flag, dest=s.name, action=argparse.BooleanOptionalAction, help=text)
+            elif s.choices:
+                parser.add_argument(s.flag, dest=s.name, choices=s.choices, help=text)
             else:
-                parser.add_argument(
-                    s.flag, dest=s.name, type=s.kind, choices=s.choices or None, help=text + ("" if s.choices else f" ({s.range_text}; default {s.default:g})")
-                )
+                parser.add_argument(s.flag, dest=s.name, type=_value_of(s), help=f"{text} ({s.range_text}; default {s.default:g})")
     parser.add_argument("--dataset", help="synthetic | digits | a folder of class sub-folders (default: synthetic)")
 
 
@@ -418,23 +437,56 @@ def _training_options(parser: argparse.ArgumentParser, skip: tuple[str, ...] = (
     parser.add_argument("--config", help="start from this RunConfig JSON file (the Runs page downloads one per run)")
     parser.add_argument("--preset", default="bn", help="start from this seed model when there is no --config")
     parser.add_argument("--name", default="")
-    parser.add_argument("--filters", type=_ints, help="filters per conv block, comma-separated (1 to 6 blocks), e.g. 16,32,16")
+    filters = _list_of(_whole_number("filters", *FILTERS_RANGE))
+    parser.add_argument("--filters", type=filters, help="filters per conv block, comma-separated (1 to 6 blocks), e.g. 16,32,16")
     parser.add_argument("--raw-pixels", action="store_true", help="feed raw 0-255 pixels, as the seed notebook did (--rescale 1)")
 
 
-def _floats(text: str) -> list[float]:
-    try:
-        return [float(v) for v in text.split(",") if v.strip()]
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers. Received: {text!r}") from exc
+def _value_of(setting: Setting) -> Callable[[str], Any]:
+    """An argparse type for `setting`: its kind, range-checked by bnviz.config.SETTINGS."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = setting.kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{setting.name} must be {'a whole number' if setting.kind is int else 'a number'}. Received: {setting.name}={text!r}"
+            ) from None
+        problem = setting.problem(value)
+        if problem:
+            raise argparse.ArgumentTypeError(problem)
+        return value
+
+    return parse
 
 
-def _ints(text: str) -> list[int]:
-    return [int(v) for v in _floats(text)]
+def _whole_number(name: str, low: int, high: int | None = None) -> Callable[[str], int]:
+    """An argparse type for a whole number in [low, high] that is not a setting (filters, steps)."""
+    return _value_of(Setting(name, (), int, name, low=low, high=high))
+
+
+def _list_of(item: Callable[[str], Any]) -> Callable[[str], list]:
+    """An argparse type for a comma-separated list of `item`s: at least one."""
+
+    def parse(text: str) -> list:
+        values = [item(v.strip()) for v in text.split(",") if v.strip()]
+        if not values:
+            raise argparse.ArgumentTypeError(f"expected one or more comma-separated values, e.g. 16,32. Received: {text!r}")
+        return values
+
+    return parse
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line pointing at --help (argparse prints the whole
+    usage first), with exit code 2; subcommands inherit it."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m bnviz", description="See why a BatchNormalization model trains to 0.99 and tests at 0.46.")
+    parser = _Parser(prog="bnviz", description="See why a BatchNormalization model trains to 0.99 and tests at 0.46.")
     sub = parser.add_subparsers(dest="command", required=True)
     commands: dict[str, tuple[Callable, str]] = {
         "presets": (cmd_presets, "the seed's four models with parameter counts"),
@@ -456,7 +508,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(handler=handler)
         _common(p)
     for name in ("presets", "summary"):
-        sub.choices[name].add_argument("--input-size", type=int, default=224)
+        sub.choices[name].add_argument("--input-size", type=_value_of(SETTING["input_size"]), default=224)
     sub.choices["summary"].add_argument("--preset", required=True)
     _training_options(sub.choices["train"])
     for name in ("train", "story", "sweep"):
@@ -478,7 +530,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     for name in ("show", "diagnose", "recalibrate", "tensorboard"):
         sub.choices[name].add_argument("run")
-    sub.choices["recalibrate"].add_argument("--batches", type=int, default=50, help="training batches to average over")
+    sub.choices["recalibrate"].add_argument("--batches", type=_whole_number("batches", 1), default=50, help="training batches to average over")
     sub.choices["recalibrate"].add_argument("--save", help="also write the recalibrated model to this .keras file")
     sub.choices["recalibrate"].add_argument(
         "--calibrate-on",
@@ -493,11 +545,13 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--data", required=True, help="a folder of class sub-folders, or a zip of one")
     inspect.add_argument("--test", help="a separate test folder or zip with the same classes")
     inspect.add_argument("--name", default="")
-    inspect.add_argument("--batch-size", type=int, default=32, help="the batch size the model trained with (batch statistics depend on it)")
-    inspect.add_argument("--steps", type=int, default=None, help="how many training steps the model took, if you know (weighs the initial values)")
+    batch_size, steps = _value_of(SETTING["batch_size"]), _whole_number("steps", 1)
+    inspect.add_argument("--batch-size", type=batch_size, default=32, help="the batch size the model trained with (batch statistics depend on it)")
+    inspect.add_argument("--steps", type=steps, default=None, help="how many training steps the model took, if you know (weighs the initial values)")
     sweep = sub.choices["sweep"]
-    sweep.add_argument("--momentum", dest="momenta", type=_floats, required=True, help="comma-separated, e.g. 0.5,0.8,0.9,0.99")
-    sweep.add_argument("--batch-size", dest="batch_sizes", type=_ints, help="comma-separated, e.g. 16,32,64")
+    momenta, batch_sizes = _list_of(_value_of(SETTING["momentum"])), _list_of(batch_size)
+    sweep.add_argument("--momentum", dest="momenta", type=momenta, required=True, help="comma-separated, e.g. 0.5,0.8,0.9,0.99")
+    sweep.add_argument("--batch-size", dest="batch_sizes", type=batch_sizes, help="comma-separated, e.g. 16,32,64")
     sweep.add_argument(
         "--queue", action="store_true", help="queue for the dashboard's workers instead of training here (with --ray: for a Ray driver in the background)"
     )
@@ -513,6 +567,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         args.handler(args)
+        sys.stdout.flush()  # here, so that a closed pipe is caught below rather than at exit
+    except BrokenPipeError:  # `bnviz list | head`: the reader has gone; Python's documented recipe
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
     except (UsageError, *USAGE_ERRORS) as exc:
         print(f"bnviz {args.command}: error: {exc}", file=sys.stderr)
         sys.exit(2)

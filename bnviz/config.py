@@ -164,18 +164,26 @@ class RunConfig:
         return self.replace(arch=dataclasses.replace(self.arch, bn=dataclasses.replace(self.arch.bn, momentum=momentum)))
 
 
-def from_dict(data: dict[str, Any]) -> RunConfig:
-    """Build a RunConfig from `dataclasses.asdict` output (unknown keys are an error)."""
-    arch = dict(data.get("arch", {}))
-    if "blocks" in arch:
-        arch["blocks"] = tuple(ConvBlock(**b) for b in arch["blocks"])
-    if "bn" in arch:
-        arch["bn"] = BNConfig(**arch["bn"])
-    rest = {k: v for k, v in data.items() if k not in ("arch", "probe")}
+def from_dict(data: Any) -> RunConfig:
+    """Build a RunConfig from `dataclasses.asdict` output (unknown keys, and anything but an object
+    where the config has one, are a ConfigError)."""
+    arch = dict(_object(_object(data, "a run configuration").get("arch", {}), "arch"))
     try:
-        return RunConfig(arch=ArchConfig(**arch), probe=ProbeConfig(**data.get("probe", {})), **rest)
+        if "blocks" in arch:
+            arch["blocks"] = tuple(ConvBlock(**_object(b, "each of arch.blocks")) for b in arch["blocks"])
+        if "bn" in arch:
+            arch["bn"] = BNConfig(**_object(arch["bn"], "arch.bn"))
+        rest = {k: v for k, v in data.items() if k not in ("arch", "probe")}
+        return RunConfig(arch=ArchConfig(**arch), probe=ProbeConfig(**_object(data.get("probe", {}), "probe")), **rest)
     except TypeError as exc:
         raise ConfigError(f"Unknown configuration field: {exc}") from exc
+
+
+def _object(value: Any, where: str) -> dict[str, Any]:
+    """`value` when it is a JSON object, else a ConfigError saying what `where` received."""
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where} must be a JSON object. Received: {json.dumps(value)[:40]}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -357,7 +365,7 @@ def validate(config: RunConfig) -> RunConfig:
         for name, (low, high) in BLOCK_RANGES.items():
             value = getattr(block, name)
             _check(
-                value is None or low <= value <= high,
+                value is None or (isinstance(value, int) and low <= value <= high),
                 f"block {i + 1}: {name} must be in [{low}, {high}]. Received: {name}={value}",
                 "filters" if name == "filters" else "",
             )

@@ -21,9 +21,9 @@ from pathlib import Path
 
 from bnviz.config import ConfigError, RunConfig, validate
 from bnviz.executors import Executor, make_executors
-from bnviz.records import Job, JobStatus
+from bnviz.records import SPLITS, Job, JobStatus, Run, RunStatus
 from bnviz.shapes import activation_bytes
-from bnviz.store import Store, check_run_id
+from bnviz.store import Store, StoreError, check_run_id
 from bnviz.uploads import collect
 
 UPLOADS_EVERY_S = 3600.0  # how often the background loop removes expired uploads (bnviz.uploads): hourly is plenty for a retention in days
@@ -34,6 +34,21 @@ JOB_HANDLERS = {
     "inspect": "bnviz.tf.inspect:inspect_job",
 }
 Handler = Callable[[Store, Job, Callable[[str], None]], None]
+
+
+def recalibration_run(store: Store, run_id: str, batches: int, calibrate_on: str = "train", save: str | Path | None = None) -> Run:
+    """The run a PreciseBN request names, once its arguments are checked (ConfigError) and the run
+    has a finished model (StoreError): cheap checks, made before any TensorFlow loads."""
+    if batches < 1:
+        raise ConfigError(f"batches must be >= 1. Received: batches={batches}")
+    if calibrate_on not in SPLITS:
+        raise ConfigError(f"--calibrate-on takes one of {', '.join(SPLITS)}. Received: {calibrate_on!r}")
+    if save is not None and Path(save).suffix != ".keras":
+        raise ConfigError(f"The recalibrated model is saved as a .keras file. Received: --save {save}")
+    run = store.get_run(run_id)
+    if run.status != RunStatus.DONE or not run.model_path:
+        raise StoreError(f"Run {run_id} has no finished model to recalibrate (status: {run.status}).")
+    return run
 
 
 class JobCancelled(Exception):

@@ -1,12 +1,28 @@
-"""Run labels that read once and tell runs apart, and the pair of runs Compare opens on."""
+"""Run labels that read once and tell runs apart, the pair of runs Compare opens on, and
+`md_literal`, the one way a user's string (a name, an error, a file or layer name) enters Markdown."""
 
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Sequence
 
 from bnviz.config import RunConfig
 from bnviz.records import Run, RunStatus
+
+# Every ASCII punctuation character, each of which CommonMark lets a backslash make literal. Links,
+# images and raw HTML start with one of them ([ ! <), as do GitHub's autolinks (the ':' of https://,
+# the '.' of www., the '@' of an e-mail address), Streamlit's directives (:red[...], :material/...:),
+# its LaTeX ($) and emphasis, headings, lists and tables.
+MARKDOWN_PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")
+
+
+def md_literal(text: object) -> str:
+    """`text` as Markdown that shows it exactly as typed: every ASCII punctuation character
+    backslash-escaped, so a run named `[Log in](https://…)` or `![x](http://host/beacon.png)` stays
+    text in st.markdown, captions, alerts, titles and widget or expander labels (not in option
+    lists or code spans, which Streamlit shows literally already)."""
+    return MARKDOWN_PUNCTUATION.sub(r"\\\1", str(text))
 
 
 def _leaves(value: object, path: str = "") -> dict[str, object]:

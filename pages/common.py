@@ -28,7 +28,7 @@ from bnviz.figures import PRESENTATION_SCALE
 from bnviz.forms import FolderScan, scan_folder
 from bnviz.glossary import glossary_markdown
 from bnviz.jobs import JobManager
-from bnviz.labels import unique_labels
+from bnviz.labels import md_literal, unique_labels
 from bnviz.records import ACTIVE, SPLITS, Evaluation, Run, RunData, RunStatus
 from bnviz.store import Store, StoreFull, StoreUnreadable, default_home
 from bnviz.summary import inspected
@@ -83,7 +83,7 @@ def frame() -> StreamlitPage:
     try:
         runs = store().list_runs(status=list(ACTIVE))
     except (*STORE_FAULTS, ConfigError) as exc:  # one clear message instead of a traceback; nothing is written
-        st.error(str(exc))
+        st.error(md_literal(exc))
         st.stop()
     running = sum(r.status == RunStatus.RUNNING for r in runs)
     with st.sidebar:
@@ -331,12 +331,12 @@ def export_request(run_key: str, others_key: str, ids: Sequence[str]) -> None:
 
 
 def own_model_text(run: Run) -> str | None:
-    """A one-line description of a model bnviz did not build (its config fields say little), else None."""
+    """A one-line description, as Markdown, of a model bnviz did not build (its config fields say little), else None."""
     layers = len(run.info.get("bn_layers", []))
     if run.info.get("source") == "callback":
         return f"your own model, recorded in your script by bnviz.Probe · {layers} BN layers · {run.total_steps or 0:,} steps · batch {run.config.batch_size}"
     if inspected(run):
-        return f"a saved model, inspected (training history unknown) · {layers} BN layers · images: {run.config.dataset}"
+        return f"a saved model, inspected (training history unknown) · {layers} BN layers · images: {md_literal(run.config.dataset)}"
     return None
 
 
@@ -415,9 +415,11 @@ def styled(run: Run, frame: pd.DataFrame) -> Styler:
 
 
 # --- findings -----------------------------------------------------------------------------------
-def finding_text(finding: Finding) -> str:
-    """A finding's sentence and remedies as Markdown."""
-    return finding.detail + "".join(f"\n- {r}" for r in finding.remedies)
+def finding_markdown(finding: Finding, remedies: bool = True) -> str:
+    """A finding as Markdown: its title in bold, its sentence, and its remedies as a list. Shown as
+    text: a finding names layers, and a model's layer names are its author's."""
+    listed = "".join(f"\n- {md_literal(r)}" for r in finding.remedies) if remedies else ""
+    return f"**{md_literal(finding.title)}**\n\n{md_literal(finding.detail)}{listed}"
 
 
 def show_findings(data: RunData, shown: int = 3) -> Finding:
@@ -428,12 +430,12 @@ def show_findings(data: RunData, shown: int = 3) -> Finding:
     shows = {"critical": st.error, "warning": st.warning, "unknown": st.warning, "info": st.info, "ok": st.success}
     major = [top] + [f for f in items if f.severity in ("critical", "warning")][: shown - 1]  # the verdict always, first
     for finding in major:
-        shows[finding.severity](f"**{finding.title}**\n\n{finding_text(finding)}")
+        shows[finding.severity](finding_markdown(finding))
     rest = [f for f in items if f not in major]
     if rest:
         with st.expander(f"{len(rest)} more finding{'s' if len(rest) > 1 else ''}", expanded=not major):
             for finding in rest:
-                shows[finding.severity](f"**{finding.title}**\n\n{finding_text(finding)}")
+                shows[finding.severity](finding_markdown(finding))
     return top
 
 
@@ -444,7 +446,7 @@ def await_job(job_id: str, doing: str, cancel_key: str | None = None) -> None:
     job = store().get_job(job_id)
     if not job.status.active:
         st.rerun()
-    st.info(f"{doing} in a worker process… {job.progress or job.status}", icon=":material/hourglass_top:")
+    st.info(f"{doing} in a worker process… {md_literal(job.progress or job.status)}", icon=":material/hourglass_top:")
     if cancel_key and job.status == RunStatus.QUEUED and st.button("Cancel", key=cancel_key, help="Still queued: drop it"):
         store().cancel_job(job_id)
         st.rerun()

@@ -9,6 +9,7 @@ import streamlit as st
 
 from bnviz import figures
 from bnviz.diagnose import diagnose, gather
+from bnviz.labels import md_literal
 from bnviz.presets import SEED_RESULTS
 from bnviz.records import RunStatus
 from pages import common, diagnose_panels
@@ -33,11 +34,11 @@ st.caption(
         common.own_model_text(run)
         or f"{cfg.arch.norm} normalisation"
         + (f" · momentum {run.momentum:g}" if cfg.arch.has_moving_stats else "")
-        + f" · {steps:,} steps · {epochs} of batch {cfg.batch_size} · {cfg.input_size}px · data: {cfg.dataset}"
+        + f" · {steps:,} steps · {epochs} of batch {cfg.batch_size} · {cfg.input_size}px · data: {md_literal(cfg.dataset)}"
     )
 )
 if run.error:
-    st.warning(run.error)
+    st.warning(md_literal(run.error))
 
 top, *more = diagnose(data)
 diagnose_panels.verdict(run, top)

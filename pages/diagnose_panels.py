@@ -9,6 +9,7 @@ import streamlit as st
 from bnviz import levers
 from bnviz.config import OWN_PRESET
 from bnviz.diagnose import Evidence, Finding
+from bnviz.labels import md_literal
 from bnviz.records import ACTIVE, Evaluation, Run, RunData, RunStatus
 from bnviz.summary import headline_figures, history_figures
 from pages import common
@@ -26,7 +27,7 @@ def verdict(run: Run, top: Finding) -> None:
     if top.cause == "pending" and run.status in ACTIVE:
         _pending(run.id)
     else:
-        SHOWS[top.severity](f"**{top.title}**\n\n{top.detail}")  # its remedies come under "Fix it", after the evidence
+        SHOWS[top.severity](common.finding_markdown(top, remedies=False))  # its remedies come under "Fix it", after the evidence
 
 
 @st.fragment(run_every=2)
@@ -50,7 +51,8 @@ def figures_row(data: RunData, ev: Evidence | None) -> None:
     """The big figures under the verdict (bnviz.summary.headline_figures), one metric each."""
     for col, cell in zip(st.columns(5), headline_figures(data, ev), strict=False):
         plain = {} if cell.signed else {"delta_color": "off", "delta_arrow": "off"}
-        col.metric(cell.label, cell.value, delta=cell.note, help=cell.help, **plain)
+        note = cell.note if cell.signed or cell.note is None else md_literal(cell.note)  # a signed note's sign sets its arrow; others may name a layer
+        col.metric(cell.label, cell.value, delta=note, help=cell.help, **plain)
 
 
 def history_charts(data: RunData, scale: float) -> None:
@@ -68,7 +70,7 @@ def fix_it(run: Run, top: Finding) -> None:
     """Recalibrate the run's BN statistics in a worker, or queue a one-change copy and compare."""
     st.subheader("Fix it")
     for remedy in top.remedies:
-        st.markdown(f"- {remedy}")
+        st.markdown(f"- {md_literal(remedy)}")
     recal_col, lever_col = st.columns(2, gap="large")
     with recal_col:
         st.markdown("**Recalibrate (PreciseBN)**: recompute each BN layer's statistics over training batches with the weights frozen. No retraining.")
@@ -112,7 +114,7 @@ def _recalibration_job(run_id: str, page: str) -> None:
     elif jobs and jobs[0].status == RunStatus.CANCELLED:
         st.info("The last recalibration was cancelled before it ran.")
     elif jobs and jobs[0].status != RunStatus.DONE:
-        st.error(f"Recalibration {jobs[0].status}: {jobs[0].error or 'no reason was recorded'}")
+        st.error(f"Recalibration {jobs[0].status}: {md_literal(jobs[0].error or 'no reason was recorded')}")
 
 
 def precisebn_label(after: Evaluation) -> str:
@@ -158,7 +160,7 @@ def why(top: Finding, findings: list[Finding]) -> list[Finding]:
     if shown:
         st.subheader("Why")
         for finding in shown:
-            SHOWS[finding.severity](f"**{finding.title}**\n\n{finding.detail}")
+            SHOWS[finding.severity](common.finding_markdown(finding, remedies=False))
     return [f for f in findings if f not in shown]
 
 
@@ -168,4 +170,4 @@ def secondary(findings: list[Finding]) -> None:
         major = sum(f.severity in ("critical", "warning") for f in findings)
         with st.expander(f"{len(findings)} more finding{'s' * (len(findings) > 1)} ({major} critical or warning)", expanded=False):
             for finding in findings:
-                SHOWS[finding.severity](f"**{finding.title}**\n\n{common.finding_text(finding)}")
+                SHOWS[finding.severity](common.finding_markdown(finding))

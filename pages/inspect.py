@@ -13,6 +13,7 @@ from streamlit.delta_generator import DeltaGenerator
 
 from bnviz import forms
 from bnviz.data import DataError
+from bnviz.labels import md_literal
 from bnviz.records import Job, RunStatus
 from pages import common, diagnose_panels
 
@@ -62,7 +63,7 @@ def server_files(left: DeltaGenerator, right: DeltaGenerator) -> dict | None:
     test = right.text_input("Separate test images (optional)", key="inspect_test_path")
     missing = [p for p in (model, data, test) if p and not Path(p).expanduser().exists()]
     if missing:
-        st.error(f"Not found on this server: {', '.join(missing)}")
+        st.error(f"Not found on this server: {md_literal(', '.join(missing))}")
     if not (model and data) or missing:
         return None
     return {"model": str(Path(model).expanduser()), "data": str(Path(data).expanduser()), "test": str(Path(test).expanduser()) if test else None}
@@ -77,7 +78,7 @@ def uploaded_files(left: DeltaGenerator, right: DeltaGenerator) -> dict | None:
     try:
         paths = [forms.save_upload(common.home_path(), f.name, f.getvalue()) for f in (model, data)]
     except DataError as exc:
-        st.error(str(exc))
+        st.error(md_literal(exc))
         return None
     return {"model": str(paths[0]), "data": str(paths[1]), "test": None, "name": Path(model.name).stem}
 
@@ -96,7 +97,7 @@ def result(job: Job) -> None:
     run = next((r for r in common.store().list_runs() if r.info.get("job") == job.id), None)
     common.require(run, "The inspected run was deleted.")
     data = common.load_run(run)
-    st.subheader(f"{run.name} · {len(run.info.get('bn_layers', []))} BatchNormalization layers")
+    st.subheader(f"{md_literal(run.name)} · {len(run.info.get('bn_layers', []))} BatchNormalization layers")
     st.caption(diagnose_panels.HISTORY_NOTE)
     common.table(common.styled(run, common.modes_table(run, data.evaluations["final"])), key="inspect_accuracy")
     common.show_findings(data)
@@ -110,6 +111,6 @@ job = common.store().get_job(job_id)
 if job.status.active:
     common.await_job(job.id, "Inspecting", cancel_key="inspect_cancel")
 elif job.status != RunStatus.DONE:
-    st.error(f"Inspection {job.status}: {job.error or 'no reason was recorded'}")
+    st.error(f"Inspection {job.status}: {md_literal(job.error or 'no reason was recorded')}")
 else:
     result(job)

@@ -10,7 +10,7 @@ import time
 import streamlit as st
 
 from bnviz import uploads
-from bnviz.labels import unique_labels
+from bnviz.labels import md_literal, unique_labels
 from bnviz.records import Run, RunStatus
 from pages import common
 
@@ -63,12 +63,12 @@ def progress_line(run: Run) -> None:
 
 def cancel(run: Run) -> None:
     common.manager().cancel(run.id)
-    st.toast(f"Cancelling {run.label}")
+    st.toast(f"Cancelling {md_literal(run.label)}")
 
 
 def delete(run: Run) -> None:
     store.delete_run(run.id)
-    st.toast(f"Deleted {run.label} and its model file")
+    st.toast(f"Deleted {md_literal(run.label)} and its model file")
 
 
 def show(run: Run, label: str) -> None:
@@ -77,13 +77,13 @@ def show(run: Run, label: str) -> None:
         with info:
             when = time.strftime("%Y-%m-%d %H:%M", time.localtime(run.created))
             cfg = run.config
-            st.markdown(f"**{label}** {common.status_badge(run.status)} `{run.id}`")
-            where = f" · trained on {run.trained_on}" if run.trained_on and run.status != RunStatus.QUEUED else ""
+            st.markdown(f"**{md_literal(label)}** {common.status_badge(run.status)} `{run.id}`")
+            where = f" · trained on {md_literal(run.trained_on)}" if run.trained_on and run.status != RunStatus.QUEUED else ""
             st.caption(
                 f"{when}{where} · "
                 + (
                     common.own_model_text(run)
-                    or f"{cfg.dataset if len(cfg.dataset) < 40 else '…' + cfg.dataset[-38:]} · "
+                    or f"{md_literal(cfg.dataset if len(cfg.dataset) < 40 else '…' + cfg.dataset[-38:])} · "
                     f"{cfg.input_size}px · {cfg.epochs} epoch{'s' * (cfg.epochs != 1)} · batch {cfg.batch_size} · {cfg.arch.norm} norm"
                     + (f" · momentum {run.bn_momentum:g}" if run.bn_momentum is not None else " · momentum –")
                 )
@@ -91,11 +91,11 @@ def show(run: Run, label: str) -> None:
             if run.status == RunStatus.RUNNING:
                 progress_line(run)
             elif run.status == RunStatus.QUEUED and (waiting := [j.progress for j in store.list_jobs(run_id=run.id, kinds=["train"]) if j.progress]):
-                st.caption(waiting[0])  # e.g. why a Ray run waits: the cluster cannot be reached
+                st.caption(md_literal(waiting[0]))  # e.g. why a Ray run waits: the cluster cannot be reached
             elif run.status == RunStatus.DONE:
                 st.markdown(accuracy_line(run))
             elif run.error:
-                st.caption(run.error)
+                st.caption(md_literal(run.error))
         with actions:
             if run.status.active:
                 st.button("Cancel", key=f"runs_cancel_{run.id}", disabled=run.cancel_requested, help="Stops at the next step", on_click=cancel, args=(run,))

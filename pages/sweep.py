@@ -9,6 +9,7 @@ import streamlit as st
 
 from bnviz import figures, forms
 from bnviz.config import ConfigError, validate
+from bnviz.labels import md_literal
 from bnviz.presets import PRESETS, preset_config
 from bnviz.records import RunStatus
 from pages import common
@@ -33,7 +34,7 @@ if st.button("Queue sweep", type="primary", key="sweep_queue", disabled=not (mom
                 common.manager().submit(validate(config.with_momentum(m)), sweep=sweep)
         st.session_state.sweep_shown = sweep
     except ConfigError as exc:
-        st.error(str(exc))
+        st.error(md_literal(exc))
 
 sweeps = sorted({r.sweep for r in common.store().list_runs() if (r.sweep or "").startswith("sweep-")}, reverse=True)
 common.require(sweeps, "No sweep yet: pick values and queue one (or run `python -m bnviz sweep --momentum 0.5,0.8,0.9,0.99`).")

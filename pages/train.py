@@ -12,6 +12,7 @@ import streamlit as st
 from bnviz import forms
 from bnviz.config import BLOCKS_RANGE, BN_ARGUMENTS, FILTERS_RANGE, SETTING, Norm, check_batch_size, validate
 from bnviz.jobs import check_memory
+from bnviz.labels import md_literal
 from bnviz.presets import PRESETS, SEED_RESULTS
 from bnviz.shapes import layer_table, param_counts
 from bnviz.story import primer
@@ -197,7 +198,7 @@ with data_col:
     )
     slot["raw_pixels"] = st.empty()
     if scan:
-        st.caption(f"{len(scan.classes)} classes ({', '.join(scan.classes)}) · {scan.files} files · {scan.layout} · `{scan.path}`")
+        st.caption(f"{len(scan.classes)} classes ({md_literal(', '.join(scan.classes))}) · {scan.files} files · {scan.layout} · `{scan.path}`")
     st.text_input("Run name (optional)", key="train_name", persist_state=KEEP)
 
 momentum = ss.train_momentum if ss.train_momentum is not None else math.nan
@@ -214,7 +215,7 @@ for field, (message, value) in ss.get("train_link_problems", {}).items():
     if link_value(field) == value:  # the link's bad value is marked until its widget changes
         errors.setdefault(field, message)
 for field, message in errors.items():
-    slot.get(field, st).error(message)
+    slot.get(field, st).error(md_literal(message))
 
 st.divider()
 steps = forms.estimated_steps(config, forms.train_images(source, scan))
@@ -246,7 +247,7 @@ if queue_slot.button("Queue run", type="primary", key="train_queue", disabled=bo
     try:
         ss.train_last_run = common.manager().submit(config)
     except ValueError as exc:
-        st.error(str(exc))
+        st.error(md_literal(exc))
 copy_link(source)
 if ss.get("train_last_run"):
     st.success(f"Queued run `{ss.train_last_run}`.")

@@ -11,6 +11,7 @@ import base64
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -72,8 +73,14 @@ def trace(fig: dict, name_start: str) -> dict:
     return matches[0]
 
 
+def as_shown(markdown: str) -> str:
+    """The text a Markdown body shows, for the user strings pages escape (bnviz.labels.md_literal)."""
+    return re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", markdown)
+
+
 def errors(at: AppTest) -> list[str]:
-    return [e.value for e in at.error]
+    """The error messages as the page shows them."""
+    return [as_shown(e.value) for e in at.error]
 
 
 def wait_done(home: Path, run_ids: list[str]) -> None:
@@ -151,7 +158,7 @@ def test_momentum_out_of_range_is_refused_next_to_the_widget(home):
     at.number_input(key="train_momentum").set_value(1.5).run()
     assert errors(at) == ["momentum must be in [0, 1]. Received: momentum=1.5"]
     column = [c for c in at.columns if any(w.key == "train_momentum" for w in c.number_input)][0]
-    assert [e.value for e in column.error] == errors(at)  # shown beside the momentum widget, not elsewhere
+    assert [as_shown(e.value) for e in column.error] == errors(at)  # shown beside the momentum widget, not elsewhere
     assert {m.label for m in at.metric} >= {"Parameters", "Training steps"}  # the rest of the form still reads live
     assert at.select_slider(key="train_momentum_scale").value == 0.999  # the slider snaps to its end
     assert at.button(key="train_queue").disabled  # AppTest, like a browser, refuses to click it
@@ -201,7 +208,7 @@ def test_a_bad_link_value_marks_its_field_and_nothing_raises(home):
     assert "momentum must be in [0, 1]. Received: momentum=1.5" in shown and "epochs must be a whole number. Received: epochs='many'" in shown
     assert any(e.startswith("filters must be 1 to 6 whole numbers") for e in shown) and len(shown) == 4
     column = [c for c in at.columns if any(w.key == "train_momentum" for w in c.number_input)][0]
-    assert {e.value for e in column.error} >= {m for m in shown if m.startswith(("momentum", "batch_size", "epochs"))}  # beside them
+    assert {as_shown(e.value) for e in column.error} >= {m for m in shown if m.startswith(("momentum", "batch_size", "epochs"))}  # beside them
     assert at.button(key="train_queue").disabled
     at.select_slider(key="train_batch_size").set_value(16).run()
     assert len(errors(at)) == 3 and not any(e.startswith("batch_size") for e in errors(at))  # fixed: its mark goes
@@ -214,7 +221,7 @@ def test_bad_folder_paths_are_refused(home, tmp_path):
     at.text_input(key="train_folder").set_value(str(tmp_path / "no-such-folder")).run()
     assert errors(at) == [f"Folder not found: {tmp_path / 'no-such-folder'}"]
     column = [c for c in at.columns if any(w.key == "train_folder" for w in c.text_input)][0]
-    assert [e.value for e in column.error] == errors(at)
+    assert [as_shown(e.value) for e in column.error] == errors(at)
     (tmp_path / "one" / "cats").mkdir(parents=True)
     (tmp_path / "one" / "cats" / "a.png").write_bytes(b"x")
     at.text_input(key="train_folder").set_value(str(tmp_path / "one")).run()
@@ -241,7 +248,7 @@ def test_zip_upload_is_extracted_into_home_uploads(home):
     assert not errors(at) and not at.button(key="train_queue").disabled
     folder = forms.upload_folder(home, "pets.zip", content.getvalue()) / "pets"
     assert sorted(p.name for p in folder.iterdir()) == ["cats", "dogs"]
-    assert any("2 classes (cats, dogs) · 8 files" in c.value for c in at.caption)
+    assert any("2 classes (cats, dogs) · 8 files" in as_shown(c.value) for c in at.caption)
     at.file_uploader(key="train_zip").set_value(("bad.zip", b"not a zip", "application/zip")).run()
     assert errors(at) and errors(at)[0].startswith("Not a zip file") and at.button(key="train_queue").disabled
 
@@ -308,12 +315,12 @@ def test_diagnose_shows_the_run_with_its_stored_numbers(trained):
     assert table.index[2] == "seed notebook, bn (inference)"
     worst = max(all_layer_figures(data), key=lambda f: max(f.infer_scale, 1 / f.infer_scale))  # diagnose's one definition
     metrics = {m.label: m for m in at.metric}
-    assert metrics["worst scale error"].value == f"{worst.infer_scale:.3g}×" and metrics["worst scale error"].delta == f"{worst.name}, at inference"
+    assert metrics["worst scale error"].value == f"{worst.infer_scale:.3g}×" and as_shown(metrics["worst scale error"].delta) == f"{worst.name}, at inference"
     assert metrics["train (fit)"].value == f"{acc['fit']:.1%}" and metrics["train (evaluate)"].value == f"{acc['train']:.1%}"
     top, *rest = diagnose(data)
     shown = [a.value for a in [*at.error, *at.warning, *at.info, *at.success]]
     named = [f for f in rest if f.key == top.cause]  # the finding the verdict names is open under "Why", not folded
-    assert all(any(v.startswith(f"**{f.title}**") for v in shown) for f in named) and at.subheader[0].value == "Why"
+    assert all(any(as_shown(v).startswith(f"**{f.title}**") for v in shown) for f in named) and at.subheader[0].value == "Why"
 
     figs = charts(at)
     assert set(figs) == {"diagnose_theory", "diagnose_histograms", "diagnose_drift", "diagnose_gap", "diagnose_curves"}

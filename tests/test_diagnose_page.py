@@ -21,7 +21,7 @@ from bnviz.records import Evaluation, ProbeLayer, ProbeRecord, RunStatus
 from bnviz.store import Store
 from pages.diagnose_panels import HISTORY_NOTE
 from tests.conftest import APP_TIMEOUT_S
-from tests.test_app import APP
+from tests.test_app import APP, as_shown
 
 STEPS, TOTAL = 40, 120
 
@@ -216,4 +216,5 @@ def _walk(node):
 
 
 def _walk_alerts(at: AppTest) -> list[str]:
-    return [n.value for n in _walk(at.main) if type(n).__name__ in ("Error", "Warning", "Success", "Info")]
+    """Every alert's text as shown, in page order."""
+    return [as_shown(n.value) for n in _walk(at.main) if type(n).__name__ in ("Error", "Warning", "Success", "Info")]

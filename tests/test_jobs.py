@@ -21,6 +21,7 @@ from bnviz.records import Evaluation, JobStatus, RunStatus
 from bnviz.store import Store
 from bnviz.tf.worker import drain_queue
 from tests.conftest import APP_TIMEOUT_S
+from tests.test_app import errors
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 
@@ -130,7 +131,7 @@ def test_failed_recalibration_shows_its_reason_on_diagnose_after_a_restart(tmp_p
     at.run()
     at.switch_page("pages/diagnose.py").run()
     assert not at.exception, at.exception
-    assert f"Recalibration failed: {job.error}" in [e.value for e in at.error]
+    assert f"Recalibration failed: {job.error}" in errors(at)
 
 
 @pytest.mark.slow

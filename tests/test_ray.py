@@ -26,6 +26,7 @@ from bnviz.records import JobStatus, RunStatus
 from bnviz.store import Store
 from tests.browser import free_port
 from tests.conftest import APP_TIMEOUT_S, skip_missing_tool
+from tests.test_app import as_shown
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIO_SECONDS = 420
@@ -137,7 +138,7 @@ def test_runs_page_lists_ray_runs_with_their_node(cluster_run, monkeypatch):
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=APP_TIMEOUT_S).run()
     at.switch_page("pages/runs.py").run()
     assert not at.exception, at.exception
-    captions = " ".join(c.value for c in at.caption)
+    captions = as_shown(" ".join(c.value for c in at.caption))
     for node in set(seen["sweep"]["nodes"]):
         assert f"(Ray node {node[:8]})" in captions
     assert "Ray worker training it" in captions  # the interrupted run says why
@@ -320,4 +321,4 @@ def test_dashboard_gives_one_clear_message_without_ray(monkeypatch, tmp_path, no
         ray_address()
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=APP_TIMEOUT_S).run()
     assert not at.exception, at.exception
-    assert [e.value for e in at.error] == [str(expected.value)]
+    assert [as_shown(e.value) for e in at.error] == [str(expected.value)]

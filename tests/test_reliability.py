@@ -50,6 +50,7 @@ from bnviz.shapes import activation_bytes
 from bnviz.store import FINISHED, Store, StoreError
 from tests.browser import CHROMIUM, chromium, free_port
 from tests.conftest import APP_TIMEOUT_S, skip_missing_tool, zip_bytes
+from tests.test_app import as_shown
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "app.py")
@@ -163,13 +164,13 @@ def open_app(page: str | None = None, **query: str) -> AppTest:
 
 
 def errors(at: AppTest) -> list[str]:
-    return [e.value for e in at.error]
+    return [as_shown(e.value) for e in at.error]
 
 
 def column_errors(at: AppTest, kind: str, key: str) -> list[str]:
     """Errors shown in the form column that holds widget `key` (beside it, not elsewhere)."""
     column = [c for c in at.columns if any(w.key == key for w in c.get(kind))][0]
-    return [e.value for e in column.error]
+    return [as_shown(e.value) for e in column.error]
 
 
 # === 1. Bad input ========================================================================================
@@ -327,7 +328,7 @@ def test_run_ids_with_path_characters_are_refused(tmp_path, bad):
             call(bad)
     with pytest.raises(StoreError):  # the one place a run id reaches a command line
         JobManager(store).recalibrate(bad, 1)
-    assert {p.name for p in tmp_path.iterdir()} <= {"models", "runs.sqlite", "runs.sqlite-shm", "runs.sqlite-wal"}
+    assert {p.name for p in tmp_path.iterdir()} <= {"models", "reserve", "runs.sqlite", "runs.sqlite-shm", "runs.sqlite-wal"}
     assert not any((tmp_path / "models").iterdir())
 
 
@@ -486,7 +487,7 @@ def test_unreadable_and_mixed_images_are_skipped_counted_or_refused(faults):
 def test_every_page_opens_on_every_faulty_run(faults, monkeypatch):
     monkeypatch.setenv("BNVIZ_HOME", str(faults.home))
     at = open_app("runs")
-    text = " ".join(m.value for m in at.markdown) + " ".join(c.value for c in at.caption)
+    text = as_shown(" ".join(m.value for m in at.markdown) + " ".join(c.value for c in at.caption))
     for run_id in faults.ids.values():
         assert run_id in text
     assert "Loss became nan at step" in text and "is gone; every record" in text and "not readable images" in text

@@ -14,6 +14,7 @@ from bnviz.cli import _train_config, build_parser, main
 from bnviz.config import SETTINGS, ConfigError, RunConfig, validate, with_settings
 from bnviz.presets import preset_config
 from tests.conftest import APP_TIMEOUT_S
+from tests.test_app import as_shown
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 
@@ -106,7 +107,7 @@ def test_train_page_advanced_bn_reaches_the_queued_config(tmp_path, monkeypatch)
     at = AppTest.from_file(APP, default_timeout=APP_TIMEOUT_S)
     at.run()
     at.number_input(key="train_epsilon").set_value(0.0).run()
-    assert [e.value for e in at.error] == ["epsilon must be > 0. Received: epsilon=0.0"]
+    assert [as_shown(e.value) for e in at.error] == ["epsilon must be > 0. Received: epsilon=0.0"]
     at.number_input(key="train_epsilon").set_value(0.01).run()
     at.selectbox(key="train_moving_variance_initializer").set_value("zeros").run()
     at.checkbox(key="train_shuffle").set_value(False).run()

@@ -15,10 +15,10 @@ from pathlib import Path
 
 from bnviz.config import OWN_PRESET, ConfigError
 from bnviz.data import load_dataset
-from bnviz.jobs import JobFailed
-from bnviz.records import Evaluation, Job, Run, RunStatus
+from bnviz.jobs import JobFailed, recalibration_run
+from bnviz.records import Evaluation, Job, Run
 from bnviz.store import Store, StoreError
-from bnviz.tf.evidence import CALIBRATION_SPLITS, RECALIBRATION_BATCHES, Splits, recalibrated_evaluation
+from bnviz.tf.evidence import RECALIBRATION_BATCHES, Splits, recalibrated_evaluation
 from bnviz.tf.models import batch_norm_layers, load_model_safely
 from bnviz.tf.own import atomic_write, load_samples, model_task, samples_path
 from bnviz.tf.probe import StatelessForward
@@ -37,15 +37,7 @@ def recalibrate(
     """Recalibrate a finished run's model over `calibrate_on`'s images (training images unless the
     user names another split); returns {"before": ..., "after": ...} evaluations. The recalibrated
     model goes beside the run's model, and to `save` (a .keras path) when given."""
-    if batches < 1:
-        raise ConfigError(f"batches must be >= 1. Received: batches={batches}")
-    if calibrate_on not in CALIBRATION_SPLITS:
-        raise ConfigError(f"--calibrate-on takes one of {', '.join(CALIBRATION_SPLITS)}. Received: {calibrate_on!r}")
-    if save is not None and Path(save).suffix != ".keras":
-        raise ConfigError(f"The recalibrated model is saved as a .keras file. Received: --save {save}")
-    run = store.get_run(run_id)
-    if run.status != RunStatus.DONE or not run.model_path:
-        raise StoreError(f"Run {run_id} has no finished model to recalibrate (status: {run.status}).")
+    run = recalibration_run(store, run_id, batches, calibrate_on, save)
     config = run.config
     model = load_model_safely(run.model_path)
     if not batch_norm_layers(model):
