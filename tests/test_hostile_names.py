@@ -149,3 +149,17 @@ def test_names_planted_through_the_cli_the_form_and_probe_stay_text(tmp_path, mo
     done = [r.id for r in runs if r.status == RunStatus.DONE]
     assert len(done) == 2
     assert check_pages(done) >= 6
+
+
+def test_chart_text_from_user_strings_stays_text():
+    """Plotly reads a few HTML tags in titles, legends and hover text (`<a href>`, `<b>`): every
+    figure built from runs with hostile names carries them escaped."""
+    from bnviz import figures as F
+    from tests.test_figures import make_data
+
+    runs = [make_data(name, run_id=f"20260101-00000{i}-abcdef") for i, name in enumerate(("<a href='https://example.com/phish'>x</a>", *HOSTILE[:2]))]
+    figures = [F.compare_accuracy_figure(runs), F.compare_drift_figure(runs, "norm1"), F.final_accuracy_figure(runs), F.sweep_figure(runs)]
+    figures += [F.training_curves(runs[0]), F.live_figure(runs[0]), F.drift_figure(runs[0], "norm1"), F.activation_histograms(runs[0], "norm1")]
+    for fig in figures:
+        text = repr(fig.to_dict())  # to_json writes "<" as \u003c, which would hide it
+        assert "<a " not in text and "<img" not in text, fig.layout.title.text
