@@ -44,8 +44,9 @@ STATUS_COLOURS = {
 PAGE_FILES = {name: f"pages/{name}.py" for name in ("train", "runs", "diagnose", "inspect", "compare", "sweep", "story", "export")}
 PLOT_CONFIG = {"displaylogo": False}
 COMPACT_CSS = "<style>.block-container {padding-top: 2.5rem !important;}</style>"  # the answer, not blank space, on the first screen
-# The presentation layout, for a projector at 1280×720: prose, headings, tables and metrics about twice their size (charts get
-# bnviz.figures' scale instead; tables are drawn as HTML tables, which CSS reaches, not as canvas data grids).
+# The presentation layout, for a projector at 1280×720: prose, headings, tables, metrics and controls (buttons, select boxes,
+# chips, inputs, page links) about twice their size (charts get bnviz.figures' scale instead; tables are drawn as HTML
+# tables, which CSS reaches, not as canvas data grids), and the page clear of Streamlit's header.
 PRESENTATION_CSS = """<style>
 [data-testid="stMain"] :is(.stMarkdown p, .stMarkdown li, .stCaption p, [data-testid="stAlert"] p, [data-testid="stWidgetLabel"] p,
   [role="radiogroup"] p)
@@ -56,6 +57,12 @@ PRESENTATION_CSS = """<style>
 [data-testid="stMetricValue"] {font-size: 4.5rem !important;}
 [data-testid="stMetricLabel"] p, [data-testid="stMetricDelta"] div {font-size: 1.75rem !important;}
 [data-testid="stMetricLabel"] :is(div, p), [data-testid="stMetricDelta"] :is(div, p) {white-space: normal !important; overflow: visible !important;}
+[data-testid="stMainBlockContainer"] {padding-top: 4.5rem !important;}
+[data-testid="stMain"] :is(button, [data-baseweb="select"], [data-baseweb="input"], [data-baseweb="tag"], [data-testid="stPageLink"] a) :is(p, span, div, input)
+  {font-size: 1.6rem !important; line-height: 1.3 !important;}
+[data-testid="stMain"] :is(button, [data-testid="stPageLink"] a) {min-height: 3.2rem !important; padding: 0.3rem 1rem !important;}
+[data-testid="stMain"] [data-baseweb="tag"] {height: auto !important; max-width: none !important;}
+[data-testid="stMain"] :is(button, [data-testid="stPageLink"] a) [data-testid="stIconMaterial"] {font-size: 1.9rem !important;}
 </style>"""
 LAYOUT_PARAM = "layout"  # ?layout=presentation opens any page in the presentation layout
 STORE_FAULTS = (StoreUnreadable, StoreFull)  # a damaged store file, a full disk: bnviz.store words each in one line
@@ -127,6 +134,11 @@ def presentation_toggle() -> None:
     else:
         st.query_params.pop(LAYOUT_PARAM, None)
     st.session_state["_layout_seen"] = st.query_params.get(LAYOUT_PARAM)
+
+
+def presented() -> bool:
+    """Is the page in the presentation layout? Story, Diagnose and Compare then show slides (pages/slides.py)."""
+    return bool(st.session_state.get("presentation"))
 
 
 def side_by_side(count: int) -> list:
