@@ -175,7 +175,7 @@ def diagnose_slides(data: RunData) -> list[Slide]:
     m, t, bn = data.run.momentum, data.steps_trained, data.run.config.arch.has_moving_stats
     layer = export.key_layer(data)
     symptom = (
-        f"fit says {_score(data, 'fit')} on the training images; evaluate says {_score(data, 'train')} on them and {_score(data, 'test')} on the test set."
+        f"fit says {_fit(data)} on the training images; evaluate says {_score(data, 'train')} on them and {_score(data, 'test')} on the test set."
     )
     cause = (
         Slide("Cause", f"Training mode and inference mode feed {layer}'s outputs differently.", lambda s: figures.activation_histograms(data, layer, scale=s))

@@ -6,7 +6,6 @@ clicker) and the address (`?chapter=3&slide=2` on the Story, `?slide=2` elsewher
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 
 import streamlit as st
@@ -148,7 +147,7 @@ def diagnose(runs: Sequence[Run]) -> None:
     """A run's diagnosis as slides; the run is picked in the sidebar (or by `?run=`), out of the slide's way."""
     with st.sidebar:
         run = common.pick_run("diagnose_run", runs, default=common.newest_done(runs)[0])
-    show(diagnose_slides(common.load_run(run)), "diagnose", f"diagnose-{_stem(run)}")
+    show(diagnose_slides(common.load_run(run)), "diagnose", f"diagnose-{common.run_stem(run)}")
 
 
 def compare(runs: Sequence[Run]) -> None:
@@ -156,9 +155,4 @@ def compare(runs: Sequence[Run]) -> None:
     with st.sidebar:
         picked = common.pick_runs("compare_runs", runs, default=pair_of_interest(runs))
     common.require(picked, "Pick one or more runs to compare in the sidebar.")
-    show(compare_slides([common.load_run(r) for r in picked]), "compare", "compare-" + "-".join(_stem(r) for r in picked[:3]))
-
-
-def _stem(run: Run) -> str:
-    """A run in a file name: its name and the end of its id."""
-    return re.sub(r"[^A-Za-z0-9]+", "-", f"{run.name or 'run'}-{run.id[-6:]}").strip("-").lower()
+    show(compare_slides([common.load_run(r) for r in picked]), "compare", "compare-" + "-".join(common.run_stem(r) for r in picked[:3]))
