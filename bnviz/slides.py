@@ -26,6 +26,7 @@ from bnviz.diagnose import diagnose
 from bnviz.records import RunData
 from bnviz.stats import init_weight, steps_to_forget
 from bnviz.story import CHAPTERS, LAG_CHAPTER, LAG_MOMENTA, RAW_CHAPTER, RAW_PRESETS, RAW_SUFFIX, Chapter, lag_key, mean_gap
+from bnviz.summary import inspected
 
 MESSAGE_CHARS = 120  # a message fits two lines of large type (32 px) on a 1280-px screen; longer text is cut at a word
 SLIDE_SCALE = 1.5  # chart text on a slide: 20 px, read from the back; the message above it is the large type
@@ -174,9 +175,7 @@ def diagnose_slides(data: RunData) -> list[Slide]:
     top = diagnose(data)[0]
     m, t, bn = data.run.momentum, data.steps_trained, data.run.config.arch.has_moving_stats
     layer = export.key_layer(data)
-    symptom = (
-        f"fit says {_fit(data)} on the training images; evaluate says {_score(data, 'train')} on them and {_score(data, 'test')} on the test set."
-    )
+    symptom = f"fit says {_fit(data)} on the training images; evaluate says {_score(data, 'train')} on them and {_score(data, 'test')} on the test set."
     cause = (
         Slide("Cause", f"Training mode and inference mode feed {layer}'s outputs differently.", lambda s: figures.activation_histograms(data, layer, scale=s))
         if layer
@@ -190,7 +189,7 @@ def diagnose_slides(data: RunData) -> list[Slide]:
     compare = (suggested,) if suggested else (0.9, 0.8)
     return [
         Slide("Verdict", short(top.title.removeprefix("Verdict: ")), lambda s: figures.final_accuracy_figure([data], scale=s)),
-        Slide("Symptom", symptom, lambda s: figures.training_curves(data, scale=s)),
+        Slide("Symptom", symptom, None if inspected(data.run) else lambda s: figures.training_curves(data, scale=s)),  # a saved model has no history
         cause,
         Slide(
             "Fix",

@@ -59,9 +59,10 @@ def show(deck: Sequence[Slide], key: str, name: str, chapters: bool = False) -> 
     with st.container(key="slide_message"):
         st.markdown(slide.message)
     fig = slide.chart(SLIDE_SCALE)
-    if fig is not None:
+    if fig is not None:  # the figure's own height goes: the container's, from the window, is the chart's
         with st.container(key="slide_chart"):
-            st.plotly_chart(fig.update_layout(height=None, autosize=True), key=f"{key}_slide_chart", theme=None, config=common.PLOT_CONFIG, height="stretch")
+            chart = fig.update_layout(height=None, autosize=True)
+            st.plotly_chart(chart, key=f"{key}_slide_chart_{at}", theme=None, config=common.PLOT_CONFIG, height="stretch")
     st.stop()
 
 
