@@ -28,12 +28,13 @@ SLIDE_CSS = """<style>
   {height: 100% !important;}
 </style>"""
 # The arrow keys click the previous/next buttons; one listener per browser tab, finding the buttons
-# when a key is pressed, so a rerun or another page needs no new one. Keys typed into a field are left alone.
+# when a key is pressed, so a rerun or another page needs no new one. Keys meant for a field, a slider or a
+# radio button are left to it.
 KEYS_JS = """<script>
 if (!window.bnvizSlideKeys) {
   window.bnvizSlideKeys = true;
   document.addEventListener("keydown", (e) => {
-    if (e.target.closest && e.target.closest("input, textarea, [contenteditable=true]")) return;
+    if (e.target.closest && e.target.closest("input, textarea, [contenteditable=true], [role=slider], [role=radio], [role=option]")) return;
     const which = {ArrowRight: "next", ArrowLeft: "previous", PageDown: "next", PageUp: "previous"}[e.key];
     const button = which && document.querySelector(`.st-key-slides_${which} button`);
     if (button && !button.disabled) { e.preventDefault(); button.click(); }
