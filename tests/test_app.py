@@ -425,7 +425,7 @@ def test_export_offers_lazy_downloads(trained, deferred):
     assert options >= {"Training curves", "EMA theory", "Drift · norm1", "Activation histograms · norm3"}
 
     at.selectbox(key="export_chart").set_value("Drift · norm2").run()
-    html = next(fn for name, fn in deferred.items() if name.endswith("drift-norm2.html"))()
+    html = next(fn for name, fn in deferred.items() if name.endswith("drift-norm2-screen.html"))()
     assert html.lower().startswith(b"<!doctype html>") and b"norm2 (mean over channels)" in html
     steps_csv = pd.read_csv(io.BytesIO(deferred[f"{run_id}-steps.csv"]()))
     assert set(store.load_run(run_id).steps["step"]) <= set(steps_csv["step"])  # plus probe-only step 0
@@ -433,7 +433,7 @@ def test_export_offers_lazy_downloads(trained, deferred):
     report = deferred[f"bnviz-report-{run_id}.html"]().decode("utf-8")
     assert store.get_run(run_id).label in report and "<!DOCTYPE html>" in report
     if static_ok:
-        png = next(fn for name, fn in deferred.items() if name.endswith("drift-norm2.png"))()
+        png = next(fn for name, fn in deferred.items() if name.endswith("drift-norm2-screen.png"))()
         assert png.startswith(b"\x89PNG")
 
     at.multiselect(key="export_others").set_value([ids["fixed"]]).run()
