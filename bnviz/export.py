@@ -163,13 +163,13 @@ def _reset_renderer(renderer: _Renderer) -> None:
     renderer.close()
 
 
-def _static_bytes(fig: go.Figure, fmt: str) -> bytes:
-    """PNG/SVG/PDF bytes through the long-lived browser."""
+def _static_bytes(fig: go.Figure, fmt: str, png_scale: float = PNG_SCALE) -> bytes:
+    """PNG/SVG/PDF bytes through the long-lived browser (a PNG at `png_scale` times the figure's size)."""
     opts = {
         "format": fmt,
         "width": fig.layout.width or EXPORT_WIDTH,
         "height": fig.layout.height or 500,
-        "scale": PNG_SCALE if fmt == "png" else 1,
+        "scale": png_scale if fmt == "png" else 1,
     }
     renderer = _get_renderer()
     try:
@@ -180,6 +180,11 @@ def _static_bytes(fig: go.Figure, fmt: str) -> bytes:
     except Exception as exc:
         _reset_renderer(renderer)
         raise ExportError(f"Rendering the {fmt.upper()} failed: {type(exc).__name__}: {exc}") from exc
+
+
+def png_bytes(fig: go.Figure, pixel_ratio: float) -> bytes:
+    """`fig` as a PNG of `pixel_ratio` times its layout's width and height (bnviz.slides' decks)."""
+    return _static_bytes(fig, "png", pixel_ratio)
 
 
 def figure_html(fig: go.Figure) -> str:

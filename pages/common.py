@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -44,8 +45,9 @@ STATUS_COLOURS = {
 PAGE_FILES = {name: f"pages/{name}.py" for name in ("train", "runs", "diagnose", "inspect", "compare", "sweep", "story", "export")}
 PLOT_CONFIG = {"displaylogo": False}
 COMPACT_CSS = "<style>.block-container {padding-top: 2.5rem !important;}</style>"  # the answer, not blank space, on the first screen
-# The presentation layout, for a projector at 1280×720: prose, headings, tables and metrics about twice their size (charts get
-# bnviz.figures' scale instead; tables are drawn as HTML tables, which CSS reaches, not as canvas data grids).
+# The presentation layout, for a projector at 1280×720: prose, headings, tables, metrics and controls (buttons, select boxes,
+# chips, inputs, page links) about twice their size (charts get bnviz.figures' scale instead; tables are drawn as HTML
+# tables, which CSS reaches, not as canvas data grids), and the page clear of Streamlit's header.
 PRESENTATION_CSS = """<style>
 [data-testid="stMain"] :is(.stMarkdown p, .stMarkdown li, .stCaption p, [data-testid="stAlert"] p, [data-testid="stWidgetLabel"] p,
   [role="radiogroup"] p)
@@ -56,7 +58,14 @@ PRESENTATION_CSS = """<style>
 [data-testid="stMetricValue"] {font-size: 4.5rem !important;}
 [data-testid="stMetricLabel"] p, [data-testid="stMetricDelta"] div {font-size: 1.75rem !important;}
 [data-testid="stMetricLabel"] :is(div, p), [data-testid="stMetricDelta"] :is(div, p) {white-space: normal !important; overflow: visible !important;}
+[data-testid="stMainBlockContainer"] {padding-top: 4.5rem !important;}
+[data-testid="stMain"] :is(button, [data-baseweb="select"], [data-baseweb="input"], [data-baseweb="tag"], [data-testid="stPageLink"] a) :is(p, span, div, input)
+  {font-size: 1.6rem !important; line-height: 1.3 !important;}
+[data-testid="stMain"] :is(button, [data-testid="stPageLink"] a) {min-height: 3.2rem !important; padding: 0.3rem 1rem !important;}
+[data-testid="stMain"] [data-baseweb="tag"] {height: auto !important; max-width: none !important;}
+[data-testid="stMain"] :is(button, [data-testid="stPageLink"] a) [data-testid="stIconMaterial"] {font-size: 1.9rem !important;}
 </style>"""
+EXPORT_OPEN = "export_runs_open"  # Export's session key for given runs, and the scope of its `?runs=`
 LAYOUT_PARAM = "layout"  # ?layout=presentation opens any page in the presentation layout
 STORE_FAULTS = (StoreUnreadable, StoreFull)  # a damaged store file, a full disk: bnviz.store words each in one line
 
@@ -126,7 +135,13 @@ def presentation_toggle() -> None:
         st.query_params[LAYOUT_PARAM] = "presentation"
     else:
         st.query_params.pop(LAYOUT_PARAM, None)
+        st.query_params.pop("slide", None)  # a slide's place means nothing outside the slides
     st.session_state["_layout_seen"] = st.query_params.get(LAYOUT_PARAM)
+
+
+def presented() -> bool:
+    """Is the page in the presentation layout? Story, Diagnose and Compare then show slides (pages/slides.py)."""
+    return bool(st.session_state.get("presentation"))
 
 
 def side_by_side(count: int) -> list:
@@ -238,13 +253,19 @@ def ensure_choice(key: str, options: Sequence, default: object) -> None:
         st.session_state[key] = default
 
 
+def _seen_key(param: str, open_key: str) -> str:
+    """Where a page remembers the `?param=` it last applied or wrote: one key per page (`open_key` names
+    it), since pages share parameter names: Compare's `runs` must not count as seen by Export."""
+    return f"_{open_key}_{param}_seen"
+
+
 def _requested(param: str, open_key: str) -> str | list[str] | None:
     """A new request to show given runs: a session key set by another page, else a query
     parameter that changed since this page last applied it."""
     if open_key in st.session_state:
         return st.session_state.pop(open_key)
     value = st.query_params.get(param)
-    seen = f"_{param}_seen"
+    seen = _seen_key(param, open_key)
     if value is None or value == st.session_state.get(seen):
         return None
     st.session_state[seen] = value
@@ -264,10 +285,11 @@ def url_choice(param: str, key: str, options: dict[str, object]) -> None:
         st.warning(f"The link's {param} {_quoted(str(wanted))} is not one of: {', '.join(options)}; showing another.")
 
 
-def keep_in_url(param: str, value: str) -> None:
-    """Keep `?param=value` in step with a widget, so the address can be shared."""
+def keep_in_url(param: str, value: str, open_key: str | None = None) -> None:
+    """Keep `?param=value` in step with a widget, so the address can be shared (`open_key`: the page's,
+    as `_requested` was given it; url_choice's by default)."""
     st.query_params[param] = value
-    st.session_state[f"_{param}_seen"] = value
+    st.session_state[_seen_key(param, open_key or f"_{param}_open")] = value
 
 
 def _quoted(text: str) -> str:
@@ -278,23 +300,22 @@ def _quoted(text: str) -> str:
 def pick_run(key: str, runs: Sequence[Run], default: str, param: str = "run", label: str = "Run") -> Run:
     """A selectbox of runs honouring `?run=` and `st.session_state["<page>_open"]`; keeps the URL
     in step with the choice, so it can be shared."""
-    ids = [r.id for r in runs]
-    wanted = _requested(param, key.split("_")[0] + "_open")
+    ids, open_key = [r.id for r in runs], key.split("_")[0] + "_open"
+    wanted = _requested(param, open_key)
     if isinstance(wanted, str) and wanted in ids:
         st.session_state[key] = wanted
     elif wanted:
         st.warning(f"No run {_quoted(str(wanted))} here; showing another one.")
     ensure_choice(key, ids, default)
     chosen = st.selectbox(label, ids, key=key, format_func=run_labels(runs).get, persist_state="session")
-    st.query_params[param] = chosen
-    st.session_state[f"_{param}_seen"] = chosen
+    keep_in_url(param, chosen, open_key)
     return next(r for r in runs if r.id == chosen)
 
 
 def pick_runs(key: str, runs: Sequence[Run], default: list[str], param: str = "runs", label: str = "Runs") -> list[Run]:
     """A multiselect of runs honouring `?runs=a,b` and `st.session_state["<page>_open"]`."""
-    ids = [r.id for r in runs]
-    wanted = _requested(param, key.split("_")[0] + "_open")
+    ids, open_key = [r.id for r in runs], key.split("_")[0] + "_open"
+    wanted = _requested(param, open_key)
     if isinstance(wanted, str):
         wanted = [w for w in wanted.split(",") if w]
     if wanted is not None and [w for w in wanted if w in ids]:
@@ -309,7 +330,7 @@ def pick_runs(key: str, runs: Sequence[Run], default: list[str], param: str = "r
         st.query_params[param] = ",".join(chosen)
     else:
         st.query_params.pop(param, None)
-    st.session_state[f"_{param}_seen"] = ",".join(chosen)
+    st.session_state[_seen_key(param, open_key)] = ",".join(chosen)
     return [by_id[i] for i in chosen]
 
 
@@ -321,13 +342,27 @@ def run_labels(runs: Sequence[Run]) -> dict[str, str]:
 
 def export_request(run_key: str, others_key: str, ids: Sequence[str]) -> None:
     """Honour `?runs=a,b,…` on Export (Compare's link): the first becomes the run, the rest the
-    runs compared with it; later choices keep the URL in step."""
-    wanted = _requested("runs", "export_runs_open")
+    runs compared with it; later choices keep the URL in step (`keep_export_runs`)."""
+    wanted = _requested("runs", EXPORT_OPEN)
     wanted = [w for w in (wanted.split(",") if isinstance(wanted, str) else wanted or []) if w in ids]
     if wanted:
         st.session_state[run_key], st.session_state[others_key] = wanted[0], wanted[1:]
-        st.session_state.pop("_run_seen", None)
         st.query_params.pop("run", None)
+
+
+def keep_export_runs(ids: Sequence[str]) -> None:
+    """Export's runs in its address (`?runs=a,b`), seen by Export alone."""
+    keep_in_url("runs", ",".join(ids), EXPORT_OPEN)
+
+
+def slug(text: str) -> str:
+    """`text` as a file-name part: lower-case letters, digits and dashes."""
+    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower()
+
+
+def run_stem(run: Run) -> str:
+    """A run in a download's file name: its name and the end of its id."""
+    return slug(f"{run.name or 'run'}-{run.id[-6:]}")
 
 
 def own_model_text(run: Run) -> str | None:

@@ -7,13 +7,15 @@ import streamlit as st
 
 from bnviz import figures
 from bnviz.labels import pair_of_interest
-from pages import common
+from pages import common, slides
 
 common.frame_if_run_alone()
 
 scale = common.scale()
-st.title("Compare runs")
 runs = common.store().list_runs()
+if common.presented() and runs:
+    slides.compare(runs)
+st.title("Compare runs")
 common.require(runs, "No run yet. Queue some on the Train page, e.g. the bn and final presets.", link="train", link_label="Train a model")
 picked = common.pick_runs(
     "compare_runs",

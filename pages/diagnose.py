@@ -12,16 +12,18 @@ from bnviz.diagnose import diagnose, gather
 from bnviz.labels import md_literal
 from bnviz.presets import SEED_RESULTS
 from bnviz.records import RunStatus
-from pages import common, diagnose_panels
+from pages import common, diagnose_panels, slides
 
 common.frame_if_run_alone()
 
 ss = st.session_state
 scale = common.scale()
 
+runs = [r for r in common.store().list_runs() if r.status != RunStatus.QUEUED]
+if common.presented() and runs:
+    slides.diagnose(runs)
 title_col, pick_col = st.columns([1, 1], vertical_alignment="bottom")
 title_col.title("Diagnose a run")
-runs = [r for r in common.store().list_runs() if r.status != RunStatus.QUEUED]
 common.require(runs, "No run has started yet. Queue one on the Train page.", link="train", link_label="Train a model")
 with pick_col:
     run = common.pick_run("diagnose_run", runs, default=common.newest_done(runs)[0])

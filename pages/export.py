@@ -3,7 +3,6 @@ report. Bytes are made only when a download button is clicked."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 
 import plotly.graph_objects as go
@@ -28,7 +27,7 @@ others = st.multiselect(
     key="export_others",
     format_func=common.run_labels(runs).get,
 )
-st.query_params["runs"] = st.session_state["_runs_seen"] = ",".join([run.id, *others])
+common.keep_export_runs([run.id, *others])
 datas = [data, *(common.load_run(r) for r in runs if r.id in others)]
 static_ok, reason = export.static_export_available()
 if not static_ok:
@@ -52,6 +51,9 @@ st.caption("PNG, SVG and PDF are static images; HTML is the interactive chart in
 common.ensure_choice("export_chart", list(charts), next(iter(charts)))
 chart_col, size_col = st.columns([2, 1])
 name = chart_col.selectbox("Chart", list(charts), key="export_chart")
+layout = "presentation" if common.presented() else "screen"
+if st.session_state.get("_export_size_layout") != layout:  # the layout's size, until the reader picks another
+    st.session_state["export_size"] = st.session_state["_export_size_layout"] = layout
 preset = size_col.radio(
     "Size and fonts",
     list(export.SIZE_PRESETS),
@@ -60,12 +62,14 @@ preset = size_col.radio(
     help="screen: as shown here · presentation: 1280×720, the projector's size, text twice the screen's (26 px) as in the "
     "presentation layout · slide: 1600×900, 24 px text · paper: 700×440, 10 px text",
 )
-stem = re.sub(r"[^A-Za-z0-9]+", "-", f"{run.name or 'run'}-{run.id[-6:]}-{name}").strip("-").lower()
+size = export.SIZE_PRESETS[preset]
+size_tag = f"{preset}-{size.width}x{size.height}" if size.width else preset  # two sizes of one chart never share a name
+stem = common.slug(f"{common.run_stem(run)}-{name}")
 for col, fmt in zip(st.columns(len(export.FORMATS)), export.FORMATS, strict=True):
     col.download_button(
         f"{fmt.upper()}",
         lambda fmt=fmt, build=charts[name]: export.figure_bytes(build(), fmt, preset),
-        file_name=f"{stem}.{fmt}",
+        file_name=f"{stem}-{size_tag}.{fmt}",
         mime=export.MIME_TYPES[fmt],
         key=f"export_{fmt}",
         on_click="ignore",

@@ -28,9 +28,11 @@ from bnviz.story import (
     story_configs,
     story_sections,
 )
-from pages import common
+from pages import common, slides
 
 common.frame_if_run_alone()
+if common.presented():
+    slides.story()
 
 scale = common.scale()
 
@@ -52,7 +54,7 @@ runs = latest_story(common.store())
 common.require(runs, "No story has run yet: press “Run the story” (about a minute) or run `python -m bnviz story`.")
 data = {preset: common.load_run(run) for preset, run in runs.items() if run.status == RunStatus.DONE}
 chapters = (*CHAPTERS, RAW_CHAPTER, LAG_CHAPTER)
-common.url_choice("chapter", "story_chapter", {c.preset: i for i, c in enumerate(chapters)})
+common.url_choice("chapter", "story_chapter", {c.preset: i for i, c in enumerate(chapters)} | {str(i + 1): i for i in range(len(chapters))})
 short = scale > 1  # on a projector the numbers alone fit one row; the chapter's heading names it
 chapter = chapters[
     st.radio(

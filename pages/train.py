@@ -76,7 +76,8 @@ def copy_link(source: str) -> None:
     values = {field: link_value(field) for field in forms.LINK_FIELDS if field not in ("dataset", "folder")}
     if source in forms.LINKABLE_SOURCES:
         values |= {"dataset": source, "folder": ss.train_folder}
-    url = (st.context.url or "").split("?")[0] + "?" + urlencode(forms.link_query(values))
+    layout = {common.LAYOUT_PARAM: "presentation"} if common.presented() else {}  # a teacher's link opens in the teacher's layout
+    url = (st.context.url or "").split("?")[0] + "?" + urlencode(forms.link_query(values) | layout)
     with queue_slot.popover("Copy link", icon=":material/link:", use_container_width=True):
         st.code(url, language=None, wrap_lines=True)
         st.caption(

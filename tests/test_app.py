@@ -386,9 +386,10 @@ def test_compare_overlays_two_runs(trained):
     at.selectbox(key="compare_layer").set_value("norm3").run()
     assert charts(at)["compare_drift"]["layout"]["title"]["text"].startswith("norm3")
     assert not at.exception
-    projected = open_app("compare", runs=",".join(pair), layout="presentation")  # the classroom's layout: every chart 2×
-    assert all(fig["layout"]["font"]["size"] >= 26 and fig["layout"]["title"]["font"]["size"] >= 32 for fig in charts(projected).values())
-    assert not projected.dataframe and list(projected.table[0].value.index) == labels  # an HTML table the layout's CSS enlarges
+    projected = open_app("compare", runs=",".join(pair), layout="presentation")  # the classroom's layout: slides, one chart each
+    (fig,) = charts(projected).values()
+    assert fig["layout"]["font"]["size"] >= 19.5 and fig["layout"]["title"]["font"]["size"] >= 24 and "height" not in fig["layout"]  # 1.5×, the window's height
+    assert [t["x"] for t in fig["data"]][0] == labels and projected.button(key="slides_next")  # final accuracy of both runs first
 
 
 @pytest.mark.slow
@@ -431,7 +432,7 @@ def test_export_offers_lazy_downloads(trained, deferred):
     assert options >= {"Training curves", "EMA theory", "Drift · norm1", "Activation histograms · norm3"}
 
     at.selectbox(key="export_chart").set_value("Drift · norm2").run()
-    html = next(fn for name, fn in deferred.items() if name.endswith("drift-norm2.html"))()
+    html = next(fn for name, fn in deferred.items() if name.endswith("drift-norm2-screen.html"))()
     assert html.lower().startswith(b"<!doctype html>") and b"norm2 (mean over channels)" in html
     steps_csv = pd.read_csv(io.BytesIO(deferred[f"{run_id}-steps.csv"]()))
     assert set(store.load_run(run_id).steps["step"]) <= set(steps_csv["step"])  # plus probe-only step 0
@@ -439,7 +440,7 @@ def test_export_offers_lazy_downloads(trained, deferred):
     report = deferred[f"bnviz-report-{run_id}.html"]().decode("utf-8")
     assert store.get_run(run_id).label in report and "<!DOCTYPE html>" in report
     if static_ok:
-        png = next(fn for name, fn in deferred.items() if name.endswith("drift-norm2.png"))()
+        png = next(fn for name, fn in deferred.items() if name.endswith("drift-norm2-screen.png"))()
         assert png.startswith(b"\x89PNG")
 
     at.multiselect(key="export_others").set_value([ids["fixed"]]).run()

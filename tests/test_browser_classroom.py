@@ -1,7 +1,8 @@
 """The classroom in a real browser at the projector's 1280×720: a Story link opens its chapter in the
-presentation layout with chart titles, prose, tables and metrics about twice their screen size (read
-from the rendered page, not compared as pictures), and a Train link round-trips its settings, a bad
-value marked beside its widget. The runs are written straight into the store (no training)."""
+presentation layout as slides, the message twice the screen's prose and the chart 1.5× (read from
+the rendered page, not compared as pictures); controls grow and the page starts below the header;
+and a Train link round-trips its settings, a bad value marked beside its widget. The runs are
+written straight into the store (no training)."""
 
 from __future__ import annotations
 
@@ -43,14 +44,14 @@ def _px(page, selector: str) -> float:
     return page.locator(selector).first.evaluate(PIXELS)
 
 
-def _story_sizes(page, url: str, query: str) -> dict[str, float]:
+def _story_sizes(page, url: str, query: str, prose: str) -> dict[str, float]:
     page.goto(f"{url}/story?chapter=initial{query}")
     page.locator('[data-testid="stPlotlyChart"] .main-svg').first.wait_for(timeout=60_000)
     return {
         "chart title": _px(page, CHART_TITLE),
         "axis title": _px(page, '[data-testid="stPlotlyChart"] .ytitle'),
-        "prose": _px(page, 'p:has-text("Two conv blocks")'),
-        "h2": _px(page, "h2"),
+        "prose": _px(page, prose),
+        "button": _px(page, '[data-testid="stMain"] button p'),
     }
 
 
@@ -61,16 +62,19 @@ def test_presentation_layout_and_train_links_in_a_browser(tmp_path):
     with streamlit_server(tmp_path) as (url, _), chromium() as browser:
         page = browser.new_page(viewport={"width": 1280, "height": 720})
         with screenshot_on_failure(page, "classroom"):
-            screen = _story_sizes(page, url, "")
-            projected = _story_sizes(page, url, "&layout=presentation")
+            screen = _story_sizes(page, url, "", 'p:has-text("Two conv blocks")')
+            projected = _story_sizes(page, url, "&layout=presentation", ".st-key-slide_message p")  # the chapter's first slide
             page.screenshot(path=str(ARTIFACTS / "classroom-story-1280x720.png"))
-            assert screen["chart title"] == 16 and projected["chart title"] >= 32
-            assert projected["axis title"] >= 2 * screen["axis title"] - 1  # 1.2 × 13 and 1.2 × 26 px, rounded
-            assert projected["prose"] >= 1.5 * screen["prose"] and projected["h2"] >= 1.3 * screen["h2"], (screen, projected)
-            assert _px(page, '[data-testid="stTable"] td') >= 28  # the accuracy table, an HTML table in this layout
+            assert screen["chart title"] == 16 and projected["chart title"] >= 24  # a slide's chart: 1.5×, the message is the large type
+            assert projected["axis title"] >= 1.5 * screen["axis title"] - 1  # 1.2 × 13 and 1.2 × 19.5 px, rounded
+            assert projected["prose"] >= 2 * screen["prose"] and projected["button"] >= 1.5 * screen["button"], (screen, projected)
             page.goto(f"{url}/diagnose?run={ids['bn']}&layout=presentation")
-            assert _px(page, '[data-testid="stMetricValue"]') >= 72 and _px(page, CHART_TITLE) >= 32
+            assert _px(page, ".st-key-slide_message p") >= 32 and _px(page, CHART_TITLE) >= 24  # the verdict's slide
             page.screenshot(path=str(ARTIFACTS / "classroom-diagnose-1280x720.png"))
+            page.goto(f"{url}/runs?layout=presentation")  # a page without slides: its table and its controls enlarged, clear of the header
+            assert _px(page, '[data-testid="stTable"] td, [data-testid="stMain"] button p') >= 25
+            header = page.locator('[data-testid="stHeader"]').bounding_box()
+            assert page.locator('[data-testid="stMain"] h1').first.bounding_box()["y"] >= header["y"] + header["height"]
 
             page.goto(f"{url}/?preset=final&momentum=0.9&batch_size=48")
             page.get_by_text("batch_size must be one of the form's steps").wait_for(timeout=60_000)

@@ -155,23 +155,24 @@ def test_story_page_walks_the_four_chapters(app_home):
         assert "story_chart" in charts(at)
         verdict = diagnose(Store(home).load_run(ids[chapter.preset]))[0]
         assert any(m.value.startswith(f"**bnviz's {verdict.title[0].lower()}") for m in at.markdown)  # the chapter says the run's verdict
-    at.toggle(key="presentation").set_value(True).run()
-    assert not at.exception
-    assert at.get("download_button")
+    at.toggle(key="presentation").set_value(True).run()  # the same story as slides, from the chapter shown last
+    assert not at.exception and at.query_params["chapter"] == "4" and at.button(key="slides_next")
 
 
 def test_story_link_opens_its_chapter_in_the_presentation_layout(app_home):
-    """`?chapter=bn&layout=presentation`: that chapter, its charts' text twice the screen size (read from
-    the figure the page sends), the table as an HTML table that the layout's CSS enlarges."""
+    """`?chapter=bn&layout=presentation`: that chapter's first slide, its chart's text 1.5× the screen's
+    (read from the figure the page sends); Next moves the address on, and the layout off gives the
+    full page back on the chapter the slides were at."""
     at = open_app("story", chapter="bn", layout="presentation")
-    assert at.radio(key="story_chapter").value == 2 and at.toggle(key="presentation").value
-    layout = charts(at)["story_chart"]["layout"]
-    assert layout["font"]["size"] >= 26 and layout["title"]["font"]["size"] >= 32 and layout["legend"]["font"]["size"] >= 24
-    assert all(note["font"]["size"] >= 26 for note in layout["annotations"])  # the subplot titles too
-    assert table_with(at.table, "seed notebook").loc["test (evaluate)", "seed notebook"] == "46%"
-    at.radio(key="story_chapter").set_value(3).run()
-    assert at.query_params["chapter"] == "final" and at.query_params["layout"] == "presentation"
+    assert at.query_params["chapter"] == "3" and at.query_params["slide"] == "1" and at.toggle(key="presentation").value
+    (layout,) = [fig["layout"] for fig in charts(at).values()]
+    assert layout["font"]["size"] >= 19.5 and layout["title"]["font"]["size"] >= 24 and layout["legend"]["font"]["size"] >= 18
+    assert any(m.value.startswith("Train ") and "batch statistics" in m.value for m in at.markdown)
+    while at.query_params["chapter"] == "3":
+        at.button(key="slides_next").click().run()
+    assert at.query_params["chapter"] == "4" and at.query_params["layout"] == "presentation"
     at.toggle(key="presentation").set_value(False).run()
-    assert "size" not in charts(at)["story_chart"]["layout"].get("font", {}) and "layout" not in at.query_params  # the template's 13 px
+    assert at.radio(key="story_chapter").value == 3 and at.query_params["chapter"] == "final"
+    assert "size" not in charts(at)["story_chart"]["layout"].get("font", {}) and not {"layout", "slide"} & set(at.query_params)  # the template's 13 px
     bad = open_app("story", chapter="nope")
     assert "nope" in bad.warning[0].value and bad.radio(key="story_chapter").value == 0

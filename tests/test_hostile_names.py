@@ -77,14 +77,15 @@ def leaks(texts: list[str]) -> list[str]:
     return [t for t in hostile if any(tag in BROWSER_MD.render(t) for tag in ("<a ", "<img")) or UNESCAPED.search(t)]
 
 
-def check_pages(run_ids: list[str], pages: tuple[str, ...] = PAGES) -> int:
-    """Open `pages` (Diagnose and Export on each run, Compare on all) and assert no leak; returns how
-    many Markdown texts held a hostile string, so a test can tell they were shown at all."""
+def check_pages(run_ids: list[str], pages: tuple[str, ...] = PAGES, **extra: str) -> int:
+    """Open `pages` (Diagnose and Export on each run, Compare on all; `extra` query parameters on
+    each) and assert no leak; returns how many Markdown texts held a hostile string, so a test can
+    tell they were shown at all."""
     shown, per_run = 0, {"diagnose": "run", "export": "run"}
     opened = [(page, {}) for page in pages if page not in per_run] + [(page, {per_run[page]: i}) for page in pages if page in per_run for i in run_ids]
     opened += [("compare", {"runs": ",".join(run_ids)})] if "compare" in pages else []
     for page, query in opened:
-        at = open_app(**query)
+        at = open_app(**query, **extra)
         at.switch_page(f"pages/{page}.py").run()
         assert not at.exception, (page, at.exception)
         texts = markdown_texts(at)
@@ -149,6 +150,7 @@ def test_names_planted_through_the_cli_the_form_and_probe_stay_text(tmp_path, mo
     done = [r.id for r in runs if r.status == RunStatus.DONE]
     assert len(done) == 2
     assert check_pages(done) >= 6
+    check_pages(done, ("diagnose", "compare"), layout="presentation")  # the slides' sequences
 
 
 def test_chart_text_from_user_strings_stays_text():
