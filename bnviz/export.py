@@ -34,7 +34,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
-from bnviz import figures
+from bnviz import figlayout, figures
 from bnviz.diagnose import all_layer_figures, diagnose
 from bnviz.labels import unique_labels
 from bnviz.records import RunData
@@ -207,12 +207,13 @@ SIZE_PRESETS = {
 def sized(fig: go.Figure, preset: str = "screen") -> go.Figure:
     """A copy of `fig` at a size preset (SIZE_PRESETS): width and height, and every text (titles,
     legend, subplot titles, annotations) scaled as bnviz.figures.scale_text does for the
-    presentation layout, so that the base font becomes the preset's."""
+    presentation layout, so that the base font becomes the preset's, and the text laid out again for
+    the preset's width (bnviz.figlayout.fit) at exactly its height."""
     size = SIZE_PRESETS[preset]
     out = go.Figure(fig)
     if size.width:
         figures.scale_text(out, size.font / figures.BASE_FONT)
-        out.update_layout(width=size.width, height=size.height)
+        figlayout.fit(out, size.width, size.height, grow=False).update_layout(width=size.width)
     return out
 
 

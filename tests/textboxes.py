@@ -1,0 +1,80 @@
+"""Text boxes of rendered Plotly figures, measured in a real Chromium, and the checks on them.
+
+Why the browser and not kaleido's SVG: an SVG `<text>` carries a position and a font size but no width,
+so boxes from it rest on a guess of glyph widths, the very guess bnviz.figlayout makes; Chromium's
+`getBoundingClientRect()` of each rendered `text` element is the box a reader sees (rotated axis titles
+and multi-line text included). One page loads the plotly.js that ships with the plotly package (no
+network) once and draws figure after figure into it, about 0.1 s each.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import plotly
+import plotly.graph_objects as go
+
+
+@dataclass(frozen=True)
+class Box:
+    """A text's box in CSS pixels from the figure's top-left corner, and what it says (for messages)."""
+
+    text: str
+    left: float
+    top: float
+    right: float
+    bottom: float
+
+
+TOLERANCE = 1.0  # px: boxes that share an edge or overlap by anti-aliasing slack do not count as overlapping
+
+
+def overlapping(boxes: Sequence[Box], tolerance: float = TOLERANCE) -> list[tuple[Box, Box]]:
+    """Every pair of boxes whose intersection is more than `tolerance` px in both directions."""
+    return [
+        (a, b)
+        for i, a in enumerate(boxes)
+        for b in boxes[i + 1 :]
+        if min(a.right, b.right) - max(a.left, b.left) > tolerance and min(a.bottom, b.bottom) - max(a.top, b.top) > tolerance
+    ]
+
+
+def outside(boxes: Iterable[Box], width: float, height: float, tolerance: float = TOLERANCE) -> list[Box]:
+    """The boxes that reach beyond a `width` × `height` canvas by more than `tolerance` px."""
+    return [b for b in boxes if b.left < -tolerance or b.top < -tolerance or b.right > width + tolerance or b.bottom > height + tolerance]
+
+
+PAGE = "<html><head><meta charset='utf-8'><script>{js}</script></head><body style='margin:0'><div id='fig'></div></body></html>"
+MEASURE = """async ([fig, width]) => {
+  const div = document.getElementById('fig');
+  const layout = Object.assign({}, fig.layout, {width: width});
+  await Plotly.newPlot(div, fig.data, layout, {staticPlot: true});
+  const origin = div.getBoundingClientRect();
+  const boxes = [];
+  for (const node of div.querySelectorAll('svg text')) {
+    const text = node.textContent.trim();
+    const r = node.getBoundingClientRect();
+    if (!text || r.width === 0 || r.height === 0 || getComputedStyle(node).visibility === 'hidden') continue;
+    if (node.closest('[display="none"]') || node.closest('.hoverlayer')) continue;
+    boxes.push([text, r.left - origin.left, r.top - origin.top, r.right - origin.left, r.bottom - origin.top]);
+  }
+  const height = div._fullLayout.height;
+  Plotly.purge(div);
+  return {boxes: boxes, height: height};
+}"""
+
+
+def plotly_page(page: object) -> object:
+    """`page` (Playwright) with the bundled plotly.js loaded and an empty figure container."""
+    js = (Path(plotly.__file__).parent / "package_data" / "plotly.min.js").read_text(encoding="utf-8")
+    page.set_content(PAGE.format(js=js))
+    return page
+
+
+def text_boxes(page: object, fig: go.Figure, width: int) -> tuple[list[Box], float]:
+    """Every visible text of `fig` drawn `width` px wide on a `plotly_page`, and the figure's height."""
+    found = page.evaluate(MEASURE, [json.loads(fig.to_json()), width])
+    return [Box(*row) for row in found["boxes"]], found["height"]
