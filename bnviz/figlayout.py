@@ -33,8 +33,12 @@ TITLE_EM = {"above, one line": 0.2, "above, lines": 0.9, "descent": 0.15, "subti
 PAD = 10  # px at scale 1 between the canvas edge and the first/last text, and between text blocks
 LEGEND_SYMBOL = 40  # px before a legend entry's text (plotly.js: itemwidth 30 + 2 × itemGap 5)
 LEGEND_GAP = 14  # px after a legend entry's text, before the next entry on its row
+LEGEND_ROW_PAD = 10  # px at scale 1 a legend row takes beyond its lines, and the legend once more (plotly.js: item gaps, border pad)
 MIN_PANEL = 110  # px at scale 1: the least height of one panel (a few tick labels and its data)
-DEFAULT_WIDTH = 900  # px: a full-width chart on a 1280–1440 screen with the sidebar open; side by side: pass about half
+# Chart widths (px) the dashboard lays text out for; a chart wider than its estimate only has spare room.
+DEFAULT_WIDTH = 900  # a full-width chart on a 1280–1440 screen with the sidebar open (1440: ~940)
+HALF_WIDTH = 440  # one of two charts side by side there (1440×900: ~460 each)
+PRESENTATION_WIDTH = 1120  # a full-width chart at 1280×720 in the presentation layout (sidebar folded)
 _TAG = re.compile(r"<[^>]+>")
 _BR = re.compile(r"<br\s*/?>", re.IGNORECASE)
 
@@ -142,8 +146,8 @@ def _x_labels_px(fig: go.Figure, row: Row, fonts: Fonts) -> float:
         axis = _x_axis_of(fig, key)
         if axis.visible is False:
             continue
-        ticks = 0.0 if axis.showticklabels is False else lines_px(1, fonts.base) + 8 * fonts.scale
-        title = lines_px(line_count(axis.title.text), fonts.base) + (6 * fonts.scale if axis.title.text else 0)
+        ticks = 0.0 if axis.showticklabels is False else lines_px(1, fonts.base) + 12 * fonts.scale  # with the tick marks
+        title = lines_px(line_count(axis.title.text), fonts.base) + (10 * fonts.scale if axis.title.text else 0)
         height = max(height, ticks + title)
     return height
 
@@ -177,7 +181,7 @@ def _legend_px(fig: go.Figure, fonts: Fonts, width: float) -> float:
             used = 0.0
         used += entry
         rows[-1] = max(rows[-1], line_count(trace.name))
-    return sum(lines_px(n, fonts.legend) + 6 * fonts.scale for n in rows)
+    return sum(lines_px(n, fonts.legend) + LEGEND_ROW_PAD * fonts.scale for n in rows) + LEGEND_ROW_PAD * fonts.scale * bool(rows)
 
 
 def _outside_text_px(fig: go.Figure, fonts: Fonts) -> float:

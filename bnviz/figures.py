@@ -611,7 +611,7 @@ def sweep_heatmap(runs: Sequence[RunData], scale: float = 1.0, width: float | No
             zmin=0,
             zmax=1,
             colorscale="Cividis",
-            colorbar=dict(title="test acc", tickformat=".0%"),
+            colorbar=dict(title=dict(text="test acc", side="right"), tickformat=".0%"),
             text=[[f"{v:.0%}" if np.isfinite(v) else "" for v in row] for row in grid.values],
             texttemplate="%{text}",
         )

@@ -20,13 +20,19 @@ import plotly.graph_objects as go
 
 @dataclass(frozen=True)
 class Box:
-    """A text's box in CSS pixels from the figure's top-left corner, and what it says (for messages)."""
+    """A box in CSS pixels from the figure's top-left corner: a text (what it says, for messages, and its
+    SVG class: "gtitle", "legendtext", "annotation-text", "xtitle" ...) or a panel."""
 
     text: str
     left: float
     top: float
     right: float
     bottom: float
+    kind: str = ""
+
+    @property
+    def height(self) -> float:
+        return self.bottom - self.top
 
 
 TOLERANCE = 1.0  # px: boxes that share an edge or overlap by anti-aliasing slack do not count as overlapping
@@ -59,22 +65,49 @@ MEASURE = """async ([fig, width]) => {
     const r = node.getBoundingClientRect();
     if (!text || r.width === 0 || r.height === 0 || getComputedStyle(node).visibility === 'hidden') continue;
     if (node.closest('[display="none"]') || node.closest('.hoverlayer')) continue;
-    boxes.push([text, r.left - origin.left, r.top - origin.top, r.right - origin.left, r.bottom - origin.top]);
+    const kind = node.getAttribute('class') || node.parentNode.getAttribute('class') || '';
+    boxes.push([text, r.left - origin.left, r.top - origin.top, r.right - origin.left, r.bottom - origin.top, kind]);
   }
+  const panels = Object.entries(div._fullLayout._plots).map(([name, p]) =>
+    [name, p.xaxis._offset, p.yaxis._offset, p.xaxis._offset + p.xaxis._length, p.yaxis._offset + p.yaxis._length, 'panel']);
   const height = div._fullLayout.height;
   Plotly.purge(div);
-  return {boxes: boxes, height: height};
+  return {boxes: boxes, panels: panels, height: height};
 }"""
 
 
 def plotly_page(page: object) -> object:
     """`page` (Playwright) with the bundled plotly.js loaded and an empty figure container."""
     js = (Path(plotly.__file__).parent / "package_data" / "plotly.min.js").read_text(encoding="utf-8")
-    page.set_content(PAGE.format(js=js))
+    page.set_content(PAGE.format(js=js), timeout=180_000)  # parsing 4.6 MB of plotly.js: seconds, more on a busy machine
     return page
 
 
-def text_boxes(page: object, fig: go.Figure, width: int) -> tuple[list[Box], float]:
-    """Every visible text of `fig` drawn `width` px wide on a `plotly_page`, and the figure's height."""
+@dataclass(frozen=True)
+class Drawn:
+    """A figure as Chromium drew it: its texts, its panels (plot areas) and its size."""
+
+    texts: list[Box]
+    panels: list[Box]
+    width: float
+    height: float
+
+
+def draw(page: object, fig: go.Figure, width: int) -> Drawn:
+    """Every visible text and every panel of `fig` drawn `width` px wide on a `plotly_page`."""
     found = page.evaluate(MEASURE, [json.loads(fig.to_json()), width])
-    return [Box(*row) for row in found["boxes"]], found["height"]
+    return Drawn([Box(*row) for row in found["boxes"]], [Box(*row) for row in found["panels"]], width, found["height"])
+
+
+OUTSIDE_PANELS = ("gtitle", "gtitle-subtitle", "legendtext")  # texts that belong around the panels, never on them
+
+
+def problems(drawn: Drawn) -> list[str]:
+    """What is wrong with the text of a drawn figure, one line each: texts that overlap, texts that leave
+    the canvas, and titles, subtitles or legend entries drawn over a panel."""
+    found = [f"overlap: {a.text[:40]!r} and {b.text[:40]!r}" for a, b in overlapping(drawn.texts)]
+    found += [f"off the {drawn.width:.0f}×{drawn.height:.0f} canvas: {b.text[:40]!r}" for b in outside(drawn.texts, drawn.width, drawn.height)]
+    around = [b for b in drawn.texts if b.kind in OUTSIDE_PANELS]
+    pairs = [(a, b) for a, b in overlapping([*around, *drawn.panels]) if (a.kind == "panel") != (b.kind == "panel")]
+    found += [f"on a panel: {(b if a.kind == 'panel' else a).text[:40]!r}" for a, b in pairs]
+    return found
