@@ -34,6 +34,7 @@ PAD = 10  # px at scale 1 between the canvas edge and the first/last text, and b
 LEGEND_SYMBOL = 40  # px before a legend entry's text (plotly.js: itemwidth 30 + 2 × itemGap 5)
 LEGEND_GAP = 14  # px after a legend entry's text, before the next entry on its row
 LEGEND_ROW_PAD = 10  # px at scale 1 a legend row takes beyond its lines, and the legend once more (plotly.js: item gaps, border pad)
+TICK_HALF_EM = 0.7  # how far a panel's top tick label reaches above it, in em of the base font
 MIN_PANEL = 110  # px at scale 1: the least height of one panel (a few tick labels and its data)
 # Chart widths (px) the dashboard lays text out for; a chart wider than its estimate only has spare room.
 DEFAULT_WIDTH = 900  # a full-width chart on a 1280–1440 screen with the sidebar open (1440: ~940)
@@ -227,8 +228,15 @@ def _x_axes(fig: go.Figure, rows: Sequence[Row]) -> list[object]:
 
 
 def _titles_px(row: Row, fonts: Fonts) -> float:
-    """Height of the tallest panel title above a row (0 when it has none)."""
-    return max((lines_px(line_count(n.text), n.font.size or fonts.base) for n in row.titles), default=0.0)
+    """Height of the tallest panel title above a row with its lift over the top tick label (0 without titles)."""
+    tallest = max((lines_px(line_count(n.text), n.font.size or fonts.base) for n in row.titles), default=0.0)
+    return tallest + TICK_HALF_EM * fonts.base * bool(row.titles)
+
+
+def _lift_titles(rows: Sequence[Row], fonts: Fonts) -> None:
+    """Raise panel titles clear of the top tick label, which reaches half a line above its panel."""
+    for note in (n for row in rows for n in row.titles):
+        note.yshift = TICK_HALF_EM * fonts.base
 
 
 def _head_px(fig: go.Figure, fonts: Fonts) -> float:
@@ -254,6 +262,11 @@ def _column_gap_px(fig: go.Figure, row: Row, fonts: Fonts) -> float:
     return 5 * CHAR_EM * fonts.base + 14 * fonts.scale + lines_px(titled, fonts.base)
 
 
+def needed_height(fig: go.Figure, width: float) -> int:
+    """The least height (px) at which `fig` holds its text at `width` px with `MIN_PANEL` px panels; `fig` is kept."""
+    return fit(go.Figure(fig), width, height=1).layout.height
+
+
 def fit(fig: go.Figure, width: float = DEFAULT_WIDTH, height: float | None = None, min_panel: float = MIN_PANEL, grow: bool = True) -> go.Figure:
     """Lay `fig` out for a chart `width` px wide: wrap its texts, size the top and bottom margins, the gaps
     between panels and the height (at least `height`, more when the panels would get less than `min_panel`
@@ -269,7 +282,7 @@ def fit(fig: go.Figure, width: float = DEFAULT_WIDTH, height: float | None = Non
     above_panels = (
         _titles_px(rows[0], fonts) + pad / 2 * bool(rows[0].titles),
         _outside_text_px(fig, fonts),
-        0.7 * fonts.base,
+        TICK_HALF_EM * fonts.base,
     )  # 0.7: a top tick label's upper half
     top = head + pad + max(above_panels)
     legend = _legend_px(fig, fonts, width)
@@ -280,6 +293,7 @@ def fit(fig: go.Figure, width: float = DEFAULT_WIDTH, height: float | None = Non
     asked = math.ceil(height or fig.layout.height or 0)
     final = max(math.ceil(top + bottom + sum(gaps) + panels), asked) if grow or not asked else asked
     _place_rows(fig, rows, gaps, final - top - bottom)
+    _lift_titles(rows, fonts)
     _thin_ticks(fig, rows, fonts, plot_width(fig, width), final - top - bottom)
     fig.update_layout(
         height=final,
