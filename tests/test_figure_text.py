@@ -14,10 +14,11 @@ from bnviz import export, figlayout
 from bnviz import figures as F
 from bnviz.figures import PRESENTATION_SCALE
 from bnviz.records import RunData
+from bnviz.store import Store
 from bnviz.summary import history_figures
-from tests.browser import BROWSER_MODULE, chromium
+from tests.browser import BROWSER_MODULE, chromium, streamlit_server
 from tests.test_figures import make_data, tiny_run
-from tests.textboxes import draw, plotly_page, problems
+from tests.textboxes import draw, drawn_chart, plotly_page, problems
 
 pytestmark = BROWSER_MODULE
 
@@ -81,9 +82,14 @@ def runs(tmp_path_factory) -> Runs:
 
 
 @pytest.fixture(scope="module")
-def page():
-    with chromium() as browser:
-        yield plotly_page(browser.new_page())
+def browser():
+    with chromium() as running:  # one per module: Playwright's sync API allows one at a time
+        yield running
+
+
+@pytest.fixture(scope="module")
+def page(browser):
+    return plotly_page(browser.new_page())
 
 
 def _check(page, fig, width: float, scale: float, min_panel: float) -> list[str]:
@@ -121,3 +127,21 @@ def test_story_chapter_3_histogram_at_1280x720_in_the_presentation_layout(page, 
     panel_titles = [b for b in drawn.texts if b.text.startswith(("training mode", "inference mode"))]
     assert len(panel_titles) == 2 and all(subtitle.bottom < b.top for b in panel_titles)
     assert all(b.bottom <= min(p.top for p in drawn.panels) for b in panel_titles)
+
+
+def test_story_chapter_3_page_at_1280x720_has_no_overlapping_chart_text(browser, tmp_path):
+    """The same chart on the real page: the Story opened on chapter 3 (`bn`, trained small) in the
+    presentation layout at 1280×720, its histogram's text boxes read from Chromium."""
+    from bnviz.presets import preset_config
+    from bnviz.tf.train import execute_run
+
+    store = Store(tmp_path)
+    execute_run(store, store.create_run(preset_config("bn", input_size=24, epochs=1), status="running", sweep="story-20260101-000000"))
+    with streamlit_server(tmp_path) as (url, _):
+        page = browser.new_page(viewport={"width": 1280, "height": 720})
+        page.goto(f"{url}/story?chapter=bn&layout=presentation")
+        chart = page.locator('[data-testid="stPlotlyChart"]').filter(has_text="output on the validation probe batch").first
+        chart.locator(".gtitle").wait_for(timeout=120_000)
+        drawn = drawn_chart(chart)
+    assert any(b.text.startswith("training mode") for b in drawn.texts) and len(drawn.panels) == 2
+    assert drawn.width >= 900 and not problems(drawn), problems(drawn)

@@ -54,26 +54,34 @@ def outside(boxes: Iterable[Box], width: float, height: float, tolerance: float 
 
 
 PAGE = "<html><head><meta charset='utf-8'><script>{js}</script></head><body style='margin:0'><div id='fig'></div></body></html>"
-MEASURE = """async ([fig, width]) => {
-  const div = document.getElementById('fig');
-  const layout = Object.assign({}, fig.layout, {width: width});
-  await Plotly.newPlot(div, fig.data, layout, {staticPlot: true});
-  const origin = div.getBoundingClientRect();
-  const boxes = [];
-  for (const node of div.querySelectorAll('svg text')) {
+# The boxes of a drawn Plotly chart under `root` (the plot's div or an element around it), from its top-left corner.
+COLLECT = """(root) => {
+  const plot = root.classList.contains('js-plotly-plot') ? root : root.querySelector('.js-plotly-plot');
+  const origin = plot.getBoundingClientRect();
+  const texts = [];
+  for (const node of plot.querySelectorAll('svg text')) {
     const text = node.textContent.trim();
     const r = node.getBoundingClientRect();
     if (!text || r.width === 0 || r.height === 0 || getComputedStyle(node).visibility === 'hidden') continue;
     if (node.closest('[display="none"]') || node.closest('.hoverlayer')) continue;
     const kind = node.getAttribute('class') || node.parentNode.getAttribute('class') || '';
-    boxes.push([text, r.left - origin.left, r.top - origin.top, r.right - origin.left, r.bottom - origin.top, kind]);
+    texts.push([text, r.left - origin.left, r.top - origin.top, r.right - origin.left, r.bottom - origin.top, kind]);
   }
-  const panels = Object.entries(div._fullLayout._plots).map(([name, p]) =>
+  const panels = Object.entries(plot._fullLayout._plots).map(([name, p]) =>
     [name, p.xaxis._offset, p.yaxis._offset, p.xaxis._offset + p.xaxis._length, p.yaxis._offset + p.yaxis._length, 'panel']);
-  const height = div._fullLayout.height;
-  Plotly.purge(div);
-  return {boxes: boxes, panels: panels, height: height};
+  return {texts: texts, panels: panels, width: plot._fullLayout.width, height: plot._fullLayout.height};
 }"""
+MEASURE = (
+    """async ([fig, width]) => {
+  const div = document.getElementById('fig');
+  await Plotly.newPlot(div, fig.data, Object.assign({}, fig.layout, {width: width}), {staticPlot: true});
+  const found = ("""
+    + COLLECT
+    + """)(div);
+  Plotly.purge(div);
+  return found;
+}"""
+)
 
 
 def plotly_page(page: object) -> object:
@@ -95,8 +103,16 @@ class Drawn:
 
 def draw(page: object, fig: go.Figure, width: int) -> Drawn:
     """Every visible text and every panel of `fig` drawn `width` px wide on a `plotly_page`."""
-    found = page.evaluate(MEASURE, [json.loads(fig.to_json()), width])
-    return Drawn([Box(*row) for row in found["boxes"]], [Box(*row) for row in found["panels"]], width, found["height"])
+    return _drawn(page.evaluate(MEASURE, [json.loads(fig.to_json()), width]))
+
+
+def drawn_chart(element: object) -> Drawn:
+    """The texts and panels of a chart already drawn in a page (a Playwright locator of it or around it)."""
+    return _drawn(element.evaluate(COLLECT))
+
+
+def _drawn(found: dict) -> Drawn:
+    return Drawn([Box(*row) for row in found["texts"]], [Box(*row) for row in found["panels"]], found["width"], found["height"])
 
 
 OUTSIDE_PANELS = ("gtitle", "gtitle-subtitle", "legendtext")  # texts that belong around the panels, never on them
