@@ -30,6 +30,7 @@ LINE_EM = 1.3  # Plotly's line spacing for multi-line text
 # 0.23 em (title) or 0.15 em (subtitle) shorter than its lines; a one-line subtitle starts 1.38 em under the
 # title's box, a longer one 0.68 em).
 TITLE_EM = {"above, one line": 0.2, "above, lines": 0.9, "descent": 0.15, "subtitle gap": 1.4, "subtitle gap, lines": 0.7}
+SCREEN_FONT = 13  # px: the base font at scale 1 (bnviz.figures.BASE_FONT)
 PAD = 10  # px at scale 1 between the canvas edge and the first/last text, and between text blocks
 LEGEND_SYMBOL = 40  # px before a legend entry's text (plotly.js: itemwidth 30 + 2 × itemGap 5)
 LEGEND_GAP = 14  # px after a legend entry's text, before the next entry on its row
@@ -64,8 +65,8 @@ class Fonts:
 
     @property
     def scale(self) -> float:
-        """How much larger than 13 px (the screen's base font) the text is: margins and pads follow it."""
-        return self.base / 13
+        """How much larger than the screen's base font the text is: margins and pads follow it."""
+        return self.base / SCREEN_FONT
 
 
 def plain(text: str | None) -> list[str]:
