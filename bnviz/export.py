@@ -34,7 +34,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
-from bnviz import figures
+from bnviz import figlayout, figures
 from bnviz.diagnose import all_layer_figures, diagnose
 from bnviz.labels import unique_labels
 from bnviz.records import RunData
@@ -209,16 +209,28 @@ SIZE_PRESETS = {
 }
 
 
+MIN_EXPORT_FONT = 10  # px: the smallest base font a size preset shrinks a crowded chart's text to
+
+
 def sized(fig: go.Figure, preset: str = "screen") -> go.Figure:
     """A copy of `fig` at a size preset (SIZE_PRESETS): width and height, and every text (titles,
     legend, subplot titles, annotations) scaled as bnviz.figures.scale_text does for the
-    presentation layout, so that the base font becomes the preset's."""
+    presentation layout, so that the base font becomes the preset's, and the text laid out again for
+    the preset's width (bnviz.figlayout.fit) at exactly its height; where the text would not fit that
+    height with panels of `figlayout.MIN_PANEL` px, the base font shrinks a pixel at a time (not below
+    `MIN_EXPORT_FONT`) until it does."""
     size = SIZE_PRESETS[preset]
-    out = go.Figure(fig)
-    if size.width:
-        figures.scale_text(out, size.font / figures.BASE_FONT)
-        out.update_layout(width=size.width, height=size.height)
-    return out
+    if not size.width:
+        return go.Figure(fig)
+    font = size.font
+    while font > MIN_EXPORT_FONT and figlayout.needed_height(_scaled(fig, font), size.width) > size.height:
+        font -= 1  # a chart with more text than the size holds: smaller text, never text over text
+    return figlayout.fit(_scaled(fig, font), size.width, size.height, grow=False).update_layout(width=size.width)
+
+
+def _scaled(fig: go.Figure, font: float) -> go.Figure:
+    """A copy of `fig` with its base font `font` px and every other text in proportion."""
+    return figures.scale_text(go.Figure(fig), font / figures.BASE_FONT)
 
 
 def figure_bytes(fig: go.Figure, fmt: str, preset: str = "screen") -> bytes:

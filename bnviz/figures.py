@@ -12,7 +12,6 @@ No Streamlit, TensorFlow or Keras here: the dashboard and the HTML report both c
 from __future__ import annotations
 
 import html
-import textwrap
 from collections.abc import Sequence
 
 import numpy as np
@@ -21,7 +20,7 @@ import plotly.graph_objects as go
 import plotly.io as pio
 from plotly.subplots import make_subplots
 
-from bnviz import stats
+from bnviz import figlayout, stats
 from bnviz.diagnose import layer_figures
 from bnviz.labels import unique_labels
 from bnviz.records import LayerTrace, RunData
@@ -43,7 +42,6 @@ FIT_COLUMN = "train (fit)"  # what fit reported: batch statistics, running mean 
 ACCURACY_COLUMNS = (FIT_COLUMN, *(f"{s} (evaluate)" for s in SPLITS), *(f"{s} (batch stats)" for s in SPLITS))  # evaluate: inference mode
 
 BASE_FONT, TITLE_FONT, LEGEND_FONT = 13, 16, 12  # px on screen; `scale` multiplies them (presentation layout: 2)
-SUBTITLE_CHARS = 130  # characters a subtitle line holds on a screen-wide chart at scale 1; wrapped at larger scales
 PRESENTATION_SCALE = 2.0  # the dashboard's presentation layout: text twice the screen size, for a projector
 TEMPLATE = go.layout.Template(pio.templates["plotly_white"])
 TEMPLATE.layout.update(
@@ -64,16 +62,18 @@ def _text(value: object) -> str:
     return html.escape(str(value), quote=False)
 
 
-def _style(fig: go.Figure, title: str, subtitle: str = "", height: int = 460, scale: float = 1.0, **layout: object) -> go.Figure:
-    """Apply the shared template, a title that says what the chart shows, a height, and the text scale."""
+def _style(fig: go.Figure, title: str, subtitle: str = "", height: int = 460, scale: float = 1.0, width: float | None = None, **layout: object) -> go.Figure:
+    """Apply the shared template, a title that says what the chart shows, the text scale, and room for every
+    text at `width` px (bnviz.figlayout.fit: at least `height` × `scale` px tall, taller when the text needs it)."""
     fig.update_layout(template=TEMPLATE, height=height, title=dict(text=title, subtitle=dict(text=subtitle)), **layout)
-    return scale_text(fig, scale)
+    return figlayout.fit(scale_text(fig, scale), width or figlayout.DEFAULT_WIDTH)
 
 
 def scale_text(fig: go.Figure, scale: float) -> go.Figure:
     """`fig` with every text (title, subtitle, axes, ticks, legend, annotations and subplot titles)
-    `scale` times the template's size, long subtitles wrapped, and the margins and height grown to match, so a
-    chart projected in a classroom stays readable from the back row (scale 2: 26 px text, 32 px titles)."""
+    `scale` times the template's size, and the margins and height grown to match, so a chart projected in a
+    classroom stays readable from the back row (scale 2: 26 px text, 32 px titles). Wrapping and room for the
+    wrapped text: bnviz.figlayout.fit, after this."""
     if scale == 1:
         return fig
     margin = TEMPLATE.layout.margin
@@ -88,19 +88,16 @@ def scale_text(fig: go.Figure, scale: float) -> go.Figure:
         fig.update_layout(height=round(fig.layout.height * scale))
     for note in fig.layout.annotations:
         note.font.size = (note.font.size or BASE_FONT) * scale
-    subtitle = fig.layout.title.subtitle.text
-    if scale > 1 and subtitle and "<br>" not in subtitle:  # Plotly never wraps: a long subtitle would run off a chart at this size
-        fig.update_layout(title_subtitle_text="<br>".join(textwrap.wrap(subtitle, round(SUBTITLE_CHARS / scale))))
     return fig
 
 
-def empty_figure(title: str, message: str, scale: float = 1.0) -> go.Figure:
+def empty_figure(title: str, message: str, scale: float = 1.0, width: float | None = None) -> go.Figure:
     """A blank figure whose centred annotation says why there is nothing to plot."""
     fig = go.Figure()
     fig.add_annotation(text=message, x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False, font=dict(size=16, color="#666666"))
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False)
-    return _style(fig, title, height=320, scale=scale)
+    return _style(fig, title, height=320, scale=scale, width=width)
 
 
 def _layer_or_message(data: RunData, layer: str) -> LayerTrace | str:
@@ -200,13 +197,13 @@ def _modes_text(row, joiner: str) -> str:
 
 
 # --- one run ----------------------------------------------------------------------------------
-def activation_histograms(data: RunData, layer: str, probe_index: int = -1, scale: float = 1.0) -> go.Figure:
+def activation_histograms(data: RunData, layer: str, probe_index: int = -1, scale: float = 1.0, width: float | None = None) -> go.Figure:
     """Histograms of one BN layer's output on the validation probe batch in both modes at one probe
     step: where the two differ, inference feeds the next layer numbers it never saw in training."""
     trace = _layer_or_message(data, layer)
     title = f"{_text(layer)}: BN output in training vs inference mode"
     if isinstance(trace, str):
-        return empty_figure(title, trace, scale=scale)
+        return empty_figure(title, trace, scale=scale, width=width)
     index = int(np.clip(probe_index if probe_index >= 0 else len(trace.steps) + probe_index, 0, len(trace.steps) - 1))
     step = int(trace.steps[index])
     edges = np.asarray(trace.hist_edges[index], dtype=float)
@@ -229,7 +226,7 @@ def activation_histograms(data: RunData, layer: str, probe_index: int = -1, scal
     fig.update_layout(bargap=0, hovermode="closest", showlegend=False)
     fig.update_yaxes(title_text="number of values", row=1, col=1)
     subtitle = f"side by side, each with its own count axis; end bins hold the values beyond them · {_probe_accuracies(data, step)}"
-    return _style(fig, f"{_text(layer)} output on the validation probe batch {_when(data, step)}", subtitle, scale=scale)
+    return _style(fig, f"{_text(layer)} output on the validation probe batch {_when(data, step)}", subtitle, scale=scale, width=width)
 
 
 def _when(data: RunData, step: int) -> str:
@@ -237,17 +234,17 @@ def _when(data: RunData, step: int) -> str:
     return "in the saved model" if data.run.info.get("source") == "inspect" else f"at step {step}"
 
 
-def drift_figure(data: RunData, layer: str, channel: int | None = None, scale: float = 1.0) -> go.Figure:
+def drift_figure(data: RunData, layer: str, channel: int | None = None, scale: float = 1.0, width: float | None = None) -> go.Figure:
     """Moving mean/variance against the training batch's and the population's over the steps: the
     moving statistics start at 0 and 1 and close only a (1 − mᵗ) share of the distance."""
     trace = _layer_or_message(data, layer)
     where = "mean over channels" if channel is None else f"channel {channel}"
     title = f"{_text(layer)} ({where}): moving statistics vs batch and population statistics"
     if isinstance(trace, str):
-        return empty_figure(title, trace, scale=scale)
+        return empty_figure(title, trace, scale=scale, width=width)
     channels = trace.moving_mean.shape[1]
     if channel is not None and not 0 <= channel < channels:
-        return empty_figure(title, f"Layer {_text(layer)} has channels 0 to {channels - 1}; received channel {channel}", scale=scale)
+        return empty_figure(title, f"Layer {_text(layer)} has channels 0 to {channels - 1}; received channel {channel}", scale=scale, width=width)
     fig = make_subplots(
         rows=2,
         cols=1,
@@ -278,7 +275,7 @@ def drift_figure(data: RunData, layer: str, channel: int | None = None, scale: f
     measured = len(trace.measured().steps)
     if measured < len(trace.steps):
         subtitle += f" · population measured at {measured} of {len(trace.steps)} probe steps"
-    return _style(fig, title, subtitle, height=640, hovermode="x unified", scale=scale)
+    return _style(fig, title, subtitle, height=640, hovermode="x unified", scale=scale, width=width)
 
 
 def _theory_steps(momentum: float, steps: int) -> np.ndarray:
@@ -300,7 +297,9 @@ def _share(weight: float) -> str:
     return f"{weight:.1%}" if weight >= 0.001 else "< 0.1%"
 
 
-def ema_theory_figure(momentum: float, steps_trained: int, compare: Sequence[float] = (0.99, 0.9, 0.8), height: int = 460, scale: float = 1.0) -> go.Figure:
+def ema_theory_figure(
+    momentum: float, steps_trained: int, compare: Sequence[float] = (0.99, 0.9, 0.8), height: int = 460, scale: float = 1.0, width: float | None = None
+) -> go.Figure:
     """Weight mᵗ the initial moving values (mean 0, variance 1) still carry after t steps, for the
     run's momentum and a few others: the share of inference's statistics that is not data."""
     momenta = [float(momentum)]
@@ -329,16 +328,16 @@ def ema_theory_figure(momentum: float, steps_trained: int, compare: Sequence[flo
     fig.update_yaxes(title_text="weight of the initial value, mᵗ", range=[0, 1.02], tickformat=".0%")
     fig.update_layout(hovermode="x unified")  # the template's legend: below the plot, where long names fit
     subtitle = "moving = m·moving + (1 − m)·batch, starting from mean 0 and variance 1"
-    return _style(fig, "The cause: initial values left, mᵗ", subtitle, height=height, scale=scale)
+    return _style(fig, "The cause: initial values left, mᵗ", subtitle, height=height, scale=scale, width=width)
 
 
-def channel_gap_figure(data: RunData, layer: str, scale: float = 1.0) -> go.Figure:
+def channel_gap_figure(data: RunData, layer: str, scale: float = 1.0, width: float | None = None) -> go.Figure:
     """Heatmap channel × probe step of |moving mean − population mean| / √(population variance + ε)
     (the units BN divides by): which channels inference mis-centres, and how slowly the error shrinks."""
     trace = _layer_or_message(data, layer)
     title = f"{_text(layer)}: error of the moving mean, per channel, in population standard deviations"
     if isinstance(trace, str):
-        return empty_figure(title, trace, scale=scale)
+        return empty_figure(title, trace, scale=scale, width=width)
     trace = trace.measured()  # the records between carry no population
     gap = stats.standardized_gap(trace.moving_mean.astype(float), trace.pop_mean.astype(float), trace.pop_var.astype(float), data.epsilon(layer))
     fig = go.Figure(
@@ -354,15 +353,17 @@ def channel_gap_figure(data: RunData, layer: str, scale: float = 1.0) -> go.Figu
     )
     fig.update_xaxes(title_text="training step (records that measured the population, evenly spaced)", type="category")
     fig.update_yaxes(title_text="channel", autorange="reversed")
-    return _style(fig, title, "0 = inference centres this channel exactly as the population does", height=max(360, 160 + 14 * gap.shape[1]), scale=scale)
+    return _style(
+        fig, title, "0 = inference centres this channel exactly as the population does", height=max(360, 160 + 14 * gap.shape[1]), scale=scale, width=width
+    )
 
 
-def training_curves(data: RunData, height: int = 620, scale: float = 1.0) -> go.Figure:
+def training_curves(data: RunData, height: int = 620, scale: float = 1.0, width: float | None = None) -> go.Figure:
     """Loss and accuracy per step as `fit` reports them, with the probe accuracy in both modes:
     the gap between the two modes opening while `fit` looks fine is the BN collapse."""
     title = "The symptom: fit climbs, inference stays behind"
     if not len(data.steps) and not len(data.probes):
-        return empty_figure(title, "No training steps recorded yet", scale=scale)
+        return empty_figure(title, "No training steps recorded yet", scale=scale, width=width)
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.1, row_heights=(0.4, 0.6), subplot_titles=("loss", "accuracy"))
     if len(data.steps):
         for row, column in ((1, "loss"), (2, "accuracy")):
@@ -379,7 +380,7 @@ def training_curves(data: RunData, height: int = 620, scale: float = 1.0) -> go.
     fig.update_xaxes(title_text="training step", row=2, col=1)
     end = data.probes.iloc[-1] if len(data.probes) else None
     last = "" if end is None else f": at step {int(end['step'])} {_modes_text(end, ' vs ')}"
-    return _style(fig, title, f"fit vs the probe batch in training and inference mode{last}", height=height, hovermode="x unified", scale=scale)
+    return _style(fig, title, f"fit vs the probe batch in training and inference mode{last}", height=height, hovermode="x unified", scale=scale, width=width)
 
 
 def _live_score(data: RunData) -> tuple[str, str, str, str]:
@@ -390,7 +391,7 @@ def _live_score(data: RunData) -> tuple[str, str, str, str]:
     return "loss", "loss_train_mode", "loss_inference", "loss"
 
 
-def live_figure(data: RunData, total_steps: int | None = None, scale: float = 1.0) -> go.Figure:
+def live_figure(data: RunData, total_steps: int | None = None, scale: float = 1.0, width: float | None = None) -> go.Figure:
     """A training run as it goes, small enough to redraw every few seconds: fit's score and the probe
     batch in both modes (left), mᵗ over the whole run with the current step marked (right)."""
     step = data.steps_trained
@@ -430,7 +431,7 @@ def live_figure(data: RunData, total_steps: int | None = None, scale: float = 1.
         f"{len(data.probes)} probe records{last}",
         height=380,
         scale=scale,
-        margin=dict(t=80, b=40),
+        width=width,
     )
 
 
@@ -447,12 +448,12 @@ def _with_id(traces: Sequence[go.Scatter], run_id: str, y_format: str = ".3g") -
     return traces
 
 
-def compare_accuracy_figure(runs: Sequence[RunData], scale: float = 1.0) -> go.Figure:
+def compare_accuracy_figure(runs: Sequence[RunData], scale: float = 1.0, width: float | None = None) -> go.Figure:
     """Probe accuracy of each run in both modes over the steps (colour = run, dash = mode)."""
     title = "Probe accuracy per run: training mode (dotted) vs inference mode (solid)"
     probed = [(i, d) for i, d in enumerate(runs) if len(d.probes)]
     if not probed:
-        return empty_figure(title, "No runs selected" if not runs else "No probe records yet", scale=scale)
+        return empty_figure(title, "No runs selected" if not runs else "No probe records yet", scale=scale, width=width)
     fig, names = go.Figure(), _run_names(runs)
     for i, d in probed:
         colour = _run_colour(i)
@@ -460,15 +461,15 @@ def compare_accuracy_figure(runs: Sequence[RunData], scale: float = 1.0) -> go.F
         fig.add_traces(_with_id(lines, d.run.id, ".1%"))
     _percent_axis(fig, title="probe accuracy (validation batch)")
     fig.update_xaxes(title_text="training step")
-    return _style(fig, title, height=500, hovermode="closest", scale=scale)
+    return _style(fig, title, height=500, hovermode="closest", scale=scale, width=width)
 
 
-def compare_drift_figure(runs: Sequence[RunData], layer: str, scale: float = 1.0) -> go.Figure:
+def compare_drift_figure(runs: Sequence[RunData], layer: str, scale: float = 1.0, width: float | None = None) -> go.Figure:
     """Per run, how far the moving statistics of one layer are from the population's over steps."""
     title = f"{_text(layer)}: how far each run's moving statistics are from the population's"
     having = [(i, d) for i, d in enumerate(runs) if layer in d.layers and len(d.layers[layer].steps)]
     if not having:
-        return empty_figure(title, "No runs selected" if not runs else f"No run has probe records for layer {_text(layer)}", scale=scale)
+        return empty_figure(title, "No runs selected" if not runs else f"No run has probe records for layer {_text(layer)}", scale=scale, width=width)
     fig = make_subplots(
         rows=2,
         cols=1,
@@ -490,7 +491,7 @@ def compare_drift_figure(runs: Sequence[RunData], layer: str, scale: float = 1.0
     fig.update_yaxes(title_text="mean gap (population SDs)", rangemode="tozero", row=1, col=1)
     _log_axis(fig, 2, "scale error")
     fig.update_xaxes(title_text="training step", row=2, col=1)
-    return _style(fig, title, height=640, hovermode="closest", scale=scale)
+    return _style(fig, title, height=640, hovermode="closest", scale=scale, width=width)
 
 
 def _accuracy(data: RunData, evaluation: str, split: str) -> float:
@@ -525,13 +526,13 @@ def percent_cells(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.map(lambda v: f"{v:.0%}" if np.isfinite(v) else "–")
 
 
-def final_accuracy_figure(runs: Sequence[RunData], scale: float = 1.0) -> go.Figure:
+def final_accuracy_figure(runs: Sequence[RunData], scale: float = 1.0, width: float | None = None) -> go.Figure:
     """Grouped bars per run: val and test accuracy in inference mode vs with batch statistics; a
     large difference means the weights are fine and the moving statistics are not."""
     title = "Final accuracy: inference mode vs batch statistics"
     frame = accuracy_frame(runs).dropna(how="all")
     if frame.empty:
-        return empty_figure(title, "No runs selected" if not runs else "No final evaluation yet", scale=scale)
+        return empty_figure(title, "No runs selected" if not runs else "No final evaluation yet", scale=scale, width=width)
     labels = [_text(label) for label in frame.index]
     fig = go.Figure()
     for split, pattern in (("val", "/"), ("test", "")):
@@ -550,7 +551,7 @@ def final_accuracy_figure(runs: Sequence[RunData], scale: float = 1.0) -> go.Fig
     # above it, at container y > 1, is drawn off the chart by the browser), two entries per row.
     fig.update_layout(barmode="group", bargroupgap=0.08, hovermode="closest", showlegend=True, legend=dict(entrywidthmode="fraction", entrywidth=0.5))
     _percent_axis(fig, title="accuracy")
-    return _style(fig, title, "hatched: validation set · plain: test set", height=520, scale=scale)
+    return _style(fig, title, "hatched: validation set · plain: test set", height=520, scale=scale, width=width)
 
 
 # --- sweeps -----------------------------------------------------------------------------------
@@ -572,7 +573,7 @@ def _sweep_frame(runs: Sequence[RunData]) -> pd.DataFrame:
 SWEEP_AXES = ("momentum", "window")  # the x axis of sweep_figure: m itself, or the EMA window 1/(1 − m) on a log axis
 
 
-def sweep_figure(runs: Sequence[RunData], x_axis: str = "momentum", scale: float = 1.0) -> go.Figure:
+def sweep_figure(runs: Sequence[RunData], x_axis: str = "momentum", scale: float = 1.0, width: float | None = None) -> go.Figure:
     """Test accuracy against momentum, inference mode vs batch statistics, one colour per batch
     size: where the two modes part, the moving statistics are what fails. `x_axis="window"` plots
     against the EMA window 1/(1 − m) on a log axis, which spreads 0.9, 0.99 and 0.999 (10, 100 and
@@ -582,7 +583,7 @@ def sweep_figure(runs: Sequence[RunData], x_axis: str = "momentum", scale: float
     if x_axis == "window":
         frame = frame[frame["momentum"] < 1].assign(momentum=lambda f: 1 / (1 - f["momentum"]))
     if frame.empty:
-        return empty_figure(title, "No finished runs in this sweep yet", scale=scale)
+        return empty_figure(title, "No finished runs in this sweep yet", scale=scale, width=width)
     fig = go.Figure()
     for i, (batch, rows) in enumerate(frame.groupby("batch_size")):
         colours = (TRAIN_COLOUR, INFER_COLOUR) if frame["batch_size"].nunique() == 1 else (_run_colour(i), _run_colour(i))
@@ -592,15 +593,15 @@ def sweep_figure(runs: Sequence[RunData], x_axis: str = "momentum", scale: float
         fig.update_xaxes(title_text="EMA window 1/(1 − m) in steps (log scale; m = 0.9 → 10, 0.99 → 100)", type="log")
     else:
         fig.update_xaxes(title_text="BN momentum m (Keras; PyTorch uses 1 − m)")
-    return _style(fig, title, "dotted: batch statistics · solid: moving statistics (what evaluate uses)", scale=scale)
+    return _style(fig, title, "dotted: batch statistics · solid: moving statistics (what evaluate uses)", scale=scale, width=width)
 
 
-def sweep_heatmap(runs: Sequence[RunData], scale: float = 1.0) -> go.Figure:
+def sweep_heatmap(runs: Sequence[RunData], scale: float = 1.0, width: float | None = None) -> go.Figure:
     """Inference-mode test accuracy over momentum × batch size."""
     title = "Momentum × batch size: inference-mode test accuracy"
     frame = _sweep_frame(runs)
     if frame.empty or frame["batch_size"].nunique() < 2:
-        return empty_figure(title, "A heatmap needs finished runs with at least two batch sizes", scale=scale)
+        return empty_figure(title, "A heatmap needs finished runs with at least two batch sizes", scale=scale, width=width)
     grid = frame.pivot_table(index="batch_size", columns="momentum", values="inference", aggfunc="mean")
     fig = go.Figure(
         go.Heatmap(
@@ -610,11 +611,11 @@ def sweep_heatmap(runs: Sequence[RunData], scale: float = 1.0) -> go.Figure:
             zmin=0,
             zmax=1,
             colorscale="Cividis",
-            colorbar=dict(title="test acc", tickformat=".0%"),
+            colorbar=dict(title=dict(text="test acc", side="right"), tickformat=".0%"),
             text=[[f"{v:.0%}" if np.isfinite(v) else "" for v in row] for row in grid.values],
             texttemplate="%{text}",
         )
     )
     fig.update_xaxes(title_text="BN momentum m", type="category")
     fig.update_yaxes(title_text="batch size", type="category")
-    return _style(fig, title, scale=scale)
+    return _style(fig, title, scale=scale, width=width)

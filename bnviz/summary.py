@@ -103,12 +103,13 @@ def headline_figures(data: RunData, ev: Evidence | None) -> list[Headline]:
     return cells
 
 
-def history_figures(data: RunData, height: int = 420, scale: float = 1.0) -> dict[str, go.Figure]:
+def history_figures(data: RunData, height: int = 420, scale: float = 1.0, width: float | None = None) -> dict[str, go.Figure]:
     """The symptom (training curves, "curves") and the cause (mᵗ over the steps, "theory"), as the top of
-    Diagnose draws them; a saved model has no curves, and mᵗ only after the step count its user gave."""
-    shown = {} if inspected(data.run) else {"curves": figures.training_curves(data, height=height, scale=scale)}
+    Diagnose draws them, their text laid out for charts `width` px wide (side by side: about half a
+    page); a saved model has no curves, and mᵗ only after the step count its user gave."""
+    shown = {} if inspected(data.run) else {"curves": figures.training_curves(data, height=height, scale=scale, width=width)}
     if data.run.config.arch.has_moving_stats and (steps := steps_known(data)) is not None:
-        shown["theory"] = figures.ema_theory_figure(data.run.momentum, steps, height=height, scale=scale)
+        shown["theory"] = figures.ema_theory_figure(data.run.momentum, steps, height=height, scale=scale, width=width)
     return shown
 
 

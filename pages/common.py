@@ -22,6 +22,7 @@ import streamlit as st
 from pandas.io.formats.style import Styler
 from streamlit.navigation.page import StreamlitPage
 
+from bnviz import figlayout
 from bnviz.config import SETTING, ConfigError
 from bnviz.diagnose import Finding, diagnose
 from bnviz.executors import ray_address
@@ -147,6 +148,14 @@ def presented() -> bool:
 def side_by_side(count: int) -> list:
     """`count` columns on screen; in the presentation layout one full-width container each, one under another."""
     return [st.container() for _ in range(count)] if st.session_state.get("presentation") else st.columns(count, gap="medium")
+
+
+def chart_width(columns: int = 1) -> float:
+    """The width (px) a chart is laid out for, one of `columns` side by side (bnviz.figlayout wraps its text
+    to it): the presentation layout stacks them at the projector's width, a screen splits ~900 px."""
+    if st.session_state.get("presentation"):
+        return figlayout.PRESENTATION_WIDTH
+    return figlayout.DEFAULT_WIDTH if columns == 1 else figlayout.HALF_WIDTH
 
 
 def scale() -> float:

@@ -60,7 +60,7 @@ def history_charts(data: RunData, scale: float) -> None:
     nor, without a step count, mᵗ: one caption says so."""
     if common.inspected(data.run):
         st.caption(HISTORY_NOTE)
-    charts = history_figures(data, scale=scale)
+    charts = history_figures(data, scale=scale, width=common.chart_width(2))
     for col, (key, fig) in zip(common.side_by_side(2) if charts else [], charts.items(), strict=False):
         with col:
             common.chart(fig, key=f"diagnose_{key}")
