@@ -13,7 +13,7 @@ from bnviz import export, slides
 from bnviz.store import Store
 from bnviz.story import latest_story
 from tests.conftest import browser_test
-from tests.test_app import deferred, open_app  # noqa: F401 (deferred: a fixture)
+from tests.test_app import as_shown, deferred, open_app  # noqa: F401 (deferred: a fixture)
 from tests.test_browser_classroom import _story
 from tests.test_diagnose_page import _finished, inspected
 
@@ -72,7 +72,7 @@ def test_compare_slides_and_a_long_message_cut_at_a_word(store):
 # --- the pages ---------------------------------------------------------------------------------------
 def _shows(at, start: str) -> bool:
     """Whether the page shows a message that starts with `start`."""
-    return any(m.value.startswith(start) for m in at.markdown)
+    return any(as_shown(m.value).startswith(start) for m in at.markdown)
 
 
 @pytest.mark.slow
@@ -87,7 +87,7 @@ def test_story_slides_in_the_address_and_on_the_buttons(store):
         at.button(key="slides_next").click().run()
     assert at.button(key="slides_next").disabled and at.query_params["chapter"] == "6"
     at = open_app("story", **PRESENTED, chapter="bn", slide="9")  # a preset names a chapter too; slide 9 is not there
-    assert "slide 9" in at.warning[0].value and at.query_params["slide"] == "1" and at.button(key="slides_previous").disabled is False
+    assert "slide 9" in as_shown(at.warning[0].value) and at.query_params["slide"] == "1" and at.button(key="slides_previous").disabled is False
 
 
 @pytest.mark.slow
