@@ -222,10 +222,16 @@ def sized(fig: go.Figure, preset: str = "screen") -> go.Figure:
     size = SIZE_PRESETS[preset]
     if not size.width:
         return go.Figure(fig)
-    font = size.font
-    while font > MIN_EXPORT_FONT and figlayout.needed_height(_scaled(fig, font), size.width) > size.height:
-        font -= 1  # a chart with more text than the size holds: smaller text, never text over text
-    return figlayout.fit(_scaled(fig, font), size.width, size.height, grow=False).update_layout(width=size.width)
+    return fit_exactly(fig, size.width, size.height, size.font)
+
+
+def fit_exactly(fig: go.Figure, width: int, height: int, font: float) -> go.Figure:
+    """A copy of screen figure `fig` laid out at exactly `width` × `height` with base font `font` px, or
+    smaller (a pixel at a time, not below MIN_EXPORT_FONT) where its text would leave the panels less
+    than `figlayout.MIN_PANEL` px: smaller text, never text over text."""
+    while font > MIN_EXPORT_FONT and figlayout.needed_height(_scaled(fig, font), width) > height:
+        font -= 1
+    return figlayout.fit(_scaled(fig, font), width, height, grow=False).update_layout(width=width)
 
 
 def _scaled(fig: go.Figure, font: float) -> go.Figure:

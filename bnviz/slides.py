@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import plotly.graph_objects as go
 from PIL import Image, ImageDraw, ImageFont
 
-from bnviz import export, figures
+from bnviz import export, figlayout, figures
 from bnviz.diagnose import diagnose
 from bnviz.records import RunData
 from bnviz.stats import init_weight, steps_to_forget
@@ -30,6 +30,7 @@ from bnviz.summary import inspected
 
 MESSAGE_CHARS = 120  # a message fits two lines of large type (32 px) on a 1280-px screen; longer text is cut at a word
 SLIDE_SCALE = 1.5  # chart text on a slide: 20 px, read from the back; the message above it is the large type
+SCREEN_CHART = (figlayout.PRESENTATION_WIDTH, 400)  # px: a slide's chart at 1280×720 (720 less the 20rem above it, pages/slides.py)
 DECK_SIZES = {"1280×720": (1280, 720), "1920×1080": (1920, 1080)}  # downloads: the projector's size and full HD
 BASE_WIDTH, BASE_HEIGHT = DECK_SIZES["1280×720"]  # a deck is laid out at this size; 1920×1080 is the same slide, sharper
 FONT_FILES = ("DejaVuSans.ttf", "LiberationSans-Regular.ttf")  # Debian's chromium brings DejaVu; PIL's own font otherwise
@@ -49,6 +50,13 @@ class Slide:
 
     def chart(self, scale: float = SLIDE_SCALE) -> go.Figure | None:
         return self.figure(scale) if self.figure else None
+
+
+def on_screen(fig: go.Figure) -> go.Figure:
+    """Screen figure `fig` (scale 1) as a slide's chart at 1280×720, the smallest screen the layout is for:
+    SLIDE_SCALE text, smaller where the chart would not hold it (bnviz.export.fit_exactly); a larger
+    window only adds room."""
+    return export.fit_exactly(fig, *SCREEN_CHART, font=figures.BASE_FONT * SLIDE_SCALE)
 
 
 def short(text: str, limit: int = MESSAGE_CHARS) -> str:

@@ -13,7 +13,7 @@ import streamlit as st
 from bnviz import export
 from bnviz.labels import md_literal, pair_of_interest
 from bnviz.records import Run, RunStatus
-from bnviz.slides import DECK_SIZES, SLIDE_SCALE, Slide, compare_slides, deck_html, deck_pdf, diagnose_slides, story_slides
+from bnviz.slides import DECK_SIZES, Slide, compare_slides, deck_html, deck_pdf, diagnose_slides, on_screen, story_slides
 from bnviz.story import ALL_CHAPTERS, latest_story
 from pages import common
 
@@ -59,10 +59,10 @@ def show(deck: Sequence[Slide], key: str, name: str, chapters: bool = False) -> 
         st.markdown(f"{md_literal(slide.title)} · {at + 1}/{len(deck)}")
     with st.container(key="slide_message"):
         st.markdown(md_literal(slide.message))  # layer and run names are users' strings
-    fig = slide.chart(SLIDE_SCALE)
+    fig = slide.chart(1.0)
     if fig is not None:  # the figure's own height goes: the container's, from the window, is the chart's
         with st.container(key="slide_chart"):
-            chart = fig.update_layout(height=None, autosize=True)
+            chart = on_screen(fig).update_layout(width=None, height=None, autosize=True)
             st.plotly_chart(chart, key=f"{key}_slide_chart_{at}", theme=None, config=common.PLOT_CONFIG, height="stretch")
     st.stop()
 

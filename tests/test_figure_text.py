@@ -14,6 +14,7 @@ from bnviz import export, figlayout
 from bnviz import figures as F
 from bnviz.figures import PRESENTATION_SCALE
 from bnviz.records import RunData
+from bnviz.slides import SCREEN_CHART, on_screen
 from bnviz.store import Store
 from bnviz.summary import history_figures
 from tests.browser import BROWSER_MODULE, chromium, streamlit_server
@@ -117,6 +118,18 @@ def test_no_figure_overprints_in_export_presets(page, runs, preset):
     assert not found, "\n".join(found)
 
 
+def test_no_figure_overprints_on_a_slide(page, runs):
+    """A slide's chart at 1280×720 (bnviz.slides.on_screen): 1.5× text, or less where a chart would not
+    hold it, in exactly 1120×400 px."""
+    width, height = SCREEN_CHART
+    found = []
+    for name, build in FIGURES.items():
+        fig = on_screen(build(runs, 1.0, figlayout.DEFAULT_WIDTH))
+        assert (fig.layout.width, fig.layout.height) == (width, height)
+        found += [f"{name}: {p}" for p in _check(page, fig, width, fig.layout.font.size / F.BASE_FONT, figlayout.MIN_PANEL)]
+    assert not found, "\n".join(found)
+
+
 def test_story_chapter_3_histogram_at_1280x720_in_the_presentation_layout(page, runs):
     """The reported case: the key histogram's subtitle wrapped over the panel titles "training mode /
     inference mode". Drawn from the chapter's model (`bn`) at the presentation layout's scale and width."""
@@ -139,7 +152,7 @@ def test_story_chapter_3_page_at_1280x720_has_no_overlapping_chart_text(browser,
     execute_run(store, store.create_run(preset_config("bn", input_size=24, epochs=1), status="running", sweep="story-20260101-000000"))
     with streamlit_server(tmp_path) as (url, _):
         page = browser.new_page(viewport={"width": 1280, "height": 720})
-        page.goto(f"{url}/story?chapter=bn&layout=presentation")
+        page.goto(f"{url}/story?chapter=bn&slide=2&layout=presentation")
         chart = page.locator('[data-testid="stPlotlyChart"]').filter(has_text="output on the validation probe batch").first
         chart.locator(".gtitle").wait_for(timeout=120_000)
         drawn = drawn_chart(chart)
