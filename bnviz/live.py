@@ -43,6 +43,17 @@ def version(run: Run) -> tuple:
     return run.status, run.heartbeat, run.finished
 
 
+def records_version(data: RunData) -> tuple:
+    """What changes when the run's probe records or evaluations do (not with each step row): the
+    charts drawn from the records alone (histograms, drift, per-channel error) keep until it moves."""
+    return data.run.id, data.run.status, len(data.probes), int(data.probes["step"].iloc[-1]) if len(data.probes) else -1, len(data.evaluations)
+
+
+def steps_version(data: RunData) -> tuple:
+    """`records_version` and the last step row: what the charts over the steps (curves, mᵗ) depend on."""
+    return (*records_version(data), data.steps_trained, len(data.steps))
+
+
 def _same_training(before: Run, now: Run) -> bool:
     """Can `now`'s records extend those read at `before`? Only within one training of the run that was
     running then: a run started again (a new `started`) may rewrite its steps from the first."""

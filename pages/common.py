@@ -210,6 +210,19 @@ def _run_cache(home: str) -> RunCache:
     return RunCache(Store(home))
 
 
+@st.cache_resource(show_spinner=False, max_entries=64)
+def _shared_figure(key: tuple, _build: Callable[[], object]) -> object:
+    return _build()
+
+
+def shared_figure(key: tuple, build: Callable[[], object]) -> object:
+    """`build()` (a figure, or a dict of them) once per `key` for every session of the server: two
+    students watching one training run cost one figure per new record, not two per poll. Key it on
+    what the figure is drawn from (bnviz.live.records_version / steps_version, the widgets' choices);
+    the result is shared, so never modify it."""
+    return _shared_figure(key, build)
+
+
 def load_run(run: Run) -> RunData:
     """The run's stored data as of `run` (just read from the store): a training run's new records are
     read and appended, the rest comes from the server's cache. Shared by sessions: never modify it."""

@@ -9,6 +9,7 @@ import streamlit as st
 
 from bnviz import figures
 from bnviz.diagnose import diagnose, gather
+from bnviz.live import records_version
 from bnviz.presets import SEED_RESULTS
 from bnviz.records import Run, RunData, RunStatus
 from pages import common, diagnose_panels
@@ -121,7 +122,9 @@ def activations(run: Run, data: RunData) -> None:
         common.ensure_choice("diagnose_step", probe_steps, probe_steps[-1])
         if len(probe_steps) > 1:
             step_col.select_slider("Probe step", probe_steps, key="diagnose_step")
-        common.chart(figures.activation_histograms(data, layer, probe_steps.index(ss.diagnose_step), scale=scale), key="diagnose_histograms")
+        index, version = probe_steps.index(ss.diagnose_step), records_version(data)
+        histograms = common.shared_figure(("histograms", version, layer, index, scale), lambda: figures.activation_histograms(data, layer, index, scale=scale))
+        common.chart(histograms, key="diagnose_histograms")
 
         st.subheader("Moving statistics vs the population" if common.inspected(run) else "Drift of the moving statistics")
         channels = data.layers[layer].moving_mean.shape[1]
@@ -130,8 +133,10 @@ def activations(run: Run, data: RunData) -> None:
         channel = st.columns([1, 3])[0].selectbox(
             "Channel", options, key="diagnose_channel", format_func=lambda c: "mean over channels" if c is None else f"channel {c}"
         )
-        common.chart(figures.drift_figure(data, layer, channel, scale=scale), key="diagnose_drift")
-        common.chart(figures.channel_gap_figure(data, layer, scale=scale), key="diagnose_gap")
+        drift = common.shared_figure(("drift", version, layer, channel, scale), lambda: figures.drift_figure(data, layer, channel, scale=scale))
+        common.chart(drift, key="diagnose_drift")
+        gap = common.shared_figure(("gap", version, layer, scale), lambda: figures.channel_gap_figure(data, layer, scale=scale))
+        common.chart(gap, key="diagnose_gap")
 
 
 def compare_with(run: Run) -> None:

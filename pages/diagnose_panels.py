@@ -9,6 +9,7 @@ import streamlit as st
 from bnviz import levers
 from bnviz.config import OWN_PRESET
 from bnviz.diagnose import Evidence, Finding
+from bnviz.live import steps_version
 from bnviz.records import ACTIVE, Evaluation, Run, RunData, RunStatus
 from bnviz.summary import headline_figures, history_figures
 from pages import common
@@ -52,7 +53,7 @@ def history_charts(data: RunData, scale: float) -> None:
     nor, without a step count, mᵗ: one caption says so."""
     if common.inspected(data.run):
         st.caption(HISTORY_NOTE)
-    charts = history_figures(data, scale=scale)
+    charts = common.shared_figure(("history", steps_version(data), scale), lambda: history_figures(data, scale=scale))
     for col, (key, fig) in zip(common.side_by_side(2) if charts else [], charts.items(), strict=False):
         with col:
             common.chart(fig, key=f"diagnose_{key}")
