@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from bnviz.records import Run, RunData, RunStatus
 from bnviz.store import Store
 
+STEP_REDRAWS = 100  # the charts over the steps are redrawn every 1 % of a training run (and with each probe record)
 CACHED_RUNS = 32  # runs whose data a server keeps between polls (a classroom's story and sweeps fit)
 
 
@@ -50,8 +51,11 @@ def records_version(data: RunData) -> tuple:
 
 
 def steps_version(data: RunData) -> tuple:
-    """`records_version` and the last step row: what the charts over the steps (curves, mᵗ) depend on."""
-    return (*records_version(data), data.steps_trained, len(data.steps))
+    """`records_version` and the steps trained, counted in hundredths of the run (STEP_REDRAWS): what
+    the charts over the steps (curves, mᵗ) are redrawn for, at most STEP_REDRAWS times a run however
+    often sessions poll, so the sessions watching one run share each drawing."""
+    per = max(1, (data.run.total_steps or 0) // STEP_REDRAWS)
+    return (*records_version(data), data.steps_trained // per, data.run.status)
 
 
 def _same_training(before: Run, now: Run) -> bool:

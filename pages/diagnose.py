@@ -116,12 +116,11 @@ def activations(run: Run, data: RunData) -> None:
         common.ensure_choice("diagnose_layer", layers, layers[0])
         layer = pick_col.selectbox("BN layer", layers, key="diagnose_layer")
         probe_steps = [int(s) for s in data.layers[layer].steps]
-        if ss.get("_diagnose_step_picked") != (run.id, layer):  # follow the newest record until the reader picks a step
-            ss.diagnose_step = probe_steps[-1]
-        common.ensure_choice("diagnose_step", probe_steps, probe_steps[-1])
+        key = f"diagnose_step_live{len(probe_steps)}" if run.status.active else "diagnose_step"  # training: a fresh slider per record, on the newest
+        common.ensure_choice(key, probe_steps, probe_steps[-1])
         if len(probe_steps) > 1:
-            step_col.select_slider("Probe step", probe_steps, key="diagnose_step", on_change=ss.__setitem__, args=("_diagnose_step_picked", (run.id, layer)))
-        index, version = probe_steps.index(ss.diagnose_step), records_version(data)
+            step_col.select_slider("Probe step", probe_steps, key=key)
+        index, version = probe_steps.index(ss[key]), records_version(data)
         histograms = common.shared_figure(("histograms", version, layer, index, scale), lambda: figures.activation_histograms(data, layer, index, scale=scale))
         common.chart(histograms, key="diagnose_histograms")
 

@@ -124,10 +124,10 @@ def test_diagnose_follows_a_queued_run_into_training(store):
     assert metrics["initial values left, mᵗ"] == f"{0.99**30:.1%}" and metrics["train (fit)"] == "30.0%"  # after 30 steps, not 0
     curves = charts(at)["diagnose_curves"]["data"]
     assert max(len(values(trace["x"])) for trace in curves) == 30
-    assert at.select_slider(key="diagnose_step").value == 10  # the newest record, followed as new ones come
+    assert at.select_slider(key="diagnose_step_live2").value == 10  # the newest record, followed as new ones come
     store.add_records(target, steps=_steps(31, 40), probes=[_record(40)])
     at.run()
-    assert at.select_slider(key="diagnose_step").value == 40
+    assert at.select_slider(key="diagnose_step_live3").value == 40
     assert max(len(values(trace["x"])) for trace in charts(at)["diagnose_curves"]["data"]) == 40
 
 
