@@ -550,19 +550,44 @@ class Store:
         scheduled = len(probe_steps(total, run.steps_per_epoch or 1, probe.every)) if total and probe.enabled else 0
         return Progress(run.status, **(dict(row) if row else {}), total_steps=total, probe_records=records, probe_scheduled=scheduled)
 
-    def load_run(self, run_id: str) -> RunData:
-        """All stored data of one run (see the module docstring for the layout)."""
+    def load_run(self, run_id: str, since: RunData | None = None) -> RunData:
+        """All stored data of one run (see the module docstring for the layout). With `since`, an
+        earlier read of the same run, only the step rows and probe records after its last ones are read
+        and appended to it: both are committed in step order, so a page that follows a training run
+        reads each record once."""
         run = self.get_run(run_id)
+        after_step, after_probe = (_last_step(since.steps), _last_step(since.probes)) if since else (-1, -1)
         with self._connect() as db:
-            steps = pd.read_sql_query("SELECT step, epoch, loss, accuracy FROM steps WHERE run_id=? ORDER BY step", db, params=(run_id,))
+            steps = pd.read_sql_query("SELECT step, epoch, loss, accuracy FROM steps WHERE run_id=? AND step>? ORDER BY step", db, params=(run_id, after_step))
             probes = pd.read_sql_query(
-                "SELECT step, epoch, acc_train_mode, acc_inference, loss_train_mode, loss_inference FROM probes WHERE run_id=? ORDER BY step",
+                "SELECT step, epoch, acc_train_mode, acc_inference, loss_train_mode, loss_inference FROM probes WHERE run_id=? AND step>? ORDER BY step",
                 db,
-                params=(run_id,),
+                params=(run_id, after_probe),
             )
-            rows = db.execute("SELECT * FROM probe_layers WHERE run_id=? ORDER BY layer, step", (run_id,)).fetchall()
+            rows = db.execute("SELECT * FROM probe_layers WHERE run_id=? AND step>? ORDER BY layer, step", (run_id, after_probe)).fetchall()
         steps, probes = (frame.astype({c: float for c in frame.columns if c not in ("step", "epoch")}) for frame in (steps, probes))
-        return RunData(run=run, steps=steps, probes=probes, layers=_layer_traces(rows), evaluations=self.evaluations(run_id))
+        layers = _layer_traces(rows)
+        if since:
+            steps, probes = _appended(since.steps, steps), _appended(since.probes, probes)
+            layers = {name: _extended(since.layers.get(name), layers.get(name)) for name in {**since.layers, **layers}}
+        return RunData(run=run, steps=steps, probes=probes, layers=layers, evaluations=self.evaluations(run_id))
+
+
+def _last_step(frame: pd.DataFrame) -> int:
+    return int(frame["step"].iloc[-1]) if len(frame) else -1
+
+
+def _appended(old: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
+    """`old` with `new`'s rows after it (`old` itself when there are none, so it is never copied needlessly)."""
+    return pd.concat([old, new], ignore_index=True) if len(new) else old
+
+
+def _extended(old: LayerTrace | None, new: LayerTrace | None) -> LayerTrace:
+    """One layer's trace with the probe records of `new` after those of `old`."""
+    if old is None or new is None:
+        return old or new
+    arrays = {a: np.concatenate([getattr(old, a), getattr(new, a)]) for a in (*LAYER_ARRAYS, *HIST_ARRAYS, "steps")}
+    return LayerTrace(layer=old.layer, **arrays)
 
 
 def _layer_traces(rows: Sequence[sqlite3.Row]) -> dict[str, LayerTrace]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -31,6 +31,7 @@ from bnviz.forms import FolderScan, scan_folder
 from bnviz.glossary import glossary_markdown
 from bnviz.jobs import JobManager
 from bnviz.labels import md_literal, unique_labels
+from bnviz.live import RunCache, activity
 from bnviz.records import ACTIVE, SPLITS, Evaluation, Run, RunData, RunStatus
 from bnviz.store import Store, StoreFull, StoreUnreadable, default_home
 from bnviz.summary import inspected
@@ -68,6 +69,7 @@ PRESENTATION_CSS = """<style>
 </style>"""
 EXPORT_OPEN = "export_runs_open"  # Export's session key for given runs, and the scope of its `?runs=`
 LAYOUT_PARAM = "layout"  # ?layout=presentation opens any page in the presentation layout
+POLL_S = 2.0  # how often a page re-reads the store while a run it shows is queued or training (docs/performance.md)
 STORE_FAULTS = (StoreUnreadable, StoreFull)  # a damaged store file, a full disk: bnviz.store words each in one line
 
 
@@ -95,14 +97,22 @@ def frame() -> StreamlitPage:
     except (*STORE_FAULTS, ConfigError) as exc:  # one clear message instead of a traceback; nothing is written
         st.error(md_literal(exc))
         st.stop()
-    running = sum(r.status == RunStatus.RUNNING for r in runs)
     with st.sidebar:
         st.caption(f"Runs folder (BNVIZ_HOME): `{store().home}`")
-        st.caption(f"Runs train on: {manager().describe()} · {running} running · {len(runs) - running} queued")
+        follow(_counter, activity(runs).active)
         with st.expander("Glossary", icon=":material/menu_book:"):
             st.markdown(glossary_markdown())
         presentation_toggle()
     return page
+
+
+def _counter(active: bool) -> None:
+    """The sidebar's count of queued and running runs (bnviz.live.activity, as every page counts);
+    reruns the app when something starts or everything has ended, to start or stop polling."""
+    now = activity(store().list_runs(status=list(ACTIVE)))
+    if now.active != active:
+        st.rerun()
+    st.caption(f"Runs train on: {manager().describe()} · {now.running} running · {now.queued} queued")
 
 
 def run_page(page: StreamlitPage) -> None:
@@ -218,14 +228,29 @@ def store() -> Store:
     return manager().store
 
 
-@st.cache_data(show_spinner=False, max_entries=32)
-def _load_run(home: str, run_id: str, version: tuple) -> RunData:
-    return Store(home).load_run(run_id)
+@st.cache_resource(show_spinner=False)
+def _run_cache(home: str) -> RunCache:
+    """One per server and home folder: every session reads a run's new records through it once."""
+    return RunCache(Store(home))
+
+
+@st.cache_resource(show_spinner=False, max_entries=64)
+def _shared_figure(key: tuple, _build: Callable[[], object]) -> object:
+    return _build()
+
+
+def shared_figure(key: tuple, build: Callable[[], object]) -> object:
+    """`build()` (a figure, or a dict of them) once per `key` for every session of the server: two
+    students watching one training run cost one figure per new record, not two per poll. Key it on
+    what the figure is drawn from (bnviz.live.records_version / steps_version, the widgets' choices);
+    the result is shared, so never modify it."""
+    return _shared_figure(key, build)
 
 
 def load_run(run: Run) -> RunData:
-    """The run's stored data; cached until the run writes again (heartbeat) or finishes."""
-    return _load_run(str(store().home), run.id, (run.status, run.heartbeat, run.finished))
+    """The run's stored data as of `run` (just read from the store): a training run's new records are
+    read and appended, the rest comes from the server's cache. Shared by sessions: never modify it."""
+    return _run_cache(str(store().home)).load(run)
 
 
 @st.cache_data(show_spinner=False, ttl=10)
@@ -496,19 +521,24 @@ def await_job(job_id: str, doing: str, cancel_key: str | None = None) -> None:
         st.rerun()
 
 
-def refresh_while_active(runs: Sequence[Run]) -> None:
-    """While any of `runs` is queued or running, say so and rerun the page when a status changes."""
-    active = {r.id: r.status for r in runs if r.status in ACTIVE}
-    if active:
-        _watch(active)
+def rerun_on_change(runs: Sequence[Run]) -> None:
+    """For pages that show ended runs only (Story): while any of `runs` is queued or training, poll
+    their statuses and rerun the page when one moves on; nothing to poll once all have ended."""
+    follow(_statuses, any(r.status.active for r in runs), {r.id: r.status for r in runs})
 
 
-@st.fragment(run_every=3)
-def _watch(active: dict[str, str]) -> None:
-    now = {r.id: r.status for r in store().list_runs(status=list(ACTIVE)) if r.id in active}
-    if now != active:
+def _statuses(active: bool, seen: dict[str, str]) -> None:
+    now = {r.id: r.status for r in store().list_runs() if r.id in seen}
+    if now != seen:
         st.rerun()
-    st.info(f"{len(active)} of these runs {'is' if len(active) == 1 else 'are'} still queued or training; the page updates when they finish.")
+
+
+def follow(body: Callable[..., None], active: bool, *args: object) -> None:
+    """Draw `body(active, *args)` as a fragment that reruns every POLL_S seconds while `active` (something
+    it shows is queued or training) and not at all otherwise. A fragment cannot stop its own timer:
+    `body` calls `st.rerun()` (the whole app) when what it shows stops or starts being active, and the
+    app then draws it again with the new rate."""
+    st.fragment(body, run_every=POLL_S if active else None)(active, *args)
 
 
 def home_path() -> Path:

@@ -30,20 +30,34 @@ st.page_link(
     icon=":material/download:",
     query_params={"runs": ",".join(r.id for r in picked)},
 )
-common.refresh_while_active(picked)
-datas = [common.load_run(r) for r in picked]
 
-st.subheader("Final accuracy")
-frame = figures.accuracy_frame(datas)
-common.table(frame.style.format("{:.1%}", na_rep="–"), key="compare_accuracy_table")
-common.chart(figures.final_accuracy_figure(datas, scale=scale), key="compare_final")
 
-st.subheader("Probe accuracy during training")
-common.chart(figures.compare_accuracy_figure(datas, scale=scale), key="compare_accuracy")
+def show(active: bool, statuses: dict[str, str]) -> None:
+    """The chosen runs' figures from their records as stored; a fragment that re-reads them every few
+    seconds while one is queued or training, and reruns the page when one's status moves on."""
+    now = {r.id: r for r in common.store().list_runs() if r.id in statuses}
+    if {i: r.status for i, r in now.items()} != statuses:
+        st.rerun()
+    datas = [common.load_run(now[i]) for i in statuses]
+    if active:
+        st.caption("Some of these runs are still queued or training: the charts follow their records as they are stored.")
 
-st.subheader("Moving statistics against the population")
-shared = [layer for layer in datas[0].layers if all(layer in d.layers for d in datas)]
-common.require(shared, "These runs share no BatchNormalization layer with probe records, so there is no drift to compare.")
-common.ensure_choice("compare_layer", shared, shared[0])
-layer = st.columns([1, 3])[0].selectbox("BN layer", shared, key="compare_layer")
-common.chart(figures.compare_drift_figure(datas, layer, scale=scale), key="compare_drift")
+    st.subheader("Final accuracy")
+    frame = figures.accuracy_frame(datas)
+    common.table(frame.style.format("{:.1%}", na_rep="–"), key="compare_accuracy_table")
+    common.chart(figures.final_accuracy_figure(datas, scale=scale), key="compare_final")
+
+    st.subheader("Probe accuracy during training")
+    common.chart(figures.compare_accuracy_figure(datas, scale=scale), key="compare_accuracy")
+
+    st.subheader("Moving statistics against the population")
+    shared = [layer for layer in datas[0].layers if all(layer in d.layers for d in datas)]
+    if not shared:
+        st.info("These runs share no BatchNormalization layer with probe records, so there is no drift to compare.")
+        return
+    common.ensure_choice("compare_layer", shared, shared[0])
+    layer = st.columns([1, 3])[0].selectbox("BN layer", shared, key="compare_layer")
+    common.chart(figures.compare_drift_figure(datas, layer, scale=scale), key="compare_drift")
+
+
+common.follow(show, any(r.status.active for r in picked), {r.id: r.status for r in picked})

@@ -10,6 +10,7 @@ from bnviz import levers
 from bnviz.config import OWN_PRESET
 from bnviz.diagnose import Evidence, Finding
 from bnviz.labels import md_literal
+from bnviz.live import steps_version
 from bnviz.records import ACTIVE, Evaluation, Run, RunData, RunStatus
 from bnviz.summary import headline_figures, history_figures
 from pages import common
@@ -23,26 +24,20 @@ HISTORY_NOTE = (
 
 
 def verdict(run: Run, top: Finding) -> None:
-    """The verdict alone; while the run trains, a pending line that refreshes itself."""
+    """The verdict alone; while the run trains, a pending line with its step (the page follows the run)."""
     if top.cause == "pending" and run.status in ACTIVE:
         _pending(run.id)
     else:
         SHOWS[top.severity](common.finding_markdown(top, remedies=False))  # its remedies come under "Fix it", after the evidence
 
 
-@st.fragment(run_every=2)
 def _pending(run_id: str) -> None:
-    """'Verdict pending — step n/N', polled from the store; the whole page reruns once the run has
-    ended (its final evaluation and the PreciseBN evidence are stored before it is marked done), so
-    the verdict and every chart see them. Waiting for the status, not the evaluation, also keeps the
-    cached run data (keyed on the status) from going stale and the page from rerunning in a loop."""
-    if common.store().get_run(run_id).status not in ACTIVE:
-        st.rerun()
+    """'Verdict pending — step n/N', read from the store on each poll of the Diagnose page."""
     progress = common.store().progress(run_id)
     total = f"/{progress.total_steps}" if progress.total_steps else ""
     st.info(
         f"**Verdict pending — step {progress.step}{total}**\n\nThe verdict needs the final evaluation, made when training "
-        "ends; this line refreshes itself and the page reloads when it exists.",
+        "ends. Until then the charts below show the records stored so far and follow the run by themselves.",
         icon=":material/hourglass_top:",
     )
 
@@ -60,7 +55,8 @@ def history_charts(data: RunData, scale: float) -> None:
     nor, without a step count, mᵗ: one caption says so."""
     if common.inspected(data.run):
         st.caption(HISTORY_NOTE)
-    charts = history_figures(data, scale=scale, width=common.chart_width(2))
+    width = common.chart_width(2)
+    charts = common.shared_figure(("history", steps_version(data), scale, width), lambda: history_figures(data, scale=scale, width=width))
     for col, (key, fig) in zip(common.side_by_side(2) if charts else [], charts.items(), strict=False):
         with col:
             common.chart(fig, key=f"diagnose_{key}")

@@ -11,13 +11,13 @@ import streamlit as st
 
 from bnviz import uploads
 from bnviz.labels import md_literal, unique_labels
+from bnviz.live import activity
 from bnviz.records import Run, RunStatus
 from pages import common
 
 common.frame_if_run_alone()
 
 ss = st.session_state
-POLL_ACTIVE_S, POLL_IDLE_S = 1.5, 5.0
 SHOWN = 25
 
 st.title("Runs")
@@ -25,7 +25,6 @@ store = common.store()
 st.caption(uploads.usage_text(store.home))
 runs = store.list_runs()
 common.require(runs, "No runs yet. Queue one on the Train page.", link="train", link_label="Train a model")
-ss.runs_active = any(r.status.active for r in runs)
 
 
 def accuracy_line(run: Run) -> str:
@@ -114,10 +113,13 @@ def show(run: Run, label: str) -> None:
                 st.page_link(common.PAGE_FILES["diagnose"], label="Diagnose", icon=":material/troubleshoot:", query_params={"run": run.id})
 
 
-def board() -> None:
+def board(active: bool) -> None:
+    """Every run's card and the jobs: a fragment that re-reads the store every few seconds while a run is
+    queued or training (bnviz.live.activity counts them, as the sidebar does) and reruns the page when
+    that changes, which starts or stops the polling."""
     runs = store.list_runs()
-    if any(r.status.active for r in runs) != ss.runs_active:
-        st.rerun()  # something started or finished: rerun the page to change the polling rate
+    if activity(runs).active != active:
+        st.rerun()
     shown = runs if ss.get("runs_show_all") else runs[:SHOWN]
     labels = unique_labels(runs)
     for run in shown:
@@ -144,7 +146,7 @@ def jobs_table() -> None:
         )
 
 
-st.fragment(board, run_every=POLL_ACTIVE_S if ss.runs_active else POLL_IDLE_S)()
+common.follow(board, activity(runs).active)
 if len(runs) > SHOWN:
     st.checkbox(f"Show all {len(runs)} runs", key="runs_show_all")
 

@@ -8,6 +8,7 @@ import streamlit as st
 
 from bnviz import export, figures
 from bnviz.diagnose import diagnose
+from bnviz.live import activity
 from bnviz.presets import SEED_RESULTS
 from bnviz.records import RunStatus
 from bnviz.story import (
@@ -44,14 +45,30 @@ if scale == 1:  # the presentation layout keeps the first screen for the chapter
         "by one number. Each chapter shows its model's accuracy in both BN modes and the chart that explains it. For a "
         "projector, switch on the presentation layout in the sidebar; the address keeps the chapter and the layout."
     )
-if top[1].button("Run the story", type="primary", key="story_run", help="Queues the four seed models at the default settings"):
+
+
+def queue_story() -> None:
+    """The button's callback, so the page drawn after the click already sees the story queued."""
     story = new_story_id()
     for config in story_configs():
         common.manager().submit(config, sweep=story)
     st.toast("Queued the four models; they train one after another.")
 
+
 runs = latest_story(common.store())
+training = activity(list(runs.values())).active
+top[1].button(
+    "Story queued" if training else "Run the story",
+    type="primary",
+    key="story_run",
+    disabled=training,
+    on_click=queue_story,
+    help="The story's runs are queued or training; this page shows each chapter when its run is done"
+    if training
+    else "Queues the four seed models at the default settings",
+)
 common.require(runs, "No story has run yet: press “Run the story” (about a minute) or run `python -m bnviz story`.")
+common.rerun_on_change(list(runs.values()))  # the page follows the runs by itself
 data = {preset: common.load_run(run) for preset, run in runs.items() if run.status == RunStatus.DONE}
 chapters = (*CHAPTERS, RAW_CHAPTER, LAG_CHAPTER)
 common.url_choice("chapter", "story_chapter", {c.preset: i for i, c in enumerate(chapters)} | {str(i + 1): i for i in range(len(chapters))})
@@ -73,13 +90,25 @@ def pair_or_stop(keys: list[str], own: list[str], pair: str, configs: list, help
     own runs, keys `own`) into this story, and a line that says how many are done, then the page stops."""
     done = [data[key] for key in keys if key in data]
     if len(done) < len(keys):
-        if not any(key in runs for key in own) and st.button(f"Train the {pair}", key=f"story_{chapter.preset}_run", help=help):
-            for config in configs:
-                common.manager().submit(config, sweep=next(iter(runs.values())).sweep)
-            st.toast(f"Queued the {pair}.")
-        st.info(f"{len(done)} of the {len(keys)} runs this chapter compares are done. It shows them once they are (rerun with R).")
+        queued = any(key in runs for key in own)
+        st.button(
+            f"The {pair} is queued" if queued else f"Train the {pair}",
+            key=f"story_{chapter.preset}_run",
+            help=help,
+            disabled=queued,
+            on_click=queue_pair,
+            args=(pair, configs),
+        )
+        st.info(f"{len(done)} of the {len(keys)} runs this chapter compares are done. It shows them once they are, by itself.")
         st.stop()
     return done
+
+
+def queue_pair(pair: str, configs: list) -> None:
+    """A chapter button's callback: queue its runs into this story."""
+    for config in configs:
+        common.manager().submit(config, sweep=next(iter(runs.values())).sweep)
+    st.toast(f"Queued the {pair}.")
 
 
 def raw_chapter() -> None:
@@ -146,7 +175,7 @@ if chapter in (RAW_CHAPTER, LAG_CHAPTER):
 run = data.get(chapter.preset)
 if run is None:
     state = runs[chapter.preset].status if chapter.preset in runs else "missing"
-    st.info(f"This chapter's run is {state}. The page shows it once it is done (rerun with R).")
+    st.info(f"This chapter's run is {state}. The page shows it once it is done, by itself.")
     st.stop()
 common.table(figures.percent_cells(figures.story_table(run, SEED_RESULTS[chapter.preset])), key="story_accuracy")
 st.caption("The seed notebook's train figure is what fit reported; evaluate on the same training images is the next row.")

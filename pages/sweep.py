@@ -10,6 +10,7 @@ import streamlit as st
 from bnviz import figures, forms
 from bnviz.config import ConfigError, validate
 from bnviz.labels import md_literal
+from bnviz.live import activity
 from bnviz.presets import PRESETS, preset_config
 from bnviz.records import RunStatus
 from pages import common
@@ -40,17 +41,29 @@ sweeps = sorted({r.sweep for r in common.store().list_runs() if (r.sweep or "").
 common.require(sweeps, "No sweep yet: pick values and queue one (or run `python -m bnviz sweep --momentum 0.5,0.8,0.9,0.99`).")
 common.ensure_choice("sweep_shown", sweeps, sweeps[0])
 shown = st.selectbox("Sweep", sweeps, key="sweep_shown")
-runs = common.store().list_runs(sweep=shown)
-done = [common.load_run(r) for r in runs if r.status == RunStatus.DONE]
-st.caption(f"{len(done)} of {len(runs)} runs done")
-x_axis = st.radio(
-    "Horizontal axis",
-    figures.SWEEP_AXES,
-    key="sweep_x_axis",
-    horizontal=True,
-    format_func={"momentum": "momentum m", "window": "EMA window 1/(1 − m), log scale"}.get,
-    help="The window spreads 0.9, 0.99 and 0.999 (10, 100, 1000 steps) evenly; momentum 1 has no window and is left out",
-)
-common.chart(figures.sweep_figure(done, x_axis), key="sweep_chart")
-if len({r.config.batch_size for r in runs}) > 1:
-    common.chart(figures.sweep_heatmap(done), key="sweep_heatmap")
+
+
+def show(active: bool, sweep: str) -> None:
+    """The sweep's count and charts; a fragment that re-reads the store every few seconds while one of
+    its runs is queued or training (each run is read once it is done), and reruns the page when the
+    last one ends."""
+    runs = common.store().list_runs(sweep=sweep)
+    now = activity(runs)
+    if now.active != active:
+        st.rerun()
+    done = [common.load_run(r) for r in runs if r.status == RunStatus.DONE]
+    st.caption(f"{now.done} of {now.total} runs done" + (f" · {now.running} training · {now.queued} queued" if now.active else ""))
+    x_axis = st.radio(
+        "Horizontal axis",
+        figures.SWEEP_AXES,
+        key="sweep_x_axis",
+        horizontal=True,
+        format_func={"momentum": "momentum m", "window": "EMA window 1/(1 − m), log scale"}.get,
+        help="The window spreads 0.9, 0.99 and 0.999 (10, 100, 1000 steps) evenly; momentum 1 has no window and is left out",
+    )
+    common.chart(figures.sweep_figure(done, x_axis), key="sweep_chart")
+    if len({r.config.batch_size for r in runs}) > 1:
+        common.chart(figures.sweep_heatmap(done), key="sweep_heatmap")
+
+
+common.follow(show, activity(common.store().list_runs(sweep=shown)).active, shown)

@@ -282,7 +282,7 @@ def test_runs_page_shows_progress_and_cancels(home):
         at.button(key=f"runs_delete_{queued}").click().run()  # cancelled: it can go, records and all
         assert [r.id for r in store.list_runs()] == [plain, running] and not at.exception
         at = open_app("diagnose", run=running)  # a run with steps but no probes or evaluation yet
-        PENDING = "**Verdict pending — step 20/20**\n\nThe verdict needs the final evaluation, made when training ends; this line refreshes"
+        PENDING = "**Verdict pending — step 20/20**\n\nThe verdict needs the final evaluation, made when training ends"
         assert not at.exception and at.selectbox(key="diagnose_run").value == running
         assert [i.value.split(" itself")[0].split(":")[0].split(".")[0] for i in at.info] == [PENDING, "No final evaluation yet", "No probe record yet"]
         assert not at.error and not at.success  # no verdict guessed before the evaluation (a green "not the cause" was shown once)

@@ -1,0 +1,88 @@
+"""Following runs while they train, for pages that poll the store: one count of what is queued,
+running and done (every page counts with it, so no two disagree about the same store state), and
+the latest data of each followed run, extended by only the records stored since the last read.
+No Streamlit: the dashboard keeps one `RunCache` per server and home folder."""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from bnviz.records import Run, RunData, RunStatus
+from bnviz.store import Store
+
+STEP_REDRAWS = 100  # the charts over the steps are redrawn every 1 % of a training run (and with each probe record)
+CACHED_RUNS = 32  # runs whose data a server keeps between polls (a classroom's story and sweeps fit)
+
+
+@dataclass(frozen=True)
+class Activity:
+    """How many of some runs are queued, running and done, out of how many."""
+
+    queued: int = 0
+    running: int = 0
+    done: int = 0
+    total: int = 0
+
+    @property
+    def active(self) -> bool:
+        """Is anything queued or running? Pages poll the store only while it is."""
+        return bool(self.queued or self.running)
+
+
+def activity(runs: Sequence[Run]) -> Activity:
+    """The counts of `runs` (one read of the store): the sidebar, Runs, Sweep and Story all count with this."""
+    statuses = [r.status for r in runs]
+    return Activity(statuses.count(RunStatus.QUEUED), statuses.count(RunStatus.RUNNING), statuses.count(RunStatus.DONE), len(statuses))
+
+
+def version(run: Run) -> tuple:
+    """What changes whenever the run's stored data does: its status, and the heartbeat that every
+    commit of records sets."""
+    return run.status, run.heartbeat, run.finished
+
+
+def records_version(data: RunData) -> tuple:
+    """What changes when the run's probe records or evaluations do (not with each step row): the
+    charts drawn from the records alone (histograms, drift, per-channel error) keep until it moves."""
+    return data.run.id, data.run.status, len(data.probes), int(data.probes["step"].iloc[-1]) if len(data.probes) else -1, len(data.evaluations)
+
+
+def steps_version(data: RunData) -> tuple:
+    """`records_version` and the steps trained, counted in hundredths of the run (STEP_REDRAWS): what
+    the charts over the steps (curves, mᵗ) are redrawn for, at most STEP_REDRAWS times a run however
+    often sessions poll, so the sessions watching one run share each drawing."""
+    per = max(1, (data.run.total_steps or 0) // STEP_REDRAWS)
+    return (*records_version(data), data.steps_trained // per, data.run.status)
+
+
+def _same_training(before: Run, now: Run) -> bool:
+    """Can `now`'s records extend those read at `before`? Only within one training of the run that was
+    running then: a run started again (a new `started`) may rewrite its steps from the first."""
+    return before.status == RunStatus.RUNNING and before.started == now.started
+
+
+class RunCache:
+    """The latest data of the runs pages show, shared by every session of a server (thread-safe): a
+    run whose version moved is extended by its new records only (`Store.load_run(since=)`), so two
+    students watching a training run cost one read of each record."""
+
+    def __init__(self, store: Store, size: int = CACHED_RUNS):
+        self.store, self.size = store, size
+        self._data: OrderedDict[str, tuple[tuple, RunData]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def load(self, run: Run) -> RunData:
+        """`run`'s stored data as of `run`'s version (a `Run` just read from the store)."""
+        with self._lock:
+            seen = self._data.get(run.id)
+            if seen is None or seen[0] != version(run):
+                since = seen[1] if seen and _same_training(seen[1].run, run) else None
+                seen = (version(run), self.store.load_run(run.id, since=since))
+                self._data[run.id] = seen
+            self._data.move_to_end(run.id)
+            while len(self._data) > self.size:
+                self._data.popitem(last=False)
+            return seen[1]
