@@ -225,13 +225,13 @@ def sized(fig: go.Figure, preset: str = "screen") -> go.Figure:
     return fit_exactly(fig, size.width, size.height, size.font)
 
 
-def fit_exactly(fig: go.Figure, width: int, height: int, font: float) -> go.Figure:
+def fit_exactly(fig: go.Figure, width: int, height: int, font: float, min_panel: float = figlayout.MIN_PANEL) -> go.Figure:
     """A copy of screen figure `fig` laid out at exactly `width` × `height` with base font `font` px, or
     smaller (a pixel at a time, not below MIN_EXPORT_FONT) where its text would leave the panels less
-    than `figlayout.MIN_PANEL` px: smaller text, never text over text."""
-    while font > MIN_EXPORT_FONT and figlayout.needed_height(_scaled(fig, font), width) > height:
+    than `min_panel` px (at scale 1): smaller text, never text over text."""
+    while font > MIN_EXPORT_FONT and figlayout.needed_height(_scaled(fig, font), width, min_panel) > height:
         font -= 1
-    return figlayout.fit(_scaled(fig, font), width, height, grow=False).update_layout(width=width)
+    return figlayout.fit(_scaled(fig, font), width, height, min_panel, grow=False).update_layout(width=width)
 
 
 def _scaled(fig: go.Figure, font: float) -> go.Figure:

@@ -263,9 +263,9 @@ def _column_gap_px(fig: go.Figure, row: Row, fonts: Fonts) -> float:
     return 5 * CHAR_EM * fonts.base + 14 * fonts.scale + lines_px(titled, fonts.base)
 
 
-def needed_height(fig: go.Figure, width: float) -> int:
-    """The least height (px) at which `fig` holds its text at `width` px with `MIN_PANEL` px panels; `fig` is kept."""
-    return fit(go.Figure(fig), width, height=1).layout.height
+def needed_height(fig: go.Figure, width: float, min_panel: float = MIN_PANEL) -> int:
+    """The least height (px) at which `fig` holds its text at `width` px with `min_panel` px panels (at scale 1); `fig` is kept."""
+    return fit(go.Figure(fig), width, height=1, min_panel=min_panel).layout.height
 
 
 def fit(fig: go.Figure, width: float = DEFAULT_WIDTH, height: float | None = None, min_panel: float = MIN_PANEL, grow: bool = True) -> go.Figure:

@@ -31,6 +31,7 @@ from bnviz.summary import inspected
 MESSAGE_CHARS = 120  # a message fits two lines of large type (32 px) on a 1280-px screen; longer text is cut at a word
 SLIDE_SCALE = 1.5  # chart text on a slide: 20 px, read from the back; the message above it is the large type
 SCREEN_CHART = (figlayout.PRESENTATION_WIDTH, 400)  # px: a slide's chart at 1280×720 (720 less the 20rem above it, pages/slides.py)
+SLIDE_MIN_PANEL = 60  # px at scale 1 (90 at SLIDE_SCALE): on a slide large text comes before tall panels
 DECK_SIZES = {"1280×720": (1280, 720), "1920×1080": (1920, 1080)}  # downloads: the projector's size and full HD
 BASE_WIDTH, BASE_HEIGHT = DECK_SIZES["1280×720"]  # a deck is laid out at this size; 1920×1080 is the same slide, sharper
 FONT_FILES = ("DejaVuSans.ttf", "LiberationSans-Regular.ttf")  # Debian's chromium brings DejaVu; PIL's own font otherwise
@@ -56,7 +57,7 @@ def on_screen(fig: go.Figure) -> go.Figure:
     """Screen figure `fig` (scale 1) as a slide's chart at 1280×720, the smallest screen the layout is for:
     SLIDE_SCALE text, smaller where the chart would not hold it (bnviz.export.fit_exactly); a larger
     window only adds room."""
-    return export.fit_exactly(fig, *SCREEN_CHART, font=figures.BASE_FONT * SLIDE_SCALE)
+    return export.fit_exactly(fig, *SCREEN_CHART, font=figures.BASE_FONT * SLIDE_SCALE, min_panel=SLIDE_MIN_PANEL)
 
 
 def short(text: str, limit: int = MESSAGE_CHARS) -> str:

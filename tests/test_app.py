@@ -27,6 +27,7 @@ from streamlit.runtime.media_file_manager import MediaFileManager
 from streamlit.testing.v1 import AppTest
 
 from bnviz import export, forms
+from bnviz import figures as F
 from bnviz.diagnose import all_layer_figures, diagnose
 from bnviz.presets import preset_config
 from bnviz.shapes import param_counts
@@ -388,7 +389,8 @@ def test_compare_overlays_two_runs(trained):
     assert not at.exception
     projected = open_app("compare", runs=",".join(pair), layout="presentation")  # the classroom's layout: slides, one chart each
     (fig,) = charts(projected).values()
-    assert fig["layout"]["font"]["size"] >= 19.5 and fig["layout"]["title"]["font"]["size"] >= 24 and "height" not in fig["layout"]  # 1.5×, the window's height
+    assert fig["layout"]["font"]["size"] > F.BASE_FONT and fig["layout"]["title"]["font"]["size"] > F.TITLE_FONT  # larger than the screen's
+    assert "height" not in fig["layout"] and "width" not in fig["layout"]  # the window's
     assert [t["x"] for t in fig["data"]][0] == labels and projected.button(key="slides_next")  # final accuracy of both runs first
 
 

@@ -14,7 +14,7 @@ from bnviz import export, figlayout
 from bnviz import figures as F
 from bnviz.figures import PRESENTATION_SCALE
 from bnviz.records import RunData
-from bnviz.slides import SCREEN_CHART, on_screen
+from bnviz.slides import SCREEN_CHART, SLIDE_MIN_PANEL, on_screen
 from bnviz.store import Store
 from bnviz.summary import history_figures
 from tests.browser import BROWSER_MODULE, chromium, streamlit_server
@@ -126,7 +126,7 @@ def test_no_figure_overprints_on_a_slide(page, runs):
     for name, build in FIGURES.items():
         fig = on_screen(build(runs, 1.0, figlayout.DEFAULT_WIDTH))
         assert (fig.layout.width, fig.layout.height) == (width, height)
-        found += [f"{name}: {p}" for p in _check(page, fig, width, fig.layout.font.size / F.BASE_FONT, figlayout.MIN_PANEL)]
+        found += [f"{name}: {p}" for p in _check(page, fig, width, fig.layout.font.size / F.BASE_FONT, SLIDE_MIN_PANEL)]
     assert not found, "\n".join(found)
 
 
