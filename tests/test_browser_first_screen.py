@@ -41,9 +41,8 @@ def test_the_answer_is_above_the_fold(tmp_path):
                 assert _bottom(page, verdict) <= _top(page, '[data-testid="stMetric"]:has-text("train (fit)")')
                 assert _bottom(page, '[data-testid="stMetric"]:has-text("initial values left")') <= height
                 chart = '[data-testid="stPlotlyChart"]:has-text("The symptom")'
-                assert _top(page, chart) < height - 200, "the symptom chart must show its top part"  # title and accuracy axis
-                if height >= 900:
-                    assert _bottom(page, chart) <= height
+                # title and upper panel; its lower panel may reach below the fold, since panels get the height their text needs
+                assert _top(page, chart) < height - 200, "the symptom chart must show its top part"
                 page.screenshot(path=str(ARTIFACTS / f"first-screen-diagnose-{width}x{height}.png"))
                 page.goto(url)
                 page.get_by_text("Input size (pixels per side)").wait_for(timeout=60_000)
