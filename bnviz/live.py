@@ -55,7 +55,7 @@ def steps_version(data: RunData) -> tuple:
     the charts over the steps (curves, mᵗ) are redrawn for, at most STEP_REDRAWS times a run however
     often sessions poll, so the sessions watching one run share each drawing."""
     per = max(1, (data.run.total_steps or 0) // STEP_REDRAWS)
-    return (*records_version(data), data.steps_trained // per, data.run.status)
+    return (*records_version(data), data.steps_trained // per)
 
 
 def _same_training(before: Run, now: Run) -> bool:
