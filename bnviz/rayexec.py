@@ -17,6 +17,7 @@ reached the store kept; Ray does not retry it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import io
 import os
@@ -27,6 +28,7 @@ import sys
 import tempfile
 import time
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import ray
@@ -111,6 +113,12 @@ class StoreProxy:
 
     def model_path(self, run_id: str) -> Path:
         return self.scratch / f"{run_id}.keras"
+
+    @contextlib.contextmanager
+    def saving(self, path: Path) -> Iterator[None]:
+        """The model goes to this node's scratch folder, not the writer's home (a context manager
+        cannot travel to the writer); a failed write fails the run, and the scratch folder goes."""
+        yield
 
     def finish(self, run_id: str, status: str, error: str | None = None, model_path: str | None = None) -> None:
         if model_path:

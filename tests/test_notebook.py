@@ -127,13 +127,13 @@ class FakeHandle:
         self.bundles.append(bundle)
 
 
-def test_the_live_panel_redraws_at_most_every_few_seconds_and_never_raises(stored, monkeypatch, capsys):
+def test_the_live_panel_redraws_at_most_every_few_seconds_and_never_raises(stored, capsys):
     home, probes = stored
     panel = notebook.LivePanel(notebook.Store(home), probes[0.99].run_id, 8, flush=lambda: None)
     panel.handle = FakeHandle()
     # each step reads the clock once, each redraw twice more (start, end)
     clock = iter([100.0, 100.0, 100.01, 101.0, 102.5, 102.5, 102.51, 105.0, 105.0, 105.1, 108.0])
-    monkeypatch.setattr(notebook.time, "monotonic", lambda: next(clock))
+    panel.clock = lambda: next(clock)
     panel.step()  # 100.0: redraw, next at 102.0
     panel.step()  # 101.0: too soon
     panel.step()  # 102.5: redraw, next at 104.5
@@ -142,7 +142,7 @@ def test_the_live_panel_redraws_at_most_every_few_seconds_and_never_raises(store
     assert len(panel.handle.bundles) == panel.updates == 3 and panel.next_at == pytest.approx(110.0)
     assert panel.handle.bundles[0]["text/plain"].startswith("bnviz: step 8/8,") and "Plotly.newPlot" in panel.handle.bundles[0]["text/html"]
     panel.handle, panel.next_at = FakeHandle(fail=True), 0.0
-    monkeypatch.setattr(notebook.time, "monotonic", lambda: 200.0)
+    panel.clock = lambda: 200.0
     panel.step()
     panel.step()
     assert panel.handle is None and panel.updates == 3

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
+import inspect
 import io
 import json
 import os
@@ -171,6 +172,17 @@ def test_with_ray_only_train_jobs_wait_for_the_cluster(tmp_path):
     claimed = store.claim_job(kinds=local.kinds)
     assert claimed.id == inspect and store.get_run(run_id).status == RunStatus.QUEUED  # the older train job stays queued
     assert store.claim_job(kinds=local.kinds) is None
+
+
+def test_the_proxy_runs_every_store_context_manager_on_its_node():
+    """A Store method that yields (a context manager) cannot be forwarded to the writer: Ray cannot
+    pickle a generator, and every run on the cluster would fail. The proxy must define each itself."""
+    from bnviz.rayexec import StoreProxy
+
+    public = {name: method for name, method in vars(Store).items() if not name.startswith("_")}
+    yielding = [name for name, method in public.items() if inspect.isgeneratorfunction(getattr(method, "__wrapped__", method))]
+    assert "saving" in yielding
+    assert [name for name in yielding if name not in vars(StoreProxy)] == []
 
 
 def test_a_data_folder_travels_zipped_up_to_the_cap(tmp_path):

@@ -304,7 +304,7 @@ def test_bad_uploads_are_refused_with_one_line_and_leave_nothing(home, tmp_path,
     assert len(errors(at)) == 1 and re.search(pattern, errors(at)[0]) and "\n" not in errors(at)[0], errors(at)
     assert column_errors(at, "file_uploader", "train_zip") == errors(at)
     assert at.button(key="train_queue").disabled and Store(home).list_runs() == []
-    store_files = {home / "runs.sqlite", home / "runs.sqlite-wal", home / "runs.sqlite-shm"}
+    store_files = {home / name for name in ("runs.sqlite", "runs.sqlite-wal", "runs.sqlite-shm", "reserve")}
     assert files_under(tmp_path) - outside <= store_files  # nothing extracted, anywhere
     assert not (home / "uploads").exists() or not any((home / "uploads").iterdir())
     at.file_uploader(key="train_zip").upload("../../../good.zip", class_zip({"cats": 6, "dogs": 6}), "application/zip")
