@@ -131,6 +131,7 @@ def trained(tmp_path_factory) -> tuple[Path, dict[str, str]]:
 
 
 # --- Train ---------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_train_page_shows_live_param_counts_and_loads_presets(home):
     at = open_app()
     metrics = {m.label: m.value for m in at.metric}
@@ -175,6 +176,7 @@ def _link(at: AppTest) -> str:
     return code
 
 
+@pytest.mark.slow
 def test_copy_link_reopens_the_form_with_exactly_its_settings(home):
     at = open_app()
     at.selectbox(key="train_preset").set_value("final").run()
@@ -236,6 +238,7 @@ def _png(value: int) -> bytes:
     return out.getvalue()
 
 
+@pytest.mark.slow
 def test_zip_upload_is_extracted_into_home_uploads(home):
     content = io.BytesIO()
     with zipfile.ZipFile(content, "w") as zf:

@@ -114,6 +114,7 @@ def test_population_statistics_on_any_axis_match_numpy(tiny_data, tmp_path):
     np.testing.assert_allclose(trace.pop_var[0], conv_out.var(axis=(0, 2, 3)), rtol=1e-3, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_frozen_bn_in_a_nested_sequential_model_from_a_dataset(tiny_data, tmp_path):
     import keras
     import tensorflow as tf
@@ -175,6 +176,7 @@ def custom_compiled(num_classes: int):
     return model
 
 
+@pytest.mark.slow
 def test_a_model_compiled_with_an_unregistered_loss_and_optimizer_is_probed(tiny_data, tmp_path):
     """The probe's copy is not compiled: `clone_model` alone would recompile it from the config and fail
     to find `my_loss`, leaving the run with no record."""

@@ -166,6 +166,7 @@ def test_train_stores_run_and_prints_json(tmp_path):
     assert shown["evaluations"]["final"]["accuracy"] == data["accuracy"]
 
 
+@pytest.mark.slow
 def test_list_shows_no_momentum_for_a_model_without_bn(tmp_path):
     from bnviz.presets import preset_config
     from bnviz.store import Store

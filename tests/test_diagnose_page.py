@@ -98,6 +98,7 @@ def _open(page: str, **query: str) -> AppTest:
     return at
 
 
+@pytest.mark.slow
 def test_a_running_run_gets_a_pending_verdict_with_its_step(store):
     run_id = _started(store, "live")
     at = _open("diagnose", run=run_id)

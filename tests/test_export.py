@@ -132,6 +132,7 @@ def test_csv_of_an_empty_run_still_parses():
 
 
 # --- report ----------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_report_escapes_names_and_inlines_plotly_once():
     hostile = "<script>alert('x')</script>"
     runs = [make_data(hostile, run_id="20260101-000000-aaaaaa"), make_data("plain", 0.8, "20260101-000000-bbbbbb")]

@@ -104,6 +104,7 @@ def plant_in_store(home: Path) -> list[str]:
     return ids
 
 
+@pytest.mark.slow
 def test_runs_and_diagnose_show_stored_names_errors_and_data_sets_as_text(tmp_path, monkeypatch):
     monkeypatch.setenv("BNVIZ_HOME", str(tmp_path))
     assert check_pages(plant_in_store(tmp_path), ("runs", "diagnose")) >= 8  # name, data set and error on both pages, twice
@@ -153,6 +154,7 @@ def test_names_planted_through_the_cli_the_form_and_probe_stay_text(tmp_path, mo
     check_pages(done, ("diagnose", "compare"), layout="presentation")  # the slides' sequences
 
 
+@pytest.mark.slow
 def test_chart_text_from_user_strings_stays_text():
     """Plotly reads a few HTML tags in titles, legends and hover text (`<a href>`, `<b>`): every
     figure built from runs with hostile names carries them escaped."""

@@ -205,6 +205,7 @@ def test_inspect_runs_as_a_job_of_the_worker(saved, tmp_path):
     assert store.get_job(bad).error.startswith("data.zip is not a Keras model file")
 
 
+@pytest.mark.slow
 def test_a_failure_while_recording_leaves_no_run_and_no_file(saved, tmp_path, monkeypatch):
     import bnviz.tf.inspect
     from bnviz.tf.inspect import inspect_model

@@ -118,6 +118,7 @@ def test_the_training_steps_the_user_knows_go_into_the_job(home, monkeypatch):
     assert Store(home).list_jobs(kinds=["inspect"])[0].args["steps"] is None
 
 
+@pytest.mark.slow
 def test_a_finished_inspection_offers_precisebn_and_the_repaired_model_on_the_page(home, monkeypatch):
     monkeypatch.setattr("bnviz.jobs.JobManager.pump", lambda self: None)
     store = Store(home)

@@ -100,6 +100,7 @@ def test_evaluation_round_trips_through_the_stored_json():
     assert math.isnan(bare.accuracy_of("fit")) and "fit" not in bare.to_dict()["accuracy"] and math.isnan(bare.accuracy_of("val"))
 
 
+@pytest.mark.slow
 def test_runs_page_lists_jobs_with_status_progress_and_error(tmp_path, echo, monkeypatch):
     monkeypatch.setenv("BNVIZ_HOME", str(tmp_path))
     store = Store(tmp_path)
@@ -114,6 +115,7 @@ def test_runs_page_lists_jobs_with_status_progress_and_error(tmp_path, echo, mon
     assert table.iloc[0][["kind", "run", "status", "progress", "error"]].tolist() == ["echo", run_id, "failed", "working on that", "ValueError: cannot do that"]
 
 
+@pytest.mark.slow
 def test_failed_recalibration_shows_its_reason_on_diagnose_after_a_restart(tmp_path, monkeypatch):
     """A recalibration job for a run without a model file fails in the worker; a fresh dashboard
     (nothing in memory) reads the job from the store and shows why, on the run's Diagnose page."""

@@ -90,6 +90,7 @@ def test_live_owner_is_left_running(tmp_path):
     assert store.reap() == [] and store.get_run(run_id).status == RunStatus.RUNNING
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["corrupt", "home_is_file"])
 def test_unusable_store_gives_one_line_exit_2_and_writes_nothing(tmp_path, case):
     garbage = b"this is not a database " * 100

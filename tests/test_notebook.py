@@ -243,6 +243,7 @@ def test_the_example_notebook_names_the_cause_and_survives_nbconvert(kernel_env)
     assert divs == expected and drawn >= expected  # every figure drawn with no network: plotly.js is in the file
 
 
+@pytest.mark.slow
 def test_a_regression_run_displays_with_its_loss(tmp_path):
     """Probe records of a model without accuracy store NULLs; the run still displays (it raised before)."""
     x = np.random.default_rng(0).normal(size=(128, 6)).astype("float32")

@@ -89,6 +89,7 @@ def _write_then_die(home: str, run_id: str, commits: int) -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
+@pytest.mark.slow
 def test_killed_writer_keeps_every_committed_record(tmp_path):
     store = Store(tmp_path)
     run_id = store.create_run(preset_config("bn"), status="running")

@@ -166,6 +166,7 @@ def test_the_runs_page_shows_the_space_uploads_use(tmp_path, monkeypatch):
     ]
 
 
+@pytest.mark.slow
 def test_the_train_page_extracts_a_removed_upload_again(tmp_path, monkeypatch):
     monkeypatch.setenv("BNVIZ_HOME", str(tmp_path))
     content = class_zip({"cats": 6, "dogs": 6})
