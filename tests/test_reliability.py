@@ -742,11 +742,11 @@ class Sampler(threading.Thread):
         self.join(10)
 
 
-SESSIONS = 10
+SESSIONS = int(os.environ.get("BNVIZ_TEST_SESSIONS", "6"))  # 10 for the classroom measurement (docs/reliability.md)
 
 
 @pytest.mark.slow
-def test_ten_sessions_queue_and_follow_tiny_runs(shared_server, browser):
+def test_concurrent_sessions_queue_and_follow_tiny_runs(shared_server, browser):
     """N browser sessions each set a tiny run on the Train page, queue it and follow it on the Runs
     page. Every run finishes, none is lost or doubled, and the workers never exceed the cap."""
     store = Store(shared_server.home)
