@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -162,19 +163,19 @@ class JobManager:
         return self.executors[0].describe()
 
     def start_background(self) -> None:
-        """Pump every `poll_seconds` from a daemon thread, so queued runs start with no page open."""
+        """Pump every `poll_seconds` from a daemon thread, so queued runs start with no page open. The
+        thread holds the manager weakly and ends with it: a dropped manager stops starting workers."""
         if self._thread is None:
-            self._thread = threading.Thread(target=self._loop, name="bnviz-jobs", daemon=True)
+            self._thread = threading.Thread(target=_pump_while_alive, args=(weakref.ref(self),), name="bnviz-jobs", daemon=True)
             self._thread.start()
 
-    def _loop(self) -> None:
-        while True:
-            try:
-                self.pump()
-                self.collect_uploads_when_due()
-            except Exception:  # a locked or missing store must not kill the loop; the next tick retries
-                pass
-            time.sleep(self.poll_seconds)
+    def tick(self) -> None:
+        """One turn of the background loop: start workers for queued jobs, collect expired uploads."""
+        try:
+            self.pump()
+            self.collect_uploads_when_due()
+        except Exception:  # a locked or missing store must not kill the loop; the next tick retries
+            pass
 
     def collect_uploads_when_due(self) -> None:
         """Remove expired, unreferenced uploads (bnviz.uploads.collect) at most every UPLOADS_EVERY_S."""
@@ -195,3 +196,12 @@ class JobManager:
                 return True
             time.sleep(0.2)
         return False
+
+
+def _pump_while_alive(manager_ref: weakref.ref[JobManager]) -> None:
+    """The background loop of `JobManager.start_background`, for as long as the manager exists."""
+    while (manager := manager_ref()) is not None:
+        manager.tick()
+        seconds = manager.poll_seconds
+        del manager  # no strong reference while sleeping, so the manager can go
+        time.sleep(seconds)

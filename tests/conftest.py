@@ -9,11 +9,15 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import io  # noqa: E402
 import struct  # noqa: E402
+import sys  # noqa: E402
 import zipfile  # noqa: E402
 import zlib  # noqa: E402
-from collections.abc import Callable  # noqa: E402
+from collections.abc import Callable, Iterator  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
+
+from tests.processes import kill_workers  # noqa: E402
 
 TINY = 20  # input size for training tests: seconds per run
 # One AppTest script run may take this long: a guard against a hung page, not a speed claim. The first
@@ -49,6 +53,24 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def skip_missing_tool(reason: str) -> None:
     """`needs_tool` for a fixture that finds the tool missing at run time."""
     (pytest.fail if REQUIRE_TOOLS else pytest.skip)(reason)
+
+
+@pytest.fixture(autouse=True)
+def _no_worker_outlives_its_test(tmp_path: Path) -> Iterator[None]:
+    """A run a page queued in a test (at its default size: minutes) would go on training beside the
+    next tests: drop the job managers the pages cached (their background threads end with them, so
+    none starts the workers again), then end the workers serving a home in this test's folder."""
+    yield
+    if common := sys.modules.get("pages.common"):
+        common._manager.clear()
+    kill_workers(tmp_path)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _no_worker_outlives_its_module(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The same for homes a module's fixtures made, once the module is done."""
+    yield
+    kill_workers(tmp_path_factory.getbasetemp())
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

@@ -187,3 +187,15 @@ def test_worker_limits_come_from_the_environment_and_bad_ones_are_refused(tmp_pa
     monkeypatch.setenv("BNVIZ_WORKER_MAX_JOBS", "lots")
     with pytest.raises(ConfigError, match="BNVIZ_WORKER_MAX_JOBS"):
         jobs.JobManager(Store(tmp_path))  # refused where the dashboard shows ConfigError in one line
+
+
+def test_the_background_pump_ends_with_its_manager(tmp_path):
+    """The dashboard caches one manager per home; a manager that is dropped (a cleared cache, a test's
+    home) must stop pumping, or it would start workers for that home forever."""
+    manager = jobs.JobManager(Store(tmp_path), poll_seconds=0.05)
+    manager.start_background()
+    thread = manager._thread
+    assert thread.is_alive()
+    del manager  # no cycle holds it: reference counting frees it at once
+    thread.join(timeout=5)
+    assert not thread.is_alive()

@@ -45,11 +45,11 @@ from bnviz import forms
 from bnviz.config import ConfigError, check_batch_size
 from bnviz.jobs import JobManager, check_memory
 from bnviz.presets import preset_config
-from bnviz.records import Owner
 from bnviz.shapes import activation_bytes
 from bnviz.store import FINISHED, Store, StoreError
 from tests.browser import CHROMIUM, chromium, free_port
 from tests.conftest import APP_TIMEOUT_S, skip_missing_tool, zip_bytes
+from tests.processes import kill_workers, process_alive, worker_pids
 from tests.test_app import as_shown
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -80,45 +80,6 @@ def write_tree(root: Path, entries: dict[str, bytes]) -> Path:
 
 def files_under(path: Path) -> set[Path]:
     return {p for p in path.rglob("*") if p.is_file()}
-
-
-# --- processes -------------------------------------------------------------------------------------
-def proc_cmdline(pid: int) -> bytes:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return b""
-
-
-def process_alive(pid: int) -> bool:
-    """The store's own liveness test for a process on this host."""
-    return Owner("", pid, None).alive()
-
-
-def parent_pid(pid: int) -> int | None:
-    """The parent's pid from /proc (None when the process is gone)."""
-    try:  # the field after the parenthesised command name, which may itself hold spaces
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-    except (OSError, IndexError, ValueError):
-        return None
-
-
-def worker_pids(home: Path) -> list[int]:
-    """Live (non-zombie) bnviz worker processes serving `home`. A worker's own child between fork and
-    exec (h5py's import runs `uname -p`) still shows the worker's command line; it is not a worker."""
-    needle = str(home).encode()
-    pids = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()]
-    matched = {pid: parent_pid(pid) for pid in pids if b"bnviz.tf.worker" in (cmd := proc_cmdline(pid)) and needle in cmd and process_alive(pid)}
-    return sorted(pid for pid, parent in matched.items() if parent is not None and parent not in matched)
-
-
-def kill_workers(home: Path) -> None:
-    """End the workers a test's servers or manager started (found by their unique home folder)."""
-    for pid in worker_pids(home):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.25):
