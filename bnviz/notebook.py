@@ -315,10 +315,10 @@ class LivePanel:
         """Redraw now, then wait LIVE_EVERY_S, longer if redrawing took more than LIVE_COST_SHARE of the time."""
         if self.handle is None:
             return
-        started, clock = self.clock(), time.perf_counter()
+        started, cpu_started = self.clock(), time.perf_counter()
         if self._safely(lambda: self.handle.update(self._bundle(), raw=True) or True):
             self.updates += 1
-        self.seconds += time.perf_counter() - clock
+        self.seconds += time.perf_counter() - cpu_started
         self.next_at = started + max(LIVE_EVERY_S, (self.clock() - started) / LIVE_COST_SHARE)
 
     def _bundle(self) -> dict[str, str]:
