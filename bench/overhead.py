@@ -369,8 +369,8 @@ def run(quick: bool, reps: int, sweep_reps: int) -> dict:
             "steps": setup.steps,
             "default_probe": {
                 "every": base.probe.every,
-                "probe_batch": base.probe.probe_batch,
-                "population_samples": base.probe.population_samples,
+                "probe_batch": base.probe.probe_images(base.batch_size),
+                "population_samples": base.probe.population_images(base.batch_size),
                 "population_every": base.probe.population_every,
                 "bins": base.probe.bins,
                 "budget": base.probe.budget,

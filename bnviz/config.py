@@ -111,6 +111,10 @@ class ArchConfig:
 
 
 NO_BUDGET_LIMIT = 100.0  # the probe budget's top: every record at its step
+MIN_PROBE_BATCH = 8  # fewer images make the probe batch's two-mode accuracy too coarse to read
+MAX_PROBE_BATCH = 32  # 2·10⁶ values per layer at 64 px already; more only costs forward passes
+MAX_POPULATION_DEFAULT = 128  # the population mean within 0.010 SD (median) on the presets' runs
+MIN_SPREAD_BATCHES = 4  # a spread of batch means from fewer is too rough to compare against
 
 
 @dataclass(frozen=True)
@@ -119,16 +123,28 @@ class ProbeConfig:
 
     enabled: bool = True
     every: int = 0  # steps between probes; 0 = geometric through the first epoch (dense early, where mᵗ moves); epoch ends always
-    # fixed validation images for the histograms and the two-mode accuracy: the presets' training batch size, so training mode
-    # normalises it as a training step does; 32 give ~2·10⁶ values per layer at 64 px, of which the histograms keep 20,000
-    probe_batch: int = 32
-    population_samples: int = 128  # fixed training images for the PreciseBN-style population stats (4 batches of 32)
-    # A probe record runs 2 × probe_batch images forward, + 2 × population_samples where it measures the population
+    # fixed validation images for the histograms and the two-mode accuracy; 0: the training batch size (8 to 32), so training
+    # mode normalises it as a training step does; 32 give ~2·10⁶ values per layer at 64 px, of which the histograms keep 20,000
+    probe_batch: int = 0
+    population_samples: int = 0  # fixed training images for the PreciseBN-style population stats; 0: 4 training batches, at most 128
+    # A probe record runs 2 × probe images forward, + 2 × population images where it measures the population
     # (~3 training steps at 32/128, ~⅔ of one without the population). 128 images suffice because the diagnosis'
     # thresholds (0.25 and 1 population SD) sit far above their sampling error (`python -m bench` measures it).
     population_every: int = 4  # the population is measured at every k-th record and the last (in inference mode at the last); NaN between
     bins: int = 40  # histogram bins, shared by train mode and inference mode
     budget: float = 0.03  # records are made in the loop paced evenly over the steps, or sooner within this share of training time; 0: all at the end
+
+    def probe_images(self, batch_size: int) -> int:
+        """The probe batch for training batches of `batch_size`: `probe_batch`, else the training batch
+        within 8–32: training mode then normalises it as a step does, and a record's forward work
+        shrinks with the step's (a ResNet50 at 224² fine-tuned at batch 16)."""
+        return self.probe_batch or min(MAX_PROBE_BATCH, max(batch_size, MIN_PROBE_BATCH))
+
+    def population_images(self, batch_size: int) -> int:
+        """The population sample for training batches of `batch_size`: `population_samples`, else the
+        `MIN_SPREAD_BATCHES` batches the i.i.d. spread needs, at most 128 (the mean is then within
+        0.01–0.02 population SD, far below the diagnosis' 0.25 SD threshold)."""
+        return self.population_samples or min(MAX_POPULATION_DEFAULT, MIN_SPREAD_BATCHES * max(batch_size, MIN_PROBE_BATCH))
 
 
 @dataclass(frozen=True)
@@ -203,6 +219,7 @@ class Setting:
     open_low: bool = False  # (low, ...] instead of [low, ...]
     open_high: bool = False
     choices: tuple[str, ...] = ()
+    auto: bool = False  # 0 is also valid: the value is then chosen from the run (the help says how)
 
     @property
     def flag(self) -> str:
@@ -226,12 +243,16 @@ class Setting:
         if self.kind is bool:
             return None if isinstance(value, bool) else f"{self.name} must be true or false. Received: {self.name}={shown}"
         typed = (isinstance(value, int) and not isinstance(value, bool)) if self.kind is int else _finite(value)
+        if typed and self.auto and value == 0:
+            return None
         low_ok = self.low is None or (value > self.low if self.open_low else value >= self.low) if typed else False
         high_ok = self.high is None or (value < self.high if self.open_high else value <= self.high) if typed else False
         return None if typed and low_ok and high_ok else f"{self.name} must be {self.range_text}. Received: {self.name}={shown}"
 
     @property
     def range_text(self) -> str:
+        if self.auto:
+            return "0 (automatic) or " + dataclasses.replace(self, auto=False).range_text
         if self.high is None:
             return f"{'>' if self.open_low else '>='} {self.low:g}"
         return f"in {'(' if self.open_low else '['}{self.low:g}, {self.high:g}{')' if self.open_high else ']'}"
@@ -306,8 +327,26 @@ SETTINGS: tuple[Setting, ...] = (
         0,
         NO_BUDGET_LIMIT,
     ),
-    Setting("probe_batch", (*_PROBE, "probe_batch"), int, "Probe batch", "fixed validation images for histograms and two-mode accuracy", 8, 2048),
-    Setting("population_samples", (*_PROBE, "population_samples"), int, "Population samples", "fixed training images for the population statistics", 8, 20000),
+    Setting(
+        "probe_batch",
+        (*_PROBE, "probe_batch"),
+        int,
+        "Probe batch",
+        "fixed validation images for histograms and two-mode accuracy; 0: the training batch size, within 8–32",
+        8,
+        2048,
+        auto=True,
+    ),
+    Setting(
+        "population_samples",
+        (*_PROBE, "population_samples"),
+        int,
+        "Population samples",
+        "fixed training images for the population statistics; 0: four training batches, at most 128",
+        8,
+        20000,
+        auto=True,
+    ),
     Setting(
         "population_every",
         (*_PROBE, "population_every"),

@@ -96,7 +96,7 @@ def resident_mb() -> float:
 
 def check_memory(config: RunConfig, available: int | None = None) -> None:
     """Refuse up front a run whose activations would not fit in memory (ConfigError says why)."""
-    needed = activation_bytes(config.arch, config.input_size, max(config.batch_size, config.probe.probe_batch))
+    needed = activation_bytes(config.arch, config.input_size, max(config.batch_size, config.probe.probe_images(config.batch_size)))
     budget = MEMORY_FRACTION * (available if available is not None else available_memory())
     if needed > budget:
         raise ConfigError(

@@ -93,6 +93,14 @@ def recover_batch_moments(before: tuple[np.ndarray, np.ndarray], after: tuple[np
 
 
 HISTOGRAM_VALUES = 20_000  # values per histogram sample: 40 bins hold 500 on average; a distribution plot needs no more
+HISTOGRAM_BUDGET = 60_000  # values per record over all BN layers: a record's histogram work stays flat from 3 layers to 50+
+MIN_HISTOGRAM_VALUES = 2_000  # 50 per bin of a 40-bin histogram on average
+
+
+def histogram_values(n_layers: int) -> int:
+    """Values kept per BN output for its histograms: `HISTOGRAM_VALUES` up to 3 layers, fewer where
+    more layers share a record's `HISTOGRAM_BUDGET` (thinner per layer, never fewer layers shown)."""
+    return max(MIN_HISTOGRAM_VALUES, min(HISTOGRAM_VALUES, HISTOGRAM_BUDGET // max(n_layers, 1)))
 
 
 def shared_histograms(train: np.ndarray, infer: np.ndarray, bins: int, max_values: int = HISTOGRAM_VALUES) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

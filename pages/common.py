@@ -269,7 +269,7 @@ def setting_widget(name: str, key: str, container: object = st, **kwargs: object
         return container.checkbox(**shared)
     if s.choices:
         return container.selectbox(options=s.choices, **shared)
-    low = None if s.low is None or s.open_low else s.kind(s.low)
+    low = 0 if s.auto else None if s.low is None or s.open_low else s.kind(s.low)
     high = None if s.high is None or s.open_high else s.kind(s.high)
     return container.number_input(min_value=low, max_value=high, step=1 if s.kind is int else None, **shared)
 

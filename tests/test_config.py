@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from bnviz.config import ArchConfig, BNConfig, ConfigError, ConvBlock, RunConfig, validate
+from bnviz.config import ArchConfig, BNConfig, ConfigError, ConvBlock, ProbeConfig, RunConfig, validate
 from bnviz.presets import PRESETS, preset_config
 
 
@@ -59,3 +59,18 @@ def test_only_batch_normalisation_keeps_moving_statistics_and_configs_stay_plain
     assert config.arch.norm is Norm.GROUP and not config.arch.has_moving_stats
     assert '"norm": "group"' in config.to_json() and RunConfig.from_json(config.to_json()) == config
     assert not ArchConfig(norm="nonsense").has_moving_stats  # validate() names it; the question does not raise
+
+
+@pytest.mark.parametrize(("batch", "probe", "population"), [(4, 8, 32), (16, 16, 64), (32, 32, 128), (128, 32, 128)])
+def test_the_probe_sizes_follow_the_training_batch_unless_set(batch, probe, population):
+    """Probe batch and population default to the training batch's scale (a ResNet50 fine-tuned at batch
+    16 runs half the forward work of 32); a size the user sets is kept whatever the batch."""
+    auto = ProbeConfig()
+    assert (auto.probe_images(batch), auto.population_images(batch)) == (probe, population)
+    assert (ProbeConfig(probe_batch=64, population_samples=512).probe_images(batch), ProbeConfig(population_samples=512).population_images(batch)) == (64, 512)
+
+
+def test_an_automatic_size_is_zero_and_nothing_between_it_and_the_range():
+    validate(RunConfig(probe=ProbeConfig(probe_batch=0, population_samples=0)))
+    with pytest.raises(ConfigError, match=r"probe_batch must be 0 \(automatic\) or in \[8, 2048\]\. Received: probe_batch=3"):
+        validate(RunConfig(probe=ProbeConfig(probe_batch=3)))

@@ -86,7 +86,6 @@ def test_default_budget_paces_records_live_over_the_run(tiny_data, probed):
 def test_histograms_from_outputs_thinned_in_the_graph_equal_those_of_the_whole_outputs(tiny_data, probed):
     """`StatelessForward.probe` strides each BN output inside the graph as `shared_histograms` would:
     the histograms and probabilities are those of the full outputs (cap lowered so thinning happens)."""
-    import bnviz.tf.probe
     from bnviz.stats import shared_histograms
     from bnviz.tf.probe import StatelessForward, tap_model
 
@@ -94,12 +93,8 @@ def test_histograms_from_outputs_thinned_in_the_graph_equal_those_of_the_whole_o
     x = tiny_data.x_val[:16]
     forward = StatelessForward(tap_model(model)[0])
     full = forward(x, training=True)
-    original = bnviz.tf.probe.HISTOGRAM_VALUES
-    try:
-        bnviz.tf.probe.HISTOGRAM_VALUES = 500
-        probs, thinned = forward.probe(x, training=True)
-    finally:
-        bnviz.tf.probe.HISTOGRAM_VALUES = original
+    forward.histogram_values = 500  # read when the pass is traced, at its first call
+    probs, thinned = forward.probe(x, training=True)
     np.testing.assert_allclose(probs, full[0], rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(forward.probabilities(x, training=True), full[0], rtol=1e-5, atol=1e-7)
     for i, values in enumerate(thinned):

@@ -185,7 +185,7 @@ def test_out_of_memory_is_refused_up_front_with_numbers(tmp_path):
     with pytest.raises(ConfigError, match=refusal):
         manager.submit(huge)
     assert manager.store.list_runs() == []
-    needed = activation_bytes(TINY.arch, TINY.input_size, TINY.probe.probe_batch)  # the probe batch is the larger one
+    needed = activation_bytes(TINY.arch, TINY.input_size, max(TINY.batch_size, TINY.probe.probe_images(TINY.batch_size)))
     with pytest.raises(
         ConfigError,
         match=rf"needs about {needed / 2**20:.1f} MiB for one batch of 32 at 16×16; "

@@ -95,6 +95,16 @@ def test_large_samples_are_thinned_keeping_every_channel():
     assert S.shared_histograms(np.zeros((100_000, 1)), np.zeros(1), 4)[1].sum() == 20_000  # default: about 20,000 values
 
 
+@pytest.mark.parametrize("n_layers", [1, 3, 4, 20, 53, 200])
+def test_a_record_keeps_a_bounded_number_of_histogram_values_however_many_layers(n_layers):
+    """The seed's 3 layers keep 20,000 values each; at 53 layers (ResNet50) the record's total stays at
+    the budget, each layer thinner, down to the floor a 40-bin histogram needs."""
+    per_layer = S.histogram_values(n_layers)
+    assert per_layer == S.HISTOGRAM_VALUES if n_layers <= 3 else per_layer < S.HISTOGRAM_VALUES
+    assert per_layer >= S.MIN_HISTOGRAM_VALUES
+    assert n_layers * per_layer <= max(S.HISTOGRAM_BUDGET, n_layers * S.MIN_HISTOGRAM_VALUES)
+
+
 def test_gap_and_scale_error_per_channel_with_epsilon():
     moving_mean, pop_mean, pop_var = np.array([0.0, 1.0, 5.0]), np.array([0.5, 1.0, 1.0]), np.array([0.25, 4.0, 0.0])
     np.testing.assert_allclose(S.standardized_gap(moving_mean, pop_mean, pop_var), [1.0, 0.0, 4e6])

@@ -150,8 +150,8 @@ class Probe(keras.callbacks.Callback):
         if self.config.enabled:
             rng = np.random.default_rng(self.seed + 1)
             xp, yp = splits[probe_split]
-            pick = rng.permutation(len(xp))[: self.config.probe_batch]
-            sample = population_size(self.model, self.config.population_samples)
+            pick = rng.permutation(len(xp))[: self.config.probe_images(self.batch_size)]
+            sample = population_size(self.model, self.config.population_images(self.batch_size))
             population = splits[population_split][0][rng.permutation(len(splits[population_split][0]))[:sample]]
             self.bn_probe = BNProbe(
                 self.config, (xp[pick], yp[pick]), population, self.batch_size, self.recorder.add_probe, self.recorder.not_cancelled, self.task

@@ -101,7 +101,8 @@ def _record(
     progress("Recording every BN layer")
     rng = np.random.default_rng(seed + 1)
     (xv, yv), (xt, _) = splits["val"], splits["train"]
-    pick, population = rng.permutation(len(xv))[: probe.probe_batch], xt[rng.permutation(len(xt))[: population_size(model, probe.population_samples)]]
+    sample = population_size(model, probe.population_images(batch_size))
+    pick, population = rng.permutation(len(xv))[: probe.probe_images(batch_size)], xt[rng.permutation(len(xt))[:sample]]
     maker = RecordMaker(model, probe, (xv[pick], yv[pick]), population, batch_size, task)
     store.add_records(run_id, (), [maker.make(Snapshot(0, 0, model.get_weights(), None))])
     progress("Evaluating in both BN modes, and after PreciseBN on the training images")

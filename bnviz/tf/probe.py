@@ -26,11 +26,12 @@ the records between carry NaN in those fields (`LayerTrace.measured` selects the
 population sample is three quarters of a record's work.
 
 What it costs: inside the training loop, a snapshot per scheduled step (a copy of the weights,
-about a millisecond). Making a record runs 2 × probe_batch images forward, plus
-2 × population_samples where it measures the population; records are made in the loop, paced
+about a millisecond). Making a record runs 2 × the probe batch forward, plus
+2 × the population sample where it measures the population (`ProbeConfig.probe_images`); records are made in the loop, paced
 evenly over the steps (see `BNProbe`), the last once training ends. Memory is bounded at any
 input size: population moments are reduced inside the graph one batch at a time, and only the
-class probabilities and about `HISTOGRAM_VALUES` values per BN output leave the graph.
+class probabilities and about `histogram_values(layers)` values per BN output (20,000 up to 3 layers, 60,000
+over all layers beyond) leave the graph.
 
 Why it does not perturb training: records are made on a private copy of the model holding the
 snapshot's weights, through `stateless_call` (in Keras 3 `model(x, training=True)` assigns new
@@ -55,10 +56,10 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
-from bnviz.config import ProbeConfig
+from bnviz.config import MIN_SPREAD_BATCHES, ProbeConfig
 from bnviz.records import ProbeLayer, ProbeRecord
 from bnviz.scoring import CLASSES, Task, scores
-from bnviz.stats import HISTOGRAM_VALUES, measures_population, probe_steps, recover_batch_moments, shared_histograms, thinning_stride
+from bnviz.stats import histogram_values, measures_population, probe_steps, recover_batch_moments, shared_histograms, thinning_stride
 from bnviz.tf.keras_internals import all_layers, has_graph, run_through_graph
 from bnviz.tf.models import NOISE_LAYERS, batch_norm_layers, uncompiled_clone, updates_per_step, values_per_image  # NOISE_LAYERS: the tap skips them
 
@@ -216,6 +217,7 @@ class StatelessForward:
     def __init__(self, tap: keras.Model | InstrumentedTap, bn_layers: list[layers.BatchNormalization] | tuple = (), holder: ShadowCopy | None = None):
         self.tap, self.bn_layers, self.holder = tap, list(bn_layers), holder
         self.n_layers = len(self.bn_layers) or (len(tap.outputs) - 1) // 2  # outputs: probabilities, BN inputs, BN outputs
+        self.histogram_values = histogram_values(self.n_layers)
         specs = tuple(tf.TensorSpec([None, *i.shape[1:]], i.dtype) for i in tap.inputs)
         self.spec = (specs if len(specs) > 1 else specs[0]) if specs else None  # None: traced per input shape
         self._train = _compiled(lambda x: self._call(x, True))
@@ -257,7 +259,7 @@ class StatelessForward:
         for values in outputs[1 : 1 + self.n_layers]:
             mean, variance = tf.nn.moments(values, axes=list(range(len(values.shape) - 1)))
             moments.append((mean, variance, tf.reduce_prod(tf.shape(values)[:-1])))
-        return outputs[0], moments, [_thin_in_graph(o, HISTOGRAM_VALUES) for o in outputs[1 + self.n_layers :]]
+        return outputs[0], moments, [_thin_in_graph(o, self.histogram_values) for o in outputs[1 + self.n_layers :]]
 
     def warm_up(self, x: np.ndarray) -> None:
         """Trace and instantiate both passes on `x` (one image will do: they take any batch size)."""
@@ -414,7 +416,6 @@ def private_copy(model: keras.Model) -> tuple[keras.Model | ShadowCopy, Stateles
         return shadow, StatelessForward(InstrumentedTap(model, shadow), batch_norm_layers(model), shadow)
 
 
-MIN_SPREAD_BATCHES = 4
 BatchMoments = list[tuple[np.ndarray, np.ndarray, int]]  # one BN layer's (mean, variance, count) per batch
 
 
@@ -508,7 +509,7 @@ class RecordMaker:
             moving_mean, moving_var = self.forward.moving(i)
             nan = np.full_like(moving_mean, np.nan)
             batch_mean, batch_var = snapshot.batch_stats[i] if snapshot.batch_stats else (nan, nan)
-            edges, hist_train, hist_infer = shared_histograms(train_out[i], infer_out[i], self.config.bins)
+            edges, hist_train, hist_infer = shared_histograms(train_out[i], infer_out[i], self.config.bins, self.forward.histogram_values)
             pop_mean, pop_var, infer_mean, infer_var, spread = population[i] if population else (nan,) * 5
             records.append(
                 ProbeLayer(

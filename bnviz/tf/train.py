@@ -101,8 +101,8 @@ class RunResult:
 def probe_inputs(data: Dataset, config: RunConfig) -> tuple[tuple[np.ndarray, np.ndarray], np.ndarray]:
     """The fixed validation probe batch and the fixed training sample for population statistics."""
     rng = np.random.default_rng(config.seed + 1)
-    val = rng.permutation(len(data.x_val))[: config.probe.probe_batch]
-    train = rng.permutation(len(data.x_train))[: config.probe.population_samples]
+    val = rng.permutation(len(data.x_val))[: config.probe.probe_images(config.batch_size)]
+    train = rng.permutation(len(data.x_train))[: config.probe.population_images(config.batch_size)]
     return (data.x_val[val], data.y_val[val]), data.x_train[train]
 
 
