@@ -378,7 +378,7 @@ def layer_overview_figure(data: RunData, scale: float = 1.0, width: float | None
     fig = go.Figure(
         go.Heatmap(
             z=[f.off_parts for f in rows],
-            x=[f"mean gap (warns above {LAYER_GAP[0]:g} SDs)", f"scale error (warns beyond {LAYER_SCALE[0]:g}×)"],
+            x=["mean gap", "scale error"],
             y=names,
             customdata=custom,
             zmin=0,
@@ -391,10 +391,11 @@ def layer_overview_figure(data: RunData, scale: float = 1.0, width: float | None
             ygap=1,
         )
     )
-    fig.update_xaxes(side="top", showline=False, ticks="")
+    fig.update_xaxes(showline=False, ticks="")
     fig.update_yaxes(type="category", autorange="reversed", showline=False, ticks="", title_text="BN layer (network order)")
     worst = ", ".join(_text(f.name) for f in ranked_layers(rows)[:3] if np.isfinite(f.off) and f.off > 1)
-    subtitle = f"{len(rows)} layers at step {rows[0].step}; furthest off: {worst}" if worst else f"{len(rows)} layers at step {rows[0].step}: none off"
+    units = f"colour: × the warning threshold ({LAYER_GAP[0]:g} SDs, {LAYER_SCALE[0]:g}×); {len(rows)} layers at step {rows[0].step}"
+    subtitle = f"{units}; furthest off: {worst}" if worst else f"{units}: none off"
     height = 200 + OVERVIEW_ROW_PX * min(len(rows), OVERVIEW_ROWS)
     return _style(fig, title, subtitle, height=height, scale=scale, width=width)
 
