@@ -187,6 +187,30 @@ class LayerFigures:
     def own_severity(self) -> str:
         return _layer_severity(self.own_mean_gap, self.own_scale)
 
+    @property
+    def mean_gap(self) -> float:
+        """The mean gap against what inference really feeds the layer; against the training-mode
+        population where that was not measured (runs recorded before it was)."""
+        return self.infer_mean_gap if math.isfinite(self.infer_mean_gap) else self.own_mean_gap
+
+    @property
+    def scale(self) -> float:
+        """The scale error against what inference really feeds the layer, as `mean_gap`."""
+        return self.infer_scale if math.isfinite(self.infer_scale) else self.own_scale
+
+    @property
+    def off_parts(self) -> tuple[float, float]:
+        """(mean gap, scale error as |ln|), each in units of its warning threshold (LAYER_GAP,
+        LAYER_SCALE): above 1 where it warns; NaN where not finite."""
+        scale = abs(math.log(self.scale)) / math.log(LAYER_SCALE[0]) if 0 < self.scale < math.inf else math.nan
+        return self.mean_gap / LAYER_GAP[0], scale
+
+    @property
+    def off(self) -> float:
+        """How far off the layer is, the larger of `off_parts`: above 1 exactly where the layer warns;
+        what the layers are ranked by. NaN where neither is known (non-finite statistics)."""
+        return larger(*self.off_parts)
+
 
 def _layer_severity(gap: float, scale: float) -> str:
     if not (math.isfinite(gap) and math.isfinite(scale)):
@@ -215,6 +239,12 @@ def layer_figures(trace: LayerTrace, epsilon: float, i: int = -1) -> LayerFigure
 def all_layer_figures(data: RunData) -> list[LayerFigures]:
     """Every BN layer's figures at the last record that measured the population (the run's last)."""
     return [layer_figures(data.layers[name].measured(), data.epsilon(name)) for name in ordered_layers(data)]
+
+
+def ranked_layers(figures: list[LayerFigures]) -> list[LayerFigures]:
+    """`figures` from the furthest off (`LayerFigures.off`) to the least, unknown last: the layers a
+    page shows first and the verdict names."""
+    return sorted(figures, key=lambda f: -f.off if math.isfinite(f.off) else math.inf)
 
 
 def scale_text(scale: float) -> str:
@@ -393,11 +423,9 @@ def _followable(data: RunData) -> set[str]:
     """BN layers whose recovered batch statistics describe their input in training: not frozen, not
     fed through Dropout or noise (whose variance shift the tap's population does not include), and
     their moving statistics moved (a layer called with training=False in fit never updates them)."""
-    rows = {row["name"]: row for row in data.run.info.get("bn_layers", [])}
+    rows, stuck = {row["name"]: row for row in data.run.info.get("bn_layers", [])}, stuck_layers(data)  # once: 52 layers made it 52 calls
     return {
-        name
-        for name in data.layers
-        if rows.get(name, {}).get("trainable", True) and not rows.get(name, {}).get("after_noise", False) and name not in stuck_layers(data)
+        name for name in data.layers if rows.get(name, {}).get("trainable", True) and not rows.get(name, {}).get("after_noise", False) and name not in stuck
     }
 
 
@@ -1130,9 +1158,15 @@ def _verdict_detail(cause: str, ev: Evidence, has_bn: bool, found: dict[str, Fin
     return f"{held} {basis}{fits}.{weak}"
 
 
+FEW_LAYERS = 3  # up to this many BN layers the verdict follows the error through every one; beyond, it names where it starts and the worst
+
+
 def compounding(data: RunData) -> str:
     """Where the error starts and how it grows layer by layer at inference, in one sentence."""
-    figures = [f for f in all_layer_figures(data) if math.isfinite(f.infer_scale)]
+    figures = all_layer_figures(data)
+    if len(figures) > FEW_LAYERS:
+        return named_layers(figures)
+    figures = [f for f in figures if math.isfinite(f.infer_scale)]
     first = next((f for f in figures if f.own_severity in ("critical", "warning")), None)
     if first is None:
         return ""
@@ -1140,6 +1174,20 @@ def compounding(data: RunData) -> str:
     return (
         f" The error starts at {first.name} and carries through the network: at inference each BN layer divides by a standard "
         f"deviation this many times that of the input it actually receives (1 is right): {chain}."
+    )
+
+
+def named_layers(figures: list[LayerFigures], worst: int = 3) -> str:
+    """For a network with many BN layers (ResNet50 has 53), where the error starts and the `worst`
+    layers furthest off (`ranked_layers`), in one sentence: the first in network order whose mean gap
+    or scale error passes its warning threshold, at inference where measured."""
+    first = next((f for f in figures if f.off > 1), None)
+    if first is None:
+        return ""
+    named = "; ".join(f"{f.name} ({f.mean_gap:.2f} SDs, {f.scale:.3g}×)" for f in ranked_layers(figures)[:worst])
+    return (
+        f" The error starts at {first.name}, the first of the {len(figures)} BN layers whose moving statistics are off (mean gap "
+        f"{first.mean_gap:.2f} SDs, scale error {first.scale:.3g}×); the layers furthest off are {named}. The layer overview ranks them all."
     )
 
 

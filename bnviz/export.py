@@ -35,7 +35,7 @@ import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
 from bnviz import figlayout, figures
-from bnviz.diagnose import all_layer_figures, diagnose
+from bnviz.diagnose import FEW_LAYERS, all_layer_figures, diagnose
 from bnviz.labels import unique_labels
 from bnviz.records import RunData
 
@@ -353,10 +353,13 @@ def key_layer(data: RunData) -> str | None:
 
 def _run_figures(data: RunData, with_theory: bool) -> list[go.Figure]:
     """One run's figures, none repeated elsewhere: training curves, the mᵗ theory unless the
-    comparison shows it for every run, and histograms and drift of the layer where the error starts."""
+    comparison shows it for every run, every layer at a glance beyond FEW_LAYERS, and histograms and drift
+    of the layer where the error starts."""
     figs = [figures.training_curves(data)]
     if with_theory and data.run.config.arch.has_moving_stats:
         figs.append(figures.ema_theory_figure(data.run.momentum, data.steps_trained))
+    if len(data.layers) > FEW_LAYERS:
+        figs.append(figures.layer_overview_figure(data))
     if (layer := key_layer(data)) is not None:
         figs += [figures.activation_histograms(data, layer), figures.drift_figure(data, layer)]
     return figs

@@ -341,8 +341,9 @@ def _place_columns(fig: go.Figure, rows: Sequence[Row], fonts: Fonts, plot_px: f
 
 
 def _thin_ticks(fig: go.Figure, rows: Sequence[Row], fonts: Fonts, plot_w: float, plot_h: float) -> None:
-    """At most one tick label per 80 px × scale across and 30 px × scale up (Plotly's own spacing is fixed in
-    px, so larger labels would touch), except where a figure sets its ticks itself."""
+    """At most one tick label per 80 px × scale across and 30 px × scale up, one line of text up on a
+    category axis (Plotly's own spacing is fixed in px, so larger labels would touch), except where a figure
+    sets its ticks itself."""
     for row in rows:
         for key in row.axes:
             x_axis, y_axis = _x_axis_of(fig, key), fig.layout[key]
@@ -351,4 +352,5 @@ def _thin_ticks(fig: go.Figure, rows: Sequence[Row], fonts: Fonts, plot_w: float
                 x_axis.nticks = max(2, int(span * plot_w / (80 * fonts.scale)))
             if y_axis.dtick is None and y_axis.tickvals is None:
                 span = (y_axis.domain or (0, 1))[1] - (y_axis.domain or (0, 1))[0]
-                y_axis.nticks = max(2, int(span * plot_h / (30 * fonts.scale)))
+                label = lines_px(1, fonts.base) + 2 * fonts.scale if y_axis.type == "category" else 30 * fonts.scale  # a name per line: every layer
+                y_axis.nticks = max(2, int(span * plot_h / label))

@@ -21,7 +21,7 @@ import plotly.io as pio
 from plotly.subplots import make_subplots
 
 from bnviz import figlayout, stats
-from bnviz.diagnose import layer_figures
+from bnviz.diagnose import LAYER_GAP, LAYER_SCALE, all_layer_figures, layer_figures, ranked_layers
 from bnviz.labels import unique_labels
 from bnviz.records import LayerTrace, RunData
 
@@ -356,6 +356,48 @@ def channel_gap_figure(data: RunData, layer: str, scale: float = 1.0, width: flo
     return _style(
         fig, title, "0 = inference centres this channel exactly as the population does", height=max(360, 160 + 14 * gap.shape[1]), scale=scale, width=width
     )
+
+
+OVERVIEW_ROW_PX, OVERVIEW_ROWS = 20, 60  # px per layer at scale 1 (a line of tick text), and the rows the height grows for (ResNet50: 53)
+OFF_SCALE = 4.0  # the colour saturates at 4 warning thresholds (a mean gap of 1 SD: critical)
+
+
+def layer_overview_figure(data: RunData, scale: float = 1.0, width: float | None = None) -> go.Figure:
+    """Every BN layer in network order, one row each, at the last record: the mean gap of its moving mean and
+    the scale error of its moving variance against what inference really feeds it (the training-mode
+    population where that was not measured), coloured in units of each one's warning threshold
+    (bnviz.diagnose.LayerFigures.off_parts): which of a network's 53 layers to look at first."""
+    title = "Every BN layer at inference: how far its moving statistics are off"
+    if not data.layers:
+        return empty_figure(title, "No BN probe records yet (the run has no BatchNormalization layer, or has not probed)", scale=scale, width=width)
+    rows = all_layer_figures(data)
+    rank = {f.name: i for i, f in enumerate(ranked_layers(rows), start=1)}
+    names = [_text(f.name) for f in rows]
+    where = {True: "against the input inference feeds it", False: "against the training-mode population (inference not measured)"}
+    custom = [[[f.mean_gap, f.scale, rank[f.name], where[np.isfinite(f.infer_scale)]]] * 2 for f in rows]
+    fig = go.Figure(
+        go.Heatmap(
+            z=[f.off_parts for f in rows],
+            x=["mean gap", "scale error"],
+            y=names,
+            customdata=custom,
+            zmin=0,
+            zmax=OFF_SCALE,
+            colorscale="YlOrRd",
+            colorbar=dict(title=dict(text="× the warning threshold", side="right"), tickvals=[0, 1, 2, 3, 4], ticktext=["0", "1", "2", "3", "≥ 4"]),
+            hovertemplate="%{y}<br>mean gap %{customdata[0]:.3g} SDs · scale error %{customdata[1]:.3g}×<br>"
+            f"rank %{{customdata[2]}} of {len(rows)} (furthest off first), %{{customdata[3]}}<extra></extra>",
+            xgap=2,
+            ygap=1,
+        )
+    )
+    fig.update_xaxes(showline=False, ticks="")
+    fig.update_yaxes(type="category", autorange="reversed", showline=False, ticks="", title_text="BN layer (network order)")
+    worst = ", ".join(_text(f.name) for f in ranked_layers(rows)[:3] if np.isfinite(f.off) and f.off > 1)
+    units = f"colour: × the warning threshold ({LAYER_GAP[0]:g} SDs, {LAYER_SCALE[0]:g}×); {len(rows)} layers at step {rows[0].step}"
+    subtitle = f"{units}; furthest off: {worst}" if worst else f"{units}: none off"
+    height = 200 + OVERVIEW_ROW_PX * min(len(rows), OVERVIEW_ROWS)
+    return _style(fig, title, subtitle, height=height, scale=scale, width=width)
 
 
 def training_curves(data: RunData, height: int = 620, scale: float = 1.0, width: float | None = None) -> go.Figure:

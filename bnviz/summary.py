@@ -44,8 +44,7 @@ def worst_layer(data: RunData) -> LayerFigures | None:
     """The BN layer whose scale error is furthest from 1 (inference's figure where stored)."""
 
     def off(f: LayerFigures) -> float:
-        s = f.infer_scale if math.isfinite(f.infer_scale) else f.own_scale
-        return max(s, 1 / s) if math.isfinite(s) and s > 0 else -1.0
+        return max(f.scale, 1 / f.scale) if math.isfinite(f.scale) and f.scale > 0 else -1.0
 
     layers = all_layer_figures(data) if data.layers else []
     return max(layers, key=off, default=None)
@@ -79,9 +78,8 @@ def _initial_values(data: RunData, ev: Evidence | None) -> Headline:
 
 def _worst_scale(worst: LayerFigures) -> Headline:
     """The worst layer's scale error, at inference where measured, else against the population."""
-    scale = worst.infer_scale if math.isfinite(worst.infer_scale) else worst.own_scale
     where = "at inference" if math.isfinite(worst.infer_scale) else "vs the population"
-    return Headline("worst scale error", f"{scale:.3g}×", f"{worst.name}, {where}", SCALE_HELP)
+    return Headline("worst scale error", f"{worst.scale:.3g}×", f"{worst.name}, {where}", SCALE_HELP)
 
 
 def headline_figures(data: RunData, ev: Evidence | None) -> list[Headline]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import streamlit as st
 
 from bnviz import figures
+from bnviz.diagnose import ordered_layers
 from bnviz.labels import pair_of_interest
 from pages import common, slides
 
@@ -51,12 +52,13 @@ def show(active: bool, statuses: dict[str, str]) -> None:
     common.chart(figures.compare_accuracy_figure(datas, scale=scale), key="compare_accuracy")
 
     st.subheader("Moving statistics against the population")
-    shared = [layer for layer in datas[0].layers if all(layer in d.layers for d in datas)]
+    shared = [layer for layer in ordered_layers(datas[0]) if all(layer in d.layers for d in datas)]
     if not shared:
         st.info("These runs share no BatchNormalization layer with probe records, so there is no drift to compare.")
         return
-    common.ensure_choice("compare_layer", shared, shared[0])
-    layer = st.columns([1, 3])[0].selectbox("BN layer", shared, key="compare_layer")
+    worst = next(name for name in common.ranked_layer_names(datas[0]) if name in shared)  # in the first run
+    common.ensure_choice("compare_layer", shared, worst)
+    layer = st.columns([1, 3])[0].selectbox("BN layer (network order; at first the one furthest off in the first run)", shared, key="compare_layer")
     common.chart(figures.compare_drift_figure(datas, layer, scale=scale), key="compare_drift")
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import streamlit as st
 
 from bnviz import figures
-from bnviz.diagnose import diagnose, gather
+from bnviz.diagnose import FEW_LAYERS, diagnose, gather, ordered_layers
 from bnviz.labels import md_literal
 from bnviz.live import records_version
 from bnviz.presets import SEED_RESULTS
@@ -32,9 +32,10 @@ def show(active: bool, run_id: str, status: str) -> None:
     header(run, data)
     if waiting(run, data):
         return
-    top, *more = diagnose(data)
+    diagnosis = (records_version(data), data.steps_trained)  # what the findings are drawn from
+    (top, *more), evidence = common.shared_figure(("diagnosis", diagnosis), lambda: (diagnose(data), gather(data)))
     diagnose_panels.verdict(run, top)
-    diagnose_panels.figures_row(data, gather(data))
+    diagnose_panels.figures_row(data, evidence)
     diagnose_panels.history_charts(data, scale)
     more = diagnose_panels.why(top, more)
     if run.status == RunStatus.DONE and run.config.arch.has_moving_stats:
@@ -100,10 +101,10 @@ def scores(run: Run, data: RunData) -> None:
 
 
 def activations(run: Run, data: RunData) -> None:
-    """A BN layer's activations in both modes at a probe step, and the drift of its moving statistics."""
+    """A BN layer's activations in both modes at a probe step, and the drift of its moving statistics;
+    beyond FEW_LAYERS layers, first every layer's error in one chart. The layer furthest off comes first."""
     cfg = run.config
-    layers = list(data.layers)
-    if not layers:
+    if not data.layers:
         if run.status == RunStatus.RUNNING and cfg.arch.has_moving_stats and cfg.probe.enabled:
             st.info(
                 f"No probe record yet. To keep training at full speed the probe spends at most {cfg.probe.budget:.0%} of the "
@@ -112,16 +113,20 @@ def activations(run: Run, data: RunData) -> None:
         else:
             st.info("No BatchNormalization probe records: the run has no BN layer, or ran with the probe off.")
     else:
+        version = records_version(data)
+        layers = common.ranked_layer_names(data)
+        if len(layers) > FEW_LAYERS:
+            overview(data, version)
         st.subheader("Activations: training mode vs inference mode")
         pick_col, step_col = st.columns([1, 3])
-        common.ensure_choice("diagnose_layer", layers, layers[0])
-        layer = pick_col.selectbox("BN layer", layers, key="diagnose_layer")
+        common.ensure_choice("diagnose_layer", layers, layers[0])  # the layer furthest off
+        layer = pick_col.selectbox("BN layer (network order; at first the one furthest off)", ordered_layers(data), key="diagnose_layer")
         probe_steps = [int(s) for s in data.layers[layer].steps]
         key = f"diagnose_step_live{len(probe_steps)}" if run.status.active else "diagnose_step"  # training: a fresh slider per record, on the newest
         common.ensure_choice(key, probe_steps, probe_steps[-1])
         if len(probe_steps) > 1:
             step_col.select_slider("Probe step", probe_steps, key=key)
-        index, version = probe_steps.index(ss[key]), records_version(data)
+        index = probe_steps.index(ss[key])
         histograms = common.shared_figure(("histograms", version, layer, index, scale), lambda: figures.activation_histograms(data, layer, index, scale=scale))
         common.chart(histograms, key="diagnose_histograms")
 
@@ -136,6 +141,13 @@ def activations(run: Run, data: RunData) -> None:
         common.chart(drift, key="diagnose_drift")
         gap = common.shared_figure(("gap", version, layer, scale), lambda: figures.channel_gap_figure(data, layer, scale=scale))
         common.chart(gap, key="diagnose_gap")
+
+
+def overview(data: RunData, version: tuple) -> None:
+    """Every BN layer of a deep network in one chart (ResNet50 has 53), so the reader knows which to pick below."""
+    st.subheader("Every BN layer at a glance")
+    fig = common.shared_figure(("overview", version, scale), lambda: figures.layer_overview_figure(data, scale=scale))
+    common.chart(fig, key="diagnose_overview")
 
 
 def compare_with(run: Run) -> None:

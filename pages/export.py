@@ -9,6 +9,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from bnviz import export, figures
+from bnviz.diagnose import FEW_LAYERS, ordered_layers
 from bnviz.labels import unique_labels
 from bnviz.records import RunStatus
 from pages import common
@@ -36,14 +37,16 @@ if not static_ok:
 charts: dict[str, Callable[[], go.Figure]] = {"Training curves": lambda: figures.training_curves(data)}
 if run.config.arch.has_moving_stats:
     charts["EMA theory"] = lambda: figures.ema_theory_figure(run.momentum, data.steps_trained)
-for layer in data.layers:
+if len(data.layers) > FEW_LAYERS:
+    charts["Every BN layer at a glance"] = lambda: figures.layer_overview_figure(data)
+for layer in ordered_layers(data):  # built only when picked: 53 layers are 159 names, one chart
     charts[f"Activation histograms · {layer}"] = lambda layer=layer: figures.activation_histograms(data, layer)
     charts[f"Drift · {layer}"] = lambda layer=layer: figures.drift_figure(data, layer)
     charts[f"Channel gap · {layer}"] = lambda layer=layer: figures.channel_gap_figure(data, layer)
 if len(datas) > 1:
     charts["Comparison · final accuracy"] = lambda: figures.final_accuracy_figure(datas)
     charts["Comparison · probe accuracy"] = lambda: figures.compare_accuracy_figure(datas)
-    for layer in [name for name in data.layers if all(name in d.layers for d in datas)]:
+    for layer in [name for name in ordered_layers(data) if all(name in d.layers for d in datas)]:
         charts[f"Comparison · drift · {layer}"] = lambda layer=layer: figures.compare_drift_figure(datas, layer)
 
 st.subheader("One chart")

@@ -18,6 +18,7 @@ from bnviz.slides import SCREEN_CHART, SLIDE_MIN_PANEL, on_screen
 from bnviz.store import Store
 from bnviz.summary import history_figures
 from tests.browser import BROWSER_MODULE, chromium, streamlit_server
+from tests.many_layers import many_layer_data
 from tests.test_figures import make_data, tiny_run
 from tests.textboxes import draw, drawn_chart, plotly_page, problems
 
@@ -42,6 +43,8 @@ FIGURES: dict[str, Build] = {
     "activation_histograms": lambda r, s, w: F.activation_histograms(r.real, r.layer, scale=s, width=w),
     "drift_figure": lambda r, s, w: F.drift_figure(r.real, r.layer, scale=s, width=w),
     "channel_gap_figure": lambda r, s, w: F.channel_gap_figure(r.real, r.layer, scale=s, width=w),
+    "layer_overview_figure": lambda r, s, w: F.layer_overview_figure(r.real, scale=s, width=w),
+    "layer_overview_figure: 53 layers": lambda r, s, w: F.layer_overview_figure(many_layer_data(), scale=s, width=w),
     "ema_theory_figure": lambda r, s, w: F.ema_theory_figure(r.real.run.momentum, r.real.steps_trained, scale=s, width=w),
     "training_curves": lambda r, s, w: F.training_curves(r.real, scale=s, width=w),
     "live_figure": lambda r, s, w: F.live_figure(r.real, r.real.steps_trained * 3, scale=s, width=w),
