@@ -34,6 +34,9 @@ def _scenarios(digits: dict) -> list[tuple[str, str, str, Callable]]:
 
         return run
 
+    def fine_tune(mode):
+        return lambda home, seed: bank.fine_tune_run(home, digits, mode, seed)[2:4]
+
     return [
         ("Probe, all data", "m = 0.99, 3 epochs (66 steps, mᵗ = 0.52)", "stale_initial_values", probe(momentum=0.99, epochs=3)),
         ("Probe, no train_data", "the same, validation and test data only", "stale_initial_values", probe(momentum=0.99, epochs=3, splits=("val", "test"))),
@@ -41,6 +44,19 @@ def _scenarios(digits: dict) -> list[tuple[str, str, str, Callable]]:
         ("Probe, good momentum", "m = 0.8, 3 epochs", "healthy", probe(momentum=0.8, epochs=3)),
         ("Probe, test-only shift", "m = 0.8, test images × 0.5", "test_shift", probe(momentum=0.8, epochs=3, test_scale=0.5)),
         ("Probe, no BN", "the model without its BN layers", "healthy", probe(momentum=0.99, epochs=2, bn=False)),
+        (
+            "Probe, fine-tuned end to end",
+            "pretrained base, BN trainable, batch 4, 107 steps on bright digits 6–9",
+            "overwritten_in_fine_tuning",
+            fine_tune("end_to_end"),
+        ),
+        ("Probe, frozen base", "the same, base.trainable = False", "healthy", fine_tune("frozen")),
+        (
+            "Probe, base(x, training=False)",
+            "the same, base trainable but called with training=False",
+            "overwritten_in_fine_tuning",
+            fine_tune("training_false"),
+        ),
         ("inspect, short run", "saved after m = 0.99, 3 epochs, no step count", "stale_initial_values", inspect(0.99, 3)),
         ("inspect, learning-rate jump", "20 epochs, then 2 at Adam lr 0.05", "statistics_off", inspect(0.99, 20, late=0.05)),
         ("inspect, test-only shift", "m = 0.8, --test images × 0.5", "test_shift", inspect(0.8, 3, test_scale=0.5)),
@@ -58,12 +74,15 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--docs", action="store_true", help="also write the table into docs/own-models.md (between its markers)")
+    parser.add_argument("--only", nargs="*", default=[], help="run only the scenarios whose name contains one of these texts (not with --docs)")
     args = parser.parse_args(argv)
+    if args.docs and args.only:
+        parser.error("--docs writes the whole table: leave out --only")
     quiet_tensorflow()
     from tests.test_own_models import load_digits_splits
 
     digits, rows, right, total, started = load_digits_splits(), [], 0, 0, time.perf_counter()
-    for name, how, cause, run in _scenarios(digits):
+    for name, how, cause, run in (row for row in _scenarios(digits) if not args.only or any(text in row[0] for text in args.only)):
         cells, verdicts = [], []
         for seed in args.seeds:
             with tempfile.TemporaryDirectory(prefix="bnviz-own-") as home:

@@ -13,8 +13,8 @@ not classes every score is the loss, as −ln(loss) (`Metric`).
 Causes (`CAUSES`), each with its own finding and remedies: stale initial values (few steps), lag
 (statistics drifting faster than the average follows), statistics off for another reason (a saved
 model whose statistics do not carry the initial values' fingerprint), batches that are not i.i.d.,
-small-batch noise and variance bias, Dropout before BN, moving statistics that never moved, a
-test-only shift, overfitting (train ≫ validation), healthy; and "insufficient_evidence" when the
+small-batch noise and variance bias, Dropout before BN, moving statistics that never moved, trained
+statistics that a fine-tuning fit rewrote (`fine_tuning`), a test-only shift, overfitting (train ≫ validation), healthy; and "insufficient_evidence" when the
 measurement that decides is missing (it says what to pass), never a guess. A finding never
 contradicts the verdict: a cause the verdict does not name is at most "info". A missing figure
 (NaN) never wins or loses a comparison (`stats.larger`). Momentum is given in both conventions:
@@ -57,11 +57,21 @@ CAUSES = (
     "batch_noise",
     "dropout_before_bn",
     "never_moved",
+    "overwritten_in_fine_tuning",
     "test_shift",
     "overfitting",
     "healthy",
 )
-BN_CAUSES = ("stale_initial_values", "lag", "statistics_off", "non_iid_batches", "batch_noise", "dropout_before_bn", "never_moved")
+BN_CAUSES = (
+    "stale_initial_values",
+    "lag",
+    "statistics_off",
+    "non_iid_batches",
+    "batch_noise",
+    "dropout_before_bn",
+    "never_moved",
+    "overwritten_in_fine_tuning",
+)
 GAP_CRITICAL, GAP_WARNING = 0.15, 0.05  # accuracy lost to the moving statistics (recalibrated − inference)
 STALE_WEIGHT = 0.05  # mᵗ above which the initial values still weigh enough to be the cause
 NON_IID_RATIO = 3.0  # another model's training-batch means this many times further from the population than i.i.d. ones: not i.i.d.
@@ -829,6 +839,81 @@ def _frozen_finding(data: RunData, ev: Evidence, frozen: tuple[str, ...]) -> Fin
     )
 
 
+@dataclass(frozen=True)
+class Moved:
+    """How far one BN layer's moving statistics moved from step 0 to its last record: the mean in
+    units of this data's population SD (median channel), the standard deviation as a ratio ≥ 1
+    either way (median channel, ε included)."""
+
+    name: str
+    mean_sd: float
+    scale: float
+
+    @property
+    def far(self) -> bool:
+        return self.mean_sd >= LAYER_GAP[0] or self.scale >= LAYER_SCALE[0]
+
+
+def moved_since_start(data: RunData) -> list[Moved]:
+    """Each BN layer with a step-0 record: how far its moving statistics moved during this fit."""
+    moved = []
+    for name in ordered_layers(data):
+        trace, eps = data.layers[name], data.epsilon(name)
+        if len(trace.steps) < 2 or trace.steps[0] != 0:
+            continue
+        pop_var = trace.measured().pop_var[-1]
+        mean = float(np.median(standardized_gap(trace.moving_mean[-1], trace.moving_mean[0], pop_var, eps)))
+        ratio = float(np.median(scale_error(trace.moving_var[-1], trace.moving_var[0], eps)))
+        moved.append(Moved(name, mean, larger(ratio, 1 / ratio) if ratio > 0 else math.inf))
+    return moved
+
+
+def fine_tuning(data: RunData, ev: Evidence) -> Finding | None:
+    """A fit that began from trained moving statistics (a pretrained model, not 0 and 1): did BN,
+    in training mode, rewrite them ("overwritten_in_fine_tuning"), or keep them ("frozen_as_intended")?"""
+    moved = moved_since_start(data)
+    if started_fresh(data) or not moved or data.steps_trained == 0:
+        return None
+    worst = max(moved, key=lambda m: (m.far, m.mean_sd, m.scale))
+    t, b, m = data.steps_trained, data.run.config.batch_size, _momentum(data)
+    if not worst.far:
+        return _kept_finding(data, moved, worst, t)
+    far = [x for x in moved if x.far]
+    own = next((f.own_mean_gap for f in all_layer_figures(data) if f.name == worst.name), math.nan)
+    population = f", and ends {own:.2f} SDs from this data's population" if math.isfinite(own) else ""
+    text = (
+        f"This fit began from trained moving statistics (not 0 and 1: a pretrained model, or an earlier fit), and BN ran in training "
+        f"mode, so fit rewrote them with this data's batches: after {t} steps at batch size {b}, {worst.name}'s moving mean moved "
+        f"{worst.mean_sd:.2f} SDs from its value at step 0 and its standard deviation changed {worst.scale:.2f}× (medians over channels; "
+        f"{len(far)} of {len(moved)} BN layers moved this far){population}. With {momentum_text(m)} the statistics still carry "
+        f"mᵗ = {init_weight(m, t):.0%} of the values they began with and the rest is the last ~{ema_window(m):.0f} training batches: inference "
+        "normalises with a mix that belongs to neither data. In Keras 3 calling the base with training=False does not prevent this: "
+        "fit's training=True overrides it (measured on Keras 3.15); trainable=False does."
+    )
+    remedies = (
+        "Keep the pretrained BN layers in inference mode while fine-tuning, as the Keras transfer-learning guide says: base.trainable = False, "
+        "or trainable=False on each BatchNormalization layer to fine-tune the rest (Keras 3 then normalises with the pretrained statistics "
+        "and never updates them).",
+        "Recalibrate the BN statistics on this data (PreciseBN) now: no retraining.",
+        f"Or fine-tune with larger batches and for more steps: the pretrained values weigh under 1 % only after {steps_to_forget(m):.0f} steps.",
+    )
+    numbers = {"moved_sd": worst.mean_sd, "scale_change": worst.scale, "layers_moved": len(far), "steps": t, "batch_size": b}
+    return Finding("overwritten_in_fine_tuning", "warning", "What fine-tuning did to the pretrained statistics", text, remedies, numbers)
+
+
+def _kept_finding(data: RunData, moved: list[Moved], worst: Moved, t: int) -> Finding:
+    """Trained statistics that stayed put: frozen BN (trainable=False), as fine-tuning intends."""
+    frozen = len(frozen_layers(data))
+    how = f"{frozen} of them frozen (trainable=False)" if frozen else "none frozen (trainable=False)"
+    text = (
+        f"The fit began from trained moving statistics (a pretrained model) and kept them: after {t} steps the moving mean of every "
+        f"BN layer moved at most {worst.mean_sd:.3f} SDs and its standard deviation {worst.scale:.3f}× ({len(moved)} layers, {how}), "
+        "so fit and inference normalise with the same pretrained statistics, as fine-tuning with a frozen base intends."
+    )
+    numbers = {"moved_sd": worst.mean_sd, "scale_change": worst.scale, "frozen": frozen, "steps": t}
+    return Finding("frozen_as_intended", "ok", "Whether fine-tuning kept the pretrained statistics", text, (), numbers)
+
+
 def dropout_before_bn(data: RunData, ev: Evidence) -> Finding | None:
     """Dropout feeding a BN layer shifts the variance between training and inference: measured as
     the moving variance (learnt from training batches, Dropout on) against the variance inference
@@ -1013,6 +1098,7 @@ CHECKS: tuple[Callable[[RunData, Evidence], Finding | None], ...] = (
     non_iid_batches,
     batch_noise,
     never_moved,
+    fine_tuning,
     dropout_before_bn,
     test_shift,
     overfitting,
@@ -1054,6 +1140,8 @@ def decide(data: RunData, ev: Evidence, found: dict[str, Finding]) -> str:
     if bn_fault:
         if not ev.steps_known:
             return "stale_initial_values" if _warns(found, "stale_initial_values") else "statistics_off"
+        if _warns(found, "overwritten_in_fine_tuning"):
+            return "overwritten_in_fine_tuning"
         if ev.init_weight >= STALE_WEIGHT:
             return "stale_initial_values"
         if _warns(found, "dropout_before_bn"):
@@ -1078,10 +1166,14 @@ VERDICTS: dict[str, str] = {
     "batch_noise": "The moving statistics track the noise of small batches",
     "dropout_before_bn": "Dropout before BatchNormalization shifts the variance at inference",
     "never_moved": "The moving statistics never moved from their initial values",
+    "overwritten_in_fine_tuning": "Fine-tuning rewrote the pretrained moving statistics",
     "test_shift": "The test data differ from the training data; BN is not the cause",
     "overfitting": "Overfitting; BN is not the cause",
     "healthy": "Healthy: inference does as well as the model can",
 }
+
+
+FINE_TUNING_DETAIL = {"overwritten_in_fine_tuning": "overwritten_in_fine_tuning", "healthy": "frozen_as_intended"}  # cause → finding told in the verdict
 
 
 def verdict(data: RunData, ev: Evidence | None, found: dict[str, Finding]) -> Finding:
@@ -1096,6 +1188,9 @@ def verdict(data: RunData, ev: Evidence | None, found: dict[str, Finding]) -> Fi
     else:
         severity = "ok" if cause == "healthy" else "critical" if drop >= ev.metric.critical else "warning"
     detail = _verdict_detail(cause, ev, _has_bn(data), found, data) + (compounding(data) if cause in BN_CAUSES else "")
+    told = FINE_TUNING_DETAIL.get(cause, "")
+    if told in found:
+        detail += " " + found[told].detail  # what fine-tuning did to pretrained statistics, with its numbers
     remedies = found[cause].remedies if cause in found else ()
     if cause == "insufficient_evidence":
         remedies = (found["missing_evidence"].detail,) if "missing_evidence" in found else ()

@@ -1408,3 +1408,31 @@ def test_the_moving_noise_is_the_worst_layers_and_skips_layers_that_did_not_meas
     m = 0.9
     assert dx.moving_noise(_data(layers=[unmeasured, measured]), m) == pytest.approx(0.1 * math.sqrt((1 - m) / (1 + m)), rel=1e-5)
     assert math.isnan(dx.moving_noise(_data(layers=[unmeasured]), m))
+
+
+# --- fine-tuning a pretrained model: statistics rewritten, or kept -----------------------------------
+def test_fine_tuning_that_rewrote_pretrained_statistics_is_named_with_how_far_they_moved():
+    """Pretrained at 40/100, rewritten to 45/400 against this data's 50/400: the mean moved 5/20 SD (a hair
+    under the 0.25 line, ε included) and the SD 2× (over the 1.12 line); kept values, or 0/1 at the start, are not it."""
+    rewritten = _trace(moving=(40.0, 42, 43, 44, 45), moving_var=(100.0, 200, 300, 350, 400))
+    findings = diagnose(_data(layers=[rewritten], batch_size=4))
+    top, moved = findings[0], _by_key(findings)["overwritten_in_fine_tuning"]
+    assert top.cause == "overwritten_in_fine_tuning" and top.title == "Verdict: Fine-tuning rewrote the pretrained moving statistics"
+    assert moved.numbers == pytest.approx(
+        {"moved_sd": 5 / math.sqrt(400 + EPS), "scale_change": math.sqrt(400.001 / 100.001), "layers_moved": 1, "steps": 120, "batch_size": 4}
+    )
+    assert "after 120 steps at batch size 4" in top.detail and "carry mᵗ = 30%" in top.detail and "base.trainable = False" in top.remedies[0]
+    assert _by_key(findings)["stale_initial_values"].severity == "info"
+    _assert_consistent(findings)
+    barely = _trace(moving=(44.9, 45, 45, 45, 45), moving_var=(399.0, 400, 400, 400, 400))  # 0.005 SD, 1.001×: kept, not rewritten
+    assert "overwritten_in_fine_tuning" not in _by_key(diagnose(_data(layers=[barely])))
+    assert "overwritten_in_fine_tuning" not in _by_key(diagnose(_data()))  # started at 0/1: not pretrained
+
+
+def test_pretrained_statistics_kept_through_fit_are_frozen_as_intended_and_said_in_a_healthy_verdict():
+    info = {"bn_layers": [{"name": "norm1", "trainable": False, **ROW}]}
+    kept = _trace(moving=(48.0,) * 5, moving_var=(380.0,) * 5)
+    findings = diagnose(_own({"final": {"train": 0.9, "val": 0.9, "test": 0.9, "fit": 0.9, "train_batchstats": 0.9}}, layers=[kept], info=info))
+    top, frozen = findings[0], _by_key(findings)["frozen_as_intended"]
+    assert top.cause == "healthy" and frozen.severity == "ok" and frozen.numbers == {"moved_sd": 0.0, "scale_change": 1.0, "frozen": 1, "steps": 120}
+    assert top.detail.endswith(frozen.detail) and "moved at most 0.000 SDs" in frozen.detail and "1 of them frozen (trainable=False)" in frozen.detail

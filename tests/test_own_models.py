@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bnviz.diagnose import BN_CAUSES, diagnose, fingerprint
+from bnviz.diagnose import BN_CAUSES, diagnose, fingerprint, ordered_layers
 from bnviz.store import Store
 from tests.test_inspect import run_cli
 
@@ -29,15 +29,28 @@ def digits():
 
 def load_digits_splits() -> dict:
     """Digits 0–5 as raw 32×32×3 pixels, split 700 / 180 / 203."""
+    x, y = _digit_images(0, 6)
+    return {"train": (x[:700], y[:700]), "val": (x[700:880], y[700:880]), "test": (x[880:], y[880:])}
+
+
+def fine_tune_splits() -> dict:
+    """The fine-tuning task: digits 6–9 (labels 0–3) on a bright background, x·0.5 + 120 (a photo-like
+    input, far from the pretraining digits' zero background), split 428 / 143 / 143."""
+    x, y = _digit_images(6, 10)
+    x = x * 0.5 + 120
+    return {"train": (x[:428], y[:428]), "val": (x[428:571], y[428:571]), "test": (x[571:], y[571:])}
+
+
+def _digit_images(low: int, high: int) -> tuple[np.ndarray, np.ndarray]:
+    """Digits low..high−1 as raw 32×32×3 pixels (0–240), labels from 0, in a fixed shuffled order."""
     from sklearn.datasets import load_digits
 
     d = load_digits()
-    keep = d.target < 6
+    keep = (d.target >= low) & (d.target < high)
     x = np.kron((d.images[keep] * 15).astype("float32")[..., None], np.ones((1, 4, 4, 3), "float32"))  # 32×32×3, 0–240
-    y = d.target[keep].astype("int64")
+    y = (d.target[keep] - low).astype("int64")
     order = np.random.default_rng(0).permutation(len(x))
-    x, y = x[order], y[order]
-    return {"train": (x[:700], y[:700]), "val": (x[700:880], y[700:880]), "test": (x[880:], y[880:])}
+    return x[order], y[order]
 
 
 def notebook_model(momentum: float, dense_bn: bool = False, bn: bool = True):
@@ -72,17 +85,24 @@ def probe_run(
     """Train the user's model with bnviz.Probe given `splits`; returns (model, run data, findings, bnviz warnings)."""
     import keras
 
-    import bnviz
-
     keras.utils.set_random_seed(seed)
     model = notebook_model(momentum, **model_args)
-    model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
     given = {"train": digits["train"], "val": digits["val"], "test": (digits["test"][0] * test_scale, digits["test"][1])}
+    return fit_with_probe(home, model, digits["train"], {s: given[s] for s in splits}, epochs, batch_size)
+
+
+def fit_with_probe(home: Path, model, train: tuple, given: dict, epochs: int, batch_size: int):
+    """Compile and fit `model` on `train` with bnviz.Probe given the splits `given`; returns (model, run data, findings, bnviz warnings)."""
+    import keras
+
+    import bnviz
+
+    model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
     names = {"train": "train_data", "val": "validation_data", "test": "test_data"}
-    probe = bnviz.Probe(name="mine", home=home, batch_size=batch_size, **{names[s]: given[s] for s in splits})
+    probe = bnviz.Probe(name="mine", home=home, batch_size=batch_size, **{names[s]: data for s, data in given.items()})
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        model.fit(*digits["train"], epochs=epochs, batch_size=batch_size, verbose=0, callbacks=[probe])
+        model.fit(*train, epochs=epochs, batch_size=batch_size, verbose=0, callbacks=[probe])
     data = Store(home).load_run(probe.run_id)
     return model, data, diagnose(data), [str(w.message) for w in caught if "bnviz" in str(w.message)]
 
@@ -148,6 +168,87 @@ def test_batch_size_two_with_dense_bn_models_the_variance_bias(tmp_path, digits)
 def test_a_model_without_bn_is_never_given_a_bn_cause(tmp_path, digits):
     _, data, findings, _ = probe_run(tmp_path, digits, 0.99, 2, bn=False)
     assert findings[0].cause not in BN_CAUSES and not data.layers
+
+
+# --- fine-tuning a pretrained model (the Keras transfer-learning guide's three ways) --------------------
+FINE_TUNE_MODES = ("end_to_end", "frozen", "training_false")  # base trainable; base.trainable = False; base(x, training=False)
+_PRETRAINED: dict[int, list] = {}
+
+
+def pretrained_weights(digits: dict, seed: int) -> list:
+    """The notebook model pretrained on digits 0–5 (3 epochs, m = 0.9, so its statistics have settled), once per seed."""
+    import keras
+
+    if seed not in _PRETRAINED:
+        keras.utils.set_random_seed(seed)
+        model = notebook_model(0.9)
+        model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
+        model.fit(*digits["train"], epochs=3, batch_size=32, verbose=0)
+        _PRETRAINED[seed] = model.get_weights()
+    return _PRETRAINED[seed]
+
+
+def fine_tune_run(home: Path, digits: dict, mode: str, seed: int = 0, batch_size: int = 4):
+    """Fine-tune the pretrained base (its BN at Keras' default momentum 0.99) with a new 4-class head on
+    `fine_tune_splits()` for one epoch at `batch_size`, as the user writes it for `mode`; returns
+    (base's BN moving statistics before, model, run data, findings)."""
+    import keras
+    from keras import layers
+
+    pretrained = notebook_model(0.9)
+    pretrained.set_weights(pretrained_weights(digits, seed))
+    base = keras.Model(pretrained.inputs, pretrained.layers[-2].output, name="base")  # up to Flatten
+    bn = [layer for layer in base.layers if isinstance(layer, layers.BatchNormalization)]
+    for layer in bn:
+        layer.momentum = 0.99
+    base.trainable = mode != "frozen"
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((32, 32, 3))
+    features = base(inputs, training=False) if mode == "training_false" else base(inputs)
+    model = keras.Model(inputs, layers.Dense(4, activation="softmax")(features))
+    before = [[w.copy() for w in layer.get_weights()] for layer in bn]
+    task = fine_tune_splits()
+    return (before, *fit_with_probe(home, model, task["train"], task, 1, batch_size)[:3])
+
+
+def moving_statistics(model) -> list[list[np.ndarray]]:
+    from keras import layers
+
+    base = model.get_layer("base")
+    return [layer.get_weights() for layer in base.layers if isinstance(layer, layers.BatchNormalization)]
+
+
+def test_fine_tuning_with_bn_in_training_mode_names_the_rewritten_statistics(tmp_path, digits):
+    """Batch 4, 107 steps: the pretrained statistics move toward the bright digits but still weigh 0.99¹⁰⁷ = 34 %."""
+    before, model, data, findings = fine_tune_run(tmp_path, digits, "end_to_end")
+    top, moved = findings[0], by_key(findings)["overwritten_in_fine_tuning"]
+    assert top.cause == "overwritten_in_fine_tuning" and top.severity == "critical" and "base.trainable = False" in top.remedies[0]
+    acc, recal = data.evaluations["final"].accuracies(), data.evaluations["recalibrated"].accuracies()
+    assert recal["test"] - acc["test"] >= 0.15 and acc["test_batchstats"] - acc["test"] >= 0.15  # training mode is fine, inference is not
+    first = data.layers[ordered_layers(data)[0]]  # named by how many BN layers the process built before
+    assert np.allclose(first.moving_mean[0], before[0][2]) and np.allclose(first.moving_var[0], before[0][3])  # step 0 holds the pretrained values
+    expected = max(np.median(np.abs(t.moving_mean[-1] - t.moving_mean[0]) / np.sqrt(t.measured().pop_var[-1] + 1e-3)) for t in data.layers.values())
+    assert moved.numbers["moved_sd"] == pytest.approx(expected, rel=1e-4) and moved.numbers["moved_sd"] >= 0.25
+    assert (moved.numbers["steps"], moved.numbers["batch_size"]) == (107, 4) and "after 107 steps at batch size 4" in top.detail
+
+
+def test_a_frozen_base_keeps_its_statistics_and_is_healthy(tmp_path, digits):
+    before, model, data, findings = fine_tune_run(tmp_path, digits, "frozen")
+    top, kept = findings[0], by_key(findings)["frozen_as_intended"]
+    assert top.cause == "healthy" and "kept them" in top.detail and "overwritten_in_fine_tuning" not in by_key(findings)
+    assert kept.numbers["moved_sd"] == 0 and kept.numbers["scale_change"] == 1 and kept.numbers["frozen"] == 3
+    assert all(np.array_equal(a, b) for layer, old in zip(moving_statistics(model), before, strict=True) for a, b in zip(layer, old, strict=True))
+    acc = data.evaluations["final"].accuracies()
+    assert acc["test"] == pytest.approx(acc["test_batchstats"])  # frozen BN normalises alike in both modes
+
+
+def test_training_false_on_the_base_is_overridden_by_fit_in_keras_3(tmp_path, digits):
+    """The guide's `base(inputs, training=False)` with a trainable base: Keras 3.15's fit calls the model with
+    training=True, which overrides it, so BN runs in training mode and rewrites its statistics (keras-team/keras#20285)."""
+    before, model, data, findings = fine_tune_run(tmp_path, digits, "training_false")
+    after = moving_statistics(model)
+    assert not np.allclose(after[0][2], before[0][2]) and not np.allclose(after[0][0], before[0][0])  # moving mean and gamma both moved
+    assert findings[0].cause == "overwritten_in_fine_tuning" and "training=False does not prevent this" in findings[0].detail
 
 
 # --- the post-mortem of a saved model ---------------------------------------------------------------

@@ -20,6 +20,7 @@ NOT_BUILDABLE = {
     "pending": "a run without a final evaluation, not a regime",
     "dropout_before_bn": "the model template puts Dropout after the last BN layer only",
     "insufficient_evidence": "bnviz's own runs have every split; tests/test_own_models.py builds it through bnviz.Probe",
+    "overwritten_in_fine_tuning": "bnviz's own runs start fresh; tests/test_own_models.py fine-tunes a pretrained model through bnviz.Probe",
     "statistics_off": "named for saved models only (no step count); tests/test_own_models.py builds it through bnviz inspect",
 }
 
