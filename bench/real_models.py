@@ -6,8 +6,9 @@ the seed's 3-layer model, at 224² and 96². Prints the Markdown table of docs/r
 Per model, in one process: the model is built and compiled once, a warm-up `fit` traces Keras's train
 function, then plain `fit` and probed `fit` (`bnviz.Probe` with train, validation and test data, as a
 user passes them) alternate for `--reps` rounds from the same initial weights on the same images.
-Timed: the whole `fit` call until the probe's last record is stored ("until the last record"), its
-CPU time, and the whole call (which adds the final evaluation in both modes and saving the model);
+Timed: the whole `fit` call until the probe's last record is stored ("until the last record"), the
+process's CPU time until then (all threads; steadier than wall time on a shared machine), and the
+whole call (which adds the final evaluation in both modes and saving the model);
 the peak resident memory during each fit above the process's before it; the store bytes per record.
 Ratios are per round (probed over plain in the same round), then the median over rounds.
 """
@@ -111,14 +112,14 @@ def _last_record_clock(probe):
     class Stamp(keras.callbacks.Callback):
         def __init__(self):
             super().__init__()
-            self.last = math.nan
+            self.last = self.last_cpu = math.nan
 
         def on_train_begin(self, logs=None):
             add = probe.recorder.add_probe
 
             def stamped(record):
                 add(record)
-                self.last = time.perf_counter()
+                self.last, self.last_cpu = time.perf_counter(), time.process_time()
 
             probe.recorder.add_probe = stamped
             if probe.bn_probe is not None:
@@ -171,7 +172,7 @@ def _fit(model, x, y, data, case: Case, home: Path, probed: bool, bnviz) -> dict
     whole, cpu_s = time.perf_counter() - start, time.process_time() - cpu
     row = {"whole_s": whole, "until_last_s": whole, "cpu_s": cpu_s, "peak_mb": memory.above_base / 2**20}
     if probe is not None:
-        row |= {"until_last_s": stamp.last - start, "records": probe.bn_probe.made, "live": probe.bn_probe.live_records}
+        row |= {"until_last_s": stamp.last - start, "cpu_s": stamp.last_cpu - cpu, "records": probe.bn_probe.made, "live": probe.bn_probe.live_records}
         row["store_kb_per_record"] = _store_bytes(home) / 1024 / max(row["records"], 1)
     return row
 
@@ -277,7 +278,7 @@ def table_row(s: dict) -> str:
 
 
 HEADER = (
-    "| model | BN layers | input | steps × batch | plain ms/step | × plain until the last record (range) | × plain, CPU | "
+    "| model | BN layers | input | steps × batch | plain ms/step | × plain until the last record (range) | × plain, CPU until then | "
     "× plain, whole fit (+ evaluation, save) | records | peak MB during fit: plain → probed | store KB per record | rounds |\n"
     "|---|---|---|---|---|---|---|---|---|---|---|---|"
 )

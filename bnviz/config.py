@@ -113,7 +113,7 @@ class ArchConfig:
 NO_BUDGET_LIMIT = 100.0  # the probe budget's top: every record at its step
 MIN_PROBE_BATCH = 8  # fewer images make the probe batch's two-mode accuracy too coarse to read
 MAX_PROBE_BATCH = 32  # 2·10⁶ values per layer at 64 px already; more only costs forward passes
-MAX_POPULATION_DEFAULT = 128  # the population mean within 0.010 SD (median) on the presets' runs
+MIN_POPULATION_DEFAULT, MAX_POPULATION_DEFAULT = 64, 128  # images; at 128 the population mean is within 0.010 SD (median) on the presets' runs
 MIN_SPREAD_BATCHES = 4  # a spread of batch means from fewer is too rough to compare against
 
 
@@ -126,7 +126,7 @@ class ProbeConfig:
     # fixed validation images for the histograms and the two-mode accuracy; 0: the training batch size (8 to 32), so training
     # mode normalises it as a training step does; 32 give ~2·10⁶ values per layer at 64 px, of which the histograms keep 20,000
     probe_batch: int = 0
-    population_samples: int = 0  # fixed training images for the PreciseBN-style population stats; 0: 4 training batches, at most 128
+    population_samples: int = 0  # fixed training images for the PreciseBN-style population stats; 0: 4 training batches, 64 to 128
     # A probe record runs 2 × probe images forward, + 2 × population images where it measures the population
     # (~3 training steps at 32/128, ~⅔ of one without the population). 128 images suffice because the diagnosis'
     # thresholds (0.25 and 1 population SD) sit far above their sampling error (`python -m bench` measures it).
@@ -142,9 +142,9 @@ class ProbeConfig:
 
     def population_images(self, batch_size: int) -> int:
         """The population sample for training batches of `batch_size`: `population_samples`, else the
-        `MIN_SPREAD_BATCHES` batches the i.i.d. spread needs, at most 128 (the mean is then within
-        0.01–0.02 population SD, far below the diagnosis' 0.25 SD threshold)."""
-        return self.population_samples or min(MAX_POPULATION_DEFAULT, MIN_SPREAD_BATCHES * max(batch_size, MIN_PROBE_BATCH))
+        `MIN_SPREAD_BATCHES` batches the i.i.d. spread needs, within 64–128 images (the mean is then
+        within 0.01–0.02 population SD; 32 images at batch 4 turned the batch-noise scenario into lag)."""
+        return self.population_samples or min(MAX_POPULATION_DEFAULT, max(MIN_POPULATION_DEFAULT, MIN_SPREAD_BATCHES * batch_size))
 
 
 @dataclass(frozen=True)
@@ -342,7 +342,7 @@ SETTINGS: tuple[Setting, ...] = (
         (*_PROBE, "population_samples"),
         int,
         "Population samples",
-        "fixed training images for the population statistics; 0: four training batches, at most 128",
+        "fixed training images for the population statistics; 0: four training batches, 64 to 128",
         8,
         20000,
         auto=True,

@@ -61,7 +61,7 @@ def test_only_batch_normalisation_keeps_moving_statistics_and_configs_stay_plain
     assert not ArchConfig(norm="nonsense").has_moving_stats  # validate() names it; the question does not raise
 
 
-@pytest.mark.parametrize(("batch", "probe", "population"), [(4, 8, 32), (16, 16, 64), (32, 32, 128), (128, 32, 128)])
+@pytest.mark.parametrize(("batch", "probe", "population"), [(4, 8, 64), (16, 16, 64), (24, 24, 96), (32, 32, 128), (128, 32, 128)])
 def test_the_probe_sizes_follow_the_training_batch_unless_set(batch, probe, population):
     """Probe batch and population default to the training batch's scale (a ResNet50 fine-tuned at batch
     16 runs half the forward work of 32); a size the user sets is kept whatever the batch."""
