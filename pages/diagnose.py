@@ -103,7 +103,8 @@ def scores(run: Run, data: RunData) -> None:
 
 def activations(run: Run, data: RunData) -> None:
     """A BN layer's activations in both modes at a probe step, and the drift of its moving statistics;
-    beyond FEW_LAYERS layers, first every layer's error in one chart. The layer furthest off comes first."""
+    beyond FEW_LAYERS layers, first every layer's error in one chart, and the picker opens on the layer furthest off
+    (up to FEW_LAYERS, as the seed's models, on the first: the story follows the error from there)."""
     cfg = run.config
     if not data.layers:
         if run.status == RunStatus.RUNNING and cfg.arch.has_moving_stats and cfg.probe.enabled:
@@ -114,14 +115,13 @@ def activations(run: Run, data: RunData) -> None:
         else:
             st.info("No BatchNormalization probe records: the run has no BN layer, or ran with the probe off.")
     else:
-        version = records_version(data)
-        layers = common.ranked_layer_names(data)
-        if len(layers) > FEW_LAYERS:
+        version, layers, deep = records_version(data), ordered_layers(data), len(data.layers) > FEW_LAYERS
+        if deep:
             overview(data, version)
         st.subheader("Activations: training mode vs inference mode")
         pick_col, step_col = st.columns([1, 3])
-        common.ensure_choice("diagnose_layer", layers, layers[0])  # the layer furthest off
-        layer = pick_col.selectbox("BN layer (network order; at first the one furthest off)", ordered_layers(data), key="diagnose_layer")
+        common.ensure_choice("diagnose_layer", layers, common.ranked_layer_names(data)[0] if deep else layers[0])  # deep: the one furthest off
+        layer = pick_col.selectbox("BN layer (network order; at first the one furthest off)" if deep else "BN layer", layers, key="diagnose_layer")
         probe_steps = [int(s) for s in data.layers[layer].steps]
         key = f"diagnose_step_live{len(probe_steps)}" if run.status.active else "diagnose_step"  # training: a fresh slider per record, on the newest
         common.ensure_choice(key, probe_steps, probe_steps[-1])
