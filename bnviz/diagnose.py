@@ -62,16 +62,7 @@ CAUSES = (
     "overfitting",
     "healthy",
 )
-BN_CAUSES = (
-    "stale_initial_values",
-    "lag",
-    "statistics_off",
-    "non_iid_batches",
-    "batch_noise",
-    "dropout_before_bn",
-    "never_moved",
-    "overwritten_in_fine_tuning",
-)
+BN_CAUSES = CAUSES[CAUSES.index("stale_initial_values") : CAUSES.index("test_shift")]  # the causes that are BN's own
 GAP_CRITICAL, GAP_WARNING = 0.15, 0.05  # accuracy lost to the moving statistics (recalibrated − inference)
 STALE_WEIGHT = 0.05  # mᵗ above which the initial values still weigh enough to be the cause
 NON_IID_RATIO = 3.0  # another model's training-batch means this many times further from the population than i.i.d. ones: not i.i.d.

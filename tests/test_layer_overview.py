@@ -16,9 +16,9 @@ from bnviz import export
 from bnviz import figures as F
 from bnviz.diagnose import FEW_LAYERS, all_layer_figures, diagnose, ordered_layers, ranked_layers
 from bnviz.labels import md_literal
-from tests.conftest import APP_TIMEOUT_S
 from tests.many_layers import MANY, PLANTED_FIRST, PLANTED_WORST, many_layer_data, many_layer_run, planted
-from tests.test_app import APP, charts
+from tests.test_app import charts
+from tests.test_diagnose_page import _open as open_page
 
 
 # --- the figure and the verdict, on the hand-made run ------------------------------------------------
@@ -88,12 +88,7 @@ def mobilenet(tmp_path_factory):
 
 def _open(home, monkeypatch, page: str, **query: str) -> AppTest:
     monkeypatch.setenv("BNVIZ_HOME", str(home))
-    at = AppTest.from_file(APP, default_timeout=APP_TIMEOUT_S)
-    at.query_params.update(query)
-    at.run()
-    at.switch_page(f"pages/{page}.py").run()
-    assert not at.exception, at.exception
-    return at
+    return open_page(page, **query)
 
 
 @pytest.mark.slow
