@@ -10,10 +10,11 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from bnviz.records import Run, RunData, RunStatus
+from bnviz.records import Mark, Run, RunData, RunStatus
 from bnviz.store import Store
 
 STEP_REDRAWS = 100  # the charts over the steps are redrawn every 1 % of a training run (and with each probe record)
+STEPS_REDRAW_S = 5.0  # a page following a run draws its new steps at most this often; a record or a status at the next poll
 CACHED_RUNS = 32  # runs whose data a server keeps between polls (a classroom's story and sweeps fit)
 
 
@@ -54,8 +55,37 @@ def steps_version(data: RunData) -> tuple:
     """`records_version` and the steps trained, counted in hundredths of the run (STEP_REDRAWS): what
     the charts over the steps (curves, mᵗ) are redrawn for, at most STEP_REDRAWS times a run however
     often sessions poll, so the sessions watching one run share each drawing."""
-    per = max(1, (data.run.total_steps or 0) // STEP_REDRAWS)
-    return (*records_version(data), data.steps_trained // per)
+    return (*records_version(data), hundredths(data.steps_trained, data.run.total_steps or 0))
+
+
+def hundredths(step: int, total_steps: int) -> int:
+    """`step` counted in STEP_REDRAWS-ths of a run of `total_steps`."""
+    return step // max(1, total_steps // STEP_REDRAWS)
+
+
+@dataclass(frozen=True)
+class View:
+    """How far the runs a page shows have got, as the page drew them (`view`): `at_once` holds what is
+    drawn at the next poll when it moves (the runs shown, their statuses and, in detail, their records
+    and evaluations), `steps` what is drawn at most every STEPS_REDRAW_S (steps trained, in hundredths)."""
+
+    at_once: tuple
+    steps: tuple = ()
+
+    def redraw_due(self, now: View, since_s: float) -> bool:
+        """Must a page drawn at this view `since_s` seconds ago draw again, the runs being at `now`?"""
+        return now.at_once != self.at_once or (now.steps != self.steps and since_s >= STEPS_REDRAW_S)
+
+
+def view(marks: dict[str, Mark], detail: bool = True) -> View:
+    """The `View` of runs at `marks` (Store.marks) for a page that shows their records (`detail`) or
+    only their statuses (a count, a list of ended runs)."""
+    if not detail:
+        return View(tuple((run_id, m.status) for run_id, m in marks.items()))
+    return View(
+        tuple((run_id, m.status, m.records, m.evaluations) for run_id, m in marks.items()),
+        tuple(hundredths(m.step, m.total_steps) for m in marks.values()),
+    )
 
 
 def _same_training(before: Run, now: Run) -> bool:

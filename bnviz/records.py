@@ -177,6 +177,18 @@ class Job:
 
 
 @dataclass(frozen=True)
+class Mark:
+    """How far a run has got, read without its records (Store.marks): a page that follows the run draws
+    again when this moves."""
+
+    status: RunStatus
+    step: int = 0
+    records: int = 0
+    evaluations: int = 0
+    total_steps: int = 0
+
+
+@dataclass(frozen=True)
 class Progress:
     """Where a run is: its latest step row, its step budget and the probe records stored out of
     those scheduled (the probe makes some once training ends)."""

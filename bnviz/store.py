@@ -75,6 +75,7 @@ from bnviz.records import (
     Job,
     JobStatus,
     LayerTrace,
+    Mark,
     Owner,
     ProbeRecord,
     Progress,
@@ -549,6 +550,24 @@ class Store:
         total, probe = run.total_steps or 0, run.config.probe
         scheduled = len(probe_steps(total, run.steps_per_epoch or 1, probe.every)) if total and probe.enabled else 0
         return Progress(run.status, **(dict(row) if row else {}), total_steps=total, probe_records=records, probe_scheduled=scheduled)
+
+    def marks(self, run_ids: Sequence[str] | None = None) -> dict[str, Mark]:
+        """Each run's (of `run_ids`, else every run's) status, last step and records and evaluations
+        stored, in one query and without reading a record: what a page that follows runs compares
+        between polls to know whether it must draw again (bnviz.live.View)."""
+        gone = self._reap()
+        where, args = ("WHERE id IN (" + ",".join("?" * len(run_ids)) + ")", [check_run_id(i) for i in run_ids]) if run_ids is not None else ("", [])
+        with self._connect() as db:
+            rows = db.execute(
+                "SELECT id, status, host, pid, pid_start, error, total_steps, "
+                "(SELECT MAX(step) FROM steps WHERE run_id=runs.id) AS step, "
+                "(SELECT COUNT(*) FROM probes WHERE run_id=runs.id) AS records, "
+                "(SELECT COUNT(*) FROM evaluations WHERE run_id=runs.id) AS evaluations "
+                f"FROM runs {where} ORDER BY created DESC, id DESC",
+                args,
+            ).fetchall()
+        status = {r["id"]: RunStatus(_as_reaped("runs", r, gone)["status"]) for r in rows}
+        return {r["id"]: Mark(status[r["id"]], r["step"] or 0, r["records"], r["evaluations"], r["total_steps"] or 0) for r in rows}
 
     def load_run(self, run_id: str, since: RunData | None = None) -> RunData:
         """All stored data of one run (see the module docstring for the layout). With `since`, an

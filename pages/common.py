@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -31,7 +32,7 @@ from bnviz.forms import FolderScan, scan_folder
 from bnviz.glossary import glossary_markdown
 from bnviz.jobs import JobManager
 from bnviz.labels import md_literal, unique_labels
-from bnviz.live import RunCache, activity, records_version
+from bnviz.live import RunCache, View, activity, records_version, view
 from bnviz.records import ACTIVE, SPLITS, Evaluation, Run, RunData, RunStatus
 from bnviz.store import Store, StoreFull, StoreUnreadable, default_home
 from bnviz.summary import inspected
@@ -99,7 +100,7 @@ def frame() -> StreamlitPage:
         st.stop()
     with st.sidebar:
         st.caption(f"Runs folder (BNVIZ_HOME): `{store().home}`")
-        follow(_counter, activity(runs).active)
+        follow(_counter, activity(runs).active, detail=False)
         with st.expander("Glossary", icon=":material/menu_book:"):
             st.markdown(glossary_markdown())
         presentation_toggle()
@@ -107,8 +108,8 @@ def frame() -> StreamlitPage:
 
 
 def _counter(active: bool) -> None:
-    """The sidebar's count of queued and running runs (bnviz.live.activity, as every page counts);
-    reruns the app when something starts or everything has ended, to start or stop polling."""
+    """The sidebar's count of queued and running runs (bnviz.live.activity, as every page counts), drawn
+    again whenever a run's status moves (`follow`)."""
     now = activity(store().list_runs(status=list(ACTIVE)))
     if now.active != active:
         st.rerun()
@@ -528,23 +529,36 @@ def await_job(job_id: str, doing: str, cancel_key: str | None = None) -> None:
 
 
 def rerun_on_change(runs: Sequence[Run]) -> None:
-    """For pages that show ended runs only (Story): while any of `runs` is queued or training, poll
-    their statuses and rerun the page when one moves on; nothing to poll once all have ended."""
-    follow(_statuses, any(r.status.active for r in runs), {r.id: r.status for r in runs})
+    """For pages that show ended runs only (Story): while any of `runs` is queued or training, rerun the
+    page when one's status moves on; nothing to poll once all have ended."""
+    watch(any(r.status.active for r in runs), [r.id for r in runs], detail=False)
 
 
-def _statuses(active: bool, seen: dict[str, str]) -> None:
-    now = {r.id: r.status for r in store().list_runs() if r.id in seen}
-    if now != seen:
+def follow(body: Callable[..., None], active: bool, *args: object, runs: Sequence[str] | None = None, detail: bool = True) -> None:
+    """Draw `body(active, *args)` as a fragment (its widgets rerun it alone) and `watch` the `runs` it
+    shows (ids; None: every run) while `active`: something it shows is queued or training."""
+    seen = watched(runs, detail) if active else None  # read before the body reads: what lands in between is drawn at the next poll
+    st.fragment(body)(active, *args)
+    if seen:
+        st.fragment(_redraw_when_moved, run_every=POLL_S)(runs, detail, seen, time.monotonic())
+
+
+def watch(active: bool, runs: Sequence[str] | None, detail: bool = True) -> None:
+    """While `active`, rerun the page when the `runs` it shows (ids; None: every run) move on: every
+    POLL_S seconds one small query (Store.marks) and no redraw, unless a status, a record or an
+    evaluation moved (or, in `detail`, the steps, at most every STEPS_REDRAW_S; bnviz.live.View)."""
+    if active:
+        st.fragment(_redraw_when_moved, run_every=POLL_S)(runs, detail, watched(runs, detail), time.monotonic())
+
+
+def watched(runs: Sequence[str] | None, detail: bool) -> View:
+    return view(store().marks(runs), detail)
+
+
+def _redraw_when_moved(runs: Sequence[str] | None, detail: bool, seen: View, drawn_at: float) -> None:
+    """The watcher's poll: a fragment that draws nothing and reruns the app when what it watches moved."""
+    if seen.redraw_due(watched(runs, detail), time.monotonic() - drawn_at):
         st.rerun()
-
-
-def follow(body: Callable[..., None], active: bool, *args: object) -> None:
-    """Draw `body(active, *args)` as a fragment that reruns every POLL_S seconds while `active` (something
-    it shows is queued or training) and not at all otherwise. A fragment cannot stop its own timer:
-    `body` calls `st.rerun()` (the whole app) when what it shows stops or starts being active, and the
-    app then draws it again with the new rate."""
-    st.fragment(body, run_every=POLL_S if active else None)(active, *args)
 
 
 def home_path() -> Path:

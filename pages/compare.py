@@ -34,8 +34,8 @@ st.page_link(
 
 
 def show(active: bool, statuses: dict[str, str]) -> None:
-    """The chosen runs' figures from their records as stored; a fragment that re-reads them every few
-    seconds while one is queued or training, and reruns the page when one's status moves on."""
+    """The chosen runs' figures from their records as stored, drawn again as they move on while one is
+    queued or training (common.follow); a status that moved on reruns the page."""
     now = {r.id: r for r in common.store().list_runs() if r.id in statuses}
     if {i: r.status for i, r in now.items()} != statuses:
         st.rerun()
@@ -62,4 +62,4 @@ def show(active: bool, statuses: dict[str, str]) -> None:
     common.chart(figures.compare_drift_figure(datas, layer, scale=scale), key="compare_drift")
 
 
-common.follow(show, any(r.status.active for r in picked), {r.id: r.status for r in picked})
+common.follow(show, any(r.status.active for r in picked), {r.id: r.status for r in picked}, runs=[r.id for r in picked])

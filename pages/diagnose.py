@@ -22,9 +22,9 @@ scale = common.scale()
 
 
 def show(active: bool, run_id: str, status: str) -> None:
-    """Everything about the run from its records as stored. A fragment (common.follow): while the run is
-    queued or training it re-reads the run's new records every few seconds, and reruns the page when
-    the run's status moves on (queued → running → ended), which also stops the polling."""
+    """Everything about the run from its records as stored. While the run is queued or training the page
+    draws again with each new record and status, and every few seconds with its new steps (common.follow);
+    a status that moved on (queued → running → ended) reruns the page, which also stops the polling."""
     run = common.store().get_run(run_id)
     if run.status != status:
         st.rerun()
@@ -170,4 +170,4 @@ title_col.title("Diagnose a run")
 common.require(runs, "No run yet. Queue one on the Train page.", link="train", link_label="Train a model")
 with pick_col:
     chosen = common.pick_run("diagnose_run", runs, default=common.newest_done(runs)[0])
-common.follow(show, chosen.status.active, chosen.id, chosen.status)
+common.follow(show, chosen.status.active, chosen.id, chosen.status, runs=[chosen.id])

@@ -114,9 +114,8 @@ def show(run: Run, label: str) -> None:
 
 
 def board(active: bool) -> None:
-    """Every run's card and the jobs: a fragment that re-reads the store every few seconds while a run is
-    queued or training (bnviz.live.activity counts them, as the sidebar does) and reruns the page when
-    that changes, which starts or stops the polling."""
+    """Every run's card and the jobs, drawn again as the runs move on while one is queued or training
+    (common.follow; bnviz.live.activity counts them, as the sidebar does)."""
     runs = store.list_runs()
     if activity(runs).active != active:
         st.rerun()
@@ -146,7 +145,7 @@ def jobs_table() -> None:
         )
 
 
-common.follow(board, activity(runs).active)
+common.follow(board, activity(runs).active, runs=None)
 if len(runs) > SHOWN:
     st.checkbox(f"Show all {len(runs)} runs", key="runs_show_all")
 

@@ -44,9 +44,8 @@ shown = st.selectbox("Sweep", sweeps, key="sweep_shown")
 
 
 def show(active: bool, sweep: str) -> None:
-    """The sweep's count and charts; a fragment that re-reads the store every few seconds while one of
-    its runs is queued or training (each run is read once it is done), and reruns the page when the
-    last one ends."""
+    """The sweep's count and charts, drawn again whenever one of its runs changes status (common.follow;
+    each run is read once it is done)."""
     runs = common.store().list_runs(sweep=sweep)
     now = activity(runs)
     if now.active != active:
@@ -66,4 +65,5 @@ def show(active: bool, sweep: str) -> None:
         common.chart(figures.sweep_heatmap(done), key="sweep_heatmap")
 
 
-common.follow(show, activity(common.store().list_runs(sweep=shown)).active, shown)
+sweep_runs = common.store().list_runs(sweep=shown)
+common.follow(show, activity(sweep_runs).active, shown, runs=[r.id for r in sweep_runs], detail=False)

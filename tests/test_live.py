@@ -14,9 +14,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bnviz.live import Activity, RunCache, activity
+from bnviz.live import STEPS_REDRAW_S, Activity, RunCache, activity, view
 from bnviz.presets import preset_config
-from bnviz.records import ProbeLayer, ProbeRecord, RunStatus
+from bnviz.records import Mark, ProbeLayer, ProbeRecord, RunStatus
 from bnviz.store import Store
 from bnviz.story import new_story_id, story_configs
 from tests.test_app import charts, open_app, values
@@ -98,6 +98,30 @@ def test_the_cache_reads_a_run_again_only_when_the_store_says_it_changed(store):
     for other in others:
         cache.load(store.get_run(other))
     assert cache.load(store.get_run(run_id)) is not done  # pushed out by two newer runs, read afresh
+
+
+def test_marks_say_how_far_each_run_got_without_reading_a_record(store):
+    run_id, queued = _running(store, total=400), store.create_run(preset_config("bn").replace(name="waiting"))
+    assert store.marks([run_id]) == {run_id: Mark(RunStatus.RUNNING, 0, 0, 0, 400)}
+    store.add_records(run_id, steps=_steps(1, 12), probes=[_record(0), _record(10)])
+    assert store.marks() == {run_id: Mark(RunStatus.RUNNING, 12, 2, 0, 400), queued: Mark(RunStatus.QUEUED)}
+    with sqlite3.connect(store.path) as db:  # a worker that died: every reader, this one too, reads the run as interrupted
+        db.execute("UPDATE runs SET pid=999999999 WHERE id=?", (run_id,))
+    assert store.marks([run_id])[run_id].status == RunStatus.INTERRUPTED and store.marks([]) == {}
+
+
+def test_a_following_page_draws_records_at_once_and_steps_at_most_every_few_seconds():
+    at = {"r": Mark(RunStatus.RUNNING, step=10, records=1, total_steps=1000)}
+    seen = view(at)
+    more_steps, one_step = view({"r": Mark(RunStatus.RUNNING, 25, 1, 0, 1000)}), view({"r": Mark(RunStatus.RUNNING, 11, 1, 0, 1000)})
+    assert not seen.redraw_due(one_step, 60) and not seen.redraw_due(more_steps, STEPS_REDRAW_S - 0.1)  # within the same hundredth; too soon
+    assert seen.redraw_due(more_steps, STEPS_REDRAW_S)
+    for moved in (Mark(RunStatus.RUNNING, 10, 2, 0, 1000), Mark(RunStatus.DONE, 10, 1, 1, 1000)):  # a record; the end and its evaluation
+        assert seen.redraw_due(view({"r": moved}), 0)
+    assert seen.redraw_due(view({**at, "new": Mark(RunStatus.QUEUED)}), 0)  # a run added to those shown
+    counts = view(at, detail=False)  # a page that shows statuses only never draws for a record or a step
+    assert not counts.redraw_due(view({"r": Mark(RunStatus.RUNNING, 900, 5, 0, 1000)}, detail=False), 60)
+    assert counts.redraw_due(view({"r": Mark(RunStatus.FAILED, 10, 1, 0, 1000)}, detail=False), 0)
 
 
 def test_every_count_comes_from_one_function():
