@@ -1,5 +1,5 @@
 """The presentation layout's slides (not a page): one bnviz.slides sequence shown a screen at a time,
-each fitting the window (1280×720 and up) without scrolling: the heading, the message in large type,
+each fitting the window (1280×720 and up) without scrolling, and following a run that trains: the heading, the message in large type,
 and the chart, whose height is the window's less what stands above it (CSS `vh`, so it follows the
 projector, not a fixed size). Previous/next buttons, the arrow keys (PageUp/PageDown: a presenter's
 clicker) and the address (`?chapter=3&slide=2` on the Story, `?slide=2` elsewhere) move through it."""
@@ -44,9 +44,12 @@ if (!window.bnvizSlideKeys) {
 FORMATS = {"PDF": ("pdf", "application/pdf"), "HTML (one file)": ("html", "text/html")}
 
 
-def show(deck: Sequence[Slide], key: str, name: str, chapters: bool = False) -> None:
+def show(deck: Sequence[Slide], key: str, name: str, runs: Sequence[Run], chapters: bool = False, detail: bool = True) -> None:
     """Show `deck` one slide at a time with its buttons and download, then stop the page. `key`
-    keeps this page's position; `chapters`: the address names the Story's chapter too."""
+    keeps this page's position; `chapters`: the address names the Story's chapter too. While one of
+    the `runs` it is made from trains, the slides follow it (common.watch; `detail`: its records, else
+    its status only)."""
+    common.watch(any(r.status.active for r in runs), [r.id for r in runs], detail)
     if not deck:
         st.info("Nothing to show as slides yet.")
         st.stop()
@@ -142,14 +145,14 @@ def story() -> None:
     runs = latest_story(common.store())
     common.require(runs, "No story has run yet: switch the presentation layout off and press “Run the story”, or run `python -m bnviz story`.")
     datas = {key: common.load_run(run) for key, run in runs.items() if run.status == RunStatus.DONE}
-    show(story_slides(datas, {key: str(run.status) for key, run in runs.items()}), "story", "story", chapters=True)
+    show(story_slides(datas, {key: str(run.status) for key, run in runs.items()}), "story", "story", list(runs.values()), chapters=True, detail=False)
 
 
 def diagnose(runs: Sequence[Run]) -> None:
     """A run's diagnosis as slides; the run is picked in the sidebar (or by `?run=`), out of the slide's way."""
     with st.sidebar:
         run = common.pick_run("diagnose_run", runs, default=common.newest_done(runs)[0])
-    show(diagnose_slides(common.load_run(run)), "diagnose", f"diagnose-{common.run_stem(run)}")
+    show(diagnose_slides(common.load_run(run)), "diagnose", f"diagnose-{common.run_stem(run)}", [run])
 
 
 def compare(runs: Sequence[Run]) -> None:
@@ -157,4 +160,4 @@ def compare(runs: Sequence[Run]) -> None:
     with st.sidebar:
         picked = common.pick_runs("compare_runs", runs, default=pair_of_interest(runs))
     common.require(picked, "Pick one or more runs to compare in the sidebar.")
-    show(compare_slides([common.load_run(r) for r in picked]), "compare", "compare-" + "-".join(common.run_stem(r) for r in picked[:3]))
+    show(compare_slides([common.load_run(r) for r in picked]), "compare", "compare-" + "-".join(common.run_stem(r) for r in picked[:3]), picked)

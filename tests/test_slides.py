@@ -16,6 +16,7 @@ from tests.conftest import browser_test
 from tests.test_app import as_shown, deferred, open_app  # noqa: F401 (deferred: a fixture)
 from tests.test_browser_classroom import _story
 from tests.test_diagnose_page import _finished, inspected
+from tests.test_live import _record, _running, _steps
 
 STATIC, REASON = export.static_export_available()
 PRESENTED = {"layout": "presentation"}
@@ -98,6 +99,19 @@ def test_diagnose_and_compare_slides_pick_runs_in_the_sidebar(store):
     assert at.get("download_button")[0].proto.label == "Download 4 slides" if STATIC else at.warning
     at = open_app("compare", **PRESENTED, runs=",".join(ids))
     assert _shows(at, "Test accuracy in inference mode: 28%, 28%") and at.query_params["slide"] == "1"
+
+
+@pytest.mark.slow
+def test_slides_of_a_training_run_follow_its_records(store):
+    run_id = _running(store, total=400)
+    store.add_records(run_id, steps=_steps(1, 30), probes=[_record(0), _record(10)])
+    at = open_app("diagnose", **PRESENTED, run=run_id)
+    assert not at.exception and _shows(at, "Verdict pending — step 30/400")
+    at.button(key="slides_next").click().run()
+    assert _shows(at, "fit says 30% on the training images")
+    store.add_records(run_id, steps=_steps(31, 80), probes=[_record(80)])
+    at.run()  # what the watcher's rerun draws, on the same slide
+    assert _shows(at, "fit says 80% on the training images") and at.query_params["slide"] == "2"
 
 
 @pytest.mark.slow
