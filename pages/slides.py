@@ -1,8 +1,9 @@
 """The presentation layout's slides (not a page): one bnviz.slides sequence shown a screen at a time,
-each fitting the window (1280×720 and up) without scrolling, and following a run that trains: the heading, the message in large type,
-and the chart, whose height is the window's less what stands above it (CSS `vh`, so it follows the
-projector, not a fixed size). Previous/next buttons, the arrow keys (PageUp/PageDown: a presenter's
-clicker) and the address (`?chapter=3&slide=2` on the Story, `?slide=2` elsewhere) move through it."""
+following the runs it is made from while they train, each slide fitting the window (1280×720 and up)
+without scrolling: the heading, the message in large type, and the chart, whose height is the
+window's less what stands above it (CSS `vh`, so it follows the projector, not a fixed size).
+Previous/next buttons, the arrow keys (PageUp/PageDown: a presenter's clicker) and the address
+(`?chapter=3&slide=2` on the Story, `?slide=2` elsewhere) move through it."""
 
 from __future__ import annotations
 
