@@ -32,6 +32,15 @@ def write_generated(doc: str, module: str, text: str, docs: Path = DOCS) -> Path
     return path
 
 
+def read_generated(doc: str, module: str, docs: Path = DOCS) -> str:
+    """The text between `module`'s markers in `docs/<doc>` ("" when there are none)."""
+    content = (docs / doc).read_text(encoding="utf-8")
+    begin = begin_marker(module)
+    if begin not in content or END not in content.split(begin, 1)[1]:
+        return ""
+    return content.split(begin, 1)[1].split(END, 1)[0].strip()
+
+
 def fenced(text: str) -> str:
     """Printed text (not Markdown) as a code block."""
     return f"```text\n{text.strip()}\n```"

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.docs import write_generated
+from bench.docs import read_generated, write_generated
 from bench.util import median, quiet_tensorflow, rss_bytes
 
 
@@ -305,10 +305,24 @@ def main(argv: list[str] | None = None) -> None:
         rows.append(table_row(summary))
         print(rows[-1], f"({time.perf_counter() - started:.0f} s)", flush=True)
         print({k: v for k, v in summary.items() if k != "rows"}, flush=True)
-    table = "\n".join([HEADER, *rows])
-    print(table)
+    print("\n".join([HEADER, *rows]))
     if args.docs:
+        table = "\n".join([HEADER, *merged_rows(read_generated("real-models.md", "bench.real_models"), rows)])
         print(f"wrote {write_generated('real-models.md', 'bench.real_models', table)}")
+
+
+def merged_rows(table: str, rows: list[str]) -> list[str]:
+    """The rows of the documented `table` with `rows` in place of those of the same model and input,
+    and after them: the docs keep the cases not measured this time."""
+    new = {_case(row): row for row in rows}
+    kept = [row for row in table.splitlines()[2:] if row.startswith("|")]
+    return [new.pop(_case(row), row) for row in kept] + list(new.values())
+
+
+def _case(row: str) -> tuple[str, str]:
+    """A table row's model and input."""
+    cells = [cell.strip() for cell in row.strip().strip("|").split("|")]
+    return cells[0], cells[2]
 
 
 if __name__ == "__main__":

@@ -96,3 +96,16 @@ def test_the_probe_cpu_estimate_counts_each_kind_of_record(records, population_e
     estimate = probe_cpu_estimate({"cpu_ms": cpu}, records, population_every)
     light, population, last = kinds
     assert estimate["total_ms"] == 1000 + records + 10 * light + 100 * population + 10_000 * last
+
+
+def test_the_real_models_table_keeps_the_cases_not_measured_again():
+    from bench.real_models import HEADER, merged_rows
+
+    documented = "\n".join([HEADER, "| MobileNetV2 | 52 | 224² | old |", "| seed model | 3 | 224² | kept |", "| MobileNetV2 | 52 | 96² | kept too |"])
+    rows = merged_rows(documented, ["| ResNet50 | 53 | 224² | new |", "| MobileNetV2 | 52 | 224² | again |"])
+    assert rows == [
+        "| MobileNetV2 | 52 | 224² | again |",
+        "| seed model | 3 | 224² | kept |",
+        "| MobileNetV2 | 52 | 96² | kept too |",
+        "| ResNet50 | 53 | 224² | new |",
+    ]
