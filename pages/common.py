@@ -539,8 +539,8 @@ def follow(body: Callable[..., None], active: bool, *args: object, runs: Sequenc
     shows (ids; None: every run) while `active`: something it shows is queued or training."""
     seen = watched(runs, detail) if active else None  # read before the body reads: what lands in between is drawn at the next poll
     st.fragment(body)(active, *args)
-    if seen:
-        st.fragment(_redraw_when_moved, run_every=POLL_S)(runs, detail, seen, time.monotonic())
+    if seen is not None:
+        _watcher(runs, detail, seen)
 
 
 def watch(active: bool, runs: Sequence[str] | None, detail: bool = True) -> None:
@@ -548,11 +548,15 @@ def watch(active: bool, runs: Sequence[str] | None, detail: bool = True) -> None
     POLL_S seconds one small query (Store.marks) and no redraw, unless a status, a record or an
     evaluation moved (or, in `detail`, the steps, at most every STEPS_REDRAW_S; bnviz.live.View)."""
     if active:
-        st.fragment(_redraw_when_moved, run_every=POLL_S)(runs, detail, watched(runs, detail), time.monotonic())
+        _watcher(runs, detail, watched(runs, detail))
 
 
 def watched(runs: Sequence[str] | None, detail: bool) -> View:
     return view(store().marks(runs), detail)
+
+
+def _watcher(runs: Sequence[str] | None, detail: bool, seen: View) -> None:
+    st.fragment(_redraw_when_moved, run_every=POLL_S)(runs, detail, seen, time.monotonic())
 
 
 def _redraw_when_moved(runs: Sequence[str] | None, detail: bool, seen: View, drawn_at: float) -> None:
