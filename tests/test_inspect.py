@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from bnviz.data import DataError
 from bnviz.store import Store
 from tests.conftest import TINY, one_bit_png, zip_bytes
 
@@ -180,13 +181,17 @@ def test_an_image_over_the_pixel_cap_is_refused_with_its_name(tiny_data, saved, 
     assert not list((tmp_path / "home").glob("uploads/*"))
 
 
-def test_files_over_the_upload_cap_are_refused(saved, tmp_path, capsys, monkeypatch):
+def test_the_upload_cap_holds_for_uploads_and_data_zips_not_for_a_model_on_disk(saved, tmp_path, capsys, monkeypatch):
     from bnviz import forms
+    from bnviz.tf.inspect import load_checked
 
-    folder, _ = saved
+    folder, model = saved
     monkeypatch.setattr(forms, "MAX_UPLOAD_BYTES", 1000)
-    code, _, err = run_cli(capsys, "inspect", str(folder / "model.keras"), "--data", str(folder / "dir"), "--home", str(tmp_path))
-    assert code == 2 and "model.keras is" in err and "the limit is 1,000 bytes" in err, err
+    assert load_checked(folder / "model.keras").count_params() == model.count_params()  # the user's own file, however large
+    with pytest.raises(DataError, match="the limit is 1,000 bytes"):
+        forms.save_upload(tmp_path / "home", "model.keras", (folder / "model.keras").read_bytes())
+    code, _, err = run_cli(capsys, "inspect", str(folder / "model.keras"), "--data", str(folder / "data.zip"), "--home", str(tmp_path))
+    assert code == 2 and "data.zip is" in err and "the limit is 1,000 bytes" in err, err
     assert Store(tmp_path).list_runs() == []
 
 
