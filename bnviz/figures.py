@@ -65,20 +65,8 @@ def _text(value: object) -> str:
 def _style(fig: go.Figure, title: str, subtitle: str = "", height: int = 460, scale: float = 1.0, width: float | None = None, **layout: object) -> go.Figure:
     """Apply the shared template, a title that says what the chart shows, the text scale, and room for every
     text at `width` px (bnviz.figlayout.fit: at least `height` × `scale` px tall, taller when the text needs it)."""
-    fig.update_layout(height=height, title=dict(text=title, subtitle=dict(text=subtitle)), **layout)
-    return figlayout.fit(scale_text(_with_template(fig), scale), width or figlayout.DEFAULT_WIDTH)
-
-
-def _with_template(fig: go.Figure) -> go.Figure:
-    """`fig` with the shared template, set as plotly sets its default template: unvalidated (plotly's
-    internal `_validate` flag; TEMPLATE was validated once, when built). Validating it again took 8 of a
-    chart's ~35 ms, and a page following a training run redraws its charts every few seconds."""
-    fig.layout._validate = False
-    try:
-        fig.layout.template = TEMPLATE
-    finally:
-        fig.layout._validate = True
-    return fig
+    fig.update_layout(template=TEMPLATE, height=height, title=dict(text=title, subtitle=dict(text=subtitle)), **layout)
+    return figlayout.fit(scale_text(fig, scale), width or figlayout.DEFAULT_WIDTH)
 
 
 def scale_text(fig: go.Figure, scale: float) -> go.Figure:
