@@ -145,7 +145,7 @@ def jobs_table() -> None:
         )
 
 
-common.follow(board, activity(runs).active, runs=None)
+common.follow(board, activity(runs).active)
 if len(runs) > SHOWN:
     st.checkbox(f"Show all {len(runs)} runs", key="runs_show_all")
 
