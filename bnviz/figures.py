@@ -54,6 +54,15 @@ TEMPLATE.layout.update(
 )
 TEMPLATE.layout.xaxis.update(showline=True, linecolor="#888888", ticks="outside", zeroline=False)
 TEMPLATE.layout.yaxis.update(showline=True, linecolor="#888888", ticks="outside", zeroline=False)
+TEMPLATE_NAME = "bnviz"
+pio.templates[TEMPLATE_NAME] = TEMPLATE  # registered, so a process that draws only bnviz's figures can make it the default
+
+
+def use_as_default_template() -> None:
+    """Make TEMPLATE plotly's default in this process: figures then take it as plotly applies its default,
+    unvalidated, where assigning it validates every property (~8 ms a figure; the dashboard's server, which
+    draws nothing else). A library user's process keeps its own default: each figure sets TEMPLATE."""
+    pio.templates.default = TEMPLATE_NAME
 
 
 # --- shared helpers -------------------------------------------------------------------------
@@ -65,7 +74,9 @@ def _text(value: object) -> str:
 def _style(fig: go.Figure, title: str, subtitle: str = "", height: int = 460, scale: float = 1.0, width: float | None = None, **layout: object) -> go.Figure:
     """Apply the shared template, a title that says what the chart shows, the text scale, and room for every
     text at `width` px (bnviz.figlayout.fit: at least `height` × `scale` px tall, taller when the text needs it)."""
-    fig.update_layout(template=TEMPLATE, height=height, title=dict(text=title, subtitle=dict(text=subtitle)), **layout)
+    if pio.templates.default != TEMPLATE_NAME:
+        layout["template"] = TEMPLATE
+    fig.update_layout(height=height, title=dict(text=title, subtitle=dict(text=subtitle)), **layout)
     return figlayout.fit(scale_text(fig, scale), width or figlayout.DEFAULT_WIDTH)
 
 
@@ -141,6 +152,26 @@ def _line(x: Sequence, y: Sequence, name: str, colour: str, dash: str = "solid",
     """A line-with-markers trace in the shared style; NaN points are dropped."""
     x, y = _finite(np.asarray(x), np.asarray(y))
     return go.Scatter(x=x, y=y, name=name, mode="lines+markers", line=dict(color=colour, dash=dash, width=width), marker=dict(size=5), **kw)
+
+
+MAX_LINE_POINTS = 600  # a step curve beyond this is drawn from each stretch's lowest and highest point: the shape at ~700 px, a fifth of the bytes
+
+
+def _step_line(steps: pd.DataFrame, column: str, name: str, colour: str, **kw: object) -> go.Scatter:
+    """`_line` of one column of the step rows, thinned to MAX_LINE_POINTS (`envelope`)."""
+    x, y = envelope(*_finite(steps["step"].to_numpy(), steps[column].to_numpy(dtype=float)), MAX_LINE_POINTS)
+    return _line(x, y, name, colour, **kw)
+
+
+def envelope(x: np.ndarray, y: np.ndarray, limit: int) -> tuple[np.ndarray, np.ndarray]:
+    """At most `limit` points of the line (x, y): each of limit/2 stretches keeps its lowest and highest
+    point, in order, so spikes and an epoch's resets stay drawn (plain striding would skip them)."""
+    if len(x) <= limit:
+        return x, y
+    keep = []
+    for part in np.array_split(np.arange(len(y)), limit // 2):
+        keep.extend(sorted({part[np.argmin(y[part])], part[np.argmax(y[part])]}))
+    return x[keep], y[keep]
 
 
 def _mode_lines(
@@ -278,11 +309,14 @@ def drift_figure(data: RunData, layer: str, channel: int | None = None, scale: f
     return _style(fig, title, subtitle, height=640, hovermode="x unified", scale=scale, width=width)
 
 
+THEORY_POINTS = 300
+
+
 def _theory_steps(momentum: float, steps: int) -> np.ndarray:
-    """Integer steps from 0 far enough to show the run's point and the forgetting (≤ ~1000 points)."""
+    """Integer steps from 0 far enough to show the run's point and the forgetting (≤ THEORY_POINTS: a smooth curve)."""
     forget = stats.steps_to_forget(momentum) if momentum < 1 else 2 * max(steps, 10)
     end = int(min(max(1.6 * steps, 1.1 * forget, 20), 100_000))
-    return np.unique(np.linspace(0, end, min(end + 1, 1000)).round().astype(int))
+    return np.unique(np.linspace(0, end, min(end + 1, THEORY_POINTS)).round().astype(int))
 
 
 def _momentum_name(momentum: float, this_run: bool) -> str:
@@ -409,7 +443,7 @@ def training_curves(data: RunData, height: int = 620, scale: float = 1.0, width:
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.1, row_heights=(0.4, 0.6), subplot_titles=("loss", "accuracy"))
     if len(data.steps):
         for row, column in ((1, "loss"), (2, "accuracy")):
-            fit = _line(data.steps["step"], data.steps[column], FIT_LABEL, FIT_COLOUR, width=2, legendgroup="fit", showlegend=row == 1)
+            fit = _step_line(data.steps, column, FIT_LABEL, FIT_COLOUR, width=2, legendgroup="fit", showlegend=row == 1)
             fig.add_trace(fit, row=row, col=1)
     if len(data.probes):
         for line in _mode_lines(data.probes["step"], data.probes["acc_train_mode"], data.probes["acc_inference"], "probe accuracy, "):
@@ -442,7 +476,7 @@ def live_figure(data: RunData, total_steps: int | None = None, scale: float = 1.
         rows=1, cols=2, column_widths=(0.6, 0.4), horizontal_spacing=0.1, subplot_titles=(f"{axis}: fit vs the probe batch", "initial values left, mᵗ")
     )
     if len(data.steps):
-        fig.add_trace(_line(data.steps["step"], data.steps[fit_column], FIT_LABEL, FIT_COLOUR, width=1.5), row=1, col=1)
+        fig.add_trace(_step_line(data.steps, fit_column, FIT_LABEL, FIT_COLOUR, width=1.5), row=1, col=1)
     if len(data.probes):
         for line in _mode_lines(data.probes["step"], data.probes[train_column], data.probes[infer_column], "probe, "):
             fig.add_trace(line.update(mode="lines+markers"), row=1, col=1)

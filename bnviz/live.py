@@ -6,9 +6,10 @@ No Streamlit: the dashboard keeps one `RunCache` per server and home folder."""
 from __future__ import annotations
 
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from bnviz.records import Mark, Run, RunData, RunStatus
 from bnviz.store import Store
@@ -86,6 +87,44 @@ def view(marks: dict[str, Mark], detail: bool = True) -> View:
         tuple((run_id, m.status, m.records, m.evaluations) for run_id, m in marks.items()),
         tuple(hundredths(m.step, m.total_steps) for m in marks.values()),
     )
+
+
+def marks_of(marks: dict[str, Mark], runs: Sequence[str] | None) -> dict[str, Mark]:
+    """`marks` (Store.marks) of `runs` only (None: all), in the store's order, as `Store.marks(runs)` gives them."""
+    if runs is None:
+        return marks
+    wanted = set(runs)
+    return {i: m for i, m in marks.items() if i in wanted}
+
+
+@dataclass(frozen=True)
+class Watch:
+    """Runs a part of a page follows (ids; None: every run), in `detail` or by status only, and the
+    `View` of them it was drawn at."""
+
+    runs: Sequence[str] | None
+    detail: bool
+    seen: View
+
+
+@dataclass
+class Watches:
+    """The watches of one drawing of a page (the sidebar's count, the page's runs), polled together: one
+    store query and one check per poll, however many parts of the page follow runs."""
+
+    watches: list[Watch] = field(default_factory=list)
+    drawn_at: float = field(default_factory=time.monotonic)
+    started: bool = False  # is a watcher polling them?
+
+    def runs(self) -> list[str] | None:
+        """The ids whose marks the watches compare (None: every run)."""
+        if any(w.runs is None for w in self.watches):
+            return None
+        return list(dict.fromkeys(i for w in self.watches for i in w.runs))
+
+    def moved(self, marks: dict[str, Mark], now: float) -> bool:
+        """Must the page draw again, its runs being at `marks` (of `runs()`) at monotonic time `now`?"""
+        return any(w.seen.redraw_due(view(marks_of(marks, w.runs), w.detail), now - self.drawn_at) for w in self.watches)
 
 
 def _same_training(before: Run, now: Run) -> bool:

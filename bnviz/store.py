@@ -409,8 +409,7 @@ class Store:
 
     def _one(self, table: str, row_id: str) -> sqlite3.Row | dict:
         """One row of `table` by id, read after marking dead owners; StoreError when there is none."""
-        gone = self._reap()
-        with self._connect() as db:
+        with self._reading() as (db, gone):
             row = db.execute(f"SELECT * FROM {table} WHERE id=?", (row_id,)).fetchone()
         if row is None:
             raise StoreError(f"No {table[:-1]} {row_id!r} in {self.home}")
@@ -419,30 +418,34 @@ class Store:
     def _select(self, table: str, **filters: Sequence[str] | None) -> list[sqlite3.Row]:
         """Rows of `table`, newest first, read after marking dead owners; each filter given keeps the
         rows whose column holds one of its values."""
-        gone = self._reap()
         query, args = f"SELECT * FROM {table} WHERE 1=1", []
         for column, values in filters.items():
             if values:
                 query += f" AND {column} IN ({','.join('?' * len(values))})"
                 args += [str(v) for v in values]
-        with self._connect() as db:
+        with self._reading() as (db, gone):
             rows = db.execute(query + " ORDER BY created DESC, id DESC", args).fetchall()
         return [_as_reaped(table, row, gone) for row in rows]
 
     def reap(self) -> list[str]:
         """Mark running runs and jobs whose owner process is gone as interrupted (records kept);
         returns their ids. Every reader calls it, so nothing stays "running" for a dead process."""
-        return [row_id for _, row_id in self._reap()]
+        with self._reading() as (_, gone):
+            return [row_id for _, row_id in gone]
 
-    def _reap(self) -> dict[tuple[str, str], str]:
-        """(table, id) → error of each running row whose owner is gone, marked interrupted where the disk
-        allows; on a full disk the mark waits for a later reader, and `_as_reaped` shows it meanwhile."""
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[tuple[sqlite3.Connection, dict[tuple[str, str], str]]]:
+        """A connection to read through, and (table, id) → error of each running row whose owner is gone,
+        read through it (one connection a read, not two); those rows are marked interrupted once it
+        closes, where the disk allows. On a full disk the mark waits for a later reader, and
+        `_as_reaped` shows it meanwhile."""
         with self._connect() as db:
             rows = db.execute(
                 "SELECT 'runs' AS tab, id, host, pid, pid_start FROM runs WHERE status='running' UNION ALL "
                 "SELECT 'jobs', id, host, pid, pid_start FROM jobs WHERE status='running'"
             ).fetchall()
-        gone = {(r["tab"], r["id"]): GONE.format(owner=_describe(_owner(r))) for r in rows if not (r["pid"] and _owner(r).alive())}
+            gone = {(r["tab"], r["id"]): GONE.format(owner=_describe(_owner(r))) for r in rows if not (r["pid"] and _owner(r).alive())}
+            yield db, gone
         if gone:
             with contextlib.suppress(StoreFull), self._transaction() as db:
                 for (table, row_id), error in gone.items():
@@ -450,7 +453,6 @@ class Store:
                         f"UPDATE {table} SET status='interrupted', finished=?, error=COALESCE(error, ?) WHERE id=? AND status='running'",
                         (time.time(), error, row_id),
                     )
-        return gone
 
     def delete_run(self, run_id: str) -> None:
         """Remove the run's rows, its model files, and the uploads only it referred to (bnviz.uploads)."""
@@ -555,9 +557,8 @@ class Store:
         """Each run's (of `run_ids`, else every run's) status, last step and records and evaluations
         stored, in one query and without reading a record: what a page that follows runs compares
         between polls to know whether it must draw again (bnviz.live.View)."""
-        gone = self._reap()
         where, args = ("WHERE id IN (" + ",".join("?" * len(run_ids)) + ")", [check_run_id(i) for i in run_ids]) if run_ids is not None else ("", [])
-        with self._connect() as db:
+        with self._reading() as (db, gone):
             rows = db.execute(
                 "SELECT id, status, host, pid, pid_start, error, total_steps, "
                 "(SELECT MAX(step) FROM steps WHERE run_id=runs.id) AS step, "

@@ -27,12 +27,12 @@ from bnviz import figlayout
 from bnviz.config import SETTING, ConfigError
 from bnviz.diagnose import Finding, all_layer_figures, diagnose, ranked_layers
 from bnviz.executors import ray_address
-from bnviz.figures import PRESENTATION_SCALE
+from bnviz.figures import PRESENTATION_SCALE, use_as_default_template
 from bnviz.forms import FolderScan, scan_folder
 from bnviz.glossary import glossary_markdown
 from bnviz.jobs import JobManager
 from bnviz.labels import md_literal, unique_labels
-from bnviz.live import RunCache, View, activity, records_version, view
+from bnviz.live import RunCache, View, Watch, Watches, activity, records_version, view
 from bnviz.records import ACTIVE, SPLITS, Evaluation, Run, RunData, RunStatus
 from bnviz.store import Store, StoreFull, StoreUnreadable, default_home
 from bnviz.summary import inspected
@@ -70,8 +70,10 @@ PRESENTATION_CSS = """<style>
 </style>"""
 EXPORT_OPEN = "export_runs_open"  # Export's session key for given runs, and the scope of its `?runs=`
 LAYOUT_PARAM = "layout"  # ?layout=presentation opens any page in the presentation layout
+WATCHES_KEY = "_watches"  # session key: the Watches of the page's current drawing (frame() starts them afresh)
 POLL_S = 2.0  # how often a page re-reads the store while a run it shows is queued or training (docs/performance.md)
 STORE_FAULTS = (StoreUnreadable, StoreFull)  # a damaged store file, a full disk: bnviz.store words each in one line
+use_as_default_template()  # this server draws bnviz's figures only: each takes the template unvalidated (~8 ms a figure less)
 
 
 # --- the frame: page config, navigation, sidebar ----------------------------------------------------
@@ -92,6 +94,7 @@ def frame() -> StreamlitPage:
     projected = st.query_params.get(LAYOUT_PARAM) == "presentation"  # a link into the layout opens with the sidebar folded: all width for it
     st.set_page_config(page_title="bnviz · BatchNorm collapse", page_icon="📉", layout="wide", initial_sidebar_state="collapsed" if projected else "auto")
     st.html(COMPACT_CSS)
+    st.session_state[WATCHES_KEY] = Watches()  # this run's: the sidebar's and the page's watches join it
     page = st.navigation([st.Page(PAGE_FILES[key], title=title, icon=f":material/{icon}:", default=key == "train") for key, title, icon in PAGES])
     try:
         runs = store().list_runs(status=list(ACTIVE))
@@ -540,28 +543,34 @@ def follow(body: Callable[..., None], active: bool, *args: object, runs: Sequenc
     seen = watched(runs, detail) if active else None  # read before the body reads: what lands in between is drawn at the next poll
     st.fragment(body)(active, *args)
     if seen is not None:
-        _watcher(runs, detail, seen)
+        _add_watch(Watch(runs, detail, seen))
 
 
 def watch(active: bool, runs: Sequence[str] | None, detail: bool = True) -> None:
     """While `active`, rerun the page when the `runs` it shows (ids; None: every run) move on: every
     POLL_S seconds one small query (Store.marks) and no redraw, unless a status, a record or an
-    evaluation moved (or, in `detail`, the steps, at most every STEPS_REDRAW_S; bnviz.live.View)."""
+    evaluation moved (or, in `detail`, the steps, at most every STEPS_REDRAW_S; bnviz.live.View). The
+    sidebar's and the page's watches share one watcher (bnviz.live.Watches)."""
     if active:
-        _watcher(runs, detail, watched(runs, detail))
+        _add_watch(Watch(runs, detail, watched(runs, detail)))
+
+
+def _add_watch(one: Watch) -> None:
+    """Add `one` to this script run's watches, and start the watcher unless it runs already."""
+    watches = st.session_state.setdefault(WATCHES_KEY, Watches())
+    watches.watches.append(one)
+    if not watches.started:
+        watches.started = True
+        st.fragment(_redraw_when_moved, run_every=POLL_S)(watches)
 
 
 def watched(runs: Sequence[str] | None, detail: bool) -> View:
     return view(store().marks(runs), detail)
 
 
-def _watcher(runs: Sequence[str] | None, detail: bool, seen: View) -> None:
-    st.fragment(_redraw_when_moved, run_every=POLL_S)(runs, detail, seen, time.monotonic())
-
-
-def _redraw_when_moved(runs: Sequence[str] | None, detail: bool, seen: View, drawn_at: float) -> None:
+def _redraw_when_moved(watches: Watches) -> None:
     """The watcher's poll: a fragment that draws nothing and reruns the app when what it watches moved."""
-    if seen.redraw_due(watched(runs, detail), time.monotonic() - drawn_at):
+    if watches.moved(store().marks(watches.runs()), time.monotonic()):
         st.rerun()
 
 

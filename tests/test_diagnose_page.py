@@ -19,6 +19,7 @@ from bnviz.config import OWN_PRESET
 from bnviz.presets import preset_config
 from bnviz.records import Evaluation, ProbeLayer, ProbeRecord, RunStatus
 from bnviz.store import Store
+from pages.common import WATCHES_KEY
 from pages.diagnose_panels import HISTORY_NOTE
 from tests.conftest import APP_TIMEOUT_S
 from tests.test_app import APP, as_shown
@@ -102,6 +103,8 @@ def _open(page: str, **query: str) -> AppTest:
 def test_a_running_run_gets_a_pending_verdict_with_its_step(store):
     run_id = _started(store, "live")
     at = _open("diagnose", run=run_id)
+    watches = at.session_state[WATCHES_KEY]  # the sidebar's count and the page's run: one watcher polls both
+    assert watches.started and [(w.runs, w.detail) for w in watches.watches] == [(None, False), ([run_id], True)]
     assert [i.value for i in at.info if "Verdict pending" in i.value][0].startswith(f"**Verdict pending — step {STEPS}/{TOTAL}**")
     assert not at.success and not at.error  # no verdict, green or red, before the evaluation exists
     assert [m.label for m in at.metric][:2] == ["train (fit)", "train (evaluate)"]

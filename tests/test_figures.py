@@ -176,6 +176,32 @@ def test_training_curves_show_fit_and_both_probe_modes():
     np.testing.assert_allclose(loss.y, data.steps["loss"])
 
 
+def test_long_step_curves_keep_each_stretchs_lowest_and_highest_point():
+    data = make_data()
+    steps = np.arange(1, 5001)
+    loss = np.cos(steps / 300.0) + 2
+    loss[1234] = 9.0  # a spike striding would skip
+    data = RunData(run=data.run, steps=pd.DataFrame({"step": steps, "epoch": 1, "loss": loss, "accuracy": 0.5}), probes=data.probes, layers=data.layers)
+    fitted = next(t for t in F.training_curves(data).data if t.yaxis == "y")
+    assert len(fitted.x) <= F.MAX_LINE_POINTS and np.all(np.diff(fitted.x) > 0)
+    assert max(fitted.y) == 9.0 and min(fitted.y) == pytest.approx(loss.min()) and fitted.x[0] == 1 and fitted.x[-1] == 5000
+    short = F.envelope(np.arange(10), np.arange(10.0), F.MAX_LINE_POINTS)
+    np.testing.assert_array_equal(short[1], np.arange(10.0))  # short curves are drawn whole
+
+
+def test_the_template_as_plotlys_default_draws_the_same_figures():
+    import plotly.io as pio
+
+    data, before = make_data(), pio.templates.default
+    builders = (lambda: F.training_curves(data, scale=2), lambda: F.activation_histograms(data, "norm1"), lambda: F.empty_figure("t", "nothing"))
+    assigned = [b().to_json() for b in builders]
+    try:
+        F.use_as_default_template()
+        assert [b().to_json() for b in builders] == assigned
+    finally:
+        pio.templates.default = before
+
+
 def test_compare_accuracy_colour_per_run_dash_per_mode():
     runs = [make_data("a", run_id="20260101-000000-aaaaaa"), make_data("b", 0.8, "20260101-000000-bbbbbb")]
     fig = F.compare_accuracy_figure(runs)

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bnviz.live import STEPS_REDRAW_S, Activity, RunCache, activity, view
+from bnviz.live import STEPS_REDRAW_S, Activity, RunCache, Watch, Watches, activity, view
 from bnviz.presets import preset_config
 from bnviz.records import Mark, ProbeLayer, ProbeRecord, RunStatus
 from bnviz.store import Store
@@ -122,6 +122,20 @@ def test_a_following_page_draws_records_at_once_and_steps_at_most_every_few_seco
     counts = view(at, detail=False)  # a page that shows statuses only never draws for a record or a step
     assert not counts.redraw_due(view({"r": Mark(RunStatus.RUNNING, 900, 5, 0, 1000)}, detail=False), 60)
     assert counts.redraw_due(view({"r": Mark(RunStatus.FAILED, 10, 1, 0, 1000)}, detail=False), 0)
+
+
+def test_one_watcher_polls_the_sidebars_count_and_the_pages_run_together():
+    at = {"r": Mark(RunStatus.RUNNING, 10, 1, 0, 1000), "other": Mark(RunStatus.RUNNING, 5, 0, 0, 50)}
+    page = Watch(["r"], True, view({"r": at["r"]}))
+    sidebar = Watch(None, False, view(at, detail=False))
+    watches = Watches([sidebar, page], drawn_at=100.0)
+    assert watches.runs() is None and Watches([page, Watch(["q", "r"], False, view({}))]).runs() == ["r", "q"]
+    assert not watches.moved(at, 160.0)
+    assert not watches.moved({**at, "other": Mark(RunStatus.RUNNING, 40, 3, 0, 50)}, 160.0)  # another run's records: the page does not show them
+    assert watches.moved({**at, "other": Mark(RunStatus.DONE, 50, 4, 1, 50)}, 101.0)  # its end: the sidebar's count moves
+    assert watches.moved({**at, "r": Mark(RunStatus.RUNNING, 10, 2, 0, 1000)}, 101.0)  # the page's run: a record
+    steps = {**at, "r": Mark(RunStatus.RUNNING, 30, 1, 0, 1000)}
+    assert not watches.moved(steps, 100.0 + STEPS_REDRAW_S - 0.1) and watches.moved(steps, 100.0 + STEPS_REDRAW_S)
 
 
 def test_every_count_comes_from_one_function():
