@@ -101,11 +101,18 @@ def test_the_probe_cpu_estimate_counts_each_kind_of_record(records, population_e
 def test_the_real_models_table_keeps_the_cases_not_measured_again():
     from bench.real_models import HEADER, merged_rows
 
-    documented = "\n".join([HEADER, "| MobileNetV2 | 52 | 224² | old |", "| seed model | 3 | 224² | kept |", "| MobileNetV2 | 52 | 96² | kept too |"])
-    rows = merged_rows(documented, ["| ResNet50 | 53 | 224² | new |", "| MobileNetV2 | 52 | 224² | again |"])
+    documented = "\n".join(
+        [
+            HEADER,
+            "| MobileNetV2 | 52 | 224² | 100 × 16 | old |",
+            "| seed model | 3 | 224² | 50 × 32 | kept |",
+            "| MobileNetV2 | 52 | 96² | 100 × 16 | kept too |",
+        ]
+    )
+    rows = merged_rows(documented, ["| ResNet50 | 53 | 224² | 150 × 16 | new |", "| MobileNetV2 | 52 | 224² | 100 × 16 | again |"])
     assert rows == [
-        "| MobileNetV2 | 52 | 224² | again |",
-        "| seed model | 3 | 224² | kept |",
-        "| MobileNetV2 | 52 | 96² | kept too |",
-        "| ResNet50 | 53 | 224² | new |",
+        "| MobileNetV2 | 52 | 224² | 100 × 16 | again |",
+        "| seed model | 3 | 224² | 50 × 32 | kept |",
+        "| MobileNetV2 | 52 | 96² | 100 × 16 | kept too |",
+        "| ResNet50 | 53 | 224² | 150 × 16 | new |",  # beside the 50-step run, not in its place
     ]
