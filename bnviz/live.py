@@ -127,6 +127,36 @@ class Watches:
         return any(w.seen.redraw_due(view(marks_of(marks, w.runs), w.detail), now - self.drawn_at) for w in self.watches)
 
 
+class StepDrawings:
+    """The newest drawing of each chart over a training run's steps, for every session of a server
+    (thread-safe). Sessions following one run poll up to a poll apart, so each would see other steps
+    and draw anew; while the run trains, a drawing of the same records made less than STEPS_REDRAW_S
+    ago is shown instead, steps being redrawn that often anyway (View.redraw_due)."""
+
+    def __init__(self, size: int = 4 * CACHED_RUNS):
+        self.size = size
+        self._drawn: OrderedDict[tuple, tuple[tuple, float, object]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple, data: RunData, now: float) -> object | None:
+        """The drawing of `key` to show of `data` at monotonic time `now`, None when one must be made."""
+        with self._lock:
+            drawn = self._drawn.get(key)
+        if drawn is None or data.run.status != RunStatus.RUNNING:
+            return None
+        records, at, built = drawn
+        return built if records == records_version(data) and now - at < STEPS_REDRAW_S else None
+
+    def put(self, key: tuple, data: RunData, now: float, built: object) -> object:
+        """Keep `built`, drawn of `data` at `now`, as `key`'s newest drawing; returns it."""
+        with self._lock:
+            self._drawn[key] = (records_version(data), now, built)
+            self._drawn.move_to_end(key)
+            while len(self._drawn) > self.size:
+                self._drawn.popitem(last=False)
+        return built
+
+
 def _same_training(before: Run, now: Run) -> bool:
     """Can `now`'s records extend those read at `before`? Only within one training of the run that was
     running then: a run started again (a new `started`) may rewrite its steps from the first."""

@@ -27,12 +27,12 @@ from bnviz import figlayout
 from bnviz.config import SETTING, ConfigError
 from bnviz.diagnose import Finding, all_layer_figures, diagnose, ranked_layers
 from bnviz.executors import ray_address
-from bnviz.figures import PRESENTATION_SCALE, use_as_default_template
+from bnviz.figures import PRESENTATION_SCALE, frozen, use_as_default_template
 from bnviz.forms import FolderScan, scan_folder
 from bnviz.glossary import glossary_markdown
 from bnviz.jobs import JobManager
 from bnviz.labels import md_literal, unique_labels
-from bnviz.live import RunCache, View, Watch, Watches, activity, records_version, view
+from bnviz.live import RunCache, StepDrawings, View, Watch, Watches, activity, records_version, steps_version, view
 from bnviz.records import ACTIVE, SPLITS, Evaluation, Run, RunData, RunStatus
 from bnviz.store import Store, StoreFull, StoreUnreadable, default_home
 from bnviz.summary import inspected
@@ -240,7 +240,7 @@ def _run_cache(home: str) -> RunCache:
 
 @st.cache_resource(show_spinner=False, max_entries=64)
 def _shared_figure(key: tuple, _build: Callable[[], object]) -> object:
-    return _build()
+    return frozen(_build())
 
 
 def shared_figure(key: tuple, build: Callable[[], object]) -> object:
@@ -249,6 +249,21 @@ def shared_figure(key: tuple, build: Callable[[], object]) -> object:
     what the figure is drawn from (bnviz.live.records_version / steps_version, the widgets' choices);
     the result is shared, so never modify it."""
     return _shared_figure(key, build)
+
+
+@st.cache_resource(show_spinner=False)
+def _step_drawings() -> StepDrawings:
+    return StepDrawings()
+
+
+def shared_steps_figure(key: tuple, data: RunData, build: Callable[[], object]) -> object:
+    """`shared_figure` for charts over the steps of `data`'s run (`key` says which, without the steps):
+    while it trains, the sessions following it share one drawing per STEPS_REDRAW_S (bnviz.live.StepDrawings)."""
+    key, now = (data.run.id, *key), time.monotonic()
+    drawn = _step_drawings().get(key, data, now)
+    if drawn is not None:
+        return drawn
+    return _step_drawings().put(key, data, now, shared_figure((*key, steps_version(data)), build))
 
 
 def ranked_layer_names(data: RunData) -> list[str]:

@@ -10,7 +10,7 @@ import streamlit as st
 from bnviz import figures
 from bnviz.diagnose import FEW_LAYERS, diagnose, gather, ordered_layers
 from bnviz.labels import md_literal
-from bnviz.live import records_version, steps_version
+from bnviz.live import records_version
 from bnviz.presets import SEED_RESULTS
 from bnviz.records import Run, RunData, RunStatus
 from pages import common, diagnose_panels, slides
@@ -32,9 +32,9 @@ def show(active: bool, run_id: str, status: str) -> None:
     header(run, data)
     if waiting(run, data):
         return
-    # once per record and per hundredth of the run (steps_version), as the charts over the steps: keyed on every step trained,
+    # as the charts over the steps (per hundredth of the run, shared for STEPS_REDRAW_S): keyed on every step trained,
     # each poll of a long run would add an entry to the shared cache (64 entries) and push the figures out
-    (top, *more), evidence = common.shared_figure(("diagnosis", steps_version(data)), lambda: (diagnose(data), gather(data)))
+    (top, *more), evidence = common.shared_steps_figure(("diagnosis",), data, lambda: (diagnose(data), gather(data)))
     diagnose_panels.verdict(run, top)
     diagnose_panels.figures_row(data, evidence)
     diagnose_panels.history_charts(data, scale)

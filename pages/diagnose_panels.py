@@ -10,7 +10,6 @@ from bnviz import levers
 from bnviz.config import OWN_PRESET
 from bnviz.diagnose import Evidence, Finding
 from bnviz.labels import md_literal
-from bnviz.live import steps_version
 from bnviz.records import ACTIVE, Evaluation, Run, RunData, RunStatus
 from bnviz.summary import headline_figures, history_figures
 from pages import common
@@ -56,7 +55,7 @@ def history_charts(data: RunData, scale: float) -> None:
     if common.inspected(data.run):
         st.caption(HISTORY_NOTE)
     width = common.chart_width(2)
-    charts = common.shared_figure(("history", steps_version(data), scale, width), lambda: history_figures(data, scale=scale, width=width))
+    charts = common.shared_steps_figure(("history", scale, width), data, lambda: history_figures(data, scale=scale, width=width))
     for col, (key, fig) in zip(common.side_by_side(2) if charts else [], charts.items(), strict=False):
         with col:
             common.chart(fig, key=f"diagnose_{key}")

@@ -202,6 +202,19 @@ def test_the_template_as_plotlys_default_draws_the_same_figures():
         pio.templates.default = before
 
 
+def test_a_frozen_figure_converts_once_to_what_plotly_would_give():
+    import plotly.io as pio
+
+    data = make_data()
+    fresh = F.training_curves(data).to_dict()
+    fig = F.training_curves(data)
+    figs = {"curves": fig, "histograms": F.activation_histograms(data, "norm1")}
+    assert F.frozen(figs) is figs and F.frozen((fig, "not a figure")) == (fig, "not a figure")
+    converted = fig.to_dict()
+    assert fig.to_dict() is converted and pio.to_json(converted) == pio.to_json(fresh)  # what Streamlit sends, once per figure
+    assert F.training_curves(data).to_dict() is not F.training_curves(data).to_dict()  # figures not frozen convert afresh
+
+
 def test_compare_accuracy_colour_per_run_dash_per_mode():
     runs = [make_data("a", run_id="20260101-000000-aaaaaa"), make_data("b", 0.8, "20260101-000000-bbbbbb")]
     fig = F.compare_accuracy_figure(runs)

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bnviz.live import STEPS_REDRAW_S, Activity, RunCache, Watch, Watches, activity, view
+from bnviz.live import STEPS_REDRAW_S, Activity, RunCache, StepDrawings, Watch, Watches, activity, view
 from bnviz.presets import preset_config
 from bnviz.records import Mark, ProbeLayer, ProbeRecord, RunStatus
 from bnviz.store import Store
@@ -136,6 +136,23 @@ def test_one_watcher_polls_the_sidebars_count_and_the_pages_run_together():
     assert watches.moved({**at, "r": Mark(RunStatus.RUNNING, 10, 2, 0, 1000)}, 101.0)  # the page's run: a record
     steps = {**at, "r": Mark(RunStatus.RUNNING, 30, 1, 0, 1000)}
     assert not watches.moved(steps, 100.0 + STEPS_REDRAW_S - 0.1) and watches.moved(steps, 100.0 + STEPS_REDRAW_S)
+
+
+def test_sessions_following_a_run_share_one_drawing_of_its_steps_per_few_seconds(store):
+    run_id = _running(store)
+    cache, drawings = RunCache(store), StepDrawings()
+    store.add_records(run_id, steps=_steps(1, 10), probes=[_record(5)])
+    first = cache.load(store.get_run(run_id))
+    drawn = drawings.put(("history",), first, 100.0, object())
+    store.add_records(run_id, steps=_steps(11, 40))  # a poll later another session reads 30 more steps
+    later = cache.load(store.get_run(run_id))
+    assert later.steps_trained == 40 and drawings.get(("history",), later, 100.0 + STEPS_REDRAW_S - 0.1) is drawn
+    assert drawings.get(("history",), later, 100.0 + STEPS_REDRAW_S) is None  # steps are redrawn that often
+    assert drawings.get(("other",), later, 100.0) is None
+    store.add_records(run_id, steps=_steps(41, 41), probes=[_record(41)])  # a record: drawn at once
+    assert drawings.get(("history",), cache.load(store.get_run(run_id)), 100.0) is None
+    _finish(store, run_id)
+    assert drawings.get(("history",), cache.load(store.get_run(run_id)), 100.0) is None  # an ended run: always its last steps
 
 
 def test_every_count_comes_from_one_function():
