@@ -55,6 +55,7 @@ import os
 import re
 import shutil
 import sqlite3
+import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -130,6 +131,7 @@ ADDED_COLUMNS = {  # columns newer than the first stores; old rows read them as 
 GONE = "The process running it ({owner}) is gone; every record up to its last commit is kept."
 FULL_BELOW = 2**20  # bytes: an I/O error with less free space than this on the store's disk is a full disk
 RESERVE_BYTES = 256 * 2**10  # home/reserve; a final status update needs about 3 WAL frames of 4 KiB
+IDLE_CONNECTIONS = 4  # a Store keeps this many for reuse: opening one reads the schema, ~1 ms, for each read of a page's poll
 
 
 class StoreError(LookupError):
@@ -197,11 +199,20 @@ def _array(blob: bytes | None, dtype: str = "<f4") -> np.ndarray:
     return np.frombuffer(blob or b"", dtype=dtype)
 
 
+class _Connection(sqlite3.Connection):
+    """A connection that says whether it may be reused: not one opened without the shared WAL index."""
+
+    reusable = True
+    opened_in: tuple[int, int] | None = None  # (process, runs.sqlite's inode)
+
+
 class Store:
     """A handle on a home folder; cheap to create, safe to share across threads and processes
-    (each call opens its own short-lived connection)."""
+    (each call takes its own connection, reused once it is done with when nothing went wrong)."""
 
     def __init__(self, home: Path | str | None = None):
+        self._idle: list[_Connection] = []
+        self._idle_lock = threading.Lock()
         self.home = home_folder(home)
         self.models_dir = self.home / "models"
         self.path = self.home / "runs.sqlite"
@@ -230,20 +241,47 @@ class Store:
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
-        """A short-lived connection; a SQLite error in it leaves as `StoreFull` or `StoreUnreadable`."""
+        """A connection, reused when it was left with no error and no open transaction; a SQLite error in
+        it leaves as `StoreFull` or `StoreUnreadable`."""
         try:
-            db = self._connection()
+            db = self._take()
             try:
                 yield db
-            finally:
+            except BaseException:
                 db.close()
+                raise
+            self._give_back(db)
         except (sqlite3.DatabaseError, pd.errors.DatabaseError) as exc:
             failure = self._failure(exc)
             if failure is None:
                 raise
             raise failure from exc
 
-    def _connection(self, shared_index: bool = True) -> sqlite3.Connection:
+    def _take(self) -> _Connection:
+        """An idle connection opened by this process to the file now at `path`, else a new one."""
+        here = self._file_identity()
+        with self._idle_lock:
+            while self._idle:
+                db = self._idle.pop()
+                if db.opened_in == here:
+                    return db  # the others are dropped, not closed: a forked parent's, or a replaced file's
+        return self._connection()
+
+    def _give_back(self, db: _Connection) -> None:
+        """Keep `db` for the next call, or close it (enough kept, not reusable, or inside a transaction)."""
+        with self._idle_lock:
+            if db.reusable and not db.in_transaction and len(self._idle) < IDLE_CONNECTIONS:
+                self._idle.append(db)
+                return
+        db.close()
+
+    def _file_identity(self) -> tuple[int, int] | None:
+        try:
+            return os.getpid(), self.path.stat().st_ino
+        except OSError:
+            return None
+
+    def _connection(self, shared_index: bool = True) -> _Connection:
         """Open runs.sqlite and read its schema. That first read maps the WAL index (runs.sqlite-shm),
         which takes disk space; where there is none (a full disk, no process holding the store open),
         reopen without one: as an immutable file when the WAL holds nothing (then no process can be
@@ -252,8 +290,9 @@ class Store:
         wal = Path(f"{self.path}-wal")
         quiet = not shared_index and (not wal.exists() or wal.stat().st_size == 0)
         target = f"{self.path.as_uri()}?immutable=1" if quiet else str(self.path)
-        db = sqlite3.connect(target, timeout=60, isolation_level=None, uri=quiet)
+        db = sqlite3.connect(target, timeout=60, isolation_level=None, uri=quiet, check_same_thread=False, factory=_Connection)
         db.row_factory = sqlite3.Row
+        db.reusable, db.opened_in = shared_index, self._file_identity()
         try:
             if not shared_index and not quiet:
                 db.execute("PRAGMA locking_mode=EXCLUSIVE")  # before anything reads the file
