@@ -6,6 +6,8 @@ import multiprocessing
 import os
 import signal
 import socket
+import sqlite3
+import threading
 
 import numpy as np
 import pytest
@@ -120,3 +122,34 @@ def test_concurrent_writers_and_readers_do_not_lock(tmp_path):
         store.load_run(run_id)
     assert [p.exitcode for p in procs] == [0, 0, 0, 0]
     assert len(store.load_run(run_id).probes) == 160
+
+
+def test_a_store_reuses_its_connections_but_never_a_broken_one_or_one_to_a_replaced_file(tmp_path):
+    store = Store(tmp_path)
+    run_id = store.create_run(preset_config("bn"), status="running")
+    with store._connect() as first:
+        pass
+    with store._connect() as again:
+        assert again is first  # reused: no schema read
+    with pytest.raises(ZeroDivisionError), store._connect() as failed:
+        raise ZeroDivisionError  # a caller's error inside: the connection may be in any state
+    with pytest.raises(sqlite3.ProgrammingError):
+        failed.execute("SELECT 1")  # closed, not kept
+    with store._connect() as fresh:
+        assert fresh is not failed
+    writer = Store(tmp_path)  # another handle writes; the reused connection reads what it committed
+    writer.add_records(run_id, steps=[(1, 1, 1.0, 0.5)], probes=[_record(1)])
+    assert len(store.load_run(run_id).probes) == 1
+
+    threads = [threading.Thread(target=lambda: [store.list_runs() for _ in range(50)]) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(store._idle) <= 4
+
+    (tmp_path / "runs.sqlite").rename(tmp_path / "old.sqlite")  # the file replaced by another store's
+    for suffix in ("-wal", "-shm"):
+        (tmp_path / f"runs.sqlite{suffix}").unlink(missing_ok=True)
+    Store(tmp_path)
+    assert store.list_runs() == []  # the new file, not the old one through a kept connection
