@@ -259,11 +259,11 @@ def _step_drawings() -> StepDrawings:
 def shared_steps_figure(key: tuple, data: RunData, build: Callable[[], object]) -> object:
     """`shared_figure` for charts over the steps of `data`'s run (`key` says which, without the steps):
     while it trains, the sessions following it share one drawing per STEPS_REDRAW_S (bnviz.live.StepDrawings)."""
-    key, now = (data.run.id, *key), time.monotonic()
-    drawn = _step_drawings().get(key, data, now)
+    drawings, key, now = _step_drawings(), (data.run.id, *key), time.monotonic()
+    drawn = drawings.get(key, data, now)
     if drawn is not None:
         return drawn
-    return _step_drawings().put(key, data, now, shared_figure((*key, steps_version(data)), build))
+    return drawings.put(key, data, now, shared_figure((*key, steps_version(data)), build))
 
 
 def ranked_layer_names(data: RunData) -> list[str]:

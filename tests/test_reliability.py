@@ -708,9 +708,10 @@ LOST_CLICK_S = 20  # no run in the store and no answer on the page this long aft
 
 def queue_from(page, store: Store, known: set[str]) -> tuple[str, int]:
     """Click "Queue run" on a Train page; return the run the page says it queued and the clicks it took.
-    Chromium can deliver a click while Streamlit redraws the button, and then the server never sees it
-    (CI, 2026-12-07): when no new run is in the store and the page says nothing after LOST_CLICK_S, the
-    click is given once more. A doubled run still fails the caller's count of runs."""
+    CI once waited 90 s for an answer that never came (2026-12-07, cause unknown; a click landing while
+    Streamlit redraws the button is one suspect): when no new run is in the store and the page says
+    nothing after LOST_CLICK_S, the click never reached the server and is given once more. A doubled run
+    still fails the caller's count of runs."""
     success = page.locator('[data-testid="stAlertContentSuccess"]')
 
     def answered() -> bool:
