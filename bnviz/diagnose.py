@@ -157,8 +157,9 @@ def _momentum(data: RunData) -> float:
 
 
 def ordered_layers(data: RunData) -> list[str]:
-    """BN layers in network order (the model's layer table), not the store's alphabetical order."""
-    order = [row["name"] for row in data.run.info.get("layers", [])]
+    """BN layers in network order, not the store's alphabetical order: as the probe found them (inside
+    a nested base model too), else, for runs recorded before it listed them, the model's layer table."""
+    order = [row["name"] for row in data.run.info.get("bn_layers") or data.run.info.get("layers", [])]
     return sorted(data.layers, key=lambda name: (order.index(name) if name in order else len(order), name))
 
 

@@ -1349,9 +1349,11 @@ def test_a_layer_is_off_only_beyond_each_threshold(gap, scale, severity):
 
 
 def test_the_momentum_per_step_is_the_first_layers_to_the_power_of_its_updates():
-    rows = [{"name": "norm2", "momentum": 0.5, "epsilon": EPS}, {"name": "norm1", "momentum": 0.9, "epsilon": EPS, "updates_per_step": 3}]
+    """The first layer in network order as the probe listed it, a nested base's BN layers included
+    (the model's own layer table lists the base as one row)."""
+    rows = [{"name": "norm2", "momentum": 0.9, "epsilon": EPS, "updates_per_step": 3}, {"name": "norm1", "momentum": 0.5, "epsilon": EPS}]
     layers = [_trace("norm1"), _trace("norm2")]
-    info = {"bn_layers": rows, "layers": [{"name": "norm1"}, {"name": "norm2"}]}
+    info = {"bn_layers": rows, "layers": [{"name": "base"}]}  # network order is the probe's (norm2 first), not the store's
     assert dx._momentum(_data(layers=layers, info=info)) == pytest.approx(0.9**3)
     assert dx._momentum(_data(momentum=0.8, layers=[])) == pytest.approx(0.8)  # no records yet: the config's
 

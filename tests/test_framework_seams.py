@@ -74,7 +74,8 @@ def nested_model():
     import keras
     from keras import layers
 
-    inner = keras.Sequential([keras.Input((4, 4, 3)), layers.Conv2D(2, 3, padding="same"), layers.BatchNormalization(name="inner_bn")], name="inner")
+    inner_layers = [keras.Input((4, 4, 3)), layers.Conv2D(2, 3, padding="same", name="inner_conv"), layers.BatchNormalization(name="inner_bn")]
+    inner = keras.Sequential(inner_layers, name="inner")
     x_in = keras.Input((4, 4, 3))
     x = layers.Conv2D(3, 3, padding="same", name="conv")(x_in)
     x = layers.BatchNormalization(name="outer_bn")(x)
@@ -89,7 +90,9 @@ def test_keras_internals_all_layers_finds_every_nested_layer(nested_model):
 
     names = [layer.name for layer in all_layers(nested_model)]
     assert {"conv", "outer_bn", "inner", "inner_bn", "timed_bn"} <= set(names), f"Keras changed Layer._flatten_layers: all_layers gave {names}"
-    assert names.index("conv") < names.index("outer_bn") < names.index("inner_bn"), "all_layers no longer keeps construction order"
+    assert names.index("conv") < names.index("outer_bn") < names.index("inner") < names.index("inner_conv") < names.index("inner_bn"), (
+        f"all_layers lost construction order (a nested model's layers reversed, as Keras's _flatten_layers does): {names}"
+    )
 
 
 def test_keras_internals_run_through_graph_calls_each_layer(nested_model):

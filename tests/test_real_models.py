@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from bnviz.diagnose import ordered_layers
 from bnviz.stats import histogram_values
 from bnviz.store import Store
 
@@ -63,6 +64,8 @@ def test_every_bn_layer_of_a_nested_application_is_followed(recorded):
     assert run.status == "done" and len(run.info["bn_layers"]) == bn_layers == len(data.layers)
     steps = data.layers[next(iter(data.layers))].steps
     assert list(steps) == sorted(steps) and steps[0] == 0 and steps[-1] == STEPS
+    order = ordered_layers(data)  # network order inside the nested base: the verdict's "first layer that goes wrong" reads it
+    assert order[0] == "bn_Conv1" and order[-1] == "Conv_1_bn" and order.index("block_2_expand_BN") < order.index("block_10_expand_BN"), order[:4]
     for name, trace in data.layers.items():
         assert np.isfinite(trace.moving_mean).all() and np.isfinite(trace.moving_var).all(), name
         assert np.isfinite(trace.measured().pop_mean[-1]).all() and np.isfinite(trace.infer_mean[-1]).all(), name  # the last record measures both

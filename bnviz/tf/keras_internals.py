@@ -13,9 +13,19 @@ import keras
 
 
 def all_layers(model: keras.Layer) -> list[keras.Layer]:
-    """Every layer inside `model`, in construction order: nested models, a wrapper's inner layer and
-    a custom layer's sublayers included (`model.layers` stops at the first level)."""
-    return list(model._flatten_layers(include_self=False, recursive=True))
+    """Every layer inside `model`, in construction order, depth first: nested models, a wrapper's
+    inner layer and a custom layer's sublayers included (`model.layers` stops at the first level).
+    Not Keras's `_flatten_layers`: it lists a nested model's layers in reverse (deque.extendleft)."""
+    found: dict[int, keras.Layer] = {}
+
+    def visit(layer: keras.Layer) -> None:
+        for sublayer in layer._layers:
+            if id(sublayer) not in found:
+                found[id(sublayer)] = sublayer
+                visit(sublayer)
+
+    visit(model)
+    return list(found.values())
 
 
 def has_graph(model: keras.Model) -> bool:
