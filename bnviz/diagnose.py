@@ -475,6 +475,7 @@ def _late(trace: LayerTrace) -> np.ndarray:
 HALF_NORMAL_MEDIAN = 0.6745  # median of |z| for a standard normal z
 
 
+PINNED_SPREAD = 1e-3  # i.i.d. batch means this close (in population SDs) are pinned, e.g. by BN upstream on 1×1 maps: no scale to measure by
 MIN_IID_VALUES = 16  # z values (late records × channels) below which a model bnviz did not build gets no i.i.d. measure
 
 
@@ -485,11 +486,13 @@ def non_iid_ratio(data: RunData) -> float:
     holds one or two classes. A model bnviz did not build needs `MIN_IID_VALUES` values per layer:
     a median of 8 channels at one record reads 3 on shuffled data by chance."""
     ratios, fewest = [], MIN_IID_VALUES if data.run.info.get("source", "bnviz") != "bnviz" else 1
-    for trace in (data.layers[name] for name in sorted(_followable(data))):
-        late = _late(trace)
+    for name in sorted(_followable(data)):
+        trace, late = data.layers[name], _late(data.layers[name])
         if not trace.iid_mean_sd.size or not late.any():
             continue
-        z = np.abs(trace.batch_mean[late] - trace.pop_mean[late]) / np.maximum(trace.iid_mean_sd[late], 1e-12)
+        spread, sd = trace.iid_mean_sd[late], np.sqrt(np.maximum(trace.pop_var[late], 0.0) + data.epsilon(name))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            z = np.where(spread > PINNED_SPREAD * sd, np.abs(trace.batch_mean[late] - trace.pop_mean[late]) / spread, np.nan)
         if np.isfinite(z).sum() >= fewest:
             ratios.append(float(np.median(z[np.isfinite(z)])) / HALF_NORMAL_MEDIAN)
     return max(ratios) if ratios else math.nan

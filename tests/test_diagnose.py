@@ -239,6 +239,18 @@ def test_non_iid_ratio_threshold_for_models_trained_elsewhere(offset, cause):
     _assert_consistent(findings)
 
 
+def test_pinned_batch_means_give_no_non_iid_measure():
+    """Upstream BN pins the batch means of a layer fed 1×1 maps (EfficientNet at 32²): the i.i.d.
+    spread is float32 dust, and a batch mean off by dropout noise read as 10⁶ i.i.d. SDs."""
+    trace = _trace(steps=(0, 30, 60, 80, 100, 120), moving=(0.0, 10, 20, 25, 30, 35), moving_var=(1.0, 20, 50, 80, 100, 150), batch_offset=3.0)
+    data = _data(layers=[dataclasses.replace(trace, iid_mean_sd=np.full_like(trace.iid_mean_sd, 1e-7))], info={"source": "callback"})
+    assert dx.non_iid_ratio(_data(layers=[trace], info={"source": "callback"})) > dx.NON_IID_RATIO  # the same batches with a real spread
+    assert math.isnan(dx.non_iid_ratio(data))
+    findings = diagnose(data)
+    assert findings[0].cause != "non_iid_batches"
+    _assert_consistent(findings)
+
+
 @pytest.mark.parametrize(
     "offset, shuffle, cause",
     [
