@@ -94,3 +94,32 @@ def test_the_diagnosis_reads_a_fifty_layer_run(recorded):
     store, run, _, _ = recorded
     top, *_ = diagnose(store.load_run(run.id))
     assert top.title and top.detail
+
+
+@pytest.mark.slow
+def test_an_efficientnet_base_with_stochastic_depth_is_not_read_as_non_iid(tmp_path):
+    """EfficientNetB0 drops whole residual branches per image (Dropout with noise_shape) and, at 32²,
+    feeds its last blocks 1×1 maps whose batch means the BN layers upstream pin: its stem must be
+    its first BN layer, the layers after the first Dropout flagged, and shuffled batches never read
+    as non-i.i.d. (they did: a pinned spread of 1e-7 SD, and Keras listing the base in reverse)."""
+    import keras
+
+    import bnviz
+    from bnviz.data import synthetic
+    from bnviz.diagnose import diagnose
+
+    data = synthetic(SIZE, seed=0, train_per_class=STEPS * BATCH // 6, val_per_class=4, test_per_class=4)
+    keras.utils.set_random_seed(0)
+    base = keras.applications.EfficientNetB0(weights=None, include_top=False, input_shape=(SIZE, SIZE, 3))
+    inputs = keras.Input((SIZE, SIZE, 3))
+    model = keras.Model(inputs, keras.layers.Dense(data.num_classes, activation="softmax")(keras.layers.GlobalAveragePooling2D()(base(inputs))))
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    splits = {"train_data": (data.x_train, data.y_train), "validation_data": (data.x_val, data.y_val), "test_data": (data.x_test, data.y_test)}
+    probe = bnviz.Probe(name="EfficientNetB0", home=tmp_path, batch_size=BATCH, display=False, **splits)
+    model.fit(data.x_train, data.y_train, batch_size=BATCH, epochs=1, verbose=0, shuffle=True, callbacks=[probe])
+    run = Store(tmp_path).load_run(probe.run_id)
+    rows = run.run.info["bn_layers"]
+    assert rows[0]["name"] == ordered_layers(run)[0] == "stem_bn" and not rows[0]["after_noise"]
+    assert rows[-1]["name"] == "top_bn" and rows[-1]["after_noise"]  # the blocks' Dropout comes before it
+    top = diagnose(run)[0]
+    assert top.cause != "non_iid_batches", top.detail
