@@ -1166,6 +1166,7 @@ VERDICTS: dict[str, str] = {
     "overfitting": "Overfitting; BN is not the cause",
     "healthy": "Healthy: inference does as well as the model can",
 }
+WEAK_MODEL = "BN is not the cause: the model has not learnt its own training data"  # the healthy verdict of a model that underfits
 
 
 FINE_TUNING_DETAIL = {"overwritten_in_fine_tuning": "overwritten_in_fine_tuning", "healthy": "frozen_as_intended"}  # cause → finding told in the verdict
@@ -1178,10 +1179,11 @@ def verdict(data: RunData, ev: Evidence | None, found: dict[str, Finding]) -> Fi
     cause = decide(data, ev, found)
     lost = ev.lost_to_statistics
     drop = lost if cause in BN_CAUSES and math.isfinite(lost) else larger(ev.trained_score, ev.val) - ev.inference
+    weak = cause == "healthy" and ev.trained_score < ev.metric.underfit  # inference matches a model that learnt little: not "healthy"
     if cause == "insufficient_evidence":
         severity = "unknown"
     else:
-        severity = "ok" if cause == "healthy" else "critical" if drop >= ev.metric.critical else "warning"
+        severity = "ok" if cause == "healthy" and not weak else "critical" if drop >= ev.metric.critical else "warning"
     detail = _verdict_detail(cause, ev, _has_bn(data), found, data) + (compounding(data) if cause in BN_CAUSES else "")
     told = FINE_TUNING_DETAIL.get(cause, "")
     if told in found:
@@ -1189,6 +1191,8 @@ def verdict(data: RunData, ev: Evidence | None, found: dict[str, Finding]) -> Fi
     remedies = found[cause].remedies if cause in found else ()
     if cause == "insufficient_evidence":
         remedies = (found["missing_evidence"].detail,) if "missing_evidence" in found else ()
+    elif weak:
+        remedies = ("Train longer, or check the learning rate and the labels: the model does not fit even its training images.",)
     elif cause == "statistics_off":
         remedies = (
             "Recalibrate the BN statistics (PreciseBN) now: no retraining.",
@@ -1197,7 +1201,7 @@ def verdict(data: RunData, ev: Evidence | None, found: dict[str, Finding]) -> Fi
     numbers = {"accuracy_drop": drop}
     if cause in found and "suggested_momentum" in found[cause].numbers:
         numbers["suggested_momentum"] = found[cause].numbers["suggested_momentum"]
-    return Finding("verdict", severity, f"Verdict: {VERDICTS[cause]}", detail, remedies, numbers, cause)
+    return Finding("verdict", severity, f"Verdict: {WEAK_MODEL if weak else VERDICTS[cause]}", detail, remedies, numbers, cause)
 
 
 def _verdict_detail(cause: str, ev: Evidence, has_bn: bool, found: dict[str, Finding], data: RunData | None = None) -> str:

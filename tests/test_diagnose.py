@@ -194,7 +194,7 @@ def test_stale_collapse_names_the_cause_with_its_numbers():
 @pytest.mark.parametrize(
     "recalibrated, cause, severity",
     [
-        (0.349, "healthy", "ok"),
+        (0.349, "healthy", "warning"),  # healthy as far as BN goes, but the model fits 0.3 of its training images: weak
         (0.351, "stale_initial_values", "warning"),
         (0.449, "stale_initial_values", "warning"),
         (0.451, "stale_initial_values", "critical"),
@@ -203,6 +203,7 @@ def test_stale_collapse_names_the_cause_with_its_numbers():
 def test_lost_accuracy_thresholds(recalibrated, cause, severity):
     findings = diagnose(_data(inference=0.3, recalibrated=recalibrated, fit=0.3, train=0.3))
     assert (findings[0].cause, findings[0].severity) == (cause, severity)
+    assert (findings[0].title == f"Verdict: {dx.WEAK_MODEL}") == (cause == "healthy")
     _assert_consistent(findings)
 
 
