@@ -1127,9 +1127,9 @@ def decide(data: RunData, ev: Evidence, found: dict[str, Finding]) -> str:
     problem = ev.trained_score - ev.inference >= metric.warning or ev.trained_score < metric.underfit
     if ev.stuck and problem:
         return "never_moved"
-    if ev.not_iid and problem:
-        return "non_iid_batches"
     bn_fault = _bn_fault(ev, problem)
+    if ev.not_iid and problem and not (_iid_measured_only(data) and bn_fault):
+        return "non_iid_batches"
     if bn_fault is None and (problem or not math.isfinite(ev.trained_score)):
         return "insufficient_evidence"
     if bn_fault:
@@ -1145,6 +1145,14 @@ def decide(data: RunData, ev: Evidence, found: dict[str, Finding]) -> str:
     if ev.test_shifted:
         return "test_shift"
     return "overfitting" if ev.overfit_gap >= metric.overfit else "healthy"
+
+
+def _iid_measured_only(data: RunData) -> bool:
+    """Is "not i.i.d." a measurement here (a model trained elsewhere), not a known fact (bnviz fed
+    the batches itself)? Measured, it rests on four batches' spread and reads up to 2.9 (of 3) on
+    shuffled data, so it never outranks statistics that PreciseBN repairs: recalibration cannot help
+    batches that were not i.i.d., so a repair says the statistics, not the batches, were at fault."""
+    return data.run.info.get("source", "bnviz") != "bnviz"
 
 
 def _warns(found: dict[str, Finding], key: str) -> bool:
