@@ -74,6 +74,7 @@ CASES = {
     "resnet50-96": Case("ResNet50", _resnet50, 96, 100),
     "quick": Case("MobileNetV2 α 0.35", _tiny_mobilenetv2, 32, 8, 8),
 }
+DEFAULT_CASES = ["mobilenetv2-224", "resnet50-224", "seed-224"]
 
 
 class PeakMemory:
@@ -288,11 +289,14 @@ HEADER = (
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("cases", nargs="*", default=["mobilenetv2-224", "resnet50-224", "seed-224"], choices=sorted(CASES))
+    parser.add_argument("cases", nargs="*", help=f"default: {' '.join(DEFAULT_CASES)}; of {', '.join(sorted(CASES))}")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--inspect", type=int, metavar="IMAGES", default=0, help="instead: bnviz inspect + recalibrate of each saved model on IMAGES images")
     parser.add_argument("--docs", action="store_true", help="also write the table into docs/real-models.md (between its markers)")
     args = parser.parse_args(argv)
+    if unknown := sorted(set(args.cases) - set(CASES)):  # not argparse's choices: with nargs="*" they refuse the default list
+        parser.error(f"unknown case(s) {', '.join(unknown)}; choose from {', '.join(sorted(CASES))}")
+    args.cases = args.cases or DEFAULT_CASES
     quiet_tensorflow()
     if args.inspect:
         for name in args.cases:
