@@ -328,6 +328,11 @@ class Evidence:
         return larger(self.fit, self.train)
 
     @property
+    def underfits(self) -> bool:
+        """Did the model fail to learn its own training images (best training score below `underfit`)?"""
+        return self.trained_score < self.metric.underfit
+
+    @property
     def overfit_gap(self) -> float:
         """Training against held-out in inference mode: validation where the run has it (a shifted test
         set is no overfitting), else the test split."""
@@ -404,7 +409,7 @@ def batches_not_iid(data: RunData, ratio: float) -> bool:
     """Whether training batches were not i.i.d.: known for bnviz's own runs (it shuffled them, or fed
     the images class by class, which matters once the batch means differ measurably), measured by
     the `non_iid_ratio` for models trained elsewhere, whose batch order bnviz cannot see."""
-    if data.run.info.get("source", "bnviz") == "bnviz":
+    if not _iid_measured_only(data):
         return not data.run.config.shuffle and not ratio < UNSHUFFLED_RATIO  # NaN (no measure) trusts the setting
     return ratio >= NON_IID_RATIO
 
@@ -485,9 +490,10 @@ def non_iid_ratio(data: RunData) -> float:
     i.i.d. batches give 1; the layer that separates classes most): far above 1 when each batch
     holds one or two classes. A model bnviz did not build needs `MIN_IID_VALUES` values per layer:
     a median of 8 channels at one record reads 3 on shuffled data by chance."""
-    ratios, fewest = [], MIN_IID_VALUES if data.run.info.get("source", "bnviz") != "bnviz" else 1
+    ratios, fewest = [], MIN_IID_VALUES if _iid_measured_only(data) else 1
     for name in sorted(_followable(data)):
-        trace, late = data.layers[name], _late(data.layers[name])
+        trace = data.layers[name]
+        late = _late(trace)
         if not trace.iid_mean_sd.size or not late.any():
             continue
         spread, sd = trace.iid_mean_sd[late], np.sqrt(np.maximum(trace.pop_var[late], 0.0) + data.epsilon(name))
@@ -1124,7 +1130,7 @@ def decide(data: RunData, ev: Evidence, found: dict[str, Finding]) -> str:
         return "insufficient_evidence"
     if not _has_bn(data):
         return "test_shift" if ev.test_shifted else "overfitting" if ev.overfit_gap >= metric.overfit else "healthy"
-    problem = ev.trained_score - ev.inference >= metric.warning or ev.trained_score < metric.underfit
+    problem = ev.trained_score - ev.inference >= metric.warning or ev.underfits
     if ev.stuck and problem:
         return "never_moved"
     bn_fault = _bn_fault(ev, problem)
@@ -1187,7 +1193,7 @@ def verdict(data: RunData, ev: Evidence | None, found: dict[str, Finding]) -> Fi
     cause = decide(data, ev, found)
     lost = ev.lost_to_statistics
     drop = lost if cause in BN_CAUSES and math.isfinite(lost) else larger(ev.trained_score, ev.val) - ev.inference
-    weak = cause == "healthy" and ev.trained_score < ev.metric.underfit  # inference matches a model that learnt little: not "healthy"
+    weak = cause == "healthy" and ev.underfits  # inference matches a model that learnt little: not "healthy"
     if cause == "insufficient_evidence":
         severity = "unknown"
     else:
@@ -1247,7 +1253,7 @@ def _verdict_detail(cause: str, ev: Evidence, has_bn: bool, found: dict[str, Fin
     if cause == "overfitting":
         same = " Recalibrating on training data does not close the gap." if math.isfinite(ev.recalibrated) else ""
         return f"{held} Training {name} {show(ev.train if math.isfinite(ev.train) else ev.fit)}: the model does not generalise.{same}"
-    weak = f" The model itself is weak: {trained}." if ev.trained_score < ev.metric.underfit else ""
+    weak = f" The model itself is weak: {trained}." if ev.underfits else ""
     if not has_bn:
         return f"{held} This model has no BatchNormalization layer: training and inference differ only by Dropout.{weak}"
     basis = "Recalibrating BN changes little" if math.isfinite(ev.lost_to_statistics) else "Inference does as well as fit on the training batches"
